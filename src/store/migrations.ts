@@ -1,0 +1,85 @@
+// Versioned schema migrations, tracked in SQLite's `PRAGMA user_version` (a field of the
+// database header, so it commits atomically with the DDL in the same transaction).
+// Rules: never edit a shipped migration; append a new one. Migration N (1-based) brings the
+// schema from version N-1 to N.
+
+import { type SqlDatabase, writeTransaction } from "./sqlite-driver.ts";
+
+export const MIGRATIONS: readonly string[] = [
+  // 1: initial schema. JSON columns hold values the store never queries inside, except
+  // pending.carried_in, which ackToken searches with json_each.
+  `
+  CREATE TABLE snapshots (
+    user_id          TEXT PRIMARY KEY,
+    stream_id        INTEGER NOT NULL,
+    devices          TEXT NOT NULL,
+    master_key       TEXT,
+    self_signing_key TEXT,
+    fetched_at       INTEGER NOT NULL
+  );
+  CREATE TABLE backoffs (
+    destination   TEXT PRIMARY KEY,
+    failures      INTEGER NOT NULL,
+    retry_at      INTEGER NOT NULL,
+    last_probe_at INTEGER NOT NULL
+  );
+  CREATE TABLE retries (
+    user_id      TEXT PRIMARY KEY,
+    attempts     INTEGER NOT NULL,
+    due_at       INTEGER NOT NULL,
+    requested_by TEXT NOT NULL,
+    last_error   TEXT
+  );
+  CREATE INDEX retries_due ON retries (due_at);
+  CREATE TABLE pending (
+    user_id    TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    carried_in TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, target)
+  );
+  CREATE TABLE trackers (
+    target      TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    server_name TEXT NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    PRIMARY KEY (target, user_id, device_id)
+  );
+  CREATE INDEX trackers_server ON trackers (server_name, target);
+  CREATE INDEX trackers_last_seen ON trackers (last_seen);
+  CREATE TABLE heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
+  );
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export function schemaVersion(db: SqlDatabase): number {
+  const row = db.prepare("PRAGMA user_version").get();
+  return Number(row?.["user_version"] ?? 0);
+}
+
+/**
+ * Applies the missing migrations, each in its own IMMEDIATE transaction: the write lock is
+ * taken before the version is re-read, so two processes opening the same file at once
+ * cannot both apply a migration. Returns the versions before and after.
+ */
+export function migrate(db: SqlDatabase): { from: number; to: number } {
+  const from = schemaVersion(db);
+  if (from > SCHEMA_VERSION) {
+    // A newer build wrote this file; running old code on it could corrupt its meaning.
+    throw new Error(`store schema version ${from} is newer than this build supports (${SCHEMA_VERSION})`);
+  }
+  for (let v = from; v < SCHEMA_VERSION; v++) {
+    writeTransaction(db, () => {
+      if (schemaVersion(db) !== v) return; // another process got here first
+      db.exec(MIGRATIONS[v] as string);
+      // user_version cannot be a bound parameter; v + 1 is an integer we computed.
+      db.exec(`PRAGMA user_version = ${v + 1}`);
+    });
+  }
+  return { from, to: schemaVersion(db) };
+}

@@ -1,0 +1,198 @@
+// SQL for each Store method. Instances are made by openSqliteStore (sqlite.ts), which has
+// already configured the connection and migrated the schema.
+
+import { type SqlDatabase, type SqlRow, writeTransaction } from "./sqlite-driver.ts";
+import type { Backoff, DeviceSnapshot, PendingDelivery, RetryEntry, Store } from "./store.ts";
+
+/** How many sync tokens a pending row remembers: a client may retry a few old `since` values. */
+const CARRIED_KEEP = 8;
+
+const str = (v: unknown): string => String(v);
+const num = (v: unknown): number => Number(v);
+const obj = (v: unknown): Record<string, unknown> | undefined =>
+  typeof v === "string" ? (JSON.parse(v) as Record<string, unknown>) : undefined;
+/** The server name of a user id is everything after the first ':' (spec appendices §User Identifiers). */
+const serverOf = (userId: string): string => {
+  const i = userId.indexOf(":");
+  return i < 0 ? "" : userId.slice(i + 1);
+};
+
+
+function toSnapshot(r: SqlRow): DeviceSnapshot {
+  const s: DeviceSnapshot = {
+    userId: str(r["user_id"]),
+    streamId: num(r["stream_id"]),
+    devices: JSON.parse(str(r["devices"])) as DeviceSnapshot["devices"],
+    fetchedAt: num(r["fetched_at"]),
+  };
+  const mk = obj(r["master_key"]);
+  const ssk = obj(r["self_signing_key"]);
+  if (mk) s.masterKey = mk;
+  if (ssk) s.selfSigningKey = ssk;
+  return s;
+}
+
+function toBackoff(r: SqlRow): Backoff {
+  return {
+    destination: str(r["destination"]),
+    failures: num(r["failures"]),
+    retryAt: num(r["retry_at"]),
+    lastProbeAt: num(r["last_probe_at"]),
+  };
+}
+
+function toRetry(r: SqlRow): RetryEntry {
+  const e: RetryEntry = {
+    userId: str(r["user_id"]),
+    attempts: num(r["attempts"]),
+    dueAt: num(r["due_at"]),
+    requestedBy: JSON.parse(str(r["requested_by"])) as string[],
+  };
+  if (r["last_error"] !== null && r["last_error"] !== undefined) e.lastError = str(r["last_error"]);
+  return e;
+}
+
+export class SqliteStore implements Store {
+  #db: SqlDatabase;
+  #closed = false;
+
+  constructor(db: SqlDatabase) {
+    this.#db = db;
+  }
+
+  #q(sql: string) {
+    return this.#db.prepare(sql);
+  }
+
+  #tx(fn: () => void): void {
+    writeTransaction(this.#db, fn);
+  }
+
+  getSnapshot(userId: string) {
+    const r = this.#q("SELECT * FROM snapshots WHERE user_id = ?").get(userId);
+    return r ? toSnapshot(r) : undefined;
+  }
+  putSnapshot(s: DeviceSnapshot) {
+    this.#q(
+      `INSERT OR REPLACE INTO snapshots (user_id, stream_id, devices, master_key, self_signing_key, fetched_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ).run(s.userId, s.streamId, JSON.stringify(s.devices), s.masterKey ? JSON.stringify(s.masterKey) : null,
+      s.selfSigningKey ? JSON.stringify(s.selfSigningKey) : null, s.fetchedAt);
+  }
+  deleteSnapshot(userId: string) {
+    this.#q("DELETE FROM snapshots WHERE user_id = ?").run(userId);
+  }
+  listSnapshotUsers() {
+    return this.#q("SELECT user_id FROM snapshots ORDER BY user_id").all().map((r) => str(r["user_id"]));
+  }
+
+  getBackoff(destination: string) {
+    const r = this.#q("SELECT * FROM backoffs WHERE destination = ?").get(destination);
+    return r ? toBackoff(r) : undefined;
+  }
+  putBackoff(b: Backoff) {
+    this.#q("INSERT OR REPLACE INTO backoffs (destination, failures, retry_at, last_probe_at) VALUES (?, ?, ?, ?)")
+      .run(b.destination, b.failures, b.retryAt, b.lastProbeAt);
+  }
+  clearBackoff(destination: string) {
+    this.#q("DELETE FROM backoffs WHERE destination = ?").run(destination);
+  }
+  listBackoffs() {
+    return this.#q("SELECT * FROM backoffs ORDER BY destination").all().map(toBackoff);
+  }
+
+  putRetry(r: RetryEntry) {
+    // ON CONFLICT DO UPDATE (not REPLACE) keeps the rowid, our tie-break for equal dueAt.
+    this.#q(
+      `INSERT INTO retries (user_id, attempts, due_at, requested_by, last_error) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (user_id) DO UPDATE SET attempts = excluded.attempts, due_at = excluded.due_at,
+         requested_by = excluded.requested_by, last_error = excluded.last_error`,
+    ).run(r.userId, r.attempts, r.dueAt, JSON.stringify(r.requestedBy), r.lastError ?? null);
+  }
+  getRetry(userId: string) {
+    const r = this.#q("SELECT * FROM retries WHERE user_id = ?").get(userId);
+    return r ? toRetry(r) : undefined;
+  }
+  deleteRetry(userId: string) {
+    this.#q("DELETE FROM retries WHERE user_id = ?").run(userId);
+  }
+  dueRetries(now: number, limit: number) {
+    return this.#q("SELECT * FROM retries WHERE due_at <= ? ORDER BY due_at, rowid LIMIT ?")
+      .all(now, Math.max(0, Math.trunc(limit))).map(toRetry);
+  }
+  listRetries() {
+    return this.#q("SELECT * FROM retries ORDER BY due_at, rowid").all().map(toRetry);
+  }
+  nextRetryAt() {
+    const v = this.#q("SELECT min(due_at) AS m FROM retries").get()?.["m"];
+    return v === null || v === undefined ? undefined : num(v);
+  }
+
+  addPending(rows: { userId: string; deviceId: string; target: string }[]) {
+    const st = this.#q(
+      `INSERT INTO pending (user_id, device_id, target, carried_in) VALUES (?, ?, ?, '[]')
+       ON CONFLICT (user_id, device_id, target) DO UPDATE SET carried_in = '[]'`,
+    );
+    this.#tx(() => rows.forEach((r) => st.run(r.userId, r.deviceId, r.target)));
+  }
+  pendingFor(userId: string, deviceId: string): PendingDelivery[] {
+    return this.#q("SELECT target, carried_in FROM pending WHERE user_id = ? AND device_id = ? ORDER BY rowid")
+      .all(userId, deviceId)
+      .map((r) => ({ target: str(r["target"]), carriedIn: JSON.parse(str(r["carried_in"])) as string[] }));
+  }
+  hasPending(userId: string, deviceId: string) {
+    return this.#q("SELECT 1 AS x FROM pending WHERE user_id = ? AND device_id = ? LIMIT 1").get(userId, deviceId) !== undefined;
+  }
+  markCarried(userId: string, deviceId: string, targets: string[], token: string) {
+    const read = this.#q("SELECT carried_in FROM pending WHERE user_id = ? AND device_id = ? AND target = ?");
+    const write = this.#q("UPDATE pending SET carried_in = ? WHERE user_id = ? AND device_id = ? AND target = ?");
+    this.#tx(() => {
+      for (const t of targets) {
+        const r = read.get(userId, deviceId, t);
+        if (!r) continue; // acknowledged meanwhile: nothing left to carry
+        // A repeated token moves to the end rather than crowding out older ones.
+        const carried = (JSON.parse(str(r["carried_in"])) as string[]).filter((x) => x !== token);
+        carried.push(token);
+        write.run(JSON.stringify(carried.slice(-CARRIED_KEEP)), userId, deviceId, t);
+      }
+    });
+  }
+  ackToken(userId: string, deviceId: string, token: string) {
+    return this.#q(
+      `DELETE FROM pending WHERE user_id = ? AND device_id = ?
+         AND EXISTS (SELECT 1 FROM json_each(pending.carried_in) WHERE value = ?)`,
+    ).run(userId, deviceId, token).changes;
+  }
+  countPending() {
+    return num(this.#q("SELECT count(*) AS n FROM pending").get()?.["n"]);
+  }
+
+  track(userId: string, deviceId: string, targets: string[], now: number) {
+    const st = this.#q(
+      `INSERT INTO trackers (target, user_id, device_id, server_name, last_seen) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (target, user_id, device_id) DO UPDATE SET last_seen = excluded.last_seen`,
+    );
+    this.#tx(() => targets.forEach((t) => st.run(t, userId, deviceId, serverOf(t), now)));
+  }
+  trackersOf(target: string) {
+    return this.#q("SELECT user_id, device_id FROM trackers WHERE target = ? ORDER BY user_id, device_id")
+      .all(target).map((r) => ({ userId: str(r["user_id"]), deviceId: str(r["device_id"]) }));
+  }
+  trackedUsersOn(serverName: string) {
+    return this.#q("SELECT DISTINCT target FROM trackers WHERE server_name = ? ORDER BY target")
+      .all(serverName).map((r) => str(r["target"]));
+  }
+  expireTrackers(olderThan: number) {
+    return this.#q("DELETE FROM trackers WHERE last_seen < ?").run(olderThan).changes;
+  }
+
+  ping() {
+    this.#q("INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
+      .run(Date.now());
+  }
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#db.close();
+  }
+}

@@ -1,0 +1,65 @@
+// The embedded Store: one SQLite file in --data-dir. Opening, pragmas and start-up checks
+// live here; the queries live in sqlite-store.ts. See store.ts for the contract.
+
+import { mkdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { migrate, SCHEMA_VERSION, schemaVersion } from "./migrations.ts";
+import { openSqliteDatabase, type SqlDatabase } from "./sqlite-driver.ts";
+import { SqliteStore } from "./sqlite-store.ts";
+import type { Store } from "./store.ts";
+
+export const STORE_FILE = "resync.sqlite3";
+
+export interface SqliteStoreOptions {
+  /** Open without write access (no migration, no mkdir); ping() then throws. */
+  readonly?: boolean;
+  /** How long a write waits for another connection's lock before failing. Default 5000. */
+  busyTimeoutMs?: number;
+}
+
+const oneLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ");
+
+/** Creates dataDir if missing and opens `${dataDir}/resync.sqlite3`; errors are one line. */
+export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions = {}): Promise<Store> {
+  const file = join(dataDir, STORE_FILE);
+  const readonly = opts.readonly === true;
+  try {
+    if (!readonly) mkdirSync(dataDir, { recursive: true });
+    if (!statSync(dataDir).isDirectory()) throw new Error("not a directory");
+  } catch (e) {
+    throw new Error(`store: data dir ${dataDir} is not usable: ${oneLine(e)}`);
+  }
+  if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new Error(`store: ${file} is a directory, expected an SQLite file`);
+  }
+  let db: SqlDatabase;
+  try {
+    db = await openSqliteDatabase(file, { readonly });
+  } catch (e) {
+    throw new Error(`store: cannot open ${file}: ${oneLine(e)}`);
+  }
+  try {
+    // busy_timeout first: the pragmas below may already need a lock.
+    const busy = opts.busyTimeoutMs ?? 5000;
+    db.exec(`PRAGMA busy_timeout = ${Number.isFinite(busy) ? Math.max(0, Math.trunc(busy)) : 5000}`);
+    if (readonly) {
+      const v = schemaVersion(db);
+      if (v !== SCHEMA_VERSION) throw new Error(`schema version ${v}, this build needs ${SCHEMA_VERSION}`);
+    } else {
+      // WAL: readers never block the writer, and a commit is one append to the log.
+      db.exec("PRAGMA journal_mode = WAL");
+      // FULL, not NORMAL: in WAL mode NORMAL survives a process kill but may lose the last
+      // commits on power loss or OS crash. We answer clients only after committing (202 for
+      // a refresh, a next_batch that carried an injection), so a commit must be on disk
+      // then. The cost is one fsync per write transaction; our writes are few and small.
+      db.exec("PRAGMA synchronous = FULL");
+      migrate(db);
+    }
+    const store = new SqliteStore(db);
+    if (!readonly) store.ping(); // prove at start-up that the file really takes writes
+    return store;
+  } catch (e) {
+    db.close();
+    throw new Error(`store: ${file} is not usable: ${oneLine(e)}`);
+  }
+}

@@ -1,0 +1,88 @@
+// Durable state of the proxy (DESIGN.md "Durable state"): everything here must survive
+// `kill -9`, and every write that matters is committed before the client is answered.
+// The API is synchronous: the embedded SQLite store is local and fast, and callers stay
+// simple. A multi-replica Redis store will implement the same interface.
+
+/** A validated answer of GET /_matrix/federation/v1/user/devices/{userId}. */
+export interface DeviceSnapshot {
+  userId: string;
+  /** The remote's `stream_id` for this device list. */
+  streamId: number;
+  /** device_id -> DeviceKeys JSON, including optional `unsigned.device_display_name`. */
+  devices: Record<string, Record<string, unknown>>;
+  masterKey?: Record<string, unknown>;
+  selfSigningKey?: Record<string, unknown>;
+  /** Milliseconds since the epoch. */
+  fetchedAt: number;
+}
+
+/** Per-destination federation backoff (PROTOCOL.md: Synapse backs off per destination too). */
+export interface Backoff {
+  destination: string;
+  failures: number;
+  retryAt: number;
+  lastProbeAt: number;
+}
+
+/** A failed refresh that will be retried; upserted by userId. */
+export interface RetryEntry {
+  userId: string;
+  attempts: number;
+  dueAt: number;
+  /** Who asked for the refresh; opaque strings chosen by the caller, kept in order. */
+  requestedBy: string[];
+  lastError?: string;
+}
+
+/** "This device must be told that `target`'s device list changed". */
+export interface PendingDelivery {
+  target: string;
+  /** The sync tokens (next_batch) of responses that carried this injection, oldest first. */
+  carriedIn: string[];
+}
+
+export interface Store {
+  getSnapshot(userId: string): DeviceSnapshot | undefined;
+  putSnapshot(s: DeviceSnapshot): void;
+  deleteSnapshot(userId: string): void;
+  listSnapshotUsers(): string[];
+
+  getBackoff(destination: string): Backoff | undefined;
+  putBackoff(b: Backoff): void;
+  clearBackoff(destination: string): void;
+  listBackoffs(): Backoff[];
+
+  /** Upsert by userId. */
+  putRetry(r: RetryEntry): void;
+  getRetry(userId: string): RetryEntry | undefined;
+  deleteRetry(userId: string): void;
+  /** Entries with dueAt <= now, earliest dueAt first, at most `limit`. */
+  dueRetries(now: number, limit: number): RetryEntry[];
+  listRetries(): RetryEntry[];
+  nextRetryAt(): number | undefined;
+
+  /**
+   * Idempotent. Re-adding an existing row RESETS its carriedIn: a newer change must be
+   * delivered again, so a token that carried the older change no longer acknowledges it.
+   */
+  addPending(rows: { userId: string; deviceId: string; target: string }[]): void;
+  pendingFor(userId: string, deviceId: string): PendingDelivery[];
+  hasPending(userId: string, deviceId: string): boolean;
+  /** Appends `token` to carriedIn of the named rows that still exist (keeps the last 8). */
+  markCarried(userId: string, deviceId: string, targets: string[], token: string): void;
+  /** Deletes this device's rows whose carriedIn contains `token`; returns how many. */
+  ackToken(userId: string, deviceId: string, token: string): number;
+  countPending(): number;
+
+  /** Upserts last_seen for each (device, target): the device queried target's keys. */
+  track(userId: string, deviceId: string, targets: string[], now: number): void;
+  trackersOf(target: string): { userId: string; deviceId: string }[];
+  /** Distinct tracked targets whose server name (after the first ':') equals serverName. */
+  trackedUsersOn(serverName: string): string[];
+  /** Deletes trackers with last_seen < olderThan; returns how many. */
+  expireTrackers(olderThan: number): number;
+
+  /** A real write (heartbeat row); throws when the store is not writable. */
+  ping(): void;
+  close(): void;
+}
