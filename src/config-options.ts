@@ -1,0 +1,54 @@
+import * as v from "valibot";
+
+// The command-line contract from DESIGN.md. Flag names are fixed: external acceptance tests drive them.
+// Every flag also reads env RESYNC_<NAME> and the same key (camelCase or kebab-case) in --config FILE.
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  v.pipe(
+    v.union([v.number(), v.pipe(v.string(), v.regex(/^\d+$/), v.transform(Number))]),
+    v.integer(),
+    v.minValue(min),
+    v.maxValue(max),
+  );
+const text = v.pipe(v.string(), v.trim(), v.nonEmpty());
+const url = v.pipe(text, v.url(), v.regex(/^https?:\/\//i));
+const listenAddr = v.pipe(text, v.regex(/^(unix:\/.+|(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5})$/));
+const serverName = v.pipe(text, v.regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/));
+const list = v.pipe(
+  v.union([v.array(v.string()), v.pipe(v.string(), v.transform((s) => s.split(",")))]),
+  v.transform((a) => a.map((s) => s.trim()).filter(Boolean)),
+);
+
+export type Command = "serve" | "doctor" | "healthcheck";
+
+export interface OptionSpec {
+  name: string; // kebab-case flag name
+  schema: v.GenericSchema<unknown, unknown>;
+  expected: string; // said in the one-line error
+  help: string;
+  default?: unknown;
+  requiredFor?: Command[];
+}
+
+export const OPTIONS = [
+  { name: "upstream", schema: url, expected: "an http(s) URL of the homeserver's client API", help: "homeserver client API base URL", requiredFor: ["serve", "doctor"] },
+  { name: "server-name", schema: serverName, expected: "a server name such as example.org or example.org:8448", help: "the homeserver's server_name", requiredFor: ["serve", "doctor"] },
+  { name: "signing-key", schema: text, expected: "a path to a Synapse *.signing.key or Dendrite matrix_key.pem", help: "the homeserver's signing key file (or use --signing-key-seed + --signing-key-id)" },
+  { name: "signing-key-seed", schema: text, expected: "an unpadded base64 32-byte ed25519 seed", help: "raw signing key seed, for Conduit/conduwuit (which keep it in their database)" },
+  { name: "signing-key-id", schema: v.pipe(text, v.regex(/^ed25519:[A-Za-z0-9_]+$/)), expected: "a key id such as ed25519:abc", help: "key id for --signing-key-seed" },
+  { name: "listen", schema: listenAddr, expected: "host:port or unix:/path", help: "client-facing listener", default: "0.0.0.0:8009" },
+  { name: "data-dir", schema: text, expected: "a directory path", help: "durable state (SQLite file inside)", default: "./data" },
+  { name: "metrics-listen", schema: listenAddr, expected: "host:port or unix:/path", help: "/metrics, /healthz, /readyz listener (off when unset)" },
+  { name: "federation-ca", schema: text, expected: "a path to a PEM file", help: "extra PEM CA(s) trusted for federation TLS (system CAs are always trusted)" },
+  { name: "federation-allow-cidrs", schema: list, expected: "a comma-separated list of CIDRs", help: "CIDRs exempt from the private-address block", default: [] },
+  { name: "dns-server", schema: v.pipe(text, v.regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/)), expected: "host:port", help: "resolver for A/AAAA/SRV in federation discovery (system when unset)" },
+  { name: "trusted-proxies", schema: list, expected: "'loopback' or a comma-separated list of CIDRs", help: "peers whose X-Forwarded-For is trusted", default: [] },
+  { name: "refresh-wait-ms", schema: int(0, 60_000), expected: "an integer from 0 to 60000", help: "how long a refresh request waits for the federation answer", default: 5000 },
+  { name: "refresh-cache-ms", schema: int(0), expected: "a non-negative integer", help: "a refresh this soon after a success skips federation", default: 30_000 },
+  { name: "retry-initial-ms", schema: int(1), expected: "a positive integer", help: "first retry delay for a failed refresh", default: 30_000 },
+  { name: "retry-max-ms", schema: int(1), expected: "a positive integer", help: "largest retry delay for a failed refresh", default: 3_600_000 },
+  { name: "upstream-header-timeout-ms", schema: int(1), expected: "a positive integer", help: "how long to wait for the homeserver's response headers (long-polls get their own timeout added)", default: 60_000 },
+  { name: "log-level", schema: v.picklist(["debug", "info", "warn", "error"]), expected: "one of debug, info, warn, error", help: "log verbosity", default: "info" },
+] as const satisfies readonly OptionSpec[];
+
+export type OptionName = (typeof OPTIONS)[number]["name"];

@@ -1,0 +1,33 @@
+#!/usr/bin/env bun
+// Entry point: parse configuration, print help, wire and start. No logic lives here.
+import { ConfigError, helpText, parseCli } from "./config.ts";
+import { VERSION } from "./version.ts";
+import { runHealthcheck } from "./ops/healthcheck.ts";
+import { serve } from "./serve.ts";
+
+async function main(): Promise<number> {
+  let action;
+  try {
+    action = parseCli(process.argv.slice(2), process.env);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    process.stderr.write(`matrix-resync-proxy: ${e.message}\n`);
+    return 2;
+  }
+  if (action.kind === "help") return void process.stdout.write(`${helpText(VERSION)}\n`), 0;
+  if (action.kind === "version") return void process.stdout.write(`matrix-resync-proxy ${VERSION}\n`), 0;
+  const { config } = action;
+  if (config.command === "healthcheck") return runHealthcheck(config);
+  await serve(config);
+  return -1; // keep running; shutdown exits
+}
+
+main().then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err) => {
+    process.stderr.write(`matrix-resync-proxy: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

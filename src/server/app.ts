@@ -1,0 +1,52 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Config } from "../config.ts";
+import { sendError, sendJson } from "./errors.ts";
+import { sendPreflight } from "./cors.ts";
+import { forwardedHeaders } from "./forwarded.ts";
+import { passThrough } from "./passthrough.ts";
+import { Router } from "./router.ts";
+import type { Upstream } from "./upstream.ts";
+
+export interface AppDeps {
+  config: Config;
+  upstream: Upstream;
+  trusted: (ip: string) => boolean;
+}
+
+export interface RouteContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  params: Record<string, string>;
+  /** Raw path and query exactly as the client sent them. */
+  target: string;
+  forwarded: Record<string, string>;
+  deps: AppDeps;
+}
+
+export type Handler = (ctx: RouteContext) => Promise<void>;
+
+// The proxy's own liveness path on the client listener, for `healthcheck` when no metrics
+// listener is configured. The `/_resync/` prefix is ours: no homeserver serves it.
+export const SELF_HEALTH_PATH = "/_resync/healthz";
+
+/** Returns the request listener: intercepted routes go to their handler, everything else streams through. */
+export function createApp(deps: AppDeps, routes: Router<Handler>): (req: IncomingMessage, res: ServerResponse) => void {
+  return function handle(req, res) {
+    const target = req.url ?? "/";
+    const q = target.indexOf("?");
+    const path = q === -1 ? target : target.slice(0, q);
+    const method = req.method ?? "GET";
+    const forwarded = forwardedHeaders(req, deps.trusted);
+
+    if (path === SELF_HEALTH_PATH) return sendJson(res, 200, { status: "ok" });
+    if (method === "OPTIONS" && routes.has(path)) return sendPreflight(res);
+    const hit = routes.match(method, path);
+    if (!hit) {
+      void passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded });
+      return;
+    }
+    hit.handler({ req, res, params: hit.params, target, forwarded, deps }).catch((err) => {
+      if (!res.destroyed) sendError(res, err);
+    });
+  };
+}

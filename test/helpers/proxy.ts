@@ -1,0 +1,38 @@
+// Start the proxy in-process for integration tests, configured through the real CLI parser.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseCli, type Config } from "../../src/config.ts";
+import { createLogger } from "../../src/ops/log.ts";
+import { startProxy, type RunningProxy } from "../../src/serve.ts";
+
+// Synapse-format key file (the spec's test seed); the key content is irrelevant to pass-through.
+export function writeTestKey(dir = mkdtempSync(join(tmpdir(), "resync-key-"))): string {
+  const path = join(dir, "test.signing.key");
+  writeFileSync(path, "ed25519 1 YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1\n");
+  return path;
+}
+
+export function testConfig(upstream: string, extra: string[] = []): Config {
+  const action = parseCli(
+    [
+      "--upstream", upstream,
+      "--server-name", "hs.test",
+      "--signing-key", writeTestKey(),
+      "--listen", "127.0.0.1:0",
+      "--data-dir", mkdtempSync(join(tmpdir(), "resync-data-")),
+      "--log-level", "error",
+      ...extra,
+    ],
+    {},
+  );
+  if (action.kind !== "run") throw new Error("unexpected CLI action");
+  return action.config;
+}
+
+export async function startTestProxy(upstream: string, extra: string[] = []): Promise<RunningProxy & { url: string; port: number }> {
+  const logs: string[] = [];
+  const p = await startProxy(testConfig(upstream, extra), createLogger("debug", (l) => void logs.push(l)));
+  const port = Number(p.address.split(":").pop());
+  return { ...p, url: `http://127.0.0.1:${port}`, port };
+}
