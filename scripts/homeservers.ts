@@ -1,0 +1,211 @@
+// Two real Synapse homeservers on loopback, federating with each other over TLS:
+// the harness for end-to-end tests and the demo.
+//   npx bun scripts/homeservers.ts start [--keep-data] | stop | status
+// State lives in .homeservers/ (venv, tls, hs1, hs2). See scripts/homeservers/*.ts.
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
+import { mergeConfig, synapseConfig, writeConfig, writeSigningKey, type ConfigObject } from "./homeservers/config.ts";
+import { requirementsPath, slotPaths, slots, stateDir, tlsDir, venvDir, venvPython, type HomeserverName } from "./homeservers/layout.ts";
+import { isAlive, isOurSynapse, portInUse, spawnSynapse, stopFromPidFile, stopPid } from "./homeservers/process.ts";
+import { waitReady } from "./homeservers/ready.ts";
+import { ensureTls } from "./homeservers/tls.ts";
+
+const run = promisify(execFile);
+
+export interface Homeserver {
+  name: HomeserverName;
+  serverName: string;
+  clientUrl: string;
+  federationUrl: string;
+  signingKeyPath: string;
+  /** `ed25519:<version>`, the id under which the server publishes signingKeyPath's key. */
+  keyId: string;
+  caPath: string;
+  dataDir: string;
+  configPath: string;
+  pid: number;
+  logPath: string;
+  dbPath: string;
+}
+
+export interface StartOptions {
+  log?: (s: string) => void;
+  hs1Config?: ConfigObject;
+  /** Merged over hs2's config, e.g. `{ send_federation: false }`. */
+  hs2Config?: ConfigObject;
+  /** Keep databases and keys from the previous run instead of starting empty. */
+  keepData?: boolean;
+  readyTimeoutMs?: number;
+}
+
+export interface Homeservers {
+  hs1: Homeserver;
+  hs2: Homeserver;
+  caPath: string;
+  stop(): Promise<void>;
+}
+
+const defaultReadyTimeoutMs = 180_000;
+
+export async function pinnedSynapseVersion(): Promise<string> {
+  const match = /^matrix-synapse==(\S+)$/m.exec(await readFile(requirementsPath, "utf8"));
+  if (!match?.[1]) throw new Error(`${requirementsPath} does not pin matrix-synapse`);
+  return match[1];
+}
+
+async function installedSynapseVersion(): Promise<string | undefined> {
+  if (!existsSync(venvPython)) return undefined;
+  try {
+    const { stdout } = await run(venvPython, ["-c", "import importlib.metadata as m; print(m.version('matrix-synapse'))"]);
+    return stdout.trim();
+  } catch {
+    return undefined;
+  }
+}
+
+let installing: Promise<string> | undefined;
+
+/** Installs the pinned Synapse into .homeservers/venv (skipped when already there). */
+export function installSynapse(opts: { log?: (s: string) => void } = {}): Promise<string> {
+  installing ??= doInstall(opts.log ?? (() => {})).finally(() => {
+    installing = undefined;
+  });
+  return installing;
+}
+
+async function doInstall(log: (s: string) => void): Promise<string> {
+  const pinned = await pinnedSynapseVersion();
+  const have = await installedSynapseVersion();
+  if (have === pinned) return venvPython;
+  const started = Date.now();
+  log(`installing matrix-synapse ${pinned} into ${venvDir} (found ${have ?? "none"})`);
+  await mkdir(stateDir, { recursive: true });
+  const python = process.env.PYTHON ?? "python3";
+  try {
+    await run(python, ["-m", "venv", "--clear", venvDir]);
+    await run(venvPython, ["-m", "pip", "install", "--disable-pip-version-check", "--quiet", "-r", requirementsPath], {
+      maxBuffer: 64 * 1024 * 1024,
+    });
+  } catch (err) {
+    const e = err as { stderr?: string };
+    throw new Error(`installing Synapse failed: ${e.stderr?.trim() || String(err)}`);
+  }
+  const now = await installedSynapseVersion();
+  if (now !== pinned) throw new Error(`venv has matrix-synapse ${now ?? "none"} after install, expected ${pinned}`);
+  log(`installed matrix-synapse ${pinned} in ${Math.round((Date.now() - started) / 1000)} s`);
+  return venvPython;
+}
+
+function describe(name: HomeserverName, pid: number, caPath: string): Homeserver {
+  const slot = slots[name];
+  const p = slotPaths(name);
+  return {
+    name,
+    serverName: slot.serverName,
+    clientUrl: `http://127.0.0.1:${slot.clientPort}`,
+    federationUrl: `https://localhost:${slot.tlsPort}`,
+    signingKeyPath: p.signingKeyPath,
+    keyId: `ed25519:${slot.keyVersion}`,
+    caPath,
+    dataDir: p.dataDir,
+    configPath: p.configPath,
+    pid,
+    logPath: p.logPath,
+    dbPath: p.dbPath,
+  };
+}
+
+async function launch(name: HomeserverName, overrides: ConfigObject, log: (s: string) => void, readyTimeoutMs: number): Promise<Homeserver> {
+  const slot = slots[name];
+  const p = slotPaths(name);
+  for (const port of [slot.tlsPort, slot.clientPort]) {
+    if (await portInUse(port)) throw new Error(`port ${port} for ${slot.serverName} is already in use by another process`);
+  }
+  const base = JSON.parse(await readFile(`${p.dataDir}/base.json`, "utf8")) as ConfigObject;
+  await writeFile(p.overridesPath, JSON.stringify(overrides));
+  await writeConfig(p.configPath, mergeConfig(base, overrides));
+  const tls = await ensureTls(tlsDir);
+  const started = Date.now();
+  const pid = await spawnSynapse({ python: venvPython, configPath: p.configPath, cwd: p.dataDir, logPath: p.logPath, pidPath: p.pidPath });
+  const hs = describe(name, pid, tls.caPath);
+  try {
+    await waitReady({ ...hs, caPem: await readFile(tls.caPath, "utf8") }, readyTimeoutMs);
+  } catch (err) {
+    await stopPid(pid).catch(() => {});
+    throw err;
+  }
+  log(`${slot.serverName} ready in ${Math.round((Date.now() - started) / 100) / 10} s (pid ${pid}, log ${p.logPath})`);
+  return hs;
+}
+
+/** Writes a fresh data dir: signing key, secrets and base config (kept across restarts). */
+async function prepare(name: HomeserverName, keepData: boolean): Promise<void> {
+  const slot = slots[name];
+  const p = slotPaths(name);
+  await stopFromPidFile(p.pidPath, p.configPath);
+  if (keepData && existsSync(`${p.dataDir}/base.json`)) return;
+  await rm(p.dataDir, { recursive: true, force: true });
+  await mkdir(p.mediaDir, { recursive: true });
+  await writeSigningKey(p.signingKeyPath, slot.keyVersion);
+  const base = synapseConfig(slot, p, await ensureTls(tlsDir));
+  await writeFile(`${p.dataDir}/base.json`, JSON.stringify(base, null, 2));
+}
+
+export async function startHomeservers(opts: StartOptions = {}): Promise<Homeservers> {
+  const log = opts.log ?? (() => {});
+  const timeout = opts.readyTimeoutMs ?? defaultReadyTimeoutMs;
+  await installSynapse({ log });
+  const tls = await ensureTls(tlsDir);
+  await Promise.all([prepare("hs1", opts.keepData ?? false), prepare("hs2", opts.keepData ?? false)]);
+  const results = await Promise.allSettled([
+    launch("hs1", opts.hs1Config ?? {}, log, timeout),
+    launch("hs2", opts.hs2Config ?? {}, log, timeout),
+  ]);
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed) {
+    for (const r of results) if (r.status === "fulfilled") await stopHomeserver(r.value);
+    throw failed.reason;
+  }
+  const [hs1, hs2] = results.map((r) => (r as PromiseFulfilledResult<Homeserver>).value) as [Homeserver, Homeserver];
+  return {
+    hs1,
+    hs2,
+    caPath: tls.caPath,
+    stop: async () => {
+      await Promise.all([stopHomeserver(hs1), stopHomeserver(hs2)]);
+    },
+  };
+}
+
+/**
+ * Stops `hs` and starts it again on the same data. `overrides` (merged over the base config)
+ * replace those of the previous start; without it the previous overrides stay in force, so
+ * pass `{}` to go back to the base config.
+ */
+export async function restartHomeserver(hs: Homeserver, overrides?: ConfigObject, opts: { log?: (s: string) => void; readyTimeoutMs?: number } = {}): Promise<Homeserver> {
+  await stopHomeserver(hs);
+  const p = slotPaths(hs.name);
+  const keep = overrides ?? (JSON.parse(await readFile(p.overridesPath, "utf8")) as ConfigObject);
+  return launch(hs.name, keep, opts.log ?? (() => {}), opts.readyTimeoutMs ?? defaultReadyTimeoutMs);
+}
+
+export async function stopHomeserver(hs: Homeserver): Promise<void> {
+  const p = slotPaths(hs.name);
+  if (isAlive(hs.pid) && isOurSynapse(hs.pid, hs.configPath)) await stopPid(hs.pid);
+  await rm(p.pidPath, { force: true });
+}
+
+/** Stops whatever the pid files name (the CLI's `stop`, and clean-up after a crashed run). */
+export async function stopAllHomeservers(): Promise<void> {
+  for (const name of ["hs1", "hs2"] as const) {
+    const p = slotPaths(name);
+    await stopFromPidFile(p.pidPath, p.configPath);
+  }
+}
+
+if (import.meta.main) {
+  const { cli } = await import("./homeservers/cli.ts");
+  process.exitCode = await cli(process.argv.slice(2));
+}
