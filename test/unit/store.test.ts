@@ -1,0 +1,284 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { migrate, SCHEMA_VERSION, schemaVersion } from "../../src/store/migrations.ts";
+import { openSqliteStore, STORE_FILE } from "../../src/store/sqlite.ts";
+import { openSqliteDatabase } from "../../src/store/sqlite-driver.ts";
+import type { DeviceSnapshot, Store } from "../../src/store/store.ts";
+
+let dir: string;
+let store: Store;
+const opened: Store[] = [];
+async function open(d = dir, opts = {}): Promise<Store> {
+  const s = await openSqliteStore(d, opts);
+  opened.push(s);
+  return s;
+}
+
+beforeEach(async () => {
+  dir = join(mkdtempSync(join(tmpdir(), "store-test-")), "data", "nested");
+  store = await open();
+});
+afterEach(() => {
+  opened.splice(0).forEach((s) => s.close());
+  rmSync(join(dir, "..", ".."), { recursive: true, force: true });
+});
+
+const snap = (userId: string, extra: Partial<DeviceSnapshot> = {}): DeviceSnapshot => ({
+  userId,
+  streamId: 7,
+  devices: { DEV1: { user_id: userId, device_id: "DEV1", keys: { "ed25519:DEV1": "k" }, unsigned: { device_display_name: "Phone 😀" } } },
+  fetchedAt: 1_700_000_000_000,
+  ...extra,
+});
+
+describe("snapshots", () => {
+  it("round-trips with and without cross-signing keys, overwrites, deletes, lists", () => {
+    expect(store.getSnapshot("@a:x")).toBeUndefined();
+    const full = snap("@a:x", { masterKey: { usage: ["master"] }, selfSigningKey: { usage: ["self_signing"] } });
+    store.putSnapshot(full);
+    store.putSnapshot(snap("@b:y"));
+    expect(store.getSnapshot("@a:x")).toEqual(full);
+    const bare = store.getSnapshot("@b:y");
+    expect(bare).toEqual(snap("@b:y"));
+    expect(bare && "masterKey" in bare).toBe(false);
+    store.putSnapshot(snap("@a:x", { streamId: 8, devices: {} }));
+    expect(store.getSnapshot("@a:x")).toEqual(snap("@a:x", { streamId: 8, devices: {} }));
+    expect(store.listSnapshotUsers()).toEqual(["@a:x", "@b:y"]);
+    store.deleteSnapshot("@a:x");
+    expect(store.getSnapshot("@a:x")).toBeUndefined();
+    expect(store.listSnapshotUsers()).toEqual(["@b:y"]);
+  });
+});
+
+describe("backoffs", () => {
+  it("puts, overwrites, lists, clears", () => {
+    expect(store.getBackoff("x")).toBeUndefined();
+    store.putBackoff({ destination: "x", failures: 1, retryAt: 10, lastProbeAt: 5 });
+    store.putBackoff({ destination: "a:8448", failures: 2, retryAt: 20, lastProbeAt: 6 });
+    store.putBackoff({ destination: "x", failures: 3, retryAt: 30, lastProbeAt: 7 });
+    expect(store.getBackoff("x")).toEqual({ destination: "x", failures: 3, retryAt: 30, lastProbeAt: 7 });
+    expect(store.listBackoffs().map((b) => b.destination)).toEqual(["a:8448", "x"]);
+    store.clearBackoff("x");
+    expect(store.getBackoff("x")).toBeUndefined();
+    expect(store.listBackoffs()).toHaveLength(1);
+  });
+});
+
+describe("retries", () => {
+  it("upserts by user, keeps or drops lastError, deletes", () => {
+    expect(store.getRetry("@a:x")).toBeUndefined();
+    store.putRetry({ userId: "@a:x", attempts: 1, dueAt: 100, requestedBy: ["@me:h|D1"], lastError: "502" });
+    expect(store.getRetry("@a:x")).toEqual({ userId: "@a:x", attempts: 1, dueAt: 100, requestedBy: ["@me:h|D1"], lastError: "502" });
+    store.putRetry({ userId: "@a:x", attempts: 2, dueAt: 200, requestedBy: ["@me:h|D1", "@you:h|D2"] });
+    const r = store.getRetry("@a:x");
+    expect(r).toEqual({ userId: "@a:x", attempts: 2, dueAt: 200, requestedBy: ["@me:h|D1", "@you:h|D2"] });
+    expect(r && "lastError" in r).toBe(false);
+    expect(store.listRetries()).toHaveLength(1);
+    store.deleteRetry("@a:x");
+    expect(store.getRetry("@a:x")).toBeUndefined();
+    expect(store.listRetries()).toEqual([]);
+  });
+
+  it("returns due entries oldest first, ties in insertion order, limited; nextRetryAt is the minimum", () => {
+    expect(store.nextRetryAt()).toBeUndefined();
+    expect(store.dueRetries(1e15, 10)).toEqual([]);
+    const put = (userId: string, dueAt: number) => store.putRetry({ userId, attempts: 0, dueAt, requestedBy: [] });
+    put("@late:x", 300);
+    put("@z:x", 100);
+    put("@a:x", 100);
+    put("@early:x", 50);
+    expect(store.nextRetryAt()).toBe(50);
+    expect(store.dueRetries(100, 10).map((r) => r.userId)).toEqual(["@early:x", "@z:x", "@a:x"]);
+    expect(store.dueRetries(100, 2).map((r) => r.userId)).toEqual(["@early:x", "@z:x"]);
+    expect(store.dueRetries(49, 10)).toEqual([]);
+    // Re-scheduling keeps the row identity but moves it in time.
+    put("@early:x", 400);
+    expect(store.nextRetryAt()).toBe(100);
+    expect(store.listRetries().map((r) => r.userId)).toEqual(["@z:x", "@a:x", "@late:x", "@early:x"]);
+  });
+});
+
+describe("pending deliveries", () => {
+  const me = "@me:h";
+  const row = (target: string, deviceId = "D1") => ({ userId: me, deviceId, target });
+
+  it("adds idempotently, per device", () => {
+    expect(store.hasPending(me, "D1")).toBe(false);
+    store.addPending([row("@a:x"), row("@b:y"), row("@a:x", "D2")]);
+    store.addPending([row("@a:x")]);
+    expect(store.countPending()).toBe(3);
+    expect(store.hasPending(me, "D1")).toBe(true);
+    expect(store.hasPending(me, "D3")).toBe(false);
+    expect(store.hasPending("@other:h", "D1")).toBe(false);
+    expect(store.pendingFor(me, "D1")).toEqual([
+      { target: "@a:x", carriedIn: [] },
+      { target: "@b:y", carriedIn: [] },
+    ]);
+    expect(store.pendingFor(me, "D2")).toEqual([{ target: "@a:x", carriedIn: [] }]);
+    store.addPending([]);
+    expect(store.countPending()).toBe(3);
+  });
+
+  it("marks carried tokens on the named rows only, keeps the last 8, moves a repeated token to the end", () => {
+    store.addPending([row("@a:x"), row("@b:y")]);
+    store.markCarried(me, "D1", ["@a:x", "@gone:z"], "s1");
+    expect(store.pendingFor(me, "D1")).toEqual([
+      { target: "@a:x", carriedIn: ["s1"] },
+      { target: "@b:y", carriedIn: [] },
+    ]);
+    expect(store.countPending()).toBe(2); // markCarried never creates rows
+    for (let i = 2; i <= 10; i++) store.markCarried(me, "D1", ["@a:x"], `s${i}`);
+    expect(store.pendingFor(me, "D1")[0]?.carriedIn).toEqual(["s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10"]);
+    store.markCarried(me, "D1", ["@a:x"], "s5");
+    expect(store.pendingFor(me, "D1")[0]?.carriedIn).toEqual(["s3", "s4", "s6", "s7", "s8", "s9", "s10", "s5"]);
+  });
+
+  it("acks only rows of that device that carried the token", () => {
+    store.addPending([row("@a:x"), row("@b:y"), row("@c:z"), row("@a:x", "D2")]);
+    store.markCarried(me, "D1", ["@a:x", "@b:y"], "t1");
+    store.markCarried(me, "D1", ["@c:z"], "t2");
+    store.markCarried(me, "D2", ["@a:x"], "t1");
+    expect(store.ackToken(me, "D1", "nope")).toBe(0);
+    expect(store.ackToken(me, "D1", "t1")).toBe(2);
+    expect(store.pendingFor(me, "D1").map((p) => p.target)).toEqual(["@c:z"]);
+    expect(store.pendingFor(me, "D2")).toHaveLength(1); // same token, other device: untouched
+    expect(store.ackToken(me, "D1", "t2")).toBe(1);
+    expect(store.hasPending(me, "D1")).toBe(false);
+    expect(store.countPending()).toBe(1);
+  });
+
+  it("re-adding resets carriedIn, so an older token no longer acknowledges a newer change", () => {
+    store.addPending([row("@a:x")]);
+    store.markCarried(me, "D1", ["@a:x"], "t1");
+    store.addPending([row("@a:x")]);
+    expect(store.pendingFor(me, "D1")).toEqual([{ target: "@a:x", carriedIn: [] }]);
+    expect(store.ackToken(me, "D1", "t1")).toBe(0);
+    expect(store.hasPending(me, "D1")).toBe(true);
+  });
+});
+
+describe("trackers", () => {
+  it("tracks, lists by target and by server name, expires by last_seen", () => {
+    store.track("@me:h", "D1", ["@a:x.org", "@b:x.org", "@c:x.org:8448", "@d:y.org"], 100);
+    store.track("@you:h", "D9", ["@a:x.org"], 200);
+    store.track("@me:h", "D1", ["@a:x.org"], 300); // refreshes last_seen of one row
+    expect(store.trackersOf("@a:x.org")).toEqual([
+      { userId: "@me:h", deviceId: "D1" },
+      { userId: "@you:h", deviceId: "D9" },
+    ]);
+    expect(store.trackersOf("@nobody:x.org")).toEqual([]);
+    expect(store.trackedUsersOn("x.org")).toEqual(["@a:x.org", "@b:x.org"]);
+    expect(store.trackedUsersOn("x.org:8448")).toEqual(["@c:x.org:8448"]);
+    expect(store.trackedUsersOn("[::1]:8448")).toEqual([]);
+    store.track("@me:h", "D1", ["@e:[::1]:8448"], 300);
+    expect(store.trackedUsersOn("[::1]:8448")).toEqual(["@e:[::1]:8448"]);
+    // last_seen < 200 only: the rows seen at 100 that were not refreshed.
+    expect(store.expireTrackers(200)).toBe(3);
+    expect(store.trackedUsersOn("x.org")).toEqual(["@a:x.org"]);
+    expect(store.trackersOf("@a:x.org")).toHaveLength(2);
+    expect(store.expireTrackers(301)).toBe(3);
+    expect(store.trackersOf("@a:x.org")).toEqual([]);
+  });
+});
+
+describe("opening, migrations, durability", () => {
+  it("keeps every kind of row across close and reopen, migrating nothing twice", async () => {
+    store.putSnapshot(snap("@a:x"));
+    store.putBackoff({ destination: "x", failures: 1, retryAt: 2, lastProbeAt: 3 });
+    store.putRetry({ userId: "@a:x", attempts: 1, dueAt: 2, requestedBy: ["r"] });
+    store.addPending([{ userId: "@me:h", deviceId: "D", target: "@a:x" }]);
+    store.markCarried("@me:h", "D", ["@a:x"], "t");
+    store.track("@me:h", "D", ["@a:x"], 5);
+    store.close();
+    store.close(); // idempotent
+    expect(() => store.listRetries()).toThrow();
+    for (let i = 0; i < 2; i++) {
+      const s = await open();
+      expect(s.getSnapshot("@a:x")).toEqual(snap("@a:x"));
+      expect(s.getBackoff("x")?.failures).toBe(1);
+      expect(s.getRetry("@a:x")?.requestedBy).toEqual(["r"]);
+      expect(s.pendingFor("@me:h", "D")).toEqual([{ target: "@a:x", carriedIn: ["t"] }]);
+      expect(s.trackersOf("@a:x")).toEqual([{ userId: "@me:h", deviceId: "D" }]);
+      s.close();
+    }
+    const raw = await openSqliteDatabase(join(dir, STORE_FILE));
+    // Each runtime must use its own driver: the shipped Bun binary has no node:sqlite fallback to test.
+    const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+    expect(raw.driver).toBe(isBun ? "bun:sqlite" : "node:sqlite");
+    expect(schemaVersion(raw)).toBe(SCHEMA_VERSION);
+    expect(migrate(raw)).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION });
+    expect(raw.prepare("PRAGMA journal_mode").get()?.["journal_mode"]).toBe("wal");
+    raw.close();
+  });
+
+  it("migrates a fresh database from 0 and refuses a newer schema", async () => {
+    const file = join(dir, "fresh.sqlite3");
+    const raw = await openSqliteDatabase(file);
+    expect(migrate(raw)).toEqual({ from: 0, to: SCHEMA_VERSION });
+    expect(raw.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'").get()?.["n"]).toBe(6);
+    raw.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`);
+    expect(() => migrate(raw)).toThrow(/newer than this build/);
+    raw.close();
+    store.close();
+    const main = await openSqliteDatabase(join(dir, STORE_FILE));
+    main.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`);
+    main.close();
+    await expect(openSqliteStore(dir)).rejects.toThrow(/^store: .* newer than this build supports/);
+  });
+
+  it("rejects unusable locations with one-line errors", async () => {
+    const base = join(dir, "..");
+    writeFileSync(join(base, "plain-file"), "x");
+    await expect(openSqliteStore(join(base, "plain-file"))).rejects.toThrow(/^store: data dir .* not usable: [^\n]+$/);
+    await expect(openSqliteStore(join(base, "plain-file", "sub"))).rejects.toThrow(/^store: data dir [^\n]+$/);
+    mkdirSync(join(base, "dirfile", STORE_FILE), { recursive: true });
+    await expect(openSqliteStore(join(base, "dirfile"))).rejects.toThrow(/is a directory/);
+    await expect(openSqliteStore(join(base, "missing"), { readonly: true })).rejects.toThrow(/^store: /);
+  });
+});
+
+describe("ping", () => {
+  const heartbeat = async () => {
+    const raw = await openSqliteDatabase(join(dir, STORE_FILE), { readonly: true });
+    const at = raw.prepare("SELECT at FROM heartbeat WHERE id = 1").get()?.["at"];
+    raw.close();
+    return at;
+  };
+
+  it("writes the heartbeat row", async () => {
+    const raw = await openSqliteDatabase(join(dir, STORE_FILE));
+    raw.exec("UPDATE heartbeat SET at = 1");
+    raw.close();
+    expect(await heartbeat()).toBe(1);
+    store.ping();
+    expect(await heartbeat()).toBeGreaterThan(1);
+  });
+
+  it("throws on a store opened read-only (fails for root too), while reads still work", async () => {
+    store.putSnapshot(snap("@a:x"));
+    const ro = await open(dir, { readonly: true });
+    expect(ro.getSnapshot("@a:x")).toEqual(snap("@a:x"));
+    expect(() => ro.ping()).toThrow(/readonly|read-only/i);
+    expect(() => ro.putSnapshot(snap("@b:x"))).toThrow();
+    expect(store.getSnapshot("@b:x")).toBeUndefined();
+  });
+
+  it("throws while another connection holds the write lock, and recovers after", async () => {
+    store.close();
+    const s = await open(dir, { busyTimeoutMs: 20 });
+    const other = await openSqliteDatabase(join(dir, STORE_FILE));
+    other.exec("BEGIN EXCLUSIVE");
+    try {
+      expect(() => s.ping()).toThrow(/locked|busy/i);
+      expect(() => s.addPending([{ userId: "@me:h", deviceId: "D", target: "@a:x" }])).toThrow(/locked|busy/i);
+    } finally {
+      other.exec("ROLLBACK");
+      other.close();
+    }
+    s.ping();
+    s.addPending([{ userId: "@me:h", deviceId: "D", target: "@a:x" }]);
+    expect(s.countPending()).toBe(1);
+  });
+});
