@@ -1,4 +1,6 @@
 import { RegExpRouter } from "hono/router/reg-exp-router";
+import { SmartRouter } from "hono/router/smart-router";
+import { TrieRouter } from "hono/router/trie-router";
 
 // Hono's router over the RAW request target. We cannot use Hono's app layer: it needs a fetch
 // Request, and Bun builds Request.url after removing dot-segments, so the path we matched would
@@ -11,7 +13,9 @@ export interface Match<T> {
 }
 
 export class Router<T> {
-  readonly #router = new RegExpRouter<T>();
+  // Hono's default pair: the single-regex router when the table allows it, the trie otherwise
+  // (a `{r0|v3}` param beside a static `unstable` segment is beyond RegExpRouter).
+  readonly #router = new SmartRouter<T>({ routers: [new RegExpRouter<T>(), new TrieRouter<T>()] });
 
   /** `path` uses Hono syntax; every pattern also matches with a trailing slash. */
   add(methods: string[], path: string, handler: T): void {
