@@ -65,7 +65,7 @@ describe("signingKeyFromSeed", () => {
 
 describe("signJson / verifyJsonSignature", () => {
   it("matches the spec vectors", () => {
-    expect(signJson({}, "domain", key).signatures).toEqual({
+    expect(signJson<Record<string, unknown>>({}, "domain", key).signatures).toEqual({
       domain: { "ed25519:1": "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ" },
     });
     expect(signJson({ one: 1, two: "Two" }, "domain", key)).toEqual({
@@ -92,14 +92,14 @@ describe("signJson / verifyJsonSignature", () => {
 
   it("adds a second key's signature next to the first", () => {
     const k2 = signingKeyFromSeed(new Uint8Array(32).fill(7), "2");
-    const out = signJson(signJson({ a: 1 }, "domain", key), "domain", k2);
+    const out = signJson<Record<string, unknown>>(signJson({ a: 1 }, "domain", key), "domain", k2);
     expect(Object.keys(out.signatures as object)).toEqual(["domain"]);
     expect(verifyJsonSignature(out, "domain", "ed25519:1", PUBLIC)).toBe(true);
     expect(verifyJsonSignature(out, "domain", "ed25519:2", k2.publicKey)).toBe(true);
   });
 
   it("accepts a padded public key and padded signature", () => {
-    const out = signJson({ a: 1 }, "domain", key);
+    const out = signJson<Record<string, unknown>>({ a: 1 }, "domain", key);
     const sig = (out.signatures as Record<string, Record<string, string>>).domain!["ed25519:1"]!;
     const padded = { ...out, signatures: { domain: { "ed25519:1": `${sig}==` } } };
     expect(verifyJsonSignature(padded, "domain", "ed25519:1", `${PUBLIC}=`)).toBe(true);
