@@ -1,0 +1,53 @@
+import { once } from "node:events";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { startFakeHomeserver, type FakeHomeserver } from "../helpers/fake-homeserver.ts";
+import { writeTestKey } from "../helpers/proxy.ts";
+import { rawRequest } from "../helpers/raw-http.ts";
+import { ensureBinary, run, RUNTIMES, startServe } from "./runtimes.ts";
+
+let hs: FakeHomeserver;
+beforeAll(async () => {
+  ensureBinary();
+  hs = await startFakeHomeserver();
+}, 120_000);
+afterAll(() => hs.close());
+
+describe.each(RUNTIMES)("$name", (rt) => {
+  test("--version and --help", () => {
+    const v = run(rt, ["--version"]);
+    expect(v.status).toBe(0);
+    expect(v.stdout).toMatch(/^matrix-resync-proxy \d+\.\d+\.\d+/);
+    const h = run(rt, ["--help"]);
+    expect(h.status).toBe(0);
+    for (const flag of ["--upstream", "--server-name", "--signing-key", "--listen", "--data-dir", "--metrics-listen", "--federation-ca", "--federation-allow-cidrs", "--dns-server", "--trusted-proxies", "--refresh-wait-ms", "--refresh-cache-ms", "--retry-initial-ms", "--retry-max-ms", "--log-level"])
+      expect(h.stdout).toContain(flag);
+  });
+
+  test("a bad value exits non-zero with one line naming the flag", () => {
+    const r = run(rt, ["--upstream", "http://127.0.0.1:1", "--server-name", "x", "--signing-key", "/k", "--refresh-wait-ms", "never"]);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr.trim().split("\n")).toEqual(['matrix-resync-proxy: --refresh-wait-ms: expected an integer from 0 to 60000, got "never"']);
+    const e = run(rt, [], { RESYNC_UPSTREAM: "http://127.0.0.1:1", RESYNC_SERVER_NAME: "x", RESYNC_SIGNING_KEY: "/k", RESYNC_LOG_LEVEL: "chatty" });
+    expect(e.status).not.toBe(0);
+    expect(e.stderr).toContain("RESYNC_LOG_LEVEL: expected one of");
+  });
+
+  test("serves: proxies raw targets, intercepts /versions, answers healthcheck, exits 0 on SIGTERM", async () => {
+    const key = writeTestKey();
+    const p = await startServe(rt, ["--upstream", hs.url, "--server-name", "hs.test", "--signing-key", key, "--listen", "127.0.0.1:0", "--data-dir", `${key}.data`]);
+    try {
+      const raw = await rawRequest(p.port, "GET /_matrix/client/v3/a/../b%2Fc HTTP/1.1\r\nHost: hs.test\r\nConnection: close\r\n\r\n");
+      expect(raw.status).toBe(401);
+      expect(hs.seen.at(-1)!.target).toBe("/_matrix/client/v3/a/../b%2Fc");
+      const versions = await (await fetch(`http://127.0.0.1:${p.port}/_matrix/client/versions`)).json();
+      expect(versions.unstable_features["org.matrix.msc2638"]).toBe(true);
+      const hc = run(rt, ["healthcheck", "--listen", `127.0.0.1:${p.port}`]);
+      expect(hc.status).toBe(0);
+    } finally {
+      p.child.kill("SIGTERM");
+      const [code] = await once(p.child, "exit");
+      expect(code).toBe(0);
+    }
+    expect(run(rt, ["healthcheck", "--listen", `127.0.0.1:${p.port}`]).status).toBe(1);
+  });
+});
