@@ -108,17 +108,17 @@ function fromPem(text: string, problem: Problem): SigningKey {
     const types = blocks.map((b) => b[1]).join(", ") || "none complete";
     throw problem(`no "MATRIX PRIVATE KEY" PEM block (found: ${types}); ${EXPECTED}`);
   }
-  // RFC 1421 style: header lines `Name: value`, a blank line, then the base64 body.
+  // RFC 1421 style: header lines `Name: value`, a blank line, then the base64 body. A base64
+  // body never contains ":", so leading lines with one are headers even if the blank is missing.
   const inner = block[2]!.split(/\r?\n/);
-  const blank = inner.findIndex((l) => l.trim() === "");
-  const headerLines = blank >= 0 ? inner.slice(0, blank) : [];
-  const bodyLines = blank >= 0 ? inner.slice(blank + 1) : inner;
   let keyId: string | undefined;
-  for (const line of headerLines) {
+  let i = 0;
+  for (; i < inner.length && inner[i]!.includes(":"); i++) {
+    const line = inner[i]!;
     const colon = line.indexOf(":");
-    if (colon < 0) throw problem(`PEM header line without ":" in the MATRIX PRIVATE KEY block`);
     if (line.slice(0, colon).trim().toLowerCase() === "key-id") keyId = line.slice(colon + 1).trim();
   }
+  const bodyLines = inner.slice(i);
   if (keyId === undefined) throw problem(`MATRIX PRIVATE KEY block has no "Key-ID: ed25519:<version>" header`);
   const version = versionFromKeyId(keyId, problem);
   return keyFromSeedText(bodyLines.map((l) => l.trim()).join(""), version, problem);
