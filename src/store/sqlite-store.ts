@@ -17,7 +17,6 @@ const serverOf = (userId: string): string => {
   return i < 0 ? "" : userId.slice(i + 1);
 };
 
-
 function toSnapshot(r: SqlRow): DeviceSnapshot {
   const s: DeviceSnapshot = {
     userId: str(r["user_id"]),
