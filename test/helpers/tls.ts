@@ -4,6 +4,10 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { IncomingHttpHeaders, ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo, Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 
 export interface LeafCert {
   key: string;
@@ -63,5 +67,82 @@ export function createTestCa(label = "matrix-resync-proxy test CA"): TestCa {
     cleanup() {
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+export interface SeenRequest {
+  method: string;
+  url: string;
+  host: string | undefined;
+  /** SNI the client sent; null when it sent none. */
+  servername: string | null;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+export interface TestHttpsServer {
+  host: string;
+  port: number;
+  /** TCP connections accepted so far (counted before the TLS handshake). */
+  readonly connections: number;
+  requests: SeenRequest[];
+  close(): Promise<void>;
+}
+
+export type TestHandler = (req: SeenRequest, res: ServerResponse) => void;
+
+/** An HTTPS server on a loopback address; port 0 picks an ephemeral port. */
+export async function startHttpsServer(opts: { host: string; port?: number; cert: LeafCert; handler: TestHandler }): Promise<TestHttpsServer> {
+  const sockets = new Set<Socket>();
+  const requests: SeenRequest[] = [];
+  let connections = 0;
+  const server = createHttpsServer({ key: opts.cert.key, cert: opts.cert.cert }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const tlsSocket = req.socket as TLSSocket;
+      const seen: SeenRequest = {
+        method: req.method ?? "",
+        url: req.url ?? "",
+        host: req.headers.host,
+        servername: typeof tlsSocket.servername === "string" && tlsSocket.servername !== "" ? tlsSocket.servername : null,
+        headers: req.headers,
+        body: Buffer.concat(chunks),
+      };
+      requests.push(seen);
+      opts.handler(seen, res);
+    });
+  });
+  server.on("connection", (s: Socket) => {
+    connections++;
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 0, opts.host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  return {
+    host: opts.host,
+    port: address.port,
+    get connections() {
+      return connections;
+    },
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A handler answering JSON with optional extra headers. */
+export function json(body: unknown, status = 200, headers: Record<string, string> = {}): TestHandler {
+  return (_req, res) => {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text), ...headers });
+    res.end(text);
   };
 }
