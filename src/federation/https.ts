@@ -1,8 +1,8 @@
 // One HTTPS request to one resolved address. node:https is used rather than fetch because
 // federation needs things fetch cannot express: connect to an IP while naming another host
 // in SNI and in the certificate check, send no SNI at all for IP literals, and a raw request
-// target. Bun's `undici` Agent is a stub, but its node:https honours servername, ca,
-// checkServerIdentity and keep-alive Agents; so does Deno's (test/integration/transport.test.ts).
+// target. Bun's `undici` Agent is a stub, but its node:https honours servername, ca and
+// keep-alive Agents; so does Deno's (test/integration/transport.test.ts and discovery.test.ts).
 import https from "node:https";
 import tls from "node:tls";
 import type { IncomingHttpHeaders } from "node:http";
@@ -66,7 +66,6 @@ export function httpsRequest(opts: HttpsRequestOptions): Promise<HttpsResponse> 
     for (const [k, v] of Object.entries(opts.headers ?? {})) if (k.toLowerCase() !== "host") headers[k] = v;
     headers.host = opts.hostHeader;
     if (opts.body) headers["content-length"] = String(opts.body.byteLength);
-    const expected = opts.tlsServerName ?? opts.address;
     const req = https.request({
       host: opts.address,
       port: opts.port,
@@ -75,10 +74,11 @@ export function httpsRequest(opts: HttpsRequestOptions): Promise<HttpsResponse> 
       headers,
       // "" (not undefined): node:https would otherwise derive SNI from the Host header.
       // RFC 6066 §3 forbids IP literals in SNI, so IP-literal server names send none.
+      // The default identity check then uses the servername, or the address when there is
+      // none: so the certificate must match the server name (or delegated name), never the
+      // SRV target (server-server-api §Resolving server names, step 4). A custom
+      // checkServerIdentity would say the same, but on Bun it stops keep-alive reuse.
       servername: opts.tlsServerName ?? "",
-      // The certificate must match the server name (or delegated name), never the address or
-      // SRV target we connected to (server-server-api §Resolving server names, step 4).
-      checkServerIdentity: (_host: string, cert: tls.PeerCertificate) => tls.checkServerIdentity(expected, cert),
       ...(opts.ca && opts.ca.length > 0 ? { ca: trustedRoots(opts.ca) } : {}),
       agent: (opts.agent as https.Agent | undefined) ?? false,
     });
@@ -94,16 +94,18 @@ export function httpsRequest(opts: HttpsRequestOptions): Promise<HttpsResponse> 
       const status = res.statusCode ?? 0;
       const declared = Number(res.headers["content-length"]);
       if (Number.isFinite(declared) && declared > opts.maxBytes) {
+        finish(new FederationError("too_large", `response from ${where} declares ${declared} bytes, cap is ${opts.maxBytes}`, status));
         res.destroy();
-        return finish(new FederationError("too_large", `response from ${where} declares ${declared} bytes, cap is ${opts.maxBytes}`, status));
+        return;
       }
       const chunks: Buffer[] = [];
       let size = 0;
       res.on("data", (chunk: Buffer) => {
         size += chunk.byteLength;
         if (size > opts.maxBytes) {
-          res.destroy();
+          // Settle first: destroying emits "aborted"/"end", which must not win.
           finish(new FederationError("too_large", `response from ${where} exceeds ${opts.maxBytes} bytes`, status));
+          res.destroy();
           return;
         }
         chunks.push(chunk);
