@@ -48,6 +48,15 @@ export const OPTIONS = [
   { name: "retry-initial-ms", schema: int(1), expected: "a positive integer", help: "first retry delay for a failed refresh", default: 30_000 },
   { name: "retry-max-ms", schema: int(1), expected: "a positive integer", help: "largest retry delay for a failed refresh", default: 3_600_000 },
   { name: "upstream-header-timeout-ms", schema: int(1), expected: "a positive integer", help: "how long to wait for the homeserver's response headers (long-polls get their own timeout added)", default: 60_000 },
+  { name: "rate-user-burst", schema: int(1), expected: "a positive integer", help: "refreshes one user may make in a burst", default: 10 },
+  { name: "rate-user-per-minute", schema: int(1), expected: "a positive integer", help: "refreshes one user regains per minute", default: 10 },
+  { name: "rate-target-burst", schema: int(1), expected: "a positive integer", help: "federation fetches of one target user in a burst (all requesters)", default: 3 },
+  { name: "rate-target-per-minute", schema: int(1), expected: "a positive integer", help: "federation fetches of one target user regained per minute", default: 6 },
+  { name: "retry-max-attempts", schema: int(1, 100), expected: "an integer from 1 to 100", help: "background retries of a failed refresh before giving up", default: 10 },
+  { name: "probe-interval-ms", schema: int(0), expected: "a non-negative integer", help: "an explicit refresh may probe a backed-off destination this often", default: 60_000 },
+  { name: "federation-timeout-ms", schema: int(100, 300_000), expected: "an integer from 100 to 300000", help: "total time for one federation request (discovery included)", default: 15_000 },
+  { name: "tracker-ttl-ms", schema: int(1), expected: "a positive integer", help: "how long a device that queried a user's keys keeps hearing of refreshes", default: 7 * 86_400_000 },
+  { name: "snapshot-max-age-ms", schema: int(1), expected: "a positive integer", help: "an overlay snapshot older than this is re-fetched before it is served again", default: 3_600_000 },
   { name: "log-level", schema: v.picklist(["debug", "info", "warn", "error"]), expected: "one of debug, info, warn, error", help: "log verbosity", default: "info" },
 ] as const satisfies readonly OptionSpec[];
 

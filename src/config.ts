@@ -25,6 +25,15 @@ export interface Config {
   retryInitialMs: number;
   retryMaxMs: number;
   upstreamHeaderTimeoutMs: number;
+  rateUserBurst: number;
+  rateUserPerMinute: number;
+  rateTargetBurst: number;
+  rateTargetPerMinute: number;
+  retryMaxAttempts: number;
+  probeIntervalMs: number;
+  federationTimeoutMs: number;
+  trackerTtlMs: number;
+  snapshotMaxAgeMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
 

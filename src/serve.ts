@@ -1,34 +1,120 @@
 import type { Server } from "node:http";
 import type { Config } from "./config.ts";
+import { Delivery } from "./delivery/delivery.ts";
+import { FederationError } from "./federation/errors.ts";
+import { fetchUserDevices } from "./federation/devices.ts";
+import type { KeyCheck } from "./federation/key-check.ts";
+import { checkOwnKey, createFederation, loadKey } from "./federation/stack.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
-import { createApp } from "./server/app.ts";
+import { createMetrics } from "./ops/metrics.ts";
+import { createOpsApp, type Readiness } from "./ops/ops-app.ts";
+import { RateLimiter } from "./resync/rate-limit.ts";
+import { Resyncer } from "./resync/resyncer.ts";
+import { createApp, type Services } from "./server/app.ts";
+import { createAuth } from "./server/auth.ts";
 import { parseTrust, trustPredicate } from "./server/forwarded.ts";
 import { boundAddress, listen } from "./server/listen.ts";
 import { buildRoutes } from "./server/routes.ts";
 import { createUpstream } from "./server/upstream.ts";
+import { openSqliteStore } from "./store/sqlite.ts";
 import { VERSION } from "./version.ts";
 
 export interface RunningProxy {
   server: Server;
   address: string; // host:port or unix:/path actually bound
+  opsAddress?: string;
+  services: Services;
   log: Logger;
+  keyCheck(): KeyCheck | undefined;
   close(): Promise<void>;
 }
 
+const destinationClass = (server: string) => (/^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.test(server) ? "ip" : server.includes(":") ? "name_port" : "name");
+
 /** Wire the proxy's parts together and start listening. Tests call this in-process. */
 export async function startProxy(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningProxy> {
+  const key = await loadKey(config);
+  const store = await openSqliteStore(config.dataDir);
   const upstream = createUpstream(config.upstream);
+  const fed = createFederation(config);
+  const delivery = new Delivery({ store, upstream, log, trackerTtlMs: config.trackerTtlMs });
+  const metrics = createMetrics(undefined, {
+    retryQueueDepth: () => store.listRetries().length,
+    destinationsInBackoff: () => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length,
+    pendingDeliveries: () => store.countPending(),
+    openLongPolls: () => delivery.waiters.count,
+  });
+
+  let keyCheck: KeyCheck | undefined;
+  const fetchDevices = async (userId: string) => {
+    // A key the homeserver does not publish makes every remote answer 401: refuse up front.
+    if (keyCheck?.status === "mismatch") throw new FederationError("refused", `federation is disabled: ${keyCheck.detail}`);
+    const started = performance.now();
+    const dest = destinationClass(userId.slice(userId.indexOf(":") + 1));
+    try {
+      const r = await fetchUserDevices({ transport: fed.transport, origin: config.serverName, key }, userId);
+      metrics.federationRequests.inc({ destination_class: dest, outcome: "ok" });
+      metrics.federationLatency.observe({ outcome: "ok" }, (performance.now() - started) / 1000);
+      if (r.dropped.devices) metrics.droppedParts.inc({ part: "device" }, r.dropped.devices);
+      if (r.dropped.masterKey) metrics.droppedParts.inc({ part: "master_key" });
+      if (r.dropped.selfSigningKey) metrics.droppedParts.inc({ part: "self_signing_key" });
+      return r;
+    } catch (e) {
+      const outcome = e instanceof FederationError ? e.kind : "transport";
+      metrics.federationRequests.inc({ destination_class: dest, outcome });
+      metrics.federationLatency.observe({ outcome }, (performance.now() - started) / 1000);
+      throw e;
+    }
+  };
+
+  const resyncer = new Resyncer({
+    store,
+    serverName: config.serverName,
+    fetchDevices,
+    onSnapshot: (s) => delivery.onSnapshot(s),
+    refreshCacheMs: config.refreshCacheMs,
+    retry: { initialMs: config.retryInitialMs, maxMs: config.retryMaxMs },
+    maxAttempts: config.retryMaxAttempts,
+    probeIntervalMs: config.probeIntervalMs,
+    limits: {
+      requester: new RateLimiter({ burst: config.rateUserBurst, perSecond: config.rateUserPerMinute / 60 }),
+      target: new RateLimiter({ burst: config.rateTargetBurst, perSecond: config.rateTargetPerMinute / 60 }),
+    },
+    log,
+  });
+  const auth = createAuth({ upstream });
+  const services: Services = { auth, resyncer, delivery, store, metrics, log };
   const trusted = trustPredicate(parseTrust(config.trustedProxies));
-  const app = createApp({ config, upstream, trusted }, buildRoutes());
-  const server = await listen(config.listen, app);
+  const server = await listen(config.listen, createApp({ config, upstream, trusted, services }, buildRoutes()));
   const address = boundAddress(server);
-  log.info("listening", { version: VERSION, listen: address, upstream: config.upstream, serverName: config.serverName });
-  const close = () =>
-    new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeIdleConnections?.();
-    });
-  return { server, address, log, close };
+
+  const readiness: Readiness = { store, upstream, keyCheck: () => keyCheck };
+  const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config })) : undefined;
+
+  resyncer.start();
+  const housekeeping = setInterval(() => delivery.expireTrackers(), 3_600_000);
+  housekeeping.unref();
+  const checkKey = async () => {
+    keyCheck = await checkOwnKey(config, key, fed);
+    const fields = { keyId: key.keyId, status: keyCheck.status, detail: keyCheck.detail };
+    if (keyCheck.status === "published") log.info("signing key is published by the homeserver", fields);
+    else if (keyCheck.status === "mismatch") log.error("SIGNING KEY IS NOT THE HOMESERVER'S: federation disabled", fields);
+    else log.warn("COULD NOT VERIFY that the homeserver publishes our signing key; remote servers may answer 401", fields);
+  };
+  void checkKey();
+
+  log.info("listening", { version: VERSION, listen: address, metrics: ops ? boundAddress(ops) : undefined, upstream: config.upstream, serverName: config.serverName, keyId: key.keyId });
+  const close = async () => {
+    resyncer.stop();
+    clearInterval(housekeeping);
+    await Promise.all([server, ops].filter((s) => s !== undefined).map((s) => new Promise<void>((resolve) => {
+      s.close(() => resolve());
+      s.closeIdleConnections?.();
+    })));
+    fed.transport.close();
+    store.close();
+  };
+  return { server, address, opsAddress: ops ? boundAddress(ops) : undefined, services, log, keyCheck: () => keyCheck, close };
 }
 
 /** `serve`: run until a signal. SIGTERM drains; a second signal exits at once. */

@@ -103,7 +103,7 @@ export function createTransport(opts: TransportOptions): FederationTransport & {
 
   async function request(serverName: string, req: FederationRequest): Promise<HttpsResponse> {
     const deadline = Date.now() + timeoutMs;
-    const d = destination(serverName);
+    const d = destination(serverName.toLowerCase()); // server names compare case-insensitively
     await acquire(d, deadline, serverName);
     try {
       let resolved: ResolvedServer;

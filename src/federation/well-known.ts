@@ -174,6 +174,14 @@ export function createWellKnownResolver(opts: WellKnownOptions): { get(hostname:
   };
 }
 
+// HTTP-date (RFC 9110 §5.6.7): IMF-fixdate, obsolete RFC 850 and asctime forms. Checked
+// first because Date.parse is lenient ("0" parses as the year 2000).
+const HTTP_DATE = new RegExp([
+  /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/.source,
+  /^[A-Z][a-z]+, \d{2}-[A-Z][a-z]{2}-\d{2} \d{2}:\d{2}:\d{2} GMT$/.source,
+  /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/.source,
+].join("|"));
+
 /**
  * Seconds to cache a successful answer as its headers ask, or null when they say nothing
  * (Synapse _cache_period_from_headers): no-store -> 0, then max-age, then Expires; an
@@ -194,7 +202,9 @@ export function cachePeriodSeconds(headers: Record<string, string | string[] | u
   const expires = headers.expires;
   const last = Array.isArray(expires) ? expires[expires.length - 1] : expires;
   if (last !== undefined) {
-    const at = Date.parse(last);
+    const text = last.trim();
+    // asctime dates carry no zone but are GMT; Date.parse would read them as local time.
+    const at = HTTP_DATE.test(text) ? Date.parse(text.endsWith("GMT") ? text : `${text} GMT`) : Number.NaN;
     return Number.isNaN(at) ? 0 : (at - nowMs) / 1000;
   }
   return null;

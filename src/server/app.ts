@@ -1,5 +1,11 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config } from "../config.ts";
+import type { Delivery } from "../delivery/delivery.ts";
+import type { Logger } from "../ops/log.ts";
+import type { Metrics } from "../ops/metrics.ts";
+import type { Resyncer } from "../resync/resyncer.ts";
+import type { Store } from "../store/store.ts";
+import type { Auth } from "./auth.ts";
 import { sendError, sendJson } from "./errors.ts";
 import { sendPreflight } from "./cors.ts";
 import { forwardedHeaders } from "./forwarded.ts";
@@ -11,6 +17,17 @@ export interface AppDeps {
   config: Config;
   upstream: Upstream;
   trusted: (ip: string) => boolean;
+  services: Services;
+}
+
+/** The stateful parts intercepted routes use. */
+export interface Services {
+  auth: Auth;
+  resyncer: Resyncer;
+  delivery: Delivery;
+  store: Store;
+  metrics?: Metrics;
+  log: Logger;
 }
 
 export interface RouteContext {

@@ -1,5 +1,6 @@
 import type { Handler } from "./app.ts";
-import { Router } from "./router.ts";
+import { CLIENT_VERSIONS, Router } from "./router.ts";
+import { refreshRoute } from "../routes/refresh.ts";
 import { versionsRoute } from "../routes/versions.ts";
 
 /**
@@ -9,5 +10,10 @@ import { versionsRoute } from "../routes/versions.ts";
 export function buildRoutes(): Router<Handler> {
   const r = new Router<Handler>();
   r.add(["GET"], "/_matrix/client/versions", versionsRoute);
+  // MSC2638: the proposal's r0 name, current v3, the client unstable prefix, and the MSC's
+  // own literal unstable route (a GET, outside /client/).
+  r.add(["POST"], `/_matrix/client/${CLIENT_VERSIONS}/user/:userId/devices/refresh`, refreshRoute);
+  r.add(["POST"], "/_matrix/client/unstable/org.matrix.msc2638/user/:userId/devices/refresh", refreshRoute);
+  r.add(["GET", "POST"], "/_matrix/unstable/org.matrix.msc2638/user/:userId/devices", refreshRoute);
   return r;
 }

@@ -1,0 +1,83 @@
+// Who gets told about a fresh device list (DESIGN.md "Fresh data reaches clients"): every
+// device of the user who asked, and every local device that queried that user's keys through
+// us. Each such device gets a durable pending row; a long-poll it has waiting is woken.
+import { LRUCache } from "lru-cache";
+import type { Logger } from "../ops/log.ts";
+import type { Requester } from "../server/auth.ts";
+import { readBody } from "../server/body.ts";
+import type { Upstream } from "../server/upstream.ts";
+import type { DeviceSnapshot, Store } from "../store/store.ts";
+import { deviceKey, Waiters } from "./waiters.ts";
+
+export interface DeliveryOptions {
+  store: Store;
+  upstream: Upstream;
+  log: Logger;
+  trackerTtlMs: number;
+  now?: () => number;
+}
+
+export class Delivery {
+  readonly waiters = new Waiters();
+  readonly #o: DeliveryOptions;
+  readonly #now: () => number;
+  readonly #devicesOf = new LRUCache<string, string[]>({ max: 10_000, ttl: 60_000 });
+
+  constructor(o: DeliveryOptions) {
+    this.#o = o;
+    this.#now = o.now ?? Date.now;
+  }
+
+  /** The requester's devices follow the target from now on (so a later success reaches them). */
+  async trackRequester(who: Requester, target: string): Promise<{ userId: string; deviceId: string }[]> {
+    const devices = await this.#deviceIds(who);
+    const list = devices.map((deviceId) => ({ userId: who.userId, deviceId }));
+    for (const d of list) this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
+    return list;
+  }
+
+  /** A device queried these users' keys: it will hear about their refreshes. */
+  trackQuery(who: Requester, targets: string[]): void {
+    if (who.deviceId && targets.length) this.#o.store.track(who.userId, who.deviceId, targets, this.#now());
+  }
+
+  /** A fresh snapshot: tell every tracking device. */
+  onSnapshot(s: DeviceSnapshot): void {
+    this.deliver(this.#o.store.trackersOf(s.userId), s.userId);
+  }
+
+  deliver(devices: { userId: string; deviceId: string }[], target: string): void {
+    if (devices.length === 0) return;
+    this.#o.store.addPending(devices.map((d) => ({ ...d, target })));
+    this.waiters.wake(devices.map((d) => deviceKey(d.userId, d.deviceId)));
+  }
+
+  expireTrackers(): number {
+    return this.#o.store.expireTrackers(this.#now() - this.#o.trackerTtlMs);
+  }
+
+  // GET /devices with the requester's own token: the homeserver knows all their devices.
+  async #deviceIds(who: Requester): Promise<string[]> {
+    const cached = this.#devicesOf.get(who.userId);
+    const ids = new Set(cached ?? []);
+    if (!cached) {
+      try {
+        const res = await this.#o.upstream.open({
+          method: "GET",
+          target: "/_matrix/client/v3/devices",
+          headers: { authorization: `Bearer ${who.token}`, "accept-encoding": "identity" },
+          headerTimeoutMs: 10_000,
+        });
+        const body = JSON.parse((await readBody(res, 4 << 20)).toString("utf8")) as { devices?: { device_id?: unknown }[] };
+        if (res.statusCode === 200 && Array.isArray(body.devices)) {
+          for (const d of body.devices) if (typeof d.device_id === "string") ids.add(d.device_id);
+          this.#devicesOf.set(who.userId, [...ids]);
+        }
+      } catch (e) {
+        this.#o.log.debug("could not list the requester's devices", { userId: who.userId, error: String(e) });
+      }
+    }
+    if (who.deviceId) ids.add(who.deviceId);
+    return [...ids];
+  }
+}

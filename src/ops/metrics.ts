@@ -1,0 +1,43 @@
+// Every metric in one place, each name prefixed `resync_`. The registry is injectable so each
+// test gets its own. prom-client runs unchanged under Bun and Deno.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+
+export interface MetricSources {
+  retryQueueDepth?: () => number;
+  destinationsInBackoff?: () => number;
+  pendingDeliveries?: () => number;
+  openLongPolls?: () => number;
+}
+
+export function createMetrics(registry: Registry = new Registry(), sources: MetricSources = {}) {
+  const registers = [registry];
+  const gauge = (name: string, help: string, read?: () => number) =>
+    new Gauge({ name, help, registers, collect() { if (read) this.set(read()); } });
+  collectDefaultMetrics({ register: registry, prefix: "resync_" });
+  return {
+    registry,
+    sources,
+    requests: new Counter({ name: "resync_http_requests_total", help: "Client requests by route class and status", labelNames: ["route", "status"], registers }),
+    upstreamLatency: new Histogram({
+      name: "resync_upstream_response_seconds", help: "Time to the homeserver's response headers, by route class", labelNames: ["route"], registers,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    }),
+    refreshes: new Counter({ name: "resync_refreshes_total", help: "Refresh requests by outcome", labelNames: ["outcome"], registers }),
+    federationRequests: new Counter({ name: "resync_federation_requests_total", help: "Federation device-list fetches by destination class and outcome", labelNames: ["destination_class", "outcome"], registers }),
+    federationLatency: new Histogram({
+      name: "resync_federation_request_seconds", help: "Federation device-list fetch latency", labelNames: ["outcome"], registers,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    }),
+    droppedParts: new Counter({ name: "resync_federation_dropped_parts_total", help: "Invalid devices or keys dropped from remote answers", labelNames: ["part"], registers }),
+    overlaysServed: new Counter({ name: "resync_keys_query_overlays_total", help: "Users whose /keys/query answer was replaced by a fresh snapshot", registers }),
+    injections: new Counter({ name: "resync_device_list_injections_total", help: "Users added to device_lists.changed, by endpoint", labelNames: ["endpoint"], registers }),
+    wakes: new Counter({ name: "resync_long_poll_wakes_total", help: "Long-polls answered early because a refresh landed", registers }),
+    cache: new Counter({ name: "resync_cache_lookups_total", help: "Cache lookups by cache and result", labelNames: ["cache", "result"], registers }),
+    retryQueue: gauge("resync_retry_queue_depth", "Refreshes waiting for a retry", sources.retryQueueDepth),
+    backoff: gauge("resync_destinations_in_backoff", "Destinations currently backed off", sources.destinationsInBackoff),
+    pending: gauge("resync_pending_deliveries", "Device-list changes not yet acknowledged by a device", sources.pendingDeliveries),
+    longPolls: gauge("resync_open_long_polls", "Client /sync long-polls currently open", sources.openLongPolls),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

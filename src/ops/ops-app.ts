@@ -1,0 +1,55 @@
+// The operator listener (--metrics-listen): /metrics, /healthz, /readyz. Kept off the client
+// listener so it is never exposed through the public reverse proxy by accident.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Config } from "../config.ts";
+import type { KeyCheck } from "../federation/key-check.ts";
+import type { Services } from "../server/app.ts";
+import { sendJson } from "../server/errors.ts";
+import type { Upstream } from "../server/upstream.ts";
+import type { Store } from "../store/store.ts";
+import type { Metrics } from "./metrics.ts";
+
+export interface Readiness {
+  store: Store;
+  upstream: Upstream;
+  keyCheck: () => KeyCheck | undefined;
+}
+
+export async function readiness(r: Readiness): Promise<{ ready: boolean; checks: Record<string, string> }> {
+  const checks: Record<string, string> = {};
+  try {
+    r.store.ping();
+    checks.store = "ok";
+  } catch (e) {
+    checks.store = `not writable: ${(e as Error).message}`;
+  }
+  try {
+    const res = await r.upstream.open({ method: "GET", target: "/_matrix/client/versions", headers: {}, headerTimeoutMs: 3000 });
+    res.resume();
+    checks.homeserver = res.statusCode === 200 ? "ok" : `answered ${res.statusCode}`;
+  } catch (e) {
+    checks.homeserver = `unreachable: ${(e as Error).message}`;
+  }
+  const k = r.keyCheck();
+  checks.signing_key = !k ? "not checked yet" : k.status === "published" ? "ok" : `${k.status}: ${k.detail}`;
+  return { ready: Object.values(checks).every((v) => v === "ok"), checks };
+}
+
+export function createOpsApp(o: { metrics: Metrics; readiness: Readiness; services: Services; config: Config }) {
+  return function ops(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/healthz") return sendJson(res, 200, { status: "ok" });
+    if (path === "/readyz") {
+      void readiness(o.readiness).then((r) => sendJson(res, r.ready ? 200 : 503, r));
+      return;
+    }
+    if (path === "/metrics") {
+      void o.metrics.registry.metrics().then((text) => {
+        res.writeHead(200, { "content-type": o.metrics.registry.contentType });
+        res.end(text);
+      });
+      return;
+    }
+    sendJson(res, 404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" });
+  };
+}

@@ -1,0 +1,43 @@
+import { LRUCache } from "lru-cache";
+
+export interface BucketSpec {
+  /** Burst size. */
+  burst: number;
+  /** Tokens regained per second. */
+  perSecond: number;
+}
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+/**
+ * Token buckets keyed by a string (a requesting user, a target user). Bounded: a flood of
+ * distinct keys evicts the least recently used buckets, which only ever errs towards allowing.
+ */
+export class RateLimiter {
+  readonly #spec: BucketSpec;
+  readonly #buckets = new LRUCache<string, Bucket>({ max: 100_000 });
+  readonly #now: () => number;
+
+  constructor(spec: BucketSpec, now: () => number = Date.now) {
+    this.#spec = spec;
+    this.#now = now;
+  }
+
+  /** Takes a token; returns 0 when allowed, else the milliseconds until one is available. */
+  take(key: string): number {
+    const now = this.#now();
+    const b = this.#buckets.get(key) ?? { tokens: this.#spec.burst, at: now };
+    b.tokens = Math.min(this.#spec.burst, b.tokens + ((now - b.at) / 1000) * this.#spec.perSecond);
+    b.at = now;
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      this.#buckets.set(key, b);
+      return 0;
+    }
+    this.#buckets.set(key, b);
+    return Math.ceil(((1 - b.tokens) / this.#spec.perSecond) * 1000);
+  }
+}

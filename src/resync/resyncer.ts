@@ -1,0 +1,204 @@
+// The refresh flow (MSC2638): rate limits, the short cache, single-flight fetches, destination
+// backoff, and a durable retry queue. Routes call refresh(); the retry loop calls run().
+import { FederationError } from "../federation/errors.ts";
+import type { Logger } from "../ops/log.ts";
+import type { DeviceSnapshot, Store } from "../store/store.ts";
+import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
+import type { RateLimiter } from "./rate-limit.ts";
+
+export type RefreshOutcome =
+  | { kind: "ok"; snapshot: DeviceSnapshot; fromCache: boolean }
+  | { kind: "local" }
+  | { kind: "pending" }
+  | { kind: "limited"; retryAfterMs: number }
+  | { kind: "failed"; error: FederationError; nextRetryInMs?: number };
+
+export interface ResyncOptions {
+  store: Store;
+  serverName: string;
+  fetchDevices: (userId: string) => Promise<{ snapshot: DeviceSnapshot }>;
+  /** Called after every fresh snapshot is stored: delivery adds pending rows and wakes long-polls. */
+  onSnapshot?: (s: DeviceSnapshot) => void;
+  onFailure?: (userId: string, e: FederationError) => void;
+  refreshCacheMs: number;
+  retry: BackoffPolicy;
+  maxAttempts: number;
+  probeIntervalMs: number;
+  limits: { requester: RateLimiter; target: RateLimiter };
+  log: Logger;
+  now?: () => number;
+}
+
+class RefreshFailure extends Error {
+  readonly error: FederationError;
+  readonly nextRetryInMs?: number;
+  constructor(error: FederationError, nextRetryInMs?: number) {
+    super(error.message);
+    this.error = error;
+    if (nextRetryInMs !== undefined) this.nextRetryInMs = nextRetryInMs;
+  }
+}
+
+export function serverOf(userId: string): string {
+  return userId.slice(userId.indexOf(":") + 1);
+}
+
+export class Resyncer {
+  readonly #o: ResyncOptions;
+  readonly #now: () => number;
+  readonly #inflight = new Map<string, Promise<DeviceSnapshot>>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = true;
+
+  constructor(o: ResyncOptions) {
+    this.#o = o;
+    this.#now = o.now ?? Date.now;
+  }
+
+  get inflight(): number {
+    return this.#inflight.size;
+  }
+
+  /** A client's refresh: answers within waitMs, leaving the fetch (and retries) running. */
+  async refresh(target: string, requester: string, waitMs: number): Promise<RefreshOutcome> {
+    const o = this.#o;
+    if (serverOf(target) === o.serverName) return { kind: "local" };
+    const wait = o.limits.requester.take(requester);
+    if (wait > 0) return { kind: "limited", retryAfterMs: wait };
+
+    let running = this.#inflight.get(target);
+    if (!running) {
+      const snap = o.store.getSnapshot(target);
+      if (snap && this.#now() - snap.fetchedAt < o.refreshCacheMs) return { kind: "ok", snapshot: snap, fromCache: true };
+      const waitTarget = o.limits.target.take(target);
+      if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
+      const blocked = this.#backedOff(target, requester, true);
+      if (blocked) return blocked;
+      running = this.run(target, [requester]);
+    }
+    return this.#await(running, waitMs);
+  }
+
+  /** Start (or join) the single fetch for target. Failures are recorded and rescheduled here. */
+  run(target: string, requestedBy: string[]): Promise<DeviceSnapshot> {
+    const existing = this.#inflight.get(target);
+    if (existing) return existing;
+    const p = this.#fetch(target, requestedBy).finally(() => {
+      this.#inflight.delete(target);
+      this.#schedule();
+    });
+    p.catch(() => {}); // the outcome is recorded in the store; callers that wait observe it
+    this.#inflight.set(target, p);
+    return p;
+  }
+
+  async #fetch(target: string, requestedBy: string[]): Promise<DeviceSnapshot> {
+    const o = this.#o;
+    const dest = serverOf(target);
+    try {
+      const { snapshot } = await o.fetchDevices(target);
+      o.store.putSnapshot(snapshot);
+      o.store.clearBackoff(dest);
+      o.store.deleteRetry(target);
+      o.onSnapshot?.(snapshot);
+      return snapshot;
+    } catch (err) {
+      const e = err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
+      const now = this.#now();
+      let destRetryAt = 0;
+      if (backsOffDestination(e)) {
+        const b = o.store.getBackoff(dest);
+        const failures = (b?.failures ?? 0) + 1;
+        destRetryAt = now + backoffDelay(o.retry, failures);
+        o.store.putBackoff({ destination: dest, failures, retryAt: destRetryAt, lastProbeAt: b?.lastProbeAt ?? now });
+      }
+      o.onFailure?.(target, e);
+      if (!isRetryable(e)) {
+        o.store.deleteRetry(target);
+        throw new RefreshFailure(e);
+      }
+      const prev = o.store.getRetry(target);
+      const attempts = (prev?.attempts ?? 0) + 1;
+      if (attempts > o.maxAttempts) {
+        o.store.deleteRetry(target);
+        o.log.warn("giving up refreshing a device list", { userId: target, attempts: attempts - 1, error: e.message });
+        throw new RefreshFailure(e);
+      }
+      const dueAt = Math.max(now + backoffDelay(o.retry, attempts), destRetryAt);
+      const who = [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50);
+      o.store.putRetry({ userId: target, attempts, dueAt, requestedBy: who, lastError: e.message });
+      o.log.info("device list refresh failed; retry scheduled", { userId: target, attempts, inMs: dueAt - now, error: e.message });
+      throw new RefreshFailure(e, dueAt - now);
+    }
+  }
+
+  /** A destination in backoff: an explicit refresh may probe it once per probe interval. */
+  #backedOff(target: string, requester: string, explicit: boolean): RefreshOutcome | undefined {
+    const o = this.#o;
+    const dest = serverOf(target);
+    const b = o.store.getBackoff(dest);
+    const now = this.#now();
+    if (!b || b.retryAt <= now) return undefined;
+    if (explicit && now - b.lastProbeAt >= o.probeIntervalMs) {
+      o.store.putBackoff({ ...b, lastProbeAt: now });
+      return undefined;
+    }
+    const prev = o.store.getRetry(target);
+    const requestedBy = [...new Set([...(prev?.requestedBy ?? []), requester])].slice(-50);
+    o.store.putRetry({ userId: target, attempts: prev?.attempts ?? 0, dueAt: b.retryAt, requestedBy, lastError: prev?.lastError ?? "destination in backoff" });
+    this.#schedule();
+    const error = new FederationError("transport", `${dest} is unreachable and in backoff; not contacting it yet`);
+    return { kind: "failed", error, nextRetryInMs: b.retryAt - now };
+  }
+
+  async #await(p: Promise<DeviceSnapshot>, waitMs: number): Promise<RefreshOutcome> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), waitMs)));
+    try {
+      const r = await Promise.race([p, deadline]);
+      return r === "pending" ? { kind: "pending" } : { kind: "ok", snapshot: r, fromCache: false };
+    } catch (e) {
+      if (e instanceof RefreshFailure) return { kind: "failed", error: e.error, nextRetryInMs: e.nextRetryInMs };
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // The retry loop: one timer, set for the earliest due retry (at most 30 s away, so an entry
+  // written by another process is seen too). Due entries start concurrently: one slow
+  // destination never holds up another (the transport caps each destination at 3).
+  start(): void {
+    this.#stopped = false;
+    this.#schedule();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#timer);
+    const next = this.#o.store.nextRetryAt();
+    // At least 50 ms: a due entry whose fetch is still in flight must not spin the loop.
+    const delay = next === undefined ? 30_000 : Math.min(30_000, Math.max(50, next - this.#now()));
+    this.#timer = setTimeout(() => this.#tick(), delay);
+    this.#timer.unref?.();
+  }
+
+  #tick(): void {
+    const now = this.#now();
+    for (const r of this.#o.store.dueRetries(now, 200)) {
+      if (this.#inflight.has(r.userId)) continue;
+      const b = this.#o.store.getBackoff(serverOf(r.userId));
+      if (b && b.retryAt > now) {
+        this.#o.store.putRetry({ ...r, dueAt: b.retryAt });
+        continue;
+      }
+      void this.run(r.userId, r.requestedBy).catch(() => {});
+    }
+    this.#schedule();
+  }
+}

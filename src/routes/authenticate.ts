@@ -1,0 +1,16 @@
+import type { RouteContext } from "../server/app.ts";
+import { type Requester, UpstreamAuthError } from "../server/auth.ts";
+import { corsHeaders } from "../server/cors.ts";
+
+/** Resolve the caller; on the homeserver's refusal, relay its exact answer and return undefined. */
+export async function authenticate(ctx: RouteContext): Promise<Requester | undefined> {
+  try {
+    return await ctx.deps.services.auth.resolve(ctx.req);
+  } catch (e) {
+    if (!(e instanceof UpstreamAuthError)) throw e;
+    ctx.req.resume();
+    ctx.res.writeHead(e.status, { ...corsHeaders, "content-type": "application/json", "content-length": String(e.body.length) });
+    ctx.res.end(e.body);
+    return undefined;
+  }
+}

@@ -1,0 +1,47 @@
+// POST /_matrix/client/{r0,v3}/user/{userId}/devices/refresh (MSC2638) and its unstable forms.
+// 202 means "accepted: done, or still in progress" (DESIGN.md); failures known within
+// --refresh-wait-ms are reported, with retries already scheduled.
+import type { RouteContext } from "../server/app.ts";
+import { MatrixError, sendJson } from "../server/errors.ts";
+import { authenticate } from "./authenticate.ts";
+import { decodeUserIdParam, isValidUserId } from "./user-id.ts";
+
+export async function refreshRoute(ctx: RouteContext): Promise<void> {
+  const { req, res, deps } = ctx;
+  const who = await authenticate(ctx);
+  if (!who) return;
+  req.resume(); // the body (if any) carries nothing we use
+  const target = decodeUserIdParam(ctx.params.userId ?? "");
+  if (target === undefined || !isValidUserId(target))
+    throw new MatrixError("M_INVALID_PARAM", `Not a valid Matrix user ID: ${JSON.stringify(target ?? ctx.params.userId)}`);
+
+  const svc = deps.services;
+  const mine = await svc.delivery.trackRequester(who, target);
+  const out = await svc.resyncer.refresh(target, who.userId, deps.config.refreshWaitMs);
+  svc.metrics?.refreshes.inc({ outcome: out.kind === "failed" ? out.error.kind : out.kind });
+  switch (out.kind) {
+    case "ok":
+      // A cache hit never reaches onSnapshot, but the asker still wants its devices told.
+      if (out.fromCache) svc.delivery.deliver(mine, target);
+      return sendJson(res, 202, {});
+    case "local":
+    case "pending":
+      return sendJson(res, 202, {});
+    case "limited": {
+      const err = new MatrixError("M_LIMIT_EXCEEDED", "Too many device-list refreshes; try again later", {
+        extra: { retry_after_ms: out.retryAfterMs },
+        headers: { "retry-after": String(Math.ceil(out.retryAfterMs / 1000)) },
+      });
+      throw err;
+    }
+    case "failed": {
+      const e = out.error;
+      if (e.kind === "not_found") throw new MatrixError("M_NOT_FOUND", `${target} does not exist on their homeserver`);
+      const extra: Record<string, unknown> = {};
+      if (e.status !== undefined) extra.remote_status = e.status;
+      if (out.nextRetryInMs !== undefined) extra.next_retry_in_ms = out.nextRetryInMs;
+      const what = e.kind === "refused" ? "Refusing to contact the user's homeserver" : "Could not fetch the device list from the user's homeserver";
+      throw new MatrixError("M_UNKNOWN", `${what}: ${e.message}`, { status: e.kind === "timeout" ? 504 : 502, extra });
+    }
+  }
+}

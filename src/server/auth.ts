@@ -1,0 +1,101 @@
+import type { IncomingMessage } from "node:http";
+import { LRUCache } from "lru-cache";
+import { readBody } from "./body.ts";
+import { MatrixError } from "./errors.ts";
+import type { Upstream } from "./upstream.ts";
+
+export interface Requester {
+  userId: string;
+  deviceId: string;
+  token: string;
+}
+
+/** The homeserver's own 401/403 answer, passed through unchanged (M_UNKNOWN_TOKEN, soft_logout). */
+export class UpstreamAuthError extends Error {
+  readonly status: number;
+  readonly body: Buffer;
+  constructor(status: number, body: Buffer) {
+    super(`homeserver refused the token (${status})`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+export function accessToken(req: IncomingMessage): string | undefined {
+  const h = req.headers.authorization;
+  if (h?.startsWith("Bearer ")) return h.slice(7).trim() || undefined;
+  const q = req.url?.indexOf("?") ?? -1;
+  if (q === -1) return undefined;
+  const token = new URLSearchParams(req.url!.slice(q + 1)).get("access_token");
+  return token || undefined;
+}
+
+export interface AuthOptions {
+  upstream: Upstream;
+  ttlMs?: number;
+  failureTtlMs?: number;
+  max?: number;
+}
+
+/**
+ * Resolves access tokens with the homeserver's /account/whoami: the homeserver stays the only
+ * authority on tokens. Answers are cached (bounded LRU, TTL) because /sync asks on every poll;
+ * refusals are cached briefly so a client hammering with a dead token costs one upstream call.
+ */
+export function createAuth(o: AuthOptions) {
+  const ok = new LRUCache<string, Requester>({ max: o.max ?? 10_000, ttl: o.ttlMs ?? 5 * 60_000 });
+  const refused = new LRUCache<string, UpstreamAuthError>({ max: o.max ?? 10_000, ttl: o.failureTtlMs ?? 5_000 });
+  const inflight = new Map<string, Promise<Requester>>();
+
+  async function lookup(token: string): Promise<Requester> {
+    const res = await o.upstream.open({
+      method: "GET",
+      target: "/_matrix/client/v3/account/whoami",
+      headers: { authorization: `Bearer ${token}`, "accept-encoding": "identity" },
+      headerTimeoutMs: 10_000,
+    });
+    const body = await readBody(res, 64 * 1024);
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      const err = new UpstreamAuthError(res.statusCode, body);
+      refused.set(token, err);
+      throw err;
+    }
+    let parsed: { user_id?: unknown; device_id?: unknown } = {};
+    try {
+      parsed = JSON.parse(body.toString("utf8"));
+    } catch {}
+    if (res.statusCode !== 200 || typeof parsed.user_id !== "string")
+      throw new MatrixError("M_UNKNOWN", `The homeserver's /account/whoami failed (${res.statusCode})`, { status: 502 });
+    // Appservice and some admin tokens have no device; such callers still get refreshes.
+    const who = { userId: parsed.user_id, deviceId: typeof parsed.device_id === "string" ? parsed.device_id : "", token };
+    ok.set(token, who);
+    return who;
+  }
+
+  return {
+    /** Throws MatrixError M_MISSING_TOKEN, UpstreamAuthError, or a 502 MatrixError. */
+    async resolve(req: IncomingMessage): Promise<Requester> {
+      const token = accessToken(req);
+      if (!token) throw new MatrixError("M_MISSING_TOKEN", "Missing access token");
+      return this.resolveToken(token);
+    },
+    async resolveToken(token: string): Promise<Requester> {
+      const hit = ok.get(token);
+      if (hit) return hit;
+      const no = refused.get(token);
+      if (no) throw no;
+      let p = inflight.get(token);
+      if (!p) {
+        p = lookup(token).finally(() => inflight.delete(token));
+        inflight.set(token, p);
+      }
+      return p;
+    },
+    /** Peek without a network call: /sync uses it to decide whether to look at a body at all. */
+    cached(token: string): Requester | undefined {
+      return ok.get(token);
+    },
+  };
+}
+
+export type Auth = ReturnType<typeof createAuth>;
