@@ -8,6 +8,7 @@ import { createResolver } from "../../src/federation/dns.ts";
 import { FederationError } from "../../src/federation/errors.ts";
 import { httpsRequest } from "../../src/federation/https.ts";
 import { parseCidrList } from "../../src/federation/ip-guard.ts";
+import { cachePeriodSeconds } from "../../src/federation/well-known.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
 import { createTestCa, json, startHttpsServer, type TestCa, type TestHandler, type TestHttpsServer } from "../helpers/tls.ts";
 
@@ -298,6 +299,43 @@ describe(".well-known fetching and caching", () => {
     clock += 100_000;
     await d.resolve("err.test");
     expect(wk.requests.length).toBe(2);
+  });
+
+  it("keeps a cached delegation through a temporary failure, then caches the failure briefly", async () => {
+    let clock = 1_000_000;
+    let up = true;
+    const ok = json({ "m.server": "127.0.1.31:1234" }, 200, { "cache-control": "max-age=600" });
+    const wk = await delegating("flaky.test", "127.0.1.38", (req, res) => (up ? ok(req, res) : void res.writeHead(503).end()));
+    const d = discovery({ now: () => clock, random: () => 0.5 });
+    await d.resolve("flaky.test");
+    up = false;
+    clock += 500_000; // inside the refetch window, entry still valid
+    expect((await d.resolve("flaky.test")).hostHeader).toBe("127.0.1.31:1234");
+    expect(wk.requests.length).toBe(2);
+    clock += 200_000; // entry expired: the failure is cached for 2 min, as the name recently had one
+    const r = await d.resolve("flaky.test");
+    expect(r.hostHeader).toBe("flaky.test");
+    expect(r.steps.join("\n")).toMatch(/HTTP 503\); cached 120 s/);
+  });
+
+  it("shares one .well-known fetch between concurrent resolutions", async () => {
+    const wk = await delegating("shared.test", "127.0.1.39", json({ "m.server": "127.0.1.31:1234" }));
+    const d = discovery();
+    const all = await Promise.all([d.resolve("shared.test"), d.resolve("shared.test"), d.resolve("SHARED.test")]);
+    expect(all.map((r) => r.hostHeader)).toEqual(Array(3).fill("127.0.1.31:1234"));
+    expect(wk.requests.length).toBe(1);
+  });
+
+  it("reads cache periods from Cache-Control and Expires", () => {
+    const now = Date.parse("2030-01-01T00:00:00Z");
+    expect(cachePeriodSeconds({ "cache-control": "no-store, max-age=60" }, now)).toBe(0);
+    expect(cachePeriodSeconds({ "cache-control": ["public", "Max-Age=90"] }, now)).toBe(90);
+    expect(cachePeriodSeconds({ expires: "Tue, 01 Jan 2030 01:00:00 GMT" }, now)).toBe(3600);
+    expect(cachePeriodSeconds({ expires: "Monday, 31-Dec-29 23:00:00 GMT" }, now)).toBe(-3600);
+    expect(cachePeriodSeconds({ expires: "Tue Jan  1 00:10:00 2030" }, now)).toBe(600);
+    expect(cachePeriodSeconds({ expires: "0" }, now)).toBe(0);
+    expect(cachePeriodSeconds({ expires: "tomorrow" }, now)).toBe(0);
+    expect(cachePeriodSeconds({}, now)).toBeNull();
   });
 
   it("follows redirects", async () => {
