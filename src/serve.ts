@@ -1,6 +1,7 @@
 import type { Server } from "node:http";
 import type { Config } from "./config.ts";
 import { Delivery } from "./delivery/delivery.ts";
+import { Overlays } from "./delivery/overlays.ts";
 import { FederationError } from "./federation/errors.ts";
 import { fetchUserDevices } from "./federation/devices.ts";
 import type { KeyCheck } from "./federation/key-check.ts";
@@ -71,7 +72,10 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     store,
     serverName: config.serverName,
     fetchDevices,
-    onSnapshot: (s) => delivery.onSnapshot(s),
+    onSnapshot: (s) => {
+      overlays.noteSnapshot(s);
+      delivery.onSnapshot(s);
+    },
     refreshCacheMs: config.refreshCacheMs,
     retry: { initialMs: config.retryInitialMs, maxMs: config.retryMaxMs },
     maxAttempts: config.retryMaxAttempts,
@@ -82,8 +86,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     },
     log,
   });
+  const overlays = new Overlays({ store, maxAgeMs: config.snapshotMaxAgeMs, refetch: (u) => void resyncer.run(u, []).catch(() => {}), log });
   const auth = createAuth({ upstream });
-  const services: Services = { auth, resyncer, delivery, store, metrics, log };
+  const services: Services = { auth, resyncer, delivery, overlays, store, metrics, log };
   const trusted = trustPredicate(parseTrust(config.trustedProxies));
   const server = await listen(config.listen, createApp({ config, upstream, trusted, services }, buildRoutes()));
   const address = boundAddress(server);

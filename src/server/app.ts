@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config } from "../config.ts";
 import type { Delivery } from "../delivery/delivery.ts";
+import type { Overlays } from "../delivery/overlays.ts";
 import type { Logger } from "../ops/log.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import type { Resyncer } from "../resync/resyncer.ts";
@@ -25,6 +26,7 @@ export interface Services {
   auth: Auth;
   resyncer: Resyncer;
   delivery: Delivery;
+  overlays: Overlays;
   store: Store;
   metrics?: Metrics;
   log: Logger;

@@ -1,6 +1,9 @@
 import type { Handler } from "./app.ts";
 import { CLIENT_VERSIONS, Router } from "./router.ts";
+import { keysChangesRoute } from "../routes/keys-changes.ts";
+import { keysQueryRoute } from "../routes/keys-query.ts";
 import { refreshRoute } from "../routes/refresh.ts";
+import { syncRoute } from "../routes/sync.ts";
 import { versionsRoute } from "../routes/versions.ts";
 
 /**
@@ -15,5 +18,12 @@ export function buildRoutes(): Router<Handler> {
   r.add(["POST"], `/_matrix/client/${CLIENT_VERSIONS}/user/:userId/devices/refresh`, refreshRoute);
   r.add(["POST"], "/_matrix/client/unstable/org.matrix.msc2638/user/:userId/devices/refresh", refreshRoute);
   r.add(["GET", "POST"], "/_matrix/unstable/org.matrix.msc2638/user/:userId/devices", refreshRoute);
+
+  // Delivery: fresh lists reach clients through /keys/query and device_lists.changed.
+  r.add(["GET"], `/_matrix/client/${CLIENT_VERSIONS}/sync`, syncRoute("sync"));
+  r.add(["POST"], "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", syncRoute("sliding"));
+  r.add(["POST"], `/_matrix/client/${CLIENT_VERSIONS}/keys/query`, keysQueryRoute);
+  r.add(["POST"], "/_matrix/client/unstable/keys/query", keysQueryRoute);
+  r.add(["GET"], `/_matrix/client/${CLIENT_VERSIONS}/keys/changes`, keysChangesRoute);
   return r;
 }

@@ -1,0 +1,76 @@
+// When a snapshot may stand in for the homeserver's answer (DESIGN.md "The overlay is dropped
+// once…"). The rule that matters: we must never *cause* staleness by pinning an old snapshot.
+import type { Logger } from "../ops/log.ts";
+import type { DeviceSnapshot, Store } from "../store/store.ts";
+
+export interface OverlayOptions {
+  store: Store;
+  maxAgeMs: number;
+  /** Start a background fetch of the user's list (the resyncer's single-flight run). */
+  refetch: (userId: string) => void;
+  log: Logger;
+  now?: () => number;
+}
+
+export class Overlays {
+  readonly #o: OverlayOptions;
+  readonly #now: () => number;
+  // A cheap guard for the hot path: with no snapshots at all, /sync bodies are never looked at.
+  #known: Set<string>;
+
+  constructor(o: OverlayOptions) {
+    this.#o = o;
+    this.#now = o.now ?? Date.now;
+    this.#known = new Set(o.store.listSnapshotUsers());
+  }
+
+  get active(): boolean {
+    return this.#known.size > 0;
+  }
+
+  noteSnapshot(s: DeviceSnapshot): void {
+    this.#known.add(s.userId);
+  }
+
+  /** Snapshots fit to serve for these users. Too old: not served, and fetched again. */
+  servable(users: Iterable<string>): Map<string, DeviceSnapshot> {
+    const out = new Map<string, DeviceSnapshot>();
+    for (const u of users) {
+      if (!this.#known.has(u)) continue;
+      const s = this.#o.store.getSnapshot(u);
+      if (!s) {
+        this.#known.delete(u);
+        continue;
+      }
+      if (this.#now() - s.fetchedAt > this.#o.maxAgeMs) {
+        this.#o.refetch(u);
+        continue;
+      }
+      out.set(u, s);
+    }
+    return out;
+  }
+
+  /** The homeserver's own answer equals the snapshot: it caught up, so step aside. */
+  caughtUp(users: string[]): void {
+    for (const u of users) this.#drop(u, "homeserver caught up");
+  }
+
+  /**
+   * The homeserver says these users changed (its own device_lists.changed). Its answer may now be
+   * newer than ours: stop serving ours blindly and re-verify with a fresh fetch.
+   */
+  homeserverReported(users: string[]): void {
+    for (const u of users) {
+      if (!this.#known.has(u)) continue;
+      this.#drop(u, "homeserver reported a change; re-verifying");
+      this.#o.refetch(u);
+    }
+  }
+
+  #drop(u: string, why: string): void {
+    if (!this.#known.delete(u)) return;
+    this.#o.store.deleteSnapshot(u);
+    this.#o.log.info("overlay dropped", { userId: u, why });
+  }
+}

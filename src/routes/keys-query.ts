@@ -1,0 +1,51 @@
+// POST /_matrix/client/{r0,v3}/keys/query: for requested users with a fresh snapshot, the
+// answer carries the snapshot instead of the homeserver's stale copy. Parsed only then.
+import { overlayKeysQuery } from "../delivery/keys-overlay.ts";
+import type { RouteContext } from "../server/app.ts";
+import { parseJsonObject, readBody } from "../server/body.ts";
+import { sendError } from "../server/errors.ts";
+import { pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
+import { stripHopByHop } from "../server/upstream.ts";
+import { serverOf } from "../resync/resyncer.ts";
+import { whoIfKnown } from "./sync.ts";
+
+export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
+  const { req, res, deps } = ctx;
+  const svc = deps.services;
+  const requestBody = await readBody(req, 8 * 1024 * 1024);
+  const parsed = parseJsonObject(requestBody);
+  const requested = parsed?.device_keys;
+  const wanted: Record<string, string[]> = {};
+  if (requested && typeof requested === "object" && !Array.isArray(requested))
+    for (const [u, ids] of Object.entries(requested)) wanted[u] = Array.isArray(ids) ? ids.filter((d): d is string => typeof d === "string") : [];
+
+  const who = Object.keys(wanted).length ? await whoIfKnown(ctx) : undefined;
+  const remote = Object.keys(wanted).filter((u) => serverOf(u) !== deps.config.serverName);
+  if (who) svc.delivery.trackQuery(who, remote);
+  const snapshots = who ? svc.overlays.servable(remote) : new Map();
+
+  const headers = upstreamHeaders(req, ctx.forwarded);
+  headers["content-length"] = String(requestBody.length);
+  delete headers["transfer-encoding"];
+  if (snapshots.size) headers["accept-encoding"] = "identity";
+  try {
+    const up = await deps.upstream.open({ method: "POST", target: ctx.target, headers, body: requestBody, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, clientRes: res });
+    if (snapshots.size === 0 || up.statusCode !== 200 || up.headers["content-encoding"]) return pipeResponse(up, res);
+    const raw = await readBody(up, 64 * 1024 * 1024);
+    const answer = parseJsonObject(raw);
+    const outHeaders = stripHopByHop(up.headers);
+    delete outHeaders["content-length"];
+    if (!answer) {
+      res.writeHead(200, outHeaders);
+      return void res.end(raw);
+    }
+    const { overlaid, caughtUp } = overlayKeysQuery(answer, wanted, snapshots);
+    svc.overlays.caughtUp(caughtUp);
+    svc.metrics?.overlaysServed.inc(overlaid.length);
+    const out = Buffer.from(JSON.stringify(answer));
+    res.writeHead(200, { ...outHeaders, "content-length": String(out.length) });
+    res.end(out);
+  } catch (e) {
+    if (!res.destroyed) sendError(res, e);
+  }
+}

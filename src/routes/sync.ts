@@ -1,0 +1,124 @@
+// GET /_matrix/client/{r0,v3}/sync and simplified sliding sync: put refreshed users into
+// device_lists.changed for devices with pending deliveries, and answer a waiting long-poll
+// early when a refresh lands. Bodies that need nothing stream through untouched.
+import type { IncomingMessage } from "node:http";
+import { deviceKey } from "../delivery/waiters.ts";
+import { injectChanged, reportedChanged, type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
+import type { Handler, RouteContext } from "../server/app.ts";
+import { accessToken, type Requester } from "../server/auth.ts";
+import { parseJsonObject, readBody } from "../server/body.ts";
+import { sendError, sendJson } from "../server/errors.ts";
+import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
+import { stripHopByHop } from "../server/upstream.ts";
+
+const MAX_SYNC_BODY = 256 * 1024 * 1024; // an initial sync of a huge account can be this big
+
+export function syncRoute(flavour: SyncFlavour): Handler {
+  // The token that acknowledges a response: sync's `since`/`next_batch`, sliding sync's `pos`.
+  const [reqToken, resToken] = flavour === "sync" ? ["since", "next_batch"] : ["pos", "pos"];
+
+  return async function sync(ctx: RouteContext): Promise<void> {
+    const { req, res, deps, target } = ctx;
+    const svc = deps.services;
+    const who = await whoIfKnown(ctx);
+    if (!who) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
+
+    const q = new URLSearchParams(target.includes("?") ? target.slice(target.indexOf("?") + 1) : "");
+    const since = q.get(reqToken) ?? "";
+    const longPoll = since !== "" && Number(q.get("timeout") ?? 0) > 0;
+    if (since) svc.store.ackToken(who.userId, who.deviceId, since);
+    const inject = since !== "" && svc.store.hasPending(who.userId, who.deviceId);
+    const observe = svc.overlays.active;
+
+    const abort = new AbortController();
+    let woken = false;
+    const unwait = longPoll && !inject
+      ? svc.delivery.waiters.wait(deviceKey(who.userId, who.deviceId), () => {
+          woken = true;
+          abort.abort();
+        })
+      : () => {};
+    const answerWake = () => {
+      // next_batch = the request's own since: the client asks again from the same point, so no
+      // event is skipped. No token is marked: only a real next_batch acknowledges the delivery.
+      const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
+      svc.metrics?.wakes.inc();
+      svc.metrics?.injections.inc({ endpoint: flavour }, targets.length);
+      sendJson(res, 200, wakeResponse(since, targets, flavour));
+    };
+
+    const headers = upstreamHeaders(req, ctx.forwarded);
+    // We may have to read the body: ask for it uncompressed rather than inflate it ourselves.
+    if (inject || observe) headers["accept-encoding"] = "identity";
+    let up: IncomingMessage;
+    try {
+      up = await deps.upstream.open({
+        method: req.method ?? "GET",
+        target,
+        headers,
+        body: req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined ? req : undefined,
+        headerTimeoutMs: headerTimeoutFor(target, deps.config.upstreamHeaderTimeoutMs),
+        clientRes: res,
+        signal: abort.signal,
+      });
+    } catch (e) {
+      unwait();
+      if (woken && !res.destroyed) return answerWake();
+      if (!res.destroyed) sendError(res, e);
+      return;
+    } finally {
+      unwait();
+    }
+    const readable = up.statusCode === 200 && !up.headers["content-encoding"];
+    if (!readable || (!inject && !observe)) return pipeResponse(up, res);
+    if (!inject) return pipeAndObserve(up, res, (body) => svc.overlays.homeserverReported(reportedChanged(body, flavour)));
+
+    const raw = await readBody(up, MAX_SYNC_BODY);
+    const body = parseJsonObject(raw);
+    const outHeaders = stripHopByHop(up.headers);
+    delete outHeaders["content-length"];
+    if (!body) {
+      res.writeHead(200, outHeaders);
+      return void res.end(raw);
+    }
+    svc.overlays.homeserverReported(reportedChanged(body, flavour));
+    const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
+    const added = injectChanged(body, targets, flavour);
+    const token = body[resToken];
+    // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
+    if (typeof token === "string") svc.store.markCarried(who.userId, who.deviceId, targets, token);
+    svc.metrics?.injections.inc({ endpoint: flavour }, added.length);
+    const out = Buffer.from(JSON.stringify(body));
+    res.writeHead(200, { ...outHeaders, "content-length": String(out.length) });
+    res.end(out);
+  };
+}
+
+/** The caller, when their token resolves; otherwise the homeserver answers as it would. */
+export async function whoIfKnown(ctx: RouteContext): Promise<Requester | undefined> {
+  const token = accessToken(ctx.req);
+  if (!token) return undefined;
+  try {
+    const who = await ctx.deps.services.auth.resolveToken(token);
+    return who.deviceId ? who : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// Stream to the client as usual, keeping a bounded copy to read the homeserver's own
+// device_lists.changed afterwards: overlay bookkeeping must not cost the client latency.
+function pipeAndObserve(up: IncomingMessage, res: RouteContext["res"], onBody: (b: Record<string, unknown>) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  up.on("data", (c: Buffer) => {
+    size += c.length;
+    if (size <= 64 * 1024 * 1024) chunks.push(c);
+  });
+  up.on("end", () => {
+    if (size > 64 * 1024 * 1024) return;
+    const body = parseJsonObject(Buffer.concat(chunks));
+    if (body) onBody(body);
+  });
+  pipeResponse(up, res);
+}
