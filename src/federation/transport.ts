@@ -42,7 +42,7 @@ const IDLE_MS = 2 * 60_000;
 export function createTransport(opts: TransportOptions): FederationTransport & { close(): void } {
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const maxBytes = opts.maxBytes ?? 8 * 1024 * 1024;
-  const limit = 100;
+  const limit = Math.max(1, opts.maxPerDestination ?? 3);
   const destinations = new Map<string, Destination>();
 
   const sweep = setInterval(() => {
