@@ -85,6 +85,8 @@ export interface TestHttpsServer {
   port: number;
   /** TCP connections accepted so far (counted before the TLS handshake). */
   readonly connections: number;
+  /** TCP connections currently open. */
+  readonly openSockets: number;
   requests: SeenRequest[];
   close(): Promise<void>;
 }
@@ -128,6 +130,9 @@ export async function startHttpsServer(opts: { host: string; port?: number; cert
     port: address.port,
     get connections() {
       return connections;
+    },
+    get openSockets() {
+      return sockets.size;
     },
     requests,
     close: () =>

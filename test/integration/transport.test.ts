@@ -79,6 +79,20 @@ describe("request basics", () => {
     expect(s.requests.map((r) => r.url)).toEqual(["/x/0", "/x/1", "/x/2", "/x/3"]);
     expect(s.connections).toBe(1);
   });
+
+  it("opens a new connection when the server has closed the idle one", async () => {
+    const s = await serve("127.0.2.17", "idleclose.test", (_req, res) => {
+      const socket = res.socket;
+      res.on("finish", () => setTimeout(() => socket?.destroy(), 20));
+      res.end("ok");
+    });
+    const t = transport({ discovery: fixed("idleclose.test", { address: "127.0.2.17", port: s.port }) });
+    for (let i = 0; i < 3; i++) {
+      expect(text((await t.request("idleclose.test", { method: "GET", path: "/" })).body)).toBe("ok");
+      await until(() => s.connections === i + 1 && s.openSockets === 0);
+    }
+    expect(s.connections).toBe(3);
+  });
 });
 
 describe("per-destination concurrency", () => {
