@@ -2,6 +2,7 @@
 // which shares no signing code with src/, so these tests also cross-check src's verifier.
 import { describe, expect, it } from "vitest";
 import { MAX_DEVICES, validateUserDevices } from "../../src/federation/device-validate.ts";
+import { serverNameOf } from "../../src/federation/devices.ts";
 import { FederationError } from "../../src/federation/errors.ts";
 import {
   devicesAnswer, type Json, makeCrossSigningKey, makeDevice, makeUser, newEd25519, signWith,
@@ -245,5 +246,20 @@ describe("cross-signing keys", () => {
     const { snapshot, dropped } = validate(devicesAnswer(u));
     expect(dropped).toMatchObject({ masterKey: false, selfSigningKey: true });
     expect(snapshot.selfSigningKey).toBeUndefined();
+  });
+});
+
+describe("serverNameOf", () => {
+  it("takes everything after the first colon, ports and IPv6 literals included", () => {
+    expect(serverNameOf("@alice:example.org")).toBe("example.org");
+    expect(serverNameOf("@alice:example.org:8448")).toBe("example.org:8448");
+    expect(serverNameOf("@alice:[::1]:8448")).toBe("[::1]:8448");
+    expect(serverNameOf("@a:1.2.3.4")).toBe("1.2.3.4");
+  });
+
+  it("rejects strings that are not user ids", () => {
+    for (const bad of ["alice:example.org", "@alice", "@alice:", "@:example.org", "#room:example.org"]) {
+      expect(() => serverNameOf(bad)).toThrow(FederationError);
+    }
   });
 });
