@@ -109,7 +109,11 @@ export async function fetchUserDevices(
   const uri = `/_matrix/federation/v1/user/devices/${encodeURIComponent(userId)}`;
   const res = await signedGet(deps, destination, uri);
   if (res.status === 404) {
-    throw new FederationError("not_found", `${destination} has no device list for ${userId}${matrixError(res.body).text}`, 404);
+    // 404 M_UNRECOGNIZED is "no such endpoint" (what Synapse answers for unknown paths), not
+    // "no such user": report it as a remote failure so it is retried instead of final.
+    const err = matrixError(res.body);
+    const kind = err.errcode === "M_UNRECOGNIZED" ? "remote" : "not_found";
+    throw new FederationError(kind, `${destination} has no device list for ${userId}${err.text}`, 404);
   }
   if (res.status !== 200) {
     throw new FederationError("remote", `${destination} answered ${res.status} for ${userId}'s devices${matrixError(res.body).text}`, res.status);

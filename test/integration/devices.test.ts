@@ -161,6 +161,11 @@ describe("failures", () => {
     expect(await failure(fetchUserDevices(deps(), erin()))).toMatchObject({ kind: "not_found", status: 404 });
   });
 
+  it("404 M_UNRECOGNIZED (no such endpoint) -> remote 404, not not_found", async () => {
+    remote.setBehaviour({ kind: "status", status: 404, body: { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" } });
+    expect(await failure(fetchUserDevices(deps(), erin()))).toMatchObject({ kind: "remote", status: 404 });
+  });
+
   it.each([500, 429, 502])("%i -> remote with the status and errcode", async (status) => {
     remote.setBehaviour({ kind: "status", status, body: { errcode: status === 429 ? "M_LIMIT_EXCEEDED" : "M_UNKNOWN", error: "x" } });
     const e = await failure(fetchUserDevices(deps(), erin()));
