@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { mergeConfig, synapseConfig, writeConfig, writeSigningKey, type ConfigObject } from "./homeservers/config.ts";
+import { acquireLock, releaseLock } from "./homeservers/lock.ts";
 import { requirementsPath, slotPaths, slots, stateDir, tlsDir, venvDir, venvPython, type HomeserverName } from "./homeservers/layout.ts";
 import { isAlive, isOurSynapse, portInUse, spawnSynapse, stopFromPidFile, stopPid } from "./homeservers/process.ts";
 import { waitReady } from "./homeservers/ready.ts";
@@ -37,6 +38,8 @@ export interface StartOptions {
   hs2Config?: ConfigObject;
   /** Keep databases and keys from the previous run instead of starting empty. */
   keepData?: boolean;
+  /** How long to wait for another process (e.g. a concurrent test run) to release them. */
+  lockTimeoutMs?: number;
   readyTimeoutMs?: number;
 }
 
@@ -48,6 +51,7 @@ export interface Homeservers {
 }
 
 const defaultReadyTimeoutMs = 180_000;
+export const lockPath = `${stateDir}/lock`;
 
 export async function pinnedSynapseVersion(): Promise<string> {
   const match = /^matrix-synapse==(\S+)$/m.exec(await readFile(requirementsPath, "utf8"));
@@ -157,15 +161,23 @@ export async function startHomeservers(opts: StartOptions = {}): Promise<Homeser
   const log = opts.log ?? (() => {});
   const timeout = opts.readyTimeoutMs ?? defaultReadyTimeoutMs;
   await installSynapse({ log });
+  await mkdir(stateDir, { recursive: true });
+  await acquireLock(lockPath, opts.lockTimeoutMs ?? 300_000, log);
   const tls = await ensureTls(tlsDir);
-  await Promise.all([prepare("hs1", opts.keepData ?? false), prepare("hs2", opts.keepData ?? false)]);
-  const results = await Promise.allSettled([
-    launch("hs1", opts.hs1Config ?? {}, log, timeout),
-    launch("hs2", opts.hs2Config ?? {}, log, timeout),
-  ]);
+  let results: PromiseSettledResult<Homeserver>[] = [];
+  try {
+    await Promise.all([prepare("hs1", opts.keepData ?? false), prepare("hs2", opts.keepData ?? false)]);
+    results = await Promise.allSettled([
+      launch("hs1", opts.hs1Config ?? {}, log, timeout),
+      launch("hs2", opts.hs2Config ?? {}, log, timeout),
+    ]);
+  } catch (err) {
+    results.push({ status: "rejected", reason: err });
+  }
   const failed = results.find((r) => r.status === "rejected");
   if (failed) {
     for (const r of results) if (r.status === "fulfilled") await stopHomeserver(r.value);
+    await releaseLock(lockPath);
     throw failed.reason;
   }
   const [hs1, hs2] = results.map((r) => (r as PromiseFulfilledResult<Homeserver>).value) as [Homeserver, Homeserver];
@@ -173,8 +185,10 @@ export async function startHomeservers(opts: StartOptions = {}): Promise<Homeser
     hs1,
     hs2,
     caPath: tls.caPath,
+    // Stops what the pid files name now, so an hs2 restarted since (new pid) is stopped too.
     stop: async () => {
-      await Promise.all([stopHomeserver(hs1), stopHomeserver(hs2)]);
+      await stopAllHomeservers();
+      await releaseLock(lockPath);
     },
   };
 }
@@ -185,10 +199,15 @@ export async function startHomeservers(opts: StartOptions = {}): Promise<Homeser
  * pass `{}` to go back to the base config.
  */
 export async function restartHomeserver(hs: Homeserver, overrides?: ConfigObject, opts: { log?: (s: string) => void; readyTimeoutMs?: number } = {}): Promise<Homeserver> {
+  // Read before stopping: the overrides file outlives the process, but fail early if absent.
+  const keep = overrides ?? (await homeserverOverrides(hs));
   await stopHomeserver(hs);
-  const p = slotPaths(hs.name);
-  const keep = overrides ?? (JSON.parse(await readFile(p.overridesPath, "utf8")) as ConfigObject);
   return launch(hs.name, keep, opts.log ?? (() => {}), opts.readyTimeoutMs ?? defaultReadyTimeoutMs);
+}
+
+/** The overrides `hs` was last started with (merged over its base config). */
+export async function homeserverOverrides(hs: Homeserver): Promise<ConfigObject> {
+  return JSON.parse(await readFile(slotPaths(hs.name).overridesPath, "utf8")) as ConfigObject;
 }
 
 export async function stopHomeserver(hs: Homeserver): Promise<void> {

@@ -1,12 +1,13 @@
 // `npx bun scripts/homeservers.ts start|stop|status`: the harness from a terminal (demo).
-import { installSynapse, pinnedSynapseVersion, startHomeservers, stopAllHomeservers } from "../homeservers.ts";
+import { installSynapse, lockPath, pinnedSynapseVersion, startHomeservers, stopAllHomeservers } from "../homeservers.ts";
 import { slotPaths, slots } from "./layout.ts";
+import { lockOwner } from "./lock.ts";
 import { isAlive, isOurSynapse, readPid } from "./process.ts";
 
 const usage = `usage: bun scripts/homeservers.ts <command>
   install              install the pinned Synapse into .homeservers/venv
   start [--keep-data]  (re)start hs1 (localhost:8481) and hs2 (localhost:8482); fresh data unless --keep-data
-  stop                 stop both, found by their pid files
+  stop [--force]       stop both, found by their pid files (--force: even if a live test run owns them)
   status               print pid, liveness and /health of each`;
 
 const log = (s: string): void => console.error(`[homeservers] ${s}`);
@@ -42,10 +43,16 @@ export async function cli(args: string[]): Promise<number> {
       console.log(JSON.stringify({ hs1, hs2, caPath }, null, 2));
       return 0;
     }
-    case "stop":
+    case "stop": {
+      const owner = await lockOwner(lockPath);
+      if (owner !== undefined && isAlive(owner) && !rest.includes("--force")) {
+        log(`process ${owner} (a test run?) owns the homeservers; use --force to stop them anyway`);
+        return 1;
+      }
       await stopAllHomeservers();
       log("stopped");
       return 0;
+    }
     case "status":
       return status();
     default:
