@@ -8,6 +8,7 @@ import { parseCidrList } from "./ip-guard.ts";
 import { checkKeyPublished, type KeyCheck } from "./key-check.ts";
 import { loadSigningKey, signingKeyFromConfig } from "./keyfile.ts";
 import type { SigningKey } from "./signing.ts";
+import { DEVICE_LIST_MAX_BYTES } from "./devices.ts";
 import { createTransport } from "./transport.ts";
 
 export async function loadKey(config: Config): Promise<SigningKey> {
@@ -25,7 +26,7 @@ export function createFederation(config: Config) {
   }
   const resolver = createResolver(config.dnsServer ? { dnsServer: config.dnsServer } : {});
   const discovery = createDiscovery({ resolver, allowCidrs, ca });
-  const transport = createTransport({ discovery, ca, timeoutMs: config.federationTimeoutMs, maxPerDestination: 3 });
+  const transport = createTransport({ discovery, ca, timeoutMs: config.federationTimeoutMs, maxBytes: DEVICE_LIST_MAX_BYTES, maxPerDestination: 3 });
   return { resolver, discovery, transport };
 }
 

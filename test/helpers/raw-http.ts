@@ -12,7 +12,7 @@ export function rawRequest(port: number, head: string, body = ""): Promise<RawRe
   return new Promise((resolve, reject) => {
     const sock = net.connect(port, "127.0.0.1", () => sock.write(head + body));
     const chunks: Buffer[] = [];
-    sock.on("data", (c) => chunks.push(c));
+    sock.on("data", (c: Buffer) => chunks.push(c));
     sock.on("error", reject);
     sock.on("close", () => {
       const text = Buffer.concat(chunks).toString("utf8");

@@ -195,7 +195,7 @@ describe("intercepted routes", () => {
   });
 
   test("/versions with a trailing slash is intercepted too", async () => {
-    hs.on("/_matrix/client/versions/", (_req, res) => res.end('{"versions":["v1.1"]}'));
+    hs.on("/_matrix/client/versions/", (_req, res) => void res.end('{"versions":["v1.1"]}'));
     const body = await (await get("/_matrix/client/versions/")).json();
     expect(body).toEqual({ versions: ["v1.1"], unstable_features: { "org.matrix.msc2638": true } });
     expect(lastSeen().target).toBe("/_matrix/client/versions/");
