@@ -2,18 +2,18 @@
 // the harness for end-to-end tests and the demo.
 //   npx bun scripts/homeservers.ts start [--keep-data] | stop | status
 // State lives in .homeservers/ (venv, tls, hs1, hs2). See scripts/homeservers/*.ts.
-import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { promisify } from "node:util";
 import { mergeConfig, synapseConfig, writeConfig, writeSigningKey, type ConfigObject } from "./homeservers/config.ts";
+import { installSynapse } from "./homeservers/install.ts";
+import { slotPaths, slots, stateDir, tlsDir, venvPython, type HomeserverName } from "./homeservers/layout.ts";
 import { acquireLock, releaseLock } from "./homeservers/lock.ts";
-import { requirementsPath, slotPaths, slots, stateDir, tlsDir, venvDir, venvPython, type HomeserverName } from "./homeservers/layout.ts";
-import { isAlive, isOurSynapse, portInUse, spawnSynapse, stopFromPidFile, stopPid } from "./homeservers/process.ts";
+import { isAlive, isOurSynapse, portInUse, readPid, spawnSynapse, stopFromPidFile, stopPid } from "./homeservers/process.ts";
 import { waitReady } from "./homeservers/ready.ts";
 import { ensureTls } from "./homeservers/tls.ts";
 
-const run = promisify(execFile);
+// Part of this module's API (brief E); the implementation lives beside the venv details.
+export { installSynapse, pinnedSynapseVersion } from "./homeservers/install.ts";
 
 export interface Homeserver {
   name: HomeserverName;
@@ -52,55 +52,6 @@ export interface Homeservers {
 
 const defaultReadyTimeoutMs = 180_000;
 export const lockPath = `${stateDir}/lock`;
-
-export async function pinnedSynapseVersion(): Promise<string> {
-  const match = /^matrix-synapse==(\S+)$/m.exec(await readFile(requirementsPath, "utf8"));
-  if (!match?.[1]) throw new Error(`${requirementsPath} does not pin matrix-synapse`);
-  return match[1];
-}
-
-async function installedSynapseVersion(): Promise<string | undefined> {
-  if (!existsSync(venvPython)) return undefined;
-  try {
-    const { stdout } = await run(venvPython, ["-c", "import importlib.metadata as m; print(m.version('matrix-synapse'))"]);
-    return stdout.trim();
-  } catch {
-    return undefined;
-  }
-}
-
-let installing: Promise<string> | undefined;
-
-/** Installs the pinned Synapse into .homeservers/venv (skipped when already there). */
-export function installSynapse(opts: { log?: (s: string) => void } = {}): Promise<string> {
-  installing ??= doInstall(opts.log ?? (() => {})).finally(() => {
-    installing = undefined;
-  });
-  return installing;
-}
-
-async function doInstall(log: (s: string) => void): Promise<string> {
-  const pinned = await pinnedSynapseVersion();
-  const have = await installedSynapseVersion();
-  if (have === pinned) return venvPython;
-  const started = Date.now();
-  log(`installing matrix-synapse ${pinned} into ${venvDir} (found ${have ?? "none"})`);
-  await mkdir(stateDir, { recursive: true });
-  const python = process.env.PYTHON ?? "python3";
-  try {
-    await run(python, ["-m", "venv", "--clear", venvDir]);
-    await run(venvPython, ["-m", "pip", "install", "--disable-pip-version-check", "--quiet", "-r", requirementsPath], {
-      maxBuffer: 64 * 1024 * 1024,
-    });
-  } catch (err) {
-    const e = err as { stderr?: string };
-    throw new Error(`installing Synapse failed: ${e.stderr?.trim() || String(err)}`);
-  }
-  const now = await installedSynapseVersion();
-  if (now !== pinned) throw new Error(`venv has matrix-synapse ${now ?? "none"} after install, expected ${pinned}`);
-  log(`installed matrix-synapse ${pinned} in ${Math.round((Date.now() - started) / 1000)} s`);
-  return venvPython;
-}
 
 function describe(name: HomeserverName, pid: number, caPath: string): Homeserver {
   const slot = slots[name];
@@ -213,7 +164,8 @@ export async function homeserverOverrides(hs: Homeserver): Promise<ConfigObject>
 export async function stopHomeserver(hs: Homeserver): Promise<void> {
   const p = slotPaths(hs.name);
   if (isAlive(hs.pid) && isOurSynapse(hs.pid, hs.configPath)) await stopPid(hs.pid);
-  await rm(p.pidPath, { force: true });
+  // An outdated `hs` (from before a restart) must not orphan the current process's pid file.
+  if ((await readPid(p.pidPath)) === hs.pid) await rm(p.pidPath, { force: true });
 }
 
 /** Stops whatever the pid files name (the CLI's `stop`, and clean-up after a crashed run). */

@@ -1,5 +1,6 @@
 // `npx bun scripts/homeservers.ts start|stop|status`: the harness from a terminal (demo).
-import { installSynapse, lockPath, pinnedSynapseVersion, startHomeservers, stopAllHomeservers } from "../homeservers.ts";
+import { lockPath, startHomeservers, stopAllHomeservers } from "../homeservers.ts";
+import { installSynapse, pinnedSynapseVersion } from "./install.ts";
 import { slotPaths, slots } from "./layout.ts";
 import { lockOwner } from "./lock.ts";
 import { isAlive, isOurSynapse, readPid } from "./process.ts";

@@ -2,8 +2,14 @@
 // (makeBobStale) leaves hs1 with an outdated copy of bob's device list that lasts.
 // Slow by nature (Synapse start-up, federation round trips): timeouts are per test.
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { verify, createPublicKey } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { createPublicKey, verify, X509Certificate } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { mergeConfig } from "../../scripts/homeservers/config.ts";
+import { acquireLock, releaseLock } from "../../scripts/homeservers/lock.ts";
+import { ensureTls } from "../../scripts/homeservers/tls.ts";
 import { httpsGet } from "../../scripts/homeservers/ready.ts";
 import { isAlive, portInUse } from "../../scripts/homeservers/process.ts";
 import { homeserverOverrides, restartHomeserver, startHomeservers, type Homeservers, type Homeserver } from "../../scripts/homeservers.ts";
@@ -40,16 +46,60 @@ async function aliceTalksToHs2(alice: Session, bob: Session, roomId: string, tex
   });
 }
 
-beforeAll(async () => {
-  servers = await startHomeservers({ log });
-  ({ hs1, hs2 } = servers);
-}, 900_000);
+describe("harness pieces (no Synapse needed)", () => {
+  test("mergeConfig merges nested objects and replaces scalars and arrays", () => {
+    const base = { a: 1, rc: { x: { per_second: 1, burst_count: 2 }, y: 3 }, list: [1, 2] };
+    const merged = mergeConfig(base, { a: 2, rc: { x: { per_second: 9 } }, list: [3] });
+    expect(merged).toEqual({ a: 2, rc: { x: { per_second: 9, burst_count: 2 }, y: 3 }, list: [3] });
+    expect(base.rc.x.per_second).toBe(1);
+  });
 
-afterAll(async () => {
-  await servers?.stop();
-}, 120_000);
+  test("the leaf certificate chains to the CA and names localhost and 127.0.0.1", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "hs-tls-"));
+    try {
+      const tls = await ensureTls(dir);
+      const cert = new X509Certificate(await readFile(tls.certPath));
+      const ca = new X509Certificate(await readFile(tls.caPath));
+      expect(cert.verify(ca.publicKey)).toBe(true);
+      expect(cert.checkHost("localhost")).toBe("localhost");
+      expect(cert.checkIP("127.0.0.1")).toBe("127.0.0.1");
+      expect(cert.checkHost("example.org")).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("the lock waits for a live owner and takes over from a dead one", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "hs-lock-"));
+    const holder = spawn("sleep", ["60"], { stdio: "ignore" });
+    try {
+      const path = join(dir, "lock");
+      await writeFile(path, `${holder.pid}\n`);
+      await expect(acquireLock(path, 1_500, () => {})).rejects.toThrow(/in use by process/);
+      const exited = new Promise((resolve) => holder.once("exit", resolve));
+      holder.kill("SIGTERM");
+      await exited;
+      await acquireLock(path, 5_000, () => {});
+      expect((await readFile(path, "utf8")).trim()).toBe(String(process.pid));
+      await releaseLock(path);
+      await expect(readFile(path, "utf8")).rejects.toThrow();
+    } finally {
+      holder.kill("SIGKILL");
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
 
 describe("two Synapse homeservers on loopback", () => {
+  beforeAll(async () => {
+    servers = await startHomeservers({ log });
+    ({ hs1, hs2 } = servers);
+  }, 900_000);
+
+  afterAll(async () => {
+    await servers?.stop();
+  }, 120_000);
+
   test("each publishes, on its TLS federation port, the signing key pre-written for it", async () => {
     for (const hs of [hs1, hs2]) {
       const key = await readSynapseKey(hs.signingKeyPath);
