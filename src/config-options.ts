@@ -57,6 +57,7 @@ export const OPTIONS = [
   { name: "federation-timeout-ms", schema: int(100, 300_000), expected: "an integer from 100 to 300000", help: "total time for one federation request (discovery included)", default: 15_000 },
   { name: "tracker-ttl-ms", schema: int(1), expected: "a positive integer", help: "how long a device that queried a user's keys keeps hearing of refreshes", default: 7 * 86_400_000 },
   { name: "snapshot-max-age-ms", schema: int(1), expected: "a positive integer", help: "an overlay snapshot older than this is re-fetched before it is served again", default: 3_600_000 },
+  { name: "shutdown-timeout-ms", schema: int(0, 3_600_000), expected: "an integer from 0 to 3600000", help: "on SIGTERM, how long requests in flight (long-polls too) may take to finish before they are cut", default: 25_000 },
   { name: "log-level", schema: v.picklist(["debug", "info", "warn", "error"]), expected: "one of debug, info, warn, error", help: "log verbosity", default: "info" },
 ] as const satisfies readonly OptionSpec[];
 

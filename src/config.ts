@@ -34,6 +34,7 @@ export interface Config {
   federationTimeoutMs: number;
   trackerTtlMs: number;
   snapshotMaxAgeMs: number;
+  shutdownTimeoutMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
 

@@ -9,6 +9,8 @@ import { checkOwnKey, createFederation, loadKey } from "./federation/stack.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
 import { createMetrics } from "./ops/metrics.ts";
 import { createOpsApp, type Readiness } from "./ops/ops-app.ts";
+import { drain, type DrainResult, signalExitCode } from "./ops/shutdown.ts";
+import { timedUpstream } from "./ops/timed-upstream.ts";
 import { RateLimiter } from "./resync/rate-limit.ts";
 import { Resyncer } from "./resync/resyncer.ts";
 import { createApp, type Services } from "./server/app.ts";
@@ -27,7 +29,8 @@ export interface RunningProxy {
   services: Services;
   log: Logger;
   keyCheck(): KeyCheck | undefined;
-  close(): Promise<void>;
+  /** Stop accepting, let requests in flight finish until the deadline (default --shutdown-timeout-ms), close the store. */
+  close(deadlineMs?: number): Promise<DrainResult>;
 }
 
 const destinationClass = (server: string) => (/^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.test(server) ? "ip" : server.includes(":") ? "name_port" : "name");
@@ -36,15 +39,15 @@ const destinationClass = (server: string) => (/^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.tes
 export async function startProxy(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningProxy> {
   const key = await loadKey(config);
   const store = await openSqliteStore(config.dataDir);
-  const upstream = createUpstream(config.upstream);
-  const fed = createFederation(config);
-  const delivery = new Delivery({ store, upstream, log, trackerTtlMs: config.trackerTtlMs });
   const metrics = createMetrics(undefined, {
     retryQueueDepth: () => store.listRetries().length,
     destinationsInBackoff: () => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length,
     pendingDeliveries: () => store.countPending(),
     openLongPolls: () => delivery.waiters.count,
   });
+  const upstream = timedUpstream(createUpstream(config.upstream), metrics);
+  const fed = createFederation(config);
+  const delivery = new Delivery({ store, upstream, log, trackerTtlMs: config.trackerTtlMs });
 
   let keyCheck: KeyCheck | undefined;
   const fetchDevices = async (userId: string) => {
@@ -87,14 +90,15 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     log,
   });
   const overlays = new Overlays({ store, maxAgeMs: config.snapshotMaxAgeMs, refetch: (u) => void resyncer.run(u, []).catch(() => {}), log });
-  const auth = createAuth({ upstream });
+  const auth = createAuth({ upstream, onCache: (hit) => metrics.cache.inc({ cache: "whoami", result: hit ? "hit" : "miss" }) });
   const services: Services = { auth, resyncer, delivery, overlays, store, metrics, log };
   const trusted = trustPredicate(parseTrust(config.trustedProxies));
   const server = await listen(config.listen, createApp({ config, upstream, trusted, services }, buildRoutes()));
   const address = boundAddress(server);
 
-  const readiness: Readiness = { store, upstream, keyCheck: () => keyCheck };
-  const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config })) : undefined;
+  let draining = false;
+  const readiness: Readiness = { store, upstream, keyCheck: () => keyCheck, draining: () => draining };
+  const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config, upstream })) : undefined;
 
   resyncer.start();
   const housekeeping = setInterval(() => delivery.expireTrackers(), 3_600_000);
@@ -109,15 +113,18 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   void checkKey();
 
   log.info("listening", { version: VERSION, listen: address, metrics: ops ? boundAddress(ops) : undefined, upstream: config.upstream, serverName: config.serverName, keyId: key.keyId });
-  const close = async () => {
+  const close = async (deadlineMs = config.shutdownTimeoutMs) => {
+    // /readyz answers 503 from now on, so a load balancer stops sending new clients here while
+    // the ones already connected are served; the ops listener closes last for that reason.
+    draining = true;
     resyncer.stop();
     clearInterval(housekeeping);
-    await Promise.all([server, ops].filter((s) => s !== undefined).map((s) => new Promise<void>((resolve) => {
-      s.close(() => resolve());
-      s.closeIdleConnections?.();
-    })));
+    const result = await drain([server], { deadlineMs, busy: () => resyncer.inflight > 0 });
+    if (ops) await drain([ops], { deadlineMs: Math.min(deadlineMs, 1000) });
     fed.transport.close();
+    // Every commit is already on disk (synchronous=FULL); closing checkpoints the WAL.
     store.close();
+    return result;
   };
   return { server, address, opsAddress: ops ? boundAddress(ops) : undefined, services, log, keyCheck: () => keyCheck, close };
 }
@@ -125,12 +132,26 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
 /** `serve`: run until a signal. SIGTERM drains; a second signal exits at once. */
 export async function serve(config: Config): Promise<void> {
   const proxy = await startProxy(config);
+  const log = proxy.log;
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) process.exit(1);
+    if (stopping) {
+      log.warn("second signal: exiting now, cutting requests in flight", { signal });
+      process.exit(signalExitCode(signal));
+    }
     stopping = true;
-    proxy.log.info("shutting down", { signal });
-    void proxy.close().then(() => process.exit(0));
+    log.info("shutting down: refusing new connections, finishing requests in flight", { signal, deadlineMs: config.shutdownTimeoutMs });
+    proxy.close().then(
+      (r) => {
+        if (r.drained) log.info("stopped", { waitedMs: r.waitedMs });
+        else log.warn("stopped: the shutdown deadline passed, open requests were cut", { waitedMs: r.waitedMs });
+        process.exit(0);
+      },
+      (e: unknown) => {
+        log.error("shutdown failed", { error: e });
+        process.exit(1);
+      },
+    );
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

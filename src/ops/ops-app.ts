@@ -1,5 +1,5 @@
-// The operator listener (--metrics-listen): /metrics, /healthz, /readyz. Kept off the client
-// listener so it is never exposed through the public reverse proxy by accident.
+// The operator listener (--metrics-listen): /metrics, /healthz, /readyz and the admin API. Kept
+// off the client listener so it is never exposed through the public reverse proxy by accident.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config } from "../config.ts";
 import type { KeyCheck } from "../federation/key-check.ts";
@@ -7,16 +7,20 @@ import type { Services } from "../server/app.ts";
 import { sendJson } from "../server/errors.ts";
 import type { Upstream } from "../server/upstream.ts";
 import type { Store } from "../store/store.ts";
+import { ADMIN_PREFIX, createAdmin } from "./admin.ts";
 import type { Metrics } from "./metrics.ts";
 
 export interface Readiness {
   store: Store;
   upstream: Upstream;
   keyCheck: () => KeyCheck | undefined;
+  /** True once shutdown began: a load balancer must stop sending new clients here. */
+  draining?: () => boolean;
 }
 
 export async function readiness(r: Readiness): Promise<{ ready: boolean; checks: Record<string, string> }> {
   const checks: Record<string, string> = {};
+  if (r.draining?.()) checks.shutdown = "draining: finishing requests in flight";
   try {
     r.store.ping();
     checks.store = "ok";
@@ -35,9 +39,11 @@ export async function readiness(r: Readiness): Promise<{ ready: boolean; checks:
   return { ready: Object.values(checks).every((v) => v === "ok"), checks };
 }
 
-export function createOpsApp(o: { metrics: Metrics; readiness: Readiness; services: Services; config: Config }) {
+export function createOpsApp(o: { metrics: Metrics; readiness: Readiness; services: Services; config: Config; upstream: Upstream }) {
+  const admin = createAdmin({ services: o.services, upstream: o.upstream, config: o.config });
   return function ops(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? "/").split("?")[0];
+    const path = (req.url ?? "/").split("?")[0]!;
+    if (path.startsWith(ADMIN_PREFIX)) return void admin(req, res);
     if (path === "/healthz") return sendJson(res, 200, { status: "ok" });
     if (path === "/readyz") {
       void readiness(o.readiness).then((r) => sendJson(res, r.ready ? 200 : 503, r));

@@ -11,6 +11,7 @@ import { sendError, sendJson } from "./errors.ts";
 import { sendPreflight } from "./cors.ts";
 import { forwardedHeaders } from "./forwarded.ts";
 import { passThrough } from "./passthrough.ts";
+import { requestLog } from "./request-log.ts";
 import { Router } from "./router.ts";
 import type { Upstream } from "./upstream.ts";
 
@@ -50,7 +51,8 @@ export const SELF_HEALTH_PATH = "/_resync/healthz";
 
 /** Returns the request listener: intercepted routes go to their handler, everything else streams through. */
 export function createApp(deps: AppDeps, routes: Router<Handler>): (req: IncomingMessage, res: ServerResponse) => void {
-  return function handle(req, res) {
+  const logged = requestLog({ log: deps.services.log, metrics: deps.services.metrics, trusted: deps.trusted });
+  return logged(function handle(req, res) {
     const target = req.url ?? "/";
     const q = target.indexOf("?");
     const path = q === -1 ? target : target.slice(0, q);
@@ -67,5 +69,5 @@ export function createApp(deps: AppDeps, routes: Router<Handler>): (req: Incomin
     hit.handler({ req, res, params: hit.params, target, forwarded, deps }).catch((err) => {
       if (!res.destroyed) sendError(res, err);
     });
-  };
+  });
 }

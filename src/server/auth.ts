@@ -35,6 +35,8 @@ export interface AuthOptions {
   ttlMs?: number;
   failureTtlMs?: number;
   max?: number;
+  /** Told whether each lookup was answered without a new whoami call (metrics). */
+  onCache?: (hit: boolean) => void;
 }
 
 /**
@@ -81,10 +83,12 @@ export function createAuth(o: AuthOptions) {
     },
     async resolveToken(token: string): Promise<Requester> {
       const hit = ok.get(token);
+      const no = hit ? undefined : refused.get(token);
+      let p = hit || no ? undefined : inflight.get(token);
+      // A hit is any answer that cost no new whoami call: cached, refused, or joined in flight.
+      o.onCache?.(hit !== undefined || no !== undefined || p !== undefined);
       if (hit) return hit;
-      const no = refused.get(token);
       if (no) throw no;
-      let p = inflight.get(token);
       if (!p) {
         p = lookup(token).finally(() => inflight.delete(token));
         inflight.set(token, p);
