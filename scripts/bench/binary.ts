@@ -1,0 +1,81 @@
+// The proxy under test: the compiled single binary (what ships), built fresh from the working
+// tree once per bench run so the figures always describe the current source. Set
+// BENCH_BINARY=/path to measure an existing build instead.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Proc, startProc } from "./procs.ts";
+
+export const ROOT = join(import.meta.dirname, "..", "..");
+export const BUN = join(ROOT, "node_modules", ".bin", "bun");
+
+// The spec's test seed (appendices §Signing JSON), key id ed25519:1. Upstreams in the bench
+// publish it, so the proxy's start-up key check succeeds on the client port and never falls
+// back to federation discovery of the server name (which would leave loopback).
+export const SEED = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
+
+let tmp: string | undefined;
+export function benchTmp(): string {
+  return (tmp ??= mkdtempSync(join(tmpdir(), "mrp-bench-")));
+}
+
+export interface Binary {
+  path: string;
+  sizeBytes: number;
+  /** Wall time of `bun build --compile`; undefined when BENCH_BINARY was given. */
+  buildMs?: number;
+}
+
+let built: Binary | undefined;
+export function binary(): Binary {
+  if (built) return built;
+  const given = process.env.BENCH_BINARY;
+  if (given) return (built = { path: given, sizeBytes: statSync(given).size });
+  const path = join(benchTmp(), "matrix-resync-proxy");
+  const started = performance.now();
+  // The same command as scripts/build.ts (npm run build), into our temporary directory.
+  const r = spawnSync(BUN, ["build", "--compile", "--minify", "--sourcemap=inline", join(ROOT, "src", "main.ts"), "--outfile", path], { encoding: "utf8", cwd: ROOT });
+  if (r.status !== 0) throw new Error(`bun build --compile failed: ${r.stderr || r.stdout}`);
+  return (built = { path, sizeBytes: statSync(path).size, buildMs: performance.now() - started });
+}
+
+export function writeKeyFile(): string {
+  const path = join(benchTmp(), "bench.signing.key");
+  writeFileSync(path, `ed25519 1 ${SEED}\n`);
+  return path;
+}
+
+export interface ProxyChild {
+  proc: Proc;
+  pid: number;
+  port: number;
+  url: string;
+  stop(): Promise<void>;
+}
+
+export interface ProxyOptions {
+  serverName: string;
+  extra?: string[];
+  raiseFdLimit?: boolean;
+  /** Wait for the start-up key check to report "published" (default true). */
+  expectKeyPublished?: boolean;
+}
+
+/** Start the compiled proxy on an ephemeral loopback port in front of `upstream`. */
+export async function startProxyChild(upstream: string, o: ProxyOptions): Promise<ProxyChild> {
+  const dataDir = mkdtempSync(join(benchTmp(), "data-"));
+  const proc = startProc(binary().path, [
+    "--upstream", upstream,
+    "--server-name", o.serverName,
+    "--signing-key", writeKeyFile(),
+    "--listen", "127.0.0.1:0",
+    "--data-dir", dataDir,
+    "--log-level", "info",
+    ...(o.extra ?? []),
+  ], { raiseFdLimit: o.raiseFdLimit ?? false });
+  const m = await proc.waitLine(/"msg":"listening".*"listen":"127\.0\.0\.1:(\d+)"/);
+  if (o.expectKeyPublished ?? true) await proc.waitLine(/signing key is published/, 15_000);
+  const port = Number(m[1]);
+  return { proc, pid: proc.pid, port, url: `http://127.0.0.1:${port}`, stop: () => proc.stop() };
+}
