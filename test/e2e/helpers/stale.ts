@@ -9,9 +9,14 @@
 // at unsent PDUs and to-device messages, and an incoming signed request only wakes the
 // sender for a destination that was in backoff. So even with sending back on, the poke waits
 // until hs2 next sends hs1 anything (a PDU, an EDU, another device change of bob's).
-import { homeserverOverrides, restartHomeserver, type Homeserver } from "../../../scripts/homeservers.ts";
+// method "drop-pokes" goes further: with hs2 stopped it deletes that unsent poke, then runs
+// hs2 normally again. hs2 may then send hs1 anything. Bob's next device-list change reaches
+// hs1 as an incremental update; it heals the dropped device only if hs1 sees a gap in bob's
+// stream ids (prev_id) and resyncs, which depends on earlier history (seen both ways).
+import { homeserverOverrides, restartHomeserver, stopHomeserver, type Homeserver } from "../../../scripts/homeservers.ts";
 import { login, queriedDeviceIds, type Session } from "./client.ts";
 import { uploadCrossSigning, uploadDeviceKeys, type CrossSigning, type UploadedDevice } from "./e2ee.ts";
+import { sqlite } from "./db.ts";
 import { fetchRemoteDevices, type FederationDevices } from "./federation.ts";
 
 export interface MakeBobStaleOptions {
@@ -24,11 +29,14 @@ export interface MakeBobStaleOptions {
   /** Also replace bob's cross-signing keys (signing the new device) during the stale window. */
   newCrossSigning?: boolean;
   /**
-   * Restart hs2 with sending back on afterwards. hs1 stays stale until hs2 next sends it
-   * anything, so only use this when the test makes hs2 send nothing to hs1 (no messages,
-   * receipts or typing from hs2's users). Default false: hs2 keeps `send_federation: false`.
+   * "federation-off" (default): hs2 keeps running with `send_federation: false`, so it sends
+   * hs1 nothing at all (bob's messages do not reach hs1 either).
+   * "drop-pokes": hs2 ends up running with its previous config (sending on) and may send hs1
+   * messages, receipts and typing without healing; bob's next device change may or may not.
+   * "restore": hs2 ends up with its previous config, but the poke is still queued: hs1 stays
+   * stale only until hs2 next sends it anything (use when hs2's users stay silent).
    */
-  restoreFederation?: boolean;
+  method?: "federation-off" | "drop-pokes" | "restore";
   log?: (s: string) => void;
 }
 
@@ -65,7 +73,21 @@ export async function makeBobStale(opts: MakeBobStaleOptions): Promise<StaleBob>
     throw new Error(`signed federation GET to hs2 lacks the new device: ${remote.status} ${JSON.stringify(remote.body)}`);
   }
 
-  if (opts.restoreFederation) {
+  const method = opts.method ?? "federation-off";
+  if (method === "drop-pokes") {
+    await stopHomeserver(hs2);
+    const [dropped] = await sqlite(hs2.dbPath, [
+      {
+        sql: "DELETE FROM device_lists_outbound_pokes WHERE destination = ? AND user_id = ? AND NOT sent",
+        params: [hs1.serverName, bob.userId],
+      },
+      // Unconverted room changes would be turned into fresh pokes on start-up.
+      { sql: "UPDATE device_lists_changes_in_room SET converted_to_destinations = TRUE WHERE user_id = ?", params: [bob.userId] },
+    ]);
+    if (!dropped || dropped.changes < 1) throw new Error(`no unsent device-list poke for ${hs1.serverName} to drop`);
+    log(`dropped ${dropped.changes} unsent device-list poke(s) for ${hs1.serverName}`);
+  }
+  if (method !== "federation-off") {
     hs2 = await restartHomeserver(hs2, previous, { log });
     log(`${hs2.serverName} restarted with its previous overrides (sending on)`);
   }
