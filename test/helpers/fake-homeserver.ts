@@ -91,6 +91,10 @@ export async function startFakeHomeserver(serverName = "hs.test"): Promise<FakeH
     const who = auth(req);
     if (!who) return json(res, 401, { errcode: "M_UNKNOWN_TOKEN", error: "Unknown token", soft_logout: false });
     if (path === "/_matrix/client/v3/account/whoami") return json(res, 200, { user_id: who[0], device_id: who[1] });
+    if (path === "/_matrix/client/v3/devices") {
+      const mine = [...tokens.values()].filter(([u]) => u === who[0]).map(([, d]) => ({ device_id: d }));
+      return json(res, 200, { devices: mine });
+    }
     if (path.startsWith("/_matrix/client/v3/rooms/") && req.method === "PUT") {
       events.push({ type: "m.room.message", sender: who[0], content: parsed });
       const w = waiters;
