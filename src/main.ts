@@ -2,6 +2,7 @@
 // Entry point: parse configuration, print help, wire and start. No logic lives here.
 import { ConfigError, helpText, parseCli } from "./config.ts";
 import { VERSION } from "./version.ts";
+import { runDoctor } from "./ops/doctor.ts";
 import { runHealthcheck } from "./ops/healthcheck.ts";
 import { serve } from "./serve.ts";
 
@@ -18,6 +19,7 @@ async function main(): Promise<number> {
   if (action.kind === "version") return void process.stdout.write(`matrix-resync-proxy ${VERSION}\n`), 0;
   const { config } = action;
   if (config.command === "healthcheck") return runHealthcheck(config);
+  if (config.command === "doctor") return runDoctor(config);
   await serve(config);
   return -1; // keep running; shutdown exits
 }

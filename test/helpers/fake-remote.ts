@@ -150,7 +150,9 @@ export async function startFakeRemote(opts: FakeRemoteOptions): Promise<FakeRemo
     if (check.ok) r.origin = check.origin;
     else r.reason = check.reason;
     requests.push(r);
-    if (!check.ok) return send(res, 401, { errcode: "M_UNAUTHORIZED", error: check.reason });
+    // Like Synapse, /version needs no authentication (server-server-api §GET /_matrix/federation/v1/version).
+    const open = seen.url === "/_matrix/federation/v1/version";
+    if (!check.ok && !open) return send(res, 401, { errcode: "M_UNAUTHORIZED", error: check.reason });
 
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);

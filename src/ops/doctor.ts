@@ -1,0 +1,59 @@
+// `matrix-resync-proxy doctor [SERVER…]`: a readable report of everything federation needs,
+// for an operator setting the proxy up. Exit 0 when all checks pass.
+import type { Config } from "../config.ts";
+import { checkOwnKey, createFederation, loadKey } from "../federation/stack.ts";
+import { createUpstream } from "../server/upstream.ts";
+
+export async function runDoctor(config: Config, write: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
+  let ok = true;
+  const mark = (pass: boolean, line: string) => {
+    if (!pass) ok = false;
+    write(`${pass ? "ok  " : "FAIL"} ${line}`);
+  };
+
+  write(`matrix-resync-proxy doctor for ${config.serverName}`);
+  const key = await loadKey(config).catch((e: Error) => e);
+  if (key instanceof Error) {
+    mark(false, `signing key: ${key.message}`);
+    return 1;
+  }
+  mark(true, `signing key: ${key.keyId}, public key ${key.publicKey}`);
+
+  const upstream = createUpstream(config.upstream);
+  try {
+    const res = await upstream.open({ method: "GET", target: "/_matrix/client/versions", headers: {}, headerTimeoutMs: 5000 });
+    res.resume();
+    mark(res.statusCode === 200, `homeserver ${config.upstream}: /_matrix/client/versions answered ${res.statusCode}`);
+  } catch (e) {
+    mark(false, `homeserver ${config.upstream}: ${(e as Error).message}`);
+  }
+
+  const fed = createFederation(config);
+  try {
+    const check = await checkOwnKey(config, key, fed);
+    const line = `key published by ${config.serverName}: ${check.status}${check.checkedUrl ? ` (${check.checkedUrl})` : ""}: ${check.detail}`;
+    if (check.status === "unknown") write(`warn ${line}`);
+    else mark(check.status === "published", line);
+
+    for (const server of config.args) {
+      write(`\ndiscovery of ${server}:`);
+      try {
+        const resolved = await fed.discovery.resolve(server);
+        for (const step of resolved.steps) write(`     ${step}`);
+        const res = await fed.transport.request(server, { method: "GET", path: "/_matrix/federation/v1/version" });
+        let version = "";
+        try {
+          const body = JSON.parse(new TextDecoder().decode(res.body)) as { server?: { name?: string; version?: string } };
+          version = body.server ? ` (${body.server.name ?? "?"} ${body.server.version ?? ""})`.trimEnd() : "";
+        } catch {}
+        mark(res.status === 200, `reached ${server}: /_matrix/federation/v1/version answered ${res.status}${version}`);
+      } catch (e) {
+        mark(false, `${server}: ${(e as Error).message}`);
+      }
+    }
+  } finally {
+    fed.transport.close();
+  }
+  write(ok ? "\nall checks passed" : "\nsome checks failed");
+  return ok ? 0 : 1;
+}
