@@ -41,6 +41,18 @@ describe.each(RUNTIMES)("$name", (rt) => {
       expect(hs.seen.at(-1)!.target).toBe("/_matrix/client/v3/a/../b%2Fc");
       const versions = await (await fetch(`http://127.0.0.1:${p.port}/_matrix/client/versions`)).json();
       expect(versions.unstable_features["org.matrix.msc2638"]).toBe(true);
+      // A whole client session: register, log in, sync, send a message, see it in the next sync.
+      const base = `http://127.0.0.1:${p.port}/_matrix/client/v3`;
+      const user = `u${Math.random().toString(36).slice(2, 8)}`;
+      const post = (path: string, body: unknown, token?: string, method = "POST") =>
+        fetch(base + path, { method, headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) }).then((r) => r.json());
+      await post("/register", { username: user, password: "pw" });
+      const { access_token: token } = await post("/login", { type: "m.login.password", identifier: { type: "m.id.user", user }, password: "pw" });
+      const auth = { authorization: `Bearer ${token}` };
+      const first = await (await fetch(`${base}/sync?timeout=0`, { headers: auth })).json();
+      const waiting = fetch(`${base}/sync?since=${first.next_batch}&timeout=10000`, { headers: auth }).then((r) => r.json());
+      expect((await post("/rooms/!r:hs.test/send/m.room.message/1", { msgtype: "m.text", body: rt.name }, token, "PUT")).event_id).toMatch(/^\$/);
+      expect((await waiting).timeline.at(-1).content.body).toBe(rt.name);
       const hc = run(rt, ["healthcheck", "--listen", `127.0.0.1:${p.port}`]);
       expect(hc.status).toBe(0);
     } finally {

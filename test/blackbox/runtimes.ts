@@ -1,7 +1,7 @@
 // How the black-box suite starts the proxy: the shipped binary, and the same source under Bun
 // and under Deno. Each is a separate process that the tests reach only over sockets.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 const root = join(import.meta.dirname, "..", "..");
@@ -20,9 +20,12 @@ export const RUNTIMES: Runtime[] = [
   { name: "deno", command: [bin("deno"), "run", "-A", join(root, "src", "main.ts")] },
 ];
 
-/** The suite tests what ships: build the binary when it is missing (CI builds it first). */
+const newestSource = (dir: string): number =>
+  Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newestSource(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs)));
+
+/** The suite tests what ships: build the binary when it is missing or older than src/ (CI builds it first). */
 export function ensureBinary(): void {
-  if (existsSync(BINARY)) return;
+  if (existsSync(BINARY) && statSync(BINARY).mtimeMs >= newestSource(join(root, "src"))) return;
   const r = spawnSync(bin("bun"), ["scripts/build.ts"], { cwd: root, stdio: "inherit" });
   if (r.status !== 0) throw new Error("building the binary failed");
 }
