@@ -2,10 +2,9 @@
 // so pending deliveries appear in `changed` too. Nothing is acknowledged: /sync does that.
 import { keysChangesInject } from "../delivery/sync-inject.ts";
 import type { RouteContext } from "../server/app.ts";
-import { parseJsonObject, readBody } from "../server/body.ts";
 import { sendError } from "../server/errors.ts";
-import { passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
-import { stripHopByHop } from "../server/upstream.ts";
+import { passThrough, upstreamHeaders } from "../server/passthrough.ts";
+import { sendRewritten } from "../server/rewrite.ts";
 import { whoIfKnown } from "./sync.ts";
 
 export async function keysChangesRoute(ctx: RouteContext): Promise<void> {
@@ -22,15 +21,9 @@ export async function keysChangesRoute(ctx: RouteContext): Promise<void> {
       headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs,
       clientRes: res,
     });
-    if (up.statusCode !== 200 || up.headers["content-encoding"]) return pipeResponse(up, res);
-    const body = parseJsonObject(await readBody(up, 16 * 1024 * 1024));
-    if (!body) return sendError(res, new Error("homeserver answered /keys/changes with non-JSON"));
-    const added = keysChangesInject(body, pending);
-    svc.metrics?.injections.inc({ endpoint: "keys_changes" }, added.length);
-    const out = Buffer.from(JSON.stringify(body));
-    const headers = stripHopByHop(up.headers);
-    res.writeHead(200, { ...headers, "content-length": String(out.length) });
-    res.end(out);
+    await sendRewritten(up, res, 16 * 1024 * 1024, (body) => {
+      svc.metrics?.injections.inc({ endpoint: "keys_changes" }, keysChangesInject(body, pending).length);
+    });
   } catch (e) {
     if (!res.destroyed) sendError(res, e);
   }

@@ -5,7 +5,7 @@ import type { RouteContext } from "../server/app.ts";
 import { parseJsonObject, readBody } from "../server/body.ts";
 import { sendError } from "../server/errors.ts";
 import { pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
-import { stripHopByHop } from "../server/upstream.ts";
+import { sendRewritten } from "../server/rewrite.ts";
 import { serverOf } from "../resync/resyncer.ts";
 import { whoIfKnown } from "./sync.ts";
 
@@ -30,21 +30,12 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
   if (snapshots.size) headers["accept-encoding"] = "identity";
   try {
     const up = await deps.upstream.open({ method: "POST", target: ctx.target, headers, body: requestBody, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, clientRes: res });
-    if (snapshots.size === 0 || up.statusCode !== 200 || up.headers["content-encoding"]) return pipeResponse(up, res);
-    const raw = await readBody(up, 64 * 1024 * 1024);
-    const answer = parseJsonObject(raw);
-    const outHeaders = stripHopByHop(up.headers);
-    delete outHeaders["content-length"];
-    if (!answer) {
-      res.writeHead(200, outHeaders);
-      return void res.end(raw);
-    }
-    const { overlaid, caughtUp } = overlayKeysQuery(answer, wanted, snapshots);
-    svc.overlays.caughtUp(caughtUp);
-    svc.metrics?.overlaysServed.inc(overlaid.length);
-    const out = Buffer.from(JSON.stringify(answer));
-    res.writeHead(200, { ...outHeaders, "content-length": String(out.length) });
-    res.end(out);
+    if (snapshots.size === 0) return pipeResponse(up, res);
+    await sendRewritten(up, res, 64 * 1024 * 1024, (answer) => {
+      const { overlaid, caughtUp } = overlayKeysQuery(answer, wanted, snapshots);
+      svc.overlays.caughtUp(caughtUp);
+      svc.metrics?.overlaysServed.inc(overlaid.length);
+    });
   } catch (e) {
     if (!res.destroyed) sendError(res, e);
   }

@@ -6,10 +6,10 @@ import { deviceKey } from "../delivery/waiters.ts";
 import { injectChanged, reportedChanged, type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
 import type { Handler, RouteContext } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
-import { parseJsonObject, readBody } from "../server/body.ts";
+import { parseJsonObject } from "../server/body.ts";
 import { sendError, sendJson } from "../server/errors.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
-import { stripHopByHop } from "../server/upstream.ts";
+import { sendRewritten } from "../server/rewrite.ts";
 
 const MAX_SYNC_BODY = 256 * 1024 * 1024; // an initial sync of a huge account can be this big
 
@@ -73,24 +73,15 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     if (!readable || (!inject && !observe)) return pipeResponse(up, res);
     if (!inject) return pipeAndObserve(up, res, (body) => svc.overlays.homeserverReported(reportedChanged(body, flavour)));
 
-    const raw = await readBody(up, MAX_SYNC_BODY);
-    const body = parseJsonObject(raw);
-    const outHeaders = stripHopByHop(up.headers);
-    delete outHeaders["content-length"];
-    if (!body) {
-      res.writeHead(200, outHeaders);
-      return void res.end(raw);
-    }
-    svc.overlays.homeserverReported(reportedChanged(body, flavour));
-    const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
-    const added = injectChanged(body, targets, flavour);
-    const token = body[resToken];
-    // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
-    if (typeof token === "string") svc.store.markCarried(who.userId, who.deviceId, targets, token);
-    svc.metrics?.injections.inc({ endpoint: flavour }, added.length);
-    const out = Buffer.from(JSON.stringify(body));
-    res.writeHead(200, { ...outHeaders, "content-length": String(out.length) });
-    res.end(out);
+    await sendRewritten(up, res, MAX_SYNC_BODY, (body) => {
+      svc.overlays.homeserverReported(reportedChanged(body, flavour));
+      const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
+      const added = injectChanged(body, targets, flavour);
+      const token = body[resToken];
+      // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
+      if (typeof token === "string") svc.store.markCarried(who.userId, who.deviceId, targets, token);
+      svc.metrics?.injections.inc({ endpoint: flavour }, added.length);
+    });
   };
 }
 

@@ -1,0 +1,26 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { parseJsonObject, readBody } from "./body.ts";
+import { pipeResponse } from "./passthrough.ts";
+import { stripHopByHop } from "./upstream.ts";
+
+/**
+ * Send the homeserver's answer after `mutate` has changed its JSON body. Anything we cannot
+ * safely rewrite (not 200, still compressed, not a JSON object) goes to the client unchanged.
+ * Routes that rewrite ask the homeserver for `accept-encoding: identity` up front, so a
+ * compressed answer here means the homeserver ignored that and we must not touch it.
+ */
+export async function sendRewritten(up: IncomingMessage, res: ServerResponse, maxBytes: number, mutate: (body: Record<string, unknown>) => void): Promise<void> {
+  if (up.statusCode !== 200 || up.headers["content-encoding"]) return pipeResponse(up, res);
+  const raw = await readBody(up, maxBytes);
+  const headers = stripHopByHop(up.headers);
+  delete headers["content-length"];
+  const body = parseJsonObject(raw);
+  if (!body) {
+    res.writeHead(200, { ...headers, "content-length": String(raw.length) });
+    return void res.end(raw);
+  }
+  mutate(body);
+  const out = Buffer.from(JSON.stringify(body));
+  res.writeHead(200, { ...headers, "content-length": String(out.length) });
+  res.end(out);
+}
