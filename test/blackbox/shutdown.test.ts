@@ -48,6 +48,9 @@ async function longPoll(port: number, query: string) {
   return { result, events };
 }
 
+// process.kill, not child.kill: Deno's child_process reports a child it signalled with
+// child.kill() as killed by that signal (code null) even when the child handled it and exited 0.
+const signal = (child: ChildProcess, sig: NodeJS.Signals) => process.kill(child.pid!, sig);
 const exited = (child: ChildProcess) => once(child, "exit").then(([code]) => code as number | null);
 const refused = (port: number) => fetch(`http://127.0.0.1:${port}/_resync/healthz`).then(() => false, () => true);
 
@@ -56,7 +59,7 @@ describe.each(RUNTIMES)("$name", (rt) => {
     const p = await start(rt, ["--shutdown-timeout-ms", "20000"]);
     const lp = await longPoll(p.port, "answer=2000");
     const exit = exited(p.child).then((code) => (lp.events.push("exit"), code));
-    p.child.kill("SIGTERM");
+    signal(p.child, "SIGTERM");
     await expect.poll(() => p.stderr().includes("shutting down"), { timeout: 10_000 }).toBe(true);
     expect(await refused(p.port)).toBe(true);
     const r = await lp.result;
@@ -72,9 +75,9 @@ describe.each(RUNTIMES)("$name", (rt) => {
     const p = await start(rt, ["--shutdown-timeout-ms", "600000"]);
     const lp = await longPoll(p.port, "hang=1");
     const exit = exited(p.child);
-    p.child.kill("SIGTERM");
+    signal(p.child, "SIGTERM");
     await expect.poll(() => p.stderr().includes("shutting down"), { timeout: 10_000 }).toBe(true);
-    p.child.kill("SIGINT");
+    signal(p.child, "SIGINT");
     expect(await exit).toBe(130); // 128 + SIGINT
     expect(p.stderr()).toContain("second signal");
     expect((await lp.result).status).toBe(0);
@@ -84,7 +87,7 @@ describe.each(RUNTIMES)("$name", (rt) => {
     const p = await start(rt, ["--shutdown-timeout-ms", "300"]);
     const lp = await longPoll(p.port, "hang=1");
     const exit = exited(p.child);
-    p.child.kill("SIGTERM");
+    signal(p.child, "SIGTERM");
     expect(await exit).toBe(0);
     expect(p.stderr()).toContain("deadline passed");
     expect((await lp.result).status).toBe(0);
