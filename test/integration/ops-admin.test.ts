@@ -64,6 +64,14 @@ describe("who may call it", () => {
     expect((await res.json()).error).toMatch(/answered 404/);
   });
 
+  test("an answer of {admin: false} is a refusal too", async () => {
+    const plain = w.login("plain");
+    w.hs.on(`/_synapse/admin/v1/users/${encodeURIComponent("@plain:hs.test")}`, (_req, res) => json(res, 200, { admin: false }));
+    const res = await admin("retries", { method: "GET", token: plain });
+    expect(res.status).toBe(403);
+    expect((await res.json()).errcode).toBe("M_FORBIDDEN");
+  });
+
   test("the admin API is not served on the client listener", async () => {
     const res = await fetch(`${w.proxy.url}/_resync/admin/v1/retries`, { headers: { authorization: `Bearer ${root}` } });
     expect(w.hs.seen.at(-1)!.target).toBe("/_resync/admin/v1/retries"); // passed through, unhandled

@@ -93,6 +93,36 @@ describe("client requests", () => {
     );
     expect(d).toEqual([1, 2, 3]);
   });
+
+  test("whoami cache: requests that join a lookup in flight cost no call and count as hits", async () => {
+    const token = w.login("joiner");
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    w.hs.on("/_matrix/client/v3/account/whoami", async (req, res) => {
+      const who = w.hs.tokens.get(req.headers.authorization?.slice(7) ?? "");
+      if (who?.[0] === "@joiner:hs.test") await held;
+      if (!who) return json(res, 401, { errcode: "M_UNKNOWN_TOKEN", error: "Unknown token" });
+      json(res, 200, { user_id: who[0], device_id: who[1] });
+    });
+    const calls = () => w.hs.seen.filter((r) => r.target.endsWith("/account/whoami") && r.headers.authorization === `Bearer ${token}`).length;
+    const d = await delta(
+      [
+        ["resync_cache_lookups_total", { cache: "whoami", result: "miss" }],
+        ["resync_cache_lookups_total", { cache: "whoami", result: "hit" }],
+      ],
+      async () => {
+        const hits = async () => sample(await metrics(), "resync_cache_lookups_total", { cache: "whoami", result: "hit" });
+        const before = await hits();
+        const all = Array.from({ length: 4 }, () => w.refresh("@carol:hs.test", token));
+        await expect.poll(calls).toBe(1);
+        await expect.poll(async () => (await hits()) - before).toBe(3); // all three joined the held lookup
+        release();
+        for (const r of await Promise.all(all)) expect(r.status).toBe(202);
+      },
+    );
+    expect(calls()).toBe(1);
+    expect(d).toEqual([1, 3]);
+  });
 });
 
 describe("refresh and federation", () => {
