@@ -5,6 +5,8 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Buffer } from "node:buffer";
+import { type SigningKey, signingKeyFromSeed, signJson } from "../../src/federation/signing.ts";
 import { type Proc, startProc } from "./procs.ts";
 
 export const ROOT = join(import.meta.dirname, "..", "..");
@@ -14,6 +16,19 @@ export const BUN = join(ROOT, "node_modules", ".bin", "bun");
 // publish it, so the proxy's start-up key check succeeds on the client port and never falls
 // back to federation discovery of the server name (which would leave loopback).
 export const SEED = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
+
+export const benchKey = (): SigningKey => signingKeyFromSeed(Buffer.from(SEED, "base64"), "1");
+
+/** GET /_matrix/key/v2/server as a homeserver named `serverName` would answer with our key. */
+export function keyDocument(serverName: string): string {
+  const key = benchKey();
+  return JSON.stringify(signJson({
+    server_name: serverName,
+    valid_until_ts: Date.now() + 24 * 3600_000,
+    verify_keys: { [key.keyId]: { key: key.publicKey } },
+    old_verify_keys: {},
+  }, serverName, key));
+}
 
 let tmp: string | undefined;
 export function benchTmp(): string {

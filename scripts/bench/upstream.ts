@@ -9,17 +9,10 @@
 //   /big/N                        N bytes of filler (the old pass-through 5 MB case)
 //   anything else                 a small JSON object
 import { Buffer } from "node:buffer";
-import { signingKeyFromSeed, signJson } from "../../src/federation/signing.ts";
-import { SEED } from "./binary.ts";
+import { keyDocument } from "./binary.ts";
 
 const serverName = process.argv[2] ?? "bench.test";
-const key = signingKeyFromSeed(Buffer.from(SEED, "base64"), "1");
-const keyDoc = JSON.stringify(signJson({
-  server_name: serverName,
-  valid_until_ts: Date.now() + 24 * 3600_000,
-  verify_keys: { [key.keyId]: { key: key.publicKey } },
-  old_verify_keys: {},
-}, serverName, key));
+const keyDoc = keyDocument(serverName);
 
 const small = JSON.stringify({ versions: ["v1.11"], unstable_features: { "org.example": true } });
 const filler = new Uint8Array(64 * 1024).fill(0x61);

@@ -1,0 +1,156 @@
+// Family 4, delivery: what the proxy's rewriting costs a client, against the same request sent
+// straight to the homeserver, alternating request by request. Bodies are the test suite's
+// realistic ones (test/helpers/bodies.ts): /sync of 1 MB and 5 MB, a /keys/query answer for a
+// user with 1000 devices. Then the time from a refresh to the wake of a waiting long-poll.
+import type { ServerResponse } from "node:http";
+import { bigSyncBody, keysQueryAnswer } from "../../test/helpers/bodies.ts";
+import { makeUser } from "../../test/helpers/fake-devices.ts";
+import { fmt, median, percentile, type Row } from "./table.ts";
+import { type BenchWorld, sendJson, startBenchWorld } from "./world.ts";
+
+export interface DeliveryOptions {
+  /** Timed requests per configuration for the 1 MB /sync and /keys/query (5 MB: a third). */
+  samples: number;
+  wakes: number;
+}
+
+type Timed = () => Promise<void>;
+const elapsed = async (f: Timed) => {
+  const t = performance.now();
+  await f();
+  return performance.now() - t;
+};
+
+/** Run each configuration `n` times, rotating the order every round; ms per configuration. */
+async function alternate(configs: Record<string, Timed>, n: number, warmup = 10): Promise<Record<string, number[]>> {
+  const names = Object.keys(configs);
+  const out: Record<string, number[]> = Object.fromEntries(names.map((k) => [k, []]));
+  for (let i = 0; i < warmup + n; i++)
+    for (let j = 0; j < names.length; j++) {
+      const name = names[(i + j) % names.length]!;
+      const ms = await elapsed(configs[name]!);
+      if (i >= warmup) out[name]!.push(ms);
+    }
+  return out;
+}
+
+async function get(url: string, token: string, init: RequestInit = {}): Promise<Response> {
+  const r = await fetch(url, { ...init, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" } });
+  if (r.status !== 200 && r.status !== 202) throw new Error(`delivery: ${url.split("?")[0]} answered HTTP ${r.status}: ${await r.text()}`);
+  return r;
+}
+
+const pp = (xs: number[]) => `p50 ${fmt(median(xs), 2)} / p99 ${fmt(percentile(xs, 99), 2)}`;
+
+export async function runDelivery(o: DeliveryOptions): Promise<Row[]> {
+  // The waker refreshes o.wakes users in a row: lift its per-user refresh limit (default 10).
+  const w = await startBenchWorld(["--rate-user-burst", "1000", "--rate-user-per-minute", "60000"]);
+  try {
+    return [...(await syncAndKeys(w, o)), ...(await wakes(w, o.wakes))];
+  } finally {
+    await w.close();
+  }
+}
+
+async function syncAndKeys(w: BenchWorld, o: DeliveryOptions): Promise<Row[]> {
+  const alice = makeUser(`@alice:${w.remote.serverName}`, { devices: 1000 });
+  const bob = `@bob:${w.remote.serverName}`;
+  w.remote.setUser(alice);
+  const bodies: Record<string, Buffer> = {
+    "1mb": Buffer.from(JSON.stringify(bigSyncBody(1_000_000, { nextBatch: "s2" }))),
+    "5mb": Buffer.from(JSON.stringify(bigSyncBody(5_000_000, { nextBatch: "s2" }))),
+    // The homeserver's stale copies: other keys than the fresh snapshot's.
+    alice: Buffer.from(JSON.stringify(keysQueryAnswer([alice.userId], 1000))),
+    bob: Buffer.from(JSON.stringify(keysQueryAnswer([bob], 1000))),
+  };
+  w.onSync((_req, res, q) => sendJson(res, bodies[q.get("bench") ?? ""] ?? '{"next_batch":"s2"}'));
+  w.onKeysQuery((_req, res, q) => sendJson(res, bodies[q.get("bench") ?? ""] ?? "{}"));
+  const direct = w.login("direct"), plain = w.login("plain"), injected = w.login("injected");
+
+  // A refresh of alice (1000 devices) as `injected`: its device now has alice pending. It keeps
+  // sending since=s1 while the homeserver answers next_batch=s2, so the injection is never
+  // acknowledged and every one of its /sync answers is rewritten.
+  const r = await w.refresh(alice.userId, injected);
+  if (r.status !== 202) throw new Error(`delivery: refresh of alice answered ${r.status}: ${await r.text()}`);
+  const probe = (await (await get(`${w.proxy.url}/_matrix/client/v3/sync?since=s1&timeout=0&bench=1mb`, injected)).json()) as { device_lists?: { changed?: string[] } };
+  if (!probe.device_lists?.changed?.includes(alice.userId)) throw new Error("delivery: the /sync answer carries no injection for alice");
+
+  const rows: Row[] = [];
+  for (const [size, n] of [["1mb", o.samples], ["5mb", Math.ceil(o.samples / 3)]] as const) {
+    const path = `/_matrix/client/v3/sync?since=s1&timeout=0&bench=${size}`;
+    const drain = (url: string, token: string) => async () => void (await (await get(url, token)).arrayBuffer());
+    const t = await alternate({ direct: drain(w.hs.url + path, direct), plain: drain(w.proxy.url + path, plain), inject: drain(w.proxy.url + path, injected) }, n);
+    const extra99 = percentile(t.inject!, 99) - percentile(t.direct!, 99);
+    const label = size === "1mb" ? "1 MB" : "5 MB";
+    rows.push({
+      family: "4 delivery", figure: `/sync ${label} with injection, ms (${n} each)`, value: pp(t.inject!),
+      reference: `direct ${pp(t.direct!)}; proxy, nothing to inject ${pp(t.plain!)}`,
+      ratio: `+${fmt(extra99, 2)} ms p99 (+${fmt(median(t.inject!) - median(t.direct!), 2)} p50)`,
+      ...(size === "1mb" ? { target: "<10 ms extra p99", met: extra99 < 10 } : {}),
+    });
+  }
+
+  // /keys/query: alice has a fresh snapshot (overlaid), bob does not (streamed through).
+  const keysCall = (base: string, user: string) => async () => {
+    const res = await get(`${base}/_matrix/client/v3/keys/query?bench=${user === bob ? "bob" : "alice"}`, direct, { method: "POST", body: JSON.stringify({ device_keys: { [user]: [] } }) });
+    await res.arrayBuffer();
+  };
+  const check = (await (await get(`${w.proxy.url}/_matrix/client/v3/keys/query?bench=alice`, direct, { method: "POST", body: JSON.stringify({ device_keys: { [alice.userId]: [] } }) })).json()) as { device_keys: Record<string, Record<string, { keys: Record<string, string> }>> };
+  const served = check.device_keys[alice.userId] ?? {};
+  const dev0 = alice.devices[0]!;
+  if (Object.keys(served).length !== 1000 || JSON.stringify(served[dev0.device_id]?.keys) !== JSON.stringify(dev0.keys?.keys))
+    throw new Error("delivery: /keys/query through the proxy does not carry alice's fresh 1000 devices");
+  const k = await alternate({ direct: keysCall(w.hs.url, alice.userId), overlay: keysCall(w.proxy.url, alice.userId), plain: keysCall(w.proxy.url, bob) }, o.samples);
+  rows.push({
+    family: "4 delivery", figure: `/keys/query overlay, 1000 devices, ms (${o.samples} each)`, value: pp(k.overlay!),
+    reference: `direct ${pp(k.direct!)}; proxy, no overlay ${pp(k.plain!)}`,
+    ratio: `+${fmt(percentile(k.overlay!, 99) - percentile(k.direct!, 99), 2)} ms p99 (+${fmt(median(k.overlay!) - median(k.direct!), 2)} p50)`,
+  });
+  return rows;
+}
+
+// A device's long-poll waits at the homeserver; the same device asks for a refresh of a remote
+// user; measured: from sending the refresh to the long-poll's answer carrying that user.
+async function wakes(w: BenchWorld, n: number): Promise<Row[]> {
+  const token = w.login("waker");
+  let batch = 0;
+  let onHeld: (() => void) | undefined;
+  w.onSync((_req, res: ServerResponse, q) => {
+    const answer = () => sendJson(res, JSON.stringify({ next_batch: `nb_${++batch}`, rooms: { join: {} } }));
+    const timeout = Number(q.get("timeout") ?? 0);
+    if (timeout <= 0) return answer();
+    const t = setTimeout(answer, timeout);
+    res.on("close", () => clearTimeout(t));
+    onHeld?.();
+  });
+  const wake: number[] = [], answered: number[] = [];
+  for (let i = 0; i < n + 2; i++) {
+    const target = `@wake${i}:${w.remote.serverName}`;
+    w.remote.setUser(makeUser(target, { devices: 2 }));
+    // Acknowledge earlier injections (a real next_batch, then a since equal to it).
+    const first = (await (await get(`${w.proxy.url}/_matrix/client/v3/sync?since=s1&timeout=0`, token)).json()) as { next_batch: string };
+    const held = new Promise<void>((r) => (onHeld = r));
+    let woke = 0;
+    const poll = get(`${w.proxy.url}/_matrix/client/v3/sync?since=${first.next_batch}&timeout=30000`, token).then(async (r) => {
+      woke = performance.now();
+      return (await r.json()) as { device_lists?: { changed?: string[] } };
+    });
+    await held;
+    const t0 = performance.now();
+    const res = await w.refresh(target, token);
+    const t1 = performance.now();
+    if (res.status !== 202) throw new Error(`delivery: refresh answered ${res.status}: ${await res.text()}`);
+    const body = await poll;
+    if (!body.device_lists?.changed?.includes(target)) throw new Error(`delivery: the woken long-poll does not name ${target}`);
+    if (i < 2) continue; // warm-up
+    wake.push(woke - t0);
+    answered.push(t1 - t0);
+  }
+  return [
+    {
+      family: "4 delivery", figure: `refresh → wake of a waiting long-poll, ms (${n} wakes, loopback federation fetch included)`,
+      value: `p50 ${fmt(median(wake), 1)} / max ${fmt(Math.max(...wake), 1)}`, reference: `the refresh's own 202: p50 ${fmt(median(answered), 1)}`,
+      target: "<50 ms (max)", met: Math.max(...wake) < 50,
+    },
+  ];
+}
