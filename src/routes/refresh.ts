@@ -19,6 +19,7 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
   const mine = await svc.delivery.trackRequester(who, target);
   const out = await svc.resyncer.refresh(target, who.userId, deps.config.refreshWaitMs);
   svc.metrics?.refreshes.inc({ outcome: out.kind === "failed" ? out.error.kind : out.kind });
+  if (out.kind === "ok") svc.metrics?.cache.inc({ cache: "refresh_snapshot", result: out.fromCache ? "hit" : "miss" });
   switch (out.kind) {
     case "ok":
       // A cache hit never reaches onSnapshot, but the asker still wants its devices told.
