@@ -1,8 +1,9 @@
-// The proxy under test: the compiled single binary (what ships), built fresh from the working
-// tree once per bench run so the figures always describe the current source. Set
-// BENCH_BINARY=/path to measure an existing build instead.
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+// The proxy under test: the compiled single binary (what ships), built fresh once per bench
+// run so the figures always describe the source. By default that is the working tree;
+// BENCH_REF=<commit> builds a committed revision instead (uncommitted edits elsewhere in the
+// tree then cannot leak in), and BENCH_BINARY=/path measures an existing build.
+import { execSync, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Buffer } from "node:buffer";
@@ -30,13 +31,29 @@ export function keyDocument(serverName: string): string {
   }, serverName, key));
 }
 
+const made: string[] = [];
+process.on("exit", () => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh directory, removed when the bench exits. */
+export function tempDir(root = tmpdir(), prefix = "mrp-bench-"): string {
+  const d = mkdtempSync(join(root, prefix));
+  made.push(d);
+  return d;
+}
+
 let tmp: string | undefined;
 export function benchTmp(): string {
-  return (tmp ??= mkdtempSync(join(tmpdir(), "mrp-bench-")));
+  return (tmp ??= tempDir());
 }
 
 export interface Binary {
   path: string;
+  /** What was built: a commit (with "-dirty" for a modified working tree) or the given path. */
+  source: string;
+  /** The tree it was built from (undefined for BENCH_BINARY). */
+  srcRoot?: string;
   sizeBytes: number;
   /** Wall time of `bun build --compile`; undefined when BENCH_BINARY was given. */
   buildMs?: number;
@@ -46,13 +63,28 @@ let built: Binary | undefined;
 export function binary(): Binary {
   if (built) return built;
   const given = process.env.BENCH_BINARY;
-  if (given) return (built = { path: given, sizeBytes: statSync(given).size });
+  if (given) return (built = { path: given, source: given, sizeBytes: statSync(given).size });
+  const ref = process.env.BENCH_REF;
+  let srcRoot = ROOT;
+  let source = git(["describe", "--always", "--dirty"]);
+  if (ref) {
+    source = git(["rev-parse", "--short", ref]);
+    srcRoot = join(benchTmp(), `src-${source}`);
+    mkdirSync(srcRoot);
+    execSync(`git -C '${ROOT}' archive '${ref}' src package.json tsconfig.json | tar -x -C '${srcRoot}'`);
+    symlinkSync(join(ROOT, "node_modules"), join(srcRoot, "node_modules"));
+  }
   const path = join(benchTmp(), "matrix-resync-proxy");
   const started = performance.now();
   // The same command as scripts/build.ts (npm run build), into our temporary directory.
-  const r = spawnSync(BUN, ["build", "--compile", "--minify", "--sourcemap=inline", join(ROOT, "src", "main.ts"), "--outfile", path], { encoding: "utf8", cwd: ROOT });
+  const r = spawnSync(BUN, ["build", "--compile", "--minify", "--sourcemap=inline", join(srcRoot, "src", "main.ts"), "--outfile", path], { encoding: "utf8", cwd: srcRoot });
   if (r.status !== 0) throw new Error(`bun build --compile failed: ${r.stderr || r.stdout}`);
-  return (built = { path, sizeBytes: statSync(path).size, buildMs: performance.now() - started });
+  return (built = { path, source, srcRoot, sizeBytes: statSync(path).size, buildMs: performance.now() - started });
+}
+
+function git(args: string[]): string {
+  const r = spawnSync("git", ["-C", ROOT, ...args], { encoding: "utf8" });
+  return r.status === 0 ? r.stdout.trim() : "unknown";
 }
 
 export function writeKeyFile(): string {
@@ -79,7 +111,8 @@ export interface ProxyOptions {
 
 /** Start the compiled proxy on an ephemeral loopback port in front of `upstream`. */
 export async function startProxyChild(upstream: string, o: ProxyOptions): Promise<ProxyChild> {
-  const dataDir = mkdtempSync(join(benchTmp(), "data-"));
+  // BENCH_DATA_ROOT=/dev/shm shows what the store's fsyncs cost (the default disk keeps them).
+  const dataDir = tempDir(process.env.BENCH_DATA_ROOT ?? benchTmp(), "data-");
   const proc = startProc(binary().path, [
     "--upstream", upstream,
     "--server-name", o.serverName,

@@ -12,20 +12,30 @@ export interface TimedResponse {
   totalMs: number;
   /** body bytes received (chunk framing included) */
   bodyBytes: number;
+  /** the first 512 bytes of the body, for error messages */
+  bodyHead: string;
 }
 
 export function timedGet(port: number, target: string, headers: Record<string, string> = {}, timeoutMs = 60_000): Promise<TimedResponse> {
+  return timedRequest(port, "GET", target, headers, undefined, timeoutMs);
+}
+
+/** One request on its own connection (Connection: close), so a thousand of them run at once. */
+export function timedRequest(port: number, method: string, target: string, headers: Record<string, string>, body?: string, timeoutMs = 60_000): Promise<TimedResponse> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const head = [`GET ${target} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close", ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), "", ""].join("\r\n");
-    const sock = net.connect(port, "127.0.0.1", () => sock.write(head));
+    const all = body === undefined ? headers : { ...headers, "Content-Type": "application/json", "Content-Length": String(Buffer.byteLength(body)) };
+    const head = [`${method} ${target} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close", ...Object.entries(all).map(([k, v]) => `${k}: ${v}`), "", ""].join("\r\n");
+    const sock = net.connect(port, "127.0.0.1", () => sock.write(head + (body ?? "")));
     let headerBuf = "";
     let headersMs = NaN;
     let firstBodyMs = NaN;
     let status = 0;
     let bodyBytes = 0;
+    let bodyHead = "";
     const timer = setTimeout(() => sock.destroy(new Error(`no complete answer for ${target} within ${timeoutMs} ms`)), timeoutMs);
     const sawJson = (b: Buffer) => {
+      if (bodyHead.length < 512) bodyHead += b.subarray(0, 512 - bodyHead.length).toString("latin1");
       if (Number.isNaN(firstBodyMs) && (b.includes(0x7b) || b.includes(0x5b))) firstBodyMs = performance.now() - started;
     };
     sock.on("data", (chunk: Buffer) => {
@@ -51,7 +61,7 @@ export function timedGet(port: number, target: string, headers: Record<string, s
     sock.on("close", () => {
       clearTimeout(timer);
       if (Number.isNaN(headersMs)) return reject(new Error(`${target}: connection closed before the response headers`));
-      resolve({ status, headersMs, firstBodyMs, totalMs: performance.now() - started, bodyBytes });
+      resolve({ status, headersMs, firstBodyMs, totalMs: performance.now() - started, bodyBytes, bodyHead });
     });
   });
 }

@@ -1,0 +1,68 @@
+// The benchmark suite: every family in one run on one machine, one table. Each figure sits
+// beside its reference measured in the same run (alternating with the proxy where there is
+// one), so machine noise cancels. See docs/performance.md for the method and the limits.
+//
+//   npx bun scripts/bench.ts > /tmp/bench.txt          every family (about 4 minutes)
+//   npx bun scripts/bench.ts --only=delivery,storms    a subset
+//   BENCH_REF=HEAD …     build a committed revision rather than the working tree
+//   BENCH_BINARY=path …  measure an existing binary
+//   BENCH_DATA_ROOT=/dev/shm …  keep the proxy's SQLite on tmpfs (shows what fsync costs)
+// Needs wrk, nginx (Debian nginx-light) and openssl on PATH. Binds 127.0.0.1 only.
+import { spawnSync } from "node:child_process";
+import { cpus, release } from "node:os";
+import { binary } from "./bench/binary.ts";
+import { runDelivery } from "./bench/delivery.ts";
+import { runIdle } from "./bench/idle.ts";
+import { runPassthrough } from "./bench/passthrough.ts";
+import { hardFdLimit, nproc } from "./bench/procs.ts";
+import { runStartup } from "./bench/startup.ts";
+import { runStorms } from "./bench/storms.ts";
+import { runStreaming } from "./bench/streaming.ts";
+import { failedRow, renderTable, type Row } from "./bench/table.ts";
+
+const families: [string, string, () => Promise<Row[]>][] = [
+  ["passthrough", "1 pass-through", () => runPassthrough({ seconds: 5, rounds: 3 })],
+  ["streaming", "2 streaming", () => runStreaming({ rounds: 3 })],
+  ["idle", "3 idle long-polls", () => runIdle({ idleSeconds: 10 })],
+  ["delivery", "4 delivery", () => runDelivery({ samples: 150, wakes: 20 })],
+  ["storms", "5 storms", () => runStorms()],
+  ["startup", "6 start-up", () => runStartup(5)],
+];
+
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
+const unknown = only?.filter((o) => !families.some(([k]) => k === o));
+if (unknown?.length) {
+  console.error(`unknown family: ${unknown.join(", ")} (known: ${families.map(([k]) => k).join(", ")})`);
+  process.exit(2);
+}
+const version = (cmd: string, args: string[]) => {
+  const r = spawnSync(cmd, args, { encoding: "utf8" });
+  return r.error ? "missing" : `${r.stdout}${r.stderr}`.trim().split("\n")[0]!;
+};
+
+const started = performance.now();
+const bin = binary();
+const rows: Row[] = [];
+for (const [key, label, run] of families) {
+  if (only && !only.includes(key)) continue;
+  const t = performance.now();
+  process.stderr.write(`bench: ${label}…`);
+  try {
+    rows.push(...(await run()));
+  } catch (e) {
+    rows.push(failedRow(label, e));
+    process.stderr.write(` failed: ${e instanceof Error ? e.message : String(e)}\n`);
+  }
+  process.stderr.write(` ${((performance.now() - t) / 1000).toFixed(0)} s\n`);
+}
+
+const missed = rows.filter((r) => r.met === false).length;
+console.log(`# matrix-resync-proxy benchmarks, ${new Date().toISOString()}
+
+proxy: compiled binary from ${bin.source}; machine: ${nproc()} cores (${cpus()[0]?.model ?? "?"}), Linux ${release()}, open-files hard limit ${hardFdLimit()};
+the load generators and fakes share these cores. Bun ${version("node_modules/.bin/bun", ["--version"])}, ${version("wrk", ["--version"])}, ${version("nginx", ["-v"])}.
+
+${renderTable(rows)}
+
+${rows.length} figures, ${missed} target(s) missed; total ${((performance.now() - started) / 1000).toFixed(0)} s.`);
+process.exit(0);
