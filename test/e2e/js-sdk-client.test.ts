@@ -23,7 +23,7 @@ const dumpSdkLog = (): void => console.log(`[e2e js-sdk] SDK log tail:\n${alice?
 
 describe("matrix-js-sdk through the proxy", () => {
   beforeAll(async () => {
-    servers = await startHomeservers({ log });
+    servers = await startHomeservers({ log, lockTimeoutMs: 800_000 }); // other e2e files hold them meanwhile
     ({ hs1, hs2 } = servers);
     proxy = await startHs1Proxy(hs1, servers.caPath, { logLevel: "warn" });
     story = await meetAliceAndBob(hs1, hs2, log);

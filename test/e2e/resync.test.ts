@@ -22,7 +22,7 @@ let since: string;
 
 describe("MSC2638 refresh through the proxy, with two real Synapses", () => {
   beforeAll(async () => {
-    servers = await startHomeservers({ log });
+    servers = await startHomeservers({ log, lockTimeoutMs: 800_000 }); // other e2e files hold them meanwhile
     ({ hs1, hs2 } = servers);
     proxy = await startHs1Proxy(hs1, servers.caPath, {
       logLevel: "info",
