@@ -9,7 +9,7 @@ export interface SdkClient {
   client: sdk.MatrixClient;
   /** The SDK's own log lines (warn and error always; the rest when `verbose`). */
   logs: string[];
-  /** bob's device ids as the client's crypto store has them, without asking to download. */
+  /** A user's device ids as the client's crypto store has them; none for an untracked user (no download). */
   knownDeviceIds(userId: string): Promise<string[]>;
   stop(): void;
 }
