@@ -47,6 +47,11 @@ export function syncRoute(flavour: SyncFlavour): Handler {
       sendJson(res, 200, wakeResponse(since, targets, flavour));
     };
 
+    // With news to deliver, do not let the homeserver hold the poll for its whole timeout
+    // (it has nothing new, so it would): ask it to answer at once with a real next_batch,
+    // which both carries the injection now and acknowledges it on the next request. The only
+    // change we ever make to a forwarded target, and only to the `timeout` parameter.
+    const upstreamTarget = inject ? target.replace(/([?&])timeout=\d+/, "$1timeout=0") : target;
     const headers = upstreamHeaders(req, ctx.forwarded);
     // We may have to read the body: ask for it uncompressed rather than inflate it ourselves.
     if (inject || observe) headers["accept-encoding"] = "identity";
@@ -54,10 +59,10 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     try {
       up = await deps.upstream.open({
         method: req.method ?? "GET",
-        target,
+        target: upstreamTarget,
         headers,
         body: req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined ? req : undefined,
-        headerTimeoutMs: headerTimeoutFor(target, deps.config.upstreamHeaderTimeoutMs),
+        headerTimeoutMs: headerTimeoutFor(upstreamTarget, deps.config.upstreamHeaderTimeoutMs),
         clientRes: res,
         signal: abort.signal,
       });

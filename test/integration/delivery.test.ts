@@ -144,6 +144,18 @@ describe("/sync injection", () => {
     expect((await sync(alice2, real.next_batch)).device_lists?.changed ?? []).toEqual([]);
   });
 
+  test("a poll that starts with news pending is not held for its timeout: the homeserver is asked with timeout=0", async () => {
+    const frank = w.login("frank", "FRANK1");
+    await keysQuery(frank, { [bob()]: [] });
+    expect((await w.refresh(bob(), alice)).status).toBe(202);
+    const started = Date.now();
+    const body = await sync(frank, "s0", 20_000);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(body.device_lists.changed).toContain(bob());
+    expect(body.next_batch).not.toBe("s0"); // a real token, which will acknowledge it
+    expect(w.hs.seen.at(-1)!.target).toBe("/_matrix/client/v3/sync?timeout=0&since=s0");
+  });
+
   test("/keys/changes carries pending users", async () => {
     w.hs.on("/_matrix/client/v3/keys/changes", (_req, res) => void res.end(JSON.stringify({ changed: ["@x:hs.test"], left: [] })));
     const body = await (await api(carol, "/_matrix/client/v3/keys/changes?from=s1&to=s9")).json();
