@@ -15,13 +15,15 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export interface IdleOptions {
   /** Seconds over which idle CPU is measured. */
   idleSeconds: number;
+  /** Long-polls to hold (default 10,000, capped by the open-files hard limit). */
+  polls?: number;
 }
 
 export async function runIdle(o: IdleOptions): Promise<Row[]> {
   // Each poll costs the proxy two descriptors (client side, homeserver side); stay under the
   // hard limit, which an unprivileged container cannot raise.
   const hard = hardFdLimit();
-  const n = Math.min(WANTED, Math.floor((hard - 200) / 2));
+  const n = Math.min(o.polls ?? WANTED, Math.floor((hard - 200) / 2));
   const up = startProc(BUN, [join(ROOT, "scripts", "bench", "upstream.ts"), "bench.test"], { raiseFdLimit: true });
   const upPort = Number((await up.waitLine(/upstream listening (\d+)/))[1]);
   const proxy = await startProxyChild(`http://127.0.0.1:${upPort}`, { serverName: "bench.test", raiseFdLimit: true });
@@ -66,7 +68,8 @@ export async function runIdle(o: IdleOptions): Promise<Row[]> {
     const at10k = baseline + perPoll * WANTED;
     const rss = Math.max(rssHeld, rssIdle);
     const fam = "3 idle long-polls";
-    const scaled = n < WANTED ? `${n} polls (fd hard limit ${hard}, 2 fds per poll); 10,000 extrapolated` : undefined;
+    const fdBound = n < (o.polls ?? WANTED);
+    const scaled = n < WANTED ? `${fdBound ? `open-files hard limit ${hard} allows ${fmt(n, 0)} at 2 fds per poll; ` : ""}10,000 extrapolated linearly` : undefined;
     const answeredEarly = Number(st[2]);
     return [
       {

@@ -3,7 +3,7 @@
 //
 //   /_matrix/key/v2/server        our key, signed (the proxy's start-up check passes on loopback)
 //   …/account/whoami, …/devices    any bearer token T is @T:<server_name>, device D_T
-//   …/sync?bench_bytes=N          a /sync-style JSON body of about N bytes, streamed in 64 KiB chunks
+//   …/sync?bench_bytes=N          a /sync-style JSON body of exactly N bytes, streamed in 64 KiB chunks
 //   …/sync?bench_drip=K,MS        a /sync-style body: a first chunk at once, then K more, one per MS ms
 //   …/sync?…&timeout=T (T > 0)    a long-poll held for T ms (counted in /bench/held)
 //   /big/N                        N bytes of filler (the old pass-through 5 MB case)
@@ -41,7 +41,9 @@ function syncStream(total: number): ReadableStream<Uint8Array> {
         sent += EVENTS_CHUNK.length;
       } else if (stage === "events") {
         const room = total - sent - LAST_EVENT.length - SYNC_TAIL.length;
-        const more = enc.encode(`${EVENT},`.repeat(Math.max(0, Math.floor(room / (LAST_EVENT.length + 1)))));
+        const count = Math.max(0, Math.floor(room / (LAST_EVENT.length + 1)));
+        // JSON whitespace pads the body to exactly `total` bytes.
+        const more = enc.encode(`${EVENT},`.repeat(count) + " ".repeat(Math.max(0, room - count * (LAST_EVENT.length + 1))));
         c.enqueue(Buffer.concat([more, LAST_EVENT, SYNC_TAIL]));
         stage = "done";
       } else c.close();
