@@ -2,7 +2,7 @@
 // upstream, through nginx, and through the proxy. Rounds alternate the three targets so machine
 // noise (the load generator shares the cores) hits each alike; the median round is reported.
 import { startProxyChild, BUN, ROOT } from "./binary.ts";
-import { nproc, startProc } from "./procs.ts";
+import { cpuSeconds, nproc, startProc } from "./procs.ts";
 import { fmt, median, type Row, times } from "./table.ts";
 import { startNginx, waitForHttp, wrk, type WrkResult } from "./wrk.ts";
 import { join } from "node:path";
@@ -20,6 +20,8 @@ export interface PassthroughCase {
   conns: number;
   /** target name -> the median round */
   results: Record<"direct" | "nginx" | "proxy", WrkResult>;
+  /** The proxy's CPU over its rounds, in cores (1 = one core busy all the time). */
+  proxyCores: number;
 }
 
 export async function measurePassthrough(o: PassthroughOptions): Promise<PassthroughCase[]> {
@@ -38,8 +40,13 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
       const rounds: Record<string, WrkResult[]> = { direct: [], nginx: [], proxy: [] };
       // Warm-up (JIT, connection pools), not counted.
       for (const port of Object.values(targets)) wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, 1);
+      let cpu = 0, wall = 0;
       for (let r = 0; r < o.rounds; r++)
-        for (const [name, port] of Object.entries(targets)) rounds[name]!.push(wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, o.seconds));
+        for (const [name, port] of Object.entries(targets)) {
+          const cpu0 = cpuSeconds(proxy.pid), t0 = performance.now();
+          rounds[name]!.push(wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, o.seconds));
+          if (name === "proxy") (cpu += cpuSeconds(proxy.pid) - cpu0), (wall += (performance.now() - t0) / 1000);
+        }
       const agg = (name: string): WrkResult => {
         const rs = rounds[name]!;
         return {
@@ -47,7 +54,7 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
           mbps: median(rs.map((r) => r.mbps)), errors: rs.reduce((a, r) => a + r.errors, 0),
         };
       };
-      out.push({ ...c, results: { direct: agg("direct"), nginx: agg("nginx"), proxy: agg("proxy") } });
+      out.push({ ...c, results: { direct: agg("direct"), nginx: agg("nginx"), proxy: agg("proxy") }, proxyCores: cpu / wall });
     }
     return out;
   } finally {
@@ -61,7 +68,7 @@ export async function runPassthrough(o: PassthroughOptions): Promise<Row[]> {
   const fam = "1 pass-through";
   const errs = p.errors + n.errors + d.errors;
   return [
-    { family: fam, figure: "req/s, small JSON GET, 64 conns", value: fmt(p.rps, 0), reference: `nginx ${fmt(n.rps, 0)}; direct ${fmt(d.rps, 0)}`, ratio: times(p.rps, n.rps), target: "≥1.0× nginx", met: p.rps >= n.rps, note: errs ? `${errs} errors` : undefined },
+    { family: fam, figure: "req/s, small JSON GET, 64 conns", value: fmt(p.rps, 0), reference: `nginx ${fmt(n.rps, 0)}; direct ${fmt(d.rps, 0)}`, ratio: times(p.rps, n.rps), target: "≥1.0× nginx", met: p.rps >= n.rps, note: `proxy used ${fmt(c!.proxyCores * 100, 0)} % of one core${errs ? `; ${errs} errors` : ""}` },
     { family: fam, figure: "p50 latency, ms", value: fmt(p.p50, 2), reference: `nginx ${fmt(n.p50, 2)}; direct ${fmt(d.p50, 2)}`, ratio: times(p.p50, n.p50) },
     { family: fam, figure: "p99 latency, ms", value: fmt(p.p99, 2), reference: `nginx ${fmt(n.p99, 2)}; direct ${fmt(d.p99, 2)}`, ratio: times(p.p99, n.p99), target: "≤1.2× nginx", met: p.p99 <= 1.2 * n.p99 },
   ];
