@@ -2,7 +2,7 @@
 // beside its reference measured in the same run (alternating with the proxy where there is
 // one), so machine noise cancels. See docs/performance.md for the method and the limits.
 //
-//   npx bun scripts/bench.ts > /tmp/bench.txt          every family (about 4 minutes)
+//   npx bun scripts/bench.ts > /tmp/bench.txt          every family (about 2 minutes on 2 cores)
 //   npx bun scripts/bench.ts --only=delivery,storms    a subset
 //   BENCH_REF=HEAD …     build a committed revision rather than the working tree
 //   BENCH_BINARY=path …  measure an existing binary
@@ -10,7 +10,7 @@
 // Needs wrk, nginx (Debian nginx-light) and openssl on PATH. Binds 127.0.0.1 only.
 import { spawnSync } from "node:child_process";
 import { cpus, release } from "node:os";
-import { binary } from "./bench/binary.ts";
+import { BUN, binary } from "./bench/binary.ts";
 import { runDelivery } from "./bench/delivery.ts";
 import { runIdle } from "./bench/idle.ts";
 import { runPassthrough } from "./bench/passthrough.ts";
@@ -60,7 +60,7 @@ const missed = rows.filter((r) => r.met === false).length;
 console.log(`# matrix-resync-proxy benchmarks, ${new Date().toISOString()}
 
 proxy: compiled binary from ${bin.source}; machine: ${nproc()} cores (${cpus()[0]?.model ?? "?"}), Linux ${release()}, open-files hard limit ${hardFdLimit()};
-the load generators and fakes share these cores. Bun ${version("node_modules/.bin/bun", ["--version"])}, ${version("wrk", ["--version"])}, ${version("nginx", ["-v"])}.
+the load generators and fakes share these cores. Bun ${version(BUN, ["--version"])}, ${version("wrk", ["--version"])}, ${version("nginx", ["-v"])}.
 
 ${renderTable(rows)}
 
