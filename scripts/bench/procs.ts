@@ -1,11 +1,38 @@
 // Child processes for the benchmarks, and what /proc says about them. Every child is killed
 // when the bench exits, however it exits, so a failed run leaves nothing behind.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 
 const live = new Set<ChildProcess>();
+
+// A program's own children (nginx's workers): killing only the parent would orphan them.
+function childrenOf(pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).flatMap((t) =>
+      readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").trim().split(" ").filter(Boolean).map(Number));
+  } catch {
+    return [];
+  }
+}
+
+function killTree(c: ChildProcess, signal: NodeJS.Signals): number[] {
+  const kids = c.pid === undefined ? [] : childrenOf(c.pid);
+  c.kill(signal);
+  return kids;
+}
+
+function killPids(pids: number[]): void {
+  for (const p of pids) {
+    try {
+      process.kill(p, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
 function killAll(): void {
-  for (const c of live) c.kill("SIGKILL");
+  for (const c of live) killPids(killTree(c, "SIGKILL"));
 }
 process.on("exit", killAll);
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
@@ -104,10 +131,11 @@ export function startProc(cmd: string, args: string[], opts: StartOptions = {}):
     },
     async stop(graceMs = 3000) {
       if (exited) return;
-      child.kill("SIGTERM");
+      const kids = killTree(child, "SIGTERM");
       const t = setTimeout(() => child.kill("SIGKILL"), graceMs);
       await exit;
       clearTimeout(t);
+      killPids(kids.filter((k) => existsSync(`/proc/${k}`)));
     },
   };
 }
