@@ -41,7 +41,9 @@ export function createUpstream(baseUrl: string): Upstream {
   const base = new URL(baseUrl);
   const lib = base.protocol === "https:" ? https : http;
   // Keep-alive pool: a new TCP (and TLS) handshake per client request would dominate latency.
-  const agent = new lib.Agent({ keepAlive: true, keepAliveMsecs: 10_000, maxSockets: 512, maxFreeSockets: 64 });
+  // No cap on sockets in use: every /sync long-poll holds one upstream connection for its whole
+  // timeout, and a cap would queue every later request, short ones included, behind them.
+  const agent = new lib.Agent({ keepAlive: true, keepAliveMsecs: 10_000, maxSockets: Infinity, maxFreeSockets: 256 });
   const prefix = base.pathname.replace(/\/+$/, "");
 
   function open(o: UpstreamRequest): Promise<IncomingMessage> {
