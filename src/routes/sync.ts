@@ -3,13 +3,14 @@
 // early when a refresh lands. Bodies that need nothing stream through untouched.
 import type { IncomingMessage } from "node:http";
 import { deviceKey } from "../delivery/waiters.ts";
-import { injectChanged, reportedChanged, type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
+import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
+import { reportedInRaw, spliceChanged } from "../delivery/sync-splice.ts";
 import type { Handler, RouteContext } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
-import { parseJsonObject } from "../server/body.ts";
+import { readBody } from "../server/body.ts";
 import { sendError, sendJson } from "../server/errors.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
-import { sendRewritten } from "../server/rewrite.ts";
+import { stripHopByHop } from "../server/upstream.ts";
 
 const MAX_SYNC_BODY = 256 * 1024 * 1024; // an initial sync of a huge account can be this big
 
@@ -76,17 +77,21 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     }
     const readable = up.statusCode === 200 && !up.headers["content-encoding"];
     if (!readable || (!inject && !observe)) return pipeResponse(up, res);
-    if (!inject) return pipeAndObserve(up, res, (body) => svc.overlays.homeserverReported(reportedChanged(body, flavour)));
+    if (!inject) return pipeAndObserve(up, res, (raw) => svc.overlays.homeserverReported(reportedInRaw(raw, flavour)));
 
-    await sendRewritten(up, res, MAX_SYNC_BODY, (body) => {
-      svc.overlays.homeserverReported(reportedChanged(body, flavour));
-      const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
-      const added = injectChanged(body, targets, flavour);
-      const token = body[resToken];
+    const raw = await readBody(up, MAX_SYNC_BODY);
+    const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
+    const spliced = spliceChanged(raw, targets, flavour);
+    const outHeaders = stripHopByHop(up.headers);
+    if (spliced) {
+      svc.overlays.homeserverReported(spliced.reported);
       // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
-      if (typeof token === "string") svc.store.markCarried(who.userId, who.deviceId, targets, token);
-      svc.metrics?.injections.inc({ endpoint: flavour }, added.length);
-    });
+      if (spliced.token !== undefined) svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token);
+      svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
+    }
+    const out = spliced?.body ?? raw;
+    res.writeHead(200, { ...outHeaders, "content-length": String(out.length) });
+    res.end(out);
   };
 }
 
@@ -104,7 +109,7 @@ export async function whoIfKnown(ctx: RouteContext): Promise<Requester | undefin
 
 // Stream to the client as usual, keeping a bounded copy to read the homeserver's own
 // device_lists.changed afterwards: overlay bookkeeping must not cost the client latency.
-function pipeAndObserve(up: IncomingMessage, res: RouteContext["res"], onBody: (b: Record<string, unknown>) => void): void {
+function pipeAndObserve(up: IncomingMessage, res: RouteContext["res"], onBody: (raw: Buffer) => void): void {
   const chunks: Buffer[] = [];
   let size = 0;
   up.on("data", (c: Buffer) => {
@@ -112,9 +117,7 @@ function pipeAndObserve(up: IncomingMessage, res: RouteContext["res"], onBody: (
     if (size <= 64 * 1024 * 1024) chunks.push(c);
   });
   up.on("end", () => {
-    if (size > 64 * 1024 * 1024) return;
-    const body = parseJsonObject(Buffer.concat(chunks));
-    if (body) onBody(body);
+    if (size <= 64 * 1024 * 1024) onBody(Buffer.concat(chunks));
   });
   pipeResponse(up, res);
 }
