@@ -35,6 +35,7 @@ export interface Config {
   trackerTtlMs: number;
   snapshotMaxAgeMs: number;
   shutdownTimeoutMs: number;
+  engine: "auto" | "bun" | "node";
   logLevel: "debug" | "info" | "warn" | "error";
 }
 

@@ -16,6 +16,8 @@ import { Resyncer } from "./resync/resyncer.ts";
 import { createApp, type Services } from "./server/app.ts";
 import { createAuth } from "./server/auth.ts";
 import { parseTrust, trustPredicate } from "./server/forwarded.ts";
+import { type Front } from "./server/front/server.ts";
+import { chooseEngine, type Engine, newFrontSecret, startBunEngine } from "./server/front/start.ts";
 import { boundAddress, listen } from "./server/listen.ts";
 import { buildRoutes } from "./server/routes.ts";
 import { createUpstream } from "./server/upstream.ts";
@@ -23,8 +25,10 @@ import { openSqliteStore } from "./store/sqlite.ts";
 import { VERSION } from "./version.ts";
 
 export interface RunningProxy {
+  /** The node:http app: the client listener (engine node), or behind the front (engine bun). */
   server: Server;
-  address: string; // host:port or unix:/path actually bound
+  address: string; // host:port or unix:/path actually bound, client-facing
+  engine: Engine;
   opsAddress?: string;
   services: Services;
   log: Logger;
@@ -93,8 +97,17 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const auth = createAuth({ upstream, onCache: (hit) => metrics.cache.inc({ cache: "whoami", result: hit ? "hit" : "miss" }) });
   const services: Services = { auth, resyncer, delivery, overlays, store, metrics, log };
   const trusted = trustPredicate(parseTrust(config.trustedProxies));
-  const server = await listen(config.listen, createApp({ config, upstream, trusted, services }, buildRoutes()));
-  const address = boundAddress(server);
+  const routes = buildRoutes();
+  // Engine bun: a byte-level front end on --listen relays pass-through requests itself and
+  // sends intercepted ones to this same app on an internal socket (server/front/).
+  const engine = chooseEngine(config.engine);
+  const frontSecret = engine === "bun" ? newFrontSecret() : undefined;
+  const app = createApp({ config, upstream, trusted, services, frontSecret }, routes);
+  let front: Front | undefined;
+  let server: Server;
+  if (frontSecret !== undefined) ({ front, server } = await startBunEngine({ config, app, routes, trusted, secret: frontSecret, log, metrics }));
+  else server = await listen(config.listen, app);
+  const address = front ? front.address : boundAddress(server);
 
   let draining = false;
   const readiness: Readiness = { store, upstream, keyCheck: () => keyCheck, draining: () => draining };
@@ -112,21 +125,24 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   };
   void checkKey();
 
-  log.info("listening", { version: VERSION, listen: address, metrics: ops ? boundAddress(ops) : undefined, upstream: config.upstream, serverName: config.serverName, keyId: key.keyId });
+  log.info("listening", { version: VERSION, listen: address, engine, metrics: ops ? boundAddress(ops) : undefined, upstream: config.upstream, serverName: config.serverName, keyId: key.keyId });
   const close = async (deadlineMs = config.shutdownTimeoutMs) => {
     // /readyz answers 503 from now on, so a load balancer stops sending new clients here while
     // the ones already connected are served; the ops listener closes last for that reason.
     draining = true;
     resyncer.stop();
     clearInterval(housekeeping);
-    const result = await drain([server], { deadlineMs, busy: () => resyncer.inflight > 0 });
+    // The front first: its requests in flight need the app behind it until they finish. It has
+    // the close/closeIdleConnections/closeAllConnections that drain() uses of a Server.
+    const result = await drain([(front as unknown as Server | undefined) ?? server], { deadlineMs, busy: () => resyncer.inflight > 0 });
+    if (front) await drain([server], { deadlineMs: 1000 });
     if (ops) await drain([ops], { deadlineMs: Math.min(deadlineMs, 1000) });
     fed.transport.close();
     // Every commit is already on disk (synchronous=FULL); closing checkpoints the WAL.
     store.close();
     return result;
   };
-  return { server, address, opsAddress: ops ? boundAddress(ops) : undefined, services, log, keyCheck: () => keyCheck, close };
+  return { server, address, engine, opsAddress: ops ? boundAddress(ops) : undefined, services, log, keyCheck: () => keyCheck, close };
 }
 
 /** `serve`: run until a signal. SIGTERM drains; a second signal exits at once. */

@@ -26,26 +26,57 @@ export function trustPredicate(trust: TrustProxy): (ip: string) => boolean {
   return (ip) => net.isIP(ip) !== 0 && blocks.check(ip, net.isIPv6(ip) ? "ipv6" : "ipv4");
 }
 
+/** Reads one header (repeated fields joined with ", "), case-insensitively. */
+export type HeaderReader = (name: string) => string | undefined;
+
+// The real client of a request that reached the app through the Bun front end
+// (server/front/): there the socket's peer is the front itself. Set only by admitPeer, which
+// app.ts calls once the front's per-process secret has matched.
+const admitted = new WeakMap<IncomingMessage, string>();
+
+/** The address this request came from: the admitted front-end peer, else the socket's peer. */
+export function peerAddress(req: IncomingMessage): string {
+  return admitted.get(req) ?? req.socket.remoteAddress ?? "";
+}
+
+/**
+ * Record the real client of a request relayed by the front end. The socket's remoteAddress is
+ * shadowed too, for code that reads the socket directly (request-log.ts trusts an inbound
+ * X-Request-Id by it): the front sends one request at a time on each of its connections to the
+ * app, so the socket serves this request alone until its response is complete.
+ */
+export function admitPeer(req: IncomingMessage, ip: string): void {
+  admitted.set(req, ip);
+  Object.defineProperty(req.socket, "remoteAddress", { value: ip, configurable: true });
+}
+
 /**
  * The client address as seen through trusted proxies. X-Forwarded-For is read from right to
  * left: each hop appends, so the right-most untrusted address is the first one nobody we trust
  * vouched for (srvx `_trust-proxy.ts`; RFC 7239 §5.2 has the same model).
  */
 export function forwardedHeaders(req: IncomingMessage, trusted: (ip: string) => boolean): Record<string, string> {
-  const peer = req.socket.remoteAddress ?? "";
+  return forwardedFor(peerAddress(req), (n) => headerValue(req, n), trusted);
+}
+
+/** forwardedHeaders for a peer address and a header reader (the front end has no IncomingMessage). */
+export function forwardedFor(peer: string, header: HeaderReader, trusted: (ip: string) => boolean): Record<string, string> {
   const peerTrusted = trusted(peer);
-  const inboundXff = peerTrusted ? headerValue(req, "x-forwarded-for") : undefined;
+  const inboundXff = peerTrusted ? header("x-forwarded-for") : undefined;
   const chain = inboundXff ? [...inboundXff.split(",").map((s) => s.trim()).filter(Boolean), peer] : [peer];
-  const proto = (peerTrusted && headerValue(req, "x-forwarded-proto")) || "http";
-  const host = (peerTrusted && headerValue(req, "x-forwarded-host")) || headerValue(req, "host") || "";
+  const proto = (peerTrusted && header("x-forwarded-proto")) || "http";
+  const host = (peerTrusted && header("x-forwarded-host")) || header("host") || "";
   return { "x-forwarded-for": chain.join(", "), "x-forwarded-proto": proto, "x-forwarded-host": host };
 }
 
 /** The left-most address we can vouch for: the real client, for logs and rate limits. */
 export function clientAddress(req: IncomingMessage, trusted: (ip: string) => boolean): string {
-  const peer = req.socket.remoteAddress ?? "";
+  return clientAddressOf(peerAddress(req), (n) => headerValue(req, n), trusted);
+}
+
+export function clientAddressOf(peer: string, header: HeaderReader, trusted: (ip: string) => boolean): string {
   if (!trusted(peer)) return peer;
-  const hops = (headerValue(req, "x-forwarded-for") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const hops = (header("x-forwarded-for") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
   for (let i = hops.length - 1; i >= 0; i--) if (!trusted(hops[i]!)) return hops[i]!;
   return hops[0] ?? peer;
 }

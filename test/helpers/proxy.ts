@@ -13,7 +13,18 @@ export function writeTestKey(dir = mkdtempSync(join(tmpdir(), "resync-key-"))): 
   return path;
 }
 
-export function testConfig(upstream: string, extra: string[] = []): Config {
+export type TestEngine = "auto" | "bun" | "node";
+
+// The client listener tests run against when they name none: the default (auto: the Bun front
+// end under Bun, node:http under Deno), RESYNC_TEST_ENGINE, or useTestEngine() — so one test
+// file can be run again through the other engine.
+let defaultEngine: TestEngine = (process.env.RESYNC_TEST_ENGINE as TestEngine | undefined) ?? "auto";
+
+export function useTestEngine(engine: TestEngine): void {
+  defaultEngine = engine;
+}
+
+export function testConfig(upstream: string, extra: string[] = [], engine: TestEngine = defaultEngine): Config {
   const action = parseCli(
     [
       "--upstream", upstream,
@@ -22,6 +33,7 @@ export function testConfig(upstream: string, extra: string[] = []): Config {
       "--listen", "127.0.0.1:0",
       "--data-dir", mkdtempSync(join(tmpdir(), "resync-data-")),
       "--log-level", "error",
+      "--engine", engine,
       ...extra,
     ],
     {},
@@ -30,9 +42,9 @@ export function testConfig(upstream: string, extra: string[] = []): Config {
   return action.config;
 }
 
-export async function startTestProxy(upstream: string, extra: string[] = []): Promise<RunningProxy & { url: string; port: number }> {
+export async function startTestProxy(upstream: string, extra: string[] = [], engine: TestEngine = defaultEngine): Promise<RunningProxy & { url: string; port: number }> {
   const logs: string[] = [];
-  const p = await startProxy(testConfig(upstream, extra), createLogger("debug", (l) => void logs.push(l)));
+  const p = await startProxy(testConfig(upstream, extra, engine), createLogger("debug", (l) => void logs.push(l)));
   const port = Number(p.address.split(":").pop());
   return { ...p, url: `http://127.0.0.1:${port}`, port };
 }

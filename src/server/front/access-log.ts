@@ -1,0 +1,63 @@
+// The request log and metrics of request-log.ts, for pass-through requests the front end
+// relays to the homeserver itself (they never reach node:http, where requestLog wraps the app).
+// Intercepted requests are logged by the app, so each request is logged exactly once.
+import { randomUUID } from "node:crypto";
+import type { Logger } from "../../ops/log.ts";
+import type { Metrics } from "../../ops/metrics.ts";
+import { clientAddressOf, type HeaderReader } from "../forwarded.ts";
+import { CLIENT_CLOSED, levelFor, type RouteClass } from "../request-log.ts";
+
+// The same rule as request-log.ts (not exported there): short, and unable to forge a log
+// field or split a header.
+const VALID_ID = /^[A-Za-z0-9._~:/+=@-]{1,128}$/;
+
+export interface AccessLogOptions {
+  log: Logger;
+  metrics?: Metrics;
+  trusted: (ip: string) => boolean;
+  newId?: () => string;
+}
+
+export interface Finished {
+  id: string;
+  route: RouteClass;
+  method: string;
+  target: string;
+  peer: string;
+  header: HeaderReader;
+  started: number;
+  /** The status sent to the client; undefined when no response head was sent. */
+  status: number | undefined;
+  /** The response did not reach its end (the client or the homeserver went away). */
+  aborted: boolean;
+}
+
+export interface AccessLog {
+  /** An inbound X-Request-Id is kept only from a trusted peer, as request-log.ts does. */
+  requestId(inbound: string | undefined, peer: string): string;
+  upstreamLatency(route: RouteClass, seconds: number): void;
+  finished(f: Finished): void;
+}
+
+export function createAccessLog(o: AccessLogOptions): AccessLog {
+  const newId = o.newId ?? randomUUID;
+  return {
+    requestId: (inbound, peer) => (inbound !== undefined && VALID_ID.test(inbound) && o.trusted(peer) ? inbound : newId()),
+    upstreamLatency: (r, seconds) => o.metrics?.upstreamLatency.observe({ route: r }, seconds),
+    finished(f) {
+      const r = f.route;
+      const status = f.status ?? CLIENT_CLOSED;
+      o.metrics?.requests.inc({ route: r, status: String(status) });
+      o.log[levelFor(r, f.aborted ? CLIENT_CLOSED : status)]("request", {
+        request_id: f.id,
+        method: f.method,
+        route: r,
+        status,
+        duration_ms: Math.round((performance.now() - f.started) * 10) / 10,
+        client: clientAddressOf(f.peer, f.header, o.trusted),
+        target: f.target, // redact() masks an access_token in the query
+        ...(f.aborted ? { aborted: true } : {}),
+      });
+    },
+  };
+}

@@ -1,0 +1,217 @@
+// One client connection: read request heads, relay each request to its next hop, answer
+// pipelined requests in order (one exchange at a time, later bytes wait here), keep-alive.
+import type { Socket } from "bun";
+import type { AccessLog } from "./access-log.ts";
+import { Exchange } from "./exchange.ts";
+import { Outbox } from "./flow.ts";
+import { type Body, requestBody } from "./framing.ts";
+import { clientKeepsAlive, fieldCount, fieldNamed, fieldValue, HeadError, headEnd, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from "./head.ts";
+import { NAME } from "./names.ts";
+import type { ClientSide, Hop } from "./hop.ts";
+import { errorResponse } from "./rewrite-head.ts";
+
+export interface FrontContext {
+  homeserver: Hop;
+  app: Hop;
+  /** app.ts `intercept`: is this request the app's? */
+  intercepts(method: string, path: string): boolean;
+  access: AccessLog;
+  /** Keep-alive idle limit between requests, seconds (Bun's socket timers tick every few). */
+  idleSeconds: number;
+  draining: boolean;
+  forget(c: ClientConn): void;
+}
+
+// Slowloris: a request head must be complete within this (node's headersTimeout in listen.ts).
+const HEAD_TIMEOUT_MS = 60_000;
+
+export class ClientConn implements ClientSide {
+  readonly socket: Socket<ClientConn>;
+  readonly peer: string;
+  readonly #ctx: FrontContext;
+  readonly #out = new Outbox();
+  #buf: Buffer | undefined;
+  #active: Exchange | undefined;
+  #paused = false;
+  #closing = false;
+  #closed = false;
+  #headTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(socket: Socket<ClientConn>, ctx: FrontContext) {
+    this.socket = socket;
+    this.#ctx = ctx;
+    this.peer = socket.remoteAddress;
+    socket.timeout(ctx.idleSeconds);
+  }
+
+  get draining(): boolean {
+    return this.#ctx.draining;
+  }
+
+  /** Between requests: nothing in flight, nothing received. */
+  get idle(): boolean {
+    return this.#active === undefined;
+  }
+
+  onData(chunk: Buffer): void {
+    if (this.#closing) return;
+    let c = chunk;
+    const ex = this.#active;
+    if (ex?.wantsBody) {
+      let stop: number;
+      try {
+        stop = ex.clientBody(c, 0, c.length);
+      } catch {
+        // Broken chunked framing mid-body: the request cannot be completed or delimited.
+        ex.abort();
+        this.cut();
+        return;
+      }
+      if (stop === -1) return;
+      c = c.subarray(stop);
+      if (c.length === 0) return;
+    }
+    this.#buf = this.#buf ? Buffer.concat([this.#buf, c]) : c;
+    if (this.#active) {
+      // Pipelined requests wait for the one in flight; stop reading if they pile up.
+      if (this.#buf.length > MAX_HEAD_BYTES) this.pauseReading();
+      return;
+    }
+    this.#next();
+  }
+
+  onDrain(): void {
+    if (!this.#out.flush(this.socket)) return;
+    if (this.#closing) this.socket.end();
+    else this.#active?.onClientDrain();
+  }
+
+  onTimeout(): void {
+    if (!this.#active) this.socket.end();
+  }
+
+  onClose(): void {
+    this.#closed = true;
+    clearTimeout(this.#headTimer);
+    const ex = this.#active;
+    this.#active = undefined;
+    this.#buf = undefined;
+    this.#out.clear();
+    ex?.abort(); // a client that goes away cancels its upstream request
+    this.#ctx.forget(this);
+  }
+
+  /** Draining: close now if no request is in flight; otherwise after its response. */
+  closeIfIdle(): void {
+    if (!this.#active) this.#endAfterFlush();
+  }
+
+  // ClientSide, for the exchange in flight.
+  send(buf: Buffer): boolean {
+    if (this.#closed) return true;
+    return this.#out.send(this.socket, buf);
+  }
+
+  pauseReading(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.socket.resume();
+  }
+
+  done(keep: boolean): void {
+    this.#active = undefined;
+    if (this.#closed) return;
+    if (!keep || this.#ctx.draining) return this.#endAfterFlush();
+    this.socket.timeout(this.#ctx.idleSeconds);
+    this.resumeReading();
+    if (this.#buf) this.#next();
+  }
+
+  cut(): void {
+    this.#active = undefined;
+    this.#closing = true;
+    this.#out.clear();
+    this.socket.end();
+  }
+
+  #next(): void {
+    while (!this.#active && this.#buf && !this.#closing) {
+      const buf = this.#buf;
+      let start = 0;
+      // RFC 9112 §2.2: a server SHOULD ignore empty lines received before a request line.
+      while (start + 1 < buf.length && buf[start] === 13 && buf[start + 1] === 10) start += 2;
+      const end = headEnd(buf, start);
+      if (end === -1) {
+        if (buf.length - start > MAX_HEAD_BYTES) return this.#reject(431, "Request head too large");
+        this.#buf = start === buf.length ? undefined : start > 0 ? buf.subarray(start) : buf;
+        if (this.#buf) this.#headTimer ??= setTimeout(() => this.socket.terminate(), HEAD_TIMEOUT_MS);
+        break;
+      }
+      if (end - start > MAX_HEAD_BYTES) return this.#reject(431, "Request head too large");
+      clearTimeout(this.#headTimer);
+      this.#headTimer = undefined;
+      this.#buf = undefined;
+      let head: RequestHead;
+      let body: Body;
+      try {
+        head = parseRequestHead(buf, start, end);
+        // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request, else 400.
+        const hosts = fieldCount(head, NAME.HOST);
+        if (hosts > 1 || (hosts === 0 && head.minor === 1)) throw new HeadError(400, "an HTTP/1.1 request needs one Host header");
+        body = requestBody(head);
+        this.#dispatch(head, body, buf, end);
+      } catch (e) {
+        return this.#reject(e instanceof HeadError ? e.status : 400, e instanceof HeadError ? e.message : "Bad request");
+      }
+    }
+  }
+
+  #dispatch(head: RequestHead, body: Body, buf: Buffer, bodyStart: number): void {
+    const ctx = this.#ctx;
+    const { method, target } = head;
+    const q = target.indexOf("?");
+    const intercepted = ctx.intercepts(method, q === -1 ? target : target.slice(0, q));
+    const hop = intercepted ? ctx.app : ctx.homeserver;
+    const stop = body.feed(buf, bodyStart, buf.length); // throws on broken chunked framing
+    const bodyEnd = stop === -1 ? buf.length : stop;
+    if (bodyEnd < buf.length) this.#buf = buf.subarray(bodyEnd);
+    const started = performance.now();
+    const requestId = ctx.access.requestId(intercepted ? undefined : fieldValue(head, NAME.X_REQUEST_ID), this.peer);
+    const reqHead = hop.requestHead(head, { peer: this.peer, requestId, chunked: body.kind === "chunked" });
+    const first = bodyEnd > bodyStart ? Buffer.concat([reqHead, buf.subarray(bodyStart, bodyEnd)]) : reqHead;
+    // Intercepted requests are logged (and measured) by the app's requestLog. Every route class
+    // but "passthrough" names an intercepted route (request-log.ts), so that is this one's.
+    const route = intercepted ? undefined : "passthrough";
+    const access = ctx.access;
+    const peer = this.peer;
+    this.#active = new Exchange({
+      hop, client: this, method, target, minor: head.minor, body, first, requestId,
+      keepAlive: clientKeepsAlive(head) && !ctx.draining,
+      onHead: route && (() => access.upstreamLatency(route, (performance.now() - started) / 1000)),
+      onEnd: (status, aborted) => {
+        if (route) access.finished({ id: requestId, route, method, target, peer, header: (n) => fieldNamed(head, n), started, status, aborted });
+      },
+    });
+    this.socket.timeout(0);
+    this.#active.start();
+  }
+
+  #reject(status: number, message: string): void {
+    clearTimeout(this.#headTimer);
+    this.#buf = undefined;
+    this.send(errorResponse(status, message, this.#ctx.access.requestId(undefined, this.peer), true));
+    this.#endAfterFlush();
+  }
+
+  #endAfterFlush(): void {
+    if (this.#closing || this.#closed) return;
+    this.#closing = true;
+    if (this.#out.bytes === 0) this.socket.end();
+  }
+}

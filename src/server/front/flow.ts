@@ -1,0 +1,50 @@
+// Writes with backpressure on Bun sockets. Bun's socket.write() is unbuffered: it returns how
+// many bytes the kernel took, and the rest is ours to keep until `drain`. Callers stop reading
+// from the other side (socket.pause()) while anything is queued, so at most about one read's
+// worth of bytes waits here per direction: a slow reader is never buffered in memory.
+import type { Socket } from "bun";
+
+export class Outbox {
+  #queue: Buffer[] = [];
+  #bytes = 0;
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Write or queue `buf`; true when everything is already with the kernel. */
+  send(socket: Socket<unknown> | undefined, buf: Buffer): boolean {
+    if (buf.length === 0) return this.#bytes === 0;
+    if (socket === undefined || this.#bytes > 0) return this.#queueUp(buf);
+    const n = socket.write(buf);
+    if (n === buf.length) return true;
+    return this.#queueUp(n > 0 ? buf.subarray(n) : buf);
+  }
+
+  /** On `drain`: write what is queued; true when the queue is empty. */
+  flush(socket: Socket<unknown>): boolean {
+    while (this.#queue.length > 0) {
+      const buf = this.#queue[0]!;
+      const n = socket.write(buf);
+      if (n < 0) return false; // closed: the close handler cleans up
+      this.#bytes -= Math.max(0, n);
+      if (n < buf.length) {
+        this.#queue[0] = buf.subarray(n);
+        return false;
+      }
+      this.#queue.shift();
+    }
+    return true;
+  }
+
+  clear(): void {
+    this.#queue = [];
+    this.#bytes = 0;
+  }
+
+  #queueUp(buf: Buffer): false {
+    this.#queue.push(buf);
+    this.#bytes += buf.length;
+    return false;
+  }
+}

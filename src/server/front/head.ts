@@ -1,0 +1,167 @@
+// HTTP/1.1 message heads (RFC 9112 §2–§5), parsed in place: fields are offsets into the
+// received bytes, so a field or target we forward is copied byte for byte: nothing is decoded,
+// normalised or re-encoded (STYLE.md; the matrix-corporal bypass came from a proxy that
+// normalised the path it matched). Strings are made only of what we read: method, target and
+// a few field values.
+import { NAME, nameId, nameIs } from "./names.ts";
+
+/** A request head beyond this is refused with 431 (RFC 6585 §5). */
+export const MAX_HEAD_BYTES = 64 * 1024;
+
+// Per field, F_STRIDE numbers in Head.fields: line start, name end (the colon), value start and
+// end (without OWS), line end (before CRLF), name id (names.ts).
+export const F_LINE = 0, F_NAME_END = 1, F_VALUE = 2, F_VALUE_END = 3, F_LINE_END = 4, F_ID = 5, F_STRIDE = 6;
+
+export interface Head {
+  readonly buf: Buffer;
+  readonly fields: number[];
+}
+
+export interface RequestHead extends Head {
+  /** Where the request line starts in buf. */
+  start: number;
+  method: string;
+  /** The request target exactly as sent: never decoded or normalised. */
+  target: string;
+  targetStart: number;
+  targetEnd: number;
+  /** Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: number;
+}
+
+export interface ResponseHead extends Head {
+  status: number;
+  minor: number;
+  /** buf[statusStart, lineEnd): "200 OK", the status line after the version. */
+  statusStart: number;
+  lineEnd: number;
+}
+
+/** A message we refuse: the status says why (400, 431, 501 for requests; 502 for responses). */
+export class HeadError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const CR = 13, LF = 10, SP = 32, HTAB = 9, COLON = 58;
+// RFC 9110 §5.6.2 tchar.
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
+const CRLF_CRLF = Buffer.from("\r\n\r\n");
+const HTTP1 = Buffer.from("HTTP/1.");
+
+/** Index just past the blank line that ends a head starting at `from`, or -1 if not yet received. */
+export function headEnd(buf: Buffer, from: number, searchFrom = from): number {
+  const i = buf.indexOf(CRLF_CRLF, Math.max(from, searchFrom));
+  return i === -1 ? -1 : i + 4;
+}
+
+function versionAt(buf: Buffer, i: number): number {
+  for (let k = 0; k < HTTP1.length; k++) if (buf[i + k] !== HTTP1[k]) return -1;
+  const d = buf[i + HTTP1.length]!;
+  return d === 48 ? 0 : d === 49 ? 1 : -1;
+}
+
+/**
+ * Field lines from `i` to the blank line at end-2. RFC 9112 §5.1: no whitespace between name
+ * and colon; §5.2: obs-fold refused; RFC 9110 §5.5: no CR, LF, NUL (nor other controls but
+ * HTAB, as node refuses) in values, so no field can smuggle a line break to the next hop.
+ */
+function parseFields(buf: Buffer, i: number, end: number, status: number): number[] {
+  const fields: number[] = [];
+  while (i < end - 2) {
+    const line = i;
+    while (TCHAR[buf[i]!] === 1) i++;
+    if (i === line || buf[i] !== COLON) throw new HeadError(status, "malformed header line");
+    const nameEnd = i++;
+    while (buf[i] === SP || buf[i] === HTAB) i++;
+    const value = i;
+    for (let c = buf[i]!; c !== CR; c = buf[++i]!) if ((c < 32 && c !== HTAB) || c === 127) throw new HeadError(status, "control character in a header value");
+    if (buf[i + 1] !== LF) throw new HeadError(status, "bare CR in a header line");
+    let valueEnd = i;
+    while (valueEnd > value && (buf[valueEnd - 1] === SP || buf[valueEnd - 1] === HTAB)) valueEnd--;
+    fields.push(line, nameEnd, value, valueEnd, i, nameId(buf, line, nameEnd));
+    i += 2;
+  }
+  return fields;
+}
+
+/** Parse the request head buf[start, end) (`end` just past its blank line). */
+export function parseRequestHead(buf: Buffer, start: number, end: number): RequestHead {
+  let i = start;
+  while (TCHAR[buf[i]!] === 1) i++;
+  if (i === start || buf[i] !== SP) throw new HeadError(400, "malformed request line");
+  const method = buf.toString("latin1", start, i);
+  const targetStart = ++i;
+  // Any visible byte (obs-text included, as node's parser allows); never a space or control.
+  for (let c = buf[i]!; c > SP && c !== 127; c = buf[++i]!);
+  const targetEnd = i;
+  if (targetEnd === targetStart || buf[i] !== SP) throw new HeadError(400, "malformed request line");
+  const minor = versionAt(buf, i + 1);
+  if (minor === -1 || buf[i + 9] !== CR || buf[i + 10] !== LF) throw new HeadError(400, "malformed request line");
+  const fields = parseFields(buf, i + 11, end, 400);
+  return { buf, fields, start, method, target: buf.toString("latin1", targetStart, targetEnd), targetStart, targetEnd, minor };
+}
+
+/** Parse a response head from the next hop; anything malformed is a HeadError 502. */
+export function parseResponseHead(buf: Buffer, start: number, end: number): ResponseHead {
+  const minor = versionAt(buf, start);
+  const s = start + 9;
+  const d0 = buf[s]! - 48, d1 = buf[s + 1]! - 48, d2 = buf[s + 2]! - 48;
+  if (minor === -1 || buf[start + 8] !== SP || !(d0 >= 1 && d0 <= 9 && d1 >= 0 && d1 <= 9 && d2 >= 0 && d2 <= 9)) throw new HeadError(502, "malformed status line from upstream");
+  let i = s + 3;
+  if (buf[i] !== CR && buf[i] !== SP) throw new HeadError(502, "malformed status line from upstream");
+  for (let c = buf[i]!; c !== CR; c = buf[++i]!) if ((c < 32 && c !== HTAB) || c === 127) throw new HeadError(502, "malformed status line from upstream");
+  if (buf[i + 1] !== LF) throw new HeadError(502, "malformed status line from upstream");
+  const fields = parseFields(buf, i + 2, end, 502);
+  return { buf, fields, status: d0 * 100 + d1 * 10 + d2, minor, statusStart: s, lineEnd: i };
+}
+
+/** All values of the field with name id `id`, comma-joined (RFC 9110 §5.3); undefined if absent. */
+export function fieldValue(h: Head, id: number): string | undefined {
+  const f = h.fields;
+  let out: string | undefined;
+  for (let k = 0; k < f.length; k += F_STRIDE) {
+    if (f[k + F_ID] !== id) continue;
+    const v = h.buf.toString("latin1", f[k + F_VALUE]!, f[k + F_VALUE_END]!);
+    out = out === undefined ? v : `${out}, ${v}`;
+  }
+  return out;
+}
+
+/** fieldValue by lower-case name, for any field (a HeaderReader). */
+export function fieldNamed(h: Head, name: string): string | undefined {
+  const f = h.fields;
+  let out: string | undefined;
+  for (let k = 0; k < f.length; k += F_STRIDE) {
+    if (!nameIs(h.buf, f[k + F_LINE]!, f[k + F_NAME_END]!, name)) continue;
+    const v = h.buf.toString("latin1", f[k + F_VALUE]!, f[k + F_VALUE_END]!);
+    out = out === undefined ? v : `${out}, ${v}`;
+  }
+  return out;
+}
+
+/** How many fields have name id `id`. */
+export function fieldCount(h: Head, id: number): number {
+  let n = 0;
+  for (let k = F_ID; k < h.fields.length; k += F_STRIDE) if (h.fields[k] === id) n++;
+  return n;
+}
+
+/** Does a comma-separated field (Connection, Transfer-Encoding) list `token`? */
+export function hasToken(value: string | undefined, token: string): boolean {
+  if (value === undefined) return false;
+  for (const part of value.split(",")) if (part.trim().toLowerCase() === token) return true;
+  return false;
+}
+
+/** Does the client want the connection kept after this request? (RFC 9112 §9.3) */
+export function clientKeepsAlive(h: RequestHead): boolean {
+  const conn = fieldValue(h, NAME.CONNECTION);
+  if (conn === undefined) return h.minor === 1;
+  if (hasToken(conn, "close")) return false;
+  return h.minor === 1 || hasToken(conn, "keep-alive");
+}

@@ -1,0 +1,125 @@
+// Heads the front end writes: the request for the next hop and the response for the client.
+// Field lines are copied as received, less hop-by-hop ones (RFC 9110 §7.6.1; which ones is
+// stripHopByHop's decision, see names.ts) and those the Connection field names.
+import { corsHeaders } from "../cors.ts";
+import { F_ID, F_LINE, F_LINE_END, F_NAME_END, F_STRIDE, fieldValue, type Head, type RequestHead, type ResponseHead } from "./head.ts";
+import { HOP_BY_HOP, NAME, nameIs } from "./names.ts";
+
+/** Names a Connection field lists besides close/keep-alive: hop-by-hop for this message too. */
+function connectionNamed(h: Head): string[] | undefined {
+  const v = fieldValue(h, NAME.CONNECTION);
+  if (v === undefined) return undefined;
+  const names = v.split(",").map((n) => n.trim().toLowerCase()).filter((n) => n !== "" && n !== "close" && n !== "keep-alive");
+  return names.length > 0 ? names : undefined;
+}
+
+/** Offsets (into h.fields) of the fields to forward: not hop-by-hop, not in the `drop` mask. */
+function forwarded(h: Head, drop: number): number[] {
+  const f = h.fields;
+  const named = connectionNamed(h);
+  const out: number[] = [];
+  for (let k = 0; k < f.length; k += F_STRIDE) {
+    const id = f[k + F_ID]!;
+    if (HOP_BY_HOP[id] || (drop & (1 << id)) !== 0) continue;
+    if (named?.some((n) => nameIs(h.buf, f[k + F_LINE]!, f[k + F_NAME_END]!, n))) continue;
+    out.push(k);
+  }
+  return out;
+}
+
+const HTTP11_LINE_END = Buffer.from(" HTTP/1.1\r\n", "latin1");
+const HTTP11 = Buffer.from("HTTP/1.1 ", "latin1");
+
+const linesSize = (h: Head, ks: number[]) => ks.reduce((n, k) => n + h.fields[k + F_LINE_END]! - h.fields[k + F_LINE]! + 2, 0);
+
+function copyLines(h: Head, ks: number[], out: Buffer, p: number): number {
+  for (const k of ks) p += h.buf.copy(out, p, h.fields[k + F_LINE]!, h.fields[k + F_LINE_END]! + 2);
+  return p;
+}
+
+export interface NextHopRequest {
+  /** Path prefix of --upstream (no trailing slash): the raw target is appended as is. */
+  prefix: string;
+  /** Host to send when the client sent none (an HTTP/1.0 client), as node's client would. */
+  defaultHost: string;
+  /** Name ids (a names.ts mask) replaced by `add`: never forwarded from the client. */
+  replace: number;
+  add: Record<string, string>;
+  /** The body is chunked: Transfer-Encoding (hop-by-hop) is restated for this hop. */
+  chunked: boolean;
+}
+
+/**
+ * The request line and fields for the next hop. A proxy sends its own HTTP version (RFC 9110
+ * §6.2), and keeps the connection open: HTTP/1.1's default, so no Connection field is needed.
+ */
+export function nextHopRequestHead(h: RequestHead, o: NextHopRequest): Buffer {
+  const ks = forwarded(h, o.replace);
+  let tail = ks.some((k) => h.fields[k + F_ID] === NAME.HOST) ? "" : `host: ${o.defaultHost}\r\n`;
+  for (const name in o.add) tail += `${name}: ${o.add[name]}\r\n`;
+  if (o.chunked) tail += "transfer-encoding: chunked\r\n";
+  tail += "\r\n";
+  const out = Buffer.allocUnsafe(h.targetStart - h.start + o.prefix.length + h.targetEnd - h.targetStart + 11 + linesSize(h, ks) + tail.length);
+  let p = h.buf.copy(out, 0, h.start, h.targetStart); // "METHOD "
+  if (o.prefix.length > 0) p += out.write(o.prefix, p, "latin1");
+  p += h.buf.copy(out, p, h.targetStart, h.targetEnd);
+  p += HTTP11_LINE_END.copy(out, p);
+  p = copyLines(h, ks, out, p);
+  out.write(tail, p, "latin1");
+  return out;
+}
+
+export interface ClientResponse {
+  chunked: boolean;
+  /** "close" ends the connection after this response; "keep-alive" is said to HTTP/1.0 clients. */
+  connection?: "close" | "keep-alive";
+  requestId: string;
+}
+
+/**
+ * The response head for the client: the next hop's status and fields, our framing; then
+ * body[bodyStart, bodyEnd) when given, so head and first bytes leave in one write.
+ */
+export function clientResponseHead(h: ResponseHead, o: ClientResponse, body?: Buffer, bodyStart = 0, bodyEnd = 0): Buffer {
+  const ks = forwarded(h, 0);
+  // The homeserver's own id wins, as on the node:http path (its fields override ours there).
+  let tail = ks.some((k) => h.fields[k + F_ID] === NAME.X_REQUEST_ID) ? "" : `x-request-id: ${o.requestId}\r\n`;
+  if (o.chunked) tail += "transfer-encoding: chunked\r\n";
+  if (o.connection) tail += `connection: ${o.connection}\r\n`;
+  tail += "\r\n";
+  const bodySize = body ? bodyEnd - bodyStart : 0;
+  const out = Buffer.allocUnsafe(9 + h.lineEnd - h.statusStart + 2 + linesSize(h, ks) + tail.length + bodySize);
+  let p = HTTP11.copy(out, 0);
+  p += h.buf.copy(out, p, h.statusStart, h.lineEnd + 2);
+  p = copyLines(h, ks, out, p);
+  p += out.write(tail, p, "latin1");
+  if (body) body.copy(out, p, bodyStart, bodyEnd);
+  return out;
+}
+
+/** An interim (1xx) response relayed to an HTTP/1.1 client: 100 Continue, 103 Early Hints. */
+export function interimHead(h: ResponseHead): Buffer {
+  const ks = forwarded(h, 0);
+  const out = Buffer.allocUnsafe(9 + h.lineEnd - h.statusStart + 2 + linesSize(h, ks) + 2);
+  let p = HTTP11.copy(out, 0);
+  p += h.buf.copy(out, p, h.statusStart, h.lineEnd + 2);
+  p = copyLines(h, ks, out, p);
+  out.write("\r\n", p, "latin1");
+  return out;
+}
+
+const REASONS: Record<number, string> = { 400: "Bad Request", 431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway", 504: "Gateway Timeout" };
+
+/**
+ * An error the front end answers itself: Matrix-shaped JSON with CORS headers, like sendJson
+ * (errors.ts). The connection closes after it whenever the request's framing is in doubt.
+ */
+export function errorResponse(status: number, error: string, requestId: string | undefined, close: boolean): Buffer {
+  const body = JSON.stringify({ errcode: "M_UNKNOWN", error });
+  let s = `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\n`;
+  for (const k in corsHeaders) s += `${k}: ${corsHeaders[k]}\r\n`;
+  s += `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n`;
+  if (requestId !== undefined) s += `x-request-id: ${requestId}\r\n`;
+  if (close) s += "connection: close\r\n";
+  return Buffer.from(`${s}\r\n${body}`, "utf8");
+}

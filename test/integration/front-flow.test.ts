@@ -1,0 +1,209 @@
+// The Bun front end's flow control and connection lifetimes, driven directly (startFront): a
+// slow client stalls the homeserver instead of filling memory, idle keep-alive connections
+// close while a silent request in flight does not, TLS to the homeserver is verified, and a
+// drain lets the request in flight finish. Bun only.
+import http from "node:http";
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { createLogger } from "../../src/ops/log.ts";
+import { createAccessLog } from "../../src/server/front/access-log.ts";
+import { appHop, homeserverHop } from "../../src/server/front/hop.ts";
+import { type Front, startFront } from "../../src/server/front/server.ts";
+import { RawClient } from "../helpers/raw-http1.ts";
+import { createTestCa, startHttpsServer, type TestCa } from "../helpers/tls.ts";
+
+const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+
+function bareFront(upstream: string, o: { idleSeconds?: number; ca?: string; headerTimeoutMs?: number } = {}): { front: Front; port: number } {
+  const trusted = () => false;
+  const front = startFront({
+    listen: "127.0.0.1:0",
+    homeserver: homeserverHop({ upstream: new URL(upstream), headerTimeoutMs: o.headerTimeoutMs ?? 10_000, trusted, ca: o.ca }),
+    app: appHop({ destination: { unix: "/nonexistent/app.sock" }, secret: "s", defaultHost: "hs.test" }),
+    intercepts: () => false,
+    access: createAccessLog({ log: createLogger("error", () => {}), trusted }),
+    idleSeconds: o.idleSeconds,
+  });
+  return { front, port: Number(front.address.split(":").pop()) };
+}
+
+async function listen(handler: http.RequestListener): Promise<{ server: http.Server; url: string }> {
+  const server = http.createServer(handler);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { server, url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}` };
+}
+
+const stop = (s: http.Server) => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()); });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.skipIf(!isBun)("front end flow control", () => {
+  test("a 50 MB body to a client that does not read stalls the homeserver's writes", { timeout: 60_000 }, async () => {
+    const TOTAL = 50 * 1024 * 1024;
+    const CHUNK = Buffer.alloc(256 * 1024, 0x61);
+    let written = 0;
+    let waitingForDrain = false;
+    let finished = false;
+    const { server, url } = await listen((_req, res) => {
+      res.writeHead(200, { "content-length": String(TOTAL) });
+      const pump = () => {
+        while (written < TOTAL) {
+          written += CHUNK.length;
+          if (!res.write(CHUNK)) {
+            waitingForDrain = true;
+            res.once("drain", () => {
+              waitingForDrain = false;
+              pump();
+            });
+            return;
+          }
+        }
+        res.end(() => (finished = true));
+      };
+      pump();
+    });
+    const { front, port } = bareFront(url);
+    try {
+      const sock = net.connect(port, "127.0.0.1");
+      await new Promise((r) => sock.once("connect", r));
+      sock.pause(); // read nothing
+      sock.write("GET /big HTTP/1.1\r\nHost: hs.test\r\n\r\n");
+      await sleep(1500);
+      const stalledAt = written;
+      await sleep(1000);
+      // Socket buffers on the way hold a few MB; the rest must still be with the homeserver.
+      expect(waitingForDrain).toBe(true);
+      expect(written).toBe(stalledAt);
+      expect(written).toBeLessThan(TOTAL * 0.6);
+      let received = 0;
+      sock.on("data", (c: Buffer) => (received += c.length));
+      sock.resume();
+      await expect.poll(() => finished && received >= TOTAL, { timeout: 30_000 }).toBe(true);
+      sock.destroy();
+    } finally {
+      front.closeAllConnections();
+      await stop(server);
+    }
+  });
+
+  test("a request body from a client faster than the homeserver reads stalls the client", { timeout: 60_000 }, async () => {
+    let upstreamReq: http.IncomingMessage | undefined;
+    const { server, url } = await listen((req) => {
+      upstreamReq = req;
+      req.pause(); // read nothing yet
+    });
+    const { front, port } = bareFront(url);
+    try {
+      const sock = net.connect(port, "127.0.0.1");
+      await new Promise((r) => sock.once("connect", r));
+      sock.write(`POST /upload HTTP/1.1\r\nHost: hs.test\r\nContent-Length: ${50 * 1024 * 1024}\r\n\r\n`);
+      const chunk = Buffer.alloc(256 * 1024, 0x62);
+      let sent = 0;
+      let waiting = false;
+      const pump = () => {
+        while (sent < 50 * 1024 * 1024) {
+          sent += chunk.length;
+          if (!sock.write(chunk)) {
+            waiting = true;
+            sock.once("drain", () => {
+              waiting = false;
+              pump();
+            });
+            return;
+          }
+        }
+      };
+      pump();
+      await sleep(1500);
+      const stalledAt = sent;
+      await sleep(1000);
+      // Kernel buffers on the way hold a few MB; then the front end stops reading from us.
+      expect(waiting).toBe(true);
+      expect(sent).toBe(stalledAt);
+      expect(sent).toBeLessThan(30 * 1024 * 1024);
+      expect(upstreamReq).toBeDefined();
+      sock.destroy();
+    } finally {
+      front.closeAllConnections();
+      await stop(server);
+    }
+  });
+});
+
+describe.skipIf(!isBun)("front end connection lifetimes", () => {
+  test("an idle keep-alive connection is closed; a silent request in flight is not", { timeout: 30_000 }, async () => {
+    const { server, url } = await listen((req, res) => {
+      if (req.url === "/slow") setTimeout(() => res.end("late"), 7000);
+      else res.end("now");
+    });
+    const { front, port } = bareFront(url, { idleSeconds: 1 });
+    try {
+      const idle = await RawClient.connect(port);
+      idle.write("GET /fast HTTP/1.1\r\nHost: hs.test\r\n\r\n");
+      expect((await idle.read()).body.toString()).toBe("now");
+      const busy = await RawClient.connect(port);
+      busy.write("GET /slow HTTP/1.1\r\nHost: hs.test\r\n\r\n");
+      await idle.waitClosed(10_000); // Bun's socket timers tick every few seconds
+      expect(busy.closed).toBe(false);
+      expect((await busy.read({ timeoutMs: 10_000 })).body.toString()).toBe("late");
+      busy.close();
+    } finally {
+      front.closeAllConnections();
+      await stop(server);
+    }
+  });
+
+  test("close() refuses new connections and lets the request in flight finish", async () => {
+    const { server, url } = await listen((_req, res) => void setTimeout(() => res.end("done"), 500));
+    const { front, port } = bareFront(url);
+    try {
+      const c = await RawClient.connect(port);
+      c.write("GET /x HTTP/1.1\r\nHost: hs.test\r\n\r\n");
+      await sleep(100);
+      let closed = false;
+      front.close(() => (closed = true));
+      await expect(RawClient.connect(port)).rejects.toThrow();
+      const res = await c.read();
+      expect(res.body.toString()).toBe("done");
+      expect(res.headers.connection).toBe("close");
+      await c.waitClosed();
+      await expect.poll(() => closed).toBe(true);
+    } finally {
+      front.closeAllConnections();
+      await stop(server);
+    }
+  });
+});
+
+describe.skipIf(!isBun)("front end TLS to the homeserver", () => {
+  let ca: TestCa;
+  beforeAll(() => {
+    ca = createTestCa();
+  });
+  afterAll(() => ca.cleanup());
+
+  test("an https homeserver is verified against the trusted CAs and the host name", async () => {
+    const hs = await startHttpsServer({ host: "127.0.0.1", cert: ca.issue("hs", ["IP:127.0.0.1"]), handler: (_req, res) => res.end("over tls") });
+    const wrongName = await startHttpsServer({ host: "127.0.0.1", cert: ca.issue("other", ["DNS:other.test"]), handler: (_req, res) => res.end("x") });
+    const trusting = bareFront(`https://127.0.0.1:${hs.port}`, { ca: ca.caPem });
+    const untrusting = bareFront(`https://127.0.0.1:${hs.port}`);
+    const mismatched = bareFront(`https://127.0.0.1:${wrongName.port}`, { ca: ca.caPem });
+    try {
+      const get = async (port: number) => {
+        const c = await RawClient.connect(port);
+        c.write("GET /tls HTTP/1.1\r\nHost: hs.test\r\n\r\n");
+        const r = await c.read();
+        c.close();
+        return r;
+      };
+      const good = await get(trusting.port);
+      expect(good.status).toBe(200);
+      expect(good.body.toString()).toBe("over tls");
+      expect((await get(untrusting.port)).status).toBe(502);
+      expect((await get(mismatched.port)).status).toBe(502);
+    } finally {
+      for (const f of [trusting, untrusting, mismatched]) f.front.closeAllConnections();
+      await hs.close();
+      await wrongName.close();
+    }
+  });
+});
