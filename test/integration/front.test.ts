@@ -1,6 +1,7 @@
 // The Bun front end (src/server/front/) at the byte level: framing both ways, pipelining,
 // interim responses, HTTP/1.0, refusals, the stale-connection retry, and who the app thinks the
 // client is. Bun only (Deno always runs the node:http engine).
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { stripHopByHop } from "../../src/server/upstream.ts";
 import { HOP_BY_HOP, NAMES } from "../../src/server/front/names.ts";
@@ -120,15 +121,15 @@ describe.skipIf(!isBun)("the Bun front end, byte level", () => {
   });
 
   test.each([
-    ["a request head over 64 KiB", `GET /big HTTP/1.1\r\nHost: hs.test\r\nX-Big: ${"a".repeat(70_000)}\r\n\r\n`, 431],
-    ["a malformed request line", "GET /a b HTTP/1.1\r\nHost: hs.test\r\n\r\n", 400],
-    ["whitespace before a colon", "GET / HTTP/1.1\r\nHost : hs.test\r\n\r\n", 400],
-    ["an obs-fold line", "GET / HTTP/1.1\r\nHost: hs.test\r\nX-A: 1\r\n  continued\r\n\r\n", 400],
-    ["an HTTP/1.1 request without Host", "GET / HTTP/1.1\r\n\r\n", 400],
-    ["Content-Length with Transfer-Encoding (smuggling)", "POST /smuggle HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: hs.test\r\n\r\n", 400],
-    ["two different Content-Lengths", "POST /cl HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400],
-    ["an unknown transfer coding", "POST /te HTTP/1.1\r\nHost: hs.test\r\nTransfer-Encoding: gzip\r\n\r\n", 501],
-  ])("%s is refused (%i), closes the connection and never reaches the homeserver", async (_what, request, status) => {
+    ["a request head over 64 KiB", 431, `GET /big HTTP/1.1\r\nHost: hs.test\r\nX-Big: ${"a".repeat(70_000)}\r\n\r\n`],
+    ["a malformed request line", 400, "GET /a b HTTP/1.1\r\nHost: hs.test\r\n\r\n"],
+    ["whitespace before a colon", 400, "GET / HTTP/1.1\r\nHost : hs.test\r\n\r\n"],
+    ["an obs-fold line", 400, "GET / HTTP/1.1\r\nHost: hs.test\r\nX-A: 1\r\n  continued\r\n\r\n"],
+    ["an HTTP/1.1 request without Host", 400, "GET / HTTP/1.1\r\n\r\n"],
+    ["Content-Length with Transfer-Encoding (smuggling)", 400, "POST /smuggle HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: hs.test\r\n\r\n"],
+    ["two different Content-Lengths", 400, "POST /cl HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"],
+    ["an unknown transfer coding", 501, "POST /te HTTP/1.1\r\nHost: hs.test\r\nTransfer-Encoding: gzip\r\n\r\n"],
+  ])("%s is refused (%i), closes the connection and never reaches the homeserver", async (_what, status, request) => {
     const before = up.requests.length;
     const c = await client();
     c.write(request);
@@ -224,6 +225,23 @@ describe.skipIf(!isBun)("the Bun front end and the app behind it", () => {
       expect(res.status).toBe(200);
       expect(res.body.toString()).toBe("got data");
       c.close();
+    } finally {
+      await p.close();
+    }
+  });
+
+  test("the app believes a peer header only with the front end's secret (a local process cannot forge one)", async () => {
+    const p = await startTestProxy(hs.url, [], "bun");
+    try {
+      const internal = p.server.address() as string; // the app's unix socket in --data-dir
+      const sock = net.connect(internal);
+      await new Promise((r) => sock.once("connect", r));
+      sock.write("GET /_matrix/client/versions HTTP/1.1\r\nHost: hs.test\r\nX-Resync-Peer: 203.0.113.7\r\nX-Resync-Front: not-the-secret\r\nConnection: close\r\n\r\n");
+      await new Promise((r) => sock.on("close", r).resume());
+      const seen = hs.seen[hs.seen.length - 1]!;
+      expect(seen.headers["x-forwarded-for"]).not.toContain("203.0.113.7");
+      expect(seen.headers["x-resync-peer"]).toBeUndefined();
+      expect(seen.headers["x-resync-front"]).toBeUndefined();
     } finally {
       await p.close();
     }
