@@ -1,32 +1,21 @@
 // One client connection: read request heads, relay each request to its next hop, answer
 // pipelined requests in order (one exchange at a time, later bytes wait here), keep-alive.
 import type { Socket } from "bun";
-import type { AccessLog } from "./access-log.ts";
-import { Exchange } from "./exchange.ts";
+import { dispatch, type FrontContext } from "./dispatch.ts";
+import type { Exchange } from "./exchange.ts";
 import { Outbox } from "./flow.ts";
 import { type Body, requestBody } from "./framing.ts";
-import { clientKeepsAlive, fieldCount, fieldNamed, fieldValue, HeadError, headEnd, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from "./head.ts";
+import { fieldCount, HeadError, headEnd, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from "./head.ts";
+import type { ClientSide } from "./hop.ts";
 import { NAME } from "./names.ts";
-import type { ClientSide, Hop } from "./hop.ts";
 import { errorResponse } from "./rewrite-head.ts";
-
-export interface FrontContext {
-  homeserver: Hop;
-  app: Hop;
-  /** app.ts `intercept`: is this request the app's? */
-  intercepts(method: string, path: string): boolean;
-  access: AccessLog;
-  /** Keep-alive idle limit between requests, seconds (Bun's socket timers tick every few). */
-  idleSeconds: number;
-  draining: boolean;
-  forget(c: ClientConn): void;
-}
 
 // Slowloris: a request head must be complete within this (node's headersTimeout in listen.ts).
 const HEAD_TIMEOUT_MS = 60_000;
 
 export class ClientConn implements ClientSide {
   readonly socket: Socket<ClientConn>;
+  /** The client's address, as the socket reports it. */
   readonly peer: string;
   readonly #ctx: FrontContext;
   readonly #out = new Outbox();
@@ -165,41 +154,15 @@ export class ClientConn implements ClientSide {
         const hosts = fieldCount(head, NAME.HOST);
         if (hosts > 1 || (hosts === 0 && head.minor === 1)) throw new HeadError(400, "an HTTP/1.1 request needs one Host header");
         body = requestBody(head);
-        this.#dispatch(head, body, buf, end);
+        const { exchange, bodyEnd } = dispatch(this.#ctx, this, head, body, buf, end);
+        if (bodyEnd < buf.length) this.#buf = buf.subarray(bodyEnd);
+        this.#active = exchange;
+        this.socket.timeout(0); // a request in flight has no idle limit: a long-poll is silent
+        exchange.start();
       } catch (e) {
         return this.#reject(e instanceof HeadError ? e.status : 400, e instanceof HeadError ? e.message : "Bad request");
       }
     }
-  }
-
-  #dispatch(head: RequestHead, body: Body, buf: Buffer, bodyStart: number): void {
-    const ctx = this.#ctx;
-    const { method, target } = head;
-    const q = target.indexOf("?");
-    const intercepted = ctx.intercepts(method, q === -1 ? target : target.slice(0, q));
-    const hop = intercepted ? ctx.app : ctx.homeserver;
-    const stop = body.feed(buf, bodyStart, buf.length); // throws on broken chunked framing
-    const bodyEnd = stop === -1 ? buf.length : stop;
-    if (bodyEnd < buf.length) this.#buf = buf.subarray(bodyEnd);
-    const started = performance.now();
-    const requestId = ctx.access.requestId(intercepted ? undefined : fieldValue(head, NAME.X_REQUEST_ID), this.peer);
-    const reqHead = hop.requestHead(head, { peer: this.peer, requestId, chunked: body.kind === "chunked" });
-    const first = bodyEnd > bodyStart ? Buffer.concat([reqHead, buf.subarray(bodyStart, bodyEnd)]) : reqHead;
-    // Intercepted requests are logged (and measured) by the app's requestLog. Every route class
-    // but "passthrough" names an intercepted route (request-log.ts), so that is this one's.
-    const route = intercepted ? undefined : "passthrough";
-    const access = ctx.access;
-    const peer = this.peer;
-    this.#active = new Exchange({
-      hop, client: this, method, target, minor: head.minor, body, first, requestId,
-      keepAlive: clientKeepsAlive(head) && !ctx.draining,
-      onHead: route && (() => access.upstreamLatency(route, (performance.now() - started) / 1000)),
-      onEnd: (status, aborted) => {
-        if (route) access.finished({ id: requestId, route, method, target, peer, header: (n) => fieldNamed(head, n), started, status, aborted });
-      },
-    });
-    this.socket.timeout(0);
-    this.#active.start();
   }
 
   #reject(status: number, message: string): void {

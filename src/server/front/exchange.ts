@@ -1,9 +1,10 @@
 // One request relayed to a next hop and its response relayed back, as bytes, both streaming
 // with backpressure. Same semantics as the node:http path (passthrough.ts, upstream.ts).
+import { cancelExpiry, type Expiring, expireIn } from "./deadlines.ts";
 import type { Body } from "./framing.ts";
 import { Outbox } from "./flow.ts";
 import type { Conn, ConnOwner } from "./pool.ts";
-import { ResponseRelay } from "./response.ts";
+import { type RelayHooks, ResponseRelay } from "./response.ts";
 import type { ClientSide, Hop } from "./hop.ts";
 
 // RFC 9110 §9.2.2: requests whose repetition has the same effect. Only these are retried on a
@@ -30,12 +31,11 @@ export interface ExchangeInit {
   onEnd(status: number | undefined, aborted: boolean): void;
 }
 
-export class Exchange implements ConnOwner {
+export class Exchange implements ConnOwner, RelayHooks, Expiring {
   readonly #i: ExchangeInit;
   readonly #up = new Outbox();
   readonly #res: ResponseRelay;
   #conn: Conn | undefined;
-  #timer: ReturnType<typeof setTimeout> | undefined;
   #retried = false;
   #over = false;
   #clientPaused = false;
@@ -45,12 +45,7 @@ export class Exchange implements ConnOwner {
   constructor(i: ExchangeInit) {
     this.#i = i;
     this.#whole = i.body.done;
-    this.#res = new ResponseRelay(i, {
-      headArrived: () => this.#headArrived(),
-      complete: (reusable) => this.#complete(reusable),
-      fail: (status, message) => this.#fail(status, message),
-      pauseUpstream: () => this.#conn?.socket.pause(),
-    });
+    this.#res = new ResponseRelay(i, this);
   }
 
   /** The request body still has bytes to come from the client. */
@@ -62,11 +57,16 @@ export class Exchange implements ConnOwner {
     const ms = this.#i.hop.headerTimeoutMs(this.#i.target);
     // The timeout covers the wait for the response head only: once it arrives, a slow body
     // (a /sync streaming megabytes) is governed by the client, never cut by us.
-    if (ms !== undefined) this.#timer = setTimeout(() => this.#fail(504, `The ${this.#i.hop.name} did not answer in time`), ms);
+    if (ms !== undefined) expireIn(this, ms);
     this.#up.send(undefined, this.#i.first);
     const pooled = this.#i.hop.pool.take();
     if (pooled) this.#attach(pooled);
     else this.#connect();
+  }
+
+  /** The header timeout passed. */
+  expire(): void {
+    this.fail(504, `The ${this.#i.hop.name} did not answer in time`);
   }
 
   #connect(): void {
@@ -75,7 +75,7 @@ export class Exchange implements ConnOwner {
         if (this.#over) conn.destroy();
         else this.#attach(conn);
       },
-      (e: NodeJS.ErrnoException) => this.#fail(502, `The ${this.#i.hop.name} is unreachable (${e.code ?? e.message})`),
+      (e: NodeJS.ErrnoException) => this.fail(502, `The ${this.#i.hop.name} is unreachable (${e.code ?? e.message})`),
     );
   }
 
@@ -139,18 +139,23 @@ export class Exchange implements ConnOwner {
         return;
       }
       const why = error ? ` (${(error as NodeJS.ErrnoException).code ?? error.message})` : "";
-      this.#fail(502, `The ${this.#i.hop.name} closed the connection without answering${why}`);
+      this.fail(502, `The ${this.#i.hop.name} closed the connection without answering${why}`);
       return;
     }
     this.#res.onClose();
   }
 
-  #headArrived(): void {
-    clearTimeout(this.#timer);
+  // RelayHooks: the response relay reports here.
+  headArrived(): void {
+    cancelExpiry(this);
     this.#i.onHead?.();
   }
 
-  #complete(reusable: boolean): void {
+  pauseUpstream(): void {
+    this.#conn?.socket.pause();
+  }
+
+  complete(reusable: boolean): void {
     const conn = this.#conn;
     // Reuse needs both messages complete: a request body still arriving would be read as the
     // next request.
@@ -164,7 +169,7 @@ export class Exchange implements ConnOwner {
     this.#i.client.done(keep);
   }
 
-  #fail(status: number, message: string): void {
+  fail(status: number, message: string): void {
     if (this.#over) return;
     this.#conn?.destroy();
     if (this.#res.statusSent !== undefined) {
@@ -182,7 +187,7 @@ export class Exchange implements ConnOwner {
 
   #end(status: number | undefined, aborted: boolean): void {
     this.#over = true;
-    clearTimeout(this.#timer);
+    cancelExpiry(this);
     this.#up.clear();
     this.#i.onEnd(status, aborted);
   }

@@ -1,6 +1,6 @@
 // Message body framing (RFC 9112 §6): where a body ends. Bodies are relayed as bytes; chunked
 // framing is followed only far enough to find the last chunk, and passed on verbatim.
-import { fieldValue, HeadError, hasToken, MAX_HEAD_BYTES, type RequestHead, type ResponseHead } from "./head.ts";
+import { digitsField, fieldValue, HeadError, hasToken, MAX_HEAD_BYTES, type RequestHead, type ResponseHead } from "./head.ts";
 import { NAME } from "./names.ts";
 
 /** Receives the payload bytes buf[start, end) of a chunked body (to de-chunk it). */
@@ -150,9 +150,10 @@ export class ChunkedBody implements Body {
 }
 
 function contentLength(h: RequestHead | ResponseHead, errorStatus: number): number | undefined {
+  const n = digitsField(h, NAME.CONTENT_LENGTH); // the usual case: one field, one number
+  if (n >= 0) return n;
   const v = fieldValue(h, NAME.CONTENT_LENGTH);
   if (v === undefined) return undefined;
-  if (/^\d{1,15}$/.test(v)) return Number(v); // the usual case: one field, one number
   // RFC 9110 §8.6: repeated fields with one identical value are allowed; anything else is an
   // unrecoverable framing error (RFC 9112 §6.3 item 5).
   const parts = v.split(",").map((s) => s.trim());

@@ -51,6 +51,17 @@ const CR = 13, LF = 10, SP = 32, HTAB = 9, COLON = 58;
 const TCHAR = new Uint8Array(256);
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
 const CRLF_CRLF = Buffer.from("\r\n\r\n");
+// Common methods are returned as constants: no string is built for them per request.
+const METHODS = ["GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS"].map((m) => [m, Buffer.from(m)] as const);
+
+function methodAt(buf: Buffer, start: number, end: number): string {
+  next: for (const [name, bytes] of METHODS) {
+    if (bytes.length !== end - start) continue;
+    for (let i = 0; i < bytes.length; i++) if (buf[start + i] !== bytes[i]) continue next;
+    return name;
+  }
+  return buf.toString("latin1", start, end);
+}
 const HTTP1 = Buffer.from("HTTP/1.");
 
 /** Index just past the blank line that ends a head starting at `from`, or -1 if not yet received. */
@@ -94,7 +105,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   let i = start;
   while (TCHAR[buf[i]!] === 1) i++;
   if (i === start || buf[i] !== SP) throw new HeadError(400, "malformed request line");
-  const method = buf.toString("latin1", start, i);
+  const method = methodAt(buf, start, i);
   const targetStart = ++i;
   // Any visible byte (obs-text included, as node's parser allows); never a space or control.
   for (let c = buf[i]!; c > SP && c !== 127; c = buf[++i]!);
@@ -130,6 +141,30 @@ export function fieldValue(h: Head, id: number): string | undefined {
     out = out === undefined ? v : `${out}, ${v}`;
   }
   return out;
+}
+
+/**
+ * The value of the one field with name id `id` when it is 1 to 15 digits, as a number; -1 when
+ * the field is absent, -2 otherwise (repeated, or not plain digits: the caller looks closer).
+ */
+export function digitsField(h: Head, id: number): number {
+  const f = h.fields;
+  let at = -1;
+  for (let k = 0; k < f.length; k += F_STRIDE) {
+    if (f[k + F_ID] !== id) continue;
+    if (at !== -1) return -2;
+    at = k;
+  }
+  if (at === -1) return -1;
+  const s = f[at + F_VALUE]!, e = f[at + F_VALUE_END]!;
+  if (e === s || e - s > 15) return -2;
+  let n = 0;
+  for (let i = s; i < e; i++) {
+    const d = h.buf[i]! - 48;
+    if (d < 0 || d > 9) return -2;
+    n = n * 10 + d;
+  }
+  return n;
 }
 
 /** fieldValue by lower-case name, for any field (a HeaderReader). */

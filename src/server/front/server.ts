@@ -6,7 +6,8 @@ import { rmSync } from "node:fs";
 import type { Socket, SocketHandler } from "bun";
 import { parseListen } from "../listen.ts";
 import type { AccessLog } from "./access-log.ts";
-import { ClientConn, type FrontContext } from "./client.ts";
+import { ClientConn } from "./client.ts";
+import type { FrontContext } from "./dispatch.ts";
 import type { Hop } from "./hop.ts";
 
 export interface FrontOptions {

@@ -1,0 +1,39 @@
+// Deadlines for the wait on a response head, checked by one coarse timer: a timer per request
+// (set, then cleared when the head arrives) costs more than the rest of a small request's JS.
+// A deadline fires up to one tick late, which a 60 s header timeout does not notice.
+
+export interface Expiring {
+  expire(): void;
+}
+
+const TICK_MS = 100;
+const due = new Map<Expiring, number>();
+let timer: ReturnType<typeof setInterval> | undefined;
+
+function tick(): void {
+  const now = performance.now();
+  for (const [x, at] of due) {
+    if (at > now) continue;
+    due.delete(x);
+    x.expire();
+  }
+  // Stopped here rather than on the last delete, so a steady stream of requests does not
+  // start and stop the timer for each one.
+  if (due.size === 0 && timer !== undefined) {
+    clearInterval(timer);
+    timer = undefined;
+  }
+}
+
+export function expireIn(x: Expiring, ms: number): void {
+  due.set(x, performance.now() + ms);
+  if (timer === undefined) {
+    timer = setInterval(tick, TICK_MS);
+    // Pending deadlines alone never keep the process alive: their sockets do.
+    (timer as { unref?: () => void }).unref?.();
+  }
+}
+
+export function cancelExpiry(x: Expiring): void {
+  due.delete(x);
+}
