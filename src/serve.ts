@@ -41,6 +41,7 @@ const destinationClass = (server: string) => (/^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.tes
 
 /** Wire the proxy's parts together and start listening. Tests call this in-process. */
 export async function startProxy(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningProxy> {
+  const engine = chooseEngine(config.engine); // first: `--engine bun` off Bun fails before anything opens
   const key = await loadKey(config);
   const store = await openSqliteStore(config.dataDir);
   const metrics = createMetrics(undefined, {
@@ -100,7 +101,6 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const routes = buildRoutes();
   // Engine bun: a byte-level front end on --listen relays pass-through requests itself and
   // sends intercepted ones to this same app on an internal socket (server/front/).
-  const engine = chooseEngine(config.engine);
   const frontSecret = engine === "bun" ? newFrontSecret() : undefined;
   const app = createApp({ config, upstream, trusted, services, frontSecret }, routes);
   let front: Front | undefined;

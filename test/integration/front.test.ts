@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { stripHopByHop } from "../../src/server/upstream.ts";
 import { HOP_BY_HOP, NAMES } from "../../src/server/front/names.ts";
 import { startFakeHomeserver, type FakeHomeserver } from "../helpers/fake-homeserver.ts";
-import { startTestProxy } from "../helpers/proxy.ts";
+import { startTestProxy, testConfig } from "../helpers/proxy.ts";
+import { startProxy } from "../../src/serve.ts";
 import { RawClient, type RawUpstream, startRawUpstream } from "../helpers/raw-http1.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
@@ -252,6 +253,18 @@ describe.skipIf(!isBun)("the Bun front end and the app behind it", () => {
     try {
       await fetch(`${p.url}/_matrix/client/versions`, { headers: { "x-forwarded-for": "198.51.100.4" } });
       expect(hs.seen[hs.seen.length - 1]!.headers["x-forwarded-for"]).toBe("198.51.100.4, 127.0.0.1");
+    } finally {
+      await p.close();
+    }
+  });
+});
+
+describe.skipIf(isBun)("off Bun", () => {
+  test("--engine bun is refused, naming the flag; auto falls back to node:http", async () => {
+    await expect(startProxy(testConfig("http://127.0.0.1:9", [], "bun"))).rejects.toThrow(/--engine bun/);
+    const p = await startTestProxy("http://127.0.0.1:9", [], "auto");
+    try {
+      expect(p.engine).toBe("node");
     } finally {
       await p.close();
     }
