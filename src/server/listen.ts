@@ -23,8 +23,9 @@ export async function listen(addr: string, handler: Listener): Promise<http.Serv
   if ("path" in where) rmSync(where.path, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    if ("path" in where) server.listen(where.path, resolve);
-    else server.listen(where.port, where.host, resolve);
+    // A deep accept queue: bursts (a thousand clients refreshing at once) must wait, not be refused.
+    if ("path" in where) server.listen({ path: where.path, backlog: 4096 }, resolve);
+    else server.listen({ port: where.port, host: where.host, backlog: 4096 }, resolve);
   });
   return server;
 }

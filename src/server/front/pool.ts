@@ -104,8 +104,26 @@ export class Pool {
     return undefined;
   }
 
-  /** Open a new connection; rejects with the system error (ECONNREFUSED, a TLS failure, …). */
+  /**
+   * Open a new connection; rejects with the system error (ECONNREFUSED, a TLS failure, …).
+   * The app's unix socket refuses at once (EAGAIN) when its accept backlog is full, as a burst of
+   * a thousand refreshes makes it; that socket is ours and known to be up, so a refusal there is
+   * load, not absence: wait a moment and try again rather than answer 502.
+   */
   async connect(owner: ConnOwner): Promise<Conn> {
+    if (!("unix" in this.destination)) return this.#connectOnce(owner);
+    for (let delay = 2, waited = 0; ; delay = Math.min(delay * 2, 100)) {
+      try {
+        return await this.#connectOnce(owner);
+      } catch (e) {
+        if (waited >= 5_000 || this.#closed) throw e;
+        await Bun.sleep(delay);
+        waited += delay;
+      }
+    }
+  }
+
+  async #connectOnce(owner: ConnOwner): Promise<Conn> {
     const conn = new Conn(this);
     conn.owner = owner;
     const d = this.destination;
