@@ -8,6 +8,8 @@ import { timedGet } from "./client.ts";
 import { cpuSeconds, hardFdLimit, rssBytes, startProc } from "./procs.ts";
 import { fmt, mb, type Row } from "./table.ts";
 
+const FDS_PER_POLL = 4;
+
 const WANTED = 10_000;
 const POLL_TIMEOUT_MS = 120_000; // longer than the whole measurement: nothing answers on its own
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -23,7 +25,9 @@ export async function runIdle(o: IdleOptions): Promise<Row[]> {
   // Each poll costs the proxy two descriptors (client side, homeserver side); stay under the
   // hard limit, which an unprivileged container cannot raise.
   const hard = hardFdLimit();
-  const n = Math.min(o.polls ?? WANTED, Math.floor((hard - 200) / 2));
+  // Descriptors per held poll in the proxy: with the Bun front end, the client's socket, both ends
+  // of the front→app connection, and the app's homeserver socket (node:http engine: 2).
+  const n = Math.min(o.polls ?? WANTED, Math.floor((hard - 200) / FDS_PER_POLL));
   const up = startProc(BUN, [join(ROOT, "scripts", "bench", "upstream.ts"), "bench.test"], { raiseFdLimit: true });
   const upPort = Number((await up.waitLine(/upstream listening (\d+)/))[1]);
   const proxy = await startProxyChild(`http://127.0.0.1:${upPort}`, { serverName: "bench.test", raiseFdLimit: true });
@@ -69,7 +73,7 @@ export async function runIdle(o: IdleOptions): Promise<Row[]> {
     const rss = Math.max(rssHeld, rssIdle);
     const fam = "3 idle long-polls";
     const fdBound = n < (o.polls ?? WANTED);
-    const scaled = n < WANTED ? `${fdBound ? `open-files hard limit ${hard} allows ${fmt(n, 0)} at 2 fds per poll; ` : ""}10,000 extrapolated linearly` : undefined;
+    const scaled = n < WANTED ? `${fdBound ? `open-files hard limit ${hard} allows ${fmt(n, 0)} at ${FDS_PER_POLL} fds per poll; ` : ""}10,000 extrapolated linearly` : undefined;
     const answeredEarly = Number(st[2]);
     return [
       {
