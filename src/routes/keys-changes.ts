@@ -2,9 +2,8 @@
 // so pending deliveries appear in `changed` too. Nothing is acknowledged: /sync does that.
 import { keysChangesInject } from "../delivery/sync-inject.ts";
 import type { RouteContext } from "../server/app.ts";
-import { sendError } from "../server/errors.ts";
-import { passThrough, upstreamHeaders } from "../server/passthrough.ts";
-import { sendRewritten } from "../server/rewrite.ts";
+import { passThrough } from "../server/passthrough.ts";
+import { rewriteGet } from "../server/rewrite.ts";
 import { whoIfKnown } from "./sync.ts";
 
 export async function keysChangesRoute(ctx: RouteContext): Promise<void> {
@@ -13,18 +12,7 @@ export async function keysChangesRoute(ctx: RouteContext): Promise<void> {
   const who = await whoIfKnown(ctx);
   const pending = who ? svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target) : [];
   if (pending.length === 0) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
-  try {
-    const up = await deps.upstream.open({
-      method: "GET",
-      target: ctx.target,
-      headers: { ...upstreamHeaders(req, ctx.forwarded), "accept-encoding": "identity" },
-      headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs,
-      clientRes: res,
-    });
-    await sendRewritten(up, res, 16 * 1024 * 1024, (body) => {
-      svc.metrics?.injections.inc({ endpoint: "keys_changes" }, keysChangesInject(body, pending).length);
-    });
-  } catch (e) {
-    if (!res.destroyed) sendError(res, e);
-  }
+  await rewriteGet(ctx, 16 * 1024 * 1024, (body) => {
+    svc.metrics?.injections.inc({ endpoint: "keys_changes" }, keysChangesInject(body, pending).length);
+  });
 }

@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { RouteContext } from "./app.ts";
 import { parseJsonObject, readBody } from "./body.ts";
-import { pipeResponse } from "./passthrough.ts";
+import { sendError } from "./errors.ts";
+import { pipeResponse, upstreamHeaders } from "./passthrough.ts";
 import { stripHopByHop } from "./upstream.ts";
 
 /**
@@ -23,4 +25,21 @@ export async function sendRewritten(up: IncomingMessage, res: ServerResponse, ma
   const out = Buffer.from(JSON.stringify(body));
   res.writeHead(200, { ...headers, "content-length": String(out.length) });
   res.end(out);
+}
+
+/** GET the client's own target from the homeserver, uncompressed, and send it rewritten. */
+export async function rewriteGet(ctx: RouteContext, maxBytes: number, mutate: (body: Record<string, unknown>) => void): Promise<void> {
+  const { req, res, deps } = ctx;
+  try {
+    const up = await deps.upstream.open({
+      method: "GET",
+      target: ctx.target,
+      headers: { ...upstreamHeaders(req, ctx.forwarded), "accept-encoding": "identity" },
+      headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs,
+      clientRes: res,
+    });
+    await sendRewritten(up, res, maxBytes, mutate);
+  } catch (err) {
+    if (!res.destroyed) sendError(res, err);
+  }
 }
