@@ -18,15 +18,19 @@ export async function aliceAndBob(hs1: Homeserver, hs2: Homeserver, opts: { suff
   await uploadDeviceKeys(alice);
   const bobDevice = await uploadDeviceKeys(bob);
   const roomId = await createRoom(alice, [bob.userId]);
-  // The invite travels hs1 → hs2 over federation; joining before it lands fails.
-  await waitFor("bob's join over federation", async () => {
-    await join(bob, roomId, [hs1.serverName]);
-    return true;
-  }, 60_000, 500);
-  await waitFor("hs1 to see bob joined", async () => ((await joinedMembers(alice, roomId)).includes(bob.userId) ? true : undefined));
+  await joinOverFederation(alice, bob, roomId, hs1.serverName);
   // hs1 now shares a room with bob, so it caches his device list (fetched over federation).
   await waitFor("hs1 to list bob's device", async () =>
     (await queriedDeviceIds(alice, bob.userId)).includes(bob.deviceId) ? true : undefined,
   );
   return { alice, bob, bobDevice, roomId };
+}
+
+/** bob (hs2) joins alice's room; the invite travels over federation, so retry until it lands. */
+export async function joinOverFederation(alice: Session, bob: Session, roomId: string, via: string): Promise<void> {
+  await waitFor("bob's join over federation", async () => {
+    await join(bob, roomId, [via]);
+    return true;
+  }, 60_000, 500);
+  await waitFor("hs1 to see bob joined", async () => ((await joinedMembers(alice, roomId)).includes(bob.userId) ? true : undefined));
 }

@@ -3,8 +3,9 @@
 // bob's keys. Also the read-only views both need: who lists which devices, and hs2's log.
 import { readFile, stat } from "node:fs/promises";
 import type { Homeserver } from "../../../scripts/homeservers.ts";
-import { createRoom, join, joinedMembers, keysQuery, register, waitFor, type KeysQueryAnswer, type Session } from "./client.ts";
+import { createRoom, keysQuery, register, waitFor, type KeysQueryAnswer, type Session } from "./client.ts";
 import { uploadCrossSigning, uploadDeviceKeys, type CrossSigning, type UploadedDevice } from "./e2ee.ts";
+import { joinOverFederation } from "./scenario.ts";
 
 export interface Story {
   alice: Session;
@@ -24,12 +25,7 @@ export async function meetAliceAndBob(hs1: Homeserver, hs2: Homeserver, say: (s:
   const bobCrossSigning = await uploadCrossSigning(bob, bobDevice);
   say(`bob uploaded keys for his device ${bob.deviceId} and his cross-signing keys`);
   const roomId = await createRoom(alice, [bob.userId]);
-  // The invite travels hs1 → hs2 over federation; joining before it lands fails.
-  await waitFor("bob's join over federation", async () => {
-    await join(bob, roomId, [hs1.serverName]);
-    return true;
-  }, 60_000, 500);
-  await waitFor("hs1 to see bob joined", async () => ((await joinedMembers(alice, roomId)).includes(bob.userId) ? true : undefined));
+  await joinOverFederation(alice, bob, roomId, hs1.serverName);
   say(`alice created the encrypted room ${roomId} and bob joined it`);
   // Sharing a room makes hs1 track bob's list: its first query fetches it over federation and
   // caches it (device_lists_remote_cache), so later queries are answered from that cache.
