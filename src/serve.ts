@@ -17,6 +17,7 @@ import { createApp, type Services } from "./server/app.ts";
 import { createAuth } from "./server/auth.ts";
 import { parseTrust, trustPredicate } from "./server/forwarded.ts";
 import { type Front } from "./server/front/server.ts";
+import { createSyncGate } from "./server/front/sync-gate.ts";
 import { chooseEngine, type Engine, newFrontSecret, startBunEngine } from "./server/front/start.ts";
 import { boundAddress, listen } from "./server/listen.ts";
 import { buildRoutes } from "./server/routes.ts";
@@ -105,7 +106,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const app = createApp({ config, upstream, trusted, services, frontSecret }, routes);
   let front: Front | undefined;
   let server: Server;
-  if (frontSecret !== undefined) ({ front, server } = await startBunEngine({ config, app, routes, trusted, secret: frontSecret, log, metrics }));
+  if (frontSecret !== undefined) ({ front, server } = await startBunEngine({ config, app, routes, trusted, secret: frontSecret, log, metrics, syncGate: createSyncGate(services) }));
   else server = await listen(config.listen, app);
   const address = front ? front.address : boundAddress(server);
 

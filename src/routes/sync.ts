@@ -5,7 +5,7 @@ import type { IncomingMessage } from "node:http";
 import { deviceKey } from "../delivery/waiters.ts";
 import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
 import { reportedInRaw, spliceChanged } from "../delivery/sync-splice.ts";
-import type { Handler, RouteContext } from "../server/app.ts";
+import type { Handler, RouteContext, Services } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
 import { readBody } from "../server/body.ts";
 import { sendError, sendJson } from "../server/errors.ts";
@@ -52,7 +52,7 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     // (it has nothing new, so it would): ask it to answer at once with a real next_batch,
     // which both carries the injection now and acknowledges it on the next request. The only
     // change we ever make to a forwarded target, and only to the `timeout` parameter.
-    const upstreamTarget = inject ? target.replace(/([?&])timeout=\d+/, "$1timeout=0") : target;
+    const upstreamTarget = inject ? answerAtOnce(target) : target;
     const headers = upstreamHeaders(req, ctx.forwarded);
     // We may have to read the body: ask for it uncompressed rather than inflate it ourselves.
     if (inject || observe) headers["accept-encoding"] = "identity";
@@ -79,20 +79,30 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     if (!readable || (!inject && !observe)) return pipeResponse(up, res);
     if (!inject) return pipeAndObserve(up, res, (raw) => svc.overlays.homeserverReported(reportedInRaw(raw, flavour)));
 
-    const raw = await readBody(up, MAX_SYNC_BODY);
-    const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
-    const spliced = spliceChanged(raw, targets, flavour);
-    const outHeaders = stripHopByHop(up.headers);
-    if (spliced) {
-      svc.overlays.homeserverReported(spliced.reported);
-      // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
-      if (spliced.token !== undefined) svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token);
-      svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
-    }
-    const out = spliced?.body ?? raw;
-    res.writeHead(200, { ...outHeaders, "content-length": String(out.length) });
+    const out = injectPending(svc, who, await readBody(up, MAX_SYNC_BODY), flavour);
+    res.writeHead(200, { ...stripHopByHop(up.headers), "content-length": String(out.length) });
     res.end(out);
   };
+}
+
+/** The target with `timeout=0`: the only change we ever make to a forwarded target. */
+export function answerAtOnce(target: string): string {
+  return target.replace(/([?&])timeout=\d+/, "$1timeout=0");
+}
+
+/**
+ * The body to send for a sync response with deliveries pending for the requester: the pending
+ * users spliced into device_lists.changed, each marked as carried by this response's token.
+ */
+export function injectPending(svc: Services, who: Requester, raw: Buffer, flavour: SyncFlavour): Buffer {
+  const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
+  const spliced = spliceChanged(raw, targets, flavour);
+  if (!spliced) return raw;
+  svc.overlays.homeserverReported(spliced.reported);
+  // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
+  if (spliced.token !== undefined) svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token);
+  svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
+  return spliced.body;
 }
 
 /** The caller, when their token resolves; otherwise the homeserver answers as it would. */

@@ -22,12 +22,15 @@ export class UpstreamAuthError extends Error {
 }
 
 export function accessToken(req: IncomingMessage): string | undefined {
-  const h = req.headers.authorization;
-  if (h?.startsWith("Bearer ")) return h.slice(7).trim() || undefined;
-  const q = req.url?.indexOf("?") ?? -1;
+  return tokenOf(req.headers.authorization, req.url ?? "");
+}
+
+/** The access token from an Authorization value or the target's `access_token` parameter. */
+export function tokenOf(authorization: string | undefined, target: string): string | undefined {
+  if (authorization?.startsWith("Bearer ")) return authorization.slice(7).trim() || undefined;
+  const q = target.indexOf("?");
   if (q === -1) return undefined;
-  const token = new URLSearchParams(req.url!.slice(q + 1)).get("access_token");
-  return token || undefined;
+  return new URLSearchParams(target.slice(q + 1)).get("access_token") || undefined;
 }
 
 export interface AuthOptions {

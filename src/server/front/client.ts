@@ -1,8 +1,7 @@
 // One client connection: read request heads, relay each request to its next hop, answer
 // pipelined requests in order (one exchange at a time, later bytes wait here), keep-alive.
 import type { Socket } from "bun";
-import { dispatch, type FrontContext } from "./dispatch.ts";
-import type { Exchange } from "./exchange.ts";
+import { dispatch, type FrontContext, type Route, routeOf } from "./dispatch.ts";
 import { Outbox } from "./flow.ts";
 import { type Body, requestBody } from "./framing.ts";
 import { fieldCount, HeadError, headEnd, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from "./head.ts";
@@ -13,6 +12,17 @@ import { errorResponse } from "./rewrite-head.ts";
 // Slowloris: a request head must be complete within this (node's headersTimeout in listen.ts).
 const HEAD_TIMEOUT_MS = 60_000;
 
+/** What is in flight on a connection: an exchange, or a /sync whose route is being decided. */
+interface InFlight {
+  readonly wantsBody: boolean;
+  clientBody(buf: Buffer, start: number, end: number): number;
+  onClientDrain(): void;
+  abort(): void;
+}
+
+// A /sync waiting for its token lookup (sync-gate.ts): it has no body, and nothing to cancel.
+const deciding = (): InFlight => ({ wantsBody: false, clientBody: () => -1, onClientDrain() {}, abort() {} });
+
 export class ClientConn implements ClientSide {
   readonly socket: Socket<ClientConn>;
   /** The client's address, as the socket reports it. */
@@ -20,7 +30,7 @@ export class ClientConn implements ClientSide {
   readonly #ctx: FrontContext;
   readonly #out = new Outbox();
   #buf: Buffer | undefined;
-  #active: Exchange | undefined;
+  #active: InFlight | undefined;
   #paused = false;
   #closing = false;
   #closed = false;
@@ -154,15 +164,37 @@ export class ClientConn implements ClientSide {
         const hosts = fieldCount(head, NAME.HOST);
         if (hosts > 1 || (hosts === 0 && head.minor === 1)) throw new HeadError(400, "an HTTP/1.1 request needs one Host header");
         body = requestBody(head);
-        const { exchange, bodyEnd } = dispatch(this.#ctx, this, head, body, buf, end);
-        if (bodyEnd < buf.length) this.#buf = buf.subarray(bodyEnd);
-        this.#active = exchange;
         this.socket.timeout(0); // a request in flight has no idle limit: a long-poll is silent
-        exchange.start();
+        const to = routeOf(this.#ctx, head, body);
+        if (to instanceof Promise) {
+          // Only a bodiless GET /sync gets here: the bytes after its head are the next request.
+          const waiting = deciding();
+          this.#active = waiting;
+          if (end < buf.length) this.#buf = buf.subarray(end);
+          void to.then((route) => {
+            if (this.#active !== waiting) return; // the client left meanwhile
+            try {
+              this.#begin(head, body, buf, end, route);
+            } catch {
+              this.cut();
+            }
+          });
+          return;
+        }
+        const bodyEnd = this.#begin(head, body, buf, end, to);
+        if (bodyEnd < buf.length) this.#buf = buf.subarray(bodyEnd);
       } catch (e) {
         return this.#reject(e instanceof HeadError ? e.status : 400, e instanceof HeadError ? e.message : "Bad request");
       }
     }
+  }
+
+  /** Start the exchange; returns where this request's bytes end in buf. */
+  #begin(head: RequestHead, body: Body, buf: Buffer, end: number, to: Route): number {
+    const { exchange, bodyEnd } = dispatch(this.#ctx, this, head, body, buf, end, to);
+    this.#active = exchange;
+    exchange.start();
+    return bodyEnd;
   }
 
   #reject(status: number, message: string): void {

@@ -8,12 +8,16 @@ import type { Body } from "./framing.ts";
 import { clientKeepsAlive, fieldNamed, fieldValue, type RequestHead } from "./head.ts";
 import type { Hop } from "./hop.ts";
 import { NAME } from "./names.ts";
+import { jsonResponse } from "./rewrite-head.ts";
+import type { DirectSync, SyncGate } from "./sync-gate.ts";
 
 export interface FrontContext {
   homeserver: Hop;
   app: Hop;
-  /** app.ts `intercept`: is this request the app's? */
-  intercepts(method: string, path: string): boolean;
+  /** app.ts `intercept`: is this request the app's? "sync": GET /sync, which the gate routes. */
+  intercepts(method: string, path: string): boolean | "sync";
+  /** Decides each GET /sync (sync-gate.ts); without it the app serves them all. */
+  syncGate?: SyncGate;
   access: AccessLog;
   /** Keep-alive idle limit between requests, seconds (Bun's socket timers tick every few). */
   idleSeconds: number;
@@ -21,16 +25,36 @@ export interface FrontContext {
   forget(c: ClientConn): void;
 }
 
+/** Where a request goes: the app, or the homeserver (with what we do alongside, for /sync). */
+export type Route = { app: true } | { app: false; sync?: DirectSync };
+
+const TO_APP: Route = { app: true };
+const TO_HOMESERVER: Route = { app: false };
+
+/** The route of a parsed request; a /sync may take a token lookup (a promise) to decide. */
+export function routeOf(ctx: FrontContext, head: RequestHead, body: Body): Route | Promise<Route> {
+  const target = head.target;
+  const q = target.indexOf("?");
+  const what = ctx.intercepts(head.method, q === -1 ? target : target.slice(0, q));
+  if (what !== "sync") return what ? TO_APP : TO_HOMESERVER;
+  // A /sync with a body is not one a client sends: the app handles the odd case.
+  if (!ctx.syncGate || body.kind !== "none") return TO_APP;
+  const plan = ctx.syncGate.plan(head);
+  return plan instanceof Promise ? plan.then(toRoute) : toRoute(plan);
+}
+
+const toRoute = (sync: DirectSync): Route => ({ app: false, sync });
+
 /**
  * The exchange for one request whose head is buf[…, bodyStart); its body's bytes already in
  * buf go with the head in one write. `bodyEnd`: where this request's bytes end in buf (later
  * bytes are the next, pipelined, request). Throws HeadError on broken chunked framing.
  */
-export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHead, body: Body, buf: Buffer, bodyStart: number): { exchange: Exchange; bodyEnd: number } {
+export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHead, body: Body, buf: Buffer, bodyStart: number, to: Route): { exchange: Exchange; bodyEnd: number } {
   const { method, target } = head;
   const peer = client.peer;
-  const q = target.indexOf("?");
-  const intercepted = ctx.intercepts(method, q === -1 ? target : target.slice(0, q));
+  const intercepted = to.app;
+  const sync = to.app ? undefined : to.sync;
   const hop = intercepted ? ctx.app : ctx.homeserver;
   const stop = body.feed(buf, bodyStart, buf.length);
   const bodyEnd = stop === -1 ? buf.length : stop;
@@ -39,13 +63,17 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
   // The app applies request-log.ts's X-Request-Id rule itself; this id is only for an error
   // the front end answers in its place.
   const requestId = access.requestId(intercepted ? undefined : fieldValue(head, NAME.X_REQUEST_ID), peer);
-  const reqHead = hop.requestHead(head, { peer, requestId, chunked: body.kind === "chunked" });
+  const reqHead = hop.requestHead(head, { peer, requestId, chunked: body.kind === "chunked", identity: sync?.observe !== undefined || sync?.inject !== undefined, target: sync?.inject?.target });
   const first = bodyEnd > bodyStart ? Buffer.concat([reqHead, buf.subarray(bodyStart, bodyEnd)]) : reqHead;
-  // Every route class but "passthrough" names an intercepted route (request-log.ts).
-  const route = intercepted ? undefined : "passthrough";
+  // The app logs what it serves; the front end logs the rest, /sync under its own class.
+  const route = intercepted ? undefined : sync ? "sync" : "passthrough";
+  const keepAlive = clientKeepsAlive(head) && !ctx.draining;
   const exchange = new Exchange({
-    hop, client, method, target, minor: head.minor, body, first, requestId,
-    keepAlive: clientKeepsAlive(head) && !ctx.draining,
+    hop, client, method, target, minor: head.minor, body, first, requestId, keepAlive,
+    observe: sync?.observe?.(),
+    rewrite: sync?.inject?.rewrite,
+    wait: sync?.wait,
+    early: sync && ((close) => jsonResponse(200, sync.wakeBody(), requestId, close)),
     onHead: route && (() => access.upstreamLatency(route, (performance.now() - started) / 1000)),
     onEnd: (status, aborted) => {
       if (route) access.finished({ id: requestId, route, method, target, peer, header: (n) => fieldNamed(head, n), started, status, aborted });

@@ -4,7 +4,7 @@ import { cancelExpiry, type Expiring, expireIn } from "./deadlines.ts";
 import type { Body } from "./framing.ts";
 import { Outbox } from "./flow.ts";
 import type { Conn, ConnOwner } from "./pool.ts";
-import { type RelayHooks, ResponseRelay } from "./response.ts";
+import { type BodyObserver, type RelayHooks, ResponseRelay } from "./response.ts";
 import type { ClientSide, Hop } from "./hop.ts";
 
 // RFC 9110 §9.2.2: requests whose repetition has the same effect. Only these are retried on a
@@ -29,6 +29,16 @@ export interface ExchangeInit {
   onHead?: () => void;
   /** Called once when the exchange is over, with the status sent (undefined: none). */
   onEnd(status: number | undefined, aborted: boolean): void;
+  /** Reads the response body as it streams past (response.ts). */
+  observe?: BodyObserver;
+  /** Rewrites the whole response body before it goes out (response.ts). */
+  rewrite?: (payload: Buffer) => Buffer;
+  /**
+   * A long-poll that may be answered early: registers the wake and returns its unregister
+   * function. `early` makes the answer, a whole HTTP message (`close`: say Connection: close).
+   */
+  wait?: (wake: () => void) => () => void;
+  early?: (close: boolean) => Buffer;
 }
 
 export class Exchange implements ConnOwner, RelayHooks, Expiring {
@@ -39,6 +49,7 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
   #retried = false;
   #over = false;
   #clientPaused = false;
+  #unwait: (() => void) | undefined;
   /** The whole request is in `first`: it can be sent again. */
   readonly #whole: boolean;
 
@@ -59,6 +70,7 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
     // (a /sync streaming megabytes) is governed by the client, never cut by us.
     if (ms !== undefined) expireIn(this, ms);
     this.#up.send(undefined, this.#i.first);
+    if (this.#i.wait) this.#unwait = this.#i.wait(() => this.#wake());
     const pooled = this.#i.hop.pool.take();
     if (pooled) this.#attach(pooled);
     else this.#connect();
@@ -185,8 +197,21 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
     this.#i.client.done(keep);
   }
 
+  // A refresh landed for this long-poll's device: if the homeserver has not started answering,
+  // stop waiting for it and answer now. Once its answer streams, that answer goes out whole
+  // and the delivery waits for the next poll.
+  #wake(): void {
+    if (this.#over || this.#res.statusSent !== undefined || !this.#i.early) return;
+    this.#conn?.destroy();
+    const keep = this.#i.keepAlive && this.#i.body.done;
+    this.#i.client.send(this.#i.early(!keep));
+    this.#end(200, false);
+    this.#i.client.done(keep);
+  }
+
   #end(status: number | undefined, aborted: boolean): void {
     this.#over = true;
+    this.#unwait?.();
     cancelExpiry(this);
     this.#up.clear();
     this.#i.onEnd(status, aborted);

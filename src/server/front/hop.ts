@@ -26,6 +26,10 @@ export interface HeadContext {
   peer: string;
   requestId: string;
   chunked: boolean;
+  /** Ask for an uncompressed response: we read its body (homeserver hop only). */
+  identity?: boolean;
+  /** Send this target instead of the client's (homeserver hop only). */
+  target?: string;
 }
 
 export interface Hop {
@@ -46,6 +50,7 @@ const POOL = { idleSeconds: 30, maxIdle: 256 };
 // peer and secret headers are only ever ours.
 const REPLACED_UPSTREAM = mask(NAME.X_FORWARDED_FOR, NAME.X_FORWARDED_PROTO, NAME.X_FORWARDED_HOST, NAME.X_REQUEST_ID, NAME.X_RESYNC_PEER, NAME.X_RESYNC_FRONT);
 const REPLACED_APP = mask(NAME.X_RESYNC_PEER, NAME.X_RESYNC_FRONT);
+const REPLACED_IDENTITY = REPLACED_UPSTREAM | mask(NAME.ACCEPT_ENCODING);
 
 export interface HomeserverHopOptions {
   upstream: URL;
@@ -72,12 +77,15 @@ export function homeserverHop(o: HomeserverHopOptions): Hop {
     headerTimeoutMs: (target) => headerTimeoutFor(target, o.headerTimeoutMs),
     requestHead(h, c) {
       const forwarded = forwardedFor(c.peer, (n) => fieldNamed(h, n), o.trusted);
+      const add: Record<string, string> = { ...forwarded, "x-request-id": c.requestId };
+      if (c.identity) add["accept-encoding"] = "identity";
       return nextHopRequestHead(h, {
         prefix,
         defaultHost: u.host,
-        replace: REPLACED_UPSTREAM,
-        add: { ...forwarded, "x-request-id": c.requestId },
+        replace: c.identity ? REPLACED_IDENTITY : REPLACED_UPSTREAM,
+        add,
         chunked: c.chunked,
+        target: c.target,
       });
     },
     errorResponse,

@@ -1,6 +1,6 @@
 // The response half of an exchange: parse the next hop's head, relay interim responses, write
 // the client's head with our own framing, then stream the body as it arrives.
-import { type Body, responseBody } from "./framing.ts";
+import { type Body, type OnData, responseBody } from "./framing.ts";
 import { fieldValue, HeadError, headEnd, hasToken, MAX_HEAD_BYTES, parseResponseHead, type ResponseHead } from "./head.ts";
 import { NAME } from "./names.ts";
 import type { ClientSide } from "./hop.ts";
@@ -14,6 +14,20 @@ export interface RelayRequest {
   /** The request's body: a response that starts before it is complete closes the connection. */
   body: Body;
   requestId: string;
+  /** Reads a 200's uncompressed payload as it streams past (the bytes go out unchanged). */
+  observe?: BodyObserver;
+  /** Rewrites a 200's whole uncompressed payload before any of it goes out (/sync injection). */
+  rewrite?: (payload: Buffer) => Buffer;
+}
+
+// A body we rewrite is held whole (an incremental /sync: kilobytes to a few megabytes). One
+// beyond this is refused rather than held: the delivery then waits for the next poll.
+const MAX_REWRITE_BYTES = 256 * 1024 * 1024;
+
+export interface BodyObserver {
+  data: OnData;
+  /** The whole body went past. */
+  end(): void;
 }
 
 export interface RelayHooks {
@@ -42,6 +56,13 @@ export class ResponseRelay {
   #flowing = true;
   #head: ResponseHead | undefined;
   #headOptions: ClientResponse | undefined;
+  #observer: BodyObserver | undefined;
+  #held: Buffer[] | undefined;
+  #heldBytes = 0;
+  readonly #hold = (b: Buffer, s: number, e: number) => {
+    this.#held!.push(b.subarray(s, e));
+    this.#heldBytes += e - s;
+  };
 
   constructor(r: RelayRequest, hooks: RelayHooks) {
     this.#r = r;
@@ -94,8 +115,11 @@ export class ResponseRelay {
   /** The hop closed its connection after the head. */
   onClose(): void {
     const body = this.#body!;
-    if (body.kind === "close") this.#hooks.complete(false);
-    else this.#hooks.fail(502, "The connection closed mid-response");
+    if (body.kind === "close") {
+      this.#observer?.end();
+      if (this.#held) this.#sendRewritten();
+      this.#hooks.complete(false);
+    } else this.#hooks.fail(502, "The connection closed mid-response");
   }
 
   /** The client took everything queued: resume the flow. */
@@ -126,20 +150,30 @@ export class ResponseRelay {
       connection: !this.keepClient ? "close" : this.#r.minor === 0 ? "keep-alive" : undefined,
       requestId: this.#r.requestId,
     };
-    this.statusSent = head.status;
     this.#body = body;
+    // A compressed body (the homeserver ignored our identity request) is not ours to read.
+    const readable = head.status === 200 && fieldValue(head, NAME.CONTENT_ENCODING) === undefined;
+    if (this.#r.observe && readable) this.#observer = this.#r.observe;
+    if (this.#r.rewrite && readable) this.#held = [];
+    else this.statusSent = head.status;
     return true;
   }
 
   #feed(buf: Buffer, at: number): void {
+    if (this.#held) return this.#holdBody(buf, at);
     const body = this.#body!;
     if (this.#head && (this.#dechunk || at === buf.length)) this.#send(this.#takeHead());
     if (at < buf.length) {
       let end: number;
       try {
-        if (this.#dechunk) end = body.feed(buf, at, buf.length, (b, s, e) => this.#send(s === 0 && e === b.length ? b : b.subarray(s, e)));
-        else {
-          end = body.feed(buf, at, buf.length);
+        const seen = this.#observer;
+        if (this.#dechunk) {
+          end = body.feed(buf, at, buf.length, (b, s, e) => {
+            seen?.data(b, s, e);
+            this.#send(s === 0 && e === b.length ? b : b.subarray(s, e));
+          });
+        } else {
+          end = body.feed(buf, at, buf.length, seen?.data);
           const stop = end === -1 ? buf.length : end;
           if (this.#head) this.#send(this.#takeHead(buf, at, stop));
           else if (stop > at) this.#send(at === 0 && stop === buf.length ? buf : buf.subarray(at, stop));
@@ -150,11 +184,36 @@ export class ResponseRelay {
       // Bytes after the response answer nothing we asked: the connection cannot be reused.
       if (end !== -1 && end < buf.length) this.#hopKeepsAlive = false;
     }
-    if (body.done) this.#hooks.complete(this.#hopKeepsAlive);
+    if (body.done) {
+      this.#observer?.end();
+      this.#hooks.complete(this.#hopKeepsAlive);
+    }
     else if (!this.#flowing && !this.upstreamPaused) {
       this.upstreamPaused = true;
       this.#hooks.pauseUpstream();
     }
+  }
+
+  #holdBody(buf: Buffer, at: number): void {
+    const body = this.#body!;
+    try {
+      const end = body.feed(buf, at, buf.length, this.#hold);
+      if (end !== -1 && end < buf.length) this.#hopKeepsAlive = false;
+    } catch (e) {
+      return this.#hooks.fail(502, e instanceof HeadError ? e.message : "bad response body");
+    }
+    if (this.#heldBytes > MAX_REWRITE_BYTES) return this.#hooks.fail(502, "The homeserver's response is too large to rewrite");
+    if (!body.done) return;
+    this.#sendRewritten();
+    this.#hooks.complete(this.#hopKeepsAlive);
+  }
+
+  #sendRewritten(): void {
+    const out = this.#r.rewrite!(Buffer.concat(this.#held!, this.#heldBytes));
+    this.#held = undefined;
+    this.statusSent = this.#head!.status;
+    this.#headOptions = { ...this.#headOptions!, chunked: false, length: out.length };
+    this.#send(this.#takeHead(out, 0, out.length));
   }
 
   #send(b: Buffer): void {

@@ -3,7 +3,7 @@
 // stripHopByHop's decision, see names.ts) and those the Connection field names.
 import { corsHeaders } from "../cors.ts";
 import { F_ID, F_LINE, F_LINE_END, F_NAME_END, F_STRIDE, fieldValue, type Head, type RequestHead, type ResponseHead } from "./head.ts";
-import { HOP_BY_HOP, NAME, nameIs } from "./names.ts";
+import { HOP_BY_HOP, mask, NAME, nameIs } from "./names.ts";
 
 /** Names a Connection field lists besides close/keep-alive: hop-by-hop for this message too. */
 function connectionNamed(h: Head): string[] | undefined {
@@ -27,6 +27,7 @@ function forwarded(h: Head, drop: number): number[] {
   return out;
 }
 
+const LENGTH = mask(NAME.CONTENT_LENGTH);
 const HTTP11_LINE_END = Buffer.from(" HTTP/1.1\r\n", "latin1");
 const HTTP11 = Buffer.from("HTTP/1.1 ", "latin1");
 
@@ -47,6 +48,8 @@ export interface NextHopRequest {
   add: Record<string, string>;
   /** The body is chunked: Transfer-Encoding (hop-by-hop) is restated for this hop. */
   chunked: boolean;
+  /** A target to send instead of the client's (only ever a changed `timeout` parameter). */
+  target?: string;
 }
 
 /**
@@ -59,10 +62,11 @@ export function nextHopRequestHead(h: RequestHead, o: NextHopRequest): Buffer {
   for (const name in o.add) tail += `${name}: ${o.add[name]}\r\n`;
   if (o.chunked) tail += "transfer-encoding: chunked\r\n";
   tail += "\r\n";
-  const out = Buffer.allocUnsafe(h.targetStart - h.start + o.prefix.length + h.targetEnd - h.targetStart + 11 + linesSize(h, ks) + tail.length);
+  const targetSize = o.target === undefined ? h.targetEnd - h.targetStart : Buffer.byteLength(o.target, "latin1");
+  const out = Buffer.allocUnsafe(h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + tail.length);
   let p = h.buf.copy(out, 0, h.start, h.targetStart); // "METHOD "
   if (o.prefix.length > 0) p += out.write(o.prefix, p, "latin1");
-  p += h.buf.copy(out, p, h.targetStart, h.targetEnd);
+  p += o.target === undefined ? h.buf.copy(out, p, h.targetStart, h.targetEnd) : out.write(o.target, p, "latin1");
   p += HTTP11_LINE_END.copy(out, p);
   p = copyLines(h, ks, out, p);
   out.write(tail, p, "latin1");
@@ -74,6 +78,8 @@ export interface ClientResponse {
   /** "close" ends the connection after this response; "keep-alive" is said to HTTP/1.0 clients. */
   connection?: "close" | "keep-alive";
   requestId: string;
+  /** The body was rewritten to this many bytes: state it instead of the next hop's length. */
+  length?: number;
 }
 
 /**
@@ -81,10 +87,11 @@ export interface ClientResponse {
  * body[bodyStart, bodyEnd) when given, so head and first bytes leave in one write.
  */
 export function clientResponseHead(h: ResponseHead, o: ClientResponse, body?: Buffer, bodyStart = 0, bodyEnd = 0): Buffer {
-  const ks = forwarded(h, 0);
+  const ks = forwarded(h, o.length === undefined ? 0 : LENGTH);
   // The homeserver's own id wins, as on the node:http path (its fields override ours there).
   let tail = ks.some((k) => h.fields[k + F_ID] === NAME.X_REQUEST_ID) ? "" : `x-request-id: ${o.requestId}\r\n`;
   if (o.chunked) tail += "transfer-encoding: chunked\r\n";
+  if (o.length !== undefined) tail += `content-length: ${o.length}\r\n`;
   if (o.connection) tail += `connection: ${o.connection}\r\n`;
   tail += "\r\n";
   const bodySize = body ? bodyEnd - bodyStart : 0;
@@ -115,8 +122,12 @@ const REASONS: Record<number, string> = { 400: "Bad Request", 431: "Request Head
  * (errors.ts). The connection closes after it whenever the request's framing is in doubt.
  */
 export function errorResponse(status: number, error: string, requestId: string | undefined, close: boolean): Buffer {
-  const body = JSON.stringify({ errcode: "M_UNKNOWN", error });
-  let s = `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\n`;
+  return jsonResponse(status, JSON.stringify({ errcode: "M_UNKNOWN", error }), requestId, close);
+}
+
+/** A JSON response of our own, with the headers sendJson (errors.ts) gives one. */
+export function jsonResponse(status: number, body: string, requestId: string | undefined, close: boolean): Buffer {
+  let s = `HTTP/1.1 ${status} ${REASONS[status] ?? (status === 200 ? "OK" : "Error")}\r\n`;
   for (const k in corsHeaders) s += `${k}: ${corsHeaders[k]}\r\n`;
   s += `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n`;
   if (requestId !== undefined) s += `x-request-id: ${requestId}\r\n`;

@@ -9,13 +9,15 @@ import type { AccessLog } from "./access-log.ts";
 import { ClientConn } from "./client.ts";
 import type { FrontContext } from "./dispatch.ts";
 import type { Hop } from "./hop.ts";
+import type { SyncGate } from "./sync-gate.ts";
 
 export interface FrontOptions {
   /** `host:port` or `unix:/path`, as --listen takes it. */
   listen: string;
   homeserver: Hop;
   app: Hop;
-  intercepts(method: string, path: string): boolean;
+  intercepts(method: string, path: string): boolean | "sync";
+  syncGate?: SyncGate;
   access: AccessLog;
   /** Default 75 s (see IDLE_SECONDS). */
   idleSeconds?: number;
@@ -55,6 +57,7 @@ export function startFront(o: FrontOptions): Front {
     homeserver: o.homeserver,
     app: o.app,
     intercepts: o.intercepts,
+    syncGate: o.syncGate,
     access: o.access,
     idleSeconds: o.idleSeconds ?? IDLE_SECONDS,
     draining: false,

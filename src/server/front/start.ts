@@ -9,11 +9,13 @@ import type { Logger } from "../../ops/log.ts";
 import type { Metrics } from "../../ops/metrics.ts";
 import { type Handler, intercept } from "../app.ts";
 import { boundAddress, type Listener, listen, parseListen } from "../listen.ts";
+import { routeClass } from "../request-log.ts";
 import type { Router } from "../router.ts";
 import { createAccessLog } from "./access-log.ts";
 import { appHop, homeserverHop } from "./hop.ts";
 import type { Destination } from "./pool.ts";
 import { type Front, startFront } from "./server.ts";
+import type { SyncGate } from "./sync-gate.ts";
 
 export type Engine = "bun" | "node";
 
@@ -43,8 +45,8 @@ export function internalListenAddress(dataDir: string): string {
  * …/profile/…) repeat, and a route-table match costs microseconds per request. Bounded, since
  * paths come from clients: long ones are not kept, and the memo starts over when full.
  */
-export function remembered(decide: (method: string, path: string) => boolean, max = 4096): (method: string, path: string) => boolean {
-  const memo = new Map<string, boolean>();
+export function remembered<T>(decide: (method: string, path: string) => T, max = 4096): (method: string, path: string) => T {
+  const memo = new Map<string, T>();
   return (method, path) => {
     if (path.length > 256) return decide(method, path);
     const key = `${method} ${path}`;
@@ -68,6 +70,8 @@ export interface BunEngineOptions {
   metrics?: Metrics;
   /** Extra PEM CA for an https homeserver (tests only). */
   upstreamCa?: string;
+  /** Decides each GET /sync here (sync-gate.ts); without it the app serves them all. */
+  syncGate?: SyncGate;
 }
 
 export async function startBunEngine(o: BunEngineOptions): Promise<{ front: Front; server: Server }> {
@@ -81,7 +85,12 @@ export async function startBunEngine(o: BunEngineOptions): Promise<{ front: Fron
       listen: o.config.listen,
       homeserver: homeserverHop({ upstream, headerTimeoutMs: o.config.upstreamHeaderTimeoutMs, trusted: o.trusted, ca: o.upstreamCa }),
       app: appHop({ destination, secret: o.secret, defaultHost: upstream.host }),
-      intercepts: remembered((method, path) => intercept(o.routes, method, path) !== undefined),
+      intercepts: remembered((method, path) => {
+        const what = intercept(o.routes, method, path);
+        if (what === undefined) return false;
+        return what.kind === "route" && routeClass(method, path) === "sync" ? "sync" : true;
+      }),
+      syncGate: o.syncGate,
       access: createAccessLog({ log: o.log, metrics: o.metrics, trusted: o.trusted }),
     });
     return { front, server };

@@ -1,0 +1,177 @@
+// GET /sync served by the Bun front end itself (server/front/sync-gate.ts): streamed straight to
+// the homeserver when nothing is pending, injected into there when something is, with the
+// token looked up first. Bun only (Deno always runs the node:http engine).
+import { readdirSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { gzipSync } from "node:zlib";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { makeUser } from "../helpers/fake-devices.ts";
+import { RawClient } from "../helpers/raw-http1.ts";
+import { startWorld, type World } from "../helpers/world.ts";
+
+const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+
+describe.skipIf(!isBun)("/sync in the Bun front end", () => {
+  let w: World;
+  let bob: string;
+  let alice: string;
+  // How the homeserver answers /sync: set per test.
+  let answer: (req: IncomingMessage, res: ServerResponse) => void;
+  const seenSyncs = () => w.hs.seen.filter((r) => r.target.startsWith("/_matrix/client/v3/sync"));
+  const lastSync = () => seenSyncs().at(-1)!;
+
+  beforeAll(async () => {
+    w = await startWorld(["--refresh-cache-ms", "0", "--rate-target-burst", "100"]);
+    bob = `@bob:${w.remote.serverName}`;
+    w.remote.setUser(makeUser(bob, { devices: ["DEV0", "DEV1"] }));
+    w.hs.on("/_matrix/client/v3/sync", (req, res) => answer(req, res));
+    alice = w.login("alice", "ALICE1");
+  });
+  afterAll(() => w.close());
+
+  async function get(token: string, target: string, headers: Record<string, string> = {}) {
+    const c = await RawClient.connect(w.proxy.port);
+    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+    c.write(`GET ${target} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\n${extra}\r\n`);
+    const m = await c.read({ timeoutMs: 10_000 });
+    c.close();
+    return m;
+  }
+
+  test("nothing pending: the homeserver's compressed answer streams through byte for byte", async () => {
+    const gz = gzipSync(JSON.stringify({ next_batch: "s2", rooms: {} }));
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json", "content-encoding": "gzip", "content-length": gz.length });
+      res.end(gz);
+    };
+    const m = await get(alice, "/_matrix/client/v3/sync?since=s1&timeout=0", { "accept-encoding": "gzip" });
+    expect(m.status).toBe(200);
+    expect(m.headers["content-encoding"]).toBe("gzip");
+    expect(m.body.equals(gz)).toBe(true);
+    // No overlay exists yet: nothing to read, so the client's own encoding wish goes upstream.
+    expect(lastSync().headers["accept-encoding"]).toBe("gzip");
+    expect(lastSync().target).toBe("/_matrix/client/v3/sync?since=s1&timeout=0");
+  });
+
+  test("pending: the homeserver is asked to answer at once, and its chunked body is injected into", async () => {
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" }); // no length: chunked
+      res.write('{"next_batch":"s3",');
+      res.write('"device_lists":{"changed":["@carol:hs.test"],"left":[]},"rooms":{"join":{}}}');
+      res.end();
+    };
+    expect((await w.refresh(bob, alice)).status).toBe(202);
+    const m = await get(alice, "/_matrix/client/v3/sync?since=s2&timeout=30000", { "accept-encoding": "gzip" });
+    expect(lastSync().target).toBe("/_matrix/client/v3/sync?since=s2&timeout=0");
+    expect(lastSync().headers["accept-encoding"]).toBe("identity");
+    expect(m.headers["transfer-encoding"]).toBeUndefined();
+    expect(Number(m.headers["content-length"])).toBe(m.raw.length);
+    const body = JSON.parse(m.body.toString());
+    expect(body.device_lists.changed).toEqual(["@carol:hs.test", bob]);
+    expect(body.next_batch).toBe("s3");
+    // s3 carried it: the next poll acknowledges, and nothing is injected any more.
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end('{"next_batch":"s4"}');
+    };
+    const after = await get(alice, "/_matrix/client/v3/sync?since=s3&timeout=0");
+    expect(JSON.parse(after.body.toString())).toEqual({ next_batch: "s4" });
+  });
+
+  test("pending, but the homeserver compresses anyway: its body passes unchanged and the delivery waits", async () => {
+    expect((await w.refresh(bob, alice)).status).toBe(202);
+    const gz = gzipSync(JSON.stringify({ next_batch: "s5" }));
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json", "content-encoding": "gzip", "content-length": gz.length });
+      res.end(gz);
+    };
+    const m = await get(alice, "/_matrix/client/v3/sync?since=s4&timeout=0");
+    expect(m.body.equals(gz)).toBe(true);
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end('{"next_batch":"s6"}');
+    };
+    const next = JSON.parse((await get(alice, "/_matrix/client/v3/sync?since=s5&timeout=0")).body.toString());
+    expect(next.device_lists.changed).toEqual([bob]);
+  });
+
+  test("overlays exist: a passing /sync is read as it streams, and the homeserver's own report drops the overlay", async () => {
+    const carol = w.login("carol", "CAROL1");
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      // Split inside the member name: the reader works across chunk boundaries.
+      res.write('{"next_batch":"c2","rooms":{"join":{"!r:hs.test":{"timeline":{"events":[{"content":{"device_lists":{"changed":["@x:y"]}}}]}}}},"device_li');
+      res.end(`sts":{"changed":["${bob}"]}}`);
+    };
+    const before = w.remote.requests.length;
+    const m = await get(carol, "/_matrix/client/v3/sync?since=c1&timeout=0", { "accept-encoding": "gzip" });
+    expect(lastSync().headers["accept-encoding"]).toBe("identity");
+    expect(JSON.parse(m.body.toString()).device_lists.changed).toEqual([bob]);
+    // Re-verified in the background: a new federation fetch of bob's list.
+    await expect.poll(() => w.remote.requests.length, { timeout: 5000 }).toBeGreaterThan(before);
+  });
+
+  test("a token not yet known is looked up first; a request pipelined behind it waits its turn", async () => {
+    const dave = w.login("dave", "DAVE1");
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end('{"next_batch":"d2"}');
+    };
+    const c = await RawClient.connect(w.proxy.port);
+    c.write(
+      `GET /_matrix/client/v3/sync?since=d1&timeout=0 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${dave}\r\n\r\n` +
+        "GET /_matrix/client/versions HTTP/1.1\r\nhost: x\r\n\r\n",
+    );
+    const first = await c.read();
+    const second = await c.read();
+    c.close();
+    expect(JSON.parse(first.body.toString())).toEqual({ next_batch: "d2" });
+    expect(JSON.parse(second.body.toString()).unstable_features["org.matrix.msc2638"]).toBe(true);
+  });
+
+  test("a client that leaves during the token lookup sends nothing to the homeserver", async () => {
+    const erin = w.login("erin", "ERIN1");
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    w.hs.on("/_matrix/client/v3/account/whoami", async (_req, res) => {
+      await gate;
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ user_id: "@erin:hs.test", device_id: "ERIN1" }));
+    });
+    const c = await RawClient.connect(w.proxy.port);
+    c.write(`GET /_matrix/client/v3/sync?since=e1&timeout=30000 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${erin}\r\n\r\n`);
+    await expect.poll(() => w.hs.seen.some((r) => r.target.includes("whoami") && r.headers.authorization === `Bearer ${erin}`)).toBe(true);
+    const syncsBefore = seenSyncs().length;
+    c.close();
+    await new Promise((r) => setTimeout(r, 100));
+    release();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seenSyncs().length).toBe(syncsBefore);
+  });
+
+  test("held long-polls with nothing pending cost no hop through the app: under 5 descriptors each, in-process", async () => {
+    const n = 60;
+    const tokens = Array.from({ length: n }, (_, i) => w.login(`poll${i}`, `P${i}`));
+    answer = () => {}; // hold every poll
+    const fds = () => readdirSync("/proc/self/fd").length;
+    // Warm the token cache, so the count below is only the held polls.
+    const warm = answer;
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end('{"next_batch":"p1"}');
+    };
+    for (const t of tokens) await get(t, "/_matrix/client/v3/sync?since=p0&timeout=0");
+    answer = warm;
+    await new Promise((r) => setTimeout(r, 200));
+    const base = fds();
+    const clients = await Promise.all(tokens.map(() => RawClient.connect(w.proxy.port)));
+    clients.forEach((c, i) => c.write(`GET /_matrix/client/v3/sync?since=p1&timeout=30000 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${tokens[i]}\r\n\r\n`));
+    await expect.poll(() => seenSyncs().filter((r) => r.target.includes("since=p1&timeout=30000")).length, { timeout: 5000 }).toBe(n);
+    // Here one process holds all four sockets of a poll: client, front, front→homeserver, and
+    // the fake homeserver's. Through the app it would be six.
+    const perPoll = (fds() - base) / n;
+    clients.forEach((c) => c.close());
+    expect(perPoll).toBeLessThan(5);
+    expect(perPoll).toBeGreaterThanOrEqual(3.5);
+  });
+});
