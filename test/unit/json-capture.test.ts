@@ -48,7 +48,7 @@ function serialise(entries: [string, unknown][], seed: number): string {
   return `${ws()}${obj(entries)}${ws()}`;
 }
 
-const tricky = fc.string({ unit: fc.constantFrom("\\", '"', "\\\\", '\\"', "a", "é", "😀", "\u2028", "\u0000", "\n", "{", "}", "[", "]", ":", ",", "_"), maxLength: 24 });
+const tricky = fc.string({ unit: fc.constantFrom("\\", '"', "\\\\", '\\"', "a", "é", "😀", "\u2028", "\u0000", "\n", "{", "}", "[", "]", ":", ",", "_"), maxLength: 60 });
 const key = fc.oneof(fc.string(), tricky, fc.string({ unit: "binary", maxLength: 6 }), fc.constantFrom(DL, "next_batch", "rooms", "__proto__"));
 const leaf = fc.oneof(fc.jsonValue({ maxDepth: 0 }), tricky, fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer());
 const { value } = fc.letrec((tie) => ({
@@ -112,6 +112,20 @@ describe("TopLevelCapture agrees with JSON.parse", () => {
     expect(two?.get("device\\u005flists")?.toString()).toBe('{"changed":[]}');
   });
 
+  test("long backslash runs and escaped quotes, cut at every byte", () => {
+    const tricky = `${"\\".repeat(40)}"${"\\".repeat(41)}x"\\`;
+    const text = JSON.stringify({ a: tricky, [tricky]: [tricky, { [DL]: tricky }], [DL]: { s: tricky }, z: 1 });
+    const doc = Buffer.from(text);
+    for (let cut = 1; cut < doc.length; cut++) expectAgrees(text, capture(doc, [DL, "a", tricky, "z"], [cut, doc.length]), [DL, "a", tricky, "z"]);
+  });
+
+  test("numbers and literals in every form JSON allows", () => {
+    const text = '{"a":[0,-0,1,-12,0.5,-0.25e3,1E5,1e+2,2E-2,10.01e-0,true,false,null],"device_lists":-1.5E+3,"t":true,"n":null,"f":false}';
+    const keys = [DL, "a", "t", "n", "f"];
+    for (const sizes of [[1], [2], [3], [text.length]]) expectAgrees(text, capture(Buffer.from(text), keys, sizes), keys);
+    expect(capture(Buffer.from(text), [DL])?.get(DL)?.toString()).toBe("-1.5E+3");
+  });
+
   test("a long key is never matched by its tail, wherever the chunk boundary falls", () => {
     const doc = Buffer.from(`{"${"A".repeat(100)}${DL}":1,"x":2}`);
     for (let cut = 2; cut < 120; cut++) expect(capture(doc, [DL, "x"], [cut, 64])).toEqual(new Map([["x", Buffer.from("2")]]));
@@ -164,7 +178,7 @@ describe("maxValueBytes and duplicates", () => {
 describe("malformed documents give undefined and never throw", () => {
   const malformed = [
     "", "  ", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{,}", "{\"a\":\"x}", "{\"a\":\"x\\\"}", "{\"a\":1} x", "{\"a\":1}}",
-    "{\"a\":{\"b\":1}", "{\"a\":[1}", "{\"a\":{]}", "{\"a\":[1,]}", "{\"a\":{\"b\"}}", "{\"a\":tru}", "{\"a\":nul}", "{\"a\":truex}",
+    "{\"a\":{\"b\":1}", "{\"a\":[1}", "{\"a\":[1}}", "{\"a\":{\"b\":1]}", "{\"a\":[[]}]}", "{\"a\":{]}", "{\"a\":[1,]}", "{\"a\":{\"b\"}}", "{\"a\":tru}", "{\"a\":nul}", "{\"a\":truex}",
     "{\"a\":trux}", "{\"a\":nulL}", "{\"a\":fals0}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":1..5}", "{\"a\":1.e5}", "{\"a\":1e5.5}", "{\"a\":--1}", "{\"a\":1e+-1}", "{\"a\":-}", "{\"a\":1e}", "{\"a\":+1}", "{\"a\":.5}", "{\"a\" 1}", "{\"a\":1 \"b\":2}",
     "{\"a\\x\":1}", "{a:1}", "{\"a\":1}{}", "{} {}", "{\"device_lists\":{\"changed\":[]}",
   ];
