@@ -198,3 +198,8 @@ export function hardFdLimit(): number {
 }
 
 export const nproc = (): number => Number(spawnSync("nproc", { encoding: "utf8" }).stdout.trim()) || 1;
+
+/** Open file descriptors of a process (Linux /proc). */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}

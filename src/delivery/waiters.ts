@@ -3,28 +3,31 @@
 
 export const deviceKey = (userId: string, deviceId: string) => `${userId}|${deviceId}`;
 
+export interface Waiter {
+  wake(): void;
+}
+
 export class Waiters {
-  readonly #byDevice = new Map<string, Set<() => void>>();
+  readonly #byDevice = new Map<string, Set<Waiter>>();
   #count = 0;
 
   get count(): number {
     return this.#count;
   }
 
-  /** Register a wake callback; returns the function that unregisters it. */
-  wait(key: string, wake: () => void): () => void {
+  add(key: string, w: Waiter): void {
     let set = this.#byDevice.get(key);
     if (!set) this.#byDevice.set(key, (set = new Set()));
-    set.add(wake);
+    if (set.has(w)) return;
+    set.add(w);
     this.#count++;
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      this.#count--;
-      set.delete(wake);
-      if (set.size === 0) this.#byDevice.delete(key);
-    };
+  }
+
+  remove(key: string, w: Waiter): void {
+    const set = this.#byDevice.get(key);
+    if (!set?.delete(w)) return;
+    this.#count--;
+    if (set.size === 0) this.#byDevice.delete(key);
   }
 
   /** Wake every long-poll of these devices; returns how many were woken. */
@@ -33,8 +36,8 @@ export class Waiters {
     for (const k of keys) {
       const set = this.#byDevice.get(k);
       if (!set) continue;
-      for (const f of [...set]) {
-        f();
+      for (const w of [...set]) {
+        w.wake();
         n++;
       }
     }

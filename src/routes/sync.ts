@@ -33,12 +33,15 @@ export function syncRoute(flavour: SyncFlavour): Handler {
 
     const abort = new AbortController();
     let woken = false;
-    const unwait = longPoll && !inject
-      ? svc.delivery.waiters.wait(deviceKey(who.userId, who.deviceId), () => {
-          woken = true;
-          abort.abort();
-        })
-      : () => {};
+    const key = deviceKey(who.userId, who.deviceId);
+    const waiter = {
+      wake() {
+        woken = true;
+        abort.abort();
+      },
+    };
+    if (longPoll && !inject) svc.delivery.waiters.add(key, waiter);
+    const unwait = () => svc.delivery.waiters.remove(key, waiter);
     const answerWake = () => {
       // next_batch = the request's own since: the client asks again from the same point, so no
       // event is skipped. No token is marked: only a real next_batch acknowledges the delivery.

@@ -38,6 +38,8 @@ export interface AuthOptions {
   ttlMs?: number;
   failureTtlMs?: number;
   max?: number;
+  /** whoami calls in flight at most (default 32); more wait their turn. */
+  concurrency?: number;
   /** Told whether each lookup was answered without a new whoami call (metrics). */
   onCache?: (hit: boolean) => void;
 }
@@ -51,8 +53,20 @@ export function createAuth(o: AuthOptions) {
   const ok = new LRUCache<string, Requester>({ max: o.max ?? 10_000, ttl: o.ttlMs ?? 5 * 60_000 });
   const refused = new LRUCache<string, UpstreamAuthError>({ max: o.max ?? 10_000, ttl: o.failureTtlMs ?? 5_000 });
   const inflight = new Map<string, Promise<Requester>>();
+  // A restart brings every client back at once, each with a token we have not seen: one whoami
+  // connection per token would flood the homeserver, and our descriptors with it.
+  const slots = concurrencyLimit(o.concurrency ?? 32);
 
   async function lookup(token: string): Promise<Requester> {
+    const release = await slots();
+    try {
+      return await whoami(token);
+    } finally {
+      release();
+    }
+  }
+
+  async function whoami(token: string): Promise<Requester> {
     const res = await o.upstream.open({
       method: "GET",
       target: "/_matrix/client/v3/account/whoami",
@@ -106,3 +120,21 @@ export function createAuth(o: AuthOptions) {
 }
 
 export type Auth = ReturnType<typeof createAuth>;
+
+/** Waits for one of `n` slots; resolves to the function that frees it. */
+export function concurrencyLimit(n: number): () => Promise<() => void> {
+  let free = n;
+  const queue: (() => void)[] = [];
+  const release = () => {
+    const next = queue.shift();
+    if (next) next();
+    else free++;
+  };
+  return () => {
+    if (free > 0) {
+      free--;
+      return Promise.resolve(release);
+    }
+    return new Promise((resolve) => queue.push(() => resolve(release)));
+  };
+}

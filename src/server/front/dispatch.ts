@@ -8,8 +8,7 @@ import type { Body } from "./framing.ts";
 import { clientKeepsAlive, fieldNamed, fieldValue, type RequestHead } from "./head.ts";
 import type { Hop } from "./hop.ts";
 import { NAME } from "./names.ts";
-import { jsonResponse } from "./rewrite-head.ts";
-import type { DirectSync, SyncGate } from "./sync-gate.ts";
+import type { SyncGate, SyncPlan } from "./sync-gate.ts";
 
 export interface FrontContext {
   homeserver: Hop;
@@ -26,7 +25,7 @@ export interface FrontContext {
 }
 
 /** Where a request goes: the app, or the homeserver (with what we do alongside, for /sync). */
-export type Route = { app: true } | { app: false; sync?: DirectSync };
+export type Route = { app: true } | { app: false; sync?: SyncPlan };
 
 const TO_APP: Route = { app: true };
 const TO_HOMESERVER: Route = { app: false };
@@ -43,7 +42,7 @@ export function routeOf(ctx: FrontContext, head: RequestHead, body: Body): Route
   return plan instanceof Promise ? plan.then(toRoute) : toRoute(plan);
 }
 
-const toRoute = (sync: DirectSync): Route => ({ app: false, sync });
+const toRoute = (sync: SyncPlan): Route => ({ app: false, sync });
 
 /**
  * The exchange for one request whose head is buf[…, bodyStart); its body's bytes already in
@@ -63,17 +62,17 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
   // The app applies request-log.ts's X-Request-Id rule itself; this id is only for an error
   // the front end answers in its place.
   const requestId = access.requestId(intercepted ? undefined : fieldValue(head, NAME.X_REQUEST_ID), peer);
-  const reqHead = hop.requestHead(head, { peer, requestId, chunked: body.kind === "chunked", identity: sync?.observe !== undefined || sync?.inject !== undefined, target: sync?.inject?.target });
+  const observe = sync?.observer();
+  const reqHead = hop.requestHead(head, { peer, requestId, chunked: body.kind === "chunked", identity: observe !== undefined || sync?.inject !== undefined, target: sync?.inject?.target });
   const first = bodyEnd > bodyStart ? Buffer.concat([reqHead, buf.subarray(bodyStart, bodyEnd)]) : reqHead;
   // The app logs what it serves; the front end logs the rest, /sync under its own class.
   const route = intercepted ? undefined : sync ? "sync" : "passthrough";
   const keepAlive = clientKeepsAlive(head) && !ctx.draining;
   const exchange = new Exchange({
     hop, client, method, target, minor: head.minor, body, first, requestId, keepAlive,
-    observe: sync?.observe?.(),
+    observe,
     rewrite: sync?.inject?.rewrite,
-    wait: sync?.wait,
-    early: sync && ((close) => jsonResponse(200, sync.wakeBody(), requestId, close)),
+    longPoll: sync?.longPoll,
     onHead: route && (() => access.upstreamLatency(route, (performance.now() - started) / 1000)),
     onEnd: (status, aborted) => {
       if (route) access.finished({ id: requestId, route, method, target, peer, header: (n) => fieldNamed(head, n), started, status, aborted });

@@ -6,6 +6,8 @@ import { Outbox } from "./flow.ts";
 import type { Conn, ConnOwner } from "./pool.ts";
 import { type BodyObserver, type RelayHooks, ResponseRelay } from "./response.ts";
 import type { ClientSide, Hop } from "./hop.ts";
+import { jsonResponse } from "./rewrite-head.ts";
+import type { LongPoll } from "./sync-gate.ts";
 
 // RFC 9110 §9.2.2: requests whose repetition has the same effect. Only these are retried on a
 // fresh connection when a reused one closes before answering (§9.2.2: a proxy MUST NOT retry
@@ -33,12 +35,8 @@ export interface ExchangeInit {
   observe?: BodyObserver;
   /** Rewrites the whole response body before it goes out (response.ts). */
   rewrite?: (payload: Buffer) => Buffer;
-  /**
-   * A long-poll that may be answered early: registers the wake and returns its unregister
-   * function. `early` makes the answer, a whole HTTP message (`close`: say Connection: close).
-   */
-  wait?: (wake: () => void) => () => void;
-  early?: (close: boolean) => Buffer;
+  /** A long-poll a refresh may answer early (sync-gate.ts). */
+  longPoll?: LongPoll;
 }
 
 export class Exchange implements ConnOwner, RelayHooks, Expiring {
@@ -49,7 +47,6 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
   #retried = false;
   #over = false;
   #clientPaused = false;
-  #unwait: (() => void) | undefined;
   /** The whole request is in `first`: it can be sent again. */
   readonly #whole: boolean;
 
@@ -70,7 +67,7 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
     // (a /sync streaming megabytes) is governed by the client, never cut by us.
     if (ms !== undefined) expireIn(this, ms);
     this.#up.send(undefined, this.#i.first);
-    if (this.#i.wait) this.#unwait = this.#i.wait(() => this.#wake());
+    this.#i.longPoll?.hold(this);
     const pooled = this.#i.hop.pool.take();
     if (pooled) this.#attach(pooled);
     else this.#connect();
@@ -200,18 +197,19 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
   // A refresh landed for this long-poll's device: if the homeserver has not started answering,
   // stop waiting for it and answer now. Once its answer streams, that answer goes out whole
   // and the delivery waits for the next poll.
-  #wake(): void {
-    if (this.#over || this.#res.statusSent !== undefined || !this.#i.early) return;
+  wake(): void {
+    const poll = this.#i.longPoll;
+    if (this.#over || this.#res.statusSent !== undefined || !poll) return;
     this.#conn?.destroy();
     const keep = this.#i.keepAlive && this.#i.body.done;
-    this.#i.client.send(this.#i.early(!keep));
+    this.#i.client.send(jsonResponse(200, poll.wakeBody(), this.#i.requestId, !keep));
     this.#end(200, false);
     this.#i.client.done(keep);
   }
 
   #end(status: number | undefined, aborted: boolean): void {
     this.#over = true;
-    this.#unwait?.();
+    this.#i.longPoll?.release(this);
     cancelExpiry(this);
     this.#up.clear();
     this.#i.onEnd(status, aborted);

@@ -57,12 +57,11 @@ export class ResponseRelay {
   #head: ResponseHead | undefined;
   #headOptions: ClientResponse | undefined;
   #observer: BodyObserver | undefined;
+  /** Payload ranges of the chunk in hand, for the observer: [start, end, start, end, …]. */
+  #spans: number[] | undefined;
   #held: Buffer[] | undefined;
   #heldBytes = 0;
-  readonly #hold = (b: Buffer, s: number, e: number) => {
-    this.#held!.push(b.subarray(s, e));
-    this.#heldBytes += e - s;
-  };
+  #hold: ((b: Buffer, s: number, e: number) => void) | undefined;
 
   constructor(r: RelayRequest, hooks: RelayHooks) {
     this.#r = r;
@@ -153,8 +152,17 @@ export class ResponseRelay {
     this.#body = body;
     // A compressed body (the homeserver ignored our identity request) is not ours to read.
     const readable = head.status === 200 && fieldValue(head, NAME.CONTENT_ENCODING) === undefined;
-    if (this.#r.observe && readable) this.#observer = this.#r.observe;
-    if (this.#r.rewrite && readable) this.#held = [];
+    if (this.#r.observe && readable) {
+      this.#observer = this.#r.observe;
+      this.#spans = [];
+    }
+    if (this.#r.rewrite && readable) {
+      const held: Buffer[] = (this.#held = []);
+      this.#hold = (b, s, e) => {
+        held.push(b.subarray(s, e));
+        this.#heldBytes += e - s;
+      };
+    }
     else this.statusSent = head.status;
     return true;
   }
@@ -173,10 +181,16 @@ export class ResponseRelay {
             this.#send(s === 0 && e === b.length ? b : b.subarray(s, e));
           });
         } else {
-          end = body.feed(buf, at, buf.length, seen?.data);
+          const spans = this.#spans;
+          end = body.feed(buf, at, buf.length, spans && ((_b, s, e) => void spans.push(s, e)));
           const stop = end === -1 ? buf.length : end;
           if (this.#head) this.#send(this.#takeHead(buf, at, stop));
           else if (stop > at) this.#send(at === 0 && stop === buf.length ? buf : buf.subarray(at, stop));
+          // Read after sending: the client's bytes do not wait for our look at them.
+          if (spans) {
+            for (let k = 0; k < spans.length; k += 2) seen!.data(buf, spans[k]!, spans[k + 1]!);
+            spans.length = 0;
+          }
         }
       } catch (e) {
         return this.#hooks.fail(502, e instanceof HeadError ? e.message : "bad response body");

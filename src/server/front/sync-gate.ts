@@ -6,7 +6,7 @@
 // watch the homeserver's own device_lists.changed while overlays exist, and answer a waiting
 // long-poll early when a refresh lands.
 import { TopLevelCapture } from "../../delivery/json-capture.ts";
-import { deviceKey } from "../../delivery/waiters.ts";
+import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
 import { reportedChanged, wakeResponse } from "../../delivery/sync-inject.ts";
 import type { Services } from "../app.ts";
 import { type Requester, tokenOf } from "../auth.ts";
@@ -15,48 +15,79 @@ import { fieldValue, type RequestHead } from "./head.ts";
 import { NAME } from "./names.ts";
 import type { BodyObserver } from "./response.ts";
 
-/** The homeserver serves it; what we do alongside. */
-export interface DirectSync {
+/** How the front end serves one GET /sync: always through the homeserver hop. */
+export interface SyncPlan {
   /** Overlays exist: ask for an uncompressed body and read its device_lists.changed. */
-  observe?: () => BodyObserver;
+  observer(): BodyObserver | undefined;
   /** Deliveries are pending: ask the homeserver to answer at once, and rewrite its body. */
-  inject?: { target: string; rewrite(payload: Buffer): Buffer };
-  /** A long-poll: register `wake` for the device; returns the unregister function. */
-  wait?: (wake: () => void) => () => void;
-  /** The body of an early answer (DESIGN.md "early wake"), built when the wake comes. */
-  wakeBody(): string;
+  readonly inject: { target: string; rewrite(payload: Buffer): Buffer } | undefined;
+  /** A long-poll a refresh may answer early (DESIGN.md "early wake"). */
+  readonly longPoll: LongPoll | undefined;
 }
 
-export type SyncPlan = DirectSync;
+export interface LongPoll {
+  hold(w: Waiter): void;
+  release(w: Waiter): void;
+  /** The body of the early answer, built when the wake comes. */
+  wakeBody(): string;
+}
 
 export interface SyncGate {
   plan(head: RequestHead): SyncPlan | Promise<SyncPlan>;
 }
 
+const PLAIN: SyncPlan = { observer: () => undefined, inject: undefined, longPoll: undefined };
 
-const PLAIN: DirectSync = { wakeBody: () => "" };
+// One per request, held as long as a long-poll is: a class rather than closures, which cost
+// more memory per held poll (docs/performance.md, idle long-polls).
+class DevicePoll implements SyncPlan, LongPoll {
+  readonly #svc: Services;
+  readonly #who: Requester;
+  readonly #key: string;
+  readonly #since: string;
+  readonly longPoll: LongPoll | undefined;
+  readonly inject: SyncPlan["inject"];
+
+  constructor(svc: Services, who: Requester, target: string, since: string, longPoll: boolean) {
+    this.#svc = svc;
+    this.#who = who;
+    this.#key = deviceKey(who.userId, who.deviceId);
+    this.#since = since;
+    // The same rules as the app's route (routes/sync.ts), without its two extra hops.
+    this.inject = svc.store.hasPending(who.userId, who.deviceId)
+      ? { target: answerAtOnce(target), rewrite: (raw) => injectPending(svc, who, raw, "sync") }
+      : undefined;
+    this.longPoll = longPoll && !this.inject ? this : undefined;
+  }
+
+  observer(): BodyObserver | undefined {
+    const overlays = this.#svc.overlays;
+    return overlays.active && !this.inject ? watchReported((users) => overlays.homeserverReported(users)) : undefined;
+  }
+
+  hold(w: Waiter): void {
+    this.#svc.delivery.waiters.add(this.#key, w);
+  }
+
+  release(w: Waiter): void {
+    this.#svc.delivery.waiters.remove(this.#key, w);
+  }
+
+  wakeBody(): string {
+    // next_batch = the request's own since: the client asks again from the same point, so no
+    // event is skipped; only a real next_batch acknowledges the delivery.
+    const svc = this.#svc;
+    const targets = svc.store.pendingFor(this.#who.userId, this.#who.deviceId).map((p) => p.target);
+    svc.metrics?.wakes.inc();
+    svc.metrics?.injections.inc({ endpoint: "sync" }, targets.length);
+    return JSON.stringify(wakeResponse(this.#since, targets, "sync"));
+  }
+}
 
 export function createSyncGate(svc: Services): SyncGate {
   function decide(who: Requester, target: string, since: string, longPoll: boolean): SyncPlan {
-    const { userId, deviceId } = who;
-    svc.store.ackToken(userId, deviceId, since);
-    const key = deviceKey(userId, deviceId);
-    if (svc.store.hasPending(userId, deviceId)) {
-      // The same rules as the app's route (routes/sync.ts), without its two extra hops.
-      return { inject: { target: answerAtOnce(target), rewrite: (raw) => injectPending(svc, who, raw, "sync") }, wakeBody: () => "" };
-    }
-    return {
-      observe: svc.overlays.active ? () => watchReported((users) => svc.overlays.homeserverReported(users)) : undefined,
-      wait: longPoll ? (wake) => svc.delivery.waiters.wait(key, wake) : undefined,
-      wakeBody() {
-        // next_batch = the request's own since: the client asks again from the same point, so
-        // no event is skipped; only a real next_batch acknowledges the delivery.
-        const targets = svc.store.pendingFor(userId, deviceId).map((p) => p.target);
-        svc.metrics?.wakes.inc();
-        svc.metrics?.injections.inc({ endpoint: "sync" }, targets.length);
-        return JSON.stringify(wakeResponse(since, targets, "sync"));
-      },
-    };
+    svc.store.ackToken(who.userId, who.deviceId, since);
+    return new DevicePoll(svc, who, target, since, longPoll);
   }
 
   return {
