@@ -7,6 +7,7 @@ import { bigSyncBody, keysQueryAnswer } from "../../test/helpers/bodies.ts";
 import { makeUser } from "../../test/helpers/fake-devices.ts";
 import { fmt, median, percentile, type Row } from "./table.ts";
 import { type BenchWorld, sendJson, startBenchWorld } from "./world.ts";
+import { startNginx } from "./wrk.ts";
 
 export interface DeliveryOptions {
   /** Timed requests per configuration for the 1 MB /sync and /keys/query (5 MB: a third). */
@@ -76,18 +77,30 @@ async function syncAndKeys(w: BenchWorld, o: DeliveryOptions): Promise<Row[]> {
   if (!probe.device_lists?.changed?.includes(alice.userId)) throw new Error("delivery: the /sync answer carries no injection for alice");
 
   const rows: Row[] = [];
+  // nginx in front of the same homeserver: what any proxy hop costs these bodies, same run.
+  const nginx = await startNginx(Number(new URL(w.hs.url).port));
+  try {
   for (const [size, n] of [["1mb", o.samples], ["5mb", Math.ceil(o.samples / 3)]] as const) {
     const path = `/_matrix/client/v3/sync?since=s1&timeout=0&bench=${size}`;
     const drain = (url: string, token: string) => async () => void (await (await get(url, token)).arrayBuffer());
-    const t = await alternate({ direct: drain(w.hs.url + path, direct), plain: drain(w.proxy.url + path, plain), inject: drain(w.proxy.url + path, injected) }, n);
+    const t = await alternate({ direct: drain(w.hs.url + path, direct), nginx: drain(`http://127.0.0.1:${nginx.port}${path}`, direct), plain: drain(w.proxy.url + path, plain), inject: drain(w.proxy.url + path, injected) }, n);
     const extra99 = percentile(t.inject!, 99) - percentile(t.direct!, 99);
     const label = size === "1mb" ? "1 MB" : "5 MB";
+    const over = (xs: number[]) => `+${fmt(median(xs) - median(t.direct!), 2)} ms p50, +${fmt(percentile(xs, 99) - percentile(t.direct!, 99), 2)} p99`;
+    rows.push({
+      family: "4 delivery", figure: `/sync ${label}, nothing to inject (overlays exist: the body is read as it streams), ms (${n} each)`, value: pp(t.plain!),
+      reference: `direct ${pp(t.direct!)}; nginx ${pp(t.nginx!)}`,
+      ratio: `proxy ${over(t.plain!)}; nginx ${over(t.nginx!)}`,
+    });
     rows.push({
       family: "4 delivery", figure: `/sync ${label} with injection, ms (${n} each)`, value: pp(t.inject!),
       reference: `direct ${pp(t.direct!)}; proxy, nothing to inject ${pp(t.plain!)}`,
       ratio: `+${fmt(extra99, 2)} ms p99 (+${fmt(median(t.inject!) - median(t.direct!), 2)} p50)`,
       ...(size === "1mb" ? { target: "<10 ms extra p99", met: extra99 < 10 } : {}),
     });
+  }
+  } finally {
+    await nginx.proc.stop();
   }
 
   // /keys/query: alice has a fresh snapshot (overlaid), bob does not (streamed through).
