@@ -62,7 +62,7 @@ class DevicePoll implements SyncPlan, LongPoll {
 
   observer(): BodyObserver | undefined {
     const overlays = this.#svc.overlays;
-    return overlays.active && !this.inject ? watchReported((users) => overlays.homeserverReported(users)) : undefined;
+    return overlays.active && !this.inject ? new ReportedWatch((users) => overlays.homeserverReported(users)) : undefined;
   }
 
   hold(w: Waiter): void {
@@ -113,24 +113,52 @@ export function createSyncGate(svc: Services): SyncGate {
   };
 }
 
-// The homeserver's own device_lists.changed, read as the body streams past: no copy of the
-// body is kept, only the small member (DESIGN.md: a user the homeserver reports as changed may
-// have a newer list there than our snapshot).
-function watchReported(report: (users: string[]) => void): BodyObserver {
-  const capture = new TopLevelCapture(["device_lists"]);
-  return {
-    data: (buf, start, end) => capture.feed(buf, start, end),
-    end() {
-      const raw = capture.finish()?.get("device_lists");
-      if (!raw) return;
-      let lists: unknown;
-      try {
-        lists = JSON.parse(raw.toString("utf8"));
-      } catch {
-        return;
-      }
-      const users = reportedChanged({ device_lists: lists }, "sync");
-      if (users.length > 0) report(users);
-    },
-  };
+// The homeserver's own device_lists.changed (DESIGN.md: a user the homeserver reports as
+// changed may have a newer list there than our snapshot), read once the body has gone out, so
+// the client never waits for our reading. The chunks are kept by reference meanwhile (no
+// copy); a body beyond HOLD_BYTES is read as it streams instead, so no more than that is held.
+const HOLD_BYTES = 2 * 1024 * 1024;
+
+class ReportedWatch implements BodyObserver {
+  readonly #capture = new TopLevelCapture(["device_lists"]);
+  readonly #report: (users: string[]) => void;
+  #held: Buffer[] | undefined = [];
+  #heldBytes = 0;
+
+  constructor(report: (users: string[]) => void) {
+    this.#report = report;
+  }
+
+  data(buf: Buffer, start: number, end: number): void {
+    if (!this.#held) return this.#capture.feed(buf, start, end);
+    this.#held.push(buf.subarray(start, end));
+    this.#heldBytes += end - start;
+    if (this.#heldBytes > HOLD_BYTES) this.#catchUp();
+  }
+
+  end(): void {
+    if (!this.#held) return this.#finish();
+    setImmediate(() => {
+      this.#catchUp();
+      this.#finish();
+    });
+  }
+
+  #catchUp(): void {
+    for (const b of this.#held ?? []) this.#capture.feed(b);
+    this.#held = undefined;
+  }
+
+  #finish(): void {
+    const raw = this.#capture.finish()?.get("device_lists");
+    if (!raw) return;
+    let lists: unknown;
+    try {
+      lists = JSON.parse(raw.toString("utf8"));
+    } catch {
+      return;
+    }
+    const users = reportedChanged({ device_lists: lists }, "sync");
+    if (users.length > 0) this.#report(users);
+  }
 }
