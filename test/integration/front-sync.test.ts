@@ -111,6 +111,23 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
     await expect.poll(() => w.remote.requests.length, { timeout: 5000 }).toBeGreaterThan(before);
   });
 
+  test("a body too big to hold for reading afterwards is read as it streams: the report still counts", async () => {
+    // A refresh stores a fresh snapshot: an overlay exists. Frank has nothing pending (he did
+    // not ask, and tracks nobody), so his /sync is only read, not injected into.
+    expect((await w.refresh(bob, w.login("carol", "CAROL1"))).status).toBe(202);
+    const frank = w.login("frank", "FRANK1");
+    const filler = JSON.stringify({ join: { "!r:hs.test": { timeline: { events: Array.from({ length: 12_000 }, (_, i) => ({ type: "m.room.message", content: { body: `message ${i} ${"x".repeat(220)}` } })) } } } });
+    expect(filler.length).toBeGreaterThan(3_000_000);
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(`{"next_batch":"c3","rooms":${filler},"device_lists":{"changed":["${bob}"]}}`);
+    };
+    const before = w.remote.requests.length;
+    const m = await get(frank, "/_matrix/client/v3/sync?since=f1&timeout=0");
+    expect(m.body.length).toBe(Buffer.byteLength(filler) + 60 + bob.length);
+    await expect.poll(() => w.remote.requests.length, { timeout: 5000 }).toBeGreaterThan(before);
+  });
+
   test("a token not yet known is looked up first; a request pipelined behind it waits its turn", async () => {
     const dave = w.login("dave", "DAVE1");
     answer = (_req, res) => {
