@@ -101,7 +101,7 @@ async function syncAndKeys(w: BenchWorld, nginxPort: number, o: DeliveryOptions)
     const extra99 = percentile(t.inject!, 99) - percentile(t.direct!, 99);
     const label = size === "1mb" ? "1 MB" : "5 MB";
     rows.push({
-      family: "4 delivery", figure: `/sync ${label}, nothing to inject, overlays exist (read as it streams), ms (${n} each)`, value: pp(t.plain!),
+      family: "4 delivery", figure: `/sync ${label}, nothing to inject, overlays exist (read after it has gone out), ms (${n} each)`, value: pp(t.plain!),
       reference: `direct ${pp(t.direct!)}; nginx ${pp(t.nginx!)}`,
       ratio: `proxy ${over(t.plain!, t.direct!)}; nginx ${over(t.nginx!, t.direct!)}`,
     });
