@@ -13,7 +13,10 @@ export function createMetrics(registry: Registry = new Registry(), sources: Metr
   const registers = [registry];
   const gauge = (name: string, help: string, read?: () => number) =>
     new Gauge({ name, help, registers, collect() { if (read) this.set(read()); } });
-  collectDefaultMetrics({ register: registry, prefix: "resync_" });
+  // The event-loop delay monitor samples on a timer: prom-client's default 10 ms woke the idle
+  // process 100 times a second, most of its CPU with thousands of long-polls held and nothing
+  // else to do (docs/performance.md). Every 100 ms still catches any stall worth a graph.
+  collectDefaultMetrics({ register: registry, prefix: "resync_", eventLoopMonitoringPrecision: 100 });
   return {
     registry,
     sources,
