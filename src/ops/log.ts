@@ -8,6 +8,8 @@ export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
   error(msg: string, fields?: Record<string, unknown>): void;
+  /** Would a line at `lvl` be written? Lets hot paths skip building fields (absent: yes). */
+  writes?(lvl: Level): boolean;
 }
 
 const R = "<redacted>";
@@ -58,7 +60,7 @@ export function createLogger(level: Level, write: (line: string) => void = (l) =
     }
     write(`${line}\n`);
   };
-  return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
+  return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error"), writes: (lvl) => RANK[lvl] >= min };
 }
 
 /** Is a line at `lvl` written by a logger at `level`? Lets hot paths skip building fields. */

@@ -41,14 +41,32 @@ export interface AccessLog {
 
 export function createAccessLog(o: AccessLogOptions): AccessLog {
   const newId = o.newId ?? randomUUID;
+  // Label sets resolved once: prom-client hashes a label object on every inc() and observe(),
+  // a visible share of a small request's cost here. Both label sets are small and bounded.
+  const counted = new Map<string, { inc(): void }>();
+  const timed = new Map<RouteClass, { observe(v: number): void }>();
   return {
     requestId: (inbound, peer) => (inbound !== undefined && VALID_ID.test(inbound) && o.trusted(peer) ? inbound : newId()),
-    upstreamLatency: (r, seconds) => o.metrics?.upstreamLatency.observe({ route: r }, seconds),
+    upstreamLatency(r, seconds) {
+      const m = o.metrics;
+      if (!m) return;
+      let child = timed.get(r);
+      if (!child) timed.set(r, (child = m.upstreamLatency.labels({ route: r })));
+      child.observe(seconds);
+    },
     finished(f) {
       const r = f.route;
       const status = f.status ?? CLIENT_CLOSED;
-      o.metrics?.requests.inc({ route: r, status: String(status) });
-      o.log[levelFor(r, f.aborted ? CLIENT_CLOSED : status)]("request", {
+      const m = o.metrics;
+      if (m) {
+        const key = `${r} ${status}`;
+        let child = counted.get(key);
+        if (!child) counted.set(key, (child = m.requests.labels({ route: r, status: String(status) })));
+        child.inc();
+      }
+      const level = levelFor(r, f.aborted ? CLIENT_CLOSED : status);
+      if (o.log.writes?.(level) === false) return;
+      o.log[level]("request", {
         request_id: f.id,
         method: f.method,
         route: r,
