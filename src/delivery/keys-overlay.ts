@@ -31,6 +31,22 @@ function put(o: Json, k: string, v: unknown): void {
   Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
 }
 
+/**
+ * A deep copy of a JSON value. structuredClone does the same at several times the cost, which
+ * for 1000 devices was most of an overlaid /keys/query's time (docs/performance.md).
+ */
+function cloneJson<T>(v: T): T {
+  if (Array.isArray(v)) return v.map(cloneJson) as T;
+  if (v === null || typeof v !== "object") return v;
+  const out: Json = {};
+  for (const k of Object.keys(v)) {
+    const c = cloneJson((v as Json)[k]);
+    if (k === "__proto__") put(out, k, c);
+    else out[k] = c;
+  }
+  return out as T;
+}
+
 /** Structural JSON equality; object key order does not matter (it carries no meaning in JSON). */
 function sameJson(a: unknown, b: unknown): boolean {
   if (a === b) return true;
@@ -101,7 +117,7 @@ function freshDevices(snap: DeviceSnapshot, only: Set<string> | undefined, old: 
   for (const [id, dev] of Object.entries(snap.devices)) {
     if (only && !only.has(id)) continue;
     // Cloned: the snapshot may be shared (cache) and the answer is mutated further downstream.
-    const fresh = structuredClone(dev) as Json;
+    const fresh = cloneJson(dev) as Json;
     const hsDev = Object.hasOwn(hs, id) ? hs[id] : undefined;
     if (isObject(hsDev)) {
       // The homeserver's display name is the one the user set and the homeserver is allowed to
@@ -127,7 +143,7 @@ function overlayCrossSigning(answer: Json, key: string, user: string, fresh: Jso
   // would silently downgrade trust. A real reset arrives as a NEW key, which does replace it.
   if (!fresh) return;
   const target = section(answer, key);
-  const copy = structuredClone(fresh);
+  const copy = cloneJson(fresh);
   const old = Object.hasOwn(target, user) ? target[user] : undefined;
   if (isObject(old) && sameKeys(old, copy)) keepOldSignatures(copy, old);
   put(target, user, copy);

@@ -102,6 +102,18 @@ describe("overlayKeysQuery: devices", () => {
     expect(Object.keys(out.device_keys[ALICE])).toEqual(["__proto__"]);
     expect(out.device_keys[ALICE].__proto__.unsigned.device_display_name).toBe("n");
   });
+
+  it("copies a __proto__ member inside a device's JSON as data, byte for byte", () => {
+    const dev = deviceKeys(ALICE, "D1");
+    const snap: DeviceSnapshot = { userId: ALICE, streamId: 1, fetchedAt: 0, devices: JSON.parse(`{"D1": ${JSON.stringify(dev).replace(/^\{/, '{"__proto__":{"polluted":true},')}}`) };
+    const answer = JSON.parse(`{"device_keys": {}}`);
+    overlayKeysQuery(answer, { [ALICE]: [] }, snaps(snap));
+    const served = answer.device_keys[ALICE].D1;
+    expect(Object.hasOwn(served, "__proto__")).toBe(true);
+    expect(JSON.parse(JSON.stringify(served)).__proto__).toEqual({ polluted: true });
+    expect(({} as { polluted?: boolean }).polluted).toBeUndefined();
+    expect(Object.getPrototypeOf(served)).toBe(Object.prototype);
+  });
 });
 
 describe("overlayKeysQuery: cross-signing keys", () => {
