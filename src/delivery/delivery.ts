@@ -22,6 +22,11 @@ export class Delivery {
   readonly #o: DeliveryOptions;
   readonly #now: () => number;
   readonly #devicesOf = new LRUCache<string, string[]>({ max: 10_000, ttl: 60_000 });
+  // When each (device, target) tracker was last written. Clients query keys often, and each
+  // write is a durable (fsync'd) transaction: refreshing last_seen once per 1/10 of the TTL
+  // (at most hourly) keeps the expiry honest, at most that much early, without a disk flush
+  // per /keys/query.
+  readonly #written = new LRUCache<string, number>({ max: 100_000 });
 
   constructor(o: DeliveryOptions) {
     this.#o = o;
@@ -38,7 +43,13 @@ export class Delivery {
 
   /** A device queried these users' keys: it will hear about their refreshes. */
   trackQuery(who: Requester, targets: string[]): void {
-    if (who.deviceId && targets.length) this.#o.store.track(who.userId, who.deviceId, targets, this.#now());
+    if (!who.deviceId || targets.length === 0) return;
+    const now = this.#now();
+    const every = Math.min(this.#o.trackerTtlMs / 10, 3_600_000);
+    const due = targets.filter((t) => now - (this.#written.get(`${who.userId}|${who.deviceId}|${t}`) ?? -Infinity) >= every);
+    if (due.length === 0) return;
+    this.#o.store.track(who.userId, who.deviceId, due, now);
+    for (const t of due) this.#written.set(`${who.userId}|${who.deviceId}|${t}`, now);
   }
 
   /** A fresh snapshot: tell every tracking device. */

@@ -1,0 +1,71 @@
+// Trackers from /keys/query (delivery.ts trackQuery) on a real SQLite store: a device that
+// queries keys keeps hearing of refreshes, and repeated queries do not each cost a durable write.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, expect, test } from "vitest";
+import { Delivery } from "../../src/delivery/delivery.ts";
+import { createLogger } from "../../src/ops/log.ts";
+import { createUpstream } from "../../src/server/upstream.ts";
+import { openSqliteStore } from "../../src/store/sqlite.ts";
+import type { Store } from "../../src/store/store.ts";
+
+const HOUR = 3_600_000, DAY = 24 * HOUR;
+let dir: string;
+let store: Store;
+let writes: string[][];
+let now: number;
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), "trackers-"));
+  const real = await openSqliteStore(dir);
+  writes = [];
+  // The real store, with its track() calls recorded.
+  const track = (u: string, d: string, t: string[], at: number) => {
+    writes.push(t);
+    real.track(u, d, t, at);
+  };
+  store = new Proxy(real, {
+    get(target, key) {
+      if (key === "track") return track;
+      const v = Reflect.get(target, key);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  now = 1_000_000;
+});
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const delivery = (ttl = 7 * DAY) =>
+  new Delivery({ store, upstream: createUpstream("http://127.0.0.1:1"), log: createLogger("error"), trackerTtlMs: ttl, now: () => now });
+const me = { userId: "@me:hs", deviceId: "D1", token: "t" };
+
+test("repeated queries write a tracker once per tenth of the TTL (at most hourly), new targets at once", () => {
+  const d = delivery();
+  d.trackQuery(me, ["@a:x", "@b:x"]);
+  now += 60_000;
+  d.trackQuery(me, ["@a:x", "@b:x"]);
+  d.trackQuery(me, ["@a:x", "@c:x"]);
+  now += HOUR;
+  d.trackQuery(me, ["@a:x"]);
+  expect(writes).toEqual([["@a:x", "@b:x"], ["@c:x"], ["@a:x"]]);
+  expect(store.trackersOf("@a:x")).toEqual([{ userId: "@me:hs", deviceId: "D1" }]);
+});
+
+test("the throttle follows a short TTL, so a device that keeps querying is never expired", () => {
+  const ttl = 10_000;
+  const d = delivery(ttl);
+  for (let i = 0; i < 30; i++) {
+    d.trackQuery(me, ["@a:x"]);
+    now += 900;
+    d.expireTrackers();
+    expect(store.trackersOf("@a:x")).toHaveLength(1);
+  }
+  expect(writes.length).toBe(15); // every second query (1.8 s apart): the first one ≥1 s (TTL/10) after the last write
+  now += ttl + 1;
+  d.expireTrackers();
+  expect(store.trackersOf("@a:x")).toHaveLength(0);
+});
