@@ -26,7 +26,7 @@ export class Delivery {
   // write is a durable (fsync'd) transaction: refreshing last_seen once per 1/10 of the TTL
   // (at most hourly) keeps the expiry honest, at most that much early, without a disk flush
   // per /keys/query.
-  readonly #written = new LRUCache<string, number>({ max: 100_000 });
+  readonly #written = new LRUCache<string, number>({ max: 10_000 });
 
   constructor(o: DeliveryOptions) {
     this.#o = o;

@@ -8,7 +8,9 @@ export interface Waiter {
 }
 
 export class Waiters {
-  readonly #byDevice = new Map<string, Set<Waiter>>();
+  // Nearly every device has one poll at a time: a Set for each would be most of the memory a
+  // held poll costs here, so a lone waiter is stored as itself.
+  readonly #byDevice = new Map<string, Waiter | Set<Waiter>>();
   #count = 0;
 
   get count(): number {
@@ -16,27 +18,30 @@ export class Waiters {
   }
 
   add(key: string, w: Waiter): void {
-    let set = this.#byDevice.get(key);
-    if (!set) this.#byDevice.set(key, (set = new Set()));
-    if (set.has(w)) return;
-    set.add(w);
+    const cur = this.#byDevice.get(key);
+    if (cur === w || (cur instanceof Set && cur.has(w))) return;
+    if (cur === undefined) this.#byDevice.set(key, w);
+    else if (cur instanceof Set) cur.add(w);
+    else this.#byDevice.set(key, new Set([cur, w]));
     this.#count++;
   }
 
   remove(key: string, w: Waiter): void {
-    const set = this.#byDevice.get(key);
-    if (!set?.delete(w)) return;
+    const cur = this.#byDevice.get(key);
+    if (cur === w) this.#byDevice.delete(key);
+    else if (cur instanceof Set && cur.delete(w)) {
+      if (cur.size === 0) this.#byDevice.delete(key);
+    } else return;
     this.#count--;
-    if (set.size === 0) this.#byDevice.delete(key);
   }
 
   /** Wake every long-poll of these devices; returns how many were woken. */
   wake(keys: Iterable<string>): number {
     let n = 0;
     for (const k of keys) {
-      const set = this.#byDevice.get(k);
-      if (!set) continue;
-      for (const w of [...set]) {
+      const cur = this.#byDevice.get(k);
+      if (cur === undefined) continue;
+      for (const w of cur instanceof Set ? [...cur] : [cur]) {
         w.wake();
         n++;
       }
