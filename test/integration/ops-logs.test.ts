@@ -64,6 +64,17 @@ describe("request ids", () => {
     expect(second.headers.get("x-request-id")).not.toBe(id);
   });
 
+  test("behind a trusted proxy, the line names the client from X-Forwarded-For (pass-through and /sync)", async () => {
+    const p = await proxyWith(["--trusted-proxies", "127.0.0.1/32"]);
+    // 203.0.113.7 (TEST-NET-3) is only a header value here: nothing connects to it.
+    for (const path of ["/_matrix/client/v3/rooms/!r:hs.test/state", "/_matrix/client/v3/sync?since=s1&timeout=0"]) {
+      const res = await fetch(p.url + path, { headers: { "x-forwarded-for": "203.0.113.7" } });
+      await res.arrayBuffer();
+      const line = await lineFor(p, res.headers.get("x-request-id")!);
+      expect(line.client).toBe("203.0.113.7");
+    }
+  });
+
   test("the proxy's own answers carry the id too (intercepted route, error, health)", async () => {
     const p = await proxyWith();
     for (const [path, init] of [["/_matrix/client/versions", {}], ["/_matrix/client/v3/user/%40b%3Ar.test/devices/refresh", { method: "POST" }], ["/_resync/healthz", {}]] as const) {

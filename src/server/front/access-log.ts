@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../../ops/log.ts";
 import type { Metrics } from "../../ops/metrics.ts";
-import { clientAddressOf, type HeaderReader } from "../forwarded.ts";
+import { clientAddressOf } from "../forwarded.ts";
 import { CLIENT_CLOSED, levelFor, type RouteClass } from "../request-log.ts";
 
 // The same rule as request-log.ts (not exported there): short, and unable to forge a log
@@ -24,7 +24,8 @@ export interface Finished {
   method: string;
   target: string;
   peer: string;
-  header: HeaderReader;
+  /** The request's X-Forwarded-For (read when the peer is a trusted proxy). */
+  forwardedFor: string | undefined;
   started: number;
   /** The status sent to the client; undefined when no response head was sent. */
   status: number | undefined;
@@ -72,7 +73,7 @@ export function createAccessLog(o: AccessLogOptions): AccessLog {
         route: r,
         status,
         duration_ms: Math.round((performance.now() - f.started) * 10) / 10,
-        client: clientAddressOf(f.peer, f.header, o.trusted),
+        client: clientAddressOf(f.peer, (n) => (n === "x-forwarded-for" ? f.forwardedFor : undefined), o.trusted),
         target: f.target, // redact() masks an access_token in the query
         ...(f.aborted ? { aborted: true } : {}),
       });

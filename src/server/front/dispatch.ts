@@ -5,7 +5,7 @@ import type { AccessLog } from "./access-log.ts";
 import type { ClientConn } from "./client.ts";
 import { Exchange } from "./exchange.ts";
 import type { Body } from "./framing.ts";
-import { clientKeepsAlive, fieldNamed, fieldValue, type RequestHead } from "./head.ts";
+import { clientKeepsAlive, fieldValue, type RequestHead } from "./head.ts";
 import type { Hop } from "./hop.ts";
 import { NAME } from "./names.ts";
 import type { SyncGate, SyncPlan } from "./sync-gate.ts";
@@ -68,6 +68,9 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
   // The app logs what it serves; the front end logs the rest, /sync under its own class.
   const route = intercepted ? undefined : sync ? "sync" : "passthrough";
   const keepAlive = clientKeepsAlive(head) && !ctx.draining;
+  // Read now, so the log line at the end needs no reference to the head: a held long-poll
+  // would otherwise keep the whole request head alive for its minutes.
+  const forwardedFor = route && fieldValue(head, NAME.X_FORWARDED_FOR);
   const exchange = new Exchange({
     hop, client, method, target, minor: head.minor, body, first, requestId, keepAlive,
     observe,
@@ -75,7 +78,7 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
     longPoll: sync?.longPoll,
     onHead: route && (() => access.upstreamLatency(route, (performance.now() - started) / 1000)),
     onEnd: (status, aborted) => {
-      if (route) access.finished({ id: requestId, route, method, target, peer, header: (n) => fieldNamed(head, n), started, status, aborted });
+      if (route) access.finished({ id: requestId, route, method, target, peer, forwardedFor, started, status, aborted });
     },
   });
   return { exchange, bodyEnd };
