@@ -8,7 +8,7 @@ import type { Body } from "./framing.ts";
 import { clientKeepsAlive, fieldValue, type RequestHead } from "./head.ts";
 import type { Hop } from "./hop.ts";
 import { NAME } from "./names.ts";
-import type { SyncGate, SyncPlan } from "./sync-gate.ts";
+import type { SyncGate, SyncPlan, SyncRoute } from "./sync-gate.ts";
 
 export interface FrontContext {
   homeserver: Hop;
@@ -42,7 +42,7 @@ export function routeOf(ctx: FrontContext, head: RequestHead, body: Body): Route
   return plan instanceof Promise ? plan.then(toRoute) : toRoute(plan);
 }
 
-const toRoute = (sync: SyncPlan): Route => ({ app: false, sync });
+const toRoute = (sync: SyncRoute): Route => (sync === "app" ? TO_APP : { app: false, sync });
 
 /**
  * The exchange for one request whose head is buf[…, bodyStart); its body's bytes already in

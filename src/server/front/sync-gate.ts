@@ -32,15 +32,58 @@ export interface LongPoll {
   wakeBody(): string;
 }
 
+/** "app": the node:http app's sync route serves it (front-end threads other than the main one). */
+export type SyncRoute = SyncPlan | "app";
+
 export interface SyncGate {
-  plan(head: RequestHead): SyncPlan | Promise<SyncPlan>;
+  plan(head: RequestHead): SyncRoute | Promise<SyncRoute>;
 }
 
-const PLAIN: SyncPlan = { observer: () => undefined, inject: undefined, longPoll: undefined };
+/** What a plan depends on, read from the request: only a /sync with both gets one. */
+export interface SyncRequest {
+  target: string;
+  token: string;
+  since: string;
+  longPoll: boolean;
+}
+
+/** Whom an early answer goes to, and from which position (a worker thread hands it back). */
+export interface Ticket {
+  userId: string;
+  deviceId: string;
+  since: string;
+}
+
+export const PLAIN: SyncPlan = { observer: () => undefined, inject: undefined, longPoll: undefined };
+
+/** The request's `since`, token and timeout; undefined when it is not one we act on. */
+export function syncRequest(head: RequestHead): SyncRequest | undefined {
+  const target = head.target;
+  const q = target.indexOf("?");
+  // An initial sync (no `since`) is never injected into, and has no device_lists.changed.
+  if (q === -1) return undefined;
+  const params = new URLSearchParams(target.slice(q + 1));
+  const since = params.get("since");
+  if (!since) return undefined;
+  const token = tokenOf(fieldValue(head, NAME.AUTHORIZATION), target);
+  // Without a token that resolves, the homeserver answers as it would (401 and all).
+  if (!token) return undefined;
+  return { target, token, since, longPoll: Number(params.get("timeout") ?? 0) > 0 };
+}
+
+/** The early answer's body (DESIGN.md "early wake"). */
+export function wakeBodyFor(svc: Services, t: Ticket): string {
+  // next_batch = the request's own since: the client asks again from the same point, so no
+  // event is skipped; only a real next_batch acknowledges the delivery.
+  const targets = svc.store.pendingFor(t.userId, t.deviceId).map((p) => p.target);
+  svc.metrics?.wakes.inc();
+  svc.metrics?.injections.inc({ endpoint: "sync" }, targets.length);
+  return JSON.stringify(wakeResponse(t.since, targets, "sync"));
+}
 
 // One per request, held as long as a long-poll is: a class rather than closures, which cost
 // more memory per held poll (docs/performance.md, idle long-polls).
-class DevicePoll implements SyncPlan, LongPoll {
+export class DevicePoll implements SyncPlan, LongPoll {
   readonly #svc: Services;
   readonly #who: Requester;
   readonly #key: string;
@@ -60,9 +103,18 @@ class DevicePoll implements SyncPlan, LongPoll {
     this.longPoll = longPoll && !this.inject ? this : undefined;
   }
 
+  /** Overlays exist: the body is to be read for the homeserver's own report. */
+  get observes(): boolean {
+    return this.#svc.overlays.active && !this.inject;
+  }
+
   observer(): BodyObserver | undefined {
     const overlays = this.#svc.overlays;
-    return overlays.active && !this.inject ? new ReportedWatch((users) => overlays.homeserverReported(users)) : undefined;
+    return this.observes ? new ReportedWatch((users) => overlays.homeserverReported(users)) : undefined;
+  }
+
+  get ticket(): Ticket {
+    return { userId: this.#who.userId, deviceId: this.#who.deviceId, since: this.#since };
   }
 
   hold(w: Waiter): void {
@@ -74,41 +126,32 @@ class DevicePoll implements SyncPlan, LongPoll {
   }
 
   wakeBody(): string {
-    // next_batch = the request's own since: the client asks again from the same point, so no
-    // event is skipped; only a real next_batch acknowledges the delivery.
-    const svc = this.#svc;
-    const targets = svc.store.pendingFor(this.#who.userId, this.#who.deviceId).map((p) => p.target);
-    svc.metrics?.wakes.inc();
-    svc.metrics?.injections.inc({ endpoint: "sync" }, targets.length);
-    return JSON.stringify(wakeResponse(this.#since, targets, "sync"));
+    return wakeBodyFor(this.#svc, this.ticket);
   }
 }
 
-export function createSyncGate(svc: Services): SyncGate {
-  function decide(who: Requester, target: string, since: string, longPoll: boolean): SyncPlan {
-    svc.store.ackToken(who.userId, who.deviceId, since);
-    return new DevicePoll(svc, who, target, since, longPoll);
-  }
+export interface MainSyncGate extends SyncGate {
+  /** The plan for a parsed request (a front-end thread asks the main one). */
+  planFor(r: SyncRequest): DevicePoll | typeof PLAIN | Promise<DevicePoll | typeof PLAIN>;
+}
 
+export function createSyncGate(svc: Services): MainSyncGate {
+  const decide = (who: Requester, r: SyncRequest) => {
+    // Appservice and some admin tokens have no device: nothing can be pending for them.
+    if (!who.deviceId) return PLAIN;
+    svc.store.ackToken(who.userId, who.deviceId, r.since);
+    return new DevicePoll(svc, who, r.target, r.since, r.longPoll);
+  };
+  function planFor(r: SyncRequest) {
+    const known = svc.auth.cached(r.token);
+    if (known) return decide(known, r);
+    return svc.auth.resolveToken(r.token).then((who) => decide(who, r), () => PLAIN);
+  }
   return {
+    planFor,
     plan(head) {
-      const target = head.target;
-      const q = target.indexOf("?");
-      // An initial sync (no `since`) is never injected into, and has no device_lists.changed.
-      if (q === -1) return PLAIN;
-      const params = new URLSearchParams(target.slice(q + 1));
-      const since = params.get("since");
-      if (!since) return PLAIN;
-      const token = tokenOf(fieldValue(head, NAME.AUTHORIZATION), target);
-      // Without a token that resolves, the homeserver answers as it would (401 and all).
-      if (!token) return PLAIN;
-      const longPoll = Number(params.get("timeout") ?? 0) > 0;
-      const known = svc.auth.cached(token);
-      if (known) return known.deviceId ? decide(known, target, since, longPoll) : PLAIN;
-      return svc.auth.resolveToken(token).then(
-        (who) => (who.deviceId ? decide(who, target, since, longPoll) : PLAIN),
-        () => PLAIN,
-      );
+      const r = syncRequest(head);
+      return r ? planFor(r) : PLAIN;
     },
   };
 }
@@ -119,7 +162,7 @@ export function createSyncGate(svc: Services): SyncGate {
 // copy); a body beyond HOLD_BYTES is read as it streams instead, so no more than that is held.
 const HOLD_BYTES = 2 * 1024 * 1024;
 
-class ReportedWatch implements BodyObserver {
+export class ReportedWatch implements BodyObserver {
   readonly #capture = new TopLevelCapture(["device_lists"]);
   readonly #report: (users: string[]) => void;
   #held: Buffer[] | undefined = [];
