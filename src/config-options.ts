@@ -59,6 +59,7 @@ export const OPTIONS = [
   { name: "snapshot-max-age-ms", schema: int(1), expected: "a positive integer", help: "an overlay snapshot older than this is re-fetched before it is served again", default: 3_600_000 },
   { name: "shutdown-timeout-ms", schema: int(0, 3_600_000), expected: "an integer from 0 to 3600000", help: "on SIGTERM, how long requests in flight (long-polls too) may take to finish before they are cut", default: 25_000 },
   { name: "engine", schema: v.picklist(["auto", "bun", "node"]), expected: "one of auto, bun, node", help: "client listener: 'bun' parses HTTP/1.1 itself and relays bytes (fastest; Bun only), 'node' is node:http (Deno always uses it), 'auto' picks bun under Bun", default: "auto" },
+  { name: "front-threads", schema: int(1, 64), expected: "an integer from 1 to 64", help: "engine bun on a TCP --listen: front-end threads sharing the port (more cores for pass-through)", default: 1 },
   { name: "log-level", schema: v.picklist(["debug", "info", "warn", "error"]), expected: "one of debug, info, warn, error", help: "log verbosity", default: "info" },
 ] as const satisfies readonly OptionSpec[];
 

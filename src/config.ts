@@ -36,6 +36,7 @@ export interface Config {
   snapshotMaxAgeMs: number;
   shutdownTimeoutMs: number;
   engine: "auto" | "bun" | "node";
+  frontThreads: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
 

@@ -18,6 +18,7 @@ import { createAuth } from "./server/auth.ts";
 import { parseTrust, trustPredicate } from "./server/forwarded.ts";
 import { type Front } from "./server/front/server.ts";
 import { createSyncGate } from "./server/front/sync-gate.ts";
+import type { FrontThreads } from "./server/front/threads.ts";
 import { chooseEngine, type Engine, newFrontSecret, startBunEngine } from "./server/front/start.ts";
 import { boundAddress, listen } from "./server/listen.ts";
 import { buildRoutes } from "./server/routes.ts";
@@ -25,11 +26,17 @@ import { createUpstream } from "./server/upstream.ts";
 import { openSqliteStore } from "./store/sqlite.ts";
 import { VERSION } from "./version.ts";
 
+// A front-end thread's entrypoint. Resolved here, beside main.ts: in the compiled binary this
+// module is bundled into main's chunk, and the worker is embedded as its own entrypoint there.
+const FRONT_WORKER = new URL("./front-worker.ts", import.meta.url).href;
+
 export interface RunningProxy {
   /** The node:http app: the client listener (engine node), or behind the front (engine bun). */
   server: Server;
   address: string; // host:port or unix:/path actually bound, client-facing
   engine: Engine;
+  /** The front end's extra threads (--front-threads > 1), for tests and the bench. */
+  frontThreads?: FrontThreads;
   opsAddress?: string;
   services: Services;
   log: Logger;
@@ -106,13 +113,19 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const app = createApp({ config, upstream, trusted, services, frontSecret }, routes);
   let front: Front | undefined;
   let server: Server;
-  if (frontSecret !== undefined) ({ front, server } = await startBunEngine({ config, app, routes, trusted, secret: frontSecret, log, metrics, syncGate: createSyncGate(services) }));
-  else server = await listen(config.listen, app);
+  let threads: FrontThreads | undefined;
+  if (frontSecret !== undefined) {
+    ({ front, server, threads } = await startBunEngine({
+      config, app, routes, trusted, secret: frontSecret, log, metrics,
+      syncGate: createSyncGate(services),
+      threads: { count: config.frontThreads, url: FRONT_WORKER, svc: services },
+    }));
+  } else server = await listen(config.listen, app);
   const address = front ? front.address : boundAddress(server);
 
   let draining = false;
   const readiness: Readiness = { store, upstream, keyCheck: () => keyCheck, draining: () => draining };
-  const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config, upstream })) : undefined;
+  const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config, upstream, beforeScrape: threads && (() => threads!.flush()) })) : undefined;
 
   resyncer.start();
   const housekeeping = setInterval(() => delivery.expireTrackers(), 3_600_000);
@@ -126,7 +139,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   };
   void checkKey();
 
-  log.info("listening", { version: VERSION, listen: address, engine, metrics: ops ? boundAddress(ops) : undefined, upstream: config.upstream, serverName: config.serverName, keyId: key.keyId });
+  log.info("listening", { version: VERSION, listen: address, engine, frontThreads: threads ? config.frontThreads : undefined, metrics: ops ? boundAddress(ops) : undefined, upstream: config.upstream, serverName: config.serverName, keyId: key.keyId });
   const close = async (deadlineMs = config.shutdownTimeoutMs) => {
     // /readyz answers 503 from now on, so a load balancer stops sending new clients here while
     // the ones already connected are served; the ops listener closes last for that reason.
@@ -143,7 +156,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     store.close();
     return result;
   };
-  return { server, address, engine, opsAddress: ops ? boundAddress(ops) : undefined, services, log, keyCheck: () => keyCheck, close };
+  return { server, address, engine, frontThreads: threads, opsAddress: ops ? boundAddress(ops) : undefined, services, log, keyCheck: () => keyCheck, close };
 }
 
 /** `serve`: run until a signal. SIGTERM drains; a second signal exits at once. */

@@ -77,7 +77,7 @@ export function binary(): Binary {
   const path = join(benchTmp(), "matrix-resync-proxy");
   const started = performance.now();
   // The same command as scripts/build.ts (npm run build), into our temporary directory.
-  const r = spawnSync(BUN, ["build", "--compile", "--minify", "--sourcemap=inline", join(srcRoot, "src", "main.ts"), "--outfile", path], { encoding: "utf8", cwd: srcRoot });
+  const r = spawnSync(BUN, ["build", "--compile", "--minify", "--sourcemap=inline", join(srcRoot, "src", "main.ts"), join(srcRoot, "src", "front-worker.ts"), "--outfile", path], { encoding: "utf8", cwd: srcRoot });
   if (r.status !== 0) throw new Error(`bun build --compile failed: ${r.stderr || r.stdout}`);
   return (built = { path, source, srcRoot, sizeBytes: statSync(path).size, buildMs: performance.now() - started });
 }

@@ -39,7 +39,17 @@ export async function readiness(r: Readiness): Promise<{ ready: boolean; checks:
   return { ready: Object.values(checks).every((v) => v === "ok"), checks };
 }
 
-export function createOpsApp(o: { metrics: Metrics; readiness: Readiness; services: Services; config: Config; upstream: Upstream }) {
+export interface OpsOptions {
+  metrics: Metrics;
+  readiness: Readiness;
+  services: Services;
+  config: Config;
+  upstream: Upstream;
+  /** Collect counts kept elsewhere first (front-end threads report theirs in batches). */
+  beforeScrape?: () => Promise<void>;
+}
+
+export function createOpsApp(o: OpsOptions) {
   const admin = createAdmin({ services: o.services, upstream: o.upstream, config: o.config });
   return function ops(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? "/").split("?")[0]!;
@@ -50,7 +60,7 @@ export function createOpsApp(o: { metrics: Metrics; readiness: Readiness; servic
       return;
     }
     if (path === "/metrics") {
-      void o.metrics.registry.metrics().then((text) => {
+      void (o.beforeScrape?.() ?? Promise.resolve()).then(() => o.metrics.registry.metrics()).then((text) => {
         res.writeHead(200, { "content-type": o.metrics.registry.contentType });
         res.end(text);
       });

@@ -3,7 +3,6 @@
 // Intercepted requests are logged by the app, so each request is logged exactly once.
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../../ops/log.ts";
-import type { Metrics } from "../../ops/metrics.ts";
 import { clientAddressOf } from "../forwarded.ts";
 import { CLIENT_CLOSED, levelFor, type RouteClass } from "../request-log.ts";
 
@@ -11,9 +10,15 @@ import { CLIENT_CLOSED, levelFor, type RouteClass } from "../request-log.ts";
 // field or split a header.
 const VALID_ID = /^[A-Za-z0-9._~:/+=@-]{1,128}$/;
 
+/** The two metrics the access log moves (prom-client's, or a front-end thread's relay of them). */
+export interface AccessMetrics {
+  requests: { labels(l: { route: string; status: string }): { inc(): void } };
+  upstreamLatency: { labels(l: { route: string }): { observe(v: number): void } };
+}
+
 export interface AccessLogOptions {
   log: Logger;
-  metrics?: Metrics;
+  metrics?: AccessMetrics;
   trusted: (ip: string) => boolean;
   newId?: () => string;
 }

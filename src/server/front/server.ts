@@ -21,6 +21,8 @@ export interface FrontOptions {
   access: AccessLog;
   /** Default 75 s (see IDLE_SECONDS). */
   idleSeconds?: number;
+  /** Share the port with other front-end threads (SO_REUSEPORT; threads.ts). */
+  reusePort?: boolean;
 }
 
 // Idle keep-alive connections close after 75 s: longer than common load balancers' 60 s, so
@@ -83,7 +85,7 @@ export function startFront(o: FrontOptions): Front {
     listener = Bun.listen<ClientConn>({ unix: where.path, socket: handlers });
     address = `unix:${where.path}`;
   } else {
-    const l = Bun.listen<ClientConn>({ hostname: where.host, port: where.port, socket: handlers });
+    const l = Bun.listen<ClientConn>({ hostname: where.host, port: where.port, socket: handlers, ...(o.reusePort ? { reusePort: true } : {}) });
     listener = l;
     address = where.host.includes(":") ? `[${where.host}]:${l.port}` : `${where.host}:${l.port}`;
   }

@@ -15,7 +15,9 @@ import { createAccessLog } from "./access-log.ts";
 import { appHop, homeserverHop } from "./hop.ts";
 import type { Destination } from "./pool.ts";
 import { type Front, startFront } from "./server.ts";
-import type { SyncGate } from "./sync-gate.ts";
+import type { MainSyncGate } from "./sync-gate.ts";
+import { type FrontThreads, startFrontThreads, withThreads } from "./threads.ts";
+import type { Services } from "../app.ts";
 
 export type Engine = "bun" | "node";
 
@@ -60,6 +62,15 @@ export function remembered<T>(decide: (method: string, path: string) => T, max =
   };
 }
 
+/** Which requests the front end sends to the app, which it relays, and which are GET /sync. */
+export function frontIntercepts(routes: Router<Handler>): (method: string, path: string) => boolean | "sync" {
+  return remembered((method, path) => {
+    const what = intercept(routes, method, path);
+    if (what === undefined) return false;
+    return what.kind === "route" && routeClass(method, path) === "sync" ? "sync" : true;
+  });
+}
+
 export interface BunEngineOptions {
   config: Config;
   app: Listener;
@@ -71,29 +82,62 @@ export interface BunEngineOptions {
   /** Extra PEM CA for an https homeserver (tests only). */
   upstreamCa?: string;
   /** Decides each GET /sync here (sync-gate.ts); without it the app serves them all. */
-  syncGate?: SyncGate;
+  syncGate?: MainSyncGate;
+  /** More front-end threads on the same port (threads.ts): how many in all, and their entry. */
+  threads?: { count: number; url: string; svc: Services };
 }
 
-export async function startBunEngine(o: BunEngineOptions): Promise<{ front: Front; server: Server }> {
+const LEVELS = ["debug", "info", "warn", "error"] as const;
+
+export interface BunEngine {
+  front: Front;
+  server: Server;
+  threads?: FrontThreads;
+}
+
+export async function startBunEngine(o: BunEngineOptions): Promise<BunEngine> {
   const server = await listen(internalListenAddress(o.config.dataDir), o.app);
   const bound = parseListen(boundAddress(server));
   if ("path" in bound) chmodSync(bound.path, 0o600);
   const destination: Destination = "path" in bound ? { unix: bound.path } : { hostname: bound.host, port: bound.port };
   const upstream = new URL(o.config.upstream);
+  // Threads share a TCP port; a unix socket or a single thread keeps the plain listener.
+  const extra = o.threads && o.syncGate && !("path" in parseListen(o.config.listen)) ? o.threads.count - 1 : 0;
   try {
     const front = startFront({
       listen: o.config.listen,
+      reusePort: extra > 0,
       homeserver: homeserverHop({ upstream, headerTimeoutMs: o.config.upstreamHeaderTimeoutMs, trusted: o.trusted, ca: o.upstreamCa }),
       app: appHop({ destination, secret: o.secret, defaultHost: upstream.host }),
-      intercepts: remembered((method, path) => {
-        const what = intercept(o.routes, method, path);
-        if (what === undefined) return false;
-        return what.kind === "route" && routeClass(method, path) === "sync" ? "sync" : true;
-      }),
+      intercepts: frontIntercepts(o.routes),
       syncGate: o.syncGate,
       access: createAccessLog({ log: o.log, metrics: o.metrics, trusted: o.trusted }),
     });
-    return { front, server };
+    if (extra === 0) return { front, server };
+    try {
+      const threads = await startFrontThreads({
+        count: extra,
+        url: o.threads!.url,
+        gate: o.syncGate!,
+        svc: o.threads!.svc,
+        log: o.log,
+        data: {
+          listen: front.address, // the port bound: --listen may have asked for port 0
+          upstream: o.config.upstream,
+          headerTimeoutMs: o.config.upstreamHeaderTimeoutMs,
+          upstreamCa: o.upstreamCa,
+          app: destination,
+          secret: o.secret,
+          trustedProxies: o.config.trustedProxies,
+          // The level of the logger in use (a caller may pass its own), not only the flag's.
+          logLevel: LEVELS.find((l) => o.log.writes?.(l) !== false) ?? "error",
+        },
+      });
+      return { front: withThreads(front, threads), server, threads };
+    } catch (e) {
+      front.close();
+      throw e;
+    }
   } catch (e) {
     server.close();
     throw e;

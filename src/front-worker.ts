@@ -1,0 +1,47 @@
+// Entry of a front-end thread (--front-threads; src/server/front/threads.ts). It lives beside
+// main.ts because the compiled binary embeds it as a second entrypoint, found by that name.
+import { parentPort, workerData } from "node:worker_threads";
+import { parseTrust, trustPredicate } from "./server/forwarded.ts";
+import { createAccessLog } from "./server/front/access-log.ts";
+import { appHop, homeserverHop } from "./server/front/hop.ts";
+import { startFront } from "./server/front/server.ts";
+import { frontIntercepts } from "./server/front/start.ts";
+import { MainLink, type ToMain, type ToWorker } from "./server/front/thread-link.ts";
+import type { FrontWorkerData } from "./server/front/threads.ts";
+import { buildRoutes } from "./server/routes.ts";
+
+const d = workerData as FrontWorkerData;
+const port = parentPort!;
+const link = new MainLink((m: ToMain) => port.postMessage(m));
+const upstream = new URL(d.upstream);
+const trusted = trustPredicate(parseTrust(d.trustedProxies));
+const front = startFront({
+  listen: d.listen,
+  reusePort: true,
+  homeserver: homeserverHop({ upstream, headerTimeoutMs: d.headerTimeoutMs, trusted, ca: d.upstreamCa }),
+  app: appHop({ destination: d.app, secret: d.secret, defaultHost: upstream.host }),
+  intercepts: frontIntercepts(buildRoutes()),
+  syncGate: link,
+  access: createAccessLog({ log: link.logger(d.logLevel), metrics: link.metrics, trusted }),
+});
+
+const reporter = setInterval(() => link.report(front.connections), 500);
+port.on("message", (m: ToWorker) => {
+  switch (m.t) {
+    case "flush":
+      return link.report(front.connections);
+    case "close":
+      return front.close(() => {
+        clearInterval(reporter);
+        link.report(0);
+        link.post({ t: "closed" });
+      });
+    case "closeIdle":
+      return front.closeIdleConnections();
+    case "closeAll":
+      return front.closeAllConnections();
+    default:
+      return link.receive(m);
+  }
+});
+link.post({ t: "ready" });
