@@ -63,3 +63,24 @@ describe.each(RUNTIMES)("$name", (rt) => {
     expect(run(rt, ["healthcheck", "--listen", `127.0.0.1:${p.port}`]).status).toBe(1);
   });
 });
+
+describe("compiled binary, --front-threads", () => {
+  test("the embedded worker entrypoint starts: every connection is answered, SIGTERM drains all threads", async () => {
+    const key = writeTestKey();
+    const rt = RUNTIMES[0]!;
+    const p = await startServe(rt, ["--upstream", hs.url, "--server-name", "hs.test", "--signing-key", key, "--listen", "127.0.0.1:0", "--data-dir", `${key}.data`, "--front-threads", "3"]);
+    try {
+      expect(p.stderr()).toContain('"frontThreads":3');
+      // Separate connections, so the kernel spreads them over the three listeners.
+      const answers = await Promise.all(
+        Array.from({ length: 24 }, () => rawRequest(p.port, "GET /_matrix/client/versions HTTP/1.1\r\nHost: hs.test\r\nConnection: close\r\n\r\n")),
+      );
+      for (const a of answers) expect(a.status).toBe(200);
+    } finally {
+      p.child.kill("SIGTERM");
+      const [code] = await once(p.child, "exit");
+      expect(code).toBe(0);
+    }
+    expect(p.stderr()).not.toContain("front-end thread failed");
+  });
+});
