@@ -34,6 +34,8 @@ export function testConfig(upstream: string, extra: string[] = [], engine: TestE
       "--data-dir", mkdtempSync(join(tmpdir(), "resync-data-")),
       "--log-level", "error",
       "--engine", engine,
+      // RESYNC_TEST_FRONT_THREADS=N runs the suite through N front-end threads (threads.ts).
+      ...(process.env.RESYNC_TEST_FRONT_THREADS ? ["--front-threads", process.env.RESYNC_TEST_FRONT_THREADS] : []),
       ...extra,
     ],
     {},
