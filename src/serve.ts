@@ -121,6 +121,10 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       threads: { count: config.frontThreads, url: FRONT_WORKER, svc: services },
     }));
   } else server = await listen(config.listen, app);
+  if (config.frontThreads > 1 && !threads) {
+    // Only the Bun front end on a TCP port can share it between threads.
+    log.warn("--front-threads is ignored: it needs engine bun and a host:port --listen", { engine, listen: config.listen });
+  }
   const address = front ? front.address : boundAddress(server);
 
   let draining = false;

@@ -3,7 +3,11 @@
 // relayed, intercepted and /sync requests answered alike, long-polls on other threads woken by
 // a refresh, their metrics and log lines in the process's own, and a drain that covers them.
 // Bun only (the front end is Bun's).
+import { mkdtempSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
 import { startFakeHomeserver, type FakeHomeserver } from "../helpers/fake-homeserver.ts";
@@ -106,6 +110,23 @@ describe.skipIf(!isBun)("front-end threads: metrics, logs and drain", () => {
       const text = await scrape(p.opsAddress!);
       expect(sample(text, "resync_http_requests_total", { route: "passthrough", status: "401" })).toBe(N);
       await expect.poll(() => ids.filter((id) => p.records().some((r) => r.msg === "request" && r.request_id === id)).length).toBe(N);
+    } finally {
+      await p.close(1000);
+    }
+  });
+
+  test("on a unix socket --listen the threads cannot share it: one thread serves, and the log says why", async () => {
+    const sock = join(mkdtempSync(join(tmpdir(), "threads-")), "c.sock");
+    const p = await startLoggedProxy(hs.url, ["--front-threads", "3", "--listen", `unix:${sock}`]);
+    try {
+      expect(p.frontThreads).toBeUndefined();
+      expect(p.records().some((r) => r.level === "warn" && String(r.msg).startsWith("--front-threads is ignored"))).toBe(true);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const c = connect(sock, () => c.write("GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        let got = "";
+        c.on("data", (d) => (got += d)).on("end", () => resolve(got)).on("error", reject);
+      });
+      expect(answer.startsWith("HTTP/1.1 200")).toBe(true);
     } finally {
       await p.close(1000);
     }
