@@ -59,9 +59,14 @@ const nested = value.map((v) => ({ rooms: { join: { "!r:x": { timeline: { events
 const entries = fc.array(fc.tuple(key, fc.oneof(value, nested)), { maxLength: 7 });
 const chunking = fc.oneof(fc.constant([1]), fc.constant([1 << 20]), fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 8 }));
 
-/** What JSON.parse says each wanted key is, checked against the capture. */
-function expectAgrees(doc: string, got: Map<string, Buffer> | undefined, keys: readonly string[]) {
-  const parsed = JSON.parse(doc) as Record<string, unknown>;
+/**
+ * What each wanted key is, checked against the capture. `expected` defaults to JSON.parse of the
+ * document; tests that built the document from an object pass that object instead: Deno 2.9.6
+ * (V8 15.0) was seen, after a few hundred documents, to parse the key `"\""` as `\`, which
+ * would make the engine, not the capture, fail the check.
+ */
+function expectAgrees(doc: string, got: Map<string, Buffer> | undefined, keys: readonly string[], expected?: Record<string, unknown>) {
+  const parsed = expected ?? (JSON.parse(doc) as Record<string, unknown>);
   expect(got).toBeDefined();
   for (const k of keys) {
     if (!Object.hasOwn(parsed, k)) {
@@ -70,7 +75,8 @@ function expectAgrees(doc: string, got: Map<string, Buffer> | undefined, keys: r
     }
     const bytes = got!.get(k)!;
     expect(bytes).toBeDefined();
-    expect(JSON.parse(bytes.toString())).toEqual(parsed[k]);
+    // A source object's value is compared as its JSON text reads back (-0 is written as 0).
+    expect(JSON.parse(bytes.toString())).toEqual(expected ? JSON.parse(JSON.stringify(parsed[k])) : parsed[k]);
     expect(/^\s|\s$/.test(bytes.toString())).toBe(false); // exactly the value, no surrounding space
   }
 }
@@ -80,12 +86,13 @@ describe("TopLevelCapture agrees with JSON.parse", () => {
     fc.assert(
       fc.property(entries, fc.option(value), fc.nat(7), fc.constantFrom(undefined, 2), chunking, (es, top, at, indent, sizes) => {
         const all: [string, unknown][] = top === null ? es : [...es.slice(0, at), [DL, top], ...es.slice(at)];
-        const text = JSON.stringify(Object.fromEntries(all), null, indent);
+        const source = Object.fromEntries(all) as Record<string, unknown>;
+        const text = JSON.stringify(source, null, indent);
         const keys = [DL, "next_batch", "nope", ...all.map(([k]) => k)];
         const got = capture(Buffer.from(text), keys, sizes);
-        expectAgrees(text, got, keys);
+        expectAgrees(text, got, keys, source);
         // Compact text: the captured bytes are exactly the value as written.
-        if (indent === undefined) for (const [k, v] of got!) expect(v.toString()).toBe(JSON.stringify((JSON.parse(text) as Record<string, unknown>)[k]));
+        if (indent === undefined) for (const [k, v] of got!) expect(v.toString()).toBe(JSON.stringify(source[k]));
       }),
       { numRuns: 400 },
     );
@@ -97,7 +104,8 @@ describe("TopLevelCapture agrees with JSON.parse", () => {
         const all: [string, unknown][] = top === null ? es : [[DL, top], ...es, [DL, [top]]];
         const text = serialise(all, seed);
         const keys = [DL, "nope", ...all.map(([k]) => k)];
-        expectAgrees(text, capture(Buffer.from(text), keys, sizes), keys);
+        // Object.fromEntries keeps the last of duplicate keys, as JSON.parse does.
+        expectAgrees(text, capture(Buffer.from(text), keys, sizes), keys, Object.fromEntries(all));
       }),
       { numRuns: 400 },
     );
@@ -234,5 +242,19 @@ describe("malformed documents give undefined and never throw", () => {
     expect(cap.finish()?.get(DL)?.toString()).toBe("1");
     cap.feed(b);
     expect(cap.finish()).toBeUndefined();
+  });
+});
+
+describe("a chunk is only its range of the buffer", () => {
+  test("a long string that runs past the chunk's end is not closed by a quote beyond it", () => {
+    // Chunks as the relay passes them: ranges of one socket read, whose later bytes (a chunked
+    // body's next chunk) are fed in a later call. Every cut of a string over 32 bytes.
+    const doc = Buffer.from(JSON.stringify({ a: `${"x".repeat(50)}"quoted"${"y".repeat(40)}`, [DL]: { changed: ["@b:x"] }, z: "w".repeat(70) }));
+    for (let cut = 1; cut < doc.length; cut++) {
+      const cap = new TopLevelCapture([DL, "a", "z"]);
+      cap.feed(doc, 0, cut);
+      cap.feed(doc, cut, doc.length);
+      expectAgrees(doc.toString(), cap.finish(), [DL, "a", "z"]);
+    }
   });
 });
