@@ -42,14 +42,7 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     };
     if (longPoll && !inject) svc.delivery.waiters.add(key, waiter);
     const unwait = () => svc.delivery.waiters.remove(key, waiter);
-    const answerWake = () => {
-      // next_batch = the request's own since: the client asks again from the same point, so no
-      // event is skipped. No token is marked: only a real next_batch acknowledges the delivery.
-      const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
-      svc.metrics?.wakes.inc();
-      svc.metrics?.injections.inc({ endpoint: flavour }, targets.length);
-      sendJson(res, 200, wakeResponse(since, targets, flavour));
-    };
+    const answerWake = () => sendJson(res, 200, wakeAnswer(svc, who, since, flavour));
 
     // With news to deliver, do not let the homeserver hold the poll for its whole timeout
     // (it has nothing new, so it would): ask it to answer at once with a real next_batch,
@@ -91,6 +84,16 @@ export function syncRoute(flavour: SyncFlavour): Handler {
 /** The target with `timeout=0`: the only change we ever make to a forwarded target. */
 export function answerAtOnce(target: string): string {
   return target.replace(/([?&])timeout=\d+/, "$1timeout=0");
+}
+
+/** The answer that ends a waiting long-poll early, carrying every pending user (DESIGN.md "early wake"). */
+export function wakeAnswer(svc: Services, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour): Record<string, unknown> {
+  // next_batch = the request's own since: the client asks again from the same point, so no
+  // event is skipped. No token is marked: only a real next_batch acknowledges the delivery.
+  const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
+  svc.metrics?.wakes.inc();
+  svc.metrics?.injections.inc({ endpoint: flavour }, targets.length);
+  return wakeResponse(since, targets, flavour);
 }
 
 /**

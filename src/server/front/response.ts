@@ -162,8 +162,7 @@ export class ResponseRelay {
         held.push(b.subarray(s, e));
         this.#heldBytes += e - s;
       };
-    }
-    else this.statusSent = head.status;
+    } else this.statusSent = head.status;
     return true;
   }
 

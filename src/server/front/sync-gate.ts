@@ -7,10 +7,10 @@
 // long-poll early when a refresh lands.
 import { TopLevelCapture } from "../../delivery/json-capture.ts";
 import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
-import { reportedChanged, wakeResponse } from "../../delivery/sync-inject.ts";
+import { reportedChanged } from "../../delivery/sync-inject.ts";
 import type { Services } from "../app.ts";
 import { type Requester, tokenOf } from "../auth.ts";
-import { answerAtOnce, injectPending } from "../../routes/sync.ts";
+import { answerAtOnce, injectPending, wakeAnswer } from "../../routes/sync.ts";
 import { fieldValue, type RequestHead } from "./head.ts";
 import { NAME } from "./names.ts";
 import type { BodyObserver } from "./response.ts";
@@ -73,12 +73,7 @@ export function syncRequest(head: RequestHead): SyncRequest | undefined {
 
 /** The early answer's body (DESIGN.md "early wake"). */
 export function wakeBodyFor(svc: Services, t: Ticket): string {
-  // next_batch = the request's own since: the client asks again from the same point, so no
-  // event is skipped; only a real next_batch acknowledges the delivery.
-  const targets = svc.store.pendingFor(t.userId, t.deviceId).map((p) => p.target);
-  svc.metrics?.wakes.inc();
-  svc.metrics?.injections.inc({ endpoint: "sync" }, targets.length);
-  return JSON.stringify(wakeResponse(t.since, targets, "sync"));
+  return JSON.stringify(wakeAnswer(svc, t, t.since, "sync"));
 }
 
 // One per request, held as long as a long-poll is: a class rather than closures, which cost
