@@ -6,6 +6,7 @@ import { createAccessLog } from "./server/front/access-log.ts";
 import { appHop, homeserverHop } from "./server/front/hop.ts";
 import { startFront } from "./server/front/server.ts";
 import { frontIntercepts } from "./server/front/start.ts";
+import { startMemoryReducer } from "./ops/memory-reducer.ts";
 import { MainLink, type ToMain, type ToWorker } from "./server/front/thread-link.ts";
 import type { FrontWorkerData } from "./server/front/threads.ts";
 import { buildRoutes } from "./server/routes.ts";
@@ -26,6 +27,8 @@ const front = startFront({
 });
 
 const reporter = setInterval(() => link.report(front.connections), 500);
+// Each thread has its own heap, with its own polls' garbage (memory-reducer.ts).
+const reducer = startMemoryReducer();
 port.on("message", (m: ToWorker) => {
   switch (m.t) {
     case "flush":
@@ -33,6 +36,7 @@ port.on("message", (m: ToWorker) => {
     case "close":
       return front.close(() => {
         clearInterval(reporter);
+        reducer?.stop();
         link.report(0);
         link.post({ t: "closed" });
       });

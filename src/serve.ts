@@ -7,6 +7,7 @@ import { fetchUserDevices } from "./federation/devices.ts";
 import type { KeyCheck } from "./federation/key-check.ts";
 import { checkOwnKey, createFederation, loadKey } from "./federation/stack.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
+import { startMemoryReducer } from "./ops/memory-reducer.ts";
 import { createMetrics } from "./ops/metrics.ts";
 import { createOpsApp, type Readiness } from "./ops/ops-app.ts";
 import { drain, type DrainResult, signalExitCode } from "./ops/shutdown.ts";
@@ -134,6 +135,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   resyncer.start();
   const housekeeping = setInterval(() => delivery.expireTrackers(), 3_600_000);
   housekeeping.unref();
+  const reducer = startMemoryReducer(log);
   const checkKey = async () => {
     keyCheck = await checkOwnKey(config, key, fed);
     const fields = { keyId: key.keyId, status: keyCheck.status, detail: keyCheck.detail };
@@ -150,6 +152,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     draining = true;
     resyncer.stop();
     clearInterval(housekeeping);
+    reducer?.stop();
     // The front first: its requests in flight need the app behind it until they finish. It has
     // the close/closeIdleConnections/closeAllConnections that drain() uses of a Server.
     const result = await drain([(front as unknown as Server | undefined) ?? server], { deadlineMs, busy: () => resyncer.inflight > 0 });

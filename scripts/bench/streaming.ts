@@ -48,7 +48,7 @@ export async function runStreaming(o: StreamingOptions): Promise<Row[]> {
           const t = await get(port, `bench_bytes=${BIG}`);
           if (name === "proxy") (cpu += cpuSeconds(proxy.pid) - cpu0), (wall += t.totalMs / 1000);
           minBytes = Math.min(minBytes, t.bodyBytes);
-          speed[name].push(t.bodyBytes / (1024 * 1024) / (t.totalMs / 1000));
+          speed[name].push(t.bodyBytes / 1e6 / (t.totalMs / 1000));
         }
     const sampled = sampler.stop();
     const peak = hwmReset ? Math.max(sampled, peakRssBytes(proxy.pid)) : sampled;
@@ -76,7 +76,7 @@ export async function runStreaming(o: StreamingOptions): Promise<Row[]> {
     const fam = "2 streaming";
     return [
       { family: fam, figure: "50 MB /sync body, MB/s", value: fmt(p, 0), reference: `direct ${fmt(d, 0)}; nginx ${fmt(n, 0)} (${times(n, d)} direct)`, ratio: times(p, d), target: "≥0.9× direct", met: p >= 0.9 * d, note: `proxy used ${fmt((cpu / wall) * 100, 0)} % of one core` },
-      { family: fam, figure: "proxy RSS growth over the 50 MB transfers", value: mb(growth), reference: `baseline ${mb(baseline)}, peak ${mb(peak)}`, target: "<16 MB", met: growth < 16 * 1024 * 1024, note: hwmReset ? undefined : "sampled every 5 ms; VmHWM reset refused" },
+      { family: fam, figure: "proxy RSS growth over the 50 MB transfers", value: mb(growth), reference: `baseline ${mb(baseline)}, peak ${mb(peak)}`, target: "<16 MB", met: growth < 16e6, note: hwmReset ? undefined : "sampled every 5 ms; VmHWM reset refused" },
       { family: fam, figure: "proxy RSS growth while a client stalls a 50 MB body for 2 s (buffering check)", value: mb(stallPeak - beforeStall), reference: `before ${mb(beforeStall)}; a buffering proxy shows ≥50 MB here` },
       { family: fam, figure: `slow-drip body: first body byte, ms (body lasts ${fmt(total, 0)} ms)`, value: fmt(first("proxy"), 1), reference: `direct ${fmt(first("direct"), 1)}`, ratio: `${first("proxy") >= first("direct") ? "+" : "−"}${fmt(Math.abs(first("proxy") - first("direct")), 1)} ms`, target: "immediately (<50 ms)", met: first("proxy") < 50 },
     ];

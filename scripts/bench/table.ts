@@ -31,7 +31,8 @@ export function percentile(xs: readonly number[], p: number): number {
 export const fmt = (x: number, digits = 1): string =>
   Number.isFinite(x) ? x.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "n/a";
 
-export const mb = (bytes: number, digits = 1): string => `${fmt(bytes / (1024 * 1024), digits)} MB`;
+// Decimal megabytes, as the targets are written (150 MB = 150,000,000 bytes).
+export const mb = (bytes: number, digits = 1): string => `${fmt(bytes / 1e6, digits)} MB`;
 
 export const times = (a: number, b: number): string => (b > 0 && Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : "n/a");
 

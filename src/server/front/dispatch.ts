@@ -1,9 +1,10 @@
 // Where a parsed request goes: to the app when app.ts would intercept it, else to the
 // homeserver; with its request id, its head for that hop, and (pass-through only) its log line
 // and metrics, which the app writes itself for the requests it serves.
+import type { RouteClass } from "../request-log.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { ClientConn } from "./client.ts";
-import { Exchange } from "./exchange.ts";
+import { Exchange, type ExchangeRecord } from "./exchange.ts";
 import type { Body } from "./framing.ts";
 import { clientKeepsAlive, fieldValue, type RequestHead } from "./head.ts";
 import type { Hop } from "./hop.ts";
@@ -57,7 +58,6 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
   const hop = intercepted ? ctx.app : ctx.homeserver;
   const stop = body.feed(buf, bodyStart, buf.length);
   const bodyEnd = stop === -1 ? buf.length : stop;
-  const started = performance.now();
   const access = ctx.access;
   // The app applies request-log.ts's X-Request-Id rule itself; this id is only for an error
   // the front end answers in its place.
@@ -68,18 +68,48 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
   // The app logs what it serves; the front end logs the rest, /sync under its own class.
   const route = intercepted ? undefined : sync ? "sync" : "passthrough";
   const keepAlive = clientKeepsAlive(head) && !ctx.draining;
-  // Read now, so the log line at the end needs no reference to the head: a held long-poll
-  // would otherwise keep the whole request head alive for its minutes.
-  const forwardedFor = route && fieldValue(head, NAME.X_FORWARDED_FOR);
   const exchange = new Exchange({
     hop, client, method, target, minor: head.minor, body, first, requestId, keepAlive,
     observe,
     rewrite: sync?.inject?.rewrite,
     longPoll: sync?.longPoll,
-    onHead: route && (() => access.upstreamLatency(route, (performance.now() - started) / 1000)),
-    onEnd: (status, aborted) => {
-      if (route) access.finished({ id: requestId, route, method, target, peer, forwardedFor, started, status, aborted });
-    },
+    record: route && new Logged(access, route, head, requestId, peer),
   });
   return { exchange, bodyEnd };
+}
+
+// A request's log line and metrics, for the requests the front end serves itself. Fields, not
+// closures: a held long-poll keeps this for minutes, and two closures and their scope cost more.
+class Logged implements ExchangeRecord {
+  readonly #access: AccessLog;
+  readonly #route: RouteClass;
+  readonly #method: string;
+  readonly #target: string;
+  readonly #id: string;
+  readonly #peer: string;
+  // Read now, so the line at the end needs no reference to the head: a held long-poll would
+  // otherwise keep the whole request head alive for its minutes.
+  readonly #forwardedFor: string | undefined;
+  readonly #started = performance.now();
+
+  constructor(access: AccessLog, route: RouteClass, head: RequestHead, id: string, peer: string) {
+    this.#access = access;
+    this.#route = route;
+    this.#method = head.method;
+    this.#target = head.target;
+    this.#id = id;
+    this.#peer = peer;
+    this.#forwardedFor = fieldValue(head, NAME.X_FORWARDED_FOR);
+  }
+
+  head(): void {
+    this.#access.upstreamLatency(this.#route, (performance.now() - this.#started) / 1000);
+  }
+
+  end(status: number | undefined, aborted: boolean): void {
+    this.#access.finished({
+      id: this.#id, route: this.#route, method: this.#method, target: this.#target, peer: this.#peer,
+      forwardedFor: this.#forwardedFor, started: this.#started, status, aborted,
+    });
+  }
 }

@@ -27,16 +27,21 @@ export interface ExchangeInit {
   /** The request head for the hop, plus the body bytes already received. */
   first: Buffer;
   requestId: string;
-  /** The response head arrived (pass-through: upstream latency). */
-  onHead?: () => void;
-  /** Called once when the exchange is over, with the status sent (undefined: none). */
-  onEnd(status: number | undefined, aborted: boolean): void;
+  /** Told when the response head arrives and when the exchange is over (the access log). */
+  record?: ExchangeRecord;
   /** Reads the response body as it streams past (response.ts). */
   observe?: BodyObserver;
   /** Rewrites the whole response body before it goes out (response.ts). */
   rewrite?: (payload: Buffer) => Buffer;
   /** A long-poll a refresh may answer early (sync-gate.ts). */
   longPoll?: LongPoll;
+}
+
+export interface ExchangeRecord {
+  /** The response head arrived (pass-through: upstream latency). */
+  head(): void;
+  /** Called once when the exchange is over, with the status sent (undefined: none). */
+  end(status: number | undefined, aborted: boolean): void;
 }
 
 export class Exchange implements ConnOwner, RelayHooks, Expiring {
@@ -157,7 +162,7 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
   // RelayHooks: the response relay reports here.
   headArrived(): void {
     cancelExpiry(this);
-    this.#i.onHead?.();
+    this.#i.record?.head();
   }
 
   pauseUpstream(): void {
@@ -212,6 +217,6 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
     this.#i.longPoll?.release(this);
     cancelExpiry(this);
     this.#up.clear();
-    this.#i.onEnd(status, aborted);
+    this.#i.record?.end(status, aborted);
   }
 }
