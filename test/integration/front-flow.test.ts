@@ -2,6 +2,7 @@
 // slow client stalls the homeserver instead of filling memory, idle keep-alive connections
 // close while a silent request in flight does not, TLS to the homeserver is verified, and a
 // drain lets the request in flight finish. Bun only.
+import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -122,6 +123,76 @@ describe.skipIf(!isBun)("front end flow control", () => {
       expect(sent).toBeLessThan(30 * 1024 * 1024);
       expect(upstreamReq).toBeDefined();
       sock.destroy();
+    } finally {
+      front.closeAllConnections();
+      await stop(server);
+    }
+  });
+});
+
+// The relay frees each read as soon as the kernel has taken all of it (flow.ts release). A read
+// freed while any of it still waits in a queue would arrive short or zeroed: random bytes, a
+// reader that stalls on and off so writes are partial and queued, compared by digest.
+describe.skipIf(!isBun)("front end relays bytes intact while freeing what it has sent", () => {
+  const SIZE = 24 * 1024 * 1024 + 12_345;
+  const payload = randomBytes(SIZE);
+  const digest = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+  /** Read a socket in fits: 40 ms reading, 40 ms paused, until `bytes` arrived. */
+  function readInFits(sock: net.Socket, bytes: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let got = 0;
+    return new Promise((resolve, reject) => {
+      const t = setInterval(() => (sock.isPaused() ? sock.resume() : sock.pause()), 40);
+      sock.on("data", (c: Buffer) => {
+        parts.push(c);
+        got += c.length;
+        if (got >= bytes) clearInterval(t), resolve(Buffer.concat(parts));
+      });
+      sock.on("error", (e) => (clearInterval(t), reject(e)));
+    });
+  }
+
+  test("a 24 MB response to a client that reads in fits", { timeout: 60_000 }, async () => {
+    const { server, url } = await listen((_req, res) => {
+      res.writeHead(200, { "content-length": String(SIZE) });
+      res.end(payload);
+    });
+    const { front, port } = bareFront(url);
+    try {
+      const sock = net.connect(port, "127.0.0.1");
+      await new Promise((r) => sock.once("connect", r));
+      const all = readInFits(sock, SIZE);
+      sock.write("GET /big HTTP/1.1\r\nHost: hs.test\r\n\r\n");
+      const got = await all;
+      const body = got.subarray(got.indexOf("\r\n\r\n") + 4);
+      expect(body.length).toBe(SIZE);
+      expect(digest(body)).toBe(digest(payload));
+      sock.destroy();
+    } finally {
+      front.closeAllConnections();
+      await stop(server);
+    }
+  });
+
+  test("a 24 MB request body to a homeserver that reads in fits", { timeout: 60_000 }, async () => {
+    let received: Promise<Buffer> | undefined;
+    const { server, url } = await listen((req, res) => {
+      const parts: Buffer[] = [];
+      const t = setInterval(() => (req.isPaused() ? req.resume() : req.pause()), 40);
+      req.on("data", (c: Buffer) => parts.push(c));
+      received = new Promise((resolve) => req.on("end", () => (clearInterval(t), resolve(Buffer.concat(parts)), res.end("ok"))));
+    });
+    const { front, port } = bareFront(url);
+    try {
+      const c = await RawClient.connect(port);
+      c.write(`POST /upload HTTP/1.1\r\nHost: hs.test\r\nContent-Length: ${SIZE}\r\n\r\n`);
+      for (let at = 0; at < SIZE; at += 1024 * 1024) c.write(payload.subarray(at, Math.min(SIZE, at + 1024 * 1024)));
+      expect((await c.read({ timeoutMs: 50_000 })).body.toString()).toBe("ok");
+      const body = await received!;
+      expect(body.length).toBe(SIZE);
+      expect(digest(body)).toBe(digest(payload));
+      c.close();
     } finally {
       front.closeAllConnections();
       await stop(server);

@@ -2,7 +2,7 @@
 // with backpressure. Same semantics as the node:http path (passthrough.ts, upstream.ts).
 import { cancelExpiry, type Expiring, expireIn } from "./deadlines.ts";
 import type { Body } from "./framing.ts";
-import { Outbox } from "./flow.ts";
+import { Outbox, release } from "./flow.ts";
 import type { Conn, ConnOwner } from "./pool.ts";
 import { type BodyObserver, type RelayHooks, ResponseRelay } from "./response.ts";
 import type { ClientSide, Hop } from "./hop.ts";
@@ -103,7 +103,12 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
   clientBody(buf: Buffer, start: number, end: number): number {
     const stop = this.#i.body.feed(buf, start, end);
     const upto = stop === -1 ? end : stop;
-    if (upto > start && !this.#over && !this.#up.send(this.#conn?.socket, buf.subarray(start, upto)) && !this.#clientPaused) {
+    if (upto <= start || this.#over) return stop;
+    // A read that is body from end to end, and went to the kernel whole, is freed at once.
+    const whole = stop === -1 && start === 0 && end === buf.length;
+    if (this.#up.send(this.#conn?.socket, whole ? buf : buf.subarray(start, upto))) {
+      if (whole) release(buf);
+    } else if (!this.#clientPaused) {
       this.#clientPaused = true;
       this.#i.client.pauseReading();
     }

@@ -4,6 +4,7 @@ import { type Body, type OnData, responseBody } from "./framing.ts";
 import { fieldValue, HeadError, headEnd, hasToken, MAX_HEAD_BYTES, parseResponseHead, type ResponseHead } from "./head.ts";
 import { NAME } from "./names.ts";
 import type { ClientSide } from "./hop.ts";
+import { release } from "./flow.ts";
 import { type ClientResponse, clientResponseHead, interimHead } from "./rewrite-head.ts";
 
 export interface RelayRequest {
@@ -184,7 +185,10 @@ export class ResponseRelay {
           end = body.feed(buf, at, buf.length, spans && ((_b, s, e) => void spans.push(s, e)));
           const stop = end === -1 ? buf.length : end;
           if (this.#head) this.#send(this.#takeHead(buf, at, stop));
-          else if (stop > at) this.#send(at === 0 && stop === buf.length ? buf : buf.subarray(at, stop));
+          else if (at === 0 && stop === buf.length) {
+            // The whole read went to the kernel, and no observer is to read it: free it now.
+            if (this.#send(buf) && !spans) release(buf);
+          } else if (stop > at) this.#send(buf.subarray(at, stop));
           // Read after sending: the client's bytes do not wait for our look at them.
           if (spans) {
             for (let k = 0; k < spans.length; k += 2) seen!.data(buf, spans[k]!, spans[k + 1]!);
@@ -229,8 +233,11 @@ export class ResponseRelay {
     this.#send(this.#takeHead(out, 0, out.length));
   }
 
-  #send(b: Buffer): void {
-    if (!this.#r.client.send(b)) this.#flowing = false;
+  /** True when everything is already with the kernel. */
+  #send(b: Buffer): boolean {
+    if (this.#r.client.send(b)) return true;
+    this.#flowing = false;
+    return false;
   }
 
   /** The client's response head, with body[start, end) after it when given. */
