@@ -1,8 +1,10 @@
 // Family 1, pass-through: small JSON GETs over 64 keep-alive connections, direct to the fast
-// upstream, through nginx, and through the proxy. Rounds alternate the three targets so machine
-// noise (the load generator shares the cores) hits each alike; the median round is reported.
+// upstream, through nginx, through a bare Bun relay (the runtime's floor), and through the
+// proxy. Rounds alternate the four targets so machine noise (the load generator shares the
+// cores) hits each alike; the median round is reported, and the CPU each relay spent per
+// request, split into user space and kernel.
 import { startProxyChild, BUN, ROOT } from "./binary.ts";
-import { cpuSeconds, nproc, startProc } from "./procs.ts";
+import { childPids, cpuTimes, nproc, startProc } from "./procs.ts";
 import { fmt, median, type Row, times } from "./table.ts";
 import { startNginx, waitForHttp, wrk, type WrkResult } from "./wrk.ts";
 import { join } from "node:path";
@@ -14,14 +16,18 @@ export interface PassthroughOptions {
   bigBody?: boolean;
 }
 
+type Target = "direct" | "nginx" | "relay" | "proxy";
+
 export interface PassthroughCase {
   name: string;
   path: string;
   conns: number;
   /** target name -> the median round */
-  results: Record<"direct" | "nginx" | "proxy", WrkResult>;
+  results: Record<Target, WrkResult>;
   /** The proxy's CPU over its rounds, in cores (1 = one core busy all the time). */
   proxyCores: number;
+  /** CPU per request, µs (median round), user space and kernel, for the relaying processes. */
+  cpuPerRequest: Record<"nginx" | "relay" | "proxy", { user: number; system: number }>;
 }
 
 export async function measurePassthrough(o: PassthroughOptions): Promise<PassthroughCase[]> {
@@ -29,23 +35,38 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
   const upPort = Number((await up.waitLine(/upstream listening (\d+)/))[1]);
   const upstream = `http://127.0.0.1:${upPort}`;
   const nginx = await startNginx(upPort);
+  // The floor: a Bun relay that does nothing but move bytes (bare-relay.ts).
+  const relay = startProc(BUN, [join(ROOT, "scripts", "bench", "bare-relay.ts"), String(upPort)]);
+  const relayPort = Number((await relay.waitLine(/bare relay listening (\d+)/))[1]);
   const proxy = await startProxyChild(upstream, { serverName: "bench.test" });
   try {
     await waitForHttp(`${proxy.url}/_matrix/client/versions`);
-    const targets = { direct: upPort, nginx: nginx.port, proxy: proxy.port } as const;
+    const targets: Record<Target, number> = { direct: upPort, nginx: nginx.port, relay: relayPort, proxy: proxy.port };
+    // Whose CPU is counted: nginx's workers, the relay, the proxy (every thread of each).
+    const pids: Partial<Record<Target, number[]>> = { nginx: childPids(nginx.proc.pid), relay: [relay.pid], proxy: [proxy.pid] };
     const cases = [{ name: "small JSON GET, 64 conns", path: "/_matrix/client/v3/pushrules/", conns: 64 }];
     if (o.bigBody) cases.push({ name: "5 MB streamed body, 8 conns", path: `/big/${5 * 1024 * 1024}`, conns: 8 });
     const out: PassthroughCase[] = [];
     for (const c of cases) {
-      const rounds: Record<string, WrkResult[]> = { direct: [], nginx: [], proxy: [] };
+      const rounds: Record<string, WrkResult[]> = { direct: [], nginx: [], relay: [], proxy: [] };
+      const perReq: Record<string, { user: number; system: number }[]> = { nginx: [], relay: [], proxy: [] };
       // Warm-up (JIT, connection pools), not counted.
       for (const port of Object.values(targets)) wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, 1);
       let cpu = 0, wall = 0;
       for (let r = 0; r < o.rounds; r++)
         for (const [name, port] of Object.entries(targets)) {
-          const cpu0 = cpuSeconds(proxy.pid), t0 = performance.now();
-          rounds[name]!.push(wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, o.seconds));
-          if (name === "proxy") (cpu += cpuSeconds(proxy.pid) - cpu0), (wall += (performance.now() - t0) / 1000);
+          const counted = pids[name as Target] ?? [];
+          const before = counted.map(cpuTimes), t0 = performance.now();
+          const res = wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, o.seconds);
+          const seconds = (performance.now() - t0) / 1000;
+          rounds[name]!.push(res);
+          if (counted.length === 0) continue;
+          const after = counted.map(cpuTimes);
+          const used = { user: 0, system: 0 };
+          after.forEach((a, i) => ((used.user += a.user - before[i]!.user), (used.system += a.system - before[i]!.system)));
+          const requests = res.rps * seconds;
+          perReq[name]!.push({ user: (used.user / requests) * 1e6, system: (used.system / requests) * 1e6 });
+          if (name === "proxy") (cpu += used.user + used.system), (wall += seconds);
         }
       const agg = (name: string): WrkResult => {
         const rs = rounds[name]!;
@@ -54,23 +75,32 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
           mbps: median(rs.map((r) => r.mbps)), errors: rs.reduce((a, r) => a + r.errors, 0),
         };
       };
-      out.push({ ...c, results: { direct: agg("direct"), nginx: agg("nginx"), proxy: agg("proxy") }, proxyCores: cpu / wall });
+      const cpuOf = (name: string) => ({ user: median(perReq[name]!.map((x) => x.user)), system: median(perReq[name]!.map((x) => x.system)) });
+      out.push({
+        ...c,
+        results: { direct: agg("direct"), nginx: agg("nginx"), relay: agg("relay"), proxy: agg("proxy") },
+        proxyCores: cpu / wall,
+        cpuPerRequest: { nginx: cpuOf("nginx"), relay: cpuOf("relay"), proxy: cpuOf("proxy") },
+      });
     }
     return out;
   } finally {
-    await Promise.all([proxy.stop(), nginx.proc.stop(), up.stop()]);
+    await Promise.all([proxy.stop(), relay.stop(), nginx.proc.stop(), up.stop()]);
   }
 }
 
 export async function runPassthrough(o: PassthroughOptions): Promise<Row[]> {
   const [c] = await measurePassthrough(o);
-  const { direct: d, nginx: n, proxy: p } = c!.results;
+  const { direct: d, nginx: n, relay: b, proxy: p } = c!.results;
+  const { nginx: nc, relay: bc, proxy: pc } = c!.cpuPerRequest;
   const fam = "1 pass-through";
-  const errs = p.errors + n.errors + d.errors;
+  const errs = p.errors + n.errors + d.errors + b.errors;
+  const us = (x: { user: number; system: number }) => `${fmt(x.user, 1)} + ${fmt(x.system, 1)}`;
   return [
-    { family: fam, figure: "req/s, small JSON GET, 64 conns", value: fmt(p.rps, 0), reference: `nginx ${fmt(n.rps, 0)}; direct ${fmt(d.rps, 0)}`, ratio: times(p.rps, n.rps), target: "≥1.0× nginx", met: p.rps >= n.rps, note: `proxy used ${fmt(c!.proxyCores * 100, 0)} % of one core${errs ? `; ${errs} errors` : ""}` },
-    { family: fam, figure: "p50 latency, ms", value: fmt(p.p50, 2), reference: `nginx ${fmt(n.p50, 2)}; direct ${fmt(d.p50, 2)}`, ratio: times(p.p50, n.p50) },
-    { family: fam, figure: "p99 latency, ms", value: fmt(p.p99, 2), reference: `nginx ${fmt(n.p99, 2)}; direct ${fmt(d.p99, 2)}`, ratio: times(p.p99, n.p99), target: "≤1.2× nginx", met: p.p99 <= 1.2 * n.p99 },
+    { family: fam, figure: "req/s, small JSON GET, 64 conns", value: fmt(p.rps, 0), reference: `nginx ${fmt(n.rps, 0)}; direct ${fmt(d.rps, 0)}; bare Bun relay ${fmt(b.rps, 0)}`, ratio: times(p.rps, n.rps), target: "≥1.0× nginx", met: p.rps >= n.rps, note: `proxy used ${fmt(c!.proxyCores * 100, 0)} % of one core${errs ? `; ${errs} errors` : ""}` },
+    { family: fam, figure: "p50 latency, ms", value: fmt(p.p50, 2), reference: `nginx ${fmt(n.p50, 2)}; direct ${fmt(d.p50, 2)}; bare Bun relay ${fmt(b.p50, 2)}`, ratio: times(p.p50, n.p50) },
+    { family: fam, figure: "p99 latency, ms", value: fmt(p.p99, 2), reference: `nginx ${fmt(n.p99, 2)}; direct ${fmt(d.p99, 2)}; bare Bun relay ${fmt(b.p99, 2)}`, ratio: times(p.p99, n.p99), target: "≤1.2× nginx", met: p.p99 <= 1.2 * n.p99 },
+    { family: fam, figure: "CPU per request, µs, user + kernel", value: us(pc), reference: `nginx ${us(nc)}; bare Bun relay ${us(bc)}`, ratio: `user ${times(pc.user, nc.user)} nginx's`, note: "the bare relay pipes each connection to its own upstream one: no HTTP, the runtime's floor" },
   ];
 }
 
@@ -79,7 +109,7 @@ export function passthroughDetail(cases: PassthroughCase[], o: PassthroughOption
   const rows: string[] = [];
   for (const c of cases) {
     const { direct: d, nginx: n, proxy: p } = c.results;
-    for (const [name, r] of [["direct", d], ["nginx", n], ["proxy", p]] as const)
+    for (const [name, r] of [["direct", d], ["nginx", n], ["bare Bun relay", c.results.relay], ["proxy", p]] as const)
       rows.push(`| ${c.name} | ${name} | ${r.rps.toFixed(0)} | ${r.mbps.toFixed(1)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.errors} |`);
     rows.push(`| ${c.name} | **proxy/nginx** | **${times(p.rps, n.rps)}** | ${times(p.mbps, n.mbps)} | ${times(p.p50, n.p50)} | ${times(p.p99, n.p99)} | |`);
   }

@@ -168,10 +168,22 @@ export function resetPeakRss(pid: number): boolean {
 
 /** User + system CPU time the process has used, seconds (/proc/<pid>/stat fields 14 and 15). */
 export function cpuSeconds(pid: number): number {
+  const t = cpuTimes(pid);
+  return t.user + t.system;
+}
+
+/** CPU seconds a process has used, in user space and in the kernel (all its threads). */
+export function cpuTimes(pid: number): { user: number; system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   // The command name (field 2) may contain spaces: count fields after its closing parenthesis.
   const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+  return { user: Number(rest[11]) / CLK_TCK, system: Number(rest[12]) / CLK_TCK };
+}
+
+/** A process's child pids (nginx's workers under its master). */
+export function childPids(pid: number): number[] {
+  const r = spawnSync("pgrep", ["-P", String(pid)], { encoding: "utf8" });
+  return r.stdout.split("\n").filter(Boolean).map(Number);
 }
 
 /** Sample RSS every `everyMs` until stop(); the maximum seen, bytes. */
