@@ -3,7 +3,7 @@
 // normalised or re-encoded (STYLE.md; the matrix-corporal bypass came from a proxy that
 // normalised the path it matched). Strings are made only of what we read: method, target and
 // a few field values.
-import { NAME, nameId, nameIs } from "./names.ts";
+import { NAME, NAMES, nameId, nameIs } from "./names.ts";
 
 /** A request head beyond this is refused with 431 (RFC 6585 §5). */
 export const MAX_HEAD_BYTES = 64 * 1024;
@@ -63,6 +63,7 @@ function methodAt(buf: Buffer, start: number, end: number): string {
   return buf.toString("latin1", start, end);
 }
 const HTTP1 = Buffer.from("HTTP/1.");
+const ID_OF = new Map(NAMES.map((n, id) => [n, id] as const).filter(([n]) => n !== ""));
 
 /** Index just past the blank line that ends a head starting at `from`, or -1 if not yet received. */
 export function headEnd(buf: Buffer, from: number, searchFrom = from): number {
@@ -169,6 +170,9 @@ export function digitsField(h: Head, id: number): number {
 
 /** fieldValue by lower-case name, for any field (a HeaderReader). */
 export function fieldNamed(h: Head, name: string): string | undefined {
+  // A name we know has an id: compare numbers rather than bytes.
+  const id = ID_OF.get(name);
+  if (id !== undefined) return fieldValue(h, id);
   const f = h.fields;
   let out: string | undefined;
   for (let k = 0; k < f.length; k += F_STRIDE) {

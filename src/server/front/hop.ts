@@ -76,8 +76,9 @@ export function homeserverHop(o: HomeserverHopOptions): Hop {
     pool: new Pool(destination, POOL),
     headerTimeoutMs: (target) => headerTimeoutFor(target, o.headerTimeoutMs),
     requestHead(h, c) {
-      const forwarded = forwardedFor(c.peer, (n) => fieldNamed(h, n), o.trusted);
-      const add: Record<string, string> = { ...forwarded, "x-request-id": c.requestId };
+      // A new object each time: ours to add to.
+      const add = forwardedFor(c.peer, (n) => fieldNamed(h, n), o.trusted);
+      add["x-request-id"] = c.requestId;
       if (c.identity) add["accept-encoding"] = "identity";
       return nextHopRequestHead(h, {
         prefix,

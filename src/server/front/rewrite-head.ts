@@ -33,8 +33,22 @@ const HTTP11 = Buffer.from("HTTP/1.1 ", "latin1");
 
 const linesSize = (h: Head, ks: number[]) => ks.reduce((n, k) => n + h.fields[k + F_LINE_END]! - h.fields[k + F_LINE]! + 2, 0);
 
+// Lines that follow one another in the received head go out in one copy: a copy is a call
+// into the runtime, and most heads forward every line.
 function copyLines(h: Head, ks: number[], out: Buffer, p: number): number {
-  for (const k of ks) p += h.buf.copy(out, p, h.fields[k + F_LINE]!, h.fields[k + F_LINE_END]! + 2);
+  const f = h.fields;
+  let from = -1, to = -1;
+  for (const k of ks) {
+    const start = f[k + F_LINE]!, end = f[k + F_LINE_END]! + 2;
+    if (start === to) {
+      to = end;
+      continue;
+    }
+    if (from !== -1) p += h.buf.copy(out, p, from, to);
+    from = start;
+    to = end;
+  }
+  if (from !== -1) p += h.buf.copy(out, p, from, to);
   return p;
 }
 
