@@ -21,7 +21,7 @@ import { runStreaming } from "./bench/streaming.ts";
 import { failedRow, renderTable, type Row } from "./bench/table.ts";
 
 const families: [string, string, () => Promise<Row[]>][] = [
-  ["passthrough", "1 pass-through", () => runPassthrough({ seconds: 5, rounds: 3 })],
+  ["passthrough", "1 pass-through", () => runPassthrough({ seconds: 3, rounds: 6 })],
   ["streaming", "2 streaming", () => runStreaming({ rounds: 3 })],
   ["idle", "3 idle long-polls", () => runIdle({ idleSeconds: 10 })],
   ["delivery", "4 delivery", () => runDelivery({ samples: 150, wakes: 20 })],
