@@ -33,6 +33,12 @@ export class SummedCounter<T extends string> extends Counter<T> {
     return child as unknown as Counter.Internal;
   }
 
+  override reset(): void {
+    // prom-client's constructor resets too, before this class's fields exist.
+    if (#pending in this) for (const c of this.#pending.values()) c.n = 0;
+    super.reset();
+  }
+
   override async get() {
     for (const c of this.#pending.values()) {
       if (c.n === 0) continue;
