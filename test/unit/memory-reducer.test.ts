@@ -1,45 +1,47 @@
 // The memory reducer (src/ops/memory-reducer.ts): it collects once RSS has grown past its floor
-// and stopped moving, never while RSS is still climbing or for small growth, and it takes a
-// fall of RSS on its own as the new floor.
+// and stopped moving while the process is quiet; never while RSS is still climbing, for small
+// growth, or under load; and it takes a fall of RSS on its own as the new floor.
 import { describe, expect, test } from "vitest";
 import { MemoryReducer, startMemoryReducer } from "../../src/ops/memory-reducer.ts";
 
 const MB = 1e6;
 
-/** A reducer over a scripted RSS; a collection drops RSS to `afterCollect`. */
+/** A reducer over a scripted RSS; a collection drops RSS to `afterCollect`. tick(): a reading 2 s on, idle. */
 function scripted(start: number, afterCollect: number) {
-  const s = { rss: start, collected: 0, t: 0 };
+  const s = { rss: start, collected: 0, t: 0, cpu: 0 };
   const r = new MemoryReducer({
     now: () => s.t,
+    cpuSeconds: () => s.cpu,
     rss: () => s.rss,
     collect: () => {
       s.collected++;
       s.rss = afterCollect;
     },
   });
-  return { s, r };
+  const tick = () => ((s.t += 2_000), r.tick());
+  return { s, r, tick };
 }
 
 describe("memory reducer", () => {
   test("collects once RSS has grown past the threshold and settled, then not again", () => {
-    const { s, r } = scripted(60 * MB, 70 * MB);
+    const { s, tick } = scripted(60 * MB, 70 * MB);
     s.rss = 120 * MB; // a burst
-    expect(r.tick()).toBe(false); // still climbing: moved 60 MB since the last reading
+    expect(tick()).toBe(false); // still climbing: moved 60 MB since the last reading
     s.rss = 121 * MB;
-    expect(r.tick()).toBe(true); // settled, 61 MB over the floor
+    expect(tick()).toBe(true); // settled, 61 MB over the floor
     expect(s.collected).toBe(1);
-    expect(r.tick()).toBe(false); // the floor is now 70 MB and RSS sits there
+    expect(tick()).toBe(false); // the floor is now 70 MB and RSS sits there
     s.rss = 80 * MB;
-    r.tick();
-    expect(r.tick()).toBe(false); // settled, but only 10 MB over the floor
+    tick();
+    expect(tick()).toBe(false); // settled, but only 10 MB over the floor
     expect(s.collected).toBe(1);
   });
 
   test("never collects while RSS keeps moving, however far it grew", () => {
-    const { s, r } = scripted(60 * MB, 60 * MB);
+    const { s, tick } = scripted(60 * MB, 60 * MB);
     for (let i = 1; i <= 10; i++) {
       s.rss = 60 * MB + i * 5 * MB;
-      expect(r.tick()).toBe(false);
+      expect(tick()).toBe(false);
     }
     expect(s.collected).toBe(0);
   });
@@ -54,13 +56,27 @@ describe("memory reducer", () => {
     expect(at).toEqual([2_000, 62_000, 122_000]);
   });
 
+  test("never collects while the process is busy: the pause would land on requests", () => {
+    const { s, r } = scripted(60 * MB, 60 * MB);
+    s.rss = 120 * MB;
+    r.tick();
+    for (let i = 1; i <= 5; i++) {
+      s.t += 2_000;
+      s.cpu += 0.5; // a quarter of a core over each 2 s reading
+      expect(r.tick()).toBe(false);
+    }
+    s.t += 2_000;
+    s.cpu += 0.02; // 1 %: quiet
+    expect(r.tick()).toBe(true);
+  });
+
   test("RSS that falls on its own becomes the floor", () => {
-    const { s, r } = scripted(100 * MB, 40 * MB);
+    const { s, tick } = scripted(100 * MB, 40 * MB);
     s.rss = 50 * MB; // the runtime collected by itself
-    r.tick();
+    tick();
     s.rss = 67 * MB;
-    r.tick();
-    expect(r.tick()).toBe(true); // 17 MB over the new floor of 50 MB, and settled
+    tick();
+    expect(tick()).toBe(true); // 17 MB over the new floor of 50 MB, and settled
   });
 
   test("under Bun it runs on a timer that keeps no process alive; elsewhere V8 has its own", () => {
