@@ -2,7 +2,7 @@
 // homeserver; with its request id, its head for that hop, and (pass-through only) its log line
 // and metrics, which the app writes itself for the requests it serves.
 import type { RouteClass } from "../request-log.ts";
-import type { AccessLog } from "./access-log.ts";
+import type { AccessLog, Finished } from "./access-log.ts";
 import type { ClientConn } from "./client.ts";
 import { Exchange, type ExchangeRecord } from "./exchange.ts";
 import type { Body } from "./framing.ts";
@@ -78,38 +78,40 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
   return { exchange, bodyEnd };
 }
 
-// A request's log line and metrics, for the requests the front end serves itself. Fields, not
-// closures: a held long-poll keeps this for minutes, and two closures and their scope cost more.
-class Logged implements ExchangeRecord {
-  readonly #access: AccessLog;
-  readonly #route: RouteClass;
-  readonly #method: string;
-  readonly #target: string;
-  readonly #id: string;
-  readonly #peer: string;
+// A request's log line and metrics, for the requests the front end serves itself: the record
+// the access log reads at the end. Fields, not closures: a held long-poll keeps this for
+// minutes, and two closures and their scope cost more.
+class Logged implements ExchangeRecord, Finished {
+  readonly id: string;
+  readonly route: RouteClass;
+  readonly method: string;
+  readonly target: string;
+  readonly peer: string;
   // Read now, so the line at the end needs no reference to the head: a held long-poll would
   // otherwise keep the whole request head alive for its minutes.
-  readonly #forwardedFor: string | undefined;
-  readonly #started = performance.now();
+  readonly forwardedFor: string | undefined;
+  readonly started = performance.now();
+  status: number | undefined;
+  aborted = false;
+  readonly #access: AccessLog;
 
   constructor(access: AccessLog, route: RouteClass, head: RequestHead, id: string, peer: string) {
     this.#access = access;
-    this.#route = route;
-    this.#method = head.method;
-    this.#target = head.target;
-    this.#id = id;
-    this.#peer = peer;
-    this.#forwardedFor = fieldValue(head, NAME.X_FORWARDED_FOR);
+    this.route = route;
+    this.method = head.method;
+    this.target = head.target;
+    this.id = id;
+    this.peer = peer;
+    this.forwardedFor = fieldValue(head, NAME.X_FORWARDED_FOR);
   }
 
   head(): void {
-    this.#access.upstreamLatency(this.#route, (performance.now() - this.#started) / 1000);
+    this.#access.upstreamLatency(this.route, (performance.now() - this.started) / 1000);
   }
 
   end(status: number | undefined, aborted: boolean): void {
-    this.#access.finished({
-      id: this.#id, route: this.#route, method: this.#method, target: this.#target, peer: this.#peer,
-      forwardedFor: this.#forwardedFor, started: this.#started, status, aborted,
-    });
+    this.status = status;
+    this.aborted = aborted;
+    this.#access.finished(this);
   }
 }

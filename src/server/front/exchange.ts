@@ -71,11 +71,15 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
     // The timeout covers the wait for the response head only: once it arrives, a slow body
     // (a /sync streaming megabytes) is governed by the client, never cut by us.
     if (ms !== undefined) expireIn(this, ms);
-    this.#up.send(undefined, this.#i.first);
     this.#i.longPoll?.hold(this);
     const pooled = this.#i.hop.pool.take();
-    if (pooled) this.#attach(pooled);
-    else this.#connect();
+    if (pooled) {
+      this.#attach(pooled);
+      this.#up.send(pooled.socket, this.#i.first);
+    } else {
+      this.#up.send(undefined, this.#i.first); // sent once connected
+      this.#connect();
+    }
   }
 
   /** The header timeout passed. */

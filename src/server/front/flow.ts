@@ -5,7 +5,8 @@
 import type { Socket } from "bun";
 
 export class Outbox {
-  #queue: Buffer[] = [];
+  // Made on the first partial write: most exchanges never have one.
+  #queue: Buffer[] | undefined;
   #bytes = 0;
 
   get bytes(): number {
@@ -23,27 +24,28 @@ export class Outbox {
 
   /** On `drain`: write what is queued; true when the queue is empty. */
   flush(socket: Socket<unknown>): boolean {
-    while (this.#queue.length > 0) {
-      const buf = this.#queue[0]!;
+    const queue = this.#queue;
+    while (queue !== undefined && queue.length > 0) {
+      const buf = queue[0]!;
       const n = socket.write(buf);
       if (n < 0) return false; // closed: the close handler cleans up
       this.#bytes -= Math.max(0, n);
       if (n < buf.length) {
-        this.#queue[0] = buf.subarray(n);
+        queue[0] = buf.subarray(n);
         return false;
       }
-      this.#queue.shift();
+      queue.shift();
     }
     return true;
   }
 
   clear(): void {
-    this.#queue = [];
+    this.#queue = undefined;
     this.#bytes = 0;
   }
 
   #queueUp(buf: Buffer): false {
-    this.#queue.push(buf);
+    (this.#queue ??= []).push(buf);
     this.#bytes += buf.length;
     return false;
   }

@@ -25,6 +25,9 @@ class NoBody implements Body {
   }
 }
 
+/** No body: it holds no state, so every message without one shares it. */
+export const NO_BODY: Body = new NoBody();
+
 class LengthBody implements Body {
   readonly kind = "length";
   #left: number;
@@ -176,12 +179,12 @@ export function requestBody(h: RequestHead): Body {
     return new ChunkedBody(400);
   }
   const length = contentLength(h, 400);
-  return length === undefined || length === 0 ? new NoBody() : new LengthBody(length);
+  return length === undefined || length === 0 ? NO_BODY : new LengthBody(length);
 }
 
 /** How a response to `method` is framed (RFC 9112 §6.3 items 1–2, 4–7). */
 export function responseBody(method: string, h: ResponseHead): Body {
-  if (method === "HEAD" || h.status < 200 || h.status === 204 || h.status === 304) return new NoBody();
+  if (method === "HEAD" || h.status < 200 || h.status === 204 || h.status === 304) return NO_BODY;
   const te = fieldValue(h, NAME.TRANSFER_ENCODING);
   if (te !== undefined) {
     const codings = te.split(",");
@@ -189,7 +192,6 @@ export function responseBody(method: string, h: ResponseHead): Body {
   }
   const length = contentLength(h, 502);
   if (length === undefined) return new CloseBody();
-  return length === 0 ? new NoBody() : new LengthBody(length);
+  return length === 0 ? NO_BODY : new LengthBody(length);
 }
 
-export const NO_BODY: Body = new NoBody();
