@@ -45,6 +45,7 @@ export interface ExchangeRecord {
 }
 
 export class Exchange implements ConnOwner, RelayHooks, Expiring {
+  deadlineSlot = -1;
   readonly #i: ExchangeInit;
   readonly #up = new Outbox();
   readonly #res: ResponseRelay;
