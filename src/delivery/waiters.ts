@@ -9,8 +9,10 @@ export interface Waiter {
 
 export class Waiters {
   // Nearly every device has one poll at a time: a Set for each would be most of the memory a
-  // held poll costs here, so a lone waiter is stored as itself.
-  readonly #byDevice = new Map<string, Waiter | Set<Waiter>>();
+  // held poll costs here, so a lone waiter is stored as itself. A device whose poll ended keeps
+  // its entry, set to undefined, until such entries outnumber the polls: deleting from a Map
+  // on every poll would keep each ended poll's objects for young collections (slots.ts).
+  readonly #byDevice = new Map<string, Waiter | Set<Waiter> | undefined>();
   #count = 0;
 
   get count(): number {
@@ -28,11 +30,14 @@ export class Waiters {
 
   remove(key: string, w: Waiter): void {
     const cur = this.#byDevice.get(key);
-    if (cur === w) this.#byDevice.delete(key);
+    if (cur === w) this.#byDevice.set(key, undefined);
     else if (cur instanceof Set && cur.delete(w)) {
-      if (cur.size === 0) this.#byDevice.delete(key);
+      if (cur.size === 0) this.#byDevice.set(key, undefined);
     } else return;
     this.#count--;
+    if (this.#byDevice.size > 2 * this.#count + 1024) {
+      for (const [k, v] of this.#byDevice) if (v === undefined) this.#byDevice.delete(k);
+    }
   }
 
   /** Wake every long-poll of these devices; returns how many were woken. */

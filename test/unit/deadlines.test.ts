@@ -5,7 +5,7 @@ import { cancelExpiry, expireIn } from "../../src/server/front/deadlines.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const owner = () => {
-  const o = { fired: 0, deadlineSlot: -1, expire: () => void o.fired++ };
+  const o = { fired: 0, slot: -1, deadlineAt: 0, expire: () => void o.fired++ };
   return o;
 };
 
@@ -32,7 +32,7 @@ describe("deadlines", () => {
   });
 
   test("an owner that throws does not stop the others due in the same tick", async () => {
-    const bad = { deadlineSlot: -1, expire: () => { throw new Error("boom"); } }, good = owner();
+    const bad = { slot: -1, deadlineAt: 0, expire: () => { throw new Error("boom"); } }, good = owner();
     expireIn(bad, 50);
     expireIn(good, 50);
     await sleep(400);

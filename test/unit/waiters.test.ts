@@ -44,3 +44,21 @@ test("a poll that removes itself, or a sibling, while being woken: every poll pr
   expect(ws.wake(["x"])).toBe(1);
   expect(ws.count).toBe(0);
 });
+
+test("thousands of devices polling once each: ended polls are swept, live ones stay wakeable", () => {
+  const ws = new Waiters();
+  const live = Array.from({ length: 50 }, waiter);
+  live.forEach((w, i) => ws.add(`live${i}`, w));
+  for (let i = 0; i < 10_000; i++) {
+    const w = waiter();
+    ws.add(`gone${i}`, w);
+    ws.remove(`gone${i}`, w);
+  }
+  expect(ws.count).toBe(50);
+  expect(ws.wake(live.map((_, i) => `live${i}`))).toBe(50);
+  expect(ws.wake(["gone9999", "gone0"])).toBe(0);
+  const again = waiter();
+  ws.add("gone0", again); // a device whose entry was swept, or kept as ended, polls again
+  expect(ws.wake(["gone0"])).toBe(1);
+  expect(again.woken).toBe(1);
+});

@@ -1,6 +1,7 @@
 // One client connection: read request heads, relay each request to its next hop, answer
 // pipelined requests in order (one exchange at a time, later bytes wait here), keep-alive.
 import type { Socket } from "bun";
+import type { Slotted } from "../../slots.ts";
 import { dispatch, type FrontContext, type Route, routeOf } from "./dispatch.ts";
 import { Outbox } from "./flow.ts";
 import { type Body, requestBody } from "./framing.ts";
@@ -23,7 +24,9 @@ interface InFlight {
 // A /sync waiting for its token lookup (sync-gate.ts): it has no body, and nothing to cancel.
 const deciding = (): InFlight => ({ wantsBody: false, clientBody: () => -1, onClientDrain() {}, abort() {} });
 
-export class ClientConn implements ClientSide {
+export class ClientConn implements ClientSide, Slotted {
+  /** Its place among the front end's connections (server.ts). */
+  slot = -1;
   readonly socket: Socket<ClientConn>;
   /** The client's address, as the socket reports it. */
   readonly peer: string;

@@ -45,7 +45,9 @@ export interface ExchangeRecord {
 }
 
 export class Exchange implements ConnOwner, RelayHooks, Expiring {
-  deadlineSlot = -1;
+  // Its place among the pending deadlines (deadlines.ts).
+  slot = -1;
+  deadlineAt = 0;
   readonly #i: ExchangeInit;
   readonly #up = new Outbox();
   readonly #res: ResponseRelay;

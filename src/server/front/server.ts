@@ -4,6 +4,7 @@
 // bytes: we parse heads ourselves and relay bodies as bytes.
 import { rmSync } from "node:fs";
 import type { Socket, SocketHandler } from "bun";
+import { SlotSet } from "../../slots.ts";
 import { parseListen } from "../listen.ts";
 import type { AccessLog } from "./access-log.ts";
 import { ClientConn } from "./client.ts";
@@ -52,7 +53,8 @@ const HANDLERS = (ctx: FrontContext): SocketHandler<ClientConn> => ({
 });
 
 export function startFront(o: FrontOptions): Front {
-  const conns = new Set<ClientConn>();
+  // A client that opens a connection per request would churn a Set (slots.ts).
+  const conns = new SlotSet<ClientConn>();
   let onClosed: (() => void) | undefined;
   let stopped = false;
   const ctx: FrontContext = {
@@ -110,14 +112,14 @@ export function startFront(o: FrontOptions): Front {
         ctx.draining = true;
         listener.stop(false);
       }
-      for (const c of conns) c.closeIfIdle();
+      conns.forEach((c) => c.closeIfIdle());
       if (conns.size === 0) finish();
     },
     closeIdleConnections() {
-      for (const c of conns) if (c.idle) c.closeIfIdle();
+      conns.forEach((c) => c.idle && c.closeIfIdle());
     },
     closeAllConnections() {
-      for (const c of conns) c.socket.terminate();
+      conns.forEach((c) => c.socket.terminate());
     },
   };
 }
