@@ -107,6 +107,9 @@ export interface ProxyOptions {
   raiseFdLimit?: boolean;
   /** Wait for the start-up key check to report "published" (default true). */
   expectKeyPublished?: boolean;
+  /** Extra environment (BUN_JSC_logGC for the young-collection row). */
+  env?: Record<string, string>;
+  tailLines?: number;
 }
 
 /** Start the compiled proxy on an ephemeral loopback port in front of `upstream`. */
@@ -121,7 +124,7 @@ export async function startProxyChild(upstream: string, o: ProxyOptions): Promis
     "--data-dir", dataDir,
     "--log-level", "info",
     ...(o.extra ?? []),
-  ], { raiseFdLimit: o.raiseFdLimit ?? false });
+  ], { raiseFdLimit: o.raiseFdLimit ?? false, env: o.env, tailLines: o.tailLines });
   const m = await proc.waitLine(/"msg":"listening".*"listen":"127\.0\.0\.1:(\d+)"/);
   if (o.expectKeyPublished ?? true) await proc.waitLine(/signing key is published/, 15_000);
   const port = Number(m[1]);

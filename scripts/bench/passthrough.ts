@@ -6,6 +6,7 @@
 import { startProxyChild, BUN, ROOT } from "./binary.ts";
 import { childPids, cpuTimes, nproc, startProc } from "./procs.ts";
 import { fmt, median, type Row, times } from "./table.ts";
+import { type Collections, measureCollections } from "./collections.ts";
 import { startNginx, waitForHttp, wrk, type WrkResult } from "./wrk.ts";
 import { join } from "node:path";
 
@@ -28,6 +29,8 @@ export interface PassthroughCase {
   proxyCores: number;
   /** CPU per request, µs (median round), user space and kernel, for the relaying processes. */
   cpuPerRequest: Record<"nginx" | "relay" | "proxy", { user: number; system: number }>;
+  /** The proxy's collections under the same load (collections.ts); undefined: log unreadable. */
+  collections?: Collections;
 }
 
 export async function measurePassthrough(o: PassthroughOptions): Promise<PassthroughCase[]> {
@@ -81,6 +84,7 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
         results: { direct: agg("direct"), nginx: agg("nginx"), relay: agg("relay"), proxy: agg("proxy") },
         proxyCores: cpu / wall,
         cpuPerRequest: { nginx: cpuOf("nginx"), relay: cpuOf("relay"), proxy: cpuOf("proxy") },
+        collections: await measureCollections(upstream, c.path, o.seconds),
       });
     }
     return out;
@@ -100,8 +104,19 @@ export async function runPassthrough(o: PassthroughOptions): Promise<Row[]> {
     { family: fam, figure: "req/s, small JSON GET, 64 conns", value: fmt(p.rps, 0), reference: `nginx ${fmt(n.rps, 0)}; direct ${fmt(d.rps, 0)}; bare Bun relay ${fmt(b.rps, 0)}`, ratio: times(p.rps, n.rps), target: "≥1.0× nginx", met: p.rps >= n.rps, note: `proxy used ${fmt(c!.proxyCores * 100, 0)} % of one core${errs ? `; ${errs} errors` : ""}` },
     { family: fam, figure: "p50 latency, ms", value: fmt(p.p50, 2), reference: `nginx ${fmt(n.p50, 2)}; direct ${fmt(d.p50, 2)}; bare Bun relay ${fmt(b.p50, 2)}`, ratio: times(p.p50, n.p50) },
     { family: fam, figure: "p99 latency, ms", value: fmt(p.p99, 2), reference: `nginx ${fmt(n.p99, 2)}; direct ${fmt(d.p99, 2)}; bare Bun relay ${fmt(b.p99, 2)}`, ratio: times(p.p99, n.p99), target: "≤1.2× nginx", met: p.p99 <= 1.2 * n.p99 },
+    collectionsRow(fam, c!.collections),
     { family: fam, figure: "CPU per request, µs, user + kernel", value: us(pc), reference: `nginx ${us(nc)}; bare Bun relay ${us(bc)}`, ratio: `user ${times(pc.user, nc.user)} nginx's`, note: "the bare relay pipes each connection to its own upstream one: no HTTP, the runtime's floor" },
   ];
+}
+
+function collectionsRow(family: string, k: Collections | undefined): Row {
+  const figure = "collections under this load (a separate run with JSC's GC log): heap promoted per young collection, kB (median)";
+  if (!k) return { family, figure, value: "n/a", note: "no collection found in the GC log" };
+  const per100k = (n: number) => fmt((n / k.requests) * 100_000, 1);
+  return {
+    family, figure, value: fmt(k.promotedKb, 0),
+    reference: `young collections ${per100k(k.young)} per 100k requests, ${fmt(k.youngMs, 1)} ms each (median); full collections ${per100k(k.full)} per 100k requests`,
+  };
 }
 
 /** The detailed table scripts/bench-passthrough.ts has always printed. */

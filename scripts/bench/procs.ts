@@ -59,6 +59,8 @@ export interface StartOptions {
   /** Raise the soft open-files limit to the hard limit first (10,000 sockets need it). */
   raiseFdLimit?: boolean;
   env?: Record<string, string>;
+  /** Output lines kept in `tail` (default 200). */
+  tailLines?: number;
 }
 
 export function startProc(cmd: string, args: string[], opts: StartOptions = {}): Proc {
@@ -81,7 +83,7 @@ export function startProc(cmd: string, args: string[], opts: StartOptions = {}):
   );
   const onLine = (line: string) => {
     tail.push(line);
-    if (tail.length > 200) tail.shift();
+    if (tail.length > (opts.tailLines ?? 200)) tail.shift();
     for (const w of [...watchers]) {
       const m = w.re.exec(line);
       if (m) {

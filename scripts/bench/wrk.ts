@@ -1,6 +1,6 @@
 // wrk (the HTTP load generator) and nginx-light (the reference reverse proxy), as the
 // pass-through benchmarks use them. Debian: apt-get install wrk nginx-light.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
@@ -16,9 +16,26 @@ export interface WrkResult {
 }
 
 export function wrk(url: string, conns: number, seconds: number, threads = 2): WrkResult {
-  const r = spawnSync("wrk", [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, "--latency", url], { encoding: "utf8", timeout: (seconds + 30) * 1000 });
+  const r = spawnSync("wrk", wrkArgs(url, conns, seconds, threads), { encoding: "utf8", timeout: (seconds + 30) * 1000 });
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr || r.error?.message}`);
-  const out = r.stdout;
+  return parseWrk(r.stdout);
+}
+
+/** wrk without blocking this process: its event loop keeps reading the children's output. */
+export function wrkAsync(url: string, conns: number, seconds: number, threads = 2): Promise<WrkResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("wrk", wrkArgs(url, conns, seconds, threads), { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "", err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve(parseWrk(out)) : reject(new Error(`wrk failed: ${err}`))));
+  });
+}
+
+const wrkArgs = (url: string, conns: number, seconds: number, threads: number) => [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, "--latency", url];
+
+function parseWrk(out: string): WrkResult {
   const ms = (label: string) => {
     const m = new RegExp(`${label}\\s+([\\d.]+)(us|ms|s)`).exec(out);
     if (!m) return NaN;
