@@ -226,11 +226,19 @@ export class ResponseRelay {
   }
 
   #sendRewritten(): void {
-    const out = this.#r.rewrite!(Buffer.concat(this.#held!, this.#heldBytes));
+    const held = this.#held!;
+    const whole = Buffer.concat(held, this.#heldBytes);
     this.#held = undefined;
+    // Megabytes each: the reads, the whole body, the rewritten one. Freed as soon as they are
+    // copied or sent rather than left to the collector (flow.ts release).
+    for (const b of held) release(b);
+    const out = this.#r.rewrite!(whole);
+    if (out !== whole) release(whole);
     this.statusSent = this.#head!.status;
     this.#headOptions = { ...this.#headOptions!, chunked: false, length: out.length };
-    this.#send(this.#takeHead(out, 0, out.length));
+    // The head alone, then the body as it is: not copied behind the head.
+    this.#send(this.#takeHead());
+    if (this.#send(out)) release(out);
   }
 
   /** True when everything is already with the kernel. */
