@@ -2,8 +2,8 @@
 // request. Under Bun, a Map or Set that deletes keeps the deleted entries' objects reachable
 // for young-generation collections: under load every request's objects were promoted and
 // collected only by a full collection, one after almost every young one (docs/performance.md,
-// "young collections"). Here a deleted slot holds `undefined`, and the array is rebuilt once
-// dead slots outnumber live ones.
+// "Young collections no longer promote every request"; scripts/bench/map-churn.ts). Here a
+// deleted slot holds `undefined`, and the array is rebuilt once dead slots outnumber live ones.
 
 export interface Slotted {
   /** Where this object sits in its SlotSet, -1 when in none: the set keeps it. */

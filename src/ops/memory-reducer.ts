@@ -40,8 +40,6 @@ export class MemoryReducer {
   #lastTick: number;
   #lastCpu: number;
   #timer: ReturnType<typeof setInterval> | undefined;
-  /** Collections run so far. */
-  collections = 0;
 
   constructor(o: MemoryReducerOptions) {
     this.#o = { periodMs: 2_000, growthBytes: 16e6, settledBytes: 2e6, quietShare: 0.05, minIntervalMs: 60_000, now: () => performance.now(), ...o };
@@ -76,7 +74,6 @@ export class MemoryReducer {
     if (t - this.#lastCollection < this.#o.minIntervalMs) return false;
     this.#lastCollection = t;
     this.#o.collect();
-    this.collections++;
     this.#floor = this.#last = this.#o.rss();
     // The pause itself is not the next period's load.
     this.#lastCpu = this.#o.cpuSeconds();
