@@ -1,10 +1,8 @@
 // Throughput of TopLevelCapture on a realistic ~5 MB /sync body (rooms with timeline events),
-// fed in 64 KiB chunks, next to JSON.parse of the same bytes and the whole-buffer scanner it
-// streams (json-members.ts). Figures only, no thresholds. The cases run interleaved, round after
-// round, so a busy machine slows them all alike.
+// fed in 64 KiB chunks, next to JSON.parse of the same bytes. Figures only, no thresholds. The
+// cases run interleaved, round after round, so a busy machine slows them all alike.
 // Usage: npx bun scripts/bench-json-capture.ts [MB] [rounds]   (also: npx deno run -A …)
 import { TopLevelCapture } from "../src/delivery/json-capture.ts";
-import { topLevelMembers } from "../src/delivery/json-members.ts";
 import { bigSyncBody } from "../test/helpers/bodies.ts";
 
 const mb = Number(process.argv[2] ?? 5);
@@ -26,7 +24,6 @@ const cases: { name: string; bytes: number; run: () => void }[] = [
   { name: "TopLevelCapture, 16 KiB chunks", bytes: raw.length, run: () => capture(c16) },
   { name: "TopLevelCapture, one chunk", bytes: raw.length, run: () => capture([raw]) },
   { name: "TopLevelCapture, indented, 64 KiB", bytes: pretty.length, run: () => capture(p64) },
-  { name: "topLevelMembers (whole buffer)", bytes: raw.length, run: () => void (sink += topLevelMembers(raw)!.members.size) },
   { name: "JSON.parse(string)", bytes: raw.length, run: () => void (sink += Object.keys(JSON.parse(text) as object).length) },
   { name: "JSON.parse(buffer.toString())", bytes: raw.length, run: () => void (sink += Object.keys(JSON.parse(raw.toString()) as object).length) },
 ];

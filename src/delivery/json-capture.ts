@@ -1,16 +1,16 @@
 // Learn a few top-level members of a JSON object while its bytes stream past, without buffering
 // or parsing the body: the proxy forwards the homeserver's /sync answer byte for byte and only
-// needs its own small `device_lists` member (client-server API, GET /sync response body).
+// needs its own small `device_lists` member (client-server API, GET /sync response body), and
+// where it sits, to splice into it (sync-splice.ts).
 //
-// Same idea as json-members.ts, made incremental: nearly all bytes of /sync sit inside strings,
-// so a string is crossed with indexOf (native memchr) once it proves long, and only the short
+// Nearly all bytes of /sync sit inside strings, so a string is crossed with indexOf (native memchr) once it proves long, and only the short
 // runs between strings go through the grammar, one table lookup per byte. Chunk boundaries may
 // fall anywhere, so all that can straddle one (a backslash run, a key, a number, a literal, a
 // captured value) is carried over; only the captured values and a split key are copied.
 // Structure, nesting, keys, numbers and literals are checked (RFC 8259 §2–§6); string contents
 // are not (control characters, escapes): that would cost a look at every byte.
 
-import { QUOTE, BACKSLASH, OPEN_OBJ, CLOSE_OBJ, COMMA, COLON, START, OBJ_KEY, AFTER_KEY, VALUE, AFTER_VALUE, END, ERROR, STRING, PUSH, POP, NEXT, SCALAR_END, VALUE_START, TABLE } from "./json-grammar.ts";
+import { QUOTE, BACKSLASH, OPEN_OBJ, CLOSE_OBJ, COMMA, COLON, START, OBJ_FIRST, OBJ_KEY, AFTER_KEY, VALUE, AFTER_VALUE, END, ERROR, STRING, PUSH, POP, NEXT, SCALAR_END, VALUE_START, TABLE } from "./json-grammar.ts";
 
 /** A copy of buf[from, to): never keep the caller's buffer, which it reuses. (Buffer#slice
  *  would be a view, and Uint8Array.from walks an iterator.) */
@@ -51,6 +51,17 @@ function grown(stack: Uint8Array): Uint8Array {
   return out;
 }
 
+/** Where wanted values and the document's own object sit in the chunk being fed: indexes into
+ *  the `buf` passed to feed(), called while it runs (sync-splice.ts rewrites at these points). */
+export interface CaptureEvents {
+  /** The value of wanted member `key` starts at buf[at]. */
+  valueStart(key: string, at: number): void;
+  /** That value ends just before buf[at]. */
+  valueEnd(key: string, at: number): void;
+  /** buf[at] is the `}` that closes the top-level object; `empty`: it has no members. */
+  closed(at: number, empty: boolean): void;
+}
+
 export class TopLevelCapture {
   private readonly wanted: { key: string; bytes: Uint8Array | undefined }[];
   private readonly maxKeyBytes: number; // a raw key longer than this cannot decode to a wanted key
@@ -68,9 +79,11 @@ export class TopLevelCapture {
   private capParts: Uint8Array[] = [];
   private capLen = 0; // -1 once over maxValueBytes
   private done = false;
+  private readonly events: CaptureEvents | undefined;
 
   /** keys: top-level member names to capture; maxValueBytes: a longer value is not kept. */
-  constructor(keys: readonly string[], maxValueBytes = 4 * 1024 * 1024) {
+  constructor(keys: readonly string[], maxValueBytes = 4 * 1024 * 1024, events?: CaptureEvents) {
+    this.events = events;
     // Raw-byte comparison only for keys that survive UTF-8 (a lone surrogate does not); escaped
     // document keys are decoded and compared as strings. \uXXXX is 6 bytes per UTF-16 unit.
     this.wanted = keys.map((key) => {
@@ -95,6 +108,11 @@ export class TopLevelCapture {
     } catch {
       this.state = ERROR;
     }
+  }
+
+  /** The bytes so far are not the start of one JSON object: no more events will come. */
+  get failed(): boolean {
+    return this.state === ERROR || (this.done && this.state !== END);
   }
 
   /** After the last chunk: the raw bytes of each wanted member's value, or undefined when the
@@ -148,6 +166,7 @@ export class TopLevelCapture {
       if (t & VALUE_START && this.pending !== undefined) {
         this.startCapture(this.pending); // only a top-level key sets `pending`; its value is next
         capFrom = i - 1;
+        this.events?.valueStart(this.capKey!, capFrom);
       }
       if (t & STRING) {
         inString = true;
@@ -167,6 +186,7 @@ export class TopLevelCapture {
         state = t & 31;
       } else if (t & POP) {
         if (stack[depth - 1] !== (b === CLOSE_OBJ ? 1 : 2)) return void (this.state = ERROR);
+        if (depth === 1) this.events?.closed(i - 1, state === OBJ_FIRST);
         state = --depth === 0 ? END : AFTER_VALUE;
         // A container value of a wanted key ends where the nesting comes back to the top object.
         if (depth === 1 && this.capKey !== undefined) this.capEnd(data, capFrom, i);
@@ -238,5 +258,6 @@ export class TopLevelCapture {
     else this.found.set(key, this.capParts.length === 1 ? Buffer.from(this.capParts[0]!.buffer) : Buffer.concat(this.capParts));
     this.capKey = undefined;
     this.capParts = [];
+    this.events?.valueEnd(key, to);
   }
 }

@@ -2,17 +2,15 @@
 // device_lists.changed for devices with pending deliveries, and answer a waiting long-poll
 // early when a refresh lands. Bodies that need nothing stream through untouched.
 import type { IncomingMessage } from "node:http";
+import { Transform } from "node:stream";
 import { deviceKey } from "../delivery/waiters.ts";
 import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
-import { reportedInRaw, spliceChanged } from "../delivery/sync-splice.ts";
+import { type BodySplice, ReportedWatch, SyncSplice } from "../delivery/sync-splice.ts";
 import type { Handler, RouteContext, Services } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
-import { readBody } from "../server/body.ts";
 import { sendError, sendJson } from "../server/errors.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
 import { stripHopByHop } from "../server/upstream.ts";
-
-const MAX_SYNC_BODY = 256 * 1024 * 1024; // an initial sync of a huge account can be this big
 
 export function syncRoute(flavour: SyncFlavour): Handler {
   // The token that acknowledges a response: sync's `since`/`next_batch`, sliding sync's `pos`.
@@ -73,11 +71,24 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     }
     const readable = up.statusCode === 200 && !up.headers["content-encoding"];
     if (!readable || (!inject && !observe)) return pipeResponse(up, res);
-    if (!inject) return pipeAndObserve(up, res, (raw) => svc.overlays.homeserverReported(reportedInRaw(raw, flavour)));
-
-    const out = injectPending(svc, who, await readBody(up, MAX_SYNC_BODY), flavour);
-    res.writeHead(200, { ...stripHopByHop(up.headers), "content-length": String(out.length) });
-    res.end(out);
+    if (!inject) {
+      const watch = new ReportedWatch((users) => svc.overlays.homeserverReported(users), flavour);
+      up.on("data", (c: Buffer) => watch.data(c, 0, c.length));
+      up.on("end", () => watch.end());
+      return pipeResponse(up, res);
+    }
+    const splice = injectPending(svc, who, flavour);
+    const spliced = new Transform({
+      transform(chunk: Buffer, _enc, next) {
+        splice.feed(chunk, 0, chunk.length, (b, s, e) => this.push(b.subarray(s, e)));
+        next();
+      },
+      flush(next) {
+        splice.end((b, s, e) => this.push(b.subarray(s, e)));
+        next();
+      },
+    });
+    pipeResponse(up, res, spliced);
   };
 }
 
@@ -97,18 +108,18 @@ export function wakeAnswer(svc: Services, who: { userId: string; deviceId: strin
 }
 
 /**
- * The body to send for a sync response with deliveries pending for the requester: the pending
- * users spliced into device_lists.changed, each marked as carried by this response's token.
+ * A sync response body with deliveries pending for the requester: the pending users spliced
+ * into device_lists.changed as it streams, each marked as carried by the response's token once
+ * the whole body has gone through (the client can only ask with that token after it has).
  */
-export function injectPending(svc: Services, who: Requester, raw: Buffer, flavour: SyncFlavour): Buffer {
+export function injectPending(svc: Services, who: Requester, flavour: SyncFlavour): BodySplice {
   const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
-  const spliced = spliceChanged(raw, targets, flavour);
-  if (!spliced) return raw;
-  svc.overlays.homeserverReported(spliced.reported);
-  // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
-  if (spliced.token !== undefined) svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token);
-  svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
-  return spliced.body;
+  return new SyncSplice(targets, flavour, (spliced) => {
+    svc.overlays.homeserverReported(spliced.reported);
+    // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
+    if (spliced.token !== undefined) svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token);
+    svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
+  });
 }
 
 /** The caller, when their token resolves; otherwise the homeserver answers as it would. */
@@ -121,19 +132,4 @@ export async function whoIfKnown(ctx: RouteContext): Promise<Requester | undefin
   } catch {
     return undefined;
   }
-}
-
-// Stream to the client as usual, keeping a bounded copy to read the homeserver's own
-// device_lists.changed afterwards: overlay bookkeeping must not cost the client latency.
-function pipeAndObserve(up: IncomingMessage, res: RouteContext["res"], onBody: (raw: Buffer) => void): void {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  up.on("data", (c: Buffer) => {
-    size += c.length;
-    if (size <= 64 * 1024 * 1024) chunks.push(c);
-  });
-  up.on("end", () => {
-    if (size <= 64 * 1024 * 1024) onBody(Buffer.concat(chunks));
-  });
-  pipeResponse(up, res);
 }

@@ -1,4 +1,5 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import type { Transform } from "node:stream";
 import { sendError } from "./errors.ts";
 import { stripHopByHop, type Upstream } from "./upstream.ts";
 
@@ -40,10 +41,15 @@ export async function passThrough(req: IncomingMessage, res: ServerResponse, o: 
   }
 }
 
-/** Stream the homeserver's response to the client as it arrives, with backpressure. */
-export function pipeResponse(up: IncomingMessage, res: ServerResponse): void {
-  res.writeHead(up.statusCode ?? 502, up.statusMessage, stripHopByHop(up.headers));
-  up.pipe(res);
+/**
+ * Stream the homeserver's response to the client as it arrives, with backpressure, through
+ * `rewrite` when given (its output's length is unknown: node frames it chunked, or by close).
+ */
+export function pipeResponse(up: IncomingMessage, res: ServerResponse, rewrite?: Transform): void {
+  const headers = stripHopByHop(up.headers);
+  if (rewrite) delete headers["content-length"];
+  res.writeHead(up.statusCode ?? 502, up.statusMessage, headers);
+  (rewrite ? up.pipe(rewrite) : up).pipe(res);
   // An upstream that dies mid-body must not leave the client waiting for bytes that never come.
   up.on("aborted", () => res.destroy());
   up.on("error", () => res.destroy());

@@ -119,6 +119,15 @@ export class RawClient {
     }
   }
 
+  /** Resolves once the bytes received so far (of any message) contain `text`. */
+  async waitFor(text: string, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.#buf.includes(text)) {
+      if (Date.now() > deadline) throw new Error(`${JSON.stringify(text)} not received in time`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
   /** Resolves once the proxy has closed the connection. */
   async waitClosed(timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs;

@@ -71,7 +71,7 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
   const exchange = new Exchange({
     hop, client, method, target, minor: head.minor, body, first, requestId, keepAlive,
     observe,
-    rewrite: sync?.inject?.rewrite,
+    splice: sync?.inject?.splice,
     longPoll: sync?.longPoll,
     record: route && new Logged(access, route, head, requestId, peer),
   });

@@ -8,6 +8,7 @@ import { type BodyObserver, type RelayHooks, ResponseRelay } from "./response.ts
 import type { ClientSide, Hop } from "./hop.ts";
 import { jsonResponse } from "./rewrite-head.ts";
 import type { LongPoll } from "./sync-gate.ts";
+import type { BodySplice } from "../../delivery/sync-splice.ts";
 
 // RFC 9110 §9.2.2: requests whose repetition has the same effect. Only these are retried on a
 // fresh connection when a reused one closes before answering (§9.2.2: a proxy MUST NOT retry
@@ -31,8 +32,8 @@ export interface ExchangeInit {
   record?: ExchangeRecord;
   /** Reads the response body as it streams past (response.ts). */
   observe?: BodyObserver;
-  /** Rewrites the whole response body before it goes out (response.ts). */
-  rewrite?: (payload: Buffer) => Buffer;
+  /** Rewrites a 200's body as it streams (response.ts). */
+  splice?: () => BodySplice;
   /** A long-poll a refresh may answer early (sync-gate.ts). */
   longPoll?: LongPoll;
 }

@@ -6,6 +6,10 @@ import { NAME } from "./names.ts";
 import type { ClientSide } from "./hop.ts";
 import { release } from "./flow.ts";
 import { type ClientResponse, clientResponseHead, interimHead } from "./rewrite-head.ts";
+import type { BodySplice } from "../../delivery/sync-splice.ts";
+
+const CRLF = Buffer.from("\r\n");
+const LAST_CHUNK = Buffer.from("0\r\n\r\n");
 
 export interface RelayRequest {
   client: ClientSide;
@@ -17,13 +21,9 @@ export interface RelayRequest {
   requestId: string;
   /** Reads a 200's uncompressed payload as it streams past (the bytes go out unchanged). */
   observe?: BodyObserver;
-  /** Rewrites a 200's whole uncompressed payload before any of it goes out (/sync injection). */
-  rewrite?: (payload: Buffer) => Buffer;
+  /** Rewrites a 200's uncompressed payload as it streams (/sync injection). */
+  splice?: () => BodySplice;
 }
-
-// A body we rewrite is held whole (an incremental /sync: kilobytes to a few megabytes). One
-// beyond this is refused rather than held: the delivery then waits for the next poll.
-const MAX_REWRITE_BYTES = 256 * 1024 * 1024;
 
 export interface BodyObserver {
   data: OnData;
@@ -60,9 +60,10 @@ export class ResponseRelay {
   #observer: BodyObserver | undefined;
   /** Payload ranges of the chunk in hand, for the observer: [start, end, start, end, …]. */
   #spans: number[] | undefined;
-  #held: Buffer[] | undefined;
-  #heldBytes = 0;
-  #hold: ((b: Buffer, s: number, e: number) => void) | undefined;
+  #splice: BodySplice | undefined;
+  /** What the splice put out for the read in hand. */
+  #spliced: Uint8Array[] = [];
+  #splicedBytes = 0;
 
   constructor(r: RelayRequest, hooks: RelayHooks) {
     this.#r = r;
@@ -117,7 +118,7 @@ export class ResponseRelay {
     const body = this.#body!;
     if (body.kind === "close") {
       this.#observer?.end();
-      if (this.#held) this.#sendRewritten();
+      if (this.#splice) this.#endSplice();
       this.#hooks.complete(false);
     } else this.#hooks.fail(502, "The connection closed mid-response");
   }
@@ -139,36 +140,35 @@ export class ResponseRelay {
     }
     const conn = fieldValue(head, NAME.CONNECTION);
     this.#hopKeepsAlive = !hasToken(conn, "close") && (head.minor === 1 || hasToken(conn, "keep-alive"));
+    // A compressed body (the homeserver ignored our identity request) is not ours to read.
+    const readable = head.status === 200 && fieldValue(head, NAME.CONTENT_ENCODING) === undefined;
+    const splicing = this.#r.splice !== undefined && readable;
+    // A spliced body changes length on the way: it goes out chunked, whatever its framing was.
+    const chunked = body.kind === "chunked" || splicing;
     // HTTP/1.0 clients cannot read chunked framing (RFC 9112 §7.1): de-chunk and close instead.
-    this.#dechunk = body.kind === "chunked" && this.#r.minor === 0;
+    this.#dechunk = chunked && this.#r.minor === 0;
     this.keepClient = this.#r.keepAlive && !this.#r.client.draining && body.kind !== "close" && !this.#dechunk && this.#r.body.done;
     // Held back to go out in one write with the first body bytes: a write is a system call,
     // and for small responses it is most of the relay's cost.
     this.#head = head;
     this.#headOptions = {
-      chunked: body.kind === "chunked" && !this.#dechunk,
+      chunked: chunked && !this.#dechunk,
+      reframed: splicing,
       connection: !this.keepClient ? "close" : this.#r.minor === 0 ? "keep-alive" : undefined,
       requestId: this.#r.requestId,
     };
     this.#body = body;
-    // A compressed body (the homeserver ignored our identity request) is not ours to read.
-    const readable = head.status === 200 && fieldValue(head, NAME.CONTENT_ENCODING) === undefined;
-    if (this.#r.observe && readable) {
+    this.statusSent = head.status;
+    if (splicing) this.#splice = this.#r.splice!();
+    else if (this.#r.observe && readable) {
       this.#observer = this.#r.observe;
       this.#spans = [];
     }
-    if (this.#r.rewrite && readable) {
-      const held: Buffer[] = (this.#held = []);
-      this.#hold = (b, s, e) => {
-        held.push(b.subarray(s, e));
-        this.#heldBytes += e - s;
-      };
-    } else this.statusSent = head.status;
     return true;
   }
 
   #feed(buf: Buffer, at: number): void {
-    if (this.#held) return this.#holdBody(buf, at);
+    if (this.#splice) return this.#spliceBody(buf, at);
     const body = this.#body!;
     if (this.#head && (this.#dechunk || at === buf.length)) this.#send(this.#takeHead());
     if (at < buf.length) {
@@ -211,33 +211,54 @@ export class ResponseRelay {
     }
   }
 
-  #holdBody(buf: Buffer, at: number): void {
+  #spliceBody(buf: Buffer, at: number): void {
     const body = this.#body!;
     try {
-      const end = body.feed(buf, at, buf.length, this.#hold);
+      const end = body.feed(buf, at, buf.length, this.#onPayload);
       if (end !== -1 && end < buf.length) this.#hopKeepsAlive = false;
     } catch (e) {
       return this.#hooks.fail(502, e instanceof HeadError ? e.message : "bad response body");
     }
-    if (this.#heldBytes > MAX_REWRITE_BYTES) return this.#hooks.fail(502, "The homeserver's response is too large to rewrite");
-    if (!body.done) return;
-    this.#sendRewritten();
-    this.#hooks.complete(this.#hopKeepsAlive);
+    if (body.done) {
+      this.#endSplice();
+      return this.#hooks.complete(this.#hopKeepsAlive);
+    }
+    this.#sendSpliced(false);
+    // Every byte of the read is copied out (sent, or held by the splice): free it now.
+    if (at === 0) release(buf);
+    if (!this.#flowing && !this.upstreamPaused) {
+      this.upstreamPaused = true;
+      this.#hooks.pauseUpstream();
+    }
   }
 
-  #sendRewritten(): void {
-    const held = this.#held!;
-    const whole = Buffer.concat(held, this.#heldBytes);
-    this.#held = undefined;
-    // Megabytes each: the reads, the whole body, the rewritten one. Freed as soon as they are
-    // copied or sent rather than left to the collector (flow.ts release).
-    for (const b of held) release(b);
-    const out = this.#r.rewrite!(whole);
-    if (out !== whole) release(whole);
-    this.statusSent = this.#head!.status;
-    this.#headOptions = { ...this.#headOptions!, chunked: false, length: out.length };
-    // The head alone, then the body as it is: not copied behind the head.
-    this.#send(this.#takeHead());
+  readonly #onPayload: OnData = (b, s, e) => this.#splice!.feed(b, s, e, this.#collect);
+
+  readonly #collect = (b: Uint8Array, s: number, e: number): void => {
+    this.#spliced.push(b.subarray(s, e));
+    this.#splicedBytes += e - s;
+  };
+
+  #endSplice(): void {
+    this.#splice!.end(this.#collect);
+    this.#sendSpliced(true);
+  }
+
+  /** One write for the read in hand: the head if not yet sent, the splice's output as a chunk. */
+  #sendSpliced(last: boolean): void {
+    const size = this.#splicedBytes;
+    const chunked = this.#headOptions!.chunked;
+    if (size === 0 && !this.#head && !(last && chunked)) return;
+    const head = this.#head ? this.#takeHead() : undefined;
+    const sizeLine = chunked && size > 0 ? Buffer.from(`${size.toString(16)}\r\n`) : undefined;
+    const parts: Uint8Array[] = [];
+    if (head) parts.push(head);
+    if (sizeLine) parts.push(sizeLine, ...this.#spliced, CRLF);
+    else parts.push(...this.#spliced);
+    if (last && chunked) parts.push(LAST_CHUNK);
+    this.#spliced.length = 0;
+    this.#splicedBytes = 0;
+    const out = Buffer.concat(parts);
     if (this.#send(out)) release(out);
   }
 

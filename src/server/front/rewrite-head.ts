@@ -92,8 +92,8 @@ export interface ClientResponse {
   /** "close" ends the connection after this response; "keep-alive" is said to HTTP/1.0 clients. */
   connection?: "close" | "keep-alive";
   requestId: string;
-  /** The body was rewritten to this many bytes: state it instead of the next hop's length. */
-  length?: number;
+  /** The body is rewritten on the way: the next hop's Content-Length does not hold for it. */
+  reframed?: boolean;
 }
 
 /**
@@ -101,11 +101,10 @@ export interface ClientResponse {
  * body[bodyStart, bodyEnd) when given, so head and first bytes leave in one write.
  */
 export function clientResponseHead(h: ResponseHead, o: ClientResponse, body?: Buffer, bodyStart = 0, bodyEnd = 0): Buffer {
-  const ks = forwarded(h, o.length === undefined ? 0 : LENGTH);
+  const ks = forwarded(h, o.reframed ? LENGTH : 0);
   // The homeserver's own id wins, as on the node:http path (its fields override ours there).
   let tail = ks.some((k) => h.fields[k + F_ID] === NAME.X_REQUEST_ID) ? "" : `x-request-id: ${o.requestId}\r\n`;
   if (o.chunked) tail += "transfer-encoding: chunked\r\n";
-  if (o.length !== undefined) tail += `content-length: ${o.length}\r\n`;
   if (o.connection) tail += `connection: ${o.connection}\r\n`;
   tail += "\r\n";
   const bodySize = body ? bodyEnd - bodyStart : 0;

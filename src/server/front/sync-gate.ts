@@ -5,9 +5,8 @@
 // the same rules: acknowledge `since`, inject when something is pending, otherwise stream,
 // watch the homeserver's own device_lists.changed while overlays exist, and answer a waiting
 // long-poll early when a refresh lands.
-import { TopLevelCapture } from "../../delivery/json-capture.ts";
 import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
-import { reportedChanged } from "../../delivery/sync-inject.ts";
+import { type BodySplice, ReportedWatch } from "../../delivery/sync-splice.ts";
 import type { Services } from "../app.ts";
 import { type Requester, tokenOf } from "../auth.ts";
 import { answerAtOnce, injectPending, wakeAnswer } from "../../routes/sync.ts";
@@ -19,8 +18,8 @@ import type { BodyObserver } from "./response.ts";
 export interface SyncPlan {
   /** Overlays exist: ask for an uncompressed body and read its device_lists.changed. */
   observer(): BodyObserver | undefined;
-  /** Deliveries are pending: ask the homeserver to answer at once, and rewrite its body. */
-  readonly inject: { target: string; rewrite(payload: Buffer): Buffer } | undefined;
+  /** Deliveries are pending: ask the homeserver to answer at once, and splice into its body. */
+  readonly inject: { target: string; splice(): BodySplice } | undefined;
   /** A long-poll a refresh may answer early (DESIGN.md "early wake"). */
   readonly longPoll: LongPoll | undefined;
 }
@@ -93,7 +92,7 @@ export class DevicePoll implements SyncPlan, LongPoll {
     this.#since = since;
     // The same rules as the app's route (routes/sync.ts), without its two extra hops.
     this.inject = svc.store.hasPending(who.userId, who.deviceId)
-      ? { target: answerAtOnce(target), rewrite: (raw) => injectPending(svc, who, raw, "sync") }
+      ? { target: answerAtOnce(target), splice: () => injectPending(svc, who, "sync") }
       : undefined;
     this.longPoll = longPoll && !this.inject ? this : undefined;
   }
@@ -149,54 +148,4 @@ export function createSyncGate(svc: Services): MainSyncGate {
       return r ? planFor(r) : PLAIN;
     },
   };
-}
-
-// The homeserver's own device_lists.changed (DESIGN.md: a user the homeserver reports as
-// changed may have a newer list there than our snapshot), read once the body has gone out, so
-// the client never waits for our reading. The chunks are kept by reference meanwhile (no
-// copy); a body beyond HOLD_BYTES is read as it streams instead, so no more than that is held.
-const HOLD_BYTES = 2 * 1024 * 1024;
-
-export class ReportedWatch implements BodyObserver {
-  readonly #capture = new TopLevelCapture(["device_lists"]);
-  readonly #report: (users: string[]) => void;
-  #held: Buffer[] | undefined = [];
-  #heldBytes = 0;
-
-  constructor(report: (users: string[]) => void) {
-    this.#report = report;
-  }
-
-  data(buf: Buffer, start: number, end: number): void {
-    if (!this.#held) return this.#capture.feed(buf, start, end);
-    this.#held.push(buf.subarray(start, end));
-    this.#heldBytes += end - start;
-    if (this.#heldBytes > HOLD_BYTES) this.#catchUp();
-  }
-
-  end(): void {
-    if (!this.#held) return this.#finish();
-    setImmediate(() => {
-      this.#catchUp();
-      this.#finish();
-    });
-  }
-
-  #catchUp(): void {
-    for (const b of this.#held ?? []) this.#capture.feed(b);
-    this.#held = undefined;
-  }
-
-  #finish(): void {
-    const raw = this.#capture.finish()?.get("device_lists");
-    if (!raw) return;
-    let lists: unknown;
-    try {
-      lists = JSON.parse(raw.toString("utf8"));
-    } catch {
-      return;
-    }
-    const users = reportedChanged({ device_lists: lists }, "sync");
-    if (users.length > 0) this.#report(users);
-  }
 }

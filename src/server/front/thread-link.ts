@@ -6,7 +6,8 @@ import { enabled, type Level, type Logger } from "../../ops/log.ts";
 import type { Waiter } from "../../delivery/waiters.ts";
 import type { AccessMetrics } from "./access-log.ts";
 import type { BodyObserver } from "./response.ts";
-import { type LongPoll, PLAIN, ReportedWatch, type SyncGate, type SyncPlan, type SyncRequest, type SyncRoute, syncRequest, type Ticket } from "./sync-gate.ts";
+import { ReportedWatch } from "../../delivery/sync-splice.ts";
+import { type LongPoll, PLAIN, type SyncGate, type SyncPlan, type SyncRequest, type SyncRoute, syncRequest, type Ticket } from "./sync-gate.ts";
 
 export type ToMain =
   | { t: "ready" }

@@ -1,0 +1,131 @@
+import fc from "fast-check";
+import { describe, expect, test } from "vitest";
+import { type Spliced, SyncSplice } from "../../src/delivery/sync-splice.ts";
+import { injectChanged, type SyncFlavour } from "../../src/delivery/sync-inject.ts";
+import { bigSyncBody } from "../helpers/bodies.ts";
+import { chunking, DL, entries, serialise } from "../helpers/json-text.ts";
+
+const buf = (s: string) => Buffer.from(s);
+
+/**
+ * Splice `doc` fed in chunks of the given sizes (cycled), each through one reused scratch
+ * buffer that is poisoned afterwards: output kept by reference past its feed() would show.
+ */
+function splice(doc: Uint8Array, users: readonly string[], sizes: readonly number[] = [doc.length || 1], flavour: SyncFlavour = "sync") {
+  let result: Spliced | undefined;
+  const s = new SyncSplice(users, flavour, (r) => (result = r));
+  const parts: Buffer[] = [];
+  const scratch = Buffer.alloc(Math.max(...sizes) + 7);
+  for (let at = 0, n = 0; at < doc.length; n++) {
+    const len = Math.min(sizes[n % sizes.length]!, doc.length - at);
+    scratch.set(doc.subarray(at, at + len), 3);
+    s.feed(scratch, 3, 3 + len, (b, from, to) => {
+      expect(to).toBeGreaterThan(from); // no empty pieces
+      parts.push(Buffer.from(b.subarray(from, to)));
+    });
+    scratch.fill('\\"{'.charCodeAt(n % 3));
+    at += len;
+  }
+  s.end((b, from, to) => parts.push(Buffer.from(b.subarray(from, to))));
+  return { out: Buffer.concat(parts), result };
+}
+
+/** What a full parse gives: the reference the streamed splice must match. */
+function reference(doc: string, users: readonly string[], flavour: SyncFlavour = "sync") {
+  const body = JSON.parse(doc) as Record<string, unknown>;
+  const added = injectChanged(body, users, flavour);
+  return { body, added };
+}
+
+const users = fc.array(fc.constantFrom("@a:x", "@b:x", "@gone:x", "@é:x"), { maxLength: 4 });
+const lists = fc.record({ changed: fc.array(fc.constantFrom("@a:x", "@c:x"), { maxLength: 2 }), left: fc.array(fc.constantFrom("@gone:x"), { maxLength: 1 }) }, { requiredKeys: [] });
+
+describe("SyncSplice agrees with parsing the whole body", () => {
+  test("any object, any chunking, with device_lists anywhere or absent, escapes and whitespace on every boundary", () => {
+    fc.assert(
+      fc.property(entries, fc.option(lists), fc.nat(), users, chunking, fc.nat(1000), (es, dl, at, who, sizes, seed) => {
+        const all: [string, unknown][] = es.filter(([k]) => k !== DL && k !== "next_batch");
+        if (dl) all.splice(at % (all.length + 1), 0, [DL, dl]);
+        all.push(["next_batch", "s1"]);
+        const doc = serialise(all, seed);
+        const { out, result } = splice(buf(doc), who, sizes);
+        const want = reference(doc, who);
+        const had: string[] = dl?.changed ?? [];
+        expect(JSON.parse(out.toString())).toEqual(want.body);
+        expect(result).toEqual({ added: want.added, reported: had, token: "s1" });
+        // Nothing to add: the very bytes the homeserver sent.
+        if (want.added.every((u) => had.includes(u))) expect(out.toString()).toBe(doc);
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  test("the bytes outside device_lists go out exactly as they came", () => {
+    const doc = '{ "next_batch" : "s9",\n "rooms": {"join": {"device_lists": 1}},"device_lists" : {"changed": ["@a:x"], "left": []} , "z": [ ] }';
+    for (const size of [1, 2, 7, 64, doc.length]) {
+      const { out } = splice(buf(doc), ["@b:x"], [size]);
+      expect(out.toString()).toBe('{ "next_batch" : "s9",\n "rooms": {"join": {"device_lists": 1}},"device_lists" : {"changed":["@a:x","@b:x"],"left":[]} , "z": [ ] }');
+    }
+  });
+
+  test("device_lists absent: added as the last member; an empty object gets it alone", () => {
+    expect(splice(buf('{"next_batch":"t1" }\n'), ["@b:x"], [1]).out.toString()).toBe('{"next_batch":"t1" ,"device_lists":{"changed":["@b:x"]}}\n');
+    expect(splice(buf("{ }"), ["@b:x"]).out.toString()).toBe('{ "device_lists":{"changed":["@b:x"]}}');
+  });
+
+  test("left-skip, de-duplication, a malformed device_lists replaced, an escaped key recognised", () => {
+    const doc = JSON.stringify({ next_batch: "s9", device_lists: { changed: ["@a:x"], left: ["@gone:x"] } });
+    const { out, result } = splice(buf(doc), ["@a:x", "@b:x", "@b:x", "@gone:x"], [5]);
+    expect(JSON.parse(out.toString())).toEqual({ next_batch: "s9", device_lists: { changed: ["@a:x", "@b:x"], left: ["@gone:x"] } });
+    expect(result).toEqual({ added: ["@a:x", "@b:x"], reported: ["@a:x"], token: "s9" });
+    expect(JSON.parse(splice(buf('{"device_lists":null,"next_batch":"s"}'), ["@b:x"]).out.toString())).toEqual({ device_lists: { changed: ["@b:x"] }, next_batch: "s" });
+    expect(JSON.parse(splice(buf('{"device\\u005flists":{"changed":["@a:x"]}}'), ["@b:x"], [3]).out.toString())).toEqual({ device_lists: { changed: ["@a:x", "@b:x"] } });
+  });
+
+  test("a duplicated device_lists: every occurrence gets the users, so the one clients keep has them", () => {
+    const { out, result } = splice(buf('{"device_lists":{"changed":["@a:x"]},"device_lists":{"changed":["@c:x"]}}'), ["@b:x"], [4]);
+    expect(JSON.parse(out.toString())).toEqual({ device_lists: { changed: ["@c:x", "@b:x"] } });
+    expect(result?.reported).toEqual(["@c:x"]);
+  });
+
+  test("sliding sync: under extensions.e2ee, created when absent, the token is pos", () => {
+    const { out, result } = splice(buf('{"pos":"p2","extensions":{"to_device":{"next_batch":"1"}},"rooms":{}}'), ["@b:x"], [3], "sliding");
+    expect(JSON.parse(out.toString())).toEqual({ pos: "p2", rooms: {}, extensions: { to_device: { next_batch: "1" }, e2ee: { device_lists: { changed: ["@b:x"] } } } });
+    expect(result?.token).toBe("p2");
+    const bare = splice(buf('{"pos":"p3"}'), ["@b:x"], [1], "sliding");
+    expect(JSON.parse(bare.out.toString())).toEqual({ pos: "p3", extensions: { e2ee: { device_lists: { changed: ["@b:x"] } } } });
+  });
+
+  test("a realistic 5 MB body in 64 KiB reads gets what a full parse gives", () => {
+    const body = bigSyncBody(5_000_000, { nextBatch: "big", changed: ["@x:y"], left: ["@l:y"] });
+    const doc = JSON.stringify(body);
+    const { out, result } = splice(buf(doc), ["@new:z", "@l:y"], [65536]);
+    expect(JSON.parse(out.toString())).toEqual(reference(doc, ["@new:z", "@l:y"]).body);
+    expect(result).toEqual({ added: ["@new:z"], reported: ["@x:y"], token: "big" });
+    expect(out.length).toBe(Buffer.byteLength(doc) + ',"@new:z"'.length);
+  });
+});
+
+describe("a body that is not one JSON object goes out unchanged and books nothing", () => {
+  // Each fails before a point where the splice would add anything.
+  const cases = ["", "[]", '"x"', "not json", '{"a"}', '{"a":}', '{"a":1,}', "{,", '{"device_lists":{"changed":["@a:x"]', '{"device_lists":{"changed":["@a:x"]]}', '{"device_lists":{"changed":["@a:x"],"next_batch":"s1"'];
+  test.each(cases)("%j", (doc) => {
+    for (const size of [1, 3, 1 << 20]) {
+      const { out, result } = splice(buf(doc), ["@b:x"], [size]);
+      expect(out.toString()).toBe(doc);
+      expect(result).toBeUndefined();
+    }
+  });
+
+  // The splice cannot take back what it sent; the client's JSON.parse fails on these anyway.
+  test.each([
+    ['{"device_lists":{"changed":[]},"rooms":{"join":', '{"device_lists":{"changed":["@b:x"]},"rooms":{"join":'],
+    ['{"next_batch":"s1"} {}', '{"next_batch":"s1","device_lists":{"changed":["@b:x"]}} {}'],
+  ])("%j, found bad after the splice point: the rest goes out as it came, nothing is booked", (doc, sent) => {
+    for (const size of [1, 4, 1 << 20]) {
+      const { out, result } = splice(buf(doc), ["@b:x"], [size]);
+      expect(out.toString()).toBe(sent);
+      expect(result).toBeUndefined();
+    }
+  });
+});
