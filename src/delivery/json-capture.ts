@@ -110,6 +110,16 @@ export class TopLevelCapture {
     }
   }
 
+  /** A wanted key has been read and its value has not started yet. */
+  get awaiting(): string | undefined {
+    return this.pending;
+  }
+
+  /** The bytes so far end inside a top-level key. */
+  get inKey(): boolean {
+    return this.inString && this.state === AFTER_KEY && this.depth === 1;
+  }
+
   /** The bytes so far are not the start of one JSON object: no more events will come. */
   get failed(): boolean {
     return this.state === ERROR || (this.done && this.state !== END);

@@ -1,8 +1,16 @@
 // /sync injection while the body streams: the bytes go on to the client as they arrive, and
 // only the member that holds device_lists is held back, parsed and re-encoded. When the body
 // has no such member (Synapse leaves it out when nothing changed), one is added just before
-// the closing brace. Holding the whole body first cost the client +3 to +5 ms on 1 MB
-// (docs/performance.md, delivery).
+// the closing brace.
+//
+// Finding the member means scanning the JSON (json-capture.ts, ~1 ms per MB), and scanning
+// ahead of every send put that on the client's wait. A read that cannot hold the member goes
+// out first and is scanned afterwards ("behind"): it cannot if neither the member's name nor a
+// \u escape (which could spell it) occurs in it, a memchr-speed test. Only a read that may
+// hold it is scanned ahead. The closing brace needs no scan: in a well-formed body it is the
+// last byte that is not whitespace, so a read ending in `}` keeps that byte back until more
+// comes or the body ends. The scan behind still runs before the bookkeeping, which needs the
+// token and a body that parses (docs/performance.md, delivery).
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
 import { injectChanged, reportedChanged, type SyncFlavour } from "./sync-inject.ts";
 
@@ -18,45 +26,204 @@ export interface Spliced {
   token: string | undefined;
 }
 
-/** A body rewritten as it streams (front/response.ts, routes/sync.ts). */
+/**
+ * A body rewritten as it streams (front/response.ts, routes/sync.ts). Buffers passed to feed()
+ * may be kept by reference until settle(): they must not be reused meanwhile (socket reads and
+ * node stream chunks never are).
+ */
 export interface BodySplice {
   /** Passes buf[start, end) of the body on to `out`, rewritten where it needs to be. */
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void;
   /** The whole body went through: anything still held goes to `out`. */
   end(out: Emit): void;
+  /** After the output has been sent: finish reading the body, and book what it carried. */
+  settle(): void;
 }
 
 const MEMBER = { sync: "device_lists", sliding: "extensions" } as const;
 const TOKEN = { sync: "next_batch", sliding: "pos" } as const;
 const EMPTY = new Uint8Array(0);
+const ESCAPE = Buffer.from("\\u");
+const CLOSE_OBJ = 0x7d, OPEN_OBJ = 0x7b;
+const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+// Reads kept for a scan behind (here and in ReportedWatch): beyond this they are scanned as
+// they come, which bounds memory but puts the scan back on the client's wait.
+const BEHIND_BYTES = 8 * 1024 * 1024;
+// At the end, this much is still scanned before the closing brace goes out.
+const SCAN_AT_END = 64 * 1024;
 
 export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #users: readonly string[];
   readonly #done: (s: Spliced) => void;
   readonly #flavour: SyncFlavour;
   readonly #member: string;
+  readonly #name: Buffer;
   readonly #capture: TopLevelCapture;
   #added: string[] = [];
   #reported: string[] = [];
+  /** The member went out, rewritten or added: nothing is left to change (a duplicate would be scanned ahead). */
   #seen = false;
-  // The chunk being fed, the next byte of it not yet emitted, and the held member's bytes.
+  /** A member's value passed during a scan behind: it went out unchanged, so nothing is booked. */
+  #missed = false;
+  /** Non-whitespace so far: 0 none; 1 `{`; 2 `{}` (an empty object, if that is all); 3 more. */
+  #opened = 0;
+  // Scan ahead: the read being fed, its next byte not yet emitted, and the held member's bytes.
   #buf: Uint8Array = EMPTY;
   #from = 0;
   #out: Emit = () => {};
   #held: Uint8Array[] | undefined;
   #holdFrom = 0;
+  // Scan behind: reads sent but not yet scanned, the trailing `}` (and whitespace) kept back,
+  // and the last bytes of the previous read, where a name may have started.
+  #behind: Uint8Array[] = [];
+  #behindBytes = 0;
+  #muted = false;
+  #tail: Uint8Array | undefined;
+  #edge: Uint8Array = EMPTY;
 
-  /** `done`: called at the end when the body was one JSON object (else nothing changed). */
+  /** `done`: called by settle() when the body was one JSON object (else nothing changed). */
   constructor(users: readonly string[], flavour: SyncFlavour, done: (s: Spliced) => void) {
     this.#users = users;
     this.#done = done;
     this.#flavour = flavour;
     this.#member = MEMBER[flavour];
+    this.#name = Buffer.from(this.#member);
     this.#capture = new TopLevelCapture([this.#member, TOKEN[flavour]], 4 * 1024 * 1024, this);
   }
 
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void {
-    if (this.#capture.failed) return out(buf, start, end);
+    if (start >= end) return;
+    this.#notePrefix(buf, start, end);
+    const mayHold = this.#mayHoldMember(buf, start, end);
+    if (this.#capture.failed) {
+      this.#flushTail(out);
+      return out(buf, start, end);
+    }
+    // Behind only when the member is not being held, nor coming: its name read ahead, or a key
+    // open that may be it. The capture's state may lag by reads sent behind, but those cannot
+    // change any of this.
+    const c = this.#capture;
+    if (!mayHold && !this.#held && c.awaiting !== this.#member && !c.inKey) return this.#passBehind(buf, start, end, out);
+    this.#catchUp();
+    this.#flushTail(out);
+    this.#scanAhead(buf, start, end, out);
+  }
+
+  end(out: Emit): void {
+    // Cut short inside the member: it goes out as it came, and the body is not one object.
+    for (const b of this.#held ?? []) out(b, 0, b.length);
+    this.#held = undefined;
+    const tail = this.#tail;
+    if (!tail) return;
+    this.#tail = undefined;
+    // The body's last byte that is not whitespace is a `}`: the object's own, if the body is
+    // well-formed. No member was seen, so it goes in just before. Whether the body is indeed
+    // well-formed is known now when little is left to scan, else only to settle(): a body that
+    // is not gets the member too, and then it is not booked (its client cannot parse it anyway).
+    if (this.#behindBytes <= SCAN_AT_END) this.#catchUp();
+    const value = this.#seen || this.#capture.failed ? undefined : this.#rewritten(undefined);
+    if (value !== undefined) this.#emitText(out, `${this.#opened === 2 ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
+    out(tail, 0, tail.length);
+  }
+
+  settle(): void {
+    this.#catchUp();
+    const found = this.#capture.finish();
+    if (!found || this.#missed) return;
+    const raw = found.get(TOKEN[this.#flavour]);
+    let token: unknown;
+    try {
+      token = raw && JSON.parse(raw.toString("utf8"));
+    } catch {
+      token = undefined;
+    }
+    this.#done({ added: this.#added, reported: this.#reported, token: typeof token === "string" ? token : undefined });
+  }
+
+  valueStart(key: string, at: number): void {
+    if (key !== this.#member) return;
+    if (this.#muted) return void (this.#missed = true); // ruled out by #mayHoldMember
+    this.#emit(this.#buf, this.#from, at);
+    this.#held = [];
+    this.#holdFrom = at;
+  }
+
+  valueEnd(key: string, at: number): void {
+    if (key !== this.#member || !this.#held) return;
+    this.#held.push(this.#buf.subarray(this.#holdFrom, at));
+    const original = Buffer.concat(this.#held);
+    this.#held = undefined;
+    this.#from = at;
+    this.#seen = true;
+    const value = this.#rewritten(original);
+    if (value === undefined) this.#emit(original, 0, original.length);
+    else this.#emitText(this.#out, value);
+  }
+
+  closed(at: number, empty: boolean): void {
+    // Behind, the kept-back `}` stands for it (end()).
+    if (this.#seen || this.#muted) return;
+    const value = this.#rewritten(undefined);
+    if (value === undefined) return;
+    this.#emit(this.#buf, this.#from, at);
+    this.#from = at;
+    this.#seen = true;
+    this.#emitText(this.#out, `${empty ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
+  }
+
+  /** Could buf[start, end) hold (the start of) the member's value? Its name, or an escape. */
+  #mayHoldMember(buf: Uint8Array, start: number, end: number): boolean {
+    const b = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
+    const span = this.#name.length - 1;
+    // A name (or "\u") split between the previous read and this one.
+    const edge = Buffer.concat([this.#edge, b.subarray(0, span)]);
+    this.#edge = b.length >= span ? Uint8Array.prototype.slice.call(b, b.length - span) : Buffer.concat([this.#edge, b]).subarray(-span);
+    return b.indexOf(this.#name) !== -1 || b.indexOf(ESCAPE) !== -1 || edge.indexOf(this.#name) !== -1 || edge.indexOf(ESCAPE) !== -1;
+  }
+
+  /** Whether the object has anything in it, from its first bytes (for the comma before ours). */
+  #notePrefix(buf: Uint8Array, start: number, end: number): void {
+    for (let i = start; i < end && this.#opened < 3; i++) {
+      const b = buf[i];
+      if (isSpace(b)) continue;
+      if (this.#opened === 0) this.#opened = b === OPEN_OBJ ? 1 : 3;
+      else this.#opened = this.#opened === 1 && b === CLOSE_OBJ ? 2 : 3;
+    }
+  }
+
+  #passBehind(buf: Uint8Array, start: number, end: number, out: Emit): void {
+    this.#behind.push(buf.subarray(start, end));
+    this.#behindBytes += end - start;
+    if (this.#seen) out(buf, start, end);
+    else {
+      let last = end - 1;
+      while (last >= start && isSpace(buf[last])) last--;
+      if (last < start) {
+        // Whitespace only: after a kept-back `}` it stays with it.
+        if (this.#tail) this.#tail = Buffer.concat([this.#tail, buf.subarray(start, end)]);
+        else out(buf, start, end);
+      } else {
+        this.#flushTail(out);
+        if (buf[last] === CLOSE_OBJ) {
+          if (last > start) out(buf, start, last);
+          this.#tail = Uint8Array.prototype.slice.call(buf, last, end);
+        } else out(buf, start, end);
+      }
+    }
+    if (this.#behindBytes > BEHIND_BYTES) this.#catchUp();
+  }
+
+  /** Scan what went out behind, with the events muted: they concern bytes already sent. */
+  #catchUp(): void {
+    if (this.#behind.length === 0) return;
+    this.#muted = true;
+    for (const b of this.#behind) this.#capture.feed(b);
+    this.#muted = false;
+    this.#behind = [];
+    this.#behindBytes = 0;
+  }
+
+  #scanAhead(buf: Uint8Array, start: number, end: number, out: Emit): void {
     this.#buf = buf;
     this.#from = start;
     this.#holdFrom = start;
@@ -73,48 +240,10 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#buf = EMPTY;
   }
 
-  end(out: Emit): void {
-    // Cut short inside the member: it goes out as it came, and the body is not one object.
-    for (const b of this.#held ?? []) out(b, 0, b.length);
-    this.#held = undefined;
-    const found = this.#capture.finish();
-    if (!found) return;
-    const raw = found.get(TOKEN[this.#flavour]);
-    let token: unknown;
-    try {
-      token = raw && JSON.parse(raw.toString("utf8"));
-    } catch {
-      token = undefined;
-    }
-    this.#done({ added: this.#added, reported: this.#reported, token: typeof token === "string" ? token : undefined });
-  }
-
-  valueStart(key: string, at: number): void {
-    if (key !== this.#member) return;
-    this.#emit(this.#buf, this.#from, at);
-    this.#held = [];
-    this.#holdFrom = at;
-  }
-
-  valueEnd(key: string, at: number): void {
-    if (key !== this.#member || !this.#held) return;
-    this.#held.push(this.#buf.subarray(this.#holdFrom, at));
-    const original = Buffer.concat(this.#held);
-    this.#held = undefined;
-    this.#from = at;
-    this.#seen = true;
-    const value = this.#rewritten(original);
-    if (value === undefined) this.#emit(original, 0, original.length);
-    else this.#emitText(value);
-  }
-
-  closed(at: number, empty: boolean): void {
-    if (this.#seen) return;
-    const value = this.#rewritten(undefined);
-    if (value === undefined) return;
-    this.#emit(this.#buf, this.#from, at);
-    this.#from = at;
-    this.#emitText(`${empty ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
+  #flushTail(out: Emit): void {
+    if (!this.#tail) return;
+    out(this.#tail, 0, this.#tail.length);
+    this.#tail = undefined;
   }
 
   /** The member's new JSON text, or undefined when it stays as the homeserver sent it. */
@@ -141,17 +270,16 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     if (end > start) this.#out(buf, start, end);
   }
 
-  #emitText(text: string): void {
+  #emitText(out: Emit, text: string): void {
     const bytes = Buffer.from(text);
-    this.#out(bytes, 0, bytes.length);
+    out(bytes, 0, bytes.length);
   }
 }
 
 // The homeserver's own device_lists.changed (DESIGN.md: a user the homeserver reports as
 // changed may have a newer list there than our snapshot), read once the body has gone out, so
 // the client never waits for our reading. The chunks are kept by reference meanwhile (no
-// copy); a body beyond HOLD_BYTES is read as it streams instead, so no more than that is held.
-const HOLD_BYTES = 2 * 1024 * 1024;
+// copy); a body beyond BEHIND_BYTES is read as it streams instead, so no more than that is held.
 
 export class ReportedWatch {
   readonly #capture: TopLevelCapture;
@@ -170,7 +298,7 @@ export class ReportedWatch {
     if (!this.#held) return this.#capture.feed(buf, start, end);
     this.#held.push(buf.subarray(start, end));
     this.#heldBytes += end - start;
-    if (this.#heldBytes > HOLD_BYTES) this.#catchUp();
+    if (this.#heldBytes > BEHIND_BYTES) this.#catchUp();
   }
 
   end(): void {

@@ -86,6 +86,7 @@ export function syncRoute(flavour: SyncFlavour): Handler {
       flush(next) {
         splice.end((b, s, e) => this.push(b.subarray(s, e)));
         next();
+        splice.settle();
       },
     });
     pipeResponse(up, res, spliced);

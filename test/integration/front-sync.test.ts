@@ -169,8 +169,8 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
     // not ask, and tracks nobody), so his /sync is only read, not injected into.
     expect((await w.refresh(bob, w.login("carol", "CAROL1"))).status).toBe(202);
     const frank = w.login("frank", "FRANK1");
-    const filler = JSON.stringify({ join: { "!r:hs.test": { timeline: { events: Array.from({ length: 12_000 }, (_, i) => ({ type: "m.room.message", content: { body: `message ${i} ${"x".repeat(220)}` } })) } } } });
-    expect(filler.length).toBeGreaterThan(3_000_000);
+    const filler = JSON.stringify({ join: { "!r:hs.test": { timeline: { events: Array.from({ length: 36_000 }, (_, i) => ({ type: "m.room.message", content: { body: `message ${i} ${"x".repeat(220)}` } })) } } } });
+    expect(filler.length).toBeGreaterThan(9_000_000);
     answer = (_req, res) => {
       res.writeHead(200, { "content-type": "application/json" });
       res.end(`{"next_batch":"c3","rooms":${filler},"device_lists":{"changed":["${bob}"]}}`);

@@ -224,8 +224,6 @@ export class ResponseRelay {
       return this.#hooks.complete(this.#hopKeepsAlive);
     }
     this.#sendSpliced(false);
-    // Every byte of the read is copied out (sent, or held by the splice): free it now.
-    if (at === 0) release(buf);
     if (!this.#flowing && !this.upstreamPaused) {
       this.upstreamPaused = true;
       this.#hooks.pauseUpstream();
@@ -242,6 +240,7 @@ export class ResponseRelay {
   #endSplice(): void {
     this.#splice!.end(this.#collect);
     this.#sendSpliced(true);
+    this.#splice!.settle();
   }
 
   /** One write for the read in hand: the head if not yet sent, the splice's output as a chunk. */
