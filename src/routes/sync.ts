@@ -10,11 +10,10 @@ import type { Handler, RouteContext, Services } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
 import { sendError, sendJson } from "../server/errors.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
-import { stripHopByHop } from "../server/upstream.ts";
 
 export function syncRoute(flavour: SyncFlavour): Handler {
-  // The token that acknowledges a response: sync's `since`/`next_batch`, sliding sync's `pos`.
-  const [reqToken, resToken] = flavour === "sync" ? ["since", "next_batch"] : ["pos", "pos"];
+  // The position a request resumes from: sync's `since`, sliding sync's `pos`.
+  const reqToken = flavour === "sync" ? "since" : "pos";
 
   return async function sync(ctx: RouteContext): Promise<void> {
     const { req, res, deps, target } = ctx;

@@ -4,7 +4,7 @@ import fc from "fast-check";
 
 export const DL = "device_lists";
 
-export const rand = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) / 2 ** 24;
+const rand = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) / 2 ** 24;
 const hex4 = (c: number) => c.toString(16).padStart(4, "0");
 
 /** JSON text for `entries` (duplicate keys allowed) with random whitespace and random \uXXXX
@@ -32,13 +32,13 @@ export function serialise(entries: [string, unknown][], seed: number): string {
   return `${ws()}${obj(entries)}${ws()}`;
 }
 
-export const tricky = fc.string({ unit: fc.constantFrom("\\", '"', "\\\\", '\\"', "a", "é", "😀", "\u2028", "\u0000", "\n", "{", "}", "[", "]", ":", ",", "_"), maxLength: 60 });
-export const key = fc.oneof(fc.string(), tricky, fc.string({ unit: "binary", maxLength: 6 }), fc.constantFrom(DL, "next_batch", "rooms", "__proto__"));
-export const leaf = fc.oneof(fc.jsonValue({ maxDepth: 0 }), tricky, fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer());
+const tricky = fc.string({ unit: fc.constantFrom("\\", '"', "\\\\", '\\"', "a", "é", "😀", "\u2028", "\u0000", "\n", "{", "}", "[", "]", ":", ",", "_"), maxLength: 60 });
+const key = fc.oneof(fc.string(), tricky, fc.string({ unit: "binary", maxLength: 6 }), fc.constantFrom(DL, "next_batch", "rooms", "__proto__"));
+const leaf = fc.oneof(fc.jsonValue({ maxDepth: 0 }), tricky, fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer());
 export const { value } = fc.letrec((tie) => ({
   value: fc.oneof({ depthSize: "small" }, leaf, fc.array(tie("value"), { maxLength: 4 }), fc.dictionary(key, tie("value"), { maxKeys: 4 }), fc.jsonValue({ maxDepth: 3 })),
 }));
 // device_lists nested where the attacker writes (event content), never at the top.
-export const nested = value.map((v) => ({ rooms: { join: { "!r:x": { timeline: { events: [{ content: { [DL]: v, x: [{ [DL]: v }] } }] } } } } }));
+const nested = value.map((v) => ({ rooms: { join: { "!r:x": { timeline: { events: [{ content: { [DL]: v, x: [{ [DL]: v }] } }] } } } } }));
 export const entries = fc.array(fc.tuple(key, fc.oneof(value, nested)), { maxLength: 7 });
 export const chunking = fc.oneof(fc.constant([1]), fc.constant([1 << 20]), fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 8 }));

@@ -1,4 +1,3 @@
-import fc from "fast-check";
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
 import { startWorld, type World } from "../helpers/world.ts";

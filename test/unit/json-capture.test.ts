@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { TopLevelCapture } from "../../src/delivery/json-capture.ts";
 import { bigSyncBody } from "../helpers/bodies.ts";
-import { chunking, DL, entries, key, nested, rand, serialise, tricky, value } from "../helpers/json-text.ts";
+import { chunking, DL, entries, serialise, value } from "../helpers/json-text.ts";
 
 
 /** Feed `doc` in chunks of the given sizes (cycled), each through one reused scratch buffer
