@@ -60,10 +60,7 @@ export class ResponseRelay {
   #observer: BodyObserver | undefined;
   /** Payload ranges of the chunk in hand, for the observer: [start, end, start, end, …]. */
   #spans: number[] | undefined;
-  #splice: BodySplice | undefined;
-  /** What the splice put out for the read in hand. */
-  #spliced: Uint8Array[] = [];
-  #splicedBytes = 0;
+  #splice: SplicedBody | undefined;
 
   constructor(r: RelayRequest, hooks: RelayHooks) {
     this.#r = r;
@@ -159,7 +156,7 @@ export class ResponseRelay {
     };
     this.#body = body;
     this.statusSent = head.status;
-    if (splicing) this.#splice = this.#r.splice!();
+    if (splicing) this.#splice = new SplicedBody(this.#r.splice!());
     else if (this.#r.observe && readable) {
       this.#observer = this.#r.observe;
       this.#spans = [];
@@ -214,7 +211,7 @@ export class ResponseRelay {
   #spliceBody(buf: Buffer, at: number): void {
     const body = this.#body!;
     try {
-      const end = body.feed(buf, at, buf.length, this.#onPayload);
+      const end = body.feed(buf, at, buf.length, this.#splice!.payload);
       if (end !== -1 && end < buf.length) this.#hopKeepsAlive = false;
     } catch (e) {
       return this.#hooks.fail(502, e instanceof HeadError ? e.message : "bad response body");
@@ -230,33 +227,23 @@ export class ResponseRelay {
     }
   }
 
-  readonly #onPayload: OnData = (b, s, e) => this.#splice!.feed(b, s, e, this.#collect);
-
-  readonly #collect = (b: Uint8Array, s: number, e: number): void => {
-    this.#spliced.push(b.subarray(s, e));
-    this.#splicedBytes += e - s;
-  };
-
   #endSplice(): void {
-    this.#splice!.end(this.#collect);
+    const splice = this.#splice!;
+    splice.end();
     this.#sendSpliced(true);
-    this.#splice!.settle();
+    splice.settle();
   }
 
   /** One write for the read in hand: the head if not yet sent, the splice's output as a chunk. */
   #sendSpliced(last: boolean): void {
-    const size = this.#splicedBytes;
     const chunked = this.#headOptions!.chunked;
-    if (size === 0 && !this.#head && !(last && chunked)) return;
-    const head = this.#head ? this.#takeHead() : undefined;
-    const sizeLine = chunked && size > 0 ? Buffer.from(`${size.toString(16)}\r\n`) : undefined;
+    const { parts: body, bytes } = this.#splice!.take();
+    if (bytes === 0 && !this.#head && !(last && chunked)) return;
     const parts: Uint8Array[] = [];
-    if (head) parts.push(head);
-    if (sizeLine) parts.push(sizeLine, ...this.#spliced, CRLF);
-    else parts.push(...this.#spliced);
+    if (this.#head) parts.push(this.#takeHead());
+    if (chunked && bytes > 0) parts.push(Buffer.from(`${bytes.toString(16)}\r\n`), ...body, CRLF);
+    else parts.push(...body);
     if (last && chunked) parts.push(LAST_CHUNK);
-    this.#spliced.length = 0;
-    this.#splicedBytes = 0;
     const out = Buffer.concat(parts);
     if (this.#send(out)) release(out);
   }
@@ -273,5 +260,39 @@ export class ResponseRelay {
     const out = clientResponseHead(this.#head!, this.#headOptions!, body, start, end);
     this.#head = undefined;
     return out;
+  }
+}
+
+// Only exchanges that splice make one: its fields and bound functions would otherwise sit in
+// every held long-poll (docs/performance.md, idle long-polls).
+class SplicedBody {
+  readonly #splice: BodySplice;
+  /** What the splice put out for the read in hand. */
+  #out: Uint8Array[] = [];
+  #bytes = 0;
+  readonly #collect = (b: Uint8Array, s: number, e: number): void => {
+    this.#out.push(b.subarray(s, e));
+    this.#bytes += e - s;
+  };
+  readonly payload: OnData = (b, s, e) => this.#splice.feed(b, s, e, this.#collect);
+
+  constructor(splice: BodySplice) {
+    this.#splice = splice;
+  }
+
+  end(): void {
+    this.#splice.end(this.#collect);
+  }
+
+  settle(): void {
+    this.#splice.settle();
+  }
+
+  /** The output so far, as views: copy it before the next read. */
+  take(): { parts: Uint8Array[]; bytes: number } {
+    const taken = { parts: this.#out, bytes: this.#bytes };
+    this.#out = [];
+    this.#bytes = 0;
+    return taken;
   }
 }
