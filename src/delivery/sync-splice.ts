@@ -44,6 +44,29 @@ const MEMBER = { sync: "device_lists", sliding: "extensions" } as const;
 const TOKEN = { sync: "next_batch", sliding: "pos" } as const;
 const EMPTY = new Uint8Array(0);
 const ESCAPE = Buffer.from("\\u");
+
+/**
+ * Could bytes streaming past hold a member named `name`? Only if the name occurs in them, or a
+ * \u escape that could spell it (no other escape yields its characters), including where a read
+ * boundary splits either. A memchr-speed test, where finding the member itself means a scan.
+ */
+export class NameSighting {
+  readonly #name: Buffer;
+  /** The last bytes seen, where a name may have started. */
+  #edge: Uint8Array = EMPTY;
+
+  constructor(name: string) {
+    this.#name = Buffer.from(name);
+  }
+
+  test(buf: Uint8Array, start: number, end: number): boolean {
+    const b = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
+    const span = this.#name.length - 1;
+    const edge = Buffer.concat([this.#edge, b.subarray(0, span)]);
+    this.#edge = b.length >= span ? Uint8Array.prototype.slice.call(b, b.length - span) : Buffer.concat([this.#edge, b]).subarray(-span);
+    return b.indexOf(this.#name) !== -1 || b.indexOf(ESCAPE) !== -1 || edge.indexOf(this.#name) !== -1 || edge.indexOf(ESCAPE) !== -1;
+  }
+}
 const CLOSE_OBJ = 0x7d, OPEN_OBJ = 0x7b;
 const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 // Reads kept for a scan behind (here and in ReportedWatch): beyond this they are scanned as
@@ -57,7 +80,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #done: (s: Spliced) => void;
   readonly #flavour: SyncFlavour;
   readonly #member: string;
-  readonly #name: Buffer;
+  readonly #sighting: NameSighting;
   readonly #capture: TopLevelCapture;
   #added: string[] = [];
   #reported: string[] = [];
@@ -79,7 +102,6 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   #behindBytes = 0;
   #muted = false;
   #tail: Uint8Array | undefined;
-  #edge: Uint8Array = EMPTY;
 
   /** `done`: called by settle() when the body was one JSON object (else nothing changed). */
   constructor(users: readonly string[], flavour: SyncFlavour, done: (s: Spliced) => void) {
@@ -87,14 +109,14 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#done = done;
     this.#flavour = flavour;
     this.#member = MEMBER[flavour];
-    this.#name = Buffer.from(this.#member);
+    this.#sighting = new NameSighting(this.#member);
     this.#capture = new TopLevelCapture([this.#member, TOKEN[flavour]], 4 * 1024 * 1024, this);
   }
 
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void {
     if (start >= end) return;
     this.#notePrefix(buf, start, end);
-    const mayHold = this.#mayHoldMember(buf, start, end);
+    const mayHold = this.#sighting.test(buf, start, end);
     if (this.#capture.failed) {
       this.#flushTail(out);
       return out(buf, start, end);
@@ -142,7 +164,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
 
   valueStart(key: string, at: number): void {
     if (key !== this.#member) return;
-    if (this.#muted) return void (this.#missed = true); // ruled out by #mayHoldMember
+    if (this.#muted) return void (this.#missed = true); // ruled out by the sighting test
     this.#emit(this.#buf, this.#from, at);
     this.#held = [];
     this.#holdFrom = at;
@@ -169,16 +191,6 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#from = at;
     this.#seen = true;
     this.#emitText(this.#out, `${empty ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
-  }
-
-  /** Could buf[start, end) hold (the start of) the member's value? Its name, or an escape. */
-  #mayHoldMember(buf: Uint8Array, start: number, end: number): boolean {
-    const b = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
-    const span = this.#name.length - 1;
-    // A name (or "\u") split between the previous read and this one.
-    const edge = Buffer.concat([this.#edge, b.subarray(0, span)]);
-    this.#edge = b.length >= span ? Uint8Array.prototype.slice.call(b, b.length - span) : Buffer.concat([this.#edge, b]).subarray(-span);
-    return b.indexOf(this.#name) !== -1 || b.indexOf(ESCAPE) !== -1 || edge.indexOf(this.#name) !== -1 || edge.indexOf(ESCAPE) !== -1;
   }
 
   /** Whether the object has anything in it, from its first bytes (for the comma before ours). */
@@ -280,11 +292,14 @@ export class SyncSplice implements BodySplice, CaptureEvents {
 // changed may have a newer list there than our snapshot), read once the body has gone out, so
 // the client never waits for our reading. The chunks are kept by reference meanwhile (no
 // copy); a body beyond BEHIND_BYTES is read as it streams instead, so no more than that is held.
-
+// Most bodies never name the member (Synapse omits it when nothing changed): those are not
+// scanned at all.
 export class ReportedWatch {
   readonly #capture: TopLevelCapture;
   readonly #flavour: SyncFlavour;
   readonly #report: (users: string[]) => void;
+  readonly #sighting: NameSighting;
+  #sighted = false;
   #held: Buffer[] | undefined = [];
   #heldBytes = 0;
 
@@ -292,9 +307,11 @@ export class ReportedWatch {
     this.#report = report;
     this.#flavour = flavour;
     this.#capture = new TopLevelCapture([MEMBER[flavour]]);
+    this.#sighting = new NameSighting(MEMBER[flavour]);
   }
 
   data(buf: Buffer, start: number, end: number): void {
+    if (!this.#sighted) this.#sighted = this.#sighting.test(buf, start, end);
     if (!this.#held) return this.#capture.feed(buf, start, end);
     this.#held.push(buf.subarray(start, end));
     this.#heldBytes += end - start;
@@ -303,6 +320,7 @@ export class ReportedWatch {
 
   end(): void {
     if (!this.#held) return this.#finish();
+    if (!this.#sighted) return void (this.#held = undefined);
     setImmediate(() => {
       this.#catchUp();
       this.#finish();

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { type Spliced, SyncSplice } from "../../src/delivery/sync-splice.ts";
+import { NameSighting, ReportedWatch, type Spliced, SyncSplice } from "../../src/delivery/sync-splice.ts";
 import { injectChanged, type SyncFlavour } from "../../src/delivery/sync-inject.ts";
 import { bigSyncBody } from "../helpers/bodies.ts";
 import { chunking, DL, entries, serialise } from "../helpers/json-text.ts";
@@ -61,7 +61,7 @@ describe("SyncSplice agrees with parsing the whole body", () => {
   });
 
   test("large bodies in reads of any size, the member anywhere: reads sent before their scan and after agree", () => {
-    const filler = fc.string({ unit: fc.constantFrom("a", "é", " ", "{", "}", "\"", "\\", "device_lists", "\u005f"), minLength: 1000, maxLength: 20_000 });
+    const filler = fc.string({ unit: fc.constantFrom("a", "é", " ", "{", "}", "\"", "\\", "device_lists", "\\u005f"), minLength: 1000, maxLength: 20_000 });
     fc.assert(
       fc.property(fc.array(filler, { minLength: 1, maxLength: 6 }), fc.option(lists), fc.nat(), users, fc.array(fc.integer({ min: 300, max: 70_000 }), { minLength: 1, maxLength: 4 }), fc.boolean(), (texts, dl, at, who, sizes, pretty) => {
         const all: [string, unknown][] = texts.map((t, i) => [`r${i}`, i % 2 ? { [DL]: t, x: [t] } : t]);
@@ -152,5 +152,52 @@ describe("a body that is not one JSON object goes out unchanged and books nothin
     // Small enough to scan first, it goes out unchanged.
     expect(splice(buf(doc), ["@b:x"], [100_000]).out.toString()).not.toBe(doc);
     expect(splice(buf(`{"a":"${"x".repeat(1000)}",}`), ["@b:x"], [100]).out.toString()).toBe(`{"a":"${"x".repeat(1000)}",}`);
+  });
+});
+
+/** `doc` cut into chunks of the given sizes (cycled), each in a buffer of its own. */
+function chunksOf(doc: Buffer, sizes: readonly number[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0, n = 0; at < doc.length; n++) {
+    const len = Math.min(sizes[n % sizes.length]!, doc.length - at);
+    out.push(Buffer.from(doc.subarray(at, at + len)));
+    at += len;
+  }
+  return out;
+}
+
+describe("NameSighting", () => {
+  test("some read is sighted exactly when the body holds the name or a \\u escape, however it is cut", () => {
+    const text = fc.string({ unit: fc.constantFrom("a", "_", "device", "_lists", "device_lists", "\\", "u", "\\u", "é"), maxLength: 40 });
+    fc.assert(
+      fc.property(text, chunking, (t, sizes) => {
+        const doc = Buffer.from(t);
+        const seen = new NameSighting(DL);
+        const sighted = chunksOf(doc, sizes).map((c) => seen.test(c, 0, c.length)).some(Boolean);
+        expect(sighted).toBe(t.includes(DL) || t.includes("\\u"));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
+
+describe("ReportedWatch", () => {
+  async function watch(doc: string, sizes: readonly number[]): Promise<string[] | undefined> {
+    let got: string[] | undefined;
+    const w = new ReportedWatch((users) => (got = users));
+    for (const c of chunksOf(buf(doc), sizes)) w.data(c, 0, c.length);
+    w.end();
+    await new Promise((r) => setImmediate(r));
+    return got;
+  }
+
+  test("reports the homeserver's own changed, however the body is cut; nothing when it names none", async () => {
+    const big = `"rooms":{"join":{"!r:x":{"timeline":{"events":[{"content":{"body":"${"x".repeat(50_000)}","device_lists":{"changed":["@nested:x"]}}}]}}}}`;
+    for (const sizes of [[1], [7], [4096], [1 << 20]]) {
+      expect(await watch(`{"next_batch":"s",${big},"device_lists":{"changed":["@a:x"],"left":[]}}`, sizes)).toEqual(["@a:x"]);
+      expect(await watch(`{"device\\u005flists":{"changed":["@e:x"]},${big}}`, sizes)).toEqual(["@e:x"]);
+      expect(await watch(`{"next_batch":"s",${big}}`, sizes)).toBeUndefined();
+      expect(await watch(`{"next_batch":"s","device_lists":{"changed":[]}}`, sizes)).toBeUndefined();
+    }
   });
 });
