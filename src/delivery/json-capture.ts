@@ -125,6 +125,11 @@ export class TopLevelCapture {
     return this.state === ERROR || (this.done && this.state !== END);
   }
 
+  /** The raw bytes of wanted member `key`'s value, once it has been read whole. */
+  value(key: string): Buffer | undefined {
+    return this.found.get(key);
+  }
+
   /** After the last chunk: the raw bytes of each wanted member's value, or undefined when the
    *  document was not one well-formed object. A value over maxValueBytes is absent. */
   finish(): Map<string, Buffer> | undefined {

@@ -149,10 +149,19 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   }
 
   settle(): void {
-    this.#catchUp();
-    const found = this.#capture.finish();
-    if (!found || this.#missed) return;
-    const raw = found.get(TOKEN[this.#flavour]);
+    // What went out behind is read only as far as the token: the rest cannot hold the member
+    // (the sighting test), and only a body's token says which request acknowledges it. A body
+    // that would have failed to parse further on is booked all the same, harmlessly: its client
+    // cannot read the token, asks again from its old position, and the delivery is carried again.
+    const key = TOKEN[this.#flavour];
+    this.#muted = true;
+    let read = 0;
+    for (; read < this.#behind.length && this.#capture.value(key) === undefined; read++) this.#capture.feed(this.#behind[read]!);
+    this.#muted = false;
+    if (read === this.#behind.length) this.#capture.finish();
+    this.#behind = [];
+    if (this.#capture.failed || this.#missed) return;
+    const raw = this.#capture.value(key);
     let token: unknown;
     try {
       token = raw && JSON.parse(raw.toString("utf8"));

@@ -143,15 +143,20 @@ describe("a body that is not one JSON object goes out unchanged and books nothin
     }
   });
 
-  test("a large body found bad only after its closing brace went out: the member was added, nothing is booked", () => {
+  test("a large body found bad only after its closing brace went out: the member was added, and booked if its token came first", () => {
     // Over 64 KiB of it was sent unscanned, so the brace goes out before the scan ends.
     const doc = `{"next_batch":"s1","rooms":"${"x".repeat(100_000)}",}`;
     const { out, result } = splice(buf(doc), ["@b:x"], [65536]);
     expect(out.toString()).toBe(`${doc.slice(0, -1)},"device_lists":{"changed":["@b:x"]}}`);
-    expect(result).toBeUndefined();
-    // Small enough to scan first, it goes out unchanged.
-    expect(splice(buf(doc), ["@b:x"], [100_000]).out.toString()).not.toBe(doc);
-    expect(splice(buf(`{"a":"${"x".repeat(1000)}",}`), ["@b:x"], [100]).out.toString()).toBe(`{"a":"${"x".repeat(1000)}",}`);
+    // The scan behind stops at the token. Harmless here: the client cannot parse this body,
+    // asks again from its old position, and the delivery is carried again.
+    expect(result?.token).toBe("s1");
+    expect(splice(buf(`{"rooms":"${"x".repeat(100_000)}",,"next_batch":"s1"}`), ["@b:x"], [65536]).result).toBeUndefined();
+    // Small enough to scan before the brace goes out: unchanged, and not booked.
+    const small = `{"next_batch":"s1","a":"${"x".repeat(1000)}",}`;
+    const s = splice(buf(small), ["@b:x"], [100]);
+    expect(s.out.toString()).toBe(small);
+    expect(s.result).toBeUndefined();
   });
 });
 
