@@ -9,8 +9,8 @@
 // \u escape (which could spell it) occurs in it, a memchr-speed test. Only a read that may
 // hold it is scanned ahead. The closing brace needs no scan: in a well-formed body it is the
 // last byte that is not whitespace, so a read ending in `}` keeps that byte back until more
-// comes or the body ends. The scan behind still runs before the bookkeeping, which needs the
-// token and a body that parses (docs/performance.md, delivery).
+// comes or the body ends. After the last send, the scan behind goes as far as the token, which
+// the bookkeeping needs (docs/performance.md, delivery).
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
 import { injectChanged, reportedChanged, type SyncFlavour } from "./sync-inject.ts";
 
@@ -44,6 +44,13 @@ const MEMBER = { sync: "device_lists", sliding: "extensions" } as const;
 const TOKEN = { sync: "next_batch", sliding: "pos" } as const;
 const EMPTY = new Uint8Array(0);
 const ESCAPE = Buffer.from("\\u");
+const CLOSE_OBJ = 0x7d, OPEN_OBJ = 0x7b;
+const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+// Reads kept for a scan behind (here and in ReportedWatch): beyond this they are scanned as
+// they come, which bounds memory but puts the scan back on the client's wait.
+const BEHIND_BYTES = 8 * 1024 * 1024;
+// At the end, this much is still scanned before the closing brace goes out.
+const SCAN_AT_END = 64 * 1024;
 
 /**
  * Could bytes streaming past hold a member named `name`? Only if the name occurs in them, or a
@@ -67,13 +74,6 @@ export class NameSighting {
     return b.indexOf(this.#name) !== -1 || b.indexOf(ESCAPE) !== -1 || edge.indexOf(this.#name) !== -1 || edge.indexOf(ESCAPE) !== -1;
   }
 }
-const CLOSE_OBJ = 0x7d, OPEN_OBJ = 0x7b;
-const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
-// Reads kept for a scan behind (here and in ReportedWatch): beyond this they are scanned as
-// they come, which bounds memory but puts the scan back on the client's wait.
-const BEHIND_BYTES = 8 * 1024 * 1024;
-// At the end, this much is still scanned before the closing brace goes out.
-const SCAN_AT_END = 64 * 1024;
 
 export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #users: readonly string[];
@@ -96,14 +96,13 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   #out: Emit = () => {};
   #held: Uint8Array[] | undefined;
   #holdFrom = 0;
-  // Scan behind: reads sent but not yet scanned, the trailing `}` (and whitespace) kept back,
-  // and the last bytes of the previous read, where a name may have started.
+  // Scan behind: reads sent but not yet scanned, and the trailing `}` (and whitespace) kept back.
   #behind: Uint8Array[] = [];
   #behindBytes = 0;
   #muted = false;
   #tail: Uint8Array | undefined;
 
-  /** `done`: called by settle() when the body was one JSON object (else nothing changed). */
+  /** `done`: called by settle() unless what was read of the body shows it is not one JSON object. */
   constructor(users: readonly string[], flavour: SyncFlavour, done: (s: Spliced) => void) {
     this.#users = users;
     this.#done = done;
