@@ -10,18 +10,21 @@ import { createLogger } from "../../src/ops/log.ts";
 import { createAccessLog } from "../../src/server/front/access-log.ts";
 import { appHop, homeserverHop } from "../../src/server/front/hop.ts";
 import { type Front, startFront } from "../../src/server/front/server.ts";
+import type { SyncGate } from "../../src/server/front/sync-gate.ts";
+import { type Spliced, SyncSplice } from "../../src/delivery/sync-splice.ts";
 import { RawClient } from "../helpers/raw-http1.ts";
 import { createTestCa, startHttpsServer, type TestCa } from "../helpers/tls.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 
-function bareFront(upstream: string, o: { idleSeconds?: number; ca?: string; headerTimeoutMs?: number } = {}): { front: Front; port: number } {
+function bareFront(upstream: string, o: { idleSeconds?: number; ca?: string; headerTimeoutMs?: number; syncGate?: SyncGate } = {}): { front: Front; port: number } {
   const trusted = () => false;
   const front = startFront({
     listen: "127.0.0.1:0",
     homeserver: homeserverHop({ upstream: new URL(upstream), headerTimeoutMs: o.headerTimeoutMs ?? 10_000, trusted, ca: o.ca }),
     app: appHop({ destination: { unix: "/nonexistent/app.sock" }, secret: "s", defaultHost: "hs.test" }),
-    intercepts: () => false,
+    intercepts: (_m, path) => (o.syncGate && path === "/_matrix/client/v3/sync" ? "sync" : false),
+    syncGate: o.syncGate,
     access: createAccessLog({ log: createLogger("error", () => {}), trusted }),
     idleSeconds: o.idleSeconds,
   });
@@ -190,6 +193,46 @@ describe.skipIf(!isBun)("front end relays bytes intact while freeing what it has
       expect(body.length).toBe(SIZE);
       expect(digest(body)).toBe(digest(payload));
       c.close();
+    } finally {
+      front.closeAllConnections();
+      await stop(server);
+    }
+  });
+});
+
+// /sync injection streams through the same flow control (response.ts SplicedBody): a body the
+// client takes in fits, with the homeserver's own device_lists between two large members, and
+// none at all, comes out as the homeserver sent it with the user spliced in, and is booked.
+describe.skipIf(!isBun)("front end splices a large /sync for a client that reads in fits", () => {
+  const filler = (seed: number) => JSON.stringify(Array.from({ length: 400 }, (_, i) => randomBytes(22_000 + ((seed + i) % 7)).toString("base64")));
+  const [a, b] = [filler(1), filler(2)];
+  const cases = [
+    { name: "device_lists between two 12 MB members", body: `{"next_batch":"s9","rooms":${a},"device_lists":{"changed":["@a:x"]},"presence":${b}}`, spliced: `{"next_batch":"s9","rooms":${a},"device_lists":{"changed":["@a:x","@new:x"]},"presence":${b}}` },
+    { name: "no device_lists: added before the closing brace", body: `{"next_batch":"s9","rooms":${a},"presence":${b}}\n`, spliced: `{"next_batch":"s9","rooms":${a},"presence":${b},"device_lists":{"changed":["@new:x"]}}\n` },
+  ];
+
+  test.each(cases)("$name", { timeout: 60_000 }, async ({ body, spliced }) => {
+    const payload = Buffer.from(body);
+    const { server, url } = await listen((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json", "content-length": String(payload.length) });
+      res.end(payload);
+    });
+    let booked: Spliced | undefined;
+    const syncGate: SyncGate = {
+      plan: (head) => ({ observer: () => undefined, longPoll: undefined, inject: { target: head.target, splice: () => new SyncSplice(["@new:x"], "sync", (r) => (booked = r)) } }),
+    };
+    const { front, port } = bareFront(url, { syncGate });
+    try {
+      const c = await RawClient.connect(port);
+      const t = setInterval(() => (c.socket.isPaused() ? c.socket.resume() : c.socket.pause()), 40);
+      c.write("GET /_matrix/client/v3/sync?since=s8 HTTP/1.1\r\nHost: hs.test\r\n\r\n");
+      const m = await c.read({ timeoutMs: 50_000 });
+      clearInterval(t);
+      c.close();
+      expect(m.headers["transfer-encoding"]).toBe("chunked");
+      expect(m.body.length).toBe(Buffer.byteLength(spliced));
+      expect(createHash("sha256").update(m.body).digest("hex")).toBe(createHash("sha256").update(spliced).digest("hex"));
+      expect(booked).toEqual({ added: ["@new:x"], reported: body.includes("@a:x") ? ["@a:x"] : [], token: "s9" });
     } finally {
       front.closeAllConnections();
       await stop(server);
