@@ -1,5 +1,6 @@
 // When a snapshot may stand in for the homeserver's answer (DESIGN.md "The overlay is dropped
 // once…"). The rule that matters: we must never *cause* staleness by pinning an old snapshot.
+import { LRUCache } from "lru-cache";
 import type { Logger } from "../ops/log.ts";
 import type { DeviceSnapshot, Store } from "../store/store.ts";
 
@@ -17,6 +18,10 @@ export class Overlays {
   readonly #now: () => number;
   // A cheap guard for the hot path: with no snapshots at all, /sync bodies are never looked at.
   #known: Set<string>;
+  // Snapshots as objects, so an overlaid /keys/query does not parse one from the store each
+  // time (2.4 ms for 1000 devices). Every write passes through here (noteSnapshot, #drop), so
+  // this never disagrees with the store. Bounded by devices held: a few megabytes.
+  readonly #parsed = new LRUCache<string, DeviceSnapshot>({ maxSize: 20_000, sizeCalculation: (s) => Object.keys(s.devices).length + 1 });
 
   constructor(o: OverlayOptions) {
     this.#o = o;
@@ -30,6 +35,7 @@ export class Overlays {
 
   noteSnapshot(s: DeviceSnapshot): void {
     this.#known.add(s.userId);
+    this.#parsed.set(s.userId, s);
   }
 
   /** Snapshots fit to serve for these users. Too old: not served, and fetched again. */
@@ -37,10 +43,14 @@ export class Overlays {
     const out = new Map<string, DeviceSnapshot>();
     for (const u of users) {
       if (!this.#known.has(u)) continue;
-      const s = this.#o.store.getSnapshot(u);
+      let s = this.#parsed.get(u);
       if (!s) {
-        this.#known.delete(u);
-        continue;
+        s = this.#o.store.getSnapshot(u);
+        if (!s) {
+          this.#known.delete(u);
+          continue;
+        }
+        this.#parsed.set(u, s);
       }
       if (this.#now() - s.fetchedAt > this.#o.maxAgeMs) {
         this.#o.refetch(u);
@@ -69,6 +79,7 @@ export class Overlays {
   }
 
   #drop(u: string, why: string): void {
+    this.#parsed.delete(u);
     if (!this.#known.delete(u)) return;
     this.#o.store.deleteSnapshot(u);
     this.#o.log.info("overlay dropped", { userId: u, why });
