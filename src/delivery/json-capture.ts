@@ -3,10 +3,11 @@
 // needs its own small `device_lists` member (client-server API, GET /sync response body), and
 // where it sits, to splice into it (sync-splice.ts).
 //
-// Nearly all bytes of /sync sit inside strings, so a string is crossed with indexOf (native memchr) once it proves long, and only the short
-// runs between strings go through the grammar, one table lookup per byte. Chunk boundaries may
-// fall anywhere, so all that can straddle one (a backslash run, a key, a number, a literal, a
-// captured value) is carried over; only the captured values and a split key are copied.
+// Nearly all bytes of /sync sit inside strings, so a string is crossed with indexOf (native
+// memchr) once it proves long, and only the short runs between strings go through the grammar,
+// one table lookup per byte. Chunk boundaries may fall anywhere, so all that can straddle one (a
+// backslash run, a key, a number, a literal, a captured value) is carried over; only the
+// captured values and a split key are copied.
 // Structure, nesting, keys, numbers and literals are checked (RFC 8259 §2–§6); string contents
 // are not (control characters, escapes): that would cost a look at every byte.
 
