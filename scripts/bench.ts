@@ -7,7 +7,8 @@
 //   BENCH_REF=HEAD …     build a committed revision rather than the working tree
 //   BENCH_BINARY=path …  measure an existing binary
 //   BENCH_DATA_ROOT=/dev/shm …  keep the proxy's SQLite on tmpfs (shows what fsync costs)
-// Needs wrk, nginx (Debian nginx-light) and openssl on PATH. Binds 127.0.0.1 only.
+//   npx bun scripts/bench.ts --install   first install wrk and nginx-light with apt-get if missing
+// Needs wrk and nginx (Debian nginx-light) on PATH. Binds 127.0.0.1 only.
 import { spawnSync } from "node:child_process";
 import { cpus, release } from "node:os";
 import { BUN, binary } from "./bench/binary.ts";
@@ -39,6 +40,27 @@ const version = (cmd: string, args: string[]) => {
   const r = spawnSync(cmd, args, { encoding: "utf8" });
   return r.error ? "missing" : `${r.stdout}${r.stderr}`.trim().split("\n")[0]!;
 };
+
+// The references are system programs. Without them most families could not run, so say so
+// before anything starts, rather than as a table of failed rows two minutes later.
+const tools = { wrk: ["wrk", ["--version"]], nginx: ["nginx-light", ["-v"]] } as const;
+const missingTools = () => Object.entries(tools).filter(([cmd, [, args]]) => version(cmd, [...args]) === "missing");
+if (missingTools().length && process.argv.includes("--install")) {
+  const packages = missingTools().map(([, [pkg]]) => pkg);
+  process.stderr.write(`bench: installing ${packages.join(", ")} with apt-get\n`);
+  for (const args of [["update", "-qq"], ["install", "-y", "-qq", ...packages]]) {
+    const r = spawnSync("apt-get", args, { stdio: "inherit" });
+    if (r.status !== 0) {
+      console.error(`bench: apt-get ${args.join(" ")} failed (${r.error?.message ?? `exit ${r.status}`}); install ${packages.join(" ")} by hand`);
+      process.exit(2);
+    }
+  }
+}
+if (missingTools().length) {
+  const missing = missingTools();
+  console.error(`bench: ${missing.map(([cmd]) => cmd).join(" and ")} not found on PATH. On Debian: apt-get install -y ${missing.map(([, [pkg]]) => pkg).join(" ")} (or run the bench with --install).`);
+  process.exit(2);
+}
 
 const started = performance.now();
 const bin = binary();
