@@ -2,6 +2,9 @@
 // run so the figures always describe the source. By default that is the working tree;
 // BENCH_REF=<commit> builds a committed revision instead (uncommitted edits elsewhere in the
 // tree then cannot leak in), and BENCH_BINARY=/path measures an existing build.
+// BENCH_PROFILE=dir runs every proxy child from source under Bun's sampling profiler instead
+// (names unminified), writing a .cpuprofile per child into dir at exit: summarise one with
+// scripts/bench/profile-summary.ts. The figures of such a run are the profiler's, not the binary's.
 import { execSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -116,7 +119,12 @@ export interface ProxyOptions {
 export async function startProxyChild(upstream: string, o: ProxyOptions): Promise<ProxyChild> {
   // BENCH_DATA_ROOT=/dev/shm shows what the store's fsyncs cost (the default disk keeps them).
   const dataDir = tempDir(process.env.BENCH_DATA_ROOT ?? benchTmp(), "data-");
-  const proc = startProc(binary().path, [
+  const profile = process.env.BENCH_PROFILE;
+  const [cmd, ...pre] = profile
+    ? [BUN, "--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200", join(ROOT, "src", "main.ts")]
+    : [binary().path];
+  const proc = startProc(cmd!, [
+    ...pre,
     "--upstream", upstream,
     "--server-name", o.serverName,
     "--signing-key", writeKeyFile(),
