@@ -19,10 +19,12 @@ interface InFlight {
   clientBody(buf: Buffer, start: number, end: number): number;
   onClientDrain(): void;
   abort(): void;
+  /** Answer `status` in place of the response if none has started, else cut the connection. */
+  fail(status: number, message: string): void;
 }
 
 // A /sync waiting for its token lookup (sync-gate.ts): it has no body, and nothing to cancel.
-const deciding = (): InFlight => ({ wantsBody: false, clientBody: () => -1, onClientDrain() {}, abort() {} });
+const deciding = (): InFlight => ({ wantsBody: false, clientBody: () => -1, onClientDrain() {}, abort() {}, fail() {} });
 
 export class ClientConn implements ClientSide, Slotted {
   /** Its place among the front end's connections (server.ts). */
@@ -63,10 +65,10 @@ export class ClientConn implements ClientSide, Slotted {
       let stop: number;
       try {
         stop = ex.clientBody(c, 0, c.length);
-      } catch {
-        // Broken chunked framing mid-body: the request cannot be completed or delimited.
-        ex.abort();
-        this.cut();
+      } catch (e) {
+        // Broken chunked framing mid-body: the request cannot be completed or delimited. The
+        // client still hears why, as when the same bytes come in the head's read.
+        ex.fail(e instanceof HeadError ? e.status : 400, e instanceof HeadError ? e.message : "Bad request body");
         return;
       }
       if (stop === -1) return;
@@ -161,8 +163,10 @@ export class ClientConn implements ClientSide, Slotted {
       this.#buf = undefined;
       let head: RequestHead;
       let body: Body;
+      let method: string | undefined;
       try {
         head = parseRequestHead(buf, start, end);
+        method = head.method;
         // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request, else 400.
         const hosts = fieldCount(head, NAME.HOST);
         if (hosts > 1 || (hosts === 0 && head.minor === 1)) throw new HeadError(400, "an HTTP/1.1 request needs one Host header");
@@ -187,7 +191,7 @@ export class ClientConn implements ClientSide, Slotted {
         const bodyEnd = this.#begin(head, body, buf, end, to);
         if (bodyEnd < buf.length) this.#buf = buf.subarray(bodyEnd);
       } catch (e) {
-        return this.#reject(e instanceof HeadError ? e.status : 400, e instanceof HeadError ? e.message : "Bad request");
+        return this.#reject(e instanceof HeadError ? e.status : 400, e instanceof HeadError ? e.message : "Bad request", method);
       }
     }
   }
@@ -200,10 +204,10 @@ export class ClientConn implements ClientSide, Slotted {
     return bodyEnd;
   }
 
-  #reject(status: number, message: string): void {
+  #reject(status: number, message: string, method?: string): void {
     clearTimeout(this.#headTimer);
     this.#buf = undefined;
-    this.send(errorResponse(status, message, this.#ctx.access.requestId(undefined, this.peer), true));
+    this.send(errorResponse(status, message, this.#ctx.access.requestId(undefined, this.peer), true, method === "HEAD"));
     this.#endAfterFlush();
   }
 

@@ -207,7 +207,7 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
     }
     // The request's own bytes may still be arriving: the connection cannot carry another.
     const keep = this.#i.keepAlive && this.#i.body.done;
-    this.#i.client.send(this.#i.hop.errorResponse(status, message, this.#i.requestId, !keep));
+    this.#i.client.send(this.#i.hop.errorResponse(status, message, this.#i.requestId, !keep, this.#i.method === "HEAD"));
     this.#end(status, false);
     this.#i.client.done(keep);
   }

@@ -152,6 +152,10 @@ export class ChunkedBody implements Body {
   }
 }
 
+// OWS is SP and HTAB only (RFC 9110 §5.6.3): String.trim() would also take a NBSP (0xA0), so
+// "3\xA0" would pass as a length, or "chunked\xA0" as chunked, which a stricter hop refuses.
+const trimOws = (s: string) => s.replace(/^[ \t]+|[ \t]+$/g, "");
+
 function contentLength(h: RequestHead | ResponseHead, errorStatus: number): number | undefined {
   const n = digitsField(h, NAME.CONTENT_LENGTH); // the usual case: one field, one number
   if (n >= 0) return n;
@@ -159,7 +163,7 @@ function contentLength(h: RequestHead | ResponseHead, errorStatus: number): numb
   if (v === undefined) return undefined;
   // RFC 9110 §8.6: repeated fields with one identical value are allowed; anything else is an
   // unrecoverable framing error (RFC 9112 §6.3 item 5).
-  const parts = v.split(",").map((s) => s.trim());
+  const parts = v.split(",").map(trimOws);
   if (!parts.every((p) => p === parts[0]) || !/^\d{1,15}$/.test(parts[0]!)) throw new HeadError(errorStatus, "invalid Content-Length");
   return Number(parts[0]);
 }
@@ -172,7 +176,7 @@ export function requestBody(h: RequestHead): Body {
     // refuse it rather than pick one reading that the homeserver might not share.
     if (fieldValue(h, NAME.CONTENT_LENGTH) !== undefined) throw new HeadError(400, "both Content-Length and Transfer-Encoding");
     if (h.minor === 0) throw new HeadError(400, "Transfer-Encoding in an HTTP/1.0 request");
-    if (te.trim().toLowerCase() !== "chunked") {
+    if (trimOws(te).toLowerCase() !== "chunked") {
       // Chunked must be the final coding (§6.3 item 4); other codings we cannot frame.
       throw hasToken(te, "chunked") ? new HeadError(400, "chunked is not the final transfer coding") : new HeadError(501, "unsupported transfer coding");
     }

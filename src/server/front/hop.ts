@@ -38,7 +38,7 @@ export interface Hop {
   readonly pool: Pool;
   headerTimeoutMs(target: string): number | undefined;
   requestHead(h: RequestHead, c: HeadContext): Buffer;
-  errorResponse(status: number, message: string, requestId: string, close: boolean): Buffer;
+  errorResponse(status: number, message: string, requestId: string, close: boolean, toHead?: boolean): Buffer;
 }
 
 // Keep-alive connections idle longer than this are closed by us, before typical server idle

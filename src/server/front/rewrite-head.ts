@@ -9,7 +9,9 @@ import { HOP_BY_HOP, mask, NAME, nameIs } from "./names.ts";
 function connectionNamed(h: Head): string[] | undefined {
   const v = fieldValue(h, NAME.CONNECTION);
   if (v === undefined) return undefined;
-  const names = v.split(",").map((n) => n.trim().toLowerCase()).filter((n) => n !== "" && n !== "close" && n !== "keep-alive");
+  // Content-Length frames the body we relay verbatim: it goes with that body whatever
+  // Connection names, or the next hop would read the body as messages of its own.
+  const names = v.split(",").map((n) => n.trim().toLowerCase()).filter((n) => n !== "" && n !== "close" && n !== "keep-alive" && n !== "content-length");
   return names.length > 0 ? names : undefined;
 }
 
@@ -134,16 +136,18 @@ const REASONS: Record<number, string> = { 400: "Bad Request", 431: "Request Head
  * An error the front end answers itself: Matrix-shaped JSON with CORS headers, like sendJson
  * (errors.ts). The connection closes after it whenever the request's framing is in doubt.
  */
-export function errorResponse(status: number, error: string, requestId: string | undefined, close: boolean): Buffer {
-  return jsonResponse(status, JSON.stringify({ errcode: "M_UNKNOWN", error }), requestId, close);
+/** `toHead`: the request was a HEAD, whose answer has no body (RFC 9110 §9.3.2); a client
+ * would read one as the start of the next response. */
+export function errorResponse(status: number, error: string, requestId: string | undefined, close: boolean, toHead = false): Buffer {
+  return jsonResponse(status, JSON.stringify({ errcode: "M_UNKNOWN", error }), requestId, close, toHead);
 }
 
 /** A JSON response of our own, with the headers sendJson (errors.ts) gives one. */
-export function jsonResponse(status: number, body: string, requestId: string | undefined, close: boolean): Buffer {
+export function jsonResponse(status: number, body: string, requestId: string | undefined, close: boolean, toHead = false): Buffer {
   let s = `HTTP/1.1 ${status} ${REASONS[status] ?? (status === 200 ? "OK" : "Error")}\r\n`;
   for (const k in corsHeaders) s += `${k}: ${corsHeaders[k]}\r\n`;
   s += `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n`;
   if (requestId !== undefined) s += `x-request-id: ${requestId}\r\n`;
   if (close) s += "connection: close\r\n";
-  return Buffer.from(`${s}\r\n${body}`, "utf8");
+  return Buffer.from(toHead ? `${s}\r\n` : `${s}\r\n${body}`, "utf8");
 }
