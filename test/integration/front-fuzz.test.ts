@@ -29,7 +29,8 @@ const methodsOf = (ref: RefParse) => [...ref.reqs.map((r) => r.method), ...(ref.
 // but CR, LF and NUL after `;`, SP or HTAB (§7.1.1: ignored), trailer lines as any bytes but CR
 // and LF (passed on verbatim), identical repeated Content-Length values (RFC 9110 §8.6). Its own
 // limits: 15 Content-Length digits, 12 chunk-size digits. A head without its blank line is
-// incomplete whatever it holds: the front end reads a head only once it has all of it.
+// incomplete whatever else it holds (the front end reads a head only once it has all of it),
+// unless it holds a blank line of bare LFs, which the front end refuses at once.
 // ---------------------------------------------------------------------------------------------
 
 interface RefRequest {
@@ -114,7 +115,11 @@ function reference(b: Buffer): RefParse {
     while (b[p] === CR && b[p + 1] === LF) p += 2;
     if (p >= b.length) return stop("complete");
     const blank = b.indexOf("\r\n\r\n", p, "latin1");
-    if (blank === -1) return stop("incomplete", "unterminated head");
+    if (blank === -1) {
+      // No head end yet, but a blank line made of bare LFs: refused at once (client.ts).
+      if (b.indexOf("\n\n", p, "latin1") !== -1) return stop("invalid", "bare LF head");
+      return stop("incomplete", "unterminated head");
+    }
     const [line, ...fieldLines] = b.toString("latin1", p, blank).split("\r\n");
     const rl = REQUEST_LINE.exec(line!);
     if (!rl) return stop("invalid", `request line ${JSON.stringify(line)}`);

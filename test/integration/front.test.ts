@@ -127,6 +127,7 @@ describe.skipIf(!isBun)("the Bun front end, byte level", () => {
     ["whitespace before a colon", 400, "GET / HTTP/1.1\r\nHost : hs.test\r\n\r\n"],
     ["an obs-fold line", 400, "GET / HTTP/1.1\r\nHost: hs.test\r\nX-A: 1\r\n  continued\r\n\r\n"],
     ["an HTTP/1.1 request without Host", 400, "GET / HTTP/1.1\r\n\r\n"],
+    ["bare LF line endings", 400, "GET / HTTP/1.1\nHost: hs.test\n\n"],
     ["Content-Length with Transfer-Encoding (smuggling)", 400, "POST /smuggle HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: hs.test\r\n\r\n"],
     ["two different Content-Lengths", 400, "POST /cl HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"],
     ["an unknown transfer coding", 501, "POST /te HTTP/1.1\r\nHost: hs.test\r\nTransfer-Encoding: gzip\r\n\r\n"],

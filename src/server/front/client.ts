@@ -12,6 +12,7 @@ import { errorResponse } from "./rewrite-head.ts";
 
 // Slowloris: a request head must be complete within this (node's headersTimeout in listen.ts).
 const HEAD_TIMEOUT_MS = 60_000;
+const LF_LF = Buffer.from("\n\n");
 
 /** What is in flight on a connection: an exchange, or a /sync whose route is being decided. */
 interface InFlight {
@@ -153,6 +154,9 @@ export class ClientConn implements ClientSide, Slotted {
       const end = headEnd(buf, start);
       if (end === -1) {
         if (buf.length - start > MAX_HEAD_BYTES) return this.#reject(431, "Request head too large");
+        // A head ended by bare LFs (a hand-typed request) would otherwise wait out the head
+        // timeout with no answer. RFC 9112 §2.2 allows refusing them; we do, at once.
+        if (buf.includes(LF_LF, start)) return this.#reject(400, "Line endings must be CRLF");
         this.#buf = start === buf.length ? undefined : start > 0 ? buf.subarray(start) : buf;
         if (this.#buf) this.#headTimer ??= setTimeout(() => this.socket.terminate(), HEAD_TIMEOUT_MS);
         break;
