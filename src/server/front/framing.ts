@@ -119,6 +119,7 @@ export class ChunkedBody implements Body {
           if (c !== LF) this.#fail("expected LF after chunk size");
           this.#state = this.#size === 0 ? LINE_START : DATA;
           this.#digits = 0;
+          this.#trailerBytes = 0; // the limit is per line of extensions, not per body
           break;
         case DATA_CR:
           if (c !== CR) this.#fail("expected CRLF after chunk data");
@@ -186,13 +187,20 @@ export function requestBody(h: RequestHead): Body {
   return length === undefined || length === 0 ? NO_BODY : new LengthBody(length);
 }
 
-/** How a response to `method` is framed (RFC 9112 §6.3 items 1–2, 4–7). */
+/** How a response to `method` is framed (RFC 9112 §6.3 items 1–2, 5–7); refuses ambiguous framing. */
 export function responseBody(method: string, h: ResponseHead): Body {
   if (method === "HEAD" || h.status < 200 || h.status === 204 || h.status === 304) return NO_BODY;
   const te = fieldValue(h, NAME.TRANSFER_ENCODING);
   if (te !== undefined) {
-    const codings = te.split(",");
-    return codings[codings.length - 1]!.trim().toLowerCase() === "chunked" ? new ChunkedBody(502) : new CloseBody();
+    // Both is the response-splitting pattern (RFC 9112 §6.3 item 3), and Transfer-Encoding in
+    // HTTP/1.0 is faulty framing (§6.1): a hop that framed it otherwise has bytes left for the
+    // next request on a pooled connection. Refused as requestBody refuses such requests.
+    if (fieldValue(h, NAME.CONTENT_LENGTH) !== undefined) throw new HeadError(502, "both Content-Length and Transfer-Encoding");
+    if (h.minor === 0) throw new HeadError(502, "Transfer-Encoding in an HTTP/1.0 response");
+    // Transfer-Encoding is hop-by-hop: a coding besides chunked, which we cannot undo, would
+    // reach the client as if it were the content.
+    if (trimOws(te).toLowerCase() !== "chunked") throw new HeadError(502, "unsupported transfer coding");
+    return new ChunkedBody(502);
   }
   const length = contentLength(h, 502);
   if (length === undefined) return new CloseBody();

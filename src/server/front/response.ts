@@ -136,7 +136,9 @@ export class ResponseRelay {
       return false;
     }
     const conn = fieldValue(head, NAME.CONNECTION);
-    this.#hopKeepsAlive = !hasToken(conn, "close") && (head.minor === 1 || hasToken(conn, "keep-alive"));
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing, and the
+    // connection closes after it: a body we did not read (a HEAD's answer) could still follow.
+    this.#hopKeepsAlive = !hasToken(conn, "close") && (head.minor === 1 || (hasToken(conn, "keep-alive") && fieldValue(head, NAME.TRANSFER_ENCODING) === undefined));
     // A compressed body (the homeserver ignored our identity request) is not ours to read.
     const readable = head.status === 200 && fieldValue(head, NAME.CONTENT_ENCODING) === undefined;
     const splicing = this.#r.splice !== undefined && readable;
@@ -155,7 +157,6 @@ export class ResponseRelay {
       requestId: this.#r.requestId,
     };
     this.#body = body;
-    this.statusSent = head.status;
     if (splicing) this.#splice = new SplicedBody(this.#r.splice!());
     else if (this.#r.observe && readable) {
       this.#observer = this.#r.observe;
@@ -167,7 +168,7 @@ export class ResponseRelay {
   #feed(buf: Buffer, at: number): void {
     if (this.#splice) return this.#spliceBody(buf, at);
     const body = this.#body!;
-    if (this.#head && (this.#dechunk || at === buf.length)) this.#send(this.#takeHead());
+    if (this.#head && at === buf.length) this.#send(this.#takeHead());
     if (at < buf.length) {
       let end: number;
       try {
@@ -175,8 +176,11 @@ export class ResponseRelay {
         if (this.#dechunk) {
           end = body.feed(buf, at, buf.length, (b, s, e) => {
             seen?.data(b, s, e);
+            // The head goes with the first payload: framing broken before any is still a 502.
+            if (this.#head) this.#send(this.#takeHead());
             this.#send(s === 0 && e === b.length ? b : b.subarray(s, e));
           });
+          if (this.#head) this.#send(this.#takeHead());
         } else {
           const spans = this.#spans;
           end = body.feed(buf, at, buf.length, spans && ((_b, s, e) => void spans.push(s, e)));
@@ -258,6 +262,9 @@ export class ResponseRelay {
   /** The client's response head, with body[start, end) after it when given. */
   #takeHead(body?: Buffer, start?: number, end?: number): Buffer {
     const out = clientResponseHead(this.#head!, this.#headOptions!, body, start, end);
+    // Only now: broken framing found in the read that brought the head leaves the client owed
+    // a 502 (exchange.ts fail), not a cut with nothing sent.
+    this.statusSent = this.#head!.status;
     this.#head = undefined;
     return out;
   }
