@@ -174,6 +174,18 @@ describe.skipIf(!isBun)("the Bun front end, byte level", () => {
     c.close();
   });
 
+  test("a 502 of our own to an HTTP/1.0 client that asked for keep-alive says keep-alive, and the connection carries on", async () => {
+    answers.set("/gone", (_req, s) => s.destroy());
+    const c = await client();
+    c.write("POST /gone HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi");
+    const res = await c.read();
+    expect(res.status).toBe(502);
+    expect(res.headers.connection).toBe("keep-alive"); // without it an HTTP/1.0 client waits for a close
+    c.write("GET /after HTTP/1.0\r\n\r\n");
+    expect((await c.read()).status).toBe(200);
+    await c.waitClosed();
+  });
+
   test("hop-by-hop names: the front end drops exactly what stripHopByHop drops", () => {
     const probe = Object.fromEntries(NAMES.filter(Boolean).map((n) => [n, "x"]));
     const kept = stripHopByHop(probe);

@@ -211,7 +211,7 @@ export class ClientConn implements ClientSide, Slotted {
   #reject(status: number, message: string, method?: string): void {
     clearTimeout(this.#headTimer);
     this.#buf = undefined;
-    this.send(errorResponse(status, message, this.#ctx.access.requestId(undefined, this.peer), true, method === "HEAD"));
+    this.send(errorResponse(status, message, this.#ctx.access.requestId(undefined, this.peer), "close", method === "HEAD"));
     this.#endAfterFlush();
   }
 

@@ -6,7 +6,7 @@ import { Outbox, release } from "./flow.ts";
 import type { Conn, ConnOwner } from "./pool.ts";
 import { type BodyObserver, type RelayHooks, ResponseRelay } from "./response.ts";
 import type { ClientSide, Hop } from "./hop.ts";
-import { jsonResponse } from "./rewrite-head.ts";
+import { jsonResponse, type Persistence } from "./rewrite-head.ts";
 import type { LongPoll } from "./sync-gate.ts";
 import type { BodySplice } from "../../delivery/sync-splice.ts";
 
@@ -205,9 +205,8 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
       this.#i.client.cut();
       return;
     }
-    // The request's own bytes may still be arriving: the connection cannot carry another.
-    const keep = this.#i.keepAlive && this.#i.body.done;
-    this.#i.client.send(this.#i.hop.errorResponse(status, message, this.#i.requestId, !keep, this.#i.method === "HEAD"));
+    const keep = this.#keepAfterOwnAnswer();
+    this.#i.client.send(this.#i.hop.errorResponse(status, message, this.#i.requestId, this.#persistence(keep), this.#i.method === "HEAD"));
     this.#end(status, false);
     this.#i.client.done(keep);
   }
@@ -219,10 +218,20 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
     const poll = this.#i.longPoll;
     if (this.#over || this.#res.statusSent !== undefined || !poll) return;
     this.#conn?.destroy();
-    const keep = this.#i.keepAlive && this.#i.body.done;
-    this.#i.client.send(jsonResponse(200, poll.wakeBody(), this.#i.requestId, !keep));
+    const keep = this.#keepAfterOwnAnswer();
+    this.#i.client.send(jsonResponse(200, poll.wakeBody(), this.#i.requestId, this.#persistence(keep)));
     this.#end(200, false);
     this.#i.client.done(keep);
+  }
+
+  // After an answer of our own. The request's own bytes may still be arriving: the connection
+  // cannot carry another.
+  #keepAfterOwnAnswer(): boolean {
+    return this.#i.keepAlive && this.#i.body.done;
+  }
+
+  #persistence(keep: boolean): Persistence {
+    return !keep ? "close" : this.#i.minor === 0 ? "keep-alive" : undefined;
   }
 
   #end(status: number | undefined, aborted: boolean): void {

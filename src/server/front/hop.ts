@@ -7,7 +7,7 @@ import { headerTimeoutFor } from "../passthrough.ts";
 import { fieldNamed, type RequestHead } from "./head.ts";
 import { mask, NAME } from "./names.ts";
 import { type Destination, Pool } from "./pool.ts";
-import { errorResponse, nextHopRequestHead } from "./rewrite-head.ts";
+import { errorResponse, nextHopRequestHead, type Persistence } from "./rewrite-head.ts";
 
 /** The client connection as an exchange sees it. */
 export interface ClientSide {
@@ -38,7 +38,7 @@ export interface Hop {
   readonly pool: Pool;
   headerTimeoutMs(target: string): number | undefined;
   requestHead(h: RequestHead, c: HeadContext): Buffer;
-  errorResponse(status: number, message: string, requestId: string, close: boolean, toHead?: boolean): Buffer;
+  errorResponse(status: number, message: string, requestId: string, connection: Persistence, toHead?: boolean): Buffer;
 }
 
 // Keep-alive connections idle longer than this are closed by us, before typical server idle

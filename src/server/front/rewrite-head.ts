@@ -136,18 +136,25 @@ const REASONS: Record<number, string> = { 400: "Bad Request", 431: "Request Head
  * An error the front end answers itself: Matrix-shaped JSON with CORS headers, like sendJson
  * (errors.ts). The connection closes after it whenever the request's framing is in doubt.
  */
+/**
+ * What an answer of our own says of the connection: "close", or "keep-alive" to an HTTP/1.0
+ * client that asked for it (RFC 9112 §9.3: without it that client expects a close), or nothing:
+ * HTTP/1.1 keeps it by default.
+ */
+export type Persistence = "close" | "keep-alive" | undefined;
+
 /** `toHead`: the request was a HEAD, whose answer has no body (RFC 9110 §9.3.2); a client
  * would read one as the start of the next response. */
-export function errorResponse(status: number, error: string, requestId: string | undefined, close: boolean, toHead = false): Buffer {
-  return jsonResponse(status, JSON.stringify({ errcode: "M_UNKNOWN", error }), requestId, close, toHead);
+export function errorResponse(status: number, error: string, requestId: string | undefined, connection: Persistence, toHead = false): Buffer {
+  return jsonResponse(status, JSON.stringify({ errcode: "M_UNKNOWN", error }), requestId, connection, toHead);
 }
 
 /** A JSON response of our own, with the headers sendJson (errors.ts) gives one. */
-export function jsonResponse(status: number, body: string, requestId: string | undefined, close: boolean, toHead = false): Buffer {
+export function jsonResponse(status: number, body: string, requestId: string | undefined, connection: Persistence, toHead = false): Buffer {
   let s = `HTTP/1.1 ${status} ${REASONS[status] ?? (status === 200 ? "OK" : "Error")}\r\n`;
   for (const k in corsHeaders) s += `${k}: ${corsHeaders[k]}\r\n`;
   s += `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n`;
   if (requestId !== undefined) s += `x-request-id: ${requestId}\r\n`;
-  if (close) s += "connection: close\r\n";
+  if (connection) s += `connection: ${connection}\r\n`;
   return Buffer.from(toHead ? `${s}\r\n` : `${s}\r\n${body}`, "utf8");
 }
