@@ -10,6 +10,7 @@ import net from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startTestProxy } from "../helpers/proxy.ts";
+import { chunkExt, cutting, type Cutting, fieldName as fieldNameFrom, fieldText, hex, latin1, ows, owsTrim, pieces, randomCase, rawServer, readChunked, sleep } from "../helpers/fuzz-http.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 // FZ_RUNS=n runs each property n times (a longer hunt); FZ_SEED and FZ_PATH replay a failure
@@ -20,61 +21,15 @@ const TIMEOUT = { timeout: Math.max(120_000, RUNS(100) * 1000) };
 const REPLAY = { ...(process.env.FZ_SEED ? { seed: Number(process.env.FZ_SEED), path: process.env.FZ_PATH } : {}), ...(process.env.FZ_NOSHRINK ? { endOnFailure: true } : {}) };
 type Proxy = Awaited<ReturnType<typeof startTestProxy>>;
 
-const CR = 13, LF = 10;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const latin1 = (s: string) => Buffer.from(s, "latin1");
-const hex = (n: number) => n.toString(16);
 // Generous: a run that passes returns long before it, and CI runs other suites alongside.
 const WAIT_MS = 5000;
 
 // RFC 9110 §7.6.1 and §11.7: never forwarded, with whatever Connection names.
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization", "proxy-authenticate"]);
 const TCHAR_NAME = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):/;
-const owsTrim = (s: string) => s.replace(/^[ \t]+|[ \t]+$/g, "");
 const nameOf = (line: string) => TCHAR_NAME.exec(line)?.[1]!.toLowerCase() ?? "";
 
-function isHex(c: number | undefined): boolean {
-  return c !== undefined && ((c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102));
-}
 
-/** A chunked body at `at`, strictly (RFC 9112 §7.1): its end and payload, or why not. */
-function readChunked(b: Buffer, at: number): { end: number; payload: string } | "incomplete" | { invalid: string } {
-  let q = at;
-  let payload = "";
-  for (;;) {
-    let size = 0, digits = 0;
-    for (; isHex(b[q]); q++) {
-      if (++digits > 12) return { invalid: "chunk size over 12 digits" };
-      size = size * 16 + parseInt(String.fromCharCode(b[q]!), 16);
-    }
-    if (q >= b.length) return "incomplete";
-    if (digits === 0) return { invalid: "no chunk size" };
-    if (b[q] === 59 || b[q] === 32 || b[q] === 9) for (q++; q < b.length && b[q] !== CR; q++) if (b[q] === LF || b[q] === 0) return { invalid: "LF or NUL in a chunk extension" };
-    if (q >= b.length) return "incomplete";
-    if (b[q] !== CR) return { invalid: "bad chunk size line" };
-    if (++q >= b.length) return "incomplete";
-    if (b[q++] !== LF) return { invalid: "bare CR after chunk size" };
-    if (size === 0) break;
-    if (q + size > b.length) return "incomplete";
-    payload += b.toString("latin1", q, q + size);
-    q += size;
-    if (q >= b.length) return "incomplete";
-    if (b[q] !== CR) return { invalid: "no CRLF after chunk data" };
-    if (++q >= b.length) return "incomplete";
-    if (b[q++] !== LF) return { invalid: "no CRLF after chunk data" };
-  }
-  for (;;) {
-    if (q >= b.length) return "incomplete";
-    if (b[q] === CR) {
-      if (q + 1 >= b.length) return "incomplete";
-      return b[q + 1] === LF ? { end: q + 2, payload } : { invalid: "bare CR after trailers" };
-    }
-    for (; q < b.length && b[q] !== CR; q++) if (b[q] === LF) return { invalid: "bare LF in a trailer" };
-    if (q + 1 >= b.length) return "incomplete";
-    if (b[q + 1] !== LF) return { invalid: "bare CR in a trailer" };
-    q += 2;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Response specs and their bytes.
@@ -93,9 +48,6 @@ interface ChunkStyle {
   lastZeros: number;
   trailers: [string, string][];
 }
-
-/** How the bytes go out: whole, cut at random places, a byte per write over a stretch, or cut at the places parsers decide things. */
-type Cutting = "whole" | { bytesFrom: number; n: number } | { at: number[] } | { worst: number[] };
 
 interface ResSpec {
   interim: { status: 100 | 102 | 103; lines: string[] }[];
@@ -311,38 +263,17 @@ function build(spec: ResSpec, method: string, token: number): Built {
   };
 }
 
-// A piece is a write and a timer's turn.
-function pieces(b: Buffer, how: Cutting): Buffer[] {
-  if (how === "whole" || b.length === 0) return [b];
-  let at: number[];
-  if ("at" in how) at = how.at.map((x) => x % b.length);
-  else if ("worst" in how) {
-    // Between CR and LF, inside and around chunk-size lines, at separators.
-    const points: number[] = [];
-    for (let i = 1; i < b.length; i++) if (b[i - 1] === CR || b[i] === CR || b[i] === 59 || b[i] === 58 || (isHex(b[i]) && (b[i - 1] === LF || isHex(b[i - 1])))) points.push(i);
-    if (points.length === 0) return [b];
-    at = how.worst.map((x) => points[x % points.length]!);
-  } else {
-    const from = how.bytesFrom % b.length;
-    at = Array.from({ length: Math.min(how.n, b.length - from) }, (_, i) => from + i);
-  }
-  at = [...new Set(at)].filter((x) => x > 0).sort((x, y) => x - y);
-  return [0, ...at].map((s, i) => b.subarray(s, at[i] ?? b.length));
-}
 
 // ---------------------------------------------------------------------------------------------
 // Generators.
 // ---------------------------------------------------------------------------------------------
 
-const randomCase = (s: string) => fc.array(fc.boolean(), { minLength: s.length, maxLength: s.length }).map((up) => [...s].map((c, i) => (up[i] ? c.toUpperCase() : c.toLowerCase())).join(""));
-const ows = fc.constantFrom("", "", " ", "\t", "  ");
-const valueUnit = fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 0x21, max: 0x7e }) }, fc.constantFrom(0x20, 0x09), fc.integer({ min: 0x80, max: 0xff })).map((c) => String.fromCharCode(c));
-const fieldValueText = fc.string({ unit: valueUnit, maxLength: 20 });
+const fieldValueText = fieldText(20);
 const EXTRA_NAMES = ["Content-Type", "Cache-Control", "ETag", "Vary", "Date", "Server", "Set-Cookie", "X-Request-Id", "Content-Encoding", "Access-Control-Allow-Origin", "X-Hop", "Keep-Alive", "Trailer", "Proxy-Authenticate", "Upgrade", "TE", "Proxy-Connection", "Location"];
-const fieldName = fc.oneof(fc.constantFrom(...EXTRA_NAMES).chain(randomCase), fc.string({ unit: fc.constantFrom(..."!#$%&'*+-.^_`|~09azAZ".split("")), minLength: 1, maxLength: 8 }).map((s) => `X-${s}`));
+const fieldName = fieldNameFrom(EXTRA_NAMES);
 // Never an X-Fz of its own: the identifying field is the test's.
 const extraLine = fc.tuple(fieldName, ows, fieldValueText, ows).filter(([n]) => n.toLowerCase() !== "x-fz").map(([n, a, v, b]) => `${n}:${a}${v}${b}`);
-const reason = fc.oneof(fc.constantFrom("OK", "", "Created", "No Content", "Not Modified", "Not Found", "Bad Gateway"), fc.string({ unit: valueUnit, maxLength: 12 }));
+const reason = fc.oneof(fc.constantFrom("OK", "", "Created", "No Content", "Not Modified", "Not Found", "Bad Gateway"), fieldText(12));
 
 /** Bodies: bytes, and text that looks like framing or a whole response of its own. */
 const bodyText = (token: string) =>
@@ -352,7 +283,6 @@ const bodyText = (token: string) =>
     fc.integer({ min: 200, max: 4000 }).map((n) => "b".repeat(n)),
   );
 
-const chunkExt = fc.constantFrom(";a", ";a=b", ';q="x;\\"y"', " ;a=1", "\t;b", ";");
 const chunkStyle: fc.Arbitrary<ChunkStyle> = fc.record({
   sizes: fc.array(fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 5000 })), { minLength: 1, maxLength: 6 }),
   exts: fc.array(fc.option(chunkExt, { freq: 3 }), { minLength: 8, maxLength: 8 }),
@@ -362,12 +292,6 @@ const chunkStyle: fc.Arbitrary<ChunkStyle> = fc.record({
   trailers: fc.array(fc.tuple(fc.constantFrom("X-T", "x-trailer", "Digest"), fieldValueText), { maxLength: 2 }),
 });
 
-const cutting: fc.Arbitrary<Cutting> = fc.oneof(
-  fc.constant("whole" as const),
-  fc.record({ bytesFrom: fc.nat(), n: fc.integer({ min: 1, max: 24 }) }),
-  fc.record({ at: fc.array(fc.nat(), { minLength: 1, maxLength: 10 }) }),
-  fc.record({ worst: fc.array(fc.nat(), { minLength: 1, maxLength: 10 }) }),
-);
 
 const interim = fc.record({
   status: fc.constantFrom(100 as const, 102 as const, 103 as const),
@@ -492,12 +416,8 @@ async function startUpstream(): Promise<Upstream> {
   const seen: number[] = [];
   const garbled: string[] = [];
   const reusedDead: string[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((s) => {
-    sockets.add(s);
+  const server = await rawServer((s) => {
     s.setNoDelay(true);
-    s.on("close", () => sockets.delete(s));
-    s.on("error", () => {});
     let buf = Buffer.alloc(0);
     let dead: string | undefined;
     let chain = Promise.resolve();
@@ -538,18 +458,13 @@ async function startUpstream(): Promise<Upstream> {
       }
     });
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
-    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    url: server.url,
     plans,
     seen,
     garbled,
     reusedDead,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
+    close: server.close,
   };
 }
 

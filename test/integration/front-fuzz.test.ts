@@ -8,6 +8,7 @@ import net from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startTestProxy } from "../helpers/proxy.ts";
+import { chunkExt, CR, cutting, type Cutting, fieldName as fieldNameFrom, fieldText, hex, isHex, latin1, LF, ows, owsTrim, pieces, randomCase, rawServer, readChunked, sleep } from "../helpers/fuzz-http.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 // FZ_RUNS=n runs each property n times (a longer hunt); FZ_SEED and FZ_PATH replay a failure
@@ -16,9 +17,6 @@ const RUNS = (n: number) => Number(process.env.FZ_RUNS ?? n);
 const REPLAY = process.env.FZ_SEED ? { seed: Number(process.env.FZ_SEED), path: process.env.FZ_PATH } : {};
 type Proxy = Awaited<ReturnType<typeof startTestProxy>>;
 
-const CR = 13, LF = 10;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const latin1 = (s: string) => Buffer.from(s, "latin1");
 /** The methods of the requests answers are due for: those read, and the one refused. */
 const methodsOf = (ref: RefParse) => [...ref.reqs.map((r) => r.method), ...(ref.stopMethod ? [ref.stopMethod] : [])];
 
@@ -60,51 +58,7 @@ interface RefParse {
 const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e\x80-\xff]+) HTTP\/1\.([01])$/;
 const FIELD_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\s\S]*)$/;
 const CTL = /[\x00-\x08\x0a-\x1f\x7f]/;
-const owsTrim = (s: string) => s.replace(/^[ \t]+|[ \t]+$/g, "");
 
-function isHex(c: number | undefined): boolean {
-  return c !== undefined && ((c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102));
-}
-
-/** A chunked body from `at`: its end, or why not. */
-function chunkedEnd(b: Buffer, at: number): number | "incomplete" | { invalid: string } {
-  let q = at;
-  for (;;) {
-    let size = 0, digits = 0;
-    for (; isHex(b[q]); q++) {
-      if (++digits > 12) return { invalid: "chunk size over 12 digits" };
-      size = size * 16 + parseInt(String.fromCharCode(b[q]!), 16);
-    }
-    if (q >= b.length) return "incomplete";
-    if (digits === 0) return { invalid: "no chunk size" };
-    if (b[q] === 59 || b[q] === 32 || b[q] === 9) {
-      for (q++; q < b.length && b[q] !== CR; q++) if (b[q] === LF || b[q] === 0) return { invalid: "LF or NUL in a chunk extension" };
-    }
-    if (q >= b.length) return "incomplete";
-    if (b[q] !== CR) return { invalid: "bad chunk size line" };
-    if (++q >= b.length) return "incomplete";
-    if (b[q++] !== LF) return { invalid: "bare CR after chunk size" };
-    if (size === 0) break;
-    q += size;
-    if (q >= b.length) return "incomplete";
-    if (b[q] !== CR) return { invalid: "no CRLF after chunk data" };
-    if (++q >= b.length) return "incomplete";
-    if (b[q++] !== LF) return { invalid: "no CRLF after chunk data" };
-  }
-  // Trailer lines, then the empty line.
-  for (;;) {
-    if (q >= b.length) return "incomplete";
-    if (b[q] === LF) return { invalid: "bare LF in trailers" };
-    if (b[q] === CR) {
-      if (q + 1 >= b.length) return "incomplete";
-      return b[q + 1] === LF ? q + 2 : { invalid: "bare CR in trailers" };
-    }
-    for (; q < b.length && b[q] !== CR; q++) if (b[q] === LF) return { invalid: "bare LF in a trailer" };
-    if (q + 1 >= b.length) return "incomplete";
-    if (b[q + 1] !== LF) return { invalid: "bare CR in a trailer" };
-    q += 2;
-  }
-}
 
 function reference(b: Buffer): RefParse {
   const reqs: RefRequest[] = [];
@@ -145,7 +99,8 @@ function reference(b: Buffer): RefParse {
       if (cl.length > 0) return stop("invalid", "both Content-Length and Transfer-Encoding");
       if (minor === 0) return stop("invalid", "Transfer-Encoding in HTTP/1.0");
       if (owsTrim(te.join(", ")).toLowerCase() !== "chunked") return stop("invalid", `Transfer-Encoding ${JSON.stringify(te)}`);
-      const e = chunkedEnd(b, bodyStart);
+      const c = readChunked(b, bodyStart);
+      const e = typeof c === "object" && "end" in c ? c.end : c;
       if (e === "incomplete") return stop("incomplete", "chunked body");
       if (typeof e !== "number") return stop("invalid", e.invalid);
       end = e;
@@ -179,10 +134,6 @@ interface Spec {
   body: string;
 }
 
-const randomCase = (s: string) => fc.array(fc.boolean(), { minLength: s.length, maxLength: s.length }).map((up) => [...s].map((c, i) => (up[i] ? c.toUpperCase() : c.toLowerCase())).join(""));
-const ows = fc.constantFrom("", "", " ", "\t", "  ", " \t");
-const hex = (n: number) => n.toString(16);
-
 const pchar = fc.constantFrom(..."abcXYZ019-._~!$&'()*+,;=:@".split(""));
 const pct = fc.tuple(fc.integer({ min: 0, max: 255 }), fc.boolean()).map(([n, up]) => `%${hex(n).padStart(2, "0")[up ? "toUpperCase" : "toLowerCase"]()}`);
 const segment = fc.array(fc.oneof({ weight: 4, arbitrary: pchar }, pct), { maxLength: 8 }).map((a) => a.join(""));
@@ -191,9 +142,8 @@ const target = fc
   .map(([segs, q]) => `/fz/${segs.join("/")}${q === null ? "" : `?${q.join("")}`}`);
 
 const EXTRA_NAMES = ["Accept", "User-Agent", "Authorization", "Cookie", "X-Fz", "X-Forwarded-For", "X-Request-Id", "Accept-Encoding", "TE", "Trailer", "Keep-Alive", "Upgrade", "Proxy-Authorization", "X-Resync-Peer"];
-const fieldName = fc.oneof(fc.constantFrom(...EXTRA_NAMES).chain(randomCase), fc.string({ unit: fc.constantFrom(..."!#$%&'*+-.^_`|~09azAZ".split("")), minLength: 1, maxLength: 8 }).map((s) => `X-${s}`));
-const valueUnit = fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 0x21, max: 0x7e }) }, fc.constantFrom(0x20, 0x09), fc.integer({ min: 0x80, max: 0xff })).map((c) => String.fromCharCode(c));
-const fieldValueText = fc.string({ unit: valueUnit, maxLength: 20 });
+const fieldName = fieldNameFrom(EXTRA_NAMES);
+const fieldValueText = fieldText(20);
 const extraLine = fc.tuple(fieldName, ows, fieldValueText, ows).map(([n, a, v, b]) => `${n}:${a}${v}${b}`);
 // Connection options may name any field, the framing ones too: a client is not to send those
 // (RFC 9110 §7.6.1), but a proxy must not be confused by one that does.
@@ -208,7 +158,6 @@ const bodyText = fc.oneof(
   fc.integer({ min: 200, max: 3000 }).map((n) => "b".repeat(n)),
 );
 
-const chunkExt = fc.constantFrom(";a", ";a=b", ';q="x;\\"y"', " ;a=1", "\t;b", ";");
 function chunkedText(body: string) {
   return fc
     .record({
@@ -278,25 +227,6 @@ const pipeline = fc.array(requestSpec, { minLength: 1, maxLength: 4 }).map((spec
     return { ...s, lines };
   }),
 );
-
-/** How the bytes go out: whole, cut at random places, or a byte per write over a stretch. */
-type Cutting = "whole" | { bytesFrom: number } | number[];
-const cutting: fc.Arbitrary<Cutting> = fc.oneof(fc.constant("whole" as const), fc.nat().map((bytesFrom) => ({ bytesFrom })), fc.array(fc.nat(), { minLength: 1, maxLength: 16 }));
-
-// A piece is a write and a timer's turn: 1-byte writes over a whole request would take long.
-const BYTEWISE = 40;
-
-function pieces(b: Buffer, how: Cutting): Buffer[] {
-  if (how === "whole" || b.length === 0) return [b];
-  let at: number[];
-  if (Array.isArray(how)) at = how.map((x) => x % b.length);
-  else {
-    const from = how.bytesFrom % b.length;
-    at = Array.from({ length: Math.min(BYTEWISE, b.length - from) }, (_, i) => from + i);
-  }
-  at = [...new Set(at)].filter((x) => x > 0).sort((x, y) => x - y);
-  return [0, ...at].map((s, i) => b.subarray(s, at[i] ?? b.length));
-}
 
 // Mutations: lines that break or confuse framing, and byte edits where parsers decide things.
 const NASTY_LINES = [
@@ -381,11 +311,7 @@ async function startUpstream(): Promise<Upstream> {
   const seen: Seen[] = [];
   const garbled: string[] = [];
   let seq = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-    s.on("error", () => {});
+  const server = await rawServer((s) => {
     let buf = Buffer.alloc(0);
     s.on("data", (c: Buffer) => {
       buf = Buffer.concat([buf, c]);
@@ -405,16 +331,11 @@ async function startUpstream(): Promise<Upstream> {
       buf = buf.subarray(r.reqs.at(-1)?.end ?? 0);
     });
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
-    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    url: server.url,
     seen,
     garbled,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
+    close: server.close,
   };
 }
 
