@@ -133,18 +133,18 @@ export function interimHead(h: ResponseHead): Buffer {
 const REASONS: Record<number, string> = { 400: "Bad Request", 431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway", 504: "Gateway Timeout" };
 
 /**
- * An error the front end answers itself: Matrix-shaped JSON with CORS headers, like sendJson
- * (errors.ts). The connection closes after it whenever the request's framing is in doubt.
- */
-/**
  * What an answer of our own says of the connection: "close", or "keep-alive" to an HTTP/1.0
  * client that asked for it (RFC 9112 §9.3: without it that client expects a close), or nothing:
  * HTTP/1.1 keeps it by default.
  */
 export type Persistence = "close" | "keep-alive" | undefined;
 
-/** `toHead`: the request was a HEAD, whose answer has no body (RFC 9110 §9.3.2); a client
- * would read one as the start of the next response. */
+/**
+ * An error the front end answers itself: Matrix-shaped JSON with CORS headers, like sendJson
+ * (errors.ts). The connection closes after it whenever the request's framing is in doubt.
+ * `toHead`: the request was a HEAD, whose answer has no body (RFC 9110 §9.3.2); a client would
+ * read one as the start of the next response.
+ */
 export function errorResponse(status: number, error: string, requestId: string | undefined, connection: Persistence, toHead = false): Buffer {
   return jsonResponse(status, JSON.stringify({ errcode: "M_UNKNOWN", error }), requestId, connection, toHead);
 }
