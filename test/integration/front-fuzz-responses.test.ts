@@ -652,6 +652,17 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
     return b.framing === "close" || (b.framing === "chunked" && p.spec.minor === 0);
   }
 
+  /** The pool is not poisoned: a plain GET on a fresh connection gets its own answer. */
+  async function expectPoolHealthy(what: string): Promise<void> {
+    const t = nextToken++;
+    up.plans.set(t, { method: "GET", built: build(plainSpec("health"), "GET", t) });
+    const h = await Client.connect(proxy.port);
+    h.write(`GET /fz/${t} HTTP/1.1\r\nHost: hs.test\r\n\r\n`, ["GET"]);
+    await waitFor(h, () => h.finals >= 1, 0);
+    h.close();
+    expect(h.answers.map((a) => [a.status, a.headers["x-fz"], a.body]), what).toEqual([[200, String(t), "health"]]);
+  }
+
   async function waitFor(c: Client, until: () => boolean, quietMs: number): Promise<void> {
     const deadline = Date.now() + WAIT_MS;
     while (Date.now() < deadline) {
@@ -692,14 +703,7 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
     const garbledFrom = up.garbled.length, deadFrom = up.reusedDead.length;
     await Promise.all(planned.map(drive));
     for (const p of planned) p.c.close();
-    // The pool is not poisoned: a fresh plain GET gets its own answer.
-    const t = nextToken++;
-    up.plans.set(t, { method: "GET", built: build(plainSpec("health"), "GET", t) });
-    const h = await Client.connect(proxy.port);
-    h.write(`GET /fz/${t} HTTP/1.1\r\nHost: hs.test\r\n\r\n`, ["GET"]);
-    await waitFor(h, () => h.finals >= 1, 0);
-    h.close();
-    expect(h.answers.map((a) => [a.status, a.headers["x-fz"], a.body]), "a plain GET after the run").toEqual([[200, String(t), "health"]]);
+    await expectPoolHealthy("a plain GET after the run");
     expect(up.garbled.slice(garbledFrom), "bytes the homeserver could not read as requests").toEqual([]);
     expect(up.reusedDead.slice(deadFrom), "requests on a connection that had to be dropped").toEqual([]);
     const seen = up.seen.slice(seenFrom);
@@ -808,13 +812,7 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
       expect(client.answers.slice(answers.length).map((a) => [a.status, a.headers["x-fz"], a.body]), "the next request on the same connection").toEqual([[200, String(next), "next"]]);
     }
     c.close();
-    const h = nextToken++;
-    up.plans.set(h, { method: "GET", built: build(plainSpec("health"), "GET", h) });
-    const f = await Client.connect(proxy.port);
-    f.write(`GET /fz/${h} HTTP/1.1\r\nHost: hs.test\r\n\r\n`, ["GET"]);
-    await waitFor(f, () => f.finals >= 1, 0);
-    f.close();
-    expect(f.answers.map((a) => [a.status, a.headers["x-fz"], a.body]), "a plain GET on a fresh connection").toEqual([[200, String(h), "health"]]);
+    await expectPoolHealthy("a plain GET on a fresh connection");
     expect(up.garbled.slice(garbledFrom)).toEqual([]);
     expect(up.reusedDead.slice(deadFrom), "requests on a connection that had to be dropped").toEqual([]);
     expect(c.garbled, "response bytes the client could not read").toBeUndefined();
