@@ -2,7 +2,7 @@
 // which shares no signing code with src/, so these tests also cross-check src's verifier.
 import { describe, expect, it } from "vitest";
 import { MAX_DEVICES, validateUserDevices } from "../../src/federation/device-validate.ts";
-import { serverNameOf } from "../../src/federation/devices.ts";
+import { logDroppedParts, serverNameOf } from "../../src/federation/devices.ts";
 import { FederationError } from "../../src/federation/errors.ts";
 import {
   devicesAnswer, type Json, makeCrossSigningKey, makeDevice, makeUser, newEd25519, signWith,
@@ -225,6 +225,19 @@ describe("devices dropped and counted", () => {
     expect(dropped.unlisted).toBe(5);
     // Every dropped device is still known to the overlay, listed or not.
     expect(validate(devicesAnswer(u)).snapshot.invalidDevices).toHaveLength(25);
+  });
+});
+
+describe("logDroppedParts", () => {
+  it("writes one info line per described part, then one with the count of the rest; remote text is cut", () => {
+    const u = makeUser(ALICE, { devices: 25, crossSigning: false });
+    for (const d of u.devices) (d.keys as Json).device_id = "X".repeat(5000);
+    const lines: [string, Record<string, unknown>][] = [];
+    logDroppedParts({ info: (msg, fields = {}) => void lines.push([msg, fields]) }, ALICE, validate(devicesAnswer(u)).dropped);
+    expect(lines).toHaveLength(21);
+    expect(lines[0]![1]).toMatchObject({ userId: ALICE, part: "device", deviceId: "DEV0" });
+    expect(String(lines[0]![1].reason).length).toBeLessThanOrEqual(201);
+    expect(lines[20]).toEqual(["dropped more invalid parts of a remote device list", { userId: ALICE, count: 5 }]);
   });
 });
 
