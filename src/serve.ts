@@ -3,7 +3,7 @@ import type { Config } from "./config.ts";
 import { Delivery } from "./delivery/delivery.ts";
 import { Overlays } from "./delivery/overlays.ts";
 import { FederationError } from "./federation/errors.ts";
-import { fetchUserDevices } from "./federation/devices.ts";
+import { fetchUserDevices, logDroppedParts } from "./federation/devices.ts";
 import type { KeyCheck } from "./federation/key-check.ts";
 import { checkOwnKey, createFederation, loadKey } from "./federation/stack.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
@@ -76,6 +76,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       if (r.dropped.devices) metrics.droppedParts.inc({ part: "device" }, r.dropped.devices);
       if (r.dropped.masterKey) metrics.droppedParts.inc({ part: "master_key" });
       if (r.dropped.selfSigningKey) metrics.droppedParts.inc({ part: "self_signing_key" });
+      logDroppedParts(log, userId, r.dropped);
       return r;
     } catch (e) {
       const outcome = e instanceof FederationError ? e.kind : "transport";

@@ -133,7 +133,23 @@ function freshDevices(snap: DeviceSnapshot, only: Set<string> | undefined, old: 
     }
     put(out, id, fresh);
   }
+  keepHomeserverCopies(out, snap, only, hs);
   return out;
+}
+
+/**
+ * A device the remote listed but whose entry failed validation (say a strict remote rebuilt its
+ * keys without a signed field it does not know, such as `"dehydrated": true`, so the
+ * self-signature no longer verifies) proves nothing either way: the remote still lists it. So
+ * the homeserver's copy of it is shown as is, rather than hiding a device the homeserver lists
+ * correctly; one the homeserver does not have is new and unverifiable, and stays out.
+ */
+function keepHomeserverCopies(out: Json, snap: DeviceSnapshot, only: Set<string> | undefined, hs: Json): void {
+  for (const id of snap.invalidDevices ?? []) {
+    if ((only && !only.has(id)) || Object.hasOwn(out, id) || !Object.hasOwn(hs, id)) continue;
+    const hsDev = hs[id];
+    if (isObject(hsDev)) put(out, id, hsDev);
+  }
 }
 
 function overlayCrossSigning(answer: Json, key: string, user: string, fresh: Json | undefined): void {
@@ -153,13 +169,22 @@ function overlayCrossSigning(answer: Json, key: string, user: string, fresh: Jso
  * True when the homeserver's own answer for `user` already equals the snapshot: the same
  * device ids with the same `keys`, and the same master/self-signing key material. A key the
  * snapshot lacks is not compared: the overlay leaves the homeserver's copy in place anyway.
+ * Neither is a device that failed validation: the overlay shows the homeserver's copy of it
+ * (or none), so whether the homeserver lists it changes nothing the overlay would show.
  */
 function caughtUp(answer: Json, user: string, snap: DeviceSnapshot): boolean {
   const dk = answer.device_keys;
   const hs = isObject(dk) && Object.hasOwn(dk, user) ? dk[user] : undefined;
   if (!isObject(hs)) return false;
   const ids = Object.keys(snap.devices);
-  if (Object.keys(hs).length !== ids.length) return false;
+  if (!snap.invalidDevices?.length) {
+    if (Object.keys(hs).length !== ids.length) return false;
+  } else {
+    const invalid = new Set(snap.invalidDevices);
+    for (const id of Object.keys(hs)) {
+      if (!Object.hasOwn(snap.devices, id) && !invalid.has(id)) return false;
+    }
+  }
   for (const id of ids) {
     if (!Object.hasOwn(hs, id) || !sameKeys(hs[id], snap.devices[id])) return false;
   }

@@ -2,8 +2,12 @@
 // (server-server-api §Device Management; DESIGN.md "Validate the remote answer").
 //
 // Two layers: valibot checks the shape, then every part is checked against the target user and
-// its own signatures. A part that fails is dropped and counted; only an answer about the wrong
-// user, a malformed envelope or more than MAX_DEVICES devices rejects the whole answer.
+// its own signatures. A part that fails is dropped, counted and described (for the log); only
+// an answer about the wrong user, a malformed envelope or more than MAX_DEVICES devices rejects
+// the whole answer. The ids of dropped devices are kept in the snapshot (`invalidDevices`): a
+// strict remote can break a device's signature by leaving out a signed field it does not know
+// (MSC3814's `"dehydrated": true`), and /keys/query must then show the homeserver's copy of that
+// device rather than hide it (src/delivery/keys-overlay.ts).
 import * as v from "valibot";
 import type { DeviceSnapshot } from "../store/store.ts";
 import { decodeBase64 } from "./base64.ts";
@@ -16,14 +20,24 @@ import { verifyJsonSignature } from "./signing.ts";
  * snapshot ... >1K devs"); a list that long is a broken bot, and we refuse it the same way.
  */
 export const MAX_DEVICES = 1000;
-/** Reasons kept per answer; the rest are only counted, so a hostile answer cannot flood logs. */
-const MAX_REASONS = 20;
+/** Dropped parts described per answer; the rest are only counted, so a hostile answer cannot flood logs. */
+const MAX_DESCRIBED = 20;
+
+export interface DroppedPart {
+  part: "device" | "master_key" | "self_signing_key";
+  /** The device's id, when the entry had one. */
+  deviceId?: string;
+  reason: string;
+}
 
 export interface DroppedParts {
   devices: number;
   masterKey: boolean;
   selfSigningKey: boolean;
-  reasons: string[];
+  /** At most MAX_DESCRIBED, in answer order. */
+  parts: DroppedPart[];
+  /** Dropped parts beyond those described. */
+  unlisted: number;
 }
 
 export interface ValidatedDevices {
@@ -69,7 +83,7 @@ const CrossSigningKey = v.looseObject({
 });
 
 type Json = Record<string, unknown>;
-type Checked<T> = { ok: true; value: T } | { ok: false; why: string };
+type Checked<T> = { ok: true; value: T } | { ok: false; why: string; id?: string };
 
 function shapeProblem(issues: readonly v.BaseIssue<unknown>[]): string {
   const first = issues[0];
@@ -80,23 +94,26 @@ function shapeProblem(issues: readonly v.BaseIssue<unknown>[]): string {
 
 function checkDevice(raw: unknown, target: string): Checked<{ id: string; keys: Json | null }> {
   const entry = v.safeParse(DeviceEntry, raw);
-  if (!entry.success) return { ok: false, why: `a device entry has the wrong shape (${shapeProblem(entry.issues)})` };
+  if (!entry.success) {
+    const maybeId = typeof raw === "object" && raw !== null ? (raw as Json).device_id : undefined;
+    const why = `a device entry has the wrong shape (${shapeProblem(entry.issues)})`;
+    return typeof maybeId === "string" && maybeId !== "" ? { ok: false, why, id: maybeId } : { ok: false, why };
+  }
   const id = entry.output.device_id;
+  const bad = (why: string): Checked<never> => ({ ok: false, why, id });
   const rawKeys = entry.output.keys;
   if (rawKeys === undefined || rawKeys === null) return { ok: true, value: { id, keys: null } };
   const parsed = v.safeParse(DeviceKeys, rawKeys);
-  if (!parsed.success) return { ok: false, why: `device ${id}: keys have the wrong shape (${shapeProblem(parsed.issues)})` };
+  if (!parsed.success) return bad(`keys have the wrong shape (${shapeProblem(parsed.issues)})`);
   const k = parsed.output;
-  if (k.user_id !== target) return { ok: false, why: `device ${id}: keys.user_id is ${k.user_id}` };
-  if (k.device_id !== id) return { ok: false, why: `device ${id}: keys.device_id is ${k.device_id}` };
+  if (k.user_id !== target) return bad(`keys.user_id is ${k.user_id}`);
+  if (k.device_id !== id) return bad(`keys.device_id is ${k.device_id}`);
   // The device signs its own keys with its ed25519 key (client-server API §Device keys);
   // without that signature a server could substitute keys for a device.
   const keyId = `ed25519:${id}`;
   const pub = k.keys[keyId];
-  if (pub === undefined) return { ok: false, why: `device ${id}: no ${keyId} key` };
-  if (!verifyJsonSignature(rawKeys, target, keyId, pub)) {
-    return { ok: false, why: `device ${id}: self-signature does not verify` };
-  }
+  if (pub === undefined) return bad(`no ${keyId} key`);
+  if (!verifyJsonSignature(rawKeys, target, keyId, pub)) return bad("self-signature does not verify");
   const stored = structuredClone(rawKeys) as Json;
   // Synapse rebuilds `unsigned` from the display name it stored
   // (end_to_end_keys.py `get_e2e_device_keys_for_cs_api`); do the same so nothing else in
@@ -117,21 +134,21 @@ function checkDevice(raw: unknown, target: string): Checked<{ id: string; keys: 
  */
 function checkCrossSigningKey(raw: unknown, target: string, usage: string): Checked<{ key: Json; pub: string }> {
   const parsed = v.safeParse(CrossSigningKey, raw);
-  if (!parsed.success) return { ok: false, why: `${usage} key has the wrong shape (${shapeProblem(parsed.issues)})` };
+  if (!parsed.success) return { ok: false, why: `wrong shape (${shapeProblem(parsed.issues)})` };
   const k = parsed.output;
-  if (k.user_id !== target) return { ok: false, why: `${usage} key: user_id is ${k.user_id}` };
-  if (!k.usage.includes(usage)) return { ok: false, why: `${usage} key: usage ${JSON.stringify(k.usage)} lacks "${usage}"` };
+  if (k.user_id !== target) return { ok: false, why: `user_id is ${k.user_id}` };
+  if (!k.usage.includes(usage)) return { ok: false, why: `usage ${JSON.stringify(k.usage)} lacks "${usage}"` };
   const entries = Object.entries(k.keys);
-  if (entries.length !== 1) return { ok: false, why: `${usage} key: has ${entries.length} keys, not exactly one` };
+  if (entries.length !== 1) return { ok: false, why: `has ${entries.length} keys, not exactly one` };
   const [id, pub] = entries[0]!;
-  if (id !== `ed25519:${pub}`) return { ok: false, why: `${usage} key: key id ${id} does not match its key` };
+  if (id !== `ed25519:${pub}`) return { ok: false, why: `key id ${id} does not match its key` };
   let length = -1;
   try {
     length = decodeBase64(pub).length;
   } catch {
     // reported below
   }
-  if (length !== 32) return { ok: false, why: `${usage} key: not a 32-byte ed25519 key` };
+  if (length !== 32) return { ok: false, why: "not a 32-byte ed25519 key" };
   return { ok: true, value: { key: structuredClone(raw) as Json, pub } };
 }
 
@@ -154,26 +171,32 @@ export function validateUserDevices(body: unknown, target: string, fetchedAt: nu
     throw new FederationError("invalid", `device list answer for ${target} has ${answer.devices.length} devices (more than ${MAX_DEVICES})`);
   }
 
-  const dropped: DroppedParts = { devices: 0, masterKey: false, selfSigningKey: false, reasons: [] };
-  let unlisted = 0;
-  const note = (why: string): void => {
-    if (dropped.reasons.length < MAX_REASONS) dropped.reasons.push(why);
-    else unlisted++;
+  const dropped: DroppedParts = { devices: 0, masterKey: false, selfSigningKey: false, parts: [], unlisted: 0 };
+  const note = (p: DroppedPart): void => {
+    if (dropped.parts.length < MAX_DESCRIBED) dropped.parts.push(p);
+    else dropped.unlisted++;
   };
 
   const devices = new Map<string, Json>();
+  const invalid = new Set<string>();
   for (const raw of answer.devices) {
     const checked = checkDevice(raw, target);
     if (!checked.ok) {
       dropped.devices++;
-      note(checked.why);
+      if (checked.id === undefined) note({ part: "device", reason: checked.why });
+      else {
+        note({ part: "device", deviceId: checked.id, reason: checked.why });
+        invalid.add(checked.id);
+      }
     } else if (devices.has(checked.value.id)) {
       dropped.devices++;
-      note(`device ${checked.value.id}: listed more than once`);
+      note({ part: "device", deviceId: checked.value.id, reason: "listed more than once" });
     } else if (checked.value.keys) {
       devices.set(checked.value.id, checked.value.keys);
     }
   }
+  // An id that verified in another entry of the same answer is not invalid.
+  for (const id of devices.keys()) invalid.delete(id);
 
   let masterKey: Json | undefined;
   let masterPub: string | undefined;
@@ -184,7 +207,7 @@ export function validateUserDevices(body: unknown, target: string, fetchedAt: nu
       masterPub = m.value.pub;
     } else {
       dropped.masterKey = true;
-      note(m.why);
+      note({ part: "master_key", reason: m.why });
     }
   }
 
@@ -195,16 +218,15 @@ export function validateUserDevices(body: unknown, target: string, fetchedAt: nu
     // (client-server API §Cross-signing); without a valid master key it proves nothing.
     let why: string | undefined;
     if (!s.ok) why = s.why;
-    else if (masterPub === undefined) why = "self_signing key: no valid master key to check it against";
+    else if (masterPub === undefined) why = "no valid master key to check it against";
     else if (!verifyJsonSignature(answer.self_signing_key, target, `ed25519:${masterPub}`, masterPub)) {
-      why = "self_signing key: not signed by the master key";
+      why = "not signed by the master key";
     }
     if (why !== undefined || !s.ok) {
       dropped.selfSigningKey = true;
-      note(why ?? "self_signing key rejected");
+      note({ part: "self_signing_key", reason: why ?? "rejected" });
     } else selfSigningKey = s.value.key;
   }
-  if (unlisted > 0) dropped.reasons.push(`(${unlisted} more not listed)`);
 
   const snapshot: DeviceSnapshot = {
     userId: target,
@@ -213,6 +235,7 @@ export function validateUserDevices(body: unknown, target: string, fetchedAt: nu
     devices: Object.fromEntries(devices),
     fetchedAt,
   };
+  if (invalid.size > 0) snapshot.invalidDevices = [...invalid];
   if (masterKey) snapshot.masterKey = masterKey;
   if (selfSigningKey) snapshot.selfSigningKey = selfSigningKey;
   const remoteEmpty = answer.devices.length === 0 && answer.master_key == null && answer.self_signing_key == null;

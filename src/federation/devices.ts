@@ -1,5 +1,6 @@
 // Fetch a remote user's device list over federation and verify it
 // (server-server-api §Device Management, GET /_matrix/federation/v1/user/devices/{userId}).
+import type { Logger } from "../ops/log.ts";
 import type { DeviceSnapshot } from "../store/store.ts";
 import { type DroppedParts, validateUserDevices } from "./device-validate.ts";
 import { FederationError } from "./errors.ts";
@@ -8,6 +9,24 @@ import { type SigningKey, xMatrixAuthorization } from "./signing.ts";
 import type { FederationTransport } from "./transport.ts";
 
 export type { DroppedParts } from "./device-validate.ts";
+
+/** Remote text in a log line is cut here: a hostile answer must not make huge lines. */
+const LOG_TEXT_MAX = 200;
+const cut = (t: string): string => (t.length > LOG_TEXT_MAX ? `${t.slice(0, LOG_TEXT_MAX)}…` : t);
+
+/**
+ * One info line per dropped part (at most MAX_DESCRIBED per answer, then one line with the rest
+ * counted): a dropped device is invisible to clients unless the homeserver lists it, so an
+ * operator must be able to see which one and why without turning on debug.
+ */
+export function logDroppedParts(log: Pick<Logger, "info">, userId: string, dropped: DroppedParts): void {
+  for (const p of dropped.parts) {
+    const fields: Record<string, unknown> = { userId, part: p.part, reason: cut(p.reason) };
+    if (p.deviceId !== undefined) fields.deviceId = cut(p.deviceId);
+    log.info("dropped an invalid part of a remote device list", fields);
+  }
+  if (dropped.unlisted > 0) log.info("dropped more invalid parts of a remote device list", { userId, count: dropped.unlisted });
+}
 
 /**
  * The body cap to give the federation transport (its `maxBytes`; the transport applies one

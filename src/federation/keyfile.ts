@@ -7,13 +7,16 @@
 //     (signedjson `read_signing_keys`); Synapse signs with the first key.
 //   - Dendrite `private_key` (matrix_key.pem): a PEM block `MATRIX PRIVATE KEY` whose headers
 //     carry `Key-ID: ed25519:<version>`, body = the 32-byte seed (Dendrite `readKeyPEM`).
+//     Some Dendrite tooling writes Go's whole `ed25519.PrivateKey` instead: 64 bytes, the seed
+//     then its public key (RFC 8032 §5.1.5). Accepted only when the second half really is the
+//     public key of the first, so a corrupted or mismatched file is never half-used.
 //   - Conduit/conduwuit keep the key in their database, so they get a seed + key id via config.
 //
 // Error messages are one line, name the file (or flag) and never contain key material: a
 // start-up error lands in logs that are shared far more widely than the key file.
 
 import { readFile } from "node:fs/promises";
-import { decodeBase64 } from "./base64.ts";
+import { decodeBase64, encodeBase64Unpadded } from "./base64.ts";
 import { keyVersionProblem, signingKeyFromSeed, type SigningKey } from "./signing.ts";
 
 export class KeyFileError extends Error {
@@ -54,7 +57,7 @@ function versionFromKeyId(keyId: string, problem: Problem): string {
   return version;
 }
 
-function keyFromSeedText(seedText: string, version: string, problem: Problem): SigningKey {
+function keyFromSeedText(seedText: string, version: string, problem: Problem, allowSeedAndPublic = false): SigningKey {
   let seed: Uint8Array;
   try {
     seed = decodeBase64(seedText);
@@ -63,6 +66,7 @@ function keyFromSeedText(seedText: string, version: string, problem: Problem): S
     throw problem(`the key is not valid base64 (${(err as Error).message}); expected a 32-byte ed25519 seed`);
   }
   try {
+    if (allowSeedAndPublic && seed.length === 64) return fromSeedAndPublic(seed, version, problem);
     if (seed.length !== 32) {
       throw problem(`the key decodes to ${seed.length} bytes; expected a 32-byte ed25519 seed`);
     }
@@ -70,6 +74,16 @@ function keyFromSeedText(seedText: string, version: string, problem: Problem): S
   } finally {
     seed.fill(0);
   }
+}
+
+/** Go's ed25519.PrivateKey layout: seed (32 bytes) || public key (32 bytes). */
+function fromSeedAndPublic(bytes: Uint8Array, version: string, problem: Problem): SigningKey {
+  const key = signingKeyFromSeed(bytes.subarray(0, 32), version);
+  // Public halves only are compared and named; nothing here can reveal the seed.
+  if (encodeBase64Unpadded(bytes.subarray(32)) !== key.publicKey) {
+    throw problem("the key decodes to 64 bytes, but the last 32 are not the public key of the first 32; expected a 32-byte ed25519 seed, or a seed followed by its public key");
+  }
+  return key;
 }
 
 function fromSynapse(text: string, problem: Problem): SigningKey {
@@ -121,5 +135,5 @@ function fromPem(text: string, problem: Problem): SigningKey {
   const bodyLines = inner.slice(i);
   if (keyId === undefined) throw problem(`MATRIX PRIVATE KEY block has no "Key-ID: ed25519:<version>" header`);
   const version = versionFromKeyId(keyId, problem);
-  return keyFromSeedText(bodyLines.map((l) => l.trim()).join(""), version, problem);
+  return keyFromSeedText(bodyLines.map((l) => l.trim()).join(""), version, problem, true);
 }

@@ -3,6 +3,7 @@
 import type { Config } from "../config.ts";
 import { checkOwnKey, createFederation, loadKey } from "../federation/stack.ts";
 import { createUpstream } from "../server/upstream.ts";
+import { checkRemoteAcceptsSignature } from "./doctor-signature.ts";
 
 export async function runDoctor(config: Config, write: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
   let ok = true;
@@ -50,6 +51,9 @@ export async function runDoctor(config: Config, write: (line: string) => void = 
       } catch (e) {
         mark(false, `${server}: ${(e as Error).message}`);
       }
+      const signed = await checkRemoteAcceptsSignature({ transport: fed.transport, origin: config.serverName, key }, server);
+      mark(signed.status === "accepted", signed.line);
+      for (const hint of signed.hints) write(`     likely cause: ${hint}`);
     }
   } finally {
     fed.transport.close();

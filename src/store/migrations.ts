@@ -53,6 +53,11 @@ export const MIGRATIONS: readonly string[] = [
     at INTEGER NOT NULL
   );
   `,
+  // 2: the ids of devices that failed validation in the remote's answer (a JSON array, NULL
+  // when none), so /keys/query keeps showing the homeserver's copy of them after a restart.
+  `
+  ALTER TABLE snapshots ADD COLUMN invalid_devices TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

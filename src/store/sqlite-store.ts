@@ -28,6 +28,8 @@ function toSnapshot(r: SqlRow): DeviceSnapshot {
   const ssk = obj(r["self_signing_key"]);
   if (mk) s.masterKey = mk;
   if (ssk) s.selfSigningKey = ssk;
+  const invalid = r["invalid_devices"];
+  if (typeof invalid === "string") s.invalidDevices = JSON.parse(invalid) as string[];
   return s;
 }
 
@@ -73,10 +75,11 @@ export class SqliteStore implements Store {
   }
   putSnapshot(s: DeviceSnapshot) {
     this.#q(
-      `INSERT OR REPLACE INTO snapshots (user_id, stream_id, devices, master_key, self_signing_key, fetched_at)
-       VALUES (?, ?, ?, ?, ?, ?)`,
+      `INSERT OR REPLACE INTO snapshots (user_id, stream_id, devices, master_key, self_signing_key, fetched_at, invalid_devices)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
     ).run(s.userId, s.streamId, JSON.stringify(s.devices), s.masterKey ? JSON.stringify(s.masterKey) : null,
-      s.selfSigningKey ? JSON.stringify(s.selfSigningKey) : null, s.fetchedAt);
+      s.selfSigningKey ? JSON.stringify(s.selfSigningKey) : null, s.fetchedAt,
+      s.invalidDevices?.length ? JSON.stringify(s.invalidDevices) : null);
   }
   deleteSnapshot(userId: string) {
     this.#q("DELETE FROM snapshots WHERE user_id = ?").run(userId);

@@ -10,6 +10,11 @@ export interface DeviceSnapshot {
   streamId: number;
   /** device_id -> DeviceKeys JSON, including optional `unsigned.device_display_name`. */
   devices: Record<string, Record<string, unknown>>;
+  /**
+   * Ids of devices the remote listed whose entries failed validation (never empty when set).
+   * /keys/query shows the homeserver's copy of these instead of hiding them.
+   */
+  invalidDevices?: string[];
   masterKey?: Record<string, unknown>;
   selfSigningKey?: Record<string, unknown>;
   /** Milliseconds since the epoch. */

@@ -44,9 +44,10 @@ export function testConfig(upstream: string, extra: string[] = [], engine: TestE
   return action.config;
 }
 
-export async function startTestProxy(upstream: string, extra: string[] = [], engine: TestEngine = defaultEngine): Promise<RunningProxy & { url: string; port: number }> {
+export async function startTestProxy(upstream: string, extra: string[] = [], engine: TestEngine = defaultEngine): Promise<RunningProxy & { url: string; port: number; logs: string[] }> {
   const logs: string[] = [];
   const p = await startProxy(testConfig(upstream, extra, engine), createLogger("debug", (l) => void logs.push(l)));
   const port = Number(p.address.split(":").pop());
-  return { ...p, url: `http://127.0.0.1:${port}`, port };
+  // logs: every line the proxy wrote (JSON, level debug and up), for tests that check what an operator sees.
+  return { ...p, url: `http://127.0.0.1:${port}`, port, logs };
 }

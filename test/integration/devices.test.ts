@@ -63,7 +63,7 @@ describe("success", () => {
     remote.setUser(u);
     const { snapshot, dropped } = await fetchUserDevices(deps(), alice);
 
-    expect(dropped).toEqual({ devices: 0, masterKey: false, selfSigningKey: false, reasons: [] });
+    expect(dropped).toEqual({ devices: 0, masterKey: false, selfSigningKey: false, parts: [], unlisted: 0 });
     expect(snapshot).toMatchObject({ userId: alice, streamId: 9, fetchedAt: 1234, masterKey: u.masterKey, selfSigningKey: u.selfSigningKey });
     expect(Object.keys(snapshot.devices).sort()).toEqual(["A", "B"]);
     expect(snapshot.devices.A!.unsigned).toEqual({ device_display_name: "phone" });

@@ -2,7 +2,7 @@
 // which shares no signing code with src/, so these tests also cross-check src's verifier.
 import { describe, expect, it } from "vitest";
 import { MAX_DEVICES, validateUserDevices } from "../../src/federation/device-validate.ts";
-import { serverNameOf } from "../../src/federation/devices.ts";
+import { logDroppedParts, serverNameOf } from "../../src/federation/devices.ts";
 import { FederationError } from "../../src/federation/errors.ts";
 import {
   devicesAnswer, type Json, makeCrossSigningKey, makeDevice, makeUser, newEd25519, signWith,
@@ -30,7 +30,7 @@ describe("a well-formed answer", () => {
   it("keeps every device and both cross-signing keys, as received", () => {
     const u = makeUser(ALICE, { devices: ["A", "B"], streamId: 42 });
     const { snapshot, dropped, remoteEmpty } = validate(devicesAnswer(u));
-    expect(dropped).toEqual({ devices: 0, masterKey: false, selfSigningKey: false, reasons: [] });
+    expect(dropped).toEqual({ devices: 0, masterKey: false, selfSigningKey: false, parts: [], unlisted: 0 });
     expect(remoteEmpty).toBe(false);
     expect(snapshot).toEqual({
       userId: ALICE, streamId: 42, fetchedAt: NOW,
@@ -46,7 +46,7 @@ describe("a well-formed answer", () => {
       expect(snapshot.masterKey).toBeUndefined();
       expect(snapshot.selfSigningKey).toBeUndefined();
       expect("masterKey" in snapshot).toBe(false);
-      expect(dropped).toEqual({ devices: 0, masterKey: false, selfSigningKey: false, reasons: [] });
+      expect(dropped).toEqual({ devices: 0, masterKey: false, selfSigningKey: false, parts: [], unlisted: 0 });
       expect(Object.keys(snapshot.devices)).toEqual(["DEV0"]);
     }
   });
@@ -130,13 +130,14 @@ describe("answers rejected as a whole", () => {
 });
 
 describe("devices dropped and counted", () => {
-  function dropOne(tamper: (u: ReturnType<typeof makeUser>) => void): { kept: string[]; reasons: string[] } {
+  function dropOne(tamper: (u: ReturnType<typeof makeUser>) => void): { kept: string[]; reasons: string[]; ids: (string | undefined)[]; invalid: string[] | undefined } {
     const u = makeUser(ALICE, { devices: ["GOOD", "BAD"] });
     tamper(u);
     const { snapshot, dropped } = validate(devicesAnswer(u));
     expect(dropped.devices).toBe(1);
     expect(dropped.masterKey || dropped.selfSigningKey).toBe(false);
-    return { kept: Object.keys(snapshot.devices), reasons: dropped.reasons };
+    expect(dropped.parts.every((p) => p.part === "device")).toBe(true);
+    return { kept: Object.keys(snapshot.devices), reasons: dropped.parts.map((p) => p.reason), ids: dropped.parts.map((p) => p.deviceId), invalid: snapshot.invalidDevices };
   }
   const bad = (u: ReturnType<typeof makeUser>) => u.devices[1]!.keys as Json;
 
@@ -144,6 +145,8 @@ describe("devices dropped and counted", () => {
     const r = dropOne((u) => void (u.devices[1]!.device_id = "OTHER"));
     expect(r.kept).toEqual(["GOOD"]);
     expect(r.reasons[0]).toContain("keys.device_id");
+    expect(r.ids).toEqual(["OTHER"]);
+    expect(r.invalid).toEqual(["OTHER"]);
   });
 
   it("whose keys.user_id is another user, even when correctly self-signed", () => {
@@ -158,6 +161,8 @@ describe("devices dropped and counted", () => {
   it("whose keys were changed after signing", () => {
     const r = dropOne((u) => void ((bad(u).keys as Record<string, string>)["curve25519:BAD"] = newEd25519().pub));
     expect(r.reasons[0]).toContain("self-signature");
+    expect(r.ids).toEqual(["BAD"]);
+    expect(r.invalid).toEqual(["BAD"]);
   });
 
   it("signed by a key other than its own", () => {
@@ -171,7 +176,37 @@ describe("devices dropped and counted", () => {
   it("without its ed25519 key, or with keys of the wrong shape", () => {
     expect(dropOne((u) => void delete (bad(u).keys as Record<string, string>)["ed25519:BAD"]).reasons[0]).toContain("no ed25519:BAD");
     expect(dropOne((u) => void (bad(u).algorithms = "m.olm")).reasons[0]).toContain("wrong shape");
-    expect(dropOne((u) => void delete (u.devices[1] as Json).device_id).reasons[0]).toContain("device entry has the wrong shape");
+    const noId = dropOne((u) => void delete (u.devices[1] as Json).device_id);
+    expect(noId.reasons[0]).toContain("device entry has the wrong shape");
+    // No id: nothing the overlay could match against the homeserver's list.
+    expect(noId.ids).toEqual([undefined]);
+    expect(noId.invalid).toBeUndefined();
+  });
+
+  // A remote that rebuilds device keys from a fixed set of fields drops extra signed fields
+  // such as MSC3814's `"dehydrated": true`, so the self-signature no longer verifies.
+  it("whose extra signed field a strict remote left out: named, with the reason, in invalidDevices", () => {
+    const r = dropOne((u) => {
+      const { signatures: _s, ...rest } = bad(u);
+      u.devices[1]!.keys = signWith({ ...rest, dehydrated: true }, ALICE, "ed25519:BAD", u.deviceKeys["BAD"]!);
+      delete (u.devices[1]!.keys as Json).dehydrated;
+    });
+    expect(r.kept).toEqual(["GOOD"]);
+    expect(r.ids).toEqual(["BAD"]);
+    expect(r.reasons).toEqual(["self-signature does not verify"]);
+    expect(r.invalid).toEqual(["BAD"]);
+  });
+
+  it("invalidDevices lists only ids that never verified, and is absent when nothing was dropped", () => {
+    const u = makeUser(ALICE, { devices: ["A", "B"], crossSigning: false });
+    const brokenA = { ...u.devices[0]!, keys: { ...(u.devices[0]!.keys as Json), device_id: "Z" } };
+    const brokenB = { ...u.devices[1]!, keys: { ...(u.devices[1]!.keys as Json), device_id: "Z" } };
+    // A: broken first, then valid -> kept, not invalid. B: valid first, then broken -> kept.
+    const { snapshot, dropped } = validate({ ...devicesAnswer(u), devices: [brokenA, u.devices[0], u.devices[1], brokenB] });
+    expect(Object.keys(snapshot.devices).sort()).toEqual(["A", "B"]);
+    expect(dropped.devices).toBe(2);
+    expect("invalidDevices" in snapshot).toBe(false);
+    expect("invalidDevices" in validate(devicesAnswer(u)).snapshot).toBe(false);
   });
 
   it("listed twice", () => {
@@ -186,8 +221,23 @@ describe("devices dropped and counted", () => {
     for (const d of u.devices) (d.keys as Json).device_id = "X";
     const { dropped } = validate(devicesAnswer(u));
     expect(dropped.devices).toBe(25);
-    expect(dropped.reasons).toHaveLength(21);
-    expect(dropped.reasons[20]).toBe("(5 more not listed)");
+    expect(dropped.parts).toHaveLength(20);
+    expect(dropped.unlisted).toBe(5);
+    // Every dropped device is still known to the overlay, listed or not.
+    expect(validate(devicesAnswer(u)).snapshot.invalidDevices).toHaveLength(25);
+  });
+});
+
+describe("logDroppedParts", () => {
+  it("writes one info line per described part, then one with the count of the rest; remote text is cut", () => {
+    const u = makeUser(ALICE, { devices: 25, crossSigning: false });
+    for (const d of u.devices) (d.keys as Json).device_id = "X".repeat(5000);
+    const lines: [string, Record<string, unknown>][] = [];
+    logDroppedParts({ info: (msg, fields = {}) => void lines.push([msg, fields]) }, ALICE, validate(devicesAnswer(u)).dropped);
+    expect(lines).toHaveLength(21);
+    expect(lines[0]![1]).toMatchObject({ userId: ALICE, part: "device", deviceId: "DEV0" });
+    expect(String(lines[0]![1].reason).length).toBeLessThanOrEqual(201);
+    expect(lines[20]).toEqual(["dropped more invalid parts of a remote device list", { userId: ALICE, count: 5 }]);
   });
 });
 
@@ -198,7 +248,7 @@ describe("cross-signing keys", () => {
     u.selfSigningKey = signWith(unsignedSsk, ALICE, `ed25519:${u.crossSigning!.masterKey.pub}`, newEd25519());
     const { snapshot, dropped } = validate(devicesAnswer(u));
     expect(dropped).toMatchObject({ devices: 0, masterKey: false, selfSigningKey: true });
-    expect(dropped.reasons[0]).toContain("not signed by the master key");
+    expect(dropped.parts).toEqual([{ part: "self_signing_key", reason: "not signed by the master key" }]);
     expect(snapshot.masterKey).toEqual(u.masterKey);
     expect(snapshot.selfSigningKey).toBeUndefined();
   });
@@ -215,7 +265,10 @@ describe("cross-signing keys", () => {
     (u.masterKey!.keys as Record<string, string>)[`ed25519:${extra}`] = extra;
     const { snapshot, dropped } = validate(devicesAnswer(u));
     expect(dropped).toMatchObject({ masterKey: true, selfSigningKey: true });
-    expect(dropped.reasons).toEqual(["master key: has 2 keys, not exactly one", "self_signing key: no valid master key to check it against"]);
+    expect(dropped.parts).toEqual([
+      { part: "master_key", reason: "has 2 keys, not exactly one" },
+      { part: "self_signing_key", reason: "no valid master key to check it against" },
+    ]);
     expect(snapshot.masterKey).toBeUndefined();
     expect(snapshot.selfSigningKey).toBeUndefined();
     expect(Object.keys(snapshot.devices)).toEqual(["DEV0"]);

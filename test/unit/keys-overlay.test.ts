@@ -247,6 +247,67 @@ describe("overlayKeysQuery: caughtUp", () => {
   });
 });
 
+// A device that failed validation in the remote's answer (say a strict remote dropped its signed
+// `"dehydrated": true`, so its self-signature no longer verifies) is named in
+// snapshot.invalidDevices. The homeserver's copy of it is shown as the homeserver has it; one the
+// homeserver does not have is left out; and it does not keep the overlay alive forever.
+describe("overlayKeysQuery: devices that failed validation in the remote's answer", () => {
+  const [d0, d1, bad] = deviceIdsOf(ALICE, 3) as [string, string, string];
+  const hsBad = () => ({ ...deviceKeys(ALICE, bad, 0, "Backup device"), dehydrated: true });
+  /** The remote's answer verified d0 and d1 at generation 1; `bad` failed validation. */
+  const snap = (invalid: string[] = [bad]) => ({ ...snapshotFor(ALICE, [d0, d1], { generation: 1 }), invalidDevices: invalid });
+  /** The homeserver: d0 stale (generation 0), and its own copy of `bad`. */
+  const staleAnswer = () => {
+    const a = keysQueryAnswer([ALICE], 1) as Json;
+    a.device_keys[ALICE][bad] = hsBad();
+    return a;
+  };
+
+  it("shows the homeserver's copy of an invalid device it already serves, untouched", () => {
+    const a = staleAnswer();
+    overlayKeysQuery(a, { [ALICE]: [] }, snaps(snap()));
+    const dk = a.device_keys[ALICE];
+    expect(Object.keys(dk).sort()).toEqual([d0, d1, bad].sort());
+    expect(dk[bad]).toEqual(hsBad());
+    expect(dk[d0].keys).toEqual(deviceKeys(ALICE, d0, 1).keys); // the others still come from the snapshot
+  });
+
+  it("leaves out an invalid device the homeserver does not have (new and invalid)", () => {
+    const a = keysQueryAnswer([ALICE], 1) as Json;
+    overlayKeysQuery(a, { [ALICE]: [] }, snaps(snap()));
+    expect(Object.keys(a.device_keys[ALICE]).sort()).toEqual([d0, d1].sort());
+  });
+
+  it("honours a request for some devices", () => {
+    const only = staleAnswer();
+    overlayKeysQuery(only, { [ALICE]: [bad] }, snaps(snap()));
+    expect(only.device_keys[ALICE]).toEqual({ [bad]: hsBad() });
+    const others = staleAnswer();
+    overlayKeysQuery(others, { [ALICE]: [d1] }, snaps(snap()));
+    expect(Object.keys(others.device_keys[ALICE])).toEqual([d1]);
+  });
+
+  it("still hides a homeserver device the remote did not list at all", () => {
+    const a = staleAnswer();
+    a.device_keys[ALICE].GONE = deviceKeys(ALICE, "GONE");
+    overlayKeysQuery(a, { [ALICE]: [] }, snaps(snap()));
+    expect(a.device_keys[ALICE].GONE).toBeUndefined();
+  });
+
+  it("reports caughtUp once the homeserver serves the verified devices, with or without the invalid one", () => {
+    const caught = keysQueryAnswer([ALICE], 2, { generation: 1 }) as Json;
+    caught.device_keys[ALICE][bad] = hsBad();
+    expect(overlayKeysQuery(caught, { [ALICE]: [] }, snaps(snap())).caughtUp).toEqual([ALICE]);
+    const without = keysQueryAnswer([ALICE], 2, { generation: 1 }) as Json;
+    expect(overlayKeysQuery(without, { [ALICE]: [] }, snaps(snap())).caughtUp).toEqual([ALICE]);
+    // Not while a verified device is stale, nor with a device the remote never listed.
+    expect(overlayKeysQuery(staleAnswer(), { [ALICE]: [] }, snaps(snap())).caughtUp).toEqual([]);
+    const extra = keysQueryAnswer([ALICE], 2, { generation: 1 }) as Json;
+    extra.device_keys[ALICE].GONE = deviceKeys(ALICE, "GONE");
+    expect(overlayKeysQuery(extra, { [ALICE]: [] }, snaps(snap())).caughtUp).toEqual([]);
+  });
+});
+
 describe("overlayKeysQuery at realistic size: 1000 devices", () => {
   const N = 1000;
   const ids = deviceIdsOf(ALICE, N);

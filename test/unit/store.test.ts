@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { migrate, SCHEMA_VERSION, schemaVersion } from "../../src/store/migrations.ts";
+import { MIGRATIONS, migrate, SCHEMA_VERSION, schemaVersion } from "../../src/store/migrations.ts";
 import { openSqliteStore, STORE_FILE } from "../../src/store/sqlite.ts";
 import { openSqliteDatabase } from "../../src/store/sqlite-driver.ts";
 import type { DeviceSnapshot, Store } from "../../src/store/store.ts";
@@ -49,6 +49,33 @@ describe("snapshots", () => {
     store.deleteSnapshot("@a:x");
     expect(store.getSnapshot("@a:x")).toBeUndefined();
     expect(store.listSnapshotUsers()).toEqual(["@b:y"]);
+  });
+});
+
+describe("snapshots: devices that failed validation", () => {
+  it("round-trips invalidDevices, and leaves it absent when there are none", () => {
+    const withInvalid = snap("@a:x", { invalidDevices: ["DEHYDRATED", "__proto__"] });
+    store.putSnapshot(withInvalid);
+    expect(store.getSnapshot("@a:x")).toEqual(withInvalid);
+    store.putSnapshot(snap("@a:x", { invalidDevices: [] }));
+    const none = store.getSnapshot("@a:x");
+    expect(none && "invalidDevices" in none).toBe(false);
+  });
+
+  it("a store written by schema version 1 keeps its snapshots and gains the column", async () => {
+    store.close();
+    const file = join(dir, "v1", STORE_FILE);
+    mkdirSync(join(dir, "v1"));
+    const raw = await openSqliteDatabase(file);
+    raw.exec(MIGRATIONS[0]!);
+    raw.exec("PRAGMA user_version = 1");
+    raw.prepare("INSERT INTO snapshots (user_id, stream_id, devices, master_key, self_signing_key, fetched_at) VALUES (?, ?, ?, NULL, NULL, ?)")
+      .run("@old:x", 7, JSON.stringify(snap("@old:x").devices), 1_700_000_000_000);
+    raw.close();
+    const s = await open(join(dir, "v1"));
+    expect(s.getSnapshot("@old:x")).toEqual(snap("@old:x"));
+    s.putSnapshot(snap("@new:x", { invalidDevices: ["D"] }));
+    expect(s.getSnapshot("@new:x")?.invalidDevices).toEqual(["D"]);
   });
 });
 
