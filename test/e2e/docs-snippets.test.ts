@@ -1,8 +1,9 @@
-// The nginx and Caddy snippets of docs/deployment.md, as an operator would use them: taken from
-// the doc, rendered with loopback ports and the harness's test certificate, checked by the
-// distro's own `nginx -t` and `caddy validate` (Debian 12: nginx 1.22, Caddy 2.6), then run in
-// front of the proxy and a real Synapse: pass-through over HTTP/2, a refresh, and a /sync
-// long-poll that the refresh wakes. Ports 18443 (nginx) and 18444 (Caddy) are this file's own.
+// The nginx, Caddy and Traefik snippets of docs/deployment.md, as an operator would use them:
+// taken from the doc, rendered with loopback ports and the harness's test certificate, checked
+// by the distro's own `nginx -t` and `caddy validate` (Debian 12: nginx 1.22, Caddy 2.6; Traefik
+// has no check command), then run in front of the proxy and a real Synapse: pass-through over
+// HTTP/2, a refresh, and a /sync long-poll that the refresh wakes. Ports 18443 (nginx, then
+// Traefik: the fronts run one after another) and 18444 (Caddy) are this file's own.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,28 +11,36 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startHomeservers, type Homeserver, type Homeservers } from "../../scripts/homeservers.ts";
 import { tlsDir } from "../../scripts/homeservers/layout.ts";
 import { ensureTls, type TlsFiles } from "../../scripts/homeservers/tls.ts";
-import { register, type Session } from "./helpers/client.ts";
+import { register, type Session, waitFor } from "./helpers/client.ts";
 import { curl } from "./helpers/curl.ts";
 import { uploadDeviceKeys } from "./helpers/e2ee.ts";
-import { caddyValidate, docBlocks, type Front, nginxTest, startCaddy, startNginx, versionOf, type Wiring, writeCaddy, writeNginx } from "./helpers/fronts.ts";
+import {
+  caddyValidate, docBlocks, type Front, nginxTest, startCaddy, startNginx, startTraefik, traefikBinary, versionOf, type Wiring, writeCaddy, writeNginx, writeTraefik,
+} from "./helpers/fronts.ts";
 import { startHs1Proxy, type Hs1Proxy } from "./helpers/proxy.ts";
 
 const log = (s: string): void => console.log(`[e2e docs] ${s}`);
 
 interface FrontKind {
   name: string;
+  /** A name for its files, and how many blocks of its language the doc holds. */
   lang: string;
+  blocks: () => string[];
   port: number;
   version: [string, string[]];
-  write(snippet: string, w: Wiring): Promise<string>;
-  check(conf: string, dir: string): Promise<{ ok: boolean; output: string }>;
+  write(blocks: string[], w: Wiring): Promise<string>;
+  check?(conf: string, dir: string): Promise<{ ok: boolean; output: string }>;
   start(conf: string, w: Wiring): Promise<Front>;
 }
 
-const FRONTS: FrontKind[] = [
-  { name: "nginx", lang: "nginx", port: 18443, version: ["nginx", ["-v"]], write: writeNginx, check: nginxTest, start: startNginx },
-  { name: "Caddy", lang: "caddyfile", port: 18444, version: ["caddy", ["version"]], write: writeCaddy, check: caddyValidate, start: startCaddy },
-];
+const NGINX: FrontKind = { name: "nginx", lang: "nginx", blocks: () => docBlocks("nginx"), port: 18443, version: ["nginx", ["-v"]], write: ([b], w) => writeNginx(b!, w), check: nginxTest, start: startNginx };
+const CADDY: FrontKind = { name: "Caddy", lang: "caddyfile", blocks: () => docBlocks("caddyfile"), port: 18444, version: ["caddy", ["version"]], write: ([b], w) => writeCaddy(b!, w), check: caddyValidate, start: startCaddy };
+// The Traefik section's two YAML blocks: dynamic configuration, then static.
+const TRAEFIK: FrontKind = {
+  name: "Traefik", lang: "traefik", blocks: () => docBlocks("yaml", "Traefik (v3, file provider)"), port: 18443, version: [traefikBinary(), ["version"]],
+  write: ([dynamic, statics], w) => writeTraefik(dynamic!, statics!, w), start: startTraefik,
+};
+const FRONTS = [NGINX, CADDY, TRAEFIK];
 
 let tls: TlsFiles;
 let tmp: string;
@@ -46,12 +55,14 @@ const wiring = (f: FrontKind, proxyPort: number, homeserverPort: number, run: st
 });
 
 describe("the snippets pass the distro's own config check", () => {
-  test.each(FRONTS)("$name", async (f) => {
-    const blocks = docBlocks(f.lang);
-    expect(blocks).toHaveLength(1); // the test renders the one snippet an operator copies
+  test("the doc has the snippets this file renders, once each", () => {
+    expect([NGINX, CADDY, TRAEFIK].map((f) => f.blocks().length)).toEqual([1, 1, 2]);
+  });
+
+  test.each([NGINX, CADDY])("$name", async (f) => {
     log(`${f.name}: ${await versionOf(...f.version)}`);
     const w = wiring(f, 8009, 8008, "check");
-    const checked = await f.check(await f.write(blocks[0]!, w), w.dir);
+    const checked = await f.check!(await f.write(f.blocks(), w), w.dir);
     expect(checked.ok, checked.output).toBe(true);
   });
 });
@@ -81,10 +92,13 @@ describe("the snippets in front of the proxy and a real Synapse", () => {
 
   test.each(FRONTS)("$name: pass-through over HTTP/2, a refresh, and the long-poll it wakes", async (f) => {
     const w = wiring(f, Number(new URL(proxy.url).port), Number(new URL(hs1.clientUrl).port), "live");
-    const front = await f.start(await f.write(docBlocks(f.lang)[0]!, w), w);
+    log(`${f.name}: ${await versionOf(...f.version)}`);
+    const front = await f.start(await f.write(f.blocks(), w), w);
     const token = alice.accessToken;
     const get = (path: string, o: Parameters<typeof curl>[3] = {}) => curl(f.port, tls.caPath, path, { token, ...o });
     try {
+      // Listening is not yet routing (Traefik loads its file provider a moment later).
+      await waitFor(`${f.name} to route to the proxy`, async () => ((await get("/_matrix/client/versions").catch(() => undefined))?.status === 200 ? true : undefined), 30_000);
       // Pass-through of a route the proxy does not intercept, over HTTP/2 to the front. The
       // proxy answered it (its X-Request-Id), and believed the front's id: one id in both logs.
       const who = await get("/_matrix/client/v3/account/whoami");

