@@ -55,7 +55,8 @@ const decodeName = (name: string): string =>
 export function redactTarget(target: string): string {
   const q = target.indexOf("?");
   if (q === -1) return target;
-  // `;` too: older Python query parsers (before 3.9.2) split on it, as some homeservers still do.
+  // `;` too: Python's query parser split on it before 3.9.2, so a homeserver on an older Python
+  // reads a parameter after a `;`.
   const parts = target.slice(q + 1).split(/([&;])/);
   let changed = false;
   for (let i = 0; i < parts.length; i += 2) {
