@@ -116,6 +116,40 @@ function readConfigFile(path: string, source: string): Map<string, Raw> {
   return out;
 }
 
+// Options whose value is a secret: a bad value is described by its type, never shown, since the
+// one-line error goes to stderr and from there into journals and CI logs.
+const SECRET_OPTIONS: ReadonlySet<string> = new Set(["signing-key-seed"]);
+
+function shown(name: string, value: unknown): string {
+  if (SECRET_OPTIONS.has(name)) return `${typeName(value)} (value not shown: secret)`;
+  if (typeof value === "string") return JSON.stringify(maskUserinfo(value));
+  return JSON.stringify(value) ?? typeName(value);
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  const t = typeof value;
+  return t === "object" || t === "undefined" ? `an ${t}` : `a ${t}`;
+}
+
+/** `scheme://user:pass@host…` with the userinfo masked, for text that is not a valid URL. */
+const maskUserinfo = (s: string): string => s.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#@]*@/i, "$1<redacted>@");
+
+/** The URL without its userinfo (RFC 3986 §3.2.1), untouched when it has none. */
+export function withoutUserinfo(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return maskUserinfo(url);
+  }
+  if (!u.username && !u.password) return url;
+  u.username = "";
+  u.password = "";
+  return u.href;
+}
+
 function validate(command: Command, raw: Map<string, Raw>): Config {
   const out: Record<string, unknown> = { command };
   for (const o of OPTIONS as readonly OptionSpec[]) {
@@ -127,9 +161,13 @@ function validate(command: Command, raw: Map<string, Raw>): Config {
       continue;
     }
     const parsed = v.safeParse(o.schema, r.value);
-    if (!parsed.success) throw new ConfigError(`${r.source}: expected ${o.expected}, got ${JSON.stringify(r.value)}`);
+    if (!parsed.success) throw new ConfigError(`${r.source}: expected ${o.expected}, got ${shown(o.name, r.value)}`);
     out[camel(o.name)] = parsed.output;
   }
+  // The upstream client never sends a URL's user:password (server/upstream.ts connects by host
+  // and port only), so dropping it here loses nothing and keeps it out of every log line and
+  // `doctor` report that prints the URL.
+  if (typeof out.upstream === "string") out.upstream = withoutUserinfo(out.upstream);
   const c = out as unknown as Config;
   if (c.retryMaxMs < c.retryInitialMs)
     throw new ConfigError(`--retry-max-ms: expected a value >= --retry-initial-ms (${c.retryInitialMs}), got ${c.retryMaxMs}`);

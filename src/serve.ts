@@ -11,6 +11,7 @@ import { startMemoryReducer } from "./ops/memory-reducer.ts";
 import { createMetrics } from "./ops/metrics.ts";
 import { createOpsApp, type Readiness } from "./ops/ops-app.ts";
 import { drain, type DrainResult, signalExitCode } from "./ops/shutdown.ts";
+import { looseKeyFile } from "./ops/key-permissions.ts";
 import { timedUpstream } from "./ops/timed-upstream.ts";
 import { RateLimiter } from "./resync/rate-limit.ts";
 import { Resyncer } from "./resync/resyncer.ts";
@@ -52,6 +53,8 @@ const destinationClass = (server: string) => (/^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.tes
 export async function startProxy(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningProxy> {
   const engine = chooseEngine(config.engine); // first: `--engine bun` off Bun fails before anything opens
   const key = await loadKey(config);
+  const loose = config.signingKey ? looseKeyFile(config.signingKey) : undefined;
+  if (loose) log.warn(loose.message, { mode: loose.mode });
   const store = await openSqliteStore(config.dataDir);
   const metrics = createMetrics(undefined, {
     retryQueueDepth: () => store.listRetries().length,

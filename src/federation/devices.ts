@@ -99,7 +99,11 @@ function matrixError(body: Uint8Array): { errcode?: string; text: string } {
  * `GetUserDevices`). The profile query does check: Synapse raises 404 M_NOT_FOUND
  * "Profile was not found" (synapse/handlers/profile.py `on_profile_query`), Dendrite 404
  * M_NOT_FOUND (federationapi/routing/profile.go `GetProfile`).
- * Only that answer means "no such user". 404 M_UNRECOGNIZED is a server without the endpoint,
+ * Only that answer means "no such user", and only Synapse and Dendrite give it. Tuwunel (1.4.6;
+ * src/api/server/query.rs `get_profile_information_route` and user.rs `get_devices_route` check
+ * only that the user is local) and conduwuit answer a user that does not exist with `{}` and
+ * `{"stream_id":0,"devices":[]}`: the refresh then stores an empty list and answers 202, not
+ * 404 (README.md says so). 404 M_UNRECOGNIZED is a server without the endpoint,
  * and 403 is Synapse with `allow_profile_lookup_over_federation: false`: both leave the empty
  * list standing. Network failures propagate, so the whole refresh is retried later.
  */

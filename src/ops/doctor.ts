@@ -4,6 +4,7 @@ import type { Config } from "../config.ts";
 import { checkOwnKey, createFederation, loadKey } from "../federation/stack.ts";
 import { createUpstream } from "../server/upstream.ts";
 import { checkRemoteAcceptsSignature } from "./doctor-signature.ts";
+import { looseKeyFile } from "./key-permissions.ts";
 
 export async function runDoctor(config: Config, write: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
   let ok = true;
@@ -19,6 +20,8 @@ export async function runDoctor(config: Config, write: (line: string) => void = 
     return 1;
   }
   mark(true, `signing key: ${key.keyId}, public key ${key.publicKey}`);
+  const loose = config.signingKey ? looseKeyFile(config.signingKey) : undefined;
+  if (loose) write(`warn ${loose.message}`);
 
   const upstream = createUpstream(config.upstream);
   try {

@@ -40,6 +40,19 @@ export class MatrixError extends Error {
   }
 }
 
+/**
+ * A failure while reading the homeserver's answer, as the client should see it: 502, the
+ * homeserver's failure (RFC 9110 §15.6.3: the gateway got an invalid response), never our own
+ * 500 and never a 413, which would blame the client's request. `maxBytes` is what we buffer.
+ */
+export function homeserverAnswerFailed(err: unknown, maxBytes: number): MatrixError {
+  if (err instanceof MatrixError && err.status === 499) return err; // the client went away first
+  if (err instanceof MatrixError && err.errcode === "M_TOO_LARGE")
+    return new MatrixError("M_UNKNOWN", `The homeserver's answer is larger than ${maxBytes} bytes, more than the proxy rewrites`, { status: 502 });
+  const why = (err as NodeJS.ErrnoException | undefined)?.code ?? (err instanceof Error ? err.message : String(err));
+  return new MatrixError("M_UNKNOWN", `The homeserver's answer broke off before its end (${why})`, { status: 502 });
+}
+
 export function sendJson(
   res: ServerResponse,
   status: number,

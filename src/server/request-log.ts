@@ -39,6 +39,38 @@ export function routeClass(method: string, path: string): RouteClass {
 // forge a log field or split a header.
 const VALID_ID = /^[A-Za-z0-9._~:/+=@-]{1,128}$/;
 
+// Query parameters whose value is a credential (client-server API §Using access tokens; the
+// refresh_token of §Refreshing access tokens). A homeserver decodes parameter names before it
+// looks them up, so `access%5Ftoken` works there: we compare decoded names, never the raw text.
+const SECRET_PARAMS = new Set(["access_token", "refresh_token"]);
+const decodeName = (name: string): string =>
+  // Lenient like the homeserver's own decoder (Python's unquote_plus): a malformed escape stays.
+  name.replace(/\+/g, " ").replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+
+/**
+ * The request target as the access logs write it: the value of every credential parameter
+ * replaced, whatever encoding spells its name. Both access logs (this one and the front end's,
+ * front/access-log.ts) use it, so pass-through and intercepted requests are masked alike.
+ */
+export function redactTarget(target: string): string {
+  const q = target.indexOf("?");
+  if (q === -1) return target;
+  // `;` too: Python's query parser split on it before 3.9.2, so a homeserver on an older Python
+  // reads a parameter after a `;`.
+  const parts = target.slice(q + 1).split(/([&;])/);
+  let changed = false;
+  for (let i = 0; i < parts.length; i += 2) {
+    const p = parts[i]!;
+    const eq = p.indexOf("=");
+    const name = eq === -1 ? p : p.slice(0, eq);
+    if (eq !== -1 && SECRET_PARAMS.has(decodeName(name).toLowerCase())) {
+      parts[i] = `${name}=<redacted>`;
+      changed = true;
+    }
+  }
+  return changed ? target.slice(0, q + 1) + parts.join("") : target;
+}
+
 /** 499: the client closed the connection before we answered (nginx's convention). */
 export const CLIENT_CLOSED = 499;
 
@@ -93,7 +125,7 @@ export function requestLog(o: RequestLogOptions): (next: Listener) => Listener {
           status,
           duration_ms: Math.round((now() - started) * 10) / 10,
           client: clientAddress(req, o.trusted),
-          target, // redact() masks an access_token in the query
+          target: redactTarget(target),
           ...(aborted ? { aborted: true } : {}),
         });
       };

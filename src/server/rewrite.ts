@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { RouteContext } from "./app.ts";
 import { parseJsonObject, readBody } from "./body.ts";
-import { sendError } from "./errors.ts";
+import { homeserverAnswerFailed, sendError } from "./errors.ts";
 import { pipeResponse, upstreamHeaders } from "./passthrough.ts";
 import { stripHopByHop } from "./upstream.ts";
 
@@ -13,7 +13,7 @@ import { stripHopByHop } from "./upstream.ts";
  */
 export async function sendRewritten(up: IncomingMessage, res: ServerResponse, maxBytes: number, mutate: (body: Record<string, unknown>) => void): Promise<void> {
   if (up.statusCode !== 200 || up.headers["content-encoding"]) return pipeResponse(up, res);
-  const raw = await readBody(up, maxBytes);
+  const raw = await readBody(up, maxBytes).catch((e: unknown) => Promise.reject(homeserverAnswerFailed(e, maxBytes)));
   const headers = stripHopByHop(up.headers);
   delete headers["content-length"];
   const body = parseJsonObject(raw);

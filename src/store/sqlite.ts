@@ -1,7 +1,7 @@
 // The embedded Store: one SQLite file in --data-dir. Opening, pragmas and start-up checks
 // live here; the queries live in sqlite-store.ts. See store.ts for the contract.
 
-import { mkdirSync, statSync } from "node:fs";
+import { chmodSync, closeSync, mkdirSync, openSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { migrate, SCHEMA_VERSION, schemaVersion } from "./migrations.ts";
 import { openSqliteDatabase, type SqlDatabase } from "./sqlite-driver.ts";
@@ -19,12 +19,37 @@ export interface SqliteStoreOptions {
 
 const oneLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ");
 
+/**
+ * The database file exists with mode 0600 before SQLite opens it, and an older file is
+ * tightened to 0600: SQLite creates the -wal and -shm files with the database file's own mode
+ * (its unix VFS copies it), so they follow. The umask cannot widen a mode we set explicitly.
+ */
+function ownFiles(file: string): void {
+  try {
+    closeSync(openSync(file, "a", 0o600));
+  } catch {
+    return; // not creatable here: opening it below reports why, in one line
+  }
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    const st = statSync(f, { throwIfNoEntry: false });
+    if (!st || (st.mode & 0o777) === 0o600) continue;
+    try {
+      chmodSync(f, 0o600);
+    } catch {
+      // Another user's file we may write but not chmod (a shared volume): the write check at
+      // start-up still decides whether the store is usable.
+    }
+  }
+}
+
 /** Creates dataDir if missing and opens `${dataDir}/resync.sqlite3`; errors are one line. */
 export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions = {}): Promise<Store> {
   const file = join(dataDir, STORE_FILE);
   const readonly = opts.readonly === true;
   try {
-    if (!readonly) mkdirSync(dataDir, { recursive: true });
+    // 0700: the directory holds who-tracks-whom metadata (which devices query which users).
+    // An existing directory keeps the mode its operator gave it.
+    if (!readonly) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     if (!statSync(dataDir).isDirectory()) throw new Error("not a directory");
   } catch (e) {
     throw new Error(`store: data dir ${dataDir} is not usable: ${oneLine(e)}`);
@@ -32,6 +57,7 @@ export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions 
   if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
     throw new Error(`store: ${file} is a directory, expected an SQLite file`);
   }
+  if (!readonly) ownFiles(file);
   let db: SqlDatabase;
   try {
     db = await openSqliteDatabase(file, { readonly });

@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../../ops/log.ts";
 import { clientAddressOf } from "../forwarded.ts";
-import { CLIENT_CLOSED, levelFor, type RouteClass } from "../request-log.ts";
+import { CLIENT_CLOSED, levelFor, redactTarget, type RouteClass } from "../request-log.ts";
 
 // The same rule as request-log.ts (not exported there): short, and unable to forge a log
 // field or split a header.
@@ -79,7 +79,7 @@ export function createAccessLog(o: AccessLogOptions): AccessLog {
         status,
         duration_ms: Math.round((performance.now() - f.started) * 10) / 10,
         client: clientAddressOf(f.peer, (n) => (n === "x-forwarded-for" ? f.forwardedFor : undefined), o.trusted),
-        target: f.target, // redact() masks an access_token in the query
+        target: redactTarget(f.target),
         ...(f.aborted ? { aborted: true } : {}),
       });
     },
