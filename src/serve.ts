@@ -96,6 +96,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       overlays.noteSnapshot(s);
       delivery.onSnapshot(s);
     },
+    onStaleAnswer: () => metrics.staleAnswers.inc(),
     refreshCacheMs: config.refreshCacheMs,
     retry: { initialMs: config.retryInitialMs, maxMs: config.retryMaxMs },
     maxAttempts: config.retryMaxAttempts,
