@@ -118,6 +118,19 @@ describe("the proxy in front of Synapse 1.47 (r0 client paths only)", () => {
     expect(proxy.logs.filter((l) => String(l.msg).includes("could not list the requester's devices"))).toEqual([]);
   }, 120_000);
 
+  test("a long-poll (r0) already waiting at Synapse 1.47 is answered when a refresh lands", async () => {
+    const phone = via(alicePhone, proxy.url);
+    let since = (await syncR0(phone)).next_batch;
+    // Acknowledge what is pending, so the poll below has nothing to say until the refresh.
+    for (let i = 0; i < 3; i++) since = (await syncR0(phone, since)).next_batch;
+    const params = new URLSearchParams({ since, timeout: "300000" }); // far beyond this test's own timeout
+    const polling = call<SyncAnswer>(proxy.url, "GET", `/_matrix/client/r0/sync?${params}`, { token: alicePhone.accessToken });
+    await expect.poll(() => proxy.running.services.delivery.waiters.count, { timeout: 10_000 }).toBe(1); // it waits at Synapse
+    remote.setUser(makeUser(bob.userId, { devices: ["BOBLAPTOP", "BOBPHONE", "BOBTABLET"], streamId: 2 }));
+    expect((await refreshDevices(proxy.url, alice.accessToken, bob.userId)).status).toBe(202);
+    expect((await polling).body.device_lists?.changed ?? []).toContain(bob.userId);
+  }, 60_000);
+
   test("/readyz and doctor: the whoami path answers 401 without a token", async () => {
     const ready = await fetch(`http://${proxy.running.opsAddress}/readyz`);
     expect(((await ready.json()) as { checks: Record<string, string> }).checks.whoami).toBe("ok");
