@@ -15,11 +15,11 @@ const json = (res: ServerResponse, status: number, body: unknown) => {
   res.end(s);
 };
 
-// Synapse 1.47's answers: no v3 route at all (its JsonResource raises UnrecognizedRequestError),
-// and its own 401 wording, so a test can tell the homeserver's body from one of ours.
+// Synapse 1.47's 401 wording, so a test can tell the homeserver's body from one of ours. (Its
+// missing v3 paths answer Twisted's HTML 404: test/e2e/old-synapse.test.ts meets the real one.)
 const UNKNOWN_TOKEN = { errcode: "M_UNKNOWN_TOKEN", error: "Invalid macaroon passed.", soft_logout: false };
 
-/** Make the fake homeserver r0-only; `v3Status` is what its missing v3 routes answer. */
+/** Make the fake homeserver r0-only; its missing v3 routes answer `v3Status` with M_UNRECOGNIZED. */
 function serveOnlyR0(hs: FakeHomeserver, v3Status = 404): void {
   const who = (req: IncomingMessage) => hs.tokens.get(req.headers.authorization?.replace(/^Bearer /, "") ?? "");
   const authed = (handler: (req: IncomingMessage, res: ServerResponse, me: [string, string], body: Buffer) => void) =>
