@@ -40,6 +40,8 @@ export const slots: Record<HomeserverName, HomeserverSlot> = {
 export const oldSlot: HomeserverSlot = { name: "old", serverName: "localhost:8483", tlsPort: 8483, clientPort: 8493, keyVersion: "a_old" };
 export const oldVenvDir: string = join(stateDir, "venv-1.47");
 export const oldVenvPython: string = join(oldVenvDir, "bin", "python");
+/** Its own CA and leaf: it starts without hs1/hs2's lock, so it must not share their tls/. */
+export const oldTlsDir: string = join(stateDir, "tls-old");
 export const oldRequirementsPath: string = fileURLToPath(new URL("./requirements-1.47.txt", import.meta.url));
 
 export interface SlotPaths {

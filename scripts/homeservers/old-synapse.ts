@@ -1,11 +1,11 @@
 // One Synapse 1.47 (r0 client paths only) on loopback, for the e2e test that proves the proxy
 // works in front of homeservers older than the v3 client API. Same configuration, TLS and
-// readiness checks as hs1/hs2 (config.ts, tls.ts, ready.ts), its own ports and venv
-// (layout.ts `oldSlot`). Fresh data on every start.
+// readiness checks as hs1/hs2 (config.ts, tls.ts, ready.ts); its own ports, venv and CA
+// (layout.ts `oldSlot`), so it runs beside them without their lock. Fresh data on every start.
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { synapseConfig, writeConfig, writeSigningKey } from "./config.ts";
 import { installOldSynapse } from "./install.ts";
-import { oldSlot, slotPaths, tlsDir } from "./layout.ts";
+import { oldSlot, oldTlsDir, slotPaths } from "./layout.ts";
 import { isAlive, isOurSynapse, portInUse, spawnSynapse, stopFromPidFile, stopPid } from "./process.ts";
 import { waitReady } from "./ready.ts";
 import { ensureTls } from "./tls.ts";
@@ -34,7 +34,7 @@ export async function startOldSynapse(opts: { log?: (s: string) => void; readyTi
   await rm(p.dataDir, { recursive: true, force: true });
   await mkdir(p.mediaDir, { recursive: true });
   await writeSigningKey(p.signingKeyPath, oldSlot.keyVersion);
-  const tls = await ensureTls(tlsDir);
+  const tls = await ensureTls(oldTlsDir);
   await writeConfig(p.configPath, synapseConfig(oldSlot, p, tls));
   await writeFile(p.overridesPath, "{}");
   const started = Date.now();
