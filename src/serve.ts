@@ -17,6 +17,7 @@ import { RateLimiter } from "./resync/rate-limit.ts";
 import { Resyncer } from "./resync/resyncer.ts";
 import { createApp, type Services } from "./server/app.ts";
 import { createAuth } from "./server/auth.ts";
+import { createClientPaths } from "./server/client-paths.ts";
 import { parseTrust, trustPredicate } from "./server/forwarded.ts";
 import { type Front } from "./server/front/server.ts";
 import { createSyncGate } from "./server/front/sync-gate.ts";
@@ -64,7 +65,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   });
   const upstream = timedUpstream(createUpstream(config.upstream), metrics);
   const fed = createFederation(config);
-  const delivery = new Delivery({ store, upstream, log, trackerTtlMs: config.trackerTtlMs });
+  // One view of which client API prefix (v3 or r0) the homeserver serves, for all our own calls.
+  const paths = createClientPaths({ upstream, log });
+  const delivery = new Delivery({ store, upstream, paths, log, trackerTtlMs: config.trackerTtlMs });
 
   let keyCheck: KeyCheck | undefined;
   const fetchDevices = async (userId: string) => {
@@ -97,6 +100,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       overlays.noteSnapshot(s);
       delivery.onSnapshot(s);
     },
+    onStaleAnswer: () => metrics.staleAnswers.inc(),
     refreshCacheMs: config.refreshCacheMs,
     retry: { initialMs: config.retryInitialMs, maxMs: config.retryMaxMs },
     maxAttempts: config.retryMaxAttempts,
@@ -108,7 +112,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     log,
   });
   const overlays = new Overlays({ store, maxAgeMs: config.snapshotMaxAgeMs, refetch: (u) => void resyncer.run(u, []).catch(() => {}), log });
-  const auth = createAuth({ upstream, onCache: (hit) => metrics.cache.inc({ cache: "whoami", result: hit ? "hit" : "miss" }) });
+  const auth = createAuth({ upstream, paths, log, onCache: (hit) => metrics.cache.inc({ cache: "whoami", result: hit ? "hit" : "miss" }) });
   const services: Services = { auth, resyncer, delivery, overlays, store, metrics, log };
   const trusted = trustPredicate(parseTrust(config.trustedProxies));
   const routes = buildRoutes();
@@ -133,7 +137,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const address = front ? front.address : boundAddress(server);
 
   let draining = false;
-  const readiness: Readiness = { store, upstream, keyCheck: () => keyCheck, draining: () => draining };
+  const readiness: Readiness = { store, upstream, paths, keyCheck: () => keyCheck, draining: () => draining };
   const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config, upstream, beforeScrape: threads && (() => threads!.flush()) })) : undefined;
 
   resyncer.start();

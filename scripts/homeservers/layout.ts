@@ -16,9 +16,11 @@ export const requirementsPath: string = fileURLToPath(
 );
 
 export type HomeserverName = "hs1" | "hs2";
+/** The two-server harness's names, and "old": the Synapse 1.47 of test/e2e/old-synapse.test.ts. */
+export type SlotName = HomeserverName | "old";
 
 export interface HomeserverSlot {
-  name: HomeserverName;
+  name: SlotName;
   serverName: string;
   /** TLS listener: federation + client, bound to 127.0.0.1 on the server name's port. */
   tlsPort: number;
@@ -33,6 +35,15 @@ export const slots: Record<HomeserverName, HomeserverSlot> = {
   hs2: { name: "hs2", serverName: "localhost:8482", tlsPort: 8482, clientPort: 8492, keyVersion: "a_hs2" },
 };
 
+// Synapse 1.47 (the last release before the v3 client paths), on ports of its own so it never
+// meets hs1/hs2's lock. It needs Python 3.9 and early-2022 libraries: a venv of its own.
+export const oldSlot: HomeserverSlot = { name: "old", serverName: "localhost:8483", tlsPort: 8483, clientPort: 8493, keyVersion: "a_old" };
+export const oldVenvDir: string = join(stateDir, "venv-1.47");
+export const oldVenvPython: string = join(oldVenvDir, "bin", "python");
+/** Its own CA and leaf: it starts without hs1/hs2's lock, so it must not share their tls/. */
+export const oldTlsDir: string = join(stateDir, "tls-old");
+export const oldRequirementsPath: string = fileURLToPath(new URL("./requirements-1.47.txt", import.meta.url));
+
 export interface SlotPaths {
   dataDir: string;
   configPath: string;
@@ -45,7 +56,7 @@ export interface SlotPaths {
   mediaDir: string;
 }
 
-export function slotPaths(name: HomeserverName): SlotPaths {
+export function slotPaths(name: SlotName): SlotPaths {
   const dataDir = join(stateDir, name);
   return {
     dataDir,

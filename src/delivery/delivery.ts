@@ -4,7 +4,7 @@
 import { LRUCache } from "lru-cache";
 import type { Logger } from "../ops/log.ts";
 import type { Requester } from "../server/auth.ts";
-import { readBody } from "../server/body.ts";
+import { type ClientPaths, createClientPaths } from "../server/client-paths.ts";
 import type { Upstream } from "../server/upstream.ts";
 import type { DeviceSnapshot, Store } from "../store/store.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
@@ -12,6 +12,8 @@ import { deviceKey, Waiters } from "./waiters.ts";
 export interface DeliveryOptions {
   store: Store;
   upstream: Upstream;
+  /** The client API's version prefix (v3 or r0), shared with auth. */
+  paths?: ClientPaths;
   log: Logger;
   trackerTtlMs: number;
   now?: () => number;
@@ -21,6 +23,7 @@ export class Delivery {
   readonly waiters = new Waiters();
   readonly #o: DeliveryOptions;
   readonly #now: () => number;
+  readonly #paths: ClientPaths;
   readonly #devicesOf = new LRUCache<string, string[]>({ max: 10_000, ttl: 60_000 });
   // When each (device, target) tracker was last written. Clients query keys often, and each
   // write is a durable (fsync'd) transaction: refreshing last_seen once per 1/10 of the TTL
@@ -31,6 +34,7 @@ export class Delivery {
   constructor(o: DeliveryOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
+    this.#paths = o.paths ?? createClientPaths({ upstream: o.upstream, log: o.log });
   }
 
   /** The requester's devices follow the target from now on (so a later success reaches them). */
@@ -68,25 +72,30 @@ export class Delivery {
   }
 
   // GET /devices with the requester's own token: the homeserver knows all their devices.
+  // Without it only the asking device hears of the refresh, so a failure is a warning.
   async #deviceIds(who: Requester): Promise<string[]> {
     const cached = this.#devicesOf.get(who.userId);
     const ids = new Set(cached ?? []);
     if (!cached) {
+      let problem: string | undefined;
       try {
-        const res = await this.#o.upstream.open({
+        const res = await this.#paths.call({
           method: "GET",
-          target: "/_matrix/client/v3/devices",
+          path: "devices",
           headers: { authorization: `Bearer ${who.token}`, "accept-encoding": "identity" },
           headerTimeoutMs: 10_000,
+          maxBytes: 4 << 20,
         });
-        const body = JSON.parse((await readBody(res, 4 << 20)).toString("utf8")) as { devices?: { device_id?: unknown }[] };
-        if (res.statusCode === 200 && Array.isArray(body.devices)) {
+        const body = JSON.parse(res.body.toString("utf8")) as { devices?: { device_id?: unknown }[] };
+        if (res.status === 200 && Array.isArray(body.devices)) {
           for (const d of body.devices) if (typeof d.device_id === "string") ids.add(d.device_id);
           this.#devicesOf.set(who.userId, [...ids]);
-        }
+        } else problem = `${res.target} answered ${res.status}`;
       } catch (e) {
-        this.#o.log.debug("could not list the requester's devices", { userId: who.userId, error: String(e) });
+        problem = String(e);
       }
+      if (problem !== undefined)
+        this.#o.log.warn("could not list the requester's devices; only the asking device will hear of the refresh", { userId: who.userId, error: problem });
     }
     if (who.deviceId) ids.add(who.deviceId);
     return [...ids];

@@ -4,7 +4,7 @@
 // refuses callers that are not admins. Nothing is cached: demoting an admin takes effect at once.
 import type { IncomingMessage } from "node:http";
 import type { Auth } from "../server/auth.ts";
-import { accessToken } from "../server/auth.ts";
+import { accessToken, FEDERATION_AUTH } from "../server/auth.ts";
 import { readBody } from "../server/body.ts";
 import { MatrixError } from "../server/errors.ts";
 import type { Upstream } from "../server/upstream.ts";
@@ -12,7 +12,8 @@ import type { Upstream } from "../server/upstream.ts";
 export async function requireAdmin(req: IncomingMessage, auth: Auth, upstream: Upstream): Promise<string> {
   const token = accessToken(req);
   if (!token) throw new MatrixError("M_MISSING_TOKEN", "Missing access token: the admin API needs a homeserver admin's token");
-  const who = await auth.resolveToken(token); // UpstreamAuthError: the homeserver's own 401, relayed
+  // Admin jobs send federation requests: a revoked token is refused now, not when the cache expires.
+  const who = await auth.resolveToken(token, FEDERATION_AUTH); // UpstreamAuthError: the homeserver's own 401, relayed
   let res;
   try {
     res = await upstream.open({

@@ -2,9 +2,11 @@
 // for an operator setting the proxy up. Exit 0 when all checks pass.
 import type { Config } from "../config.ts";
 import { checkOwnKey, createFederation, loadKey } from "../federation/stack.ts";
-import { createUpstream } from "../server/upstream.ts";
+import { createClientPaths } from "../server/client-paths.ts";
+import { createUpstream, type Upstream } from "../server/upstream.ts";
 import { checkRemoteAcceptsSignature } from "./doctor-signature.ts";
 import { looseKeyFile } from "./key-permissions.ts";
+import { checkWhoamiPath } from "./whoami-check.ts";
 
 export async function runDoctor(config: Config, write: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
   let ok = true;
@@ -31,6 +33,7 @@ export async function runDoctor(config: Config, write: (line: string) => void = 
   } catch (e) {
     mark(false, `homeserver ${config.upstream}: ${(e as Error).message}`);
   }
+  await doctorWhoami(config.upstream, upstream, mark);
 
   const fed = createFederation(config);
   try {
@@ -63,4 +66,10 @@ export async function runDoctor(config: Config, write: (line: string) => void = 
   }
   write(ok ? "\nall checks passed" : "\nsome checks failed");
   return ok ? 0 : 1;
+}
+
+/** The homeserver's whoami (v3, or r0 on servers older than Synapse 1.48) refuses a missing token. */
+async function doctorWhoami(base: string, upstream: Upstream, mark: (pass: boolean, line: string) => void): Promise<void> {
+  const w = await checkWhoamiPath(createClientPaths({ upstream }), 5000);
+  mark(w.ok, `homeserver ${base}: ${w.detail}`);
 }

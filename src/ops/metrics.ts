@@ -34,6 +34,7 @@ export function createMetrics(registry: Registry = new Registry(), sources: Metr
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     }),
     droppedParts: new Counter({ name: "resync_federation_dropped_parts_total", help: "Invalid devices or keys dropped from remote answers", labelNames: ["part"], registers }),
+    staleAnswers: new Counter({ name: "resync_federation_stale_answers_total", help: "Remote device lists older (lower stream_id) than the stored snapshot, and not stored", registers }),
     overlaysServed: new Counter({ name: "resync_keys_query_overlays_total", help: "Users whose /keys/query answer was replaced by a fresh snapshot", registers }),
     injections: new Counter({ name: "resync_device_list_injections_total", help: "Users added to device_lists.changed, by endpoint", labelNames: ["endpoint"], registers }),
     wakes: new Counter({ name: "resync_long_poll_wakes_total", help: "Long-polls answered early because a refresh landed", registers }),

@@ -4,15 +4,19 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config } from "../config.ts";
 import type { KeyCheck } from "../federation/key-check.ts";
 import type { Services } from "../server/app.ts";
+import type { ClientPaths } from "../server/client-paths.ts";
 import { sendJson } from "../server/errors.ts";
 import type { Upstream } from "../server/upstream.ts";
 import type { Store } from "../store/store.ts";
 import { ADMIN_PREFIX, createAdmin } from "./admin.ts";
 import type { Metrics } from "./metrics.ts";
+import { checkWhoamiPath } from "./whoami-check.ts";
 
 export interface Readiness {
   store: Store;
   upstream: Upstream;
+  /** The proxy's shared view of the client API prefix; the whoami check goes through it. */
+  paths?: ClientPaths;
   keyCheck: () => KeyCheck | undefined;
   /** True once shutdown began: a load balancer must stop sending new clients here. */
   draining?: () => boolean;
@@ -33,6 +37,10 @@ export async function readiness(r: Readiness): Promise<{ ready: boolean; checks:
     checks.homeserver = res.statusCode === 200 ? "ok" : `answered ${res.statusCode}`;
   } catch (e) {
     checks.homeserver = `unreachable: ${(e as Error).message}`;
+  }
+  if (r.paths) {
+    const w = await checkWhoamiPath(r.paths, 3000);
+    checks.whoami = w.ok ? "ok" : w.detail;
   }
   const k = r.keyCheck();
   checks.signing_key = !k ? "not checked yet" : k.status === "published" ? "ok" : `${k.status}: ${k.detail}`;

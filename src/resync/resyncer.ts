@@ -20,6 +20,8 @@ export interface ResyncOptions {
   /** Called after every fresh snapshot is stored: delivery adds pending rows and wakes long-polls. */
   onSnapshot?: (s: DeviceSnapshot) => void;
   onFailure?: (userId: string, e: FederationError) => void;
+  /** A remote answer older than the stored snapshot was kept out (metrics). */
+  onStaleAnswer?: (userId: string) => void;
   refreshCacheMs: number;
   retry: BackoffPolicy;
   maxAttempts: number;
@@ -97,9 +99,21 @@ export class Resyncer {
     const dest = serverOf(target);
     try {
       const { snapshot } = await o.fetchDevices(target);
-      o.store.putSnapshot(snapshot);
       o.store.clearBackoff(dest);
       o.store.deleteRetry(target);
+      // The spec promises only that stream_id differs when the list changed (server-server API
+      // §GET /user/devices/{userId}); Synapse, Dendrite and Conduit all hand out increasing ones.
+      // A lower one is an older list (a lagging replica, a restored backup, a reordered answer)
+      // and must not replace the newer one we hold. The destination did answer: no retry.
+      const have = o.store.getSnapshot(target);
+      if (have && snapshot.streamId < have.streamId) {
+        o.log.warn("the remote answered with an older device list than the one stored; keeping the stored one", {
+          userId: target, streamId: snapshot.streamId, storedStreamId: have.streamId,
+        });
+        o.onStaleAnswer?.(target);
+        return have;
+      }
+      o.store.putSnapshot(snapshot);
       o.onSnapshot?.(snapshot);
       return snapshot;
     } catch (err) {

@@ -1,11 +1,14 @@
 import type { RouteContext } from "../server/app.ts";
-import { type Requester, UpstreamAuthError } from "../server/auth.ts";
+import { type Freshness, type Requester, UpstreamAuthError } from "../server/auth.ts";
 import { corsHeaders } from "../server/cors.ts";
 
-/** Resolve the caller; on the homeserver's refusal, relay its exact answer and return undefined. */
-export async function authenticate(ctx: RouteContext): Promise<Requester | undefined> {
+/**
+ * Resolve the caller; on the homeserver's refusal, relay its exact answer and return undefined.
+ * `fresh`: how old a cached whoami may be (routes that cause federation requests re-check).
+ */
+export async function authenticate(ctx: RouteContext, fresh?: Freshness): Promise<Requester | undefined> {
   try {
-    return await ctx.deps.services.auth.resolve(ctx.req);
+    return await ctx.deps.services.auth.resolve(ctx.req, fresh);
   } catch (e) {
     if (!(e instanceof UpstreamAuthError)) throw e;
     ctx.req.resume();

@@ -2,13 +2,14 @@
 // 202 means "accepted: done, or still in progress" (DESIGN.md); failures known within
 // --refresh-wait-ms are reported, with retries already scheduled.
 import type { RouteContext } from "../server/app.ts";
+import { FEDERATION_AUTH } from "../server/auth.ts";
 import { MatrixError, sendJson } from "../server/errors.ts";
 import { authenticate } from "./authenticate.ts";
 import { decodeUserIdParam, isValidUserId } from "./user-id.ts";
 
 export async function refreshRoute(ctx: RouteContext): Promise<void> {
   const { req, res, deps } = ctx;
-  const who = await authenticate(ctx);
+  const who = await authenticate(ctx, FEDERATION_AUTH); // a revoked token must not reach federation
   if (!who) return;
   req.resume(); // the body (if any) carries nothing we use
   const target = decodeUserIdParam(ctx.params.userId ?? "");

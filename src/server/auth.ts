@@ -1,6 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import { LRUCache } from "lru-cache";
-import { readBody } from "./body.ts";
+import type { Logger } from "../ops/log.ts";
+import { type ClientPaths, createClientPaths } from "./client-paths.ts";
 import { MatrixError } from "./errors.ts";
 import type { Upstream } from "./upstream.ts";
 
@@ -35,11 +36,15 @@ export function tokenOf(authorization: string | undefined, target: string): stri
 
 export interface AuthOptions {
   upstream: Upstream;
+  /** The client API's version prefix (v3 or r0), shared with the proxy's other calls. */
+  paths?: ClientPaths;
+  log?: Logger;
   ttlMs?: number;
   failureTtlMs?: number;
   max?: number;
   /** whoami calls in flight at most (default 32); more wait their turn. */
   concurrency?: number;
+  now?: () => number;
   /** Told whether each lookup was answered without a new whoami call (metrics). */
   onCache?: (hit: boolean) => void;
 }
@@ -50,7 +55,9 @@ export interface AuthOptions {
  * refusals are cached briefly so a client hammering with a dead token costs one upstream call.
  */
 export function createAuth(o: AuthOptions) {
-  const ok = new LRUCache<string, Requester>({ max: o.max ?? 10_000, ttl: o.ttlMs ?? 5 * 60_000 });
+  const paths = o.paths ?? createClientPaths({ upstream: o.upstream, ...(o.log ? { log: o.log } : {}) });
+  const now = o.now ?? Date.now;
+  const ok = new LRUCache<string, { who: Requester; at: number }>({ max: o.max ?? 10_000, ttl: o.ttlMs ?? 5 * 60_000 });
   const refused = new LRUCache<string, UpstreamAuthError>({ max: o.max ?? 10_000, ttl: o.failureTtlMs ?? 5_000 });
   const inflight = new Map<string, Promise<Requester>>();
   // A restart brings every client back at once, each with a token we have not seen: one whoami
@@ -67,15 +74,18 @@ export function createAuth(o: AuthOptions) {
   }
 
   async function whoami(token: string): Promise<Requester> {
-    const res = await o.upstream.open({
+    const started = now();
+    const res = await paths.call({
       method: "GET",
-      target: "/_matrix/client/v3/account/whoami",
+      path: "account/whoami",
       headers: { authorization: `Bearer ${token}`, "accept-encoding": "identity" },
       headerTimeoutMs: 10_000,
     });
-    const body = await readBody(res, 64 * 1024);
-    if (res.statusCode === 401 || res.statusCode === 403) {
-      const err = new UpstreamAuthError(res.statusCode, body);
+    const body = res.body;
+    if (res.status === 401 || res.status === 403) {
+      const err = new UpstreamAuthError(res.status, body);
+      // A revoked (or soft-logged-out) token must stop working everywhere at once, /sync too.
+      ok.delete(token);
       refused.set(token, err);
       throw err;
     }
@@ -83,23 +93,26 @@ export function createAuth(o: AuthOptions) {
     try {
       parsed = JSON.parse(body.toString("utf8"));
     } catch {}
-    if (res.statusCode !== 200 || typeof parsed.user_id !== "string")
-      throw new MatrixError("M_UNKNOWN", `The homeserver's /account/whoami failed (${res.statusCode})`, { status: 502 });
+    if (res.status !== 200 || typeof parsed.user_id !== "string")
+      throw new MatrixError("M_UNKNOWN", `The homeserver's ${res.target} failed (${res.status})`, { status: 502 });
     // Appservice and some admin tokens have no device; such callers still get refreshes.
     const who = { userId: parsed.user_id, deviceId: typeof parsed.device_id === "string" ? parsed.device_id : "", token };
-    ok.set(token, who);
+    // Stamped with when the homeserver was asked, not answered: a revocation in between counts.
+    ok.set(token, { who, at: started });
     return who;
   }
 
   return {
     /** Throws MatrixError M_MISSING_TOKEN, UpstreamAuthError, or a 502 MatrixError. */
-    async resolve(req: IncomingMessage): Promise<Requester> {
+    async resolve(req: IncomingMessage, fresh?: Freshness): Promise<Requester> {
       const token = accessToken(req);
       if (!token) throw new MatrixError("M_MISSING_TOKEN", "Missing access token");
-      return this.resolveToken(token);
+      return this.resolveToken(token, fresh);
     },
-    async resolveToken(token: string): Promise<Requester> {
-      const hit = ok.get(token);
+    /** `fresh.maxAgeMs`: a cached success older than this is checked with the homeserver again. */
+    async resolveToken(token: string, fresh?: Freshness): Promise<Requester> {
+      const entry = ok.get(token);
+      const hit = entry && (fresh === undefined || now() - entry.at <= fresh.maxAgeMs) ? entry.who : undefined;
       const no = hit ? undefined : refused.get(token);
       let p = hit || no ? undefined : inflight.get(token);
       // A hit is any answer that cost no new whoami call: cached, refused, or joined in flight.
@@ -114,10 +127,24 @@ export function createAuth(o: AuthOptions) {
     },
     /** Peek without a network call: /sync uses it to decide whether to look at a body at all. */
     cached(token: string): Requester | undefined {
-      return ok.get(token);
+      return ok.get(token)?.who;
     },
+    /** The version prefix helper this auth calls whoami through (readiness shares it). */
+    paths,
   };
 }
+
+export interface Freshness {
+  maxAgeMs: number;
+}
+
+/**
+ * Routes that make us send signed federation requests re-check the token this often at most
+ * (0: every time). Tokens are cached for minutes because /sync asks on every poll; but a token
+ * the homeserver has revoked, or soft-logged-out, must not keep spending our server's
+ * federation identity for those minutes.
+ */
+export const FEDERATION_AUTH: Freshness = { maxAgeMs: 0 };
 
 export type Auth = ReturnType<typeof createAuth>;
 

@@ -55,6 +55,16 @@ describe("who may call it", () => {
     expect((await admin("retries", { method: "GET", token: temp })).status).toBe(403);
   });
 
+  test("an admin token the homeserver revoked gets the homeserver's own 401 at once, not a cached identity", async () => {
+    const gone = w.login("gone");
+    admins.add("@gone:hs.test");
+    expect((await admin("retries", { method: "GET", token: gone })).status).toBe(200);
+    w.hs.tokens.delete(gone);
+    const res = await admin("retries", { method: "GET", token: gone });
+    expect(res.status).toBe(401);
+    expect(await res.json()).toEqual({ errcode: "M_UNKNOWN_TOKEN", error: "Unknown token", soft_logout: false });
+  });
+
   test("a homeserver without Synapse's admin API (404) → 403, never allowed by default", async () => {
     const hsOther = w.login("other");
     admins.add("@other:hs.test");

@@ -27,8 +27,11 @@ export interface Hs1Proxy {
   close(): Promise<void>;
 }
 
-/** The command-line flags for a proxy in front of `hs1` (DESIGN.md "Command-line contract"). */
-export function hs1ProxyFlags(hs1: Homeserver, caPath: string, dataDir: string): string[] {
+/** What the proxy needs to know of the homeserver it fronts (hs1, or the old Synapse). */
+export type Fronted = Pick<Homeserver, "clientUrl" | "serverName" | "signingKeyPath">;
+
+/** The command-line flags for a proxy in front of `hs1`. */
+export function hs1ProxyFlags(hs1: Fronted, caPath: string, dataDir: string): string[] {
   return [
     "--upstream", hs1.clientUrl,
     "--server-name", hs1.serverName,
@@ -42,7 +45,7 @@ export function hs1ProxyFlags(hs1: Homeserver, caPath: string, dataDir: string):
   ];
 }
 
-export async function startHs1Proxy(hs1: Homeserver, caPath: string, opts: ProxyOptions = {}): Promise<Hs1Proxy> {
+export async function startHs1Proxy(hs1: Fronted, caPath: string, opts: ProxyOptions = {}): Promise<Hs1Proxy> {
   const ownDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), "e2e-proxy-")));
   const action = parseCli([...hs1ProxyFlags(hs1, caPath, dataDir), ...(opts.extra ?? [])], {});
