@@ -10,6 +10,11 @@ const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
     v.minValue(min),
     v.maxValue(max),
   );
+const rate = v.pipe(
+  v.union([v.number(), v.pipe(v.string(), v.regex(/^\d+(\.\d+)?$/), v.transform(Number))]),
+  v.minValue(0.001),
+  v.maxValue(1000),
+);
 const text = v.pipe(v.string(), v.trim(), v.nonEmpty());
 const url = v.pipe(text, v.url(), v.regex(/^https?:\/\//i));
 const listenAddr = v.pipe(text, v.regex(/^(unix:\/.+|(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5})$/));
@@ -60,6 +65,9 @@ export const OPTIONS = [
   { name: "shutdown-timeout-ms", schema: int(0, 3_600_000), expected: "an integer from 0 to 3600000", help: "on SIGTERM, how long requests in flight (long-polls too) may take to finish before they are cut", default: 25_000 },
   { name: "engine", schema: v.picklist(["auto", "bun", "node"]), expected: "one of auto, bun, node", help: "client listener: 'bun' parses HTTP/1.1 itself and relays bytes (fastest; Bun only), 'node' is node:http (Deno always uses it), 'auto' picks bun under Bun", default: "auto" },
   { name: "front-threads", schema: int(1, 64), expected: "an integer from 1 to 64", help: "engine bun on a TCP --listen: front-end threads sharing the port (more cores for pass-through)", default: 1 },
+  { name: "detect", schema: v.picklist(["on", "off"]), expected: "on or off", help: "raise suspicions from /sync to-device events and /keys/query answers, and run the audit", default: "on" },
+  { name: "audit-interval-ms", schema: int(0), expected: "a non-negative integer (0 = off)", help: "re-verify every tracked remote user this often (0 = off)", default: 6 * 3_600_000 },
+  { name: "audit-max-per-second", schema: rate, expected: "a number from 0.001 to 1000", help: "global budget of audit fetches per second", default: 2 },
   { name: "log-level", schema: v.picklist(["debug", "info", "warn", "error"]), expected: "one of debug, info, warn, error", help: "log verbosity", default: "info" },
 ] as const satisfies readonly OptionSpec[];
 

@@ -37,6 +37,9 @@ export interface Config {
   shutdownTimeoutMs: number;
   engine: "auto" | "bun" | "node";
   frontThreads: number;
+  detect: "on" | "off";
+  auditIntervalMs: number;
+  auditMaxPerSecond: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
 

@@ -15,6 +15,10 @@ import { looseKeyFile } from "./ops/key-permissions.ts";
 import { timedUpstream } from "./ops/timed-upstream.ts";
 import { RateLimiter } from "./resync/rate-limit.ts";
 import { Resyncer } from "./resync/resyncer.ts";
+import { Audit } from "./resync/audit.ts";
+import { Detector } from "./resync/detect.ts";
+import { Healer } from "./resync/heal.ts";
+import { Views } from "./delivery/views.ts";
 import { createApp, type Services } from "./server/app.ts";
 import { createAuth } from "./server/auth.ts";
 import { createClientPaths } from "./server/client-paths.ts";
@@ -62,6 +66,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     destinationsInBackoff: () => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length,
     pendingDeliveries: () => store.countPending(),
     openLongPolls: () => delivery.waiters.count,
+    auditBehindSeconds: () => audit?.behindSeconds() ?? 0,
+    homeserverViews: () => store.countViews(),
   });
   const upstream = timedUpstream(createUpstream(config.upstream), metrics);
   const fed = createFederation(config);
@@ -69,6 +75,10 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const paths = createClientPaths({ upstream, log });
   const delivery = new Delivery({ store, upstream, paths, log, trackerTtlMs: config.trackerTtlMs });
 
+  // Failures per destination, for the dashboard: the first 100 destinations by name, then "other",
+  // so a flood of invented server names cannot grow the metrics without bound.
+  const destinations = new Set<string>();
+  const destinationLabel = (d: string) => (destinations.has(d) || (destinations.size < 100 && destinations.add(d)) ? d : "other");
   let keyCheck: KeyCheck | undefined;
   const fetchDevices = async (userId: string) => {
     // A key the homeserver does not publish makes every remote answer 401: refuse up front.
@@ -87,6 +97,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     } catch (e) {
       const outcome = e instanceof FederationError ? e.kind : "transport";
       metrics.federationRequests.inc({ destination_class: dest, outcome });
+      if (outcome !== "not_found") metrics.federationFailures.inc({ destination: destinationLabel(userId.slice(userId.indexOf(":") + 1)) });
       metrics.federationLatency.observe({ outcome }, (performance.now() - started) / 1000);
       throw e;
     }
@@ -96,10 +107,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     store,
     serverName: config.serverName,
     fetchDevices,
-    onSnapshot: (s) => {
-      overlays.noteSnapshot(s);
-      delivery.onSnapshot(s);
-    },
+    onFresh: (s, ctx) => healer.onFresh(s, ctx),
     onStaleAnswer: () => metrics.staleAnswers.inc(),
     refreshCacheMs: config.refreshCacheMs,
     retry: { initialMs: config.retryInitialMs, maxMs: config.retryMaxMs },
@@ -111,9 +119,18 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     },
     log,
   });
-  const overlays = new Overlays({ store, maxAgeMs: config.snapshotMaxAgeMs, refetch: (u) => void resyncer.run(u, []).catch(() => {}), log });
+  const overlays = new Overlays({ store, maxAgeMs: config.snapshotMaxAgeMs, refetch: (u) => void resyncer.run(u, [], { trigger: "recheck", retry: true }).catch(() => {}), log });
+  // Self-healing (docs/architecture.md "Self-healing"): the view and the heal rule always; the
+  // signals and the audit unless --detect off.
+  const views = new Views({ store, paths, log });
+  const healer = new Healer({ store, views, overlays, delivery, log, metrics });
+  const detect = config.detect === "on";
+  const detector = detect ? new Detector({ serverName: config.serverName, resyncer, views, store, log, metrics }) : undefined;
+  const audit = detect && config.auditIntervalMs > 0
+    ? new Audit({ store, resyncer, serverName: config.serverName, intervalMs: config.auditIntervalMs, maxPerSecond: config.auditMaxPerSecond, log, metrics })
+    : undefined;
   const auth = createAuth({ upstream, paths, log, onCache: (hit) => metrics.cache.inc({ cache: "whoami", result: hit ? "hit" : "miss" }) });
-  const services: Services = { auth, resyncer, delivery, overlays, store, metrics, log };
+  const services: Services = { auth, resyncer, delivery, overlays, store, metrics, log, heal: { views, healer, detector, audit } };
   const trusted = trustPredicate(parseTrust(config.trustedProxies));
   const routes = buildRoutes();
   // Engine bun: a byte-level front end on --listen relays pass-through requests itself and
@@ -141,7 +158,10 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config, upstream, beforeScrape: threads && (() => threads!.flush()) })) : undefined;
 
   resyncer.start();
-  const housekeeping = setInterval(() => delivery.expireTrackers(), 3_600_000);
+  audit?.start();
+  const housekeeping = setInterval(() => {
+    if (delivery.expireTrackers() > 0) views.resync();
+  }, 3_600_000);
   housekeeping.unref();
   const reducer = startMemoryReducer(log);
   const checkKey = async () => {
@@ -159,6 +179,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     // the ones already connected are served; the ops listener closes last for that reason.
     draining = true;
     resyncer.stop();
+    audit?.stop();
     clearInterval(housekeeping);
     reducer?.stop();
     // The front first: its requests in flight need the app behind it until they finish. It has

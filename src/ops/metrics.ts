@@ -8,6 +8,8 @@ export interface MetricSources {
   destinationsInBackoff?: () => number;
   pendingDeliveries?: () => number;
   openLongPolls?: () => number;
+  auditBehindSeconds?: () => number;
+  homeserverViews?: () => number;
 }
 
 export function createMetrics(registry: Registry = new Registry(), sources: MetricSources = {}) {
@@ -43,6 +45,14 @@ export function createMetrics(registry: Registry = new Registry(), sources: Metr
     backoff: gauge("resync_destinations_in_backoff", "Destinations currently backed off", sources.destinationsInBackoff),
     pending: gauge("resync_pending_deliveries", "Device-list changes not yet acknowledged by a device", sources.pendingDeliveries),
     longPolls: gauge("resync_open_long_polls", "Client /sync long-polls currently open", sources.openLongPolls),
+    // Self-healing (docs/operations.md "Self-healing").
+    suspicions: new Counter({ name: "resync_suspicions_total", help: "Signals that a remote user's device list may be stale, by signal", labelNames: ["signal"], registers }),
+    heals: new Counter({ name: "resync_heals_total", help: "Fresh device lists delivered to clients because they differed from what clients were shown, by what triggered the fetch", labelNames: ["trigger"], registers }),
+    freshLists: new Counter({ name: "resync_fresh_lists_total", help: "Fetched device lists by outcome: changed (delivered) or unchanged (equal to the homeserver's view; not delivered)", labelNames: ["outcome"], registers }),
+    auditChecked: new Counter({ name: "resync_audit_checked_total", help: "Tracked remote users re-verified by the audit", registers }),
+    auditBehind: gauge("resync_audit_behind_seconds", "How far the audit's current pass runs behind --audit-interval-ms", sources.auditBehindSeconds),
+    views: gauge("resync_homeserver_views", "Remote users whose homeserver view is recorded", sources.homeserverViews),
+    federationFailures: new Counter({ name: "resync_federation_failures_total", help: "Failed federation device-list fetches by destination (the first 100 destinations seen; later ones as 'other')", labelNames: ["destination"], registers }),
   };
 }
 

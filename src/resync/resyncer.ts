@@ -1,5 +1,6 @@
 // The refresh flow (MSC2638): rate limits, the short cache, single-flight fetches, destination
 // backoff, and a durable retry queue. Routes call refresh(); the retry loop calls run().
+import { LRUCache } from "lru-cache";
 import { FederationError } from "../federation/errors.ts";
 import type { Logger } from "../ops/log.ts";
 import type { DeviceSnapshot, Store } from "../store/store.ts";
@@ -7,7 +8,8 @@ import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } fr
 import type { RateLimiter } from "./rate-limit.ts";
 
 export type RefreshOutcome =
-  | { kind: "ok"; snapshot: DeviceSnapshot; fromCache: boolean }
+  /** `changed`: the list differs from what the requester's clients were shown (heal.ts). */
+  | { kind: "ok"; snapshot: DeviceSnapshot; fromCache: boolean; changed: boolean }
   | { kind: "local" }
   | { kind: "pending" }
   | { kind: "limited"; retryAfterMs: number }
@@ -19,6 +21,11 @@ export interface ResyncOptions {
   fetchDevices: (userId: string) => Promise<{ snapshot: DeviceSnapshot }>;
   /** Called after every fresh snapshot is stored: delivery adds pending rows and wakes long-polls. */
   onSnapshot?: (s: DeviceSnapshot) => void;
+  /**
+   * When set, replaces storing + onSnapshot: decides whether the fresh list is a real change
+   * (heal.ts) and delivers it only then. Returns whether it did.
+   */
+  onFresh?: (s: DeviceSnapshot, ctx: ResyncContext) => Promise<boolean>;
   onFailure?: (userId: string, e: FederationError) => void;
   /** A remote answer older than the stored snapshot was kept out (metrics). */
   onStaleAnswer?: (userId: string) => void;
@@ -30,6 +37,25 @@ export interface ResyncOptions {
   log: Logger;
   now?: () => number;
 }
+
+/** Why a fetch was started: the `trigger` label of resync_heals_total. */
+export type Trigger = "endpoint" | "to_device" | "keys_query" | "audit" | "admin" | "retry" | "recheck";
+
+export interface ResyncContext {
+  trigger: Trigger;
+  /** What raised it (a suspicion's signal), for the heal's log line. */
+  why?: string;
+  /**
+   * The access token of the device whose traffic raised the question, to ask the homeserver
+   * for its view when we have none (delivery/views.ts). Memory only: never stored or logged.
+   */
+  token?: string;
+  /** Schedule retries when the fetch fails (explicit refreshes); background checks do not. */
+  retry?: boolean;
+}
+
+/** What a background check (a suspicion, the audit) did. */
+export type BackgroundStart = "started" | "joined" | "cached" | "limited" | "backoff" | "local";
 
 class RefreshFailure extends Error {
   readonly error: FederationError;
@@ -49,6 +75,10 @@ export class Resyncer {
   readonly #o: ResyncOptions;
   readonly #now: () => number;
   readonly #inflight = new Map<string, Promise<DeviceSnapshot>>();
+  // The last outcome per user, for the cache window: an unchanged list is not stored as a
+  // snapshot (it must not be served as an overlay), yet a second question within the window
+  // must cost nothing either.
+  readonly #recent = new LRUCache<string, { snapshot: DeviceSnapshot; changed: boolean }>({ max: 50_000 });
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = true;
 
@@ -62,7 +92,7 @@ export class Resyncer {
   }
 
   /** A client's refresh: answers within waitMs, leaving the fetch (and retries) running. */
-  async refresh(target: string, requester: string, waitMs: number): Promise<RefreshOutcome> {
+  async refresh(target: string, requester: string, waitMs: number, ctx: ResyncContext = { trigger: "endpoint", retry: true }): Promise<RefreshOutcome> {
     const o = this.#o;
     if (serverOf(target) === o.serverName) return { kind: "local" };
     const wait = o.limits.requester.take(requester);
@@ -70,22 +100,50 @@ export class Resyncer {
 
     let running = this.#inflight.get(target);
     if (!running) {
-      const snap = o.store.getSnapshot(target);
-      if (snap && this.#now() - snap.fetchedAt < o.refreshCacheMs) return { kind: "ok", snapshot: snap, fromCache: true };
+      const cached = this.#cached(target);
+      if (cached) return { kind: "ok", snapshot: cached.snapshot, fromCache: true, changed: cached.changed };
       const waitTarget = o.limits.target.take(target);
       if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
       const blocked = this.#backedOff(target, requester, true);
       if (blocked) return blocked;
-      running = this.run(target, [requester]);
+      running = this.run(target, [requester], ctx);
     }
-    return this.#await(running, waitMs);
+    return this.#await(target, running, waitMs);
+  }
+
+  /** The last outcome for target, if within the cache window. */
+  #cached(target: string): { snapshot: DeviceSnapshot; changed: boolean } | undefined {
+    const window = this.#o.refreshCacheMs;
+    const r = this.#recent.get(target);
+    if (r && this.#now() - r.snapshot.fetchedAt < window) return r;
+    const snap = this.#o.store.getSnapshot(target);
+    if (snap && this.#now() - snap.fetchedAt < window) return { snapshot: snap, changed: true };
+    return undefined;
+  }
+
+  /**
+   * A background check (a suspicion, the audit): through the same single-flight, cache, per-target
+   * rate limit and destination backoff as an explicit refresh, never probing a backed-off
+   * destination and never queueing retries, so no flood of questions can cost more fetches than
+   * the per-target limit allows, nor grow the store.
+   */
+  background(target: string, ctx: ResyncContext): BackgroundStart {
+    const o = this.#o;
+    if (serverOf(target) === o.serverName) return "local";
+    if (this.#inflight.has(target)) return "joined";
+    if (this.#cached(target)) return "cached";
+    const b = o.store.getBackoff(serverOf(target));
+    if (b && b.retryAt > this.#now()) return "backoff";
+    if (o.limits.target.take(target) > 0) return "limited";
+    void this.run(target, [], { ...ctx, retry: false }).catch(() => {});
+    return "started";
   }
 
   /** Start (or join) the single fetch for target. Failures are recorded and rescheduled here. */
-  run(target: string, requestedBy: string[]): Promise<DeviceSnapshot> {
+  run(target: string, requestedBy: string[], ctx: ResyncContext = { trigger: "retry", retry: true }): Promise<DeviceSnapshot> {
     const existing = this.#inflight.get(target);
     if (existing) return existing;
-    const p = this.#fetch(target, requestedBy).finally(() => {
+    const p = this.#fetch(target, requestedBy, ctx).finally(() => {
       this.#inflight.delete(target);
       this.#schedule();
     });
@@ -94,7 +152,7 @@ export class Resyncer {
     return p;
   }
 
-  async #fetch(target: string, requestedBy: string[]): Promise<DeviceSnapshot> {
+  async #fetch(target: string, requestedBy: string[], ctx: ResyncContext): Promise<DeviceSnapshot> {
     const o = this.#o;
     const dest = serverOf(target);
     try {
@@ -113,8 +171,13 @@ export class Resyncer {
         o.onStaleAnswer?.(target);
         return have;
       }
-      o.store.putSnapshot(snapshot);
-      o.onSnapshot?.(snapshot);
+      let changed = true;
+      if (o.onFresh) changed = await this.#decide(snapshot, ctx);
+      else {
+        o.store.putSnapshot(snapshot);
+        o.onSnapshot?.(snapshot);
+      }
+      this.#recent.set(target, { snapshot, changed });
       return snapshot;
     } catch (err) {
       const e = err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
@@ -127,6 +190,7 @@ export class Resyncer {
         o.store.putBackoff({ destination: dest, failures, retryAt: destRetryAt, lastProbeAt: b?.lastProbeAt ?? now });
       }
       o.onFailure?.(target, e);
+      if (ctx.retry === false) throw new RefreshFailure(e);
       if (!isRetryable(e)) {
         o.store.deleteRetry(target);
         throw new RefreshFailure(e);
@@ -143,6 +207,16 @@ export class Resyncer {
       o.store.putRetry({ userId: target, attempts, dueAt, requestedBy: who, lastError: e.message });
       o.log.info("device list refresh failed; retry scheduled", { userId: target, attempts, inMs: dueAt - now, error: e.message });
       throw new RefreshFailure(e, dueAt - now);
+    }
+  }
+
+  /** The fresh list went to heal.ts; a fault there (the store) must not count as the remote's. */
+  async #decide(snapshot: DeviceSnapshot, ctx: ResyncContext): Promise<boolean> {
+    try {
+      return await this.#o.onFresh!(snapshot, ctx);
+    } catch (e) {
+      this.#o.log.warn("could not compare a fresh device list with the homeserver's view", { userId: snapshot.userId, error: String((e as Error)?.message ?? e) });
+      return false;
     }
   }
 
@@ -165,12 +239,12 @@ export class Resyncer {
     return { kind: "failed", error, nextRetryInMs: b.retryAt - now };
   }
 
-  async #await(p: Promise<DeviceSnapshot>, waitMs: number): Promise<RefreshOutcome> {
+  async #await(target: string, p: Promise<DeviceSnapshot>, waitMs: number): Promise<RefreshOutcome> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), waitMs)));
     try {
       const r = await Promise.race([p, deadline]);
-      return r === "pending" ? { kind: "pending" } : { kind: "ok", snapshot: r, fromCache: false };
+      return r === "pending" ? { kind: "pending" } : { kind: "ok", snapshot: r, fromCache: false, changed: this.#recent.get(target)?.changed ?? true };
     } catch (e) {
       if (e instanceof RefreshFailure) return { kind: "failed", error: e.error, nextRetryInMs: e.nextRetryInMs };
       throw e;

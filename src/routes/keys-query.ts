@@ -7,6 +7,7 @@ import { sendError } from "../server/errors.ts";
 import { pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
 import { sendRewritten } from "../server/rewrite.ts";
 import { serverOf } from "../resync/resyncer.ts";
+import { afterKeysQuery, answerParts, watchKeysQuery } from "../resync/self-heal.ts";
 import { whoIfKnown } from "./sync.ts";
 
 export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
@@ -27,11 +28,17 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
   const headers = upstreamHeaders(req, ctx.forwarded);
   headers["content-length"] = String(requestBody.length);
   delete headers["transfer-encoding"];
-  if (snapshots.size) headers["accept-encoding"] = "identity";
+  // The homeserver's answer teaches us its view of the remote users (resync/self-heal.ts).
+  const heal = who && remote.length ? svc.heal : undefined;
+  if (snapshots.size || heal) headers["accept-encoding"] = "identity";
   try {
     const up = await deps.upstream.open({ method: "POST", target: ctx.target, headers, body: requestBody, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, clientRes: res });
-    if (snapshots.size === 0) return pipeResponse(up, res);
+    if (snapshots.size === 0) {
+      if (heal && who) watchKeysQuery(heal, up, who, wanted, remote);
+      return pipeResponse(up, res);
+    }
     await sendRewritten(up, res, 64 * 1024 * 1024, (answer) => {
+      if (heal && who) afterKeysQuery(heal, who, wanted, remote, answerParts(answer));
       const { overlaid, caughtUp } = overlayKeysQuery(answer, wanted, snapshots);
       svc.overlays.caughtUp(caughtUp);
       svc.metrics?.overlaysServed.inc(overlaid.length);

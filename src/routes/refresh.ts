@@ -18,13 +18,14 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
 
   const svc = deps.services;
   const mine = await svc.delivery.trackRequester(who, target);
-  const out = await svc.resyncer.refresh(target, who.userId, deps.config.refreshWaitMs);
+  const out = await svc.resyncer.refresh(target, who.userId, deps.config.refreshWaitMs, { trigger: "endpoint", token: who.token, retry: true });
   svc.metrics?.refreshes.inc({ outcome: out.kind === "failed" ? out.error.kind : out.kind });
   if (out.kind === "ok") svc.metrics?.cache.inc({ cache: "refresh_snapshot", result: out.fromCache ? "hit" : "miss" });
   switch (out.kind) {
     case "ok":
-      // A cache hit never reaches onSnapshot, but the asker still wants its devices told.
-      if (out.fromCache) svc.delivery.deliver(mine, target);
+      // A cache hit never reaches onSnapshot, but the asker still wants its devices told, when
+      // there is something to tell: a list equal to the homeserver's own is not news (heal.ts).
+      if (out.fromCache && out.changed) svc.delivery.deliver(mine, target);
       return sendJson(res, 202, {});
     case "local":
     case "pending":

@@ -7,6 +7,7 @@ import type { Overlays } from "../delivery/overlays.ts";
 import type { Logger } from "../ops/log.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import type { Resyncer } from "../resync/resyncer.ts";
+import type { SelfHeal } from "../resync/self-heal.ts";
 import type { Store } from "../store/store.ts";
 import type { Auth } from "./auth.ts";
 import { sendError, sendJson } from "./errors.ts";
@@ -36,6 +37,8 @@ export interface Services {
   store: Store;
   metrics?: Metrics;
   log: Logger;
+  /** The homeserver's view, heals, detection and the audit (resync/self-heal.ts). */
+  heal?: SelfHeal;
 }
 
 export interface RouteContext {

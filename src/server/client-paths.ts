@@ -16,6 +16,8 @@ export interface ClientCall {
   /** The path after the version, e.g. "account/whoami". */
   path: string;
   headers: OutgoingHttpHeaders;
+  /** A request body (sent again as is if the other prefix is tried). */
+  body?: Uint8Array;
   headerTimeoutMs: number;
   /** Largest body we read (default 64 KiB). */
   maxBytes?: number;
@@ -74,7 +76,7 @@ export function createClientPaths(o: ClientPathsOptions): ClientPaths {
       let last: ClientAnswer | undefined;
       for (const version of order()) {
         const target = `/_matrix/client/${version}/${c.path}`;
-        const res = await o.upstream.open({ method: c.method, target, headers: c.headers, headerTimeoutMs: c.headerTimeoutMs });
+        const res = await o.upstream.open({ method: c.method, target, headers: c.headers, body: c.body, headerTimeoutMs: c.headerTimeoutMs });
         const body = await readBody(res, c.maxBytes ?? 64 * 1024);
         const status = res.statusCode ?? 0;
         last = { status, body, version, target };

@@ -58,6 +58,16 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE snapshots ADD COLUMN invalid_devices TEXT;
   `,
+  // 3: the homeserver's view of remote users (delivery/hs-view.ts): what it last served for
+  // them, compact (device ids and keys, cross-signing public keys) as one JSON value per user.
+  // Rows of users no device tracks any more are deleted with the trackers.
+  `
+  CREATE TABLE hs_views (
+    user_id TEXT PRIMARY KEY,
+    body    TEXT NOT NULL,
+    seen_at INTEGER NOT NULL
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

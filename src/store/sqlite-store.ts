@@ -3,6 +3,7 @@
 
 import { type SqlDatabase, type SqlRow, writeTransaction } from "./sqlite-driver.ts";
 import type { Backoff, DeviceSnapshot, PendingDelivery, RetryEntry, Store } from "./store.ts";
+import type { HsView } from "../delivery/hs-view.ts";
 
 /** How many sync tokens a pending row remembers: a client may retry a few old `since` values. */
 const CARRIED_KEEP = 8;
@@ -185,7 +186,37 @@ export class SqliteStore implements Store {
       .all(serverName).map((r) => str(r["target"]));
   }
   expireTrackers(olderThan: number) {
-    return this.#q("DELETE FROM trackers WHERE last_seen < ?").run(olderThan).changes;
+    let n = 0;
+    this.#tx(() => {
+      n = this.#q("DELETE FROM trackers WHERE last_seen < ?").run(olderThan).changes;
+      // The view is kept only while some device tracks the user: it expires with the trackers.
+      if (n > 0) this.#q("DELETE FROM hs_views WHERE user_id NOT IN (SELECT target FROM trackers)").run();
+    });
+    return n;
+  }
+  trackedTargetsAfter(after: string, limit: number) {
+    return this.#q("SELECT DISTINCT target FROM trackers WHERE target > ? ORDER BY target LIMIT ?")
+      .all(after, Math.max(0, Math.trunc(limit))).map((r) => str(r["target"]));
+  }
+  countTrackedTargets() {
+    return num(this.#q("SELECT count(DISTINCT target) AS n FROM trackers").get()?.["n"]);
+  }
+
+  getView(userId: string): HsView | undefined {
+    const r = this.#q("SELECT body, seen_at FROM hs_views WHERE user_id = ?").get(userId);
+    if (!r) return undefined;
+    const b = JSON.parse(str(r["body"])) as { d: HsView["devices"]; m?: string; s?: string };
+    const v: HsView = { userId, devices: b.d, seenAt: num(r["seen_at"]) };
+    if (b.m !== undefined) v.master = b.m;
+    if (b.s !== undefined) v.selfSigning = b.s;
+    return v;
+  }
+  putView(v: HsView) {
+    this.#q("INSERT OR REPLACE INTO hs_views (user_id, body, seen_at) VALUES (?, ?, ?)")
+      .run(v.userId, JSON.stringify({ d: v.devices, m: v.master, s: v.selfSigning }), v.seenAt);
+  }
+  countViews() {
+    return num(this.#q("SELECT count(*) AS n FROM hs_views").get()?.["n"]);
   }
 
   ping() {

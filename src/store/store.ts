@@ -2,6 +2,7 @@
 // `kill -9`, and every write that matters is committed before the client is answered.
 // The API is synchronous: the embedded SQLite store is local and fast, and callers stay
 // simple. A multi-replica Redis store will implement the same interface.
+import type { HsView } from "../delivery/hs-view.ts";
 
 /** A validated answer of GET /_matrix/federation/v1/user/devices/{userId}. */
 export interface DeviceSnapshot {
@@ -84,8 +85,16 @@ export interface Store {
   trackersOf(target: string): { userId: string; deviceId: string }[];
   /** Distinct tracked targets whose server name (after the first ':') equals serverName. */
   trackedUsersOn(serverName: string): string[];
-  /** Deletes trackers with last_seen < olderThan; returns how many. */
+  /** Deletes trackers with last_seen < olderThan, and the views of users no longer tracked; returns how many trackers. */
   expireTrackers(olderThan: number): number;
+  /** Distinct tracked targets sorted after `after` (exclusive), at most `limit`: the audit's walk. */
+  trackedTargetsAfter(after: string, limit: number): string[];
+  countTrackedTargets(): number;
+
+  /** The homeserver's view of a remote user (delivery/hs-view.ts). */
+  getView(userId: string): HsView | undefined;
+  putView(v: HsView): void;
+  countViews(): number;
 
   /** A real write (heartbeat row); throws when the store is not writable. */
   ping(): void;

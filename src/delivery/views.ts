@@ -1,0 +1,100 @@
+// The homeserver's view of each tracked remote user (hs-view.ts), kept durable in the store and
+// cached in memory. Learned from /keys/query answers as they pass through us; when a question
+// comes up about a user we have no view of, learned by asking the homeserver itself, with the
+// token of the device whose traffic raised the question (docs/architecture.md "Self-healing").
+import { LRUCache } from "lru-cache";
+import type { Logger } from "../ops/log.ts";
+import type { ClientPaths } from "../server/client-paths.ts";
+import type { Store } from "../store/store.ts";
+import { type HsView, sameView, viewsFromAnswer } from "./hs-view.ts";
+
+export interface ViewsOptions {
+  store: Store;
+  /** The homeserver's client API under whichever prefix it serves (v3, or r0 on old servers). */
+  paths: ClientPaths;
+  log: Logger;
+  /** Views kept at most: beyond this, no new user's view is written (existing ones still update). */
+  maxViews?: number;
+  now?: () => number;
+}
+
+// An answer for one user fits in far less (1000 devices is ~1 MB); a larger one is not read.
+const QUERY_MAX_BYTES = 8 * 1024 * 1024;
+
+export class Views {
+  readonly #o: ViewsOptions;
+  readonly #now: () => number;
+  readonly #cache = new LRUCache<string, HsView>({ maxSize: 50_000, sizeCalculation: (v) => Object.keys(v.devices).length + 1 });
+  readonly #max: number;
+  #count: number;
+
+  constructor(o: ViewsOptions) {
+    this.#o = o;
+    this.#now = o.now ?? Date.now;
+    this.#max = o.maxViews ?? 200_000;
+    this.#count = o.store.countViews();
+  }
+
+  get(userId: string): HsView | undefined {
+    const hit = this.#cache.get(userId);
+    if (hit) return hit;
+    const v = this.#o.store.getView(userId);
+    if (v) this.#cache.set(userId, v);
+    return v;
+  }
+
+  /**
+   * Learn from a /keys/query answer the homeserver gave (before any overlay of ours). Writes
+   * only what changed: clients query the same users' keys over and over.
+   */
+  learn(answer: Record<string, unknown>, requested: Record<string, string[]>, users: readonly string[]): HsView[] {
+    const learned = viewsFromAnswer(answer, requested, users, this.#now());
+    for (const v of learned) this.#put(v);
+    return learned;
+  }
+
+  #put(v: HsView): void {
+    const old = this.get(v.userId);
+    this.#cache.set(v.userId, v);
+    if (old && sameView(old, v)) return;
+    if (!old) {
+      if (this.#count >= this.#max) return; // bounded: the cache still answers while it holds it
+      this.#count++;
+    }
+    this.#o.store.putView(v);
+  }
+
+  /** Trackers expired: so did some views; recount. */
+  resync(): void {
+    this.#cache.clear();
+    this.#count = this.#o.store.countViews();
+  }
+
+  /**
+   * The view of `userId`, asking the homeserver when we have none: POST /keys/query for that one
+   * user, with the token of the device whose traffic raised the question (its answer is what that
+   * device's client would see). Undefined when the homeserver cannot say.
+   */
+  async getOrQuery(userId: string, token: string | undefined): Promise<HsView | undefined> {
+    const have = this.get(userId);
+    if (have || !token) return have;
+    try {
+      const body = Buffer.from(JSON.stringify({ device_keys: { [userId]: [] } }));
+      const res = await this.#o.paths.call({
+        method: "POST",
+        path: "keys/query",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": String(body.length), "accept-encoding": "identity" },
+        body,
+        headerTimeoutMs: 15_000,
+        maxBytes: QUERY_MAX_BYTES,
+      });
+      if (res.status !== 200) return undefined;
+      const answer = JSON.parse(res.body.toString("utf8")) as unknown;
+      if (typeof answer !== "object" || answer === null || Array.isArray(answer)) return undefined;
+      return this.learn(answer as Record<string, unknown>, { [userId]: [] }, [userId])[0];
+    } catch (e) {
+      this.#o.log.debug("could not ask the homeserver for a user's keys", { userId, error: String(e) });
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,122 @@
+// The audit (docs/architecture.md "Self-healing"): every tracked remote user is re-verified once
+// per --audit-interval-ms, spread evenly over the interval, never faster than the global budget
+// --audit-max-per-second, and each check goes through the resyncer's per-target limit, cache and
+// destination backoff. It catches staleness that raises no signal at all.
+import type { Logger } from "../ops/log.ts";
+import type { Metrics } from "../ops/metrics.ts";
+import type { Store } from "../store/store.ts";
+import { type Resyncer, serverOf } from "./resyncer.ts";
+
+export interface AuditOptions {
+  store: Store;
+  resyncer: Resyncer;
+  serverName: string;
+  intervalMs: number;
+  maxPerSecond: number;
+  log: Logger;
+  metrics?: Metrics;
+  now?: () => number;
+}
+
+/** Targets read from the store at a time: the walk never holds the whole list. */
+const PAGE = 200;
+/** The longest pause between two checks, so users tracked meanwhile are not waited on for hours. */
+const MAX_GAP_MS = 60_000;
+
+export class Audit {
+  readonly #o: AuditOptions;
+  readonly #now: () => number;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #page: string[] = [];
+  #cursor = "";
+  #passStartedAt = 0;
+  #passDone = 0;
+  #passTotal = 0;
+  #running = false;
+
+  constructor(o: AuditOptions) {
+    this.#o = o;
+    this.#now = o.now ?? Date.now;
+  }
+
+  get enabled(): boolean {
+    return this.#o.intervalMs > 0;
+  }
+
+  /** How far the current pass runs behind its interval: 0 while on schedule. */
+  behindSeconds(): number {
+    if (!this.#running || this.#passTotal === 0) return 0;
+    const elapsed = this.#now() - this.#passStartedAt;
+    const due = Math.min(1, elapsed / this.#o.intervalMs) * this.#passTotal; // checks due by now
+    const behindChecks = Math.max(0, due - this.#passDone);
+    return behindChecks / Math.max(this.#o.maxPerSecond, this.#passTotal / (this.#o.intervalMs / 1000));
+  }
+
+  start(): void {
+    if (!this.enabled || this.#running) return;
+    this.#running = true;
+    this.#newPass();
+    this.#schedule(this.#gap());
+  }
+
+  stop(): void {
+    this.#running = false;
+    clearTimeout(this.#timer);
+  }
+
+  #newPass(): void {
+    this.#cursor = "";
+    this.#page = [];
+    this.#passStartedAt = this.#now();
+    this.#passDone = 0;
+    this.#passTotal = this.#o.store.countTrackedTargets();
+  }
+
+  /** Even spacing over the interval, never under the budget's spacing. */
+  #gap(): number {
+    const even = this.#o.intervalMs / Math.max(1, this.#passTotal);
+    return Math.min(MAX_GAP_MS, Math.max(1000 / this.#o.maxPerSecond, even));
+  }
+
+  #schedule(ms: number): void {
+    if (!this.#running) return;
+    this.#timer = setTimeout(() => this.#tick(), ms);
+    this.#timer.unref?.();
+  }
+
+  #tick(): void {
+    try {
+      const next = this.#next();
+      if (next === undefined) {
+        // The pass is done: the next one starts when this one's interval is over.
+        // A pass that found nobody looks again soon: a user tracked meanwhile is checked within
+        // one interval of being tracked, not two.
+        const empty = this.#passDone === 0;
+        const rest = empty ? Math.min(this.#o.intervalMs, 5_000) : Math.max(0, this.#passStartedAt + this.#o.intervalMs - this.#now());
+        this.#newPass();
+        this.#passStartedAt += rest;
+        return this.#schedule(Math.max(rest, this.#gap()));
+      }
+      this.#passDone++;
+      this.#o.metrics?.auditChecked.inc();
+      const r = this.#o.resyncer.background(next, { trigger: "audit", why: "periodic audit" });
+      this.#o.log.debug("audit check", { userId: next, check: r });
+    } catch (e) {
+      this.#o.log.warn("audit step failed", { error: String((e as Error)?.message ?? e) });
+    }
+    this.#schedule(this.#gap());
+  }
+
+  /** The next remote target of the walk, or undefined at the end of the pass. */
+  #next(): string | undefined {
+    for (;;) {
+      if (this.#page.length === 0) {
+        this.#page = this.#o.store.trackedTargetsAfter(this.#cursor, PAGE);
+        if (this.#page.length === 0) return undefined;
+        this.#cursor = this.#page[this.#page.length - 1]!;
+      }
+      const t = this.#page.shift()!;
+      if (serverOf(t) !== this.#o.serverName) return t;
+    }
+  }
+}

@@ -1,0 +1,133 @@
+// Suspicions: signs in the traffic we already carry that a remote user's device list, as the
+// homeserver serves it, is stale (docs/architecture.md "Self-healing"). Each becomes a background
+// check through the resyncer (single-flight, cache, per-target limit, destination backoff), so a
+// flood of forged events cannot cost more fetches than those allow. The homeserver already
+// resyncs on its own for encrypted room events and key requests from unknown devices received
+// over federation; these cover what it does not act on.
+import { crossKeyOf, type HsView, knowsCurveKey, knowsDevice, viewOfSnapshot } from "../delivery/hs-view.ts";
+import type { ToDeviceClue } from "../delivery/to-device-clues.ts";
+import type { Views } from "../delivery/views.ts";
+import type { Logger } from "../ops/log.ts";
+import type { Metrics } from "../ops/metrics.ts";
+import { isValidUserId } from "../routes/user-id.ts";
+import type { Requester } from "../server/auth.ts";
+import type { Store } from "../store/store.ts";
+import { RateLimiter } from "./rate-limit.ts";
+import { type Resyncer, serverOf } from "./resyncer.ts";
+
+export type Signal =
+  | "olm_unknown_sender_key"
+  | "key_request_unknown_device"
+  | "secret_request_unknown_device"
+  | "verification_unknown_device"
+  | "cross_signing_incomplete"
+  | "keys_query_failure";
+
+export interface DetectorOptions {
+  serverName: string;
+  resyncer: Resyncer;
+  views: Views;
+  store: Store;
+  log: Logger;
+  metrics?: Metrics;
+  now?: () => number;
+}
+
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** Distinct senders looked at per /sync body. */
+const MAX_SENDERS = 20;
+/** Users of one failed server asked about per /keys/query answer. */
+const MAX_FAILED_USERS = 50;
+
+export class Detector {
+  readonly #o: DetectorOptions;
+  // A sender we hold no view of costs one /keys/query to the homeserver: at most this many per
+  // syncing device, so a flood of events from invented senders cannot turn into a flood there.
+  readonly #lookups: RateLimiter;
+  // A server the homeserver could not reach: its users are looked at once per 10 minutes at most
+  // (the destination backoff then applies to our fetches too): "back off, do not hammer it".
+  readonly #failedServers: RateLimiter;
+
+  constructor(o: DetectorOptions) {
+    this.#o = o;
+    const now = o.now ?? Date.now;
+    this.#lookups = new RateLimiter({ burst: 10, perSecond: 10 / 60 }, now);
+    this.#failedServers = new RateLimiter({ burst: 1, perSecond: 1 / 600 }, now);
+  }
+
+  /** The to-device events a device just received. */
+  async toDevice(who: Requester, clues: readonly ToDeviceClue[]): Promise<void> {
+    const bySender = new Map<string, ToDeviceClue[]>();
+    for (const c of clues) {
+      if (serverOf(c.sender) === this.#o.serverName || !isValidUserId(c.sender)) continue; // our own users: the homeserver is authoritative
+      const list = bySender.get(c.sender);
+      if (list) list.push(c);
+      else if (bySender.size < MAX_SENDERS) bySender.set(c.sender, [c]);
+    }
+    for (const [sender, list] of bySender) {
+      try {
+        await this.#checkSender(who, sender, list);
+      } catch (e) {
+        this.#o.log.debug("could not check to-device events", { sender, error: String(e) });
+      }
+    }
+  }
+
+  async #checkSender(who: Requester, sender: string, clues: ToDeviceClue[]): Promise<void> {
+    const { views, store } = this.#o;
+    let view = views.get(sender);
+    if (!view && this.#lookups.take(`${who.userId}|${who.deviceId}`) === 0) view = await views.getOrQuery(sender, who.token);
+    // The homeserver cannot say anything about this sender: nobody here tracks them, and a
+    // client that does not track a user does not re-query their keys anyway.
+    if (!view) return;
+    const served = store.getSnapshot(sender);
+    const known: HsView[] = served ? [view, viewOfSnapshot(served)] : [view];
+    for (const c of clues) {
+      const signal = this.#unknown(c, known);
+      if (!signal) continue;
+      const about = c.senderKey !== undefined ? "an unknown curve25519 key" : `unknown device ${c.deviceId!.slice(0, 40)}`;
+      this.suspect(sender, signal, { token: who.token, tracker: who, why: `${c.type} from ${about}` });
+      return; // one suspicion per sender per body is enough
+    }
+  }
+
+  #unknown(c: ToDeviceClue, views: HsView[]): Signal | undefined {
+    if (c.senderKey !== undefined) return views.some((v) => knowsCurveKey(v, c.senderKey!)) ? undefined : "olm_unknown_sender_key";
+    if (c.deviceId === undefined || views.some((v) => knowsDevice(v, c.deviceId!))) return undefined;
+    if (c.type === "m.room_key_request") return "key_request_unknown_device";
+    if (c.type === "m.secret.request") return "secret_request_unknown_device";
+    return "verification_unknown_device";
+  }
+
+  /** A /keys/query answer the homeserver gave (before our overlay), for remote users requested. */
+  keysQuery(who: Requester, answer: Json, remote: readonly string[]): void {
+    const mk = isObject(answer.master_keys) ? answer.master_keys : {};
+    const ssk = isObject(answer.self_signing_keys) ? answer.self_signing_keys : {};
+    for (const u of remote) {
+      const hasMaster = Object.hasOwn(mk, u) && crossKeyOf(mk[u]) !== undefined;
+      const hasSelf = Object.hasOwn(ssk, u) && crossKeyOf(ssk[u]) !== undefined;
+      if (hasMaster !== hasSelf) this.suspect(u, "cross_signing_incomplete", { token: who.token, why: hasMaster ? "master key without self-signing key" : "self-signing key without master key" });
+    }
+    if (!isObject(answer.failures)) return;
+    for (const server of Object.keys(answer.failures)) {
+      if (server === this.#o.serverName) continue;
+      const users = remote.filter((u) => serverOf(u) === server).slice(0, MAX_FAILED_USERS);
+      if (users.length === 0 || this.#failedServers.take(server) > 0) continue;
+      for (const u of users) this.suspect(u, "keys_query_failure", { token: who.token, why: `the homeserver listed ${server.slice(0, 100)} in failures` });
+    }
+  }
+
+  /** Count the suspicion and start (or join, or skip) a background check of the user. */
+  suspect(userId: string, signal: Signal, o: { token?: string; why: string; tracker?: Requester }): void {
+    const { metrics, resyncer, store, serverName } = this.#o;
+    if (serverOf(userId) === serverName || !isValidUserId(userId)) return;
+    metrics?.suspicions.inc({ signal });
+    // The device that saw the signal hears of the outcome, like a device that queried the keys.
+    if (o.tracker) store.track(o.tracker.userId, o.tracker.deviceId, [userId], (this.#o.now ?? Date.now)());
+    const trigger = signal === "cross_signing_incomplete" || signal === "keys_query_failure" ? "keys_query" : "to_device";
+    const started = resyncer.background(userId, { trigger, why: `${signal}: ${o.why}`, token: o.token });
+    this.#o.log.debug("suspicion", { userId, signal, check: started });
+  }
+}
