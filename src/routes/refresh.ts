@@ -23,9 +23,11 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
   if (out.kind === "ok") svc.metrics?.cache.inc({ cache: "refresh_snapshot", result: out.fromCache ? "hit" : "miss" });
   switch (out.kind) {
     case "ok":
-      // A cache hit never reaches onSnapshot, but the asker still wants its devices told, when
-      // there is something to tell: a list equal to the homeserver's own is not news (heal.ts).
-      if (out.fromCache && out.changed) svc.delivery.deliver(mine, target);
+      // The asker asked explicitly: while we serve a list that differs from the homeserver's
+      // (an overlay), their devices are told, even when it is not news to the other trackers (a
+      // cache hit, or a list equal to the one already served). A list equal to the homeserver's
+      // own is not news to anyone (resync/heal.ts).
+      if ((out.fromCache || !out.changed) && svc.store.getSnapshot(target)) svc.delivery.deliver(mine, target);
       return sendJson(res, 202, {});
     case "local":
     case "pending":

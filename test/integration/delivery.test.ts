@@ -147,6 +147,8 @@ describe("/sync injection", () => {
   test("a poll that starts with news pending is not held for its timeout: the homeserver is asked with timeout=0", async () => {
     const frank = w.login("frank", "FRANK1");
     await keysQuery(frank, { [bob()]: [] });
+    // A real change (only those reach clients: frank was already shown the last list).
+    w.remote.setUser(makeUser(bob(), { devices: ["DEV0", "DEV1", "DEV2", "DEV3"] }));
     expect((await w.refresh(bob(), alice)).status).toBe(202);
     const started = Date.now();
     const body = await sync(frank, "s0", 20_000);
@@ -165,6 +167,7 @@ describe("/sync injection", () => {
   test("simplified sliding sync carries it at extensions.e2ee.device_lists, acknowledged by pos", async () => {
     const dave = w.login("dave", "DAVE1");
     await keysQuery(dave, { [bob()]: [] }); // dave tracks bob
+    w.remote.setUser(makeUser(bob(), { devices: ["DEV0", "DEV1", "DEV2", "DEV3", "DEV4"] }));
     expect((await w.refresh(bob(), alice)).status).toBe(202);
     let pos = 0;
     w.hs.on("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", (_req, res) => void res.end(JSON.stringify({ pos: `p${++pos}`, lists: {}, rooms: {}, extensions: {} })));
@@ -178,6 +181,7 @@ describe("/sync injection", () => {
   test("a 5 MB /sync gets the injection and stays valid JSON", async () => {
     const erin = w.login("erin", "ERIN1");
     await keysQuery(erin, { [bob()]: [] });
+    w.remote.setUser(makeUser(bob(), { devices: ["DEV0", "DEV1", "DEV2", "DEV3", "DEV4", "DEV5"] }));
     expect((await w.refresh(bob(), alice)).status).toBe(202);
     const big = bigSyncBody(5_000_000, { nextBatch: "big1" });
     w.hs.on("/_matrix/client/v3/sync?timeout=0&since=big0", (_req, res) => void res.end(JSON.stringify(big)));
