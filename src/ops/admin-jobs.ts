@@ -79,7 +79,7 @@ export class ServerJobs {
           job.deferred++;
         } else {
           try {
-            await resyncer.run(userId, requestedBy);
+            await resyncer.run(userId, requestedBy, { trigger: "admin", why: `server refresh of ${job.server}`, retry: true });
             job.ok++;
           } catch {
             job.failed++; // recorded by the resyncer: retry entry and destination backoff

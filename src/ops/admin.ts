@@ -5,6 +5,7 @@
 //   GET  /servers/{serverName}/refresh progress of that job
 //   GET  /retries                      users waiting for a retry
 //   GET  /backoffs                     destinations backed off
+//   GET  /heals                        the last device lists healed: who, what changed, why
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config } from "../config.ts";
 import { FederationError } from "../federation/errors.ts";
@@ -63,7 +64,10 @@ export function createAdmin(o: AdminOptions): (req: IncomingMessage, res: Server
       const destinations = svc.store.listBackoffs().map((b) => ({ destination: b.destination, failures: b.failures, in_backoff: b.retryAt > t, retry_in_ms: Math.max(0, b.retryAt - t) }));
       return { status: 200, body: { destinations } };
     }
-    const known = user || server || rest === "retries" || rest === "backoffs";
+    if (rest === "heals" && method === "GET") {
+      return { status: 200, body: { heals: svc.heal?.healer.recent() ?? [] } };
+    }
+    const known = user || server || rest === "retries" || rest === "backoffs" || rest === "heals";
     throw new MatrixError("M_UNRECOGNIZED", known ? "Method not allowed" : "Unrecognized admin request", { status: known ? 405 : 404 });
   }
 
@@ -72,7 +76,7 @@ export function createAdmin(o: AdminOptions): (req: IncomingMessage, res: Server
     if (serverOf(userId) === config.serverName) throw new MatrixError("M_INVALID_PARAM", `${userId} is a local user: the homeserver is authoritative`);
     svc.log.info("admin: refresh a user", { admin, userId });
     // run() skips the rate limits and the destination backoff: an admin asked explicitly.
-    const running = svc.resyncer.run(userId, [`admin:${admin}`]);
+    const running = svc.resyncer.run(userId, [`admin:${admin}`], { trigger: "admin", why: `asked by ${admin}`, retry: true });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), config.refreshWaitMs)));
     try {
