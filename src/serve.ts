@@ -8,7 +8,7 @@ import type { KeyCheck } from "./federation/key-check.ts";
 import { checkOwnKey, createFederation, loadKey } from "./federation/stack.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
 import { startMemoryReducer } from "./ops/memory-reducer.ts";
-import { createMetrics } from "./ops/metrics.ts";
+import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { createOpsApp, type Readiness } from "./ops/ops-app.ts";
 import { drain, type DrainResult, signalExitCode } from "./ops/shutdown.ts";
 import { timedUpstream } from "./ops/timed-upstream.ts";
@@ -25,6 +25,7 @@ import { boundAddress, listen } from "./server/listen.ts";
 import { buildRoutes } from "./server/routes.ts";
 import { createUpstream } from "./server/upstream.ts";
 import { openSqliteStore } from "./store/sqlite.ts";
+import { guardStore, storeFallback } from "./store/store-guard.ts";
 import { VERSION } from "./version.ts";
 
 // A front-end thread's entrypoint. Resolved here, beside main.ts: in the compiled binary this
@@ -52,11 +53,15 @@ const destinationClass = (server: string) => (/^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.tes
 export async function startProxy(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningProxy> {
   const engine = chooseEngine(config.engine); // first: `--engine bun` off Bun fails before anything opens
   const key = await loadKey(config);
-  const store = await openSqliteStore(config.dataDir);
-  const metrics = createMetrics(undefined, {
-    retryQueueDepth: () => store.listRetries().length,
-    destinationsInBackoff: () => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length,
-    pendingDeliveries: () => store.countPending(),
+  const rawStore = await openSqliteStore(config.dataDir);
+  // Declared before the metrics that count its failures: the guard reads them when one happens.
+  let metrics: Metrics | undefined;
+  const store = guardStore(rawStore, { log, onError: (operation) => metrics?.storeErrors.inc({ operation }) });
+  metrics = createMetrics(undefined, {
+    // NaN while the store fails: a scrape must not fail with it, nor show a false zero.
+    retryQueueDepth: () => storeFallback(() => store.listRetries().length, NaN),
+    destinationsInBackoff: () => storeFallback(() => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length, NaN),
+    pendingDeliveries: () => storeFallback(() => store.countPending(), NaN),
     openLongPolls: () => delivery.waiters.count,
   });
   const upstream = timedUpstream(createUpstream(config.upstream), metrics);
@@ -133,7 +138,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config, upstream, beforeScrape: threads && (() => threads!.flush()) })) : undefined;
 
   resyncer.start();
-  const housekeeping = setInterval(() => delivery.expireTrackers(), 3_600_000);
+  const housekeeping = setInterval(() => storeFallback(() => delivery.expireTrackers(), 0), 3_600_000);
   housekeeping.unref();
   const reducer = startMemoryReducer(log);
   const checkKey = async () => {
@@ -170,6 +175,11 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
 export async function serve(config: Config): Promise<void> {
   const proxy = await startProxy(config);
   const log = proxy.log;
+  // The last line of defence: a fault no handler caught (a failing store in a callback, a bug)
+  // is logged and the proxy keeps serving. Exiting would cut every client's connection and
+  // long-poll at once, and a restart would meet the same fault again.
+  process.on("unhandledRejection", (reason) => log.error("unhandled rejection (ignored; the proxy keeps running)", { error: reason instanceof Error ? reason.stack ?? reason.message : String(reason) }));
+  process.on("uncaughtException", (err) => log.error("uncaught exception (ignored; the proxy keeps running)", { error: err.stack ?? err.message }));
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

@@ -59,8 +59,12 @@ export class Resyncer {
     return this.#inflight.size;
   }
 
-  /** A client's refresh: answers within waitMs, leaving the fetch (and retries) running. */
-  async refresh(target: string, requester: string, waitMs: number): Promise<RefreshOutcome> {
+  /**
+   * A client's refresh: answers within waitMs, leaving the fetch (and retries) running.
+   * `admitted` runs once the rate limits let the refresh through, before it writes anything
+   * or starts a fetch: a refused (429) refresh writes nothing at all.
+   */
+  async refresh(target: string, requester: string, waitMs: number, admitted?: () => Promise<void>): Promise<RefreshOutcome> {
     const o = this.#o;
     if (serverOf(target) === o.serverName) return { kind: "local" };
     const wait = o.limits.requester.take(requester);
@@ -69,13 +73,15 @@ export class Resyncer {
     let running = this.#inflight.get(target);
     if (!running) {
       const snap = o.store.getSnapshot(target);
-      if (snap && this.#now() - snap.fetchedAt < o.refreshCacheMs) return { kind: "ok", snapshot: snap, fromCache: true };
-      const waitTarget = o.limits.target.take(target);
+      const fresh = snap !== undefined && this.#now() - snap.fetchedAt < o.refreshCacheMs;
+      const waitTarget = fresh ? 0 : o.limits.target.take(target);
       if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
+      await admitted?.();
+      if (fresh) return { kind: "ok", snapshot: snap, fromCache: true };
       const blocked = this.#backedOff(target, requester, true);
       if (blocked) return blocked;
       running = this.run(target, [requester]);
-    }
+    } else await admitted?.();
     return this.#await(running, waitMs);
   }
 
@@ -181,7 +187,12 @@ export class Resyncer {
   #schedule(): void {
     if (this.#stopped) return;
     clearTimeout(this.#timer);
-    const next = this.#o.store.nextRetryAt();
+    let next: number | undefined;
+    try {
+      next = this.#o.store.nextRetryAt();
+    } catch {
+      next = this.#now() + 5_000; // a failing store (logged by its guard): look again soon
+    }
     // At least 50 ms: a due entry whose fetch is still in flight must not spin the loop.
     const delay = next === undefined ? 30_000 : Math.min(30_000, Math.max(50, next - this.#now()));
     this.#timer = setTimeout(() => this.#tick(), delay);
@@ -190,14 +201,18 @@ export class Resyncer {
 
   #tick(): void {
     const now = this.#now();
-    for (const r of this.#o.store.dueRetries(now, 200)) {
-      if (this.#inflight.has(r.userId)) continue;
-      const b = this.#o.store.getBackoff(serverOf(r.userId));
-      if (b && b.retryAt > now) {
-        this.#o.store.putRetry({ ...r, dueAt: b.retryAt });
-        continue;
+    try {
+      for (const r of this.#o.store.dueRetries(now, 200)) {
+        if (this.#inflight.has(r.userId)) continue;
+        const b = this.#o.store.getBackoff(serverOf(r.userId));
+        if (b && b.retryAt > now) {
+          this.#o.store.putRetry({ ...r, dueAt: b.retryAt });
+          continue;
+        }
+        void this.run(r.userId, r.requestedBy).catch(() => {});
       }
-      void this.run(r.userId, r.requestedBy).catch(() => {});
+    } catch {
+      // A failing store (its guard logs it): the loop carries on, and the entries stay due.
     }
     this.#schedule();
   }
