@@ -66,7 +66,10 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   });
   const upstream = timedUpstream(createUpstream(config.upstream), metrics);
   const fed = createFederation(config);
-  const delivery = new Delivery({ store, upstream, log, trackerTtlMs: config.trackerTtlMs });
+  const delivery = new Delivery({
+    store, upstream, log, trackerTtlMs: config.trackerTtlMs, maxTrackersPerDevice: config.maxTrackersPerDevice,
+    onTrackDropped: (n, why) => metrics?.trackersDropped.inc({ reason: why }, n),
+  });
 
   let keyCheck: KeyCheck | undefined;
   const fetchDevices = async (userId: string) => {

@@ -7,6 +7,7 @@ import type { Requester } from "../server/auth.ts";
 import { readBody } from "../server/body.ts";
 import type { Upstream } from "../server/upstream.ts";
 import type { DeviceSnapshot, Store } from "../store/store.ts";
+import { TrackerWriter, type TrackerWriterOptions } from "./tracker-writer.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
 
 export interface DeliveryOptions {
@@ -14,11 +15,17 @@ export interface DeliveryOptions {
   upstream: Upstream;
   log: Logger;
   trackerTtlMs: number;
+  /** --max-trackers-per-device (default: no limit). */
+  maxTrackersPerDevice?: number;
+  /** Told of (device, target) pairs not tracked (tracker-writer.ts). */
+  onTrackDropped?: TrackerWriterOptions["onDropped"];
   now?: () => number;
 }
 
 export class Delivery {
   readonly waiters = new Waiters();
+  /** Query trackers on their way to the store. */
+  readonly trackers: TrackerWriter;
   readonly #o: DeliveryOptions;
   readonly #now: () => number;
   readonly #devicesOf = new LRUCache<string, string[]>({ max: 10_000, ttl: 60_000 });
@@ -31,6 +38,14 @@ export class Delivery {
   constructor(o: DeliveryOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
+    this.trackers = new TrackerWriter({
+      store: o.store, maxPerDevice: o.maxTrackersPerDevice ?? Infinity, log: o.log,
+      onDropped: (n, why) => {
+        // Lost to a failing store: the next query must write them again, not wait out #written.
+        if (why === "store") this.#written.clear();
+        o.onTrackDropped?.(n, why);
+      },
+    });
   }
 
   /** The requester's devices follow the target from now on (so a later success reaches them). */
@@ -41,14 +56,14 @@ export class Delivery {
     return list;
   }
 
-  /** A device queried these users' keys: it will hear about their refreshes. */
+  /** A device queried these users' keys: it will hear about their refreshes (once written, soon). */
   trackQuery(who: Requester, targets: string[]): void {
     if (!who.deviceId || targets.length === 0) return;
     const now = this.#now();
     const every = Math.min(this.#o.trackerTtlMs / 10, 3_600_000);
     const due = targets.filter((t) => now - (this.#written.get(`${who.userId}|${who.deviceId}|${t}`) ?? -Infinity) >= every);
     if (due.length === 0) return;
-    this.#o.store.track(who.userId, who.deviceId, due, now);
+    this.trackers.enqueue(who.userId, who.deviceId, due, now);
     for (const t of due) this.#written.set(`${who.userId}|${who.deviceId}|${t}`, now);
   }
 
@@ -64,6 +79,7 @@ export class Delivery {
   }
 
   expireTrackers(): number {
+    this.trackers.forget();
     return this.#o.store.expireTrackers(this.#now() - this.#o.trackerTtlMs);
   }
 
