@@ -11,7 +11,11 @@ import { sendRewritten } from "../server/rewrite.ts";
 import { serverOf } from "../resync/resyncer.ts";
 import { storeFallback } from "../store/store-guard.ts";
 
-const MAX_BODY = 8 * 1024 * 1024;
+// The largest body we parse. Parsing is synchronous: a 4 MB query naming 150,000 users holds
+// the event loop for 100 ms and more (scripts/bench-tracking.ts), every other client waiting.
+// Clients batch their queries far smaller (matrix-rust-sdk sends 250 users at a time). A larger
+// body with a Content-Length streams through unread; a chunked one is refused.
+const MAX_PARSED = 256 * 1024;
 
 export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
   const { req, res, deps } = ctx;
@@ -20,9 +24,10 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
   // homeserver vouches for may make us hold it (docs/operations.md, "Memory").
   const who = await caller(ctx);
   if (who === "answered") return;
-  if (who === undefined) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
+  if (who === undefined || Number(req.headers["content-length"]) > MAX_PARSED)
+    return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
 
-  const requestBody = await readBody(req, MAX_BODY, { totalMs: deps.config.bodyTimeoutMs, minBytesPerSecond: deps.config.bodyMinBytesPerSecond });
+  const requestBody = await readBody(req, MAX_PARSED, { totalMs: deps.config.bodyTimeoutMs, minBytesPerSecond: deps.config.bodyMinBytesPerSecond });
   const parsed = parseJsonObject(requestBody);
   const requested = parsed?.device_keys;
   const wanted: Record<string, string[]> = {};

@@ -38,8 +38,9 @@ export function readBody(stream: IncomingMessage, maxBytes: number, limits?: Bod
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > maxBytes) {
-        stream.destroy();
-        return fail(new MatrixError("M_TOO_LARGE", `Body larger than ${maxBytes} bytes`));
+        // Stop reading and answer: `connection: close` drops the rest with the connection.
+        stream.pause();
+        return fail(new MatrixError("M_TOO_LARGE", `Body larger than ${maxBytes} bytes`, { headers: { connection: "close" } }));
       }
       chunks.push(chunk);
     };

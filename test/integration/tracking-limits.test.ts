@@ -46,13 +46,28 @@ describe.each(ENGINES)("tracking limits (engine %s)", (engine) => {
     expect(await rows()).toBe(150);
   });
 
-  it("answers a 4 MB query naming 150,000 made-up remote users, tracking only the capped few", async () => {
+  it("relays a 4 MB query naming 150,000 made-up remote users unread: answered, nothing tracked", async () => {
     const body = query(users(150_000, 0, "made-up.invalid"));
     expect(body.length).toBeGreaterThan(4_000_000);
     const r = await keysQuery(body);
     expect(r.status).toBe(200);
     expect(hs.seen.find((s) => s.target === "/_matrix/client/v3/keys/query")?.body.length).toBe(body.length);
+    expect(await rows()).toBe(0);
+  });
+
+  it("tracks only --max-tracked-per-query of a 5,000-user query it parses (under 256 KiB)", async () => {
+    const body = query(users(5_000, 0, "made-up.invalid"));
+    expect(body.length).toBeLessThan(256 * 1024);
+    expect((await keysQuery(body)).status).toBe(200);
     expect(await rows()).toBe(100);
+  });
+
+  it("refuses a chunked query body over 256 KiB with 413 M_TOO_LARGE", async () => {
+    const big = Buffer.from(query(users(20_000, 0, "made-up.invalid")));
+    const stream = new ReadableStream({ start(c) { c.enqueue(big); c.close(); } });
+    const r = await fetch(`${proxy.url}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: "Bearer alice" }, body: stream, duplex: "half" } as RequestInit);
+    expect(r.status).toBe(413);
+    expect((await r.json()).errcode).toBe("M_TOO_LARGE");
   });
 
   it("writes no tracker for a refresh the rate limit refuses", async () => {
