@@ -7,6 +7,7 @@ import { fetchUserDevices } from "./federation/devices.ts";
 import type { KeyCheck } from "./federation/key-check.ts";
 import { checkOwnKey, createFederation, loadKey } from "./federation/stack.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
+import { survivePanics } from "./ops/last-resort.ts";
 import { startMemoryReducer } from "./ops/memory-reducer.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { createOpsApp, type Readiness } from "./ops/ops-app.ts";
@@ -178,11 +179,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
 export async function serve(config: Config): Promise<void> {
   const proxy = await startProxy(config);
   const log = proxy.log;
-  // The last line of defence: a fault no handler caught (a failing store in a callback, a bug)
-  // is logged and the proxy keeps serving. Exiting would cut every client's connection and
-  // long-poll at once, and a restart would meet the same fault again.
-  process.on("unhandledRejection", (reason) => log.error("unhandled rejection (ignored; the proxy keeps running)", { error: reason instanceof Error ? reason.stack ?? reason.message : String(reason) }));
-  process.on("uncaughtException", (err) => log.error("uncaught exception (ignored; the proxy keeps running)", { error: err.stack ?? err.message }));
+  survivePanics(log);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
