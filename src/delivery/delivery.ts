@@ -48,12 +48,14 @@ export class Delivery {
     });
   }
 
-  /** The requester's devices follow the target from now on (so a later success reaches them). */
-  async trackRequester(who: Requester, target: string): Promise<{ userId: string; deviceId: string }[]> {
-    const devices = await this.#deviceIds(who);
-    const list = devices.map((deviceId) => ({ userId: who.userId, deviceId }));
-    for (const d of list) this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
-    return list;
+  /** The requester's devices (a homeserver call, cached; nothing is written). */
+  async requesterDevices(who: Requester): Promise<{ userId: string; deviceId: string }[]> {
+    return (await this.#deviceIds(who)).map((deviceId) => ({ userId: who.userId, deviceId }));
+  }
+
+  /** These devices follow the target from now on (so a later success reaches them). */
+  trackDevices(devices: { userId: string; deviceId: string }[], target: string): void {
+    for (const d of devices) this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
   }
 
   /** A device queried these users' keys: it will hear about their refreshes (once written, soon). */

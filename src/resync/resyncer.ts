@@ -61,27 +61,32 @@ export class Resyncer {
 
   /**
    * A client's refresh: answers within waitMs, leaving the fetch (and retries) running.
-   * `admitted` runs once the rate limits let the refresh through, before it writes anything
-   * or starts a fetch: a refused (429) refresh writes nothing at all.
+   * `admit` prepares (it may wait, and must not write) once the requester's rate limit lets
+   * the refresh through; the write it returns runs only once the target's limit has too, just
+   * before the fetch starts or the snapshot answers: a refused (429) refresh writes nothing.
    */
-  async refresh(target: string, requester: string, waitMs: number, admitted?: () => Promise<void>): Promise<RefreshOutcome> {
+  async refresh(target: string, requester: string, waitMs: number, admit?: () => Promise<() => void>): Promise<RefreshOutcome> {
     const o = this.#o;
     if (serverOf(target) === o.serverName) return { kind: "local" };
     const wait = o.limits.requester.take(requester);
     if (wait > 0) return { kind: "limited", retryAfterMs: wait };
+    const admitted = await admit?.();
 
+    // No await from here to run(): concurrent refreshes of one target must find its fetch.
     let running = this.#inflight.get(target);
     if (!running) {
       const snap = o.store.getSnapshot(target);
-      const fresh = snap !== undefined && this.#now() - snap.fetchedAt < o.refreshCacheMs;
-      const waitTarget = fresh ? 0 : o.limits.target.take(target);
+      if (snap && this.#now() - snap.fetchedAt < o.refreshCacheMs) {
+        admitted?.();
+        return { kind: "ok", snapshot: snap, fromCache: true };
+      }
+      const waitTarget = o.limits.target.take(target);
       if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
-      await admitted?.();
-      if (fresh) return { kind: "ok", snapshot: snap, fromCache: true };
+      admitted?.();
       const blocked = this.#backedOff(target, requester, true);
       if (blocked) return blocked;
       running = this.run(target, [requester]);
-    } else await admitted?.();
+    } else admitted?.();
     return this.#await(running, waitMs);
   }
 

@@ -25,7 +25,11 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
   try {
     // The requester's devices are tracked only once the rate limits admit the refresh.
     out = await svc.resyncer.refresh(target, who.userId, deps.config.refreshWaitMs, async () => {
-      mine = await svc.delivery.trackRequester(who, target);
+      const devices = await svc.delivery.requesterDevices(who);
+      return () => {
+        mine = devices;
+        svc.delivery.trackDevices(devices, target);
+      };
     });
     if (out.kind === "ok" && out.fromCache) svc.delivery.deliver(mine, target);
   } catch (e) {

@@ -46,7 +46,7 @@ test("fails, refuses during the cool-down (ping excepted), then serves again", (
   expect(calls).toEqual(["hasPending", "ping"]);
   expect(errors).toEqual(["hasPending", "hasPending", "ping"]);
   expect(lines.filter((l) => l.includes("store failure"))).toHaveLength(1);
-  expect(storeFallback(() => store.hasPending("@a:x", "D"), "fallback")).toBe("fallback");
+  expect(storeFallback<boolean | string>(() => store.hasPending("@a:x", "D"), "fallback")).toBe("fallback");
 
   broken = false;
   now += 1000;
