@@ -7,8 +7,9 @@ import { fetchUserDevices, logDroppedParts } from "./federation/devices.ts";
 import type { KeyCheck } from "./federation/key-check.ts";
 import { checkOwnKey, createFederation, loadKey } from "./federation/stack.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
+import { survivePanics } from "./ops/last-resort.ts";
 import { startMemoryReducer } from "./ops/memory-reducer.ts";
-import { createMetrics } from "./ops/metrics.ts";
+import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { createOpsApp, type Readiness } from "./ops/ops-app.ts";
 import { drain, type DrainResult, signalExitCode } from "./ops/shutdown.ts";
 import { looseKeyFile } from "./ops/key-permissions.ts";
@@ -27,6 +28,7 @@ import { boundAddress, listen } from "./server/listen.ts";
 import { buildRoutes } from "./server/routes.ts";
 import { createUpstream } from "./server/upstream.ts";
 import { openSqliteStore } from "./store/sqlite.ts";
+import { guardStore, storeFallback } from "./store/store-guard.ts";
 import { VERSION } from "./version.ts";
 
 // A front-end thread's entrypoint. Resolved here, beside main.ts: in the compiled binary this
@@ -56,18 +58,25 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const key = await loadKey(config);
   const loose = config.signingKey ? looseKeyFile(config.signingKey) : undefined;
   if (loose) log.warn(loose.message, { mode: loose.mode });
-  const store = await openSqliteStore(config.dataDir);
-  const metrics = createMetrics(undefined, {
-    retryQueueDepth: () => store.listRetries().length,
-    destinationsInBackoff: () => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length,
-    pendingDeliveries: () => store.countPending(),
+  const rawStore = await openSqliteStore(config.dataDir);
+  // Declared before the metrics that count its failures: the guard reads them when one happens.
+  let metrics: Metrics | undefined;
+  const store = guardStore(rawStore, { log, onError: (operation) => metrics?.storeErrors.inc({ operation }) });
+  metrics = createMetrics(undefined, {
+    // NaN while the store fails: a scrape must not fail with it, nor show a false zero.
+    retryQueueDepth: () => storeFallback(() => store.listRetries().length, NaN),
+    destinationsInBackoff: () => storeFallback(() => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length, NaN),
+    pendingDeliveries: () => storeFallback(() => store.countPending(), NaN),
     openLongPolls: () => delivery.waiters.count,
   });
   const upstream = timedUpstream(createUpstream(config.upstream), metrics);
   const fed = createFederation(config);
   // One view of which client API prefix (v3 or r0) the homeserver serves, for all our own calls.
   const paths = createClientPaths({ upstream, log });
-  const delivery = new Delivery({ store, upstream, paths, log, trackerTtlMs: config.trackerTtlMs });
+  const delivery = new Delivery({
+    store, upstream, paths, log, trackerTtlMs: config.trackerTtlMs, maxTrackersPerDevice: config.maxTrackersPerDevice,
+    onTrackDropped: (n, why) => metrics?.trackersDropped.inc({ reason: why }, n),
+  });
 
   let keyCheck: KeyCheck | undefined;
   const fetchDevices = async (userId: string) => {
@@ -141,7 +150,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config, upstream, beforeScrape: threads && (() => threads!.flush()) })) : undefined;
 
   resyncer.start();
-  const housekeeping = setInterval(() => delivery.expireTrackers(), 3_600_000);
+  const housekeeping = setInterval(() => storeFallback(() => delivery.expireTrackers(), 0), 3_600_000);
   housekeeping.unref();
   const reducer = startMemoryReducer(log);
   const checkKey = async () => {
@@ -178,6 +187,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
 export async function serve(config: Config): Promise<void> {
   const proxy = await startProxy(config);
   const log = proxy.log;
+  survivePanics(log);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

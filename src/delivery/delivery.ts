@@ -7,6 +7,7 @@ import type { Requester } from "../server/auth.ts";
 import { type ClientPaths, createClientPaths } from "../server/client-paths.ts";
 import type { Upstream } from "../server/upstream.ts";
 import type { DeviceSnapshot, Store } from "../store/store.ts";
+import { TrackerWriter, type TrackerWriterOptions } from "./tracker-writer.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
 
 export interface DeliveryOptions {
@@ -16,11 +17,17 @@ export interface DeliveryOptions {
   paths?: ClientPaths;
   log: Logger;
   trackerTtlMs: number;
+  /** --max-trackers-per-device (default: no limit). */
+  maxTrackersPerDevice?: number;
+  /** Told of (device, target) pairs not tracked (tracker-writer.ts). */
+  onTrackDropped?: TrackerWriterOptions["onDropped"];
   now?: () => number;
 }
 
 export class Delivery {
   readonly waiters = new Waiters();
+  /** Query trackers on their way to the store. */
+  readonly trackers: TrackerWriter;
   readonly #o: DeliveryOptions;
   readonly #now: () => number;
   readonly #paths: ClientPaths;
@@ -35,24 +42,34 @@ export class Delivery {
     this.#o = o;
     this.#now = o.now ?? Date.now;
     this.#paths = o.paths ?? createClientPaths({ upstream: o.upstream, log: o.log });
+    this.trackers = new TrackerWriter({
+      store: o.store, maxPerDevice: o.maxTrackersPerDevice ?? Infinity, log: o.log,
+      onDropped: (n, why) => {
+        // Lost to a failing store: the next query must write them again, not wait out #written.
+        if (why === "store") this.#written.clear();
+        o.onTrackDropped?.(n, why);
+      },
+    });
   }
 
-  /** The requester's devices follow the target from now on (so a later success reaches them). */
-  async trackRequester(who: Requester, target: string): Promise<{ userId: string; deviceId: string }[]> {
-    const devices = await this.#deviceIds(who);
-    const list = devices.map((deviceId) => ({ userId: who.userId, deviceId }));
-    for (const d of list) this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
-    return list;
+  /** The requester's devices (a homeserver call, cached; nothing is written). */
+  async requesterDevices(who: Requester): Promise<{ userId: string; deviceId: string }[]> {
+    return (await this.#deviceIds(who)).map((deviceId) => ({ userId: who.userId, deviceId }));
   }
 
-  /** A device queried these users' keys: it will hear about their refreshes. */
+  /** These devices follow the target from now on (so a later success reaches them). */
+  trackDevices(devices: { userId: string; deviceId: string }[], target: string): void {
+    for (const d of devices) this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
+  }
+
+  /** A device queried these users' keys: it will hear about their refreshes (once written, soon). */
   trackQuery(who: Requester, targets: string[]): void {
     if (!who.deviceId || targets.length === 0) return;
     const now = this.#now();
     const every = Math.min(this.#o.trackerTtlMs / 10, 3_600_000);
     const due = targets.filter((t) => now - (this.#written.get(`${who.userId}|${who.deviceId}|${t}`) ?? -Infinity) >= every);
     if (due.length === 0) return;
-    this.#o.store.track(who.userId, who.deviceId, due, now);
+    this.trackers.enqueue(who.userId, who.deviceId, due, now);
     for (const t of due) this.#written.set(`${who.userId}|${who.deviceId}|${t}`, now);
   }
 
@@ -68,6 +85,7 @@ export class Delivery {
   }
 
   expireTrackers(): number {
+    this.trackers.forget();
     return this.#o.store.expireTrackers(this.#now() - this.#o.trackerTtlMs);
   }
 

@@ -10,6 +10,7 @@ import type { Handler, RouteContext, Services } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
 import { sendError, sendJson } from "../server/errors.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
+import { storeFallback } from "../store/store-guard.ts";
 
 export function syncRoute(flavour: SyncFlavour): Handler {
   // The position a request resumes from: sync's `since`, sliding sync's `pos`.
@@ -24,8 +25,12 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     const q = new URLSearchParams(target.includes("?") ? target.slice(target.indexOf("?") + 1) : "");
     const since = q.get(reqToken) ?? "";
     const longPoll = since !== "" && Number(q.get("timeout") ?? 0) > 0;
-    if (since) svc.store.ackToken(who.userId, who.deviceId, since);
-    const inject = since !== "" && svc.store.hasPending(who.userId, who.deviceId);
+    // A failing store: the request goes through plain (docs/operations.md, "When the store fails").
+    const inject = storeFallback(() => {
+      if (since) svc.store.ackToken(who.userId, who.deviceId, since);
+      return since !== "" && svc.store.hasPending(who.userId, who.deviceId);
+    }, undefined);
+    if (inject === undefined) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
     const observe = svc.overlays.active;
 
     const abort = new AbortController();
@@ -117,7 +122,8 @@ export function injectPending(svc: Services, who: Requester, flavour: SyncFlavou
   return new SyncSplice(targets, flavour, (spliced) => {
     svc.overlays.homeserverReported(spliced.reported);
     // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
-    if (spliced.token !== undefined) svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token);
+    // Unmarked on a failing store: the rows stay pending and the next poll carries them again.
+    if (spliced.token !== undefined) storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!), undefined);
     svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
   });
 }

@@ -169,12 +169,27 @@ export class SqliteStore implements Store {
     return num(this.#q("SELECT count(*) AS n FROM pending").get()?.["n"]);
   }
 
-  track(userId: string, deviceId: string, targets: string[], now: number) {
-    const st = this.#q(
-      `INSERT INTO trackers (target, user_id, device_id, server_name, last_seen) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (target, user_id, device_id) DO UPDATE SET last_seen = excluded.last_seen`,
-    );
-    this.#tx(() => targets.forEach((t) => st.run(t, userId, deviceId, serverOf(t), now)));
+  track(userId: string, deviceId: string, targets: string[], now: number, maxNew = Infinity) {
+    // Refresh first, insert only what is new: the caller's cap counts rows added, not touched.
+    const touch = this.#q("UPDATE trackers SET last_seen = ? WHERE target = ? AND user_id = ? AND device_id = ?");
+    const add = this.#q("INSERT INTO trackers (target, user_id, device_id, server_name, last_seen) VALUES (?, ?, ?, ?, ?)");
+    let added = 0;
+    let refused = 0;
+    this.#tx(() => {
+      for (const t of targets) {
+        if (touch.run(now, t, userId, deviceId).changes > 0) continue;
+        if (added >= maxNew) refused++;
+        else {
+          add.run(t, userId, deviceId, serverOf(t), now);
+          added++;
+        }
+      }
+    });
+    return { added, refused };
+  }
+  trackerCounts() {
+    return this.#q("SELECT user_id, device_id, count(*) AS n FROM trackers GROUP BY user_id, device_id")
+      .all().map((r) => ({ userId: str(r["user_id"]), deviceId: str(r["device_id"]), count: num(r["n"]) }));
   }
   trackersOf(target: string) {
     return this.#q("SELECT user_id, device_id FROM trackers WHERE target = ? ORDER BY user_id, device_id")

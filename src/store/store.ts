@@ -79,8 +79,14 @@ export interface Store {
   ackToken(userId: string, deviceId: string, token: string): number;
   countPending(): number;
 
-  /** Upserts last_seen for each (device, target): the device queried target's keys. */
-  track(userId: string, deviceId: string, targets: string[], now: number): void;
+  /**
+   * Upserts last_seen for each (device, target): the device queried target's keys. Adds at
+   * most `maxNew` rows (default: no limit); existing rows are always refreshed. Returns how
+   * many new rows it added, and how many it refused for the limit.
+   */
+  track(userId: string, deviceId: string, targets: string[], now: number, maxNew?: number): { added: number; refused: number };
+  /** How many trackers each device has. */
+  trackerCounts(): { userId: string; deviceId: string; count: number }[];
   trackersOf(target: string): { userId: string; deviceId: string }[];
   /** Distinct tracked targets whose server name (after the first ':') equals serverName. */
   trackedUsersOn(serverName: string): string[];

@@ -12,6 +12,7 @@ import { type Requester, tokenOf } from "../auth.ts";
 import { answerAtOnce, injectPending, wakeAnswer } from "../../routes/sync.ts";
 import { fieldValue, type RequestHead } from "./head.ts";
 import { NAME } from "./names.ts";
+import { storeFallback } from "../../store/store-guard.ts";
 import type { BodyObserver } from "./response.ts";
 
 /** How the front end serves one GET /sync: always through the homeserver hop. */
@@ -133,8 +134,11 @@ export function createSyncGate(svc: Services): MainSyncGate {
   const decide = (who: Requester, r: SyncRequest) => {
     // Appservice and some admin tokens have no device: nothing can be pending for them.
     if (!who.deviceId) return PLAIN;
-    svc.store.ackToken(who.userId, who.deviceId, r.since);
-    return new DevicePoll(svc, who, r.target, r.since, r.longPoll);
+    // A failing store: the poll goes through plain (docs/operations.md, "When the store fails").
+    return storeFallback(() => {
+      svc.store.ackToken(who.userId, who.deviceId, r.since);
+      return new DevicePoll(svc, who, r.target, r.since, r.longPoll);
+    }, PLAIN);
   };
   function planFor(r: SyncRequest) {
     const known = svc.auth.cached(r.token);
