@@ -98,6 +98,7 @@ class Thread {
       case "plan":
         Promise.resolve(gate.planFor(m.r)).then(
           (plan): Planned => {
+            if (plan === "app") return { kind: "app" };
             if (!(plan instanceof DevicePoll)) return { kind: "plain" };
             // An injection needs the body in this thread: the app's sync route does it.
             if (plan.inject) return { kind: "app" };
