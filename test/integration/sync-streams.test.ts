@@ -109,7 +109,7 @@ async function refreshBob(): Promise<void> {
 const seenBy = (user: string) => w.hs.seen.filter((s) => w.hs.tokens.get((s.headers.authorization ?? "").slice(7))?.[0] === user);
 
 beforeAll(async () => {
-  w = await startWorld(["--refresh-cache-ms", "0", "--rate-target-burst", "1000", "--rate-requester-burst", "1000"]);
+  w = await startWorld(["--refresh-cache-ms", "0", "--rate-target-burst", "1000", "--rate-user-burst", "1000"]);
   bob = `@bob:${w.remote.serverName}`;
   w.remote.setUser(makeUser(bob, { devices: devices }));
   w.hs.on("/_matrix/client/v3/keys/query", (_req, res) => void res.end(JSON.stringify({ device_keys: {}, failures: {} })));

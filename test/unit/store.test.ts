@@ -217,7 +217,7 @@ describe("opening, migrations, durability", () => {
     const file = join(dir, "fresh.sqlite3");
     const raw = await openSqliteDatabase(file);
     expect(migrate(raw)).toEqual({ from: 0, to: SCHEMA_VERSION });
-    expect(raw.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'").get()?.["n"]).toBe(6);
+    expect(raw.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'").get()?.["n"]).toBe(8);
     raw.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`);
     expect(() => migrate(raw)).toThrow(/newer than this build/);
     raw.close();
