@@ -10,8 +10,8 @@ import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "../delivery/sync-splice.ts";
 import type { Handler, RouteContext, Services } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
-import { parseJsonObject, readBody } from "../server/body.ts";
-import { sendError, sendJson } from "../server/errors.ts";
+import { parseJsonObject } from "../server/body.ts";
+import { MatrixError, sendError, sendJson } from "../server/errors.ts";
 import { stripHopByHop } from "../server/upstream.ts";
 import { upstreamTarget, wrapToken } from "../delivery/tokens.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
@@ -33,11 +33,12 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     let stream: Stream = CLASSIC;
     if (flavour === "sliding") {
       try {
-        body = await readBody(req, SLIDING_BODY_MAX);
+        body = await readSmallBody(req, SLIDING_BODY_MAX);
       } catch (e) {
         if (!res.destroyed) sendError(res, e);
         return;
       }
+      if (!body) return sendError(res, new MatrixError("M_TOO_LARGE", `Sliding sync request body larger than ${SLIDING_BODY_MAX} bytes`));
       stream = slidingStream(body);
     }
     const conn = stream.conn;
@@ -138,6 +139,20 @@ export function slidingStream(body: Buffer): Stream {
   const enabled = e2ee !== null && typeof e2ee === "object" && (e2ee as Record<string, unknown>)["enabled"] === true;
   const conn = b?.["conn_id"];
   return { asked: enabled, conn: typeof conn === "string" ? conn : "" };
+}
+
+/**
+ * The request body, or undefined when it is larger than `max`: then the rest is read and
+ * dropped, so the client, still sending, gets our answer rather than a reset connection.
+ */
+async function readSmallBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size <= max) chunks.push(chunk);
+  }
+  return size <= max ? Buffer.concat(chunks) : undefined;
 }
 
 /** A decoder for a content-coding the homeserver used although we asked for identity. */

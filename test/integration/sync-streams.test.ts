@@ -180,6 +180,21 @@ describe("simplified sliding sync: per connection, only where the client asked",
   });
 });
 
+describe("sliding-sync request bodies", () => {
+  test("a body too large to be a sync request: 413 M_TOO_LARGE, as JSON with CORS headers; one that is not JSON goes to the homeserver untouched", async () => {
+    const token = w.login("big", "BIGDEV");
+    const r = await api(token, `${SLIDING}?timeout=0`, { method: "POST", body: JSON.stringify({ conn_id: "x", pad: "x".repeat(2 << 20) }) });
+    expect(r.status).toBe(413);
+    expect(r.headers.get("access-control-allow-origin")).toBe("*");
+    expect((await r.json()).errcode).toBe("M_TOO_LARGE");
+    w.hs.on(`${SLIDING}?pos=nj`, (_req, res) => void res.writeHead(400, { "content-type": "application/json" }).end('{"errcode":"M_NOT_JSON","error":"no"}'));
+    const before = w.hs.seen.length;
+    const bad = await api(token, `${SLIDING}?pos=nj&timeout=0`, { method: "POST", body: "{not json" });
+    expect(bad.status).toBe(400);
+    expect(w.hs.seen.slice(before).map((s) => s.body.toString())).toEqual(["{not json"]);
+  });
+});
+
 describe("exact acknowledgements: a quiet account whose token does not move", () => {
   test("/sync: a lost answer is carried again, the received one acknowledged, and the long-poll then waits", async () => {
     const token = await trackingDevice("quiet");
