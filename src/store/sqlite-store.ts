@@ -6,6 +6,8 @@ import type { Backoff, DeviceSnapshot, PendingDelivery, RetryEntry, Store } from
 
 /** How many sync tokens a pending row remembers: a client may retry a few old `since` values. */
 const CARRIED_KEEP = 8;
+/** Sliding-sync connections remembered per device (the least recently seen go first). */
+const CONNS_KEEP = 16;
 
 const str = (v: unknown): string => String(v);
 const num = (v: unknown): number => Number(v);
@@ -190,6 +192,16 @@ export class SqliteStore implements Store {
         `INSERT OR IGNORE INTO sliding_pending (user_id, device_id, conn_id, target, carried_in)
            SELECT user_id, device_id, ?, target, '[]' FROM pending WHERE user_id = ? AND device_id = ? ORDER BY rowid`,
       ).run(conn, userId, deviceId);
+      // A client choosing conn_ids at will must not grow the table without bound: a device
+      // keeps its CONNS_KEEP most recently seen connections (Element X has one with e2ee).
+      const stale = this.#q(
+        `SELECT conn_id FROM sliding_conns WHERE user_id = ? AND device_id = ?
+           ORDER BY last_seen DESC, rowid DESC LIMIT -1 OFFSET ?`,
+      ).all(userId, deviceId, CONNS_KEEP).map((r) => str(r["conn_id"]));
+      for (const c of stale) {
+        this.#q("DELETE FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ?").run(userId, deviceId, c);
+        this.#q("DELETE FROM sliding_conns WHERE user_id = ? AND device_id = ? AND conn_id = ?").run(userId, deviceId, c);
+      }
     });
   }
   expireConns(olderThan: number) {

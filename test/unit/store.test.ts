@@ -174,6 +174,16 @@ describe("pending deliveries per sliding-sync connection", () => {
     expect(store.pendingFor("@me:h", "D").map((p) => p.target)).toEqual(["@a:x", "@b:x"]);
   });
 
+  it("a device keeps its 16 most recently seen connections", () => {
+    store.addPending([{ userId: "@me:h", deviceId: "D", target: "@a:x" }], 1);
+    for (let i = 0; i < 20; i++) store.openConn("@me:h", "D", `c${i}`, 100 + i);
+    expect(store.hasPending("@me:h", "D", "c3")).toBe(false);
+    expect(store.hasPending("@me:h", "D", "c4")).toBe(true);
+    store.addPending([{ userId: "@me:h", deviceId: "D", target: "@b:x" }], 200);
+    expect(store.pendingFor("@me:h", "D", "c0")).toEqual([]);
+    expect(store.pendingFor("@me:h", "D", "c19").map((p) => p.target)).toEqual(["@a:x", "@b:x"]);
+  });
+
   it("expiry: idle connections go with their rows; so do the device's old rows, only where it has connections", () => {
     store.addPending([{ userId: "@me:h", deviceId: "D", target: "@a:x" }, { userId: "@me:h", deviceId: "CLASSIC", target: "@a:x" }], 1);
     store.openConn("@me:h", "D", "old", 1);
