@@ -1,20 +1,18 @@
 // GET /_matrix/client/{r0,v3}/sync and simplified sliding sync: put refreshed users into
 // device_lists.changed for devices with pending deliveries, and answer a waiting long-poll
-// early when a refresh lands. Bodies that need nothing stream through untouched.
+// early when a refresh lands. Bodies that need nothing stream through untouched. Sliding sync
+// is delivered per connection (conn_id), and only to requests that enable the e2ee extension;
+// an answer we add to gets a position of ours, which the next request acknowledges exactly.
 import type { IncomingMessage } from "node:http";
-import type { ServerResponse } from "node:http";
-import { Transform } from "node:stream";
-import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import { deviceKey } from "../delivery/waiters.ts";
 import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "../delivery/sync-splice.ts";
 import type { Handler, RouteContext, Services } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
-import { parseJsonObject } from "../server/body.ts";
 import { MatrixError, sendError, sendJson } from "../server/errors.ts";
-import { stripHopByHop } from "../server/upstream.ts";
 import { upstreamTarget, wrapToken } from "../delivery/tokens.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
+import { CLASSIC, decoderFor, pipeSpliced, readSmallBody, SLIDING_BODY_MAX, slidingStream, type SyncStream } from "./sync-body.ts";
 
 export function syncRoute(flavour: SyncFlavour): Handler {
   // The position a request resumes from: sync's `since`, sliding sync's `pos`.
@@ -30,7 +28,7 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     // request that did gets anything from us; another connection of the same device (Element
     // X's "room-list") is left exactly as the homeserver answers it.
     let body: Buffer | undefined;
-    let stream: Stream = CLASSIC;
+    let stream: SyncStream = CLASSIC;
     if (flavour === "sliding") {
       try {
         body = await readSmallBody(req, SLIDING_BODY_MAX);
@@ -116,86 +114,6 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     up.on("end", () => watch.end());
     return pipeResponse(up, res);
   };
-}
-
-/** Whose delivery a request reads: classic /sync's (the device's), or a sliding connection's. */
-interface Stream {
-  /** The request may be given deliveries: a /sync, or a sliding request with e2ee enabled. */
-  asked: boolean;
-  /** The sliding-sync connection (MSC4186 `conn_id`, "" when absent); undefined for /sync. */
-  conn: string | undefined;
-}
-
-const CLASSIC: Stream = { asked: true, conn: undefined };
-// Element X's sliding-sync bodies are a few KiB (matrix-rust-sdk 0.18: one list, twenty
-// required_state pairs, a handful of extensions); far more is not a sync request we act on.
-const SLIDING_BODY_MAX = 1024 * 1024;
-
-/** The connection and the e2ee wish of a sliding-sync request body (MSC4186, MSC3884). */
-export function slidingStream(body: Buffer): Stream {
-  const b = parseJsonObject(body);
-  const ext = b?.["extensions"];
-  const e2ee = ext !== null && typeof ext === "object" ? (ext as Record<string, unknown>)["e2ee"] : undefined;
-  const enabled = e2ee !== null && typeof e2ee === "object" && (e2ee as Record<string, unknown>)["enabled"] === true;
-  const conn = b?.["conn_id"];
-  return { asked: enabled, conn: typeof conn === "string" ? conn : "" };
-}
-
-/**
- * The request body, or undefined when it is larger than `max`: then the rest is read and
- * dropped, so the client, still sending, gets our answer rather than a reset connection.
- */
-async function readSmallBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size <= max) chunks.push(chunk);
-  }
-  return size <= max ? Buffer.concat(chunks) : undefined;
-}
-
-/** A decoder for a content-coding the homeserver used although we asked for identity. */
-function decoderFor(encoding: string | undefined): Transform | undefined {
-  switch (encoding?.trim().toLowerCase()) {
-    case "gzip":
-    case "x-gzip":
-      return createGunzip();
-    case "deflate":
-      return createInflate();
-    case "br":
-      return createBrotliDecompress();
-    default:
-      return undefined;
-  }
-}
-
-/** The homeserver's answer, decoded when it came compressed, through the splice, to the client. */
-function pipeSpliced(up: IncomingMessage, res: ServerResponse, splice: BodySplice, decoder: Transform | undefined): void {
-  const spliced = new Transform({
-    transform(chunk: Buffer, _enc, next) {
-      splice.feed(chunk, 0, chunk.length, (b, s, e) => this.push(Buffer.from(b.subarray(s, e))));
-      next();
-    },
-    flush(next) {
-      splice.end((b, s, e) => this.push(Buffer.from(b.subarray(s, e))));
-      next();
-      splice.settle();
-    },
-  });
-  if (!decoder) return pipeResponse(up, res, spliced);
-  const headers = stripHopByHop(up.headers);
-  delete headers["content-length"];
-  delete headers["content-encoding"];
-  res.writeHead(200, up.statusMessage, headers);
-  up.pipe(decoder).pipe(spliced).pipe(res);
-  // A body that does not decode, or an upstream that dies mid-body: the client must not wait.
-  decoder.on("error", () => res.destroy());
-  up.on("aborted", () => res.destroy());
-  up.on("error", () => res.destroy());
-  res.on("close", () => {
-    if (!up.complete) up.destroy();
-  });
 }
 
 /** The target with `timeout=0`: the only change we ever make to a forwarded target. */
