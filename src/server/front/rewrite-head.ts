@@ -65,7 +65,7 @@ export interface NextHopRequest {
   add: Record<string, string>;
   /** The body is chunked: Transfer-Encoding (hop-by-hop) is restated for this hop. */
   chunked: boolean;
-  /** A target to send instead of the client's (only ever a changed `timeout` parameter). */
+  /** A target to send instead of the client's (only ever a changed `timeout` parameter, and our suffix off positions). */
   target?: string;
   /** The next hop is the homeserver: our suffix comes off any sync position (tokens.ts). */
   unwrap?: boolean;
