@@ -37,6 +37,14 @@ export class Delivery {
   // (at most hourly) keeps the expiry honest, at most that much early, without a disk flush
   // per /keys/query.
   readonly #written = new LRUCache<string, number>({ max: 10_000 });
+  readonly #connWritten = new LRUCache<string, number>({ max: 10_000 });
+  /**
+   * Per device, the delivery streams ("" for /sync, a sliding-sync conn_id otherwise) whose last answer-at-once poll could not
+   * carry the delivery (an answer we cannot splice: an error, an encoding we do not read).
+   * Their polls keep their own timeout until a delivery is carried or a new one comes, so a
+   * device is never driven into a loop of timeout=0 polls that make no progress.
+   */
+  readonly #unforced = new LRUCache<string, Set<string>>({ max: 100_000 });
 
   constructor(o: DeliveryOptions) {
     this.#o = o;
@@ -80,13 +88,45 @@ export class Delivery {
 
   deliver(devices: { userId: string; deviceId: string }[], target: string): void {
     if (devices.length === 0) return;
-    this.#o.store.addPending(devices.map((d) => ({ ...d, target })));
+    this.#o.store.addPending(devices.map((d) => ({ ...d, target })), this.#now());
+    for (const d of devices) this.#unforced.delete(deviceKey(d.userId, d.deviceId));
     this.waiters.wake(devices.map((d) => deviceKey(d.userId, d.deviceId)));
+  }
+
+  /** May this stream's next poll with something pending be asked to answer at once? */
+  mayForce(userId: string, deviceId: string, stream: string): boolean {
+    return !this.#unforced.get(deviceKey(userId, deviceId))?.has(stream);
+  }
+
+  /** An answer-at-once poll of this stream could (false) or could not (true) carry the delivery. */
+  forcedWithoutProgress(userId: string, deviceId: string, stream: string, stuck: boolean): void {
+    const key = deviceKey(userId, deviceId);
+    const set = this.#unforced.get(key);
+    if (stuck) {
+      if (set) set.add(stream);
+      else this.#unforced.set(key, new Set([stream]));
+    } else if (set?.delete(stream) && set.size === 0) this.#unforced.delete(key);
+  }
+
+  /**
+   * A sliding-sync connection that asked for the e2ee extension (routes/sync.ts). Its last_seen
+   * is written once per tenth of the TTL, as trackers are: not a durable write per poll.
+   */
+  openConn(userId: string, deviceId: string, conn: string): void {
+    const key = `${userId}|${deviceId}|${conn}`;
+    const now = this.#now();
+    const every = Math.min(this.#o.trackerTtlMs / 10, 3_600_000);
+    if (now - (this.#connWritten.get(key) ?? -Infinity) < every) return;
+    this.#o.store.openConn(userId, deviceId, conn, now);
+    this.#connWritten.set(key, now);
   }
 
   expireTrackers(): number {
     this.trackers.forget();
-    return this.#o.store.expireTrackers(this.#now() - this.#o.trackerTtlMs);
+    const olderThan = this.#now() - this.#o.trackerTtlMs;
+    this.#o.store.expireConns(olderThan);
+    this.#connWritten.clear();
+    return this.#o.store.expireTrackers(olderThan);
   }
 
   // GET /devices with the requester's own token: the homeserver knows all their devices.
