@@ -35,6 +35,10 @@ export interface Config {
   trackerTtlMs: number;
   snapshotMaxAgeMs: number;
   shutdownTimeoutMs: number;
+  bodyTimeoutMs: number;
+  bodyMinBytesPerSecond: number;
+  maxTrackedPerQuery: number;
+  maxTrackersPerDevice: number;
   engine: "auto" | "bun" | "node";
   frontThreads: number;
   detect: "on" | "off";

@@ -7,8 +7,9 @@ import { fetchUserDevices, logDroppedParts } from "./federation/devices.ts";
 import type { KeyCheck } from "./federation/key-check.ts";
 import { checkOwnKey, createFederation, loadKey } from "./federation/stack.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
+import { survivePanics } from "./ops/last-resort.ts";
 import { startMemoryReducer } from "./ops/memory-reducer.ts";
-import { createMetrics } from "./ops/metrics.ts";
+import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { createOpsApp, type Readiness } from "./ops/ops-app.ts";
 import { drain, type DrainResult, signalExitCode } from "./ops/shutdown.ts";
 import { looseKeyFile } from "./ops/key-permissions.ts";
@@ -31,6 +32,7 @@ import { boundAddress, listen } from "./server/listen.ts";
 import { buildRoutes } from "./server/routes.ts";
 import { createUpstream } from "./server/upstream.ts";
 import { openSqliteStore } from "./store/sqlite.ts";
+import { guardStore, storeFallback } from "./store/store-guard.ts";
 import { VERSION } from "./version.ts";
 
 // A front-end thread's entrypoint. Resolved here, beside main.ts: in the compiled binary this
@@ -60,20 +62,27 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const key = await loadKey(config);
   const loose = config.signingKey ? looseKeyFile(config.signingKey) : undefined;
   if (loose) log.warn(loose.message, { mode: loose.mode });
-  const store = await openSqliteStore(config.dataDir);
-  const metrics = createMetrics(undefined, {
-    retryQueueDepth: () => store.listRetries().length,
-    destinationsInBackoff: () => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length,
-    pendingDeliveries: () => store.countPending(),
+  const rawStore = await openSqliteStore(config.dataDir);
+  // Declared before the metrics that count its failures: the guard reads them when one happens.
+  let metrics: Metrics | undefined;
+  const store = guardStore(rawStore, { log, onError: (operation) => metrics?.storeErrors.inc({ operation }) });
+  metrics = createMetrics(undefined, {
+    // NaN while the store fails: a scrape must not fail with it, nor show a false zero.
+    retryQueueDepth: () => storeFallback(() => store.listRetries().length, NaN),
+    destinationsInBackoff: () => storeFallback(() => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length, NaN),
+    pendingDeliveries: () => storeFallback(() => store.countPending(), NaN),
     openLongPolls: () => delivery.waiters.count,
     auditBehindSeconds: () => audit?.behindSeconds() ?? 0,
-    homeserverViews: () => store.countViews(),
+    homeserverViews: () => storeFallback(() => store.countViews(), NaN),
   });
   const upstream = timedUpstream(createUpstream(config.upstream), metrics);
   const fed = createFederation(config);
   // One view of which client API prefix (v3 or r0) the homeserver serves, for all our own calls.
   const paths = createClientPaths({ upstream, log });
-  const delivery = new Delivery({ store, upstream, paths, log, trackerTtlMs: config.trackerTtlMs });
+  const delivery = new Delivery({
+    store, upstream, paths, log, trackerTtlMs: config.trackerTtlMs, maxTrackersPerDevice: config.maxTrackersPerDevice,
+    onTrackDropped: (n, why) => metrics?.trackersDropped.inc({ reason: why }, n),
+  });
 
   // Failures per destination, for the dashboard: the first 100 destinations by name, then "other",
   // so a flood of invented server names cannot grow the metrics without bound.
@@ -160,7 +169,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   resyncer.start();
   audit?.start();
   const housekeeping = setInterval(() => {
-    if (delivery.expireTrackers() > 0) views.resync();
+    if (storeFallback(() => delivery.expireTrackers(), 0) > 0) storeFallback(() => views.resync(), undefined);
   }, 3_600_000);
   housekeeping.unref();
   const reducer = startMemoryReducer(log);
@@ -199,6 +208,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
 export async function serve(config: Config): Promise<void> {
   const proxy = await startProxy(config);
   const log = proxy.log;
+  survivePanics(log);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

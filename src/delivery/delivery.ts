@@ -7,6 +7,7 @@ import type { Requester } from "../server/auth.ts";
 import { type ClientPaths, createClientPaths } from "../server/client-paths.ts";
 import type { Upstream } from "../server/upstream.ts";
 import type { DeviceSnapshot, Store } from "../store/store.ts";
+import { TrackerWriter, type TrackerWriterOptions } from "./tracker-writer.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
 
 export interface DeliveryOptions {
@@ -16,11 +17,17 @@ export interface DeliveryOptions {
   paths?: ClientPaths;
   log: Logger;
   trackerTtlMs: number;
+  /** --max-trackers-per-device (default: no limit). */
+  maxTrackersPerDevice?: number;
+  /** Told of (device, target) pairs not tracked (tracker-writer.ts). */
+  onTrackDropped?: TrackerWriterOptions["onDropped"];
   now?: () => number;
 }
 
 export class Delivery {
   readonly waiters = new Waiters();
+  /** Query trackers on their way to the store. */
+  readonly trackers: TrackerWriter;
   readonly #o: DeliveryOptions;
   readonly #now: () => number;
   readonly #paths: ClientPaths;
@@ -30,29 +37,47 @@ export class Delivery {
   // (at most hourly) keeps the expiry honest, at most that much early, without a disk flush
   // per /keys/query.
   readonly #written = new LRUCache<string, number>({ max: 10_000 });
+  readonly #connWritten = new LRUCache<string, number>({ max: 10_000 });
+  /**
+   * Per device, the delivery streams ("" for /sync, a sliding-sync conn_id otherwise) whose last answer-at-once poll could not
+   * carry the delivery (an answer we cannot splice: an error, an encoding we do not read).
+   * Their polls keep their own timeout until a delivery is carried or a new one comes, so a
+   * device is never driven into a loop of timeout=0 polls that make no progress.
+   */
+  readonly #unforced = new LRUCache<string, Set<string>>({ max: 100_000 });
 
   constructor(o: DeliveryOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
     this.#paths = o.paths ?? createClientPaths({ upstream: o.upstream, log: o.log });
+    this.trackers = new TrackerWriter({
+      store: o.store, maxPerDevice: o.maxTrackersPerDevice ?? Infinity, log: o.log,
+      onDropped: (n, why) => {
+        // Lost to a failing store: the next query must write them again, not wait out #written.
+        if (why === "store") this.#written.clear();
+        o.onTrackDropped?.(n, why);
+      },
+    });
   }
 
-  /** The requester's devices follow the target from now on (so a later success reaches them). */
-  async trackRequester(who: Requester, target: string): Promise<{ userId: string; deviceId: string }[]> {
-    const devices = await this.#deviceIds(who);
-    const list = devices.map((deviceId) => ({ userId: who.userId, deviceId }));
-    for (const d of list) this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
-    return list;
+  /** The requester's devices (a homeserver call, cached; nothing is written). */
+  async requesterDevices(who: Requester): Promise<{ userId: string; deviceId: string }[]> {
+    return (await this.#deviceIds(who)).map((deviceId) => ({ userId: who.userId, deviceId }));
   }
 
-  /** A device queried these users' keys: it will hear about their refreshes. */
+  /** These devices follow the target from now on (so a later success reaches them). */
+  trackDevices(devices: { userId: string; deviceId: string }[], target: string): void {
+    for (const d of devices) this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
+  }
+
+  /** A device queried these users' keys: it will hear about their refreshes (once written, soon). */
   trackQuery(who: Requester, targets: string[]): void {
     if (!who.deviceId || targets.length === 0) return;
     const now = this.#now();
     const every = Math.min(this.#o.trackerTtlMs / 10, 3_600_000);
     const due = targets.filter((t) => now - (this.#written.get(`${who.userId}|${who.deviceId}|${t}`) ?? -Infinity) >= every);
     if (due.length === 0) return;
-    this.#o.store.track(who.userId, who.deviceId, due, now);
+    this.trackers.enqueue(who.userId, who.deviceId, due, now);
     for (const t of due) this.#written.set(`${who.userId}|${who.deviceId}|${t}`, now);
   }
 
@@ -63,12 +88,45 @@ export class Delivery {
 
   deliver(devices: { userId: string; deviceId: string }[], target: string): void {
     if (devices.length === 0) return;
-    this.#o.store.addPending(devices.map((d) => ({ ...d, target })));
+    this.#o.store.addPending(devices.map((d) => ({ ...d, target })), this.#now());
+    for (const d of devices) this.#unforced.delete(deviceKey(d.userId, d.deviceId));
     this.waiters.wake(devices.map((d) => deviceKey(d.userId, d.deviceId)));
   }
 
+  /** May this stream's next poll with something pending be asked to answer at once? */
+  mayForce(userId: string, deviceId: string, stream: string): boolean {
+    return !this.#unforced.get(deviceKey(userId, deviceId))?.has(stream);
+  }
+
+  /** An answer-at-once poll of this stream could (false) or could not (true) carry the delivery. */
+  forcedWithoutProgress(userId: string, deviceId: string, stream: string, stuck: boolean): void {
+    const key = deviceKey(userId, deviceId);
+    const set = this.#unforced.get(key);
+    if (stuck) {
+      if (set) set.add(stream);
+      else this.#unforced.set(key, new Set([stream]));
+    } else if (set?.delete(stream) && set.size === 0) this.#unforced.delete(key);
+  }
+
+  /**
+   * A sliding-sync connection that asked for the e2ee extension (routes/sync.ts). Its last_seen
+   * is written once per tenth of the TTL, as trackers are: not a durable write per poll.
+   */
+  openConn(userId: string, deviceId: string, conn: string): void {
+    const key = `${userId}|${deviceId}|${conn}`;
+    const now = this.#now();
+    const every = Math.min(this.#o.trackerTtlMs / 10, 3_600_000);
+    if (now - (this.#connWritten.get(key) ?? -Infinity) < every) return;
+    this.#o.store.openConn(userId, deviceId, conn, now);
+    this.#connWritten.set(key, now);
+  }
+
   expireTrackers(): number {
-    return this.#o.store.expireTrackers(this.#now() - this.#o.trackerTtlMs);
+    this.trackers.forget();
+    const olderThan = this.#now() - this.#o.trackerTtlMs;
+    this.#o.store.expireConns(olderThan);
+    this.#connWritten.clear();
+    return this.#o.store.expireTrackers(olderThan);
   }
 
   // GET /devices with the requester's own token: the homeserver knows all their devices.

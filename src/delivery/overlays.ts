@@ -2,6 +2,7 @@
 // once…"). The rule that matters: we must never *cause* staleness by pinning an old snapshot.
 import { LRUCache } from "lru-cache";
 import type { Logger } from "../ops/log.ts";
+import { storeFallback } from "../store/store-guard.ts";
 import type { DeviceSnapshot, Store } from "../store/store.ts";
 
 export interface OverlayOptions {
@@ -81,7 +82,8 @@ export class Overlays {
   #drop(u: string, why: string): void {
     this.#parsed.delete(u);
     if (!this.#known.delete(u)) return;
-    this.#o.store.deleteSnapshot(u);
+    // A failing store keeps the row; it is simply no longer served (known again after a restart).
+    storeFallback(() => this.#o.store.deleteSnapshot(u), undefined);
     this.#o.log.info("overlay dropped", { userId: u, why });
   }
 }

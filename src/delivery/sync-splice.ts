@@ -22,7 +22,7 @@ export interface Spliced {
   added: string[];
   /** The homeserver's own `changed`, before we touched it. */
   reported: string[];
-  /** next_batch (sync) or pos (sliding sync). */
+  /** next_batch (sync) or pos (sliding sync): as it went out (ours, when the splice wraps it). */
   token: string | undefined;
 }
 
@@ -41,6 +41,16 @@ export interface BodySplice {
 }
 
 const MEMBER = { sync: "device_lists", sliding: "extensions" } as const;
+/** A JSON string's value from its raw bytes; undefined for anything else. */
+function stringOf(raw: Uint8Array | undefined): string | undefined {
+  if (!raw) return undefined;
+  try {
+    const v: unknown = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("utf8"));
+    return typeof v === "string" ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
 const TOKEN = { sync: "next_batch", sliding: "pos" } as const;
 const EMPTY = new Uint8Array(0);
 const ESCAPE = Buffer.from("\\u");
@@ -82,6 +92,15 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #member: string;
   readonly #sighting: NameSighting;
   readonly #capture: TopLevelCapture;
+  /** Gives the token the client gets instead of the homeserver's (tokens.ts), when set. */
+  readonly #wrap: ((token: string) => string) | undefined;
+  readonly #tokenKey: string;
+  readonly #tokenSighting: NameSighting;
+  /** Which member's value is held: the device lists', or the token's. */
+  #holding: string | undefined;
+  /** The token as it went out, when it was rewritten; a token that passed unrewritten books nothing. */
+  #wrapped: string | undefined;
+  #tokenMissed = false;
   #added: string[] = [];
   #reported: string[] = [];
   /** The member went out, rewritten or added: nothing is left to change (a duplicate would be scanned ahead). */
@@ -102,20 +121,30 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   #muted = false;
   #tail: Uint8Array | undefined;
 
-  /** `done`: called by settle() unless what was read of the body shows it is not one JSON object. */
-  constructor(users: readonly string[], flavour: SyncFlavour, done: (s: Spliced) => void) {
+  /**
+   * `done`: called by settle() unless what was read of the body shows it is not one JSON object.
+   * `wrap`: the token member is rewritten too (a position of ours, tokens.ts), and `done` gets
+   * the rewritten one; a body whose token could not be rewritten is not booked.
+   */
+  constructor(users: readonly string[], flavour: SyncFlavour, done: (s: Spliced) => void, wrap?: (token: string) => string) {
     this.#users = users;
     this.#done = done;
     this.#flavour = flavour;
     this.#member = MEMBER[flavour];
     this.#sighting = new NameSighting(this.#member);
+    this.#wrap = wrap;
+    this.#tokenKey = TOKEN[flavour];
+    this.#tokenSighting = new NameSighting(this.#tokenKey);
     this.#capture = new TopLevelCapture([this.#member, TOKEN[flavour]], 4 * 1024 * 1024, this);
   }
 
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void {
     if (start >= end) return;
     this.#notePrefix(buf, start, end);
-    const mayHold = this.#sighting.test(buf, start, end);
+    // Both tests run on every read: each keeps the read's last bytes for the next one.
+    const memberMay = this.#sighting.test(buf, start, end);
+    const tokenMay = this.#wrap !== undefined && this.#tokenSighting.test(buf, start, end);
+    const mayHold = memberMay || tokenMay;
     if (this.#capture.failed) {
       this.#flushTail(out);
       return out(buf, start, end);
@@ -124,7 +153,8 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     // open that may be it. The capture's state may lag by reads sent behind, but those cannot
     // change any of this.
     const c = this.#capture;
-    if (!mayHold && !this.#held && c.awaiting !== this.#member && !c.inKey) return this.#passBehind(buf, start, end, out);
+    const awaited = c.awaiting === this.#member || (this.#wrap !== undefined && c.awaiting === this.#tokenKey);
+    if (!mayHold && !this.#held && !awaited && !c.inKey) return this.#passBehind(buf, start, end, out);
     this.#catchUp();
     this.#flushTail(out);
     this.#scanAhead(buf, start, end, out);
@@ -160,30 +190,39 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     if (read === this.#behind.length) this.#capture.finish();
     this.#behind = [];
     if (this.#capture.failed || this.#missed) return;
-    const raw = this.#capture.value(key);
-    let token: unknown;
-    try {
-      token = raw && JSON.parse(raw.toString("utf8"));
-    } catch {
-      token = undefined;
+    if (this.#wrap) {
+      if (this.#tokenMissed) return;
+      return this.#done({ added: this.#added, reported: this.#reported, token: this.#wrapped });
     }
-    this.#done({ added: this.#added, reported: this.#reported, token: typeof token === "string" ? token : undefined });
+    const token = stringOf(this.#capture.value(key));
+    this.#done({ added: this.#added, reported: this.#reported, token });
   }
 
   valueStart(key: string, at: number): void {
-    if (key !== this.#member) return;
-    if (this.#muted) return void (this.#missed = true); // ruled out by the sighting test
+    const token = key === this.#tokenKey && key !== this.#member;
+    if (!token && key !== this.#member) return;
+    if (token && !this.#wrap) return;
+    // Ruled out by the sighting tests; a token that went out as it came books nothing.
+    if (this.#muted) return void (token ? (this.#tokenMissed = true) : (this.#missed = true));
     this.#emit(this.#buf, this.#from, at);
     this.#held = [];
+    this.#holding = key;
     this.#holdFrom = at;
   }
 
   valueEnd(key: string, at: number): void {
-    if (key !== this.#member || !this.#held) return;
+    if (key !== this.#holding || !this.#held) return;
     this.#held.push(this.#buf.subarray(this.#holdFrom, at));
     const original = Buffer.concat(this.#held);
     this.#held = undefined;
+    this.#holding = undefined;
     this.#from = at;
+    if (key !== this.#member) {
+      const token = stringOf(original);
+      if (token === undefined) return this.#emit(original, 0, original.length);
+      this.#wrapped = this.#wrap!(token);
+      return this.#emitText(this.#out, JSON.stringify(this.#wrapped));
+    }
     this.#seen = true;
     const value = this.#rewritten(original);
     if (value === undefined) this.#emit(original, 0, original.length);

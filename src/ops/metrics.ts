@@ -40,6 +40,8 @@ export function createMetrics(registry: Registry = new Registry(), sources: Metr
     overlaysServed: new Counter({ name: "resync_keys_query_overlays_total", help: "Users whose /keys/query answer was replaced by a fresh snapshot", registers }),
     injections: new Counter({ name: "resync_device_list_injections_total", help: "Users added to device_lists.changed, by endpoint", labelNames: ["endpoint"], registers }),
     wakes: new Counter({ name: "resync_long_poll_wakes_total", help: "Long-polls answered early because a refresh landed", registers }),
+    storeErrors: new Counter({ name: "resync_store_errors_total", help: "Store calls that failed or were refused while the store was failing, by operation", labelNames: ["operation"], registers }),
+    trackersDropped: new Counter({ name: "resync_trackers_dropped_total", help: "(device, user) pairs from /keys/query not tracked, by reason: device_cap, queue_full, store", labelNames: ["reason"], registers }),
     cache: new Counter({ name: "resync_cache_lookups_total", help: "Cache lookups by cache and result", labelNames: ["cache", "result"], registers }),
     retryQueue: gauge("resync_retry_queue_depth", "Refreshes waiting for a retry", sources.retryQueueDepth),
     backoff: gauge("resync_destinations_in_backoff", "Destinations currently backed off", sources.destinationsInBackoff),

@@ -91,23 +91,34 @@ export class Resyncer {
     return this.#inflight.size;
   }
 
-  /** A client's refresh: answers within waitMs, leaving the fetch (and retries) running. */
-  async refresh(target: string, requester: string, waitMs: number, ctx: ResyncContext = { trigger: "endpoint", retry: true }): Promise<RefreshOutcome> {
+  /**
+   * A client's refresh: answers within waitMs, leaving the fetch (and retries) running.
+   * `admit` prepares (it may wait, and must not write) once the requester's rate limit lets
+   * the refresh through; the write it returns runs only once the target's limit has too, just
+   * before the fetch starts or the snapshot answers: a refused (429) refresh writes nothing.
+   */
+  async refresh(target: string, requester: string, waitMs: number, admit?: () => Promise<() => void>, ctx: ResyncContext = { trigger: "endpoint", retry: true }): Promise<RefreshOutcome> {
     const o = this.#o;
     if (serverOf(target) === o.serverName) return { kind: "local" };
     const wait = o.limits.requester.take(requester);
     if (wait > 0) return { kind: "limited", retryAfterMs: wait };
+    const admitted = await admit?.();
 
+    // No await from here to run(): concurrent refreshes of one target must find its fetch.
     let running = this.#inflight.get(target);
     if (!running) {
       const cached = this.#cached(target);
-      if (cached) return { kind: "ok", snapshot: cached.snapshot, fromCache: true, changed: cached.changed };
+      if (cached) {
+        admitted?.();
+        return { kind: "ok", snapshot: cached.snapshot, fromCache: true, changed: cached.changed };
+      }
       const waitTarget = o.limits.target.take(target);
       if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
+      admitted?.();
       const blocked = this.#backedOff(target, requester, true);
       if (blocked) return blocked;
       running = this.run(target, [requester], ctx);
-    }
+    } else admitted?.();
     return this.#await(target, running, waitMs);
   }
 
@@ -269,7 +280,12 @@ export class Resyncer {
   #schedule(): void {
     if (this.#stopped) return;
     clearTimeout(this.#timer);
-    const next = this.#o.store.nextRetryAt();
+    let next: number | undefined;
+    try {
+      next = this.#o.store.nextRetryAt();
+    } catch {
+      next = this.#now() + 5_000; // a failing store (logged by its guard): look again soon
+    }
     // At least 50 ms: a due entry whose fetch is still in flight must not spin the loop.
     const delay = next === undefined ? 30_000 : Math.min(30_000, Math.max(50, next - this.#now()));
     this.#timer = setTimeout(() => this.#tick(), delay);
@@ -278,14 +294,18 @@ export class Resyncer {
 
   #tick(): void {
     const now = this.#now();
-    for (const r of this.#o.store.dueRetries(now, 200)) {
-      if (this.#inflight.has(r.userId)) continue;
-      const b = this.#o.store.getBackoff(serverOf(r.userId));
-      if (b && b.retryAt > now) {
-        this.#o.store.putRetry({ ...r, dueAt: b.retryAt });
-        continue;
+    try {
+      for (const r of this.#o.store.dueRetries(now, 200)) {
+        if (this.#inflight.has(r.userId)) continue;
+        const b = this.#o.store.getBackoff(serverOf(r.userId));
+        if (b && b.retryAt > now) {
+          this.#o.store.putRetry({ ...r, dueAt: b.retryAt });
+          continue;
+        }
+        void this.run(r.userId, r.requestedBy).catch(() => {});
       }
-      void this.run(r.userId, r.requestedBy).catch(() => {});
+    } catch {
+      // A failing store (its guard logs it): the loop carries on, and the entries stay due.
     }
     this.#schedule();
   }

@@ -4,13 +4,14 @@ import { keysChangesInject } from "../delivery/sync-inject.ts";
 import type { RouteContext } from "../server/app.ts";
 import { passThrough } from "../server/passthrough.ts";
 import { rewriteGet } from "../server/rewrite.ts";
+import { storeFallback } from "../store/store-guard.ts";
 import { whoIfKnown } from "./sync.ts";
 
 export async function keysChangesRoute(ctx: RouteContext): Promise<void> {
   const { req, res, deps } = ctx;
   const svc = deps.services;
   const who = await whoIfKnown(ctx);
-  const pending = who ? svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target) : [];
+  const pending = who ? storeFallback(() => svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target), []) : [];
   if (pending.length === 0) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
   await rewriteGet(ctx, 16 * 1024 * 1024, (body) => {
     svc.metrics?.injections.inc({ endpoint: "keys_changes" }, keysChangesInject(body, pending).length);

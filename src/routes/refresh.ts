@@ -4,8 +4,12 @@
 import type { RouteContext } from "../server/app.ts";
 import { FEDERATION_AUTH } from "../server/auth.ts";
 import { MatrixError, sendJson } from "../server/errors.ts";
+import { StoreUnavailable } from "../store/store-guard.ts";
 import { authenticate } from "./authenticate.ts";
 import { decodeUserIdParam, isValidUserId } from "./user-id.ts";
+
+// How soon a refresh refused by a failing store may be tried again (Retry-After, seconds).
+const STORE_RETRY_AFTER_S = 5;
 
 export async function refreshRoute(ctx: RouteContext): Promise<void> {
   const { req, res, deps } = ctx;
@@ -17,17 +21,36 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
     throw new MatrixError("M_INVALID_PARAM", `Not a valid Matrix user ID: ${JSON.stringify(target ?? ctx.params.userId)}`);
 
   const svc = deps.services;
-  const mine = await svc.delivery.trackRequester(who, target);
-  const out = await svc.resyncer.refresh(target, who.userId, deps.config.refreshWaitMs, { trigger: "endpoint", token: who.token, retry: true });
+  let mine: { userId: string; deviceId: string }[] = [];
+  let out;
+  try {
+    // The requester's devices are tracked only once the rate limits admit the refresh.
+    out = await svc.resyncer.refresh(target, who.userId, deps.config.refreshWaitMs, async () => {
+      const devices = await svc.delivery.requesterDevices(who);
+      return () => {
+        mine = devices;
+        svc.delivery.trackDevices(devices, target);
+      };
+    }, { trigger: "endpoint", token: who.token, retry: true });
+    // The asker asked explicitly: while we serve a list that differs from the homeserver's (an
+    // overlay), their devices are told, even when it is not news to the other trackers (a cache
+    // hit, or a list equal to the one already served). A list equal to the homeserver's own is
+    // not news to anyone (resync/heal.ts).
+    if (out.kind === "ok" && (out.fromCache || !out.changed) && svc.store.getSnapshot(target)) svc.delivery.deliver(mine, target);
+  } catch (e) {
+    if (!(e instanceof StoreUnavailable)) throw e;
+    // Nothing was promised: the client asks again, as for a 429 (docs/operations.md, "When the store fails").
+    throw new MatrixError("M_UNKNOWN", "The proxy cannot record refreshes right now; try again shortly", {
+      status: 503,
+      extra: { retry_after_ms: STORE_RETRY_AFTER_S * 1000 },
+      headers: { "retry-after": String(STORE_RETRY_AFTER_S) },
+    });
+  }
   svc.metrics?.refreshes.inc({ outcome: out.kind === "failed" ? out.error.kind : out.kind });
   if (out.kind === "ok") svc.metrics?.cache.inc({ cache: "refresh_snapshot", result: out.fromCache ? "hit" : "miss" });
   switch (out.kind) {
     case "ok":
-      // The asker asked explicitly: while we serve a list that differs from the homeserver's
-      // (an overlay), their devices are told, even when it is not news to the other trackers (a
-      // cache hit, or a list equal to the one already served). A list equal to the homeserver's
-      // own is not news to anyone (resync/heal.ts).
-      if ((out.fromCache || !out.changed) && svc.store.getSnapshot(target)) svc.delivery.deliver(mine, target);
+      // A cache hit never reaches onSnapshot, but the asker still wants its devices told (above).
       return sendJson(res, 202, {});
     case "local":
     case "pending":

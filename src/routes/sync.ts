@@ -1,15 +1,19 @@
 // GET /_matrix/client/{r0,v3}/sync and simplified sliding sync: put refreshed users into
 // device_lists.changed for devices with pending deliveries, and answer a waiting long-poll
-// early when a refresh lands. Bodies that need nothing stream through untouched.
+// early when a refresh lands. Bodies that need nothing stream through untouched. Sliding sync
+// is delivered per connection (conn_id), and only to requests that enable the e2ee extension;
+// an answer we add to gets a position of ours, which the next request acknowledges exactly.
 import type { IncomingMessage } from "node:http";
-import { Transform } from "node:stream";
 import { deviceKey } from "../delivery/waiters.ts";
 import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "../delivery/sync-splice.ts";
 import type { Handler, RouteContext, Services } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
-import { sendError, sendJson } from "../server/errors.ts";
+import { MatrixError, sendError, sendJson } from "../server/errors.ts";
+import { upstreamTarget, wrapToken } from "../delivery/tokens.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
+import { storeFallback } from "../store/store-guard.ts";
+import { CLASSIC, decoderFor, pipeSpliced, readSmallBody, SLIDING_BODY_MAX, slidingStream, type SyncStream } from "./sync-body.ts";
 
 export function syncRoute(flavour: SyncFlavour): Handler {
   // The position a request resumes from: sync's `since`, sliding sync's `pos`.
@@ -21,11 +25,41 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     const who = await whoIfKnown(ctx);
     if (!who) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
 
+    // Sliding sync: which connection, and did it ask for the e2ee extension (MSC3884)? Only a
+    // request that did gets anything from us; another connection of the same device (Element
+    // X's "room-list") is left exactly as the homeserver answers it.
+    let body: Buffer | undefined;
+    let stream: SyncStream = CLASSIC;
+    if (flavour === "sliding") {
+      try {
+        body = await readSmallBody(req, SLIDING_BODY_MAX);
+      } catch (e) {
+        if (!res.destroyed) sendError(res, e);
+        return;
+      }
+      if (!body) return sendError(res, new MatrixError("M_TOO_LARGE", `Sliding sync request body larger than ${SLIDING_BODY_MAX} bytes`));
+      stream = slidingStream(body);
+    }
+    const conn = stream.conn;
+
     const q = new URLSearchParams(target.includes("?") ? target.slice(target.indexOf("?") + 1) : "");
     const since = q.get(reqToken) ?? "";
     const longPoll = since !== "" && Number(q.get("timeout") ?? 0) > 0;
-    if (since) svc.store.ackToken(who.userId, who.deviceId, since);
-    const inject = since !== "" && svc.store.hasPending(who.userId, who.deviceId);
+    // A failing store: nothing is acknowledged, injected or held for a wake, and the request
+    // goes through plain (docs/operations.md, "When the store fails").
+    const pending = storeFallback(() => {
+      if (stream.asked && conn !== undefined) svc.delivery.openConn(who.userId, who.deviceId, conn);
+      if (stream.asked && since) svc.store.ackToken(who.userId, who.deviceId, since, conn);
+      return stream.asked && since !== "" && svc.store.hasPending(who.userId, who.deviceId, conn);
+    }, undefined);
+    const storeOk = pending !== undefined;
+    // An answer-at-once poll that could not carry the delivery (tokens.ts, delivery.ts): answer
+    // this one ourselves, at the position the client asked from, rather than loop at timeout=0.
+    if (pending && !svc.delivery.mayForce(who.userId, who.deviceId, conn ?? "")) return sendJson(res, 200, safeWakeAnswer(svc, who, since, flavour, conn));
+    const inject = pending === true;
+    // Counted as no progress until the splice books the delivery (injectPending): an answer we
+    // cannot splice, or one cut short, leaves the stream to be answered by us next time.
+    if (inject) svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", true);
     const observe = svc.overlays.active;
 
     const abort = new AbortController();
@@ -37,26 +71,31 @@ export function syncRoute(flavour: SyncFlavour): Handler {
         abort.abort();
       },
     };
-    if (longPoll && !inject) svc.delivery.waiters.add(key, waiter);
+    if (longPoll && stream.asked && storeOk && !inject) svc.delivery.waiters.add(key, waiter);
     const unwait = () => svc.delivery.waiters.remove(key, waiter);
-    const answerWake = () => sendJson(res, 200, wakeAnswer(svc, who, since, flavour));
+    const answerWake = () => sendJson(res, 200, safeWakeAnswer(svc, who, since, flavour, conn));
 
     // With news to deliver, do not let the homeserver hold the poll for its whole timeout
-    // (it has nothing new, so it would): ask it to answer at once with a real next_batch,
-    // which both carries the injection now and acknowledges it on the next request. The only
-    // change we ever make to a forwarded target, and only to the `timeout` parameter.
-    const upstreamTarget = inject ? answerAtOnce(target) : target;
+    // (it has nothing new, so it would): ask it to answer at once, which carries the injection
+    // now under a position of ours (tokens.ts) that the next request acknowledges exactly. Our
+    // only changes to a forwarded target: that `timeout`, and our suffix off its positions.
+    const own = upstreamTarget(target);
+    const upstreamTo = inject ? answerAtOnce(own) : own;
     const headers = upstreamHeaders(req, ctx.forwarded);
-    // We may have to read the body: ask for it uncompressed rather than inflate it ourselves.
+    // We may have to read the body: ask for it uncompressed (and inflate it if it comes anyway).
     if (inject || observe) headers["accept-encoding"] = "identity";
+    if (body) {
+      delete headers["transfer-encoding"];
+      headers["content-length"] = String(body.length);
+    }
     let up: IncomingMessage;
     try {
       up = await deps.upstream.open({
         method: req.method ?? "GET",
-        target: upstreamTarget,
+        target: upstreamTo,
         headers,
-        body: req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined ? req : undefined,
-        headerTimeoutMs: headerTimeoutFor(upstreamTarget, deps.config.upstreamHeaderTimeoutMs),
+        body: body ?? (req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined ? req : undefined),
+        headerTimeoutMs: headerTimeoutFor(upstreamTo, deps.config.upstreamHeaderTimeoutMs),
         clientRes: res,
         signal: abort.signal,
       });
@@ -68,27 +107,18 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     } finally {
       unwait();
     }
-    const readable = up.statusCode === 200 && !up.headers["content-encoding"];
-    if (!readable || (!inject && !observe)) return pipeResponse(up, res);
-    if (!inject) {
-      const watch = new ReportedWatch((users) => svc.overlays.homeserverReported(users), flavour);
-      up.on("data", (c: Buffer) => watch.data(c, 0, c.length));
-      up.on("end", () => watch.end());
-      return pipeResponse(up, res);
+    const encoding = up.headers["content-encoding"];
+    const readable = up.statusCode === 200 && !encoding;
+    if (inject) {
+      const decoder = up.statusCode === 200 ? decoderFor(encoding) : undefined;
+      if (!readable && !decoder) return pipeResponse(up, res);
+      return pipeSpliced(up, res, injectPending(svc, who, flavour, conn), decoder);
     }
-    const splice = injectPending(svc, who, flavour);
-    const spliced = new Transform({
-      transform(chunk: Buffer, _enc, next) {
-        splice.feed(chunk, 0, chunk.length, (b, s, e) => this.push(b.subarray(s, e)));
-        next();
-      },
-      flush(next) {
-        splice.end((b, s, e) => this.push(b.subarray(s, e)));
-        next();
-        splice.settle();
-      },
-    });
-    pipeResponse(up, res, spliced);
+    if (!readable || !observe) return pipeResponse(up, res);
+    const watch = new ReportedWatch((users) => svc.overlays.homeserverReported(users), flavour);
+    up.on("data", (c: Buffer) => watch.data(c, 0, c.length));
+    up.on("end", () => watch.end());
+    return pipeResponse(up, res);
   };
 }
 
@@ -97,29 +127,49 @@ export function answerAtOnce(target: string): string {
   return target.replace(/([?&])timeout=\d+/, "$1timeout=0");
 }
 
-/** The answer that ends a waiting long-poll early, carrying every pending user (DESIGN.md "early wake"). */
-export function wakeAnswer(svc: Services, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour): Record<string, unknown> {
-  // next_batch = the request's own since: the client asks again from the same point, so no
-  // event is skipped. No token is marked: only a real next_batch acknowledges the delivery.
-  const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
+/**
+ * The answer that ends a waiting long-poll early, carrying every pending user (DESIGN.md
+ * "early wake"); also our answer to a poll whose stream could not be answered at once.
+ * Its position is the request's own, with our suffix (tokens.ts): the client asks again from
+ * the same point, so no event is skipped, and that request acknowledges exactly this answer.
+ */
+export function wakeAnswer(svc: Services, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
+  const targets = svc.store.pendingFor(who.userId, who.deviceId, conn).map((p) => p.target);
+  const token = wrapToken(since);
+  svc.store.markCarried(who.userId, who.deviceId, targets, token, conn);
   svc.metrics?.wakes.inc();
   svc.metrics?.injections.inc({ endpoint: flavour }, targets.length);
-  return wakeResponse(since, targets, flavour);
+  return wakeResponse(token, targets, flavour);
+}
+
+/**
+ * wakeAnswer, or on a failing store an answer with nothing in it at the request's own position:
+ * the poll has been taken from the homeserver already, and the client simply asks again.
+ */
+export function safeWakeAnswer(svc: Services, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
+  return storeFallback(() => wakeAnswer(svc, who, since, flavour, conn), undefined) ?? wakeResponse(since, [], flavour);
 }
 
 /**
  * A sync response body with deliveries pending for the requester: the pending users spliced
- * into device_lists.changed as it streams, each marked as carried by the response's token once
- * the whole body has gone through (the client can only ask with that token after it has).
+ * into device_lists.changed as it streams, and its token replaced by one of ours (tokens.ts),
+ * which each is marked as carried by once the whole body has gone through (the client can only
+ * ask with that token after it has).
  */
-export function injectPending(svc: Services, who: Requester, flavour: SyncFlavour): BodySplice {
-  const targets = svc.store.pendingFor(who.userId, who.deviceId).map((p) => p.target);
+export function injectPending(svc: Services, who: Requester, flavour: SyncFlavour, conn?: string): BodySplice {
+  const targets = storeFallback(() => svc.store.pendingFor(who.userId, who.deviceId, conn).map((p) => p.target), undefined);
+  // A store that failed since the plan: the body goes out as the homeserver sent it, with its
+  // own token, so nothing is acknowledged and the rows are carried by a later poll.
+  if (targets === undefined) return new SyncSplice([], flavour, () => {});
   return new SyncSplice(targets, flavour, (spliced) => {
     svc.overlays.homeserverReported(spliced.reported);
     // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
-    if (spliced.token !== undefined) svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token);
+    if (spliced.token === undefined) return;
+    // Unmarked on a failing store: the rows stay pending and the next poll carries them again.
+    storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn), undefined);
+    svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", false);
     svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
-  });
+  }, wrapToken);
 }
 
 /** The caller, when their token resolves; otherwise the homeserver answers as it would. */

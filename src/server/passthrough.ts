@@ -1,5 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Transform } from "node:stream";
+import { upstreamTarget } from "../delivery/tokens.ts";
 import { sendError } from "./errors.ts";
 import { stripHopByHop, type Upstream } from "./upstream.ts";
 
@@ -24,7 +25,8 @@ export function headerTimeoutFor(target: string, base: number): number {
 }
 
 export async function passThrough(req: IncomingMessage, res: ServerResponse, o: ForwardOptions): Promise<void> {
-  const target = req.url ?? "/";
+  // Our suffix comes off any sync position the client reuses here (tokens.ts).
+  const target = upstreamTarget(req.url ?? "/");
   try {
     const hasBody = req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
     const up = await o.upstream.open({

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { RouteContext } from "./app.ts";
 import { parseJsonObject, readBody } from "./body.ts";
+import { upstreamTarget } from "../delivery/tokens.ts";
 import { homeserverAnswerFailed, sendError } from "./errors.ts";
 import { pipeResponse, upstreamHeaders } from "./passthrough.ts";
 import { stripHopByHop } from "./upstream.ts";
@@ -33,7 +34,7 @@ export async function rewriteGet(ctx: RouteContext, maxBytes: number, mutate: (b
   try {
     const up = await deps.upstream.open({
       method: "GET",
-      target: ctx.target,
+      target: upstreamTarget(ctx.target),
       headers: { ...upstreamHeaders(req, ctx.forwarded), "accept-encoding": "identity" },
       headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs,
       clientRes: res,

@@ -58,7 +58,32 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE snapshots ADD COLUMN invalid_devices TEXT;
   `,
-  // 3: the homeserver's view of remote users (delivery/hs-view.ts): what it last served for
+  // 3: delivery per simplified-sliding-sync connection (MSC4186 `conn_id`). `pending` keeps
+  // the device's rows, delivered and acknowledged by classic /sync; each connection that asked
+  // for the e2ee extension gets rows of its own, delivered and acknowledged independently.
+  // added_at lets a device's own rows expire once only its connections read them (rows from
+  // before this migration count from the migration).
+  `
+  CREATE TABLE sliding_conns (
+    user_id   TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    conn_id   TEXT NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id, conn_id)
+  );
+  CREATE INDEX sliding_conns_last_seen ON sliding_conns (last_seen);
+  CREATE TABLE sliding_pending (
+    user_id    TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    conn_id    TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    carried_in TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, conn_id, target)
+  );
+  ALTER TABLE pending ADD COLUMN added_at INTEGER NOT NULL DEFAULT 0;
+  UPDATE pending SET added_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+  `,
+  // 4: the homeserver's view of remote users (delivery/hs-view.ts): what it last served for
   // them, compact (device ids and keys, cross-signing public keys) as one JSON value per user.
   // Rows of users no device tracks any more are deleted with the trackers.
   `

@@ -7,6 +7,8 @@ import type { HsView } from "../delivery/hs-view.ts";
 
 /** How many sync tokens a pending row remembers: a client may retry a few old `since` values. */
 const CARRIED_KEEP = 8;
+/** Sliding-sync connections remembered per device (the least recently seen go first). */
+const CONNS_KEEP = 16;
 
 const str = (v: unknown): string => String(v);
 const num = (v: unknown): number => Number(v);
@@ -131,51 +133,121 @@ export class SqliteStore implements Store {
     return v === null || v === undefined ? undefined : num(v);
   }
 
-  addPending(rows: { userId: string; deviceId: string; target: string }[]) {
+  addPending(rows: { userId: string; deviceId: string; target: string }[], now = Date.now()) {
     const st = this.#q(
-      `INSERT INTO pending (user_id, device_id, target, carried_in) VALUES (?, ?, ?, '[]')
-       ON CONFLICT (user_id, device_id, target) DO UPDATE SET carried_in = '[]'`,
+      `INSERT INTO pending (user_id, device_id, target, carried_in, added_at) VALUES (?, ?, ?, '[]', ?)
+       ON CONFLICT (user_id, device_id, target) DO UPDATE SET carried_in = '[]', added_at = excluded.added_at`,
     );
-    this.#tx(() => rows.forEach((r) => st.run(r.userId, r.deviceId, r.target)));
+    const conns = this.#q(
+      `INSERT INTO sliding_pending (user_id, device_id, conn_id, target, carried_in)
+         SELECT user_id, device_id, conn_id, ?, '[]' FROM sliding_conns WHERE user_id = ? AND device_id = ?
+       ON CONFLICT (user_id, device_id, conn_id, target) DO UPDATE SET carried_in = '[]'`,
+    );
+    this.#tx(() => rows.forEach((r) => {
+      st.run(r.userId, r.deviceId, r.target, now);
+      conns.run(r.target, r.userId, r.deviceId);
+    }));
   }
-  pendingFor(userId: string, deviceId: string): PendingDelivery[] {
-    return this.#q("SELECT target, carried_in FROM pending WHERE user_id = ? AND device_id = ? ORDER BY rowid")
-      .all(userId, deviceId)
-      .map((r) => ({ target: str(r["target"]), carriedIn: JSON.parse(str(r["carried_in"])) as string[] }));
+  pendingFor(userId: string, deviceId: string, conn?: string): PendingDelivery[] {
+    const rows = conn === undefined
+      ? this.#q("SELECT target, carried_in FROM pending WHERE user_id = ? AND device_id = ? ORDER BY rowid").all(userId, deviceId)
+      : this.#q("SELECT target, carried_in FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ? ORDER BY rowid").all(userId, deviceId, conn);
+    return rows.map((r) => ({ target: str(r["target"]), carriedIn: JSON.parse(str(r["carried_in"])) as string[] }));
   }
-  hasPending(userId: string, deviceId: string) {
-    return this.#q("SELECT 1 AS x FROM pending WHERE user_id = ? AND device_id = ? LIMIT 1").get(userId, deviceId) !== undefined;
+  hasPending(userId: string, deviceId: string, conn?: string) {
+    return conn === undefined
+      ? this.#q("SELECT 1 AS x FROM pending WHERE user_id = ? AND device_id = ? LIMIT 1").get(userId, deviceId) !== undefined
+      : this.#q("SELECT 1 AS x FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ? LIMIT 1").get(userId, deviceId, conn) !== undefined;
   }
-  markCarried(userId: string, deviceId: string, targets: string[], token: string) {
-    const read = this.#q("SELECT carried_in FROM pending WHERE user_id = ? AND device_id = ? AND target = ?");
-    const write = this.#q("UPDATE pending SET carried_in = ? WHERE user_id = ? AND device_id = ? AND target = ?");
+  markCarried(userId: string, deviceId: string, targets: string[], token: string, conn?: string) {
+    const [table, extra] = conn === undefined ? ["pending", ""] : ["sliding_pending", " AND conn_id = ?"];
+    const keys = conn === undefined ? [userId, deviceId] : [userId, deviceId, conn];
+    const read = this.#q(`SELECT carried_in FROM ${table} WHERE user_id = ? AND device_id = ?${extra} AND target = ?`);
+    const write = this.#q(`UPDATE ${table} SET carried_in = ? WHERE user_id = ? AND device_id = ?${extra} AND target = ?`);
     this.#tx(() => {
       for (const t of targets) {
-        const r = read.get(userId, deviceId, t);
+        const r = read.get(...keys, t);
         if (!r) continue; // acknowledged meanwhile: nothing left to carry
         // A repeated token moves to the end rather than crowding out older ones.
         const carried = (JSON.parse(str(r["carried_in"])) as string[]).filter((x) => x !== token);
         carried.push(token);
-        write.run(JSON.stringify(carried.slice(-CARRIED_KEEP)), userId, deviceId, t);
+        write.run(JSON.stringify(carried.slice(-CARRIED_KEEP)), ...keys, t);
       }
     });
   }
-  ackToken(userId: string, deviceId: string, token: string) {
+  ackToken(userId: string, deviceId: string, token: string, conn?: string) {
+    if (conn !== undefined) {
+      return this.#q(
+        `DELETE FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ?
+           AND EXISTS (SELECT 1 FROM json_each(sliding_pending.carried_in) WHERE value = ?)`,
+      ).run(userId, deviceId, conn, token).changes;
+    }
     return this.#q(
       `DELETE FROM pending WHERE user_id = ? AND device_id = ?
          AND EXISTS (SELECT 1 FROM json_each(pending.carried_in) WHERE value = ?)`,
     ).run(userId, deviceId, token).changes;
   }
+  openConn(userId: string, deviceId: string, conn: string, now: number) {
+    const seen = this.#q("UPDATE sliding_conns SET last_seen = ? WHERE user_id = ? AND device_id = ? AND conn_id = ?");
+    this.#tx(() => {
+      if (seen.run(now, userId, deviceId, conn).changes > 0) return;
+      this.#q("INSERT INTO sliding_conns (user_id, device_id, conn_id, last_seen) VALUES (?, ?, ?, ?)").run(userId, deviceId, conn, now);
+      this.#q(
+        `INSERT OR IGNORE INTO sliding_pending (user_id, device_id, conn_id, target, carried_in)
+           SELECT user_id, device_id, ?, target, '[]' FROM pending WHERE user_id = ? AND device_id = ? ORDER BY rowid`,
+      ).run(conn, userId, deviceId);
+      // A client choosing conn_ids at will must not grow the table without bound: a device
+      // keeps its CONNS_KEEP most recently seen connections (Element X has one with e2ee).
+      const stale = this.#q(
+        `SELECT conn_id FROM sliding_conns WHERE user_id = ? AND device_id = ?
+           ORDER BY last_seen DESC, rowid DESC LIMIT -1 OFFSET ?`,
+      ).all(userId, deviceId, CONNS_KEEP).map((r) => str(r["conn_id"]));
+      for (const c of stale) {
+        this.#q("DELETE FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ?").run(userId, deviceId, c);
+        this.#q("DELETE FROM sliding_conns WHERE user_id = ? AND device_id = ? AND conn_id = ?").run(userId, deviceId, c);
+      }
+    });
+  }
+  expireConns(olderThan: number) {
+    let n = 0;
+    this.#tx(() => {
+      n += this.#q(
+        `DELETE FROM sliding_pending WHERE EXISTS (SELECT 1 FROM sliding_conns c WHERE c.last_seen < ?
+           AND c.user_id = sliding_pending.user_id AND c.device_id = sliding_pending.device_id AND c.conn_id = sliding_pending.conn_id)`,
+      ).run(olderThan).changes;
+      n += this.#q("DELETE FROM sliding_conns WHERE last_seen < ?").run(olderThan).changes;
+      n += this.#q(
+        `DELETE FROM pending WHERE added_at < ? AND EXISTS (SELECT 1 FROM sliding_conns c
+           WHERE c.user_id = pending.user_id AND c.device_id = pending.device_id)`,
+      ).run(olderThan).changes;
+    });
+    return n;
+  }
   countPending() {
     return num(this.#q("SELECT count(*) AS n FROM pending").get()?.["n"]);
   }
 
-  track(userId: string, deviceId: string, targets: string[], now: number) {
-    const st = this.#q(
-      `INSERT INTO trackers (target, user_id, device_id, server_name, last_seen) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (target, user_id, device_id) DO UPDATE SET last_seen = excluded.last_seen`,
-    );
-    this.#tx(() => targets.forEach((t) => st.run(t, userId, deviceId, serverOf(t), now)));
+  track(userId: string, deviceId: string, targets: string[], now: number, maxNew = Infinity) {
+    // Refresh first, insert only what is new: the caller's cap counts rows added, not touched.
+    const touch = this.#q("UPDATE trackers SET last_seen = ? WHERE target = ? AND user_id = ? AND device_id = ?");
+    const add = this.#q("INSERT INTO trackers (target, user_id, device_id, server_name, last_seen) VALUES (?, ?, ?, ?, ?)");
+    let added = 0;
+    let refused = 0;
+    this.#tx(() => {
+      for (const t of targets) {
+        if (touch.run(now, t, userId, deviceId).changes > 0) continue;
+        if (added >= maxNew) refused++;
+        else {
+          add.run(t, userId, deviceId, serverOf(t), now);
+          added++;
+        }
+      }
+    });
+    return { added, refused };
+  }
+  trackerCounts() {
+    return this.#q("SELECT user_id, device_id, count(*) AS n FROM trackers GROUP BY user_id, device_id")
+      .all().map((r) => ({ userId: str(r["user_id"]), deviceId: str(r["device_id"]), count: num(r["n"]) }));
   }
   trackersOf(target: string) {
     return this.#q("SELECT user_id, device_id FROM trackers WHERE target = ? ORDER BY user_id, device_id")

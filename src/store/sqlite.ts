@@ -13,9 +13,15 @@ export const STORE_FILE = "resync.sqlite3";
 export interface SqliteStoreOptions {
   /** Open without write access (no migration, no mkdir); ping() then throws. */
   readonly?: boolean;
-  /** How long a write waits for another connection's lock before failing. Default 5000. */
+  /** How long a write waits for another connection's lock before failing. Default 50 (BUSY_TIMEOUT_MS). */
   busyTimeoutMs?: number;
 }
+
+// The busy wait blocks the whole event loop (the driver is synchronous), and store calls sit on
+// the request path: a lock another process holds for long is a failure to fall back from
+// (store-guard.ts), not something to wait out. Our own writes are one connection's, so they
+// never wait on each other.
+const BUSY_TIMEOUT_MS = 50;
 
 const oneLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ");
 
@@ -66,8 +72,8 @@ export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions 
   }
   try {
     // busy_timeout first: the pragmas below may already need a lock.
-    const busy = opts.busyTimeoutMs ?? 5000;
-    db.exec(`PRAGMA busy_timeout = ${Number.isFinite(busy) ? Math.max(0, Math.trunc(busy)) : 5000}`);
+    const busy = opts.busyTimeoutMs ?? BUSY_TIMEOUT_MS;
+    db.exec(`PRAGMA busy_timeout = ${Number.isFinite(busy) ? Math.max(0, Math.trunc(busy)) : BUSY_TIMEOUT_MS}`);
     if (readonly) {
       const v = schemaVersion(db);
       if (v !== SCHEMA_VERSION) throw new Error(`schema version ${v}, this build needs ${SCHEMA_VERSION}`);

@@ -70,18 +70,37 @@ export interface Store {
   /**
    * Idempotent. Re-adding an existing row RESETS its carriedIn: a newer change must be
    * delivered again, so a token that carried the older change no longer acknowledges it.
+   * Each sliding-sync connection the device has opened (openConn) gets the row too.
    */
-  addPending(rows: { userId: string; deviceId: string; target: string }[]): void;
-  pendingFor(userId: string, deviceId: string): PendingDelivery[];
-  hasPending(userId: string, deviceId: string): boolean;
+  addPending(rows: { userId: string; deviceId: string; target: string }[], now?: number): void;
+  // `conn`: a simplified-sliding-sync connection's own rows (MSC4186 conn_id); without it, the
+  // device's rows, which classic /sync delivers and acknowledges.
+  pendingFor(userId: string, deviceId: string, conn?: string): PendingDelivery[];
+  hasPending(userId: string, deviceId: string, conn?: string): boolean;
   /** Appends `token` to carriedIn of the named rows that still exist (keeps the last 8). */
-  markCarried(userId: string, deviceId: string, targets: string[], token: string): void;
-  /** Deletes this device's rows whose carriedIn contains `token`; returns how many. */
-  ackToken(userId: string, deviceId: string, token: string): number;
+  markCarried(userId: string, deviceId: string, targets: string[], token: string, conn?: string): void;
+  /** Deletes this device's (or connection's) rows whose carriedIn contains `token`; returns how many. */
+  ackToken(userId: string, deviceId: string, token: string, conn?: string): number;
+  /**
+   * A sliding-sync connection that asked for the e2ee extension: from now on it gets every
+   * delivery of its own. One seen for the first time starts with the device's pending rows.
+   */
+  openConn(userId: string, deviceId: string, conn: string, now: number): void;
+  /**
+   * Connections not seen since `olderThan` go, with their rows; so do the device's own rows
+   * older than that of devices that have connections (nothing else would ever acknowledge them).
+   */
+  expireConns(olderThan: number): number;
   countPending(): number;
 
-  /** Upserts last_seen for each (device, target): the device queried target's keys. */
-  track(userId: string, deviceId: string, targets: string[], now: number): void;
+  /**
+   * Upserts last_seen for each (device, target): the device queried target's keys. Adds at
+   * most `maxNew` rows (default: no limit); existing rows are always refreshed. Returns how
+   * many new rows it added, and how many it refused for the limit.
+   */
+  track(userId: string, deviceId: string, targets: string[], now: number, maxNew?: number): { added: number; refused: number };
+  /** How many trackers each device has. */
+  trackerCounts(): { userId: string; deviceId: string; count: number }[];
   trackersOf(target: string): { userId: string; deviceId: string }[];
   /** Distinct tracked targets whose server name (after the first ':') equals serverName. */
   trackedUsersOn(serverName: string): string[];

@@ -68,7 +68,8 @@ describe.skipIf(!isBun)("front-end threads, with refreshes", () => {
     expect((await w.refresh(bob, tokens[0]!)).status).toBe(202);
     // Within 5 s, where the homeserver would hold them for 30.
     const bodies = await Promise.all(clients.map(async (c) => JSON.parse((await c.read({ timeoutMs: 5000 })).body.toString())));
-    for (const b of bodies) expect(b).toEqual({ next_batch: "a1", device_lists: { changed: [bob], left: [] } });
+    // At the position each asked from, with a suffix of ours (src/delivery/tokens.ts).
+    for (const b of bodies) expect(b).toEqual({ next_batch: expect.stringMatching(/^a1\.mrp_/), device_lists: { changed: [bob], left: [] } });
     clients.forEach((c) => c.close());
   });
 

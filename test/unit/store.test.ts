@@ -186,6 +186,43 @@ describe("pending deliveries", () => {
   });
 });
 
+describe("pending deliveries per sliding-sync connection", () => {
+  it("a connection starts with the device's rows, gets later ones too, and acknowledges its own only", () => {
+    store.addPending([{ userId: "@me:h", deviceId: "D", target: "@a:x" }], 1);
+    store.openConn("@me:h", "D", "encryption", 2);
+    store.openConn("@me:h", "D", "encryption", 3); // seen again: nothing copied twice
+    store.addPending([{ userId: "@me:h", deviceId: "D", target: "@b:x" }], 4);
+    expect(store.pendingFor("@me:h", "D", "encryption").map((p) => p.target)).toEqual(["@a:x", "@b:x"]);
+    expect(store.hasPending("@me:h", "D", "room-list")).toBe(false); // never opened
+    store.markCarried("@me:h", "D", ["@a:x", "@b:x"], "p1.ours", "encryption");
+    expect(store.ackToken("@me:h", "D", "p1.ours")).toBe(0); // not the device's rows
+    expect(store.ackToken("@me:h", "D", "p1.ours", "encryption")).toBe(2);
+    expect(store.hasPending("@me:h", "D", "encryption")).toBe(false);
+    expect(store.pendingFor("@me:h", "D").map((p) => p.target)).toEqual(["@a:x", "@b:x"]);
+  });
+
+  it("a device keeps its 16 most recently seen connections", () => {
+    store.addPending([{ userId: "@me:h", deviceId: "D", target: "@a:x" }], 1);
+    for (let i = 0; i < 20; i++) store.openConn("@me:h", "D", `c${i}`, 100 + i);
+    expect(store.hasPending("@me:h", "D", "c3")).toBe(false);
+    expect(store.hasPending("@me:h", "D", "c4")).toBe(true);
+    store.addPending([{ userId: "@me:h", deviceId: "D", target: "@b:x" }], 200);
+    expect(store.pendingFor("@me:h", "D", "c0")).toEqual([]);
+    expect(store.pendingFor("@me:h", "D", "c19").map((p) => p.target)).toEqual(["@a:x", "@b:x"]);
+  });
+
+  it("expiry: idle connections go with their rows; so do the device's old rows, only where it has connections", () => {
+    store.addPending([{ userId: "@me:h", deviceId: "D", target: "@a:x" }, { userId: "@me:h", deviceId: "CLASSIC", target: "@a:x" }], 1);
+    store.openConn("@me:h", "D", "old", 1);
+    store.openConn("@me:h", "D", "new", 10);
+    expect(store.expireConns(5)).toBe(3); // "old", its row, and D's own row
+    expect(store.hasPending("@me:h", "D", "old")).toBe(false);
+    expect(store.hasPending("@me:h", "D", "new")).toBe(true);
+    expect(store.hasPending("@me:h", "D")).toBe(false);
+    expect(store.hasPending("@me:h", "CLASSIC")).toBe(true); // no connections: /sync acknowledges it
+  });
+});
+
 describe("trackers", () => {
   it("tracks, lists by target and by server name, expires by last_seen", () => {
     store.track("@me:h", "D1", ["@a:x.org", "@b:x.org", "@c:x.org:8448", "@d:y.org"], 100);
@@ -240,11 +277,28 @@ describe("opening, migrations, durability", () => {
     raw.close();
   });
 
+  it("a version-1 database keeps its pending rows: delivered and acknowledged as before", async () => {
+    const d = join(dir, "..", "v1");
+    mkdirSync(d, { recursive: true });
+    const raw = await openSqliteDatabase(join(d, STORE_FILE));
+    raw.exec(MIGRATIONS[0]!);
+    raw.exec("PRAGMA user_version = 1");
+    raw.prepare("INSERT INTO pending (user_id, device_id, target, carried_in) VALUES (?, ?, ?, ?)").run("@me:h", "D", "@a:x", '["s5"]');
+    raw.close();
+    const s = await open(d);
+    expect(s.pendingFor("@me:h", "D")).toEqual([{ target: "@a:x", carriedIn: ["s5"] }]);
+    // The rows count from the migration: not expired as if they were from 1970.
+    expect(s.expireConns(Date.now() - 60_000)).toBe(0);
+    s.openConn("@me:h", "D", "encryption", Date.now());
+    expect(s.expireConns(Date.now() - 60_000)).toBe(0);
+    expect(s.ackToken("@me:h", "D", "s5")).toBe(1);
+  });
+
   it("migrates a fresh database from 0 and refuses a newer schema", async () => {
     const file = join(dir, "fresh.sqlite3");
     const raw = await openSqliteDatabase(file);
     expect(migrate(raw)).toEqual({ from: 0, to: SCHEMA_VERSION });
-    expect(raw.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'").get()?.["n"]).toBe(7);
+    expect(raw.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'").get()?.["n"]).toBe(9);
     raw.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`);
     expect(() => migrate(raw)).toThrow(/newer than this build/);
     raw.close();

@@ -11,9 +11,9 @@ const buf = (s: string) => Buffer.from(s);
  * Splice `doc` fed in chunks of the given sizes (cycled), each in a buffer of its own at an
  * offset (the splice may keep them until settle(), as socket reads are never reused).
  */
-function splice(doc: Uint8Array, users: readonly string[], sizes: readonly number[] = [doc.length || 1], flavour: SyncFlavour = "sync") {
+function splice(doc: Uint8Array, users: readonly string[], sizes: readonly number[] = [doc.length || 1], flavour: SyncFlavour = "sync", wrap?: (t: string) => string) {
   let result: Spliced | undefined;
-  const s = new SyncSplice(users, flavour, (r) => (result = r));
+  const s = new SyncSplice(users, flavour, (r) => (result = r), wrap);
   const parts: Buffer[] = [];
   for (let at = 0, n = 0; at < doc.length; n++) {
     const len = Math.min(sizes[n % sizes.length]!, doc.length - at);
@@ -74,6 +74,26 @@ describe("SyncSplice agrees with parsing the whole body", () => {
         expect(result).toEqual({ added: want.added, reported: dl?.changed ?? [], token: "s1" });
       }),
       { numRuns: 150 },
+    );
+  });
+
+  test("with a wrap, the token is rewritten wherever it sits, however the body is cut, and the rewritten one is booked", () => {
+    const wrap = (t: string) => `${t}.ours`;
+    fc.assert(
+      fc.property(entries, fc.option(lists), fc.nat(), fc.nat(), users, chunking, fc.nat(1000), fc.constantFrom<SyncFlavour>("sync", "sliding"), (es, dl, at, tokenAt, who, sizes, seed, flavour) => {
+        const member = flavour === "sync" ? DL : "extensions";
+        const token = flavour === "sync" ? "next_batch" : "pos";
+        const all: [string, unknown][] = es.filter(([k]) => k !== DL && k !== "next_batch" && k !== "extensions" && k !== "pos");
+        if (dl) all.splice(at % (all.length + 1), 0, [member, flavour === "sync" ? dl : { e2ee: { device_lists: dl } }]);
+        all.splice(tokenAt % (all.length + 1), 0, [token, "s\"1"]);
+        const doc = serialise(all, seed);
+        const { out, result } = splice(buf(doc), who, sizes, flavour, wrap);
+        const want = reference(doc, who, flavour);
+        want.body[token] = 's"1.ours';
+        expect(JSON.parse(out.toString())).toEqual(want.body);
+        expect(result?.token).toBe('s"1.ours');
+      }),
+      { numRuns: 400 },
     );
   });
 

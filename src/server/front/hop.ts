@@ -87,6 +87,7 @@ export function homeserverHop(o: HomeserverHopOptions): Hop {
         add,
         chunked: c.chunked,
         target: c.target,
+        unwrap: true,
       });
     },
     errorResponse,

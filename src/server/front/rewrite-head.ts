@@ -1,6 +1,7 @@
 // Heads the front end writes: the request for the next hop and the response for the client.
 // Field lines are copied as received, less hop-by-hop ones (RFC 9110 §7.6.1; which ones is
 // stripHopByHop's decision, see names.ts) and those the Connection field names.
+import { unwrapTarget, upstreamTarget } from "../../delivery/tokens.ts";
 import { corsHeaders } from "../cors.ts";
 import { F_ID, F_LINE, F_LINE_END, F_NAME_END, F_STRIDE, fieldValue, type Head, type RequestHead, type ResponseHead } from "./head.ts";
 import { HOP_BY_HOP, mask, NAME, nameIs } from "./names.ts";
@@ -64,8 +65,10 @@ export interface NextHopRequest {
   add: Record<string, string>;
   /** The body is chunked: Transfer-Encoding (hop-by-hop) is restated for this hop. */
   chunked: boolean;
-  /** A target to send instead of the client's (only ever a changed `timeout` parameter). */
+  /** A target to send instead of the client's (only ever a changed `timeout` parameter, and our suffix off positions). */
   target?: string;
+  /** The next hop is the homeserver: our suffix comes off any sync position (tokens.ts). */
+  unwrap?: boolean;
 }
 
 /**
@@ -78,11 +81,14 @@ export function nextHopRequestHead(h: RequestHead, o: NextHopRequest): Buffer {
   for (const name in o.add) tail += `${name}: ${o.add[name]}\r\n`;
   if (o.chunked) tail += "transfer-encoding: chunked\r\n";
   tail += "\r\n";
-  const targetSize = o.target === undefined ? h.targetEnd - h.targetStart : Buffer.byteLength(o.target, "latin1");
+  // The spec lets a client reuse a /sync next_batch as `from`/`to` elsewhere (GET /keys/changes,
+  // /rooms/{roomId}/messages): every request, intercepted or not, loses our suffix here.
+  const target = o.unwrap ? (o.target === undefined ? unwrapTarget(h.target) : upstreamTarget(o.target)) : o.target;
+  const targetSize = target === undefined ? h.targetEnd - h.targetStart : Buffer.byteLength(target, "latin1");
   const out = Buffer.allocUnsafe(h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + tail.length);
   let p = h.buf.copy(out, 0, h.start, h.targetStart); // "METHOD "
   if (o.prefix.length > 0) p += out.write(o.prefix, p, "latin1");
-  p += o.target === undefined ? h.buf.copy(out, p, h.targetStart, h.targetEnd) : out.write(o.target, p, "latin1");
+  p += target === undefined ? h.buf.copy(out, p, h.targetStart, h.targetEnd) : out.write(target, p, "latin1");
   p += HTTP11_LINE_END.copy(out, p);
   p = copyLines(h, ks, out, p);
   out.write(tail, p, "latin1");

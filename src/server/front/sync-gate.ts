@@ -9,9 +9,11 @@ import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
 import { type BodySplice, ReportedWatch } from "../../delivery/sync-splice.ts";
 import type { Services } from "../app.ts";
 import { type Requester, tokenOf } from "../auth.ts";
-import { answerAtOnce, injectPending, wakeAnswer } from "../../routes/sync.ts";
+import { answerAtOnce, injectPending, safeWakeAnswer } from "../../routes/sync.ts";
+import { upstreamTarget } from "../../delivery/tokens.ts";
 import { fieldValue, type RequestHead } from "./head.ts";
 import { NAME } from "./names.ts";
+import { storeFallback } from "../../store/store-guard.ts";
 import type { BodyObserver } from "./response.ts";
 
 /** How the front end serves one GET /sync: always through the homeserver hop. */
@@ -72,7 +74,7 @@ export function syncRequest(head: RequestHead): SyncRequest | undefined {
 
 /** The early answer's body (DESIGN.md "early wake"). */
 export function wakeBodyFor(svc: Services, t: Ticket): string {
-  return JSON.stringify(wakeAnswer(svc, t, t.since, "sync"));
+  return JSON.stringify(safeWakeAnswer(svc, t, t.since, "sync"));
 }
 
 // One per request, held as long as a long-poll is: a class rather than closures, which cost
@@ -91,8 +93,9 @@ export class DevicePoll implements SyncPlan, LongPoll {
     this.#key = deviceKey(who.userId, who.deviceId);
     this.#since = since;
     // The same rules as the app's route (routes/sync.ts), without its two extra hops.
+    // The homeserver never sees our suffix on `since` (tokens.ts).
     this.inject = svc.store.hasPending(who.userId, who.deviceId)
-      ? { target: answerAtOnce(target), splice: () => injectPending(svc, who, "sync") }
+      ? { target: answerAtOnce(upstreamTarget(target)), splice: () => injectPending(svc, who, "sync") }
       : undefined;
     this.longPoll = longPoll && !this.inject ? this : undefined;
   }
@@ -105,6 +108,15 @@ export class DevicePoll implements SyncPlan, LongPoll {
   observer(): BodyObserver | undefined {
     const overlays = this.#svc.overlays;
     return this.observes ? new ReportedWatch((users) => overlays.homeserverReported(users)) : undefined;
+  }
+
+  /**
+   * This front end splices the answer: no progress until the splice books it. An answer it
+   * cannot read (a compressed one) leaves the next poll to the app's route, which answers it
+   * itself (routes/sync.ts).
+   */
+  splicesHere(): void {
+    this.#svc.delivery.forcedWithoutProgress(this.#who.userId, this.#who.deviceId, "", true);
   }
 
   get ticket(): Ticket {
@@ -126,15 +138,26 @@ export class DevicePoll implements SyncPlan, LongPoll {
 
 export interface MainSyncGate extends SyncGate {
   /** The plan for a parsed request (a front-end thread asks the main one). */
-  planFor(r: SyncRequest): DevicePoll | typeof PLAIN | Promise<DevicePoll | typeof PLAIN>;
+  planFor(r: SyncRequest): PlanFor | Promise<PlanFor>;
 }
 
+/** "app": pending, but the last answer-at-once poll made no progress: the app answers it. */
+export type PlanFor = DevicePoll | typeof PLAIN | "app";
+
 export function createSyncGate(svc: Services): MainSyncGate {
-  const decide = (who: Requester, r: SyncRequest) => {
+  const decide = (who: Requester, r: SyncRequest): PlanFor => {
     // Appservice and some admin tokens have no device: nothing can be pending for them.
     if (!who.deviceId) return PLAIN;
-    svc.store.ackToken(who.userId, who.deviceId, r.since);
-    return new DevicePoll(svc, who, r.target, r.since, r.longPoll);
+    // A failing store: the poll goes through plain (docs/operations.md, "When the store fails").
+    return storeFallback<PlanFor>(() => {
+      svc.store.ackToken(who.userId, who.deviceId, r.since);
+      if (!svc.delivery.mayForce(who.userId, who.deviceId, "") && svc.store.hasPending(who.userId, who.deviceId)) return "app";
+      return new DevicePoll(svc, who, r.target, r.since, r.longPoll);
+    }, PLAIN);
+  };
+  const here = (p: PlanFor): SyncRoute => {
+    if (p instanceof DevicePoll && p.inject) p.splicesHere();
+    return p;
   };
   function planFor(r: SyncRequest) {
     const known = svc.auth.cached(r.token);
@@ -145,7 +168,9 @@ export function createSyncGate(svc: Services): MainSyncGate {
     planFor,
     plan(head) {
       const r = syncRequest(head);
-      return r ? planFor(r) : PLAIN;
+      if (!r) return PLAIN;
+      const p = planFor(r);
+      return p instanceof Promise ? p.then(here) : here(p);
     },
   };
 }

@@ -10,6 +10,7 @@ import type { Front } from "./server.ts";
 import type { Destination } from "./pool.ts";
 import { DevicePoll, type MainSyncGate, type Ticket, wakeBodyFor } from "./sync-gate.ts";
 import type { Planned, ToMain, ToWorker } from "./thread-link.ts";
+import { storeFallback } from "../../store/store-guard.ts";
 
 /** What a front-end thread needs to start (structured-cloned into it). */
 export interface FrontWorkerData {
@@ -98,6 +99,7 @@ class Thread {
       case "plan":
         Promise.resolve(gate.planFor(m.r)).then(
           (plan): Planned => {
+            if (plan === "app") return { kind: "app" };
             if (!(plan instanceof DevicePoll)) return { kind: "plain" };
             // An injection needs the body in this thread: the app's sync route does it.
             if (plan.inject) return { kind: "app" };
@@ -141,7 +143,7 @@ class Thread {
     this.#held.set(id, { key, waiter });
     // A refresh that landed between the plan and this hold found no waiter: answer it now, as
     // the single-threaded front end would have (its plan and hold happen in one turn).
-    if (svc.store.hasPending(ticket.userId, ticket.deviceId)) waiter.wake();
+    if (storeFallback(() => svc.store.hasPending(ticket.userId, ticket.deviceId), false)) waiter.wake();
   }
 }
 

@@ -1,0 +1,79 @@
+// A store that fails (a full disk, an I/O error, a write lock another process holds) must cost
+// requests only what the proxy adds to them, never the process (docs/operations.md, "When the
+// store fails"). Every Store call goes through this guard: a failure is logged, counted and
+// rethrown as StoreUnavailable, which the request paths catch to fall back to plain
+// pass-through (/sync, /keys/query) or to answer 503 (a refresh). After a failure the guard
+// refuses calls at once for a short cool-down: each failing call may first wait out SQLite's
+// busy timeout, and a wait is a stall of the whole event loop.
+import type { Logger } from "../ops/log.ts";
+import type { Store } from "./store.ts";
+
+export class StoreUnavailable extends Error {
+  readonly operation: string;
+  constructor(operation: string, cause: unknown) {
+    super(`the store is unavailable (${operation}): ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.operation = operation;
+  }
+}
+
+export interface GuardOptions {
+  log: Logger;
+  /** Counts each failed call (a metric). */
+  onError?: (operation: string) => void;
+  /** How long calls are refused after a failure. Default 1000 ms. */
+  coolDownMs?: number;
+  now?: () => number;
+}
+
+/** `store`, with every method guarded. `ping` always reaches the database: /readyz probes with it. */
+export function guardStore(store: Store, o: GuardOptions): Store {
+  const now = o.now ?? Date.now;
+  const coolDown = o.coolDownMs ?? 1000;
+  let refuseUntil = 0;
+  let lastLog = -Infinity;
+  let lastError: unknown;
+  const guarded = {} as Record<string, unknown>;
+  for (const name of Object.getOwnPropertyNames(Object.getPrototypeOf(store)) as (keyof Store)[]) {
+    const method = store[name];
+    if (typeof method !== "function" || (name as string) === "constructor") continue;
+    if (name === "close") {
+      guarded[name] = () => store.close();
+      continue;
+    }
+    guarded[name] = (...args: unknown[]) => {
+      const t = now();
+      if (t < refuseUntil && name !== "ping") {
+        o.onError?.(name);
+        throw new StoreUnavailable(name, lastError);
+      }
+      try {
+        return (method as (...a: unknown[]) => unknown).apply(store, args);
+      } catch (e) {
+        lastError = e;
+        refuseUntil = t + coolDown;
+        o.onError?.(name);
+        // One line per cool-down, not one per request: a failing disk under load would
+        // otherwise write thousands.
+        if (t - lastLog >= coolDown) {
+          lastLog = t;
+          o.log.error("store failure: requests fall back to plain pass-through, refreshes answer 503", { operation: name, error: e instanceof Error ? e.message : String(e) });
+        }
+        throw new StoreUnavailable(name, e);
+      }
+    };
+  }
+  return guarded as unknown as Store;
+}
+
+/**
+ * fn's result, or `fallback` when the store is unavailable: the request then gets what it
+ * would get without the proxy's additions.
+ */
+export function storeFallback<T>(fn: () => T, fallback: T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof StoreUnavailable) return fallback;
+    throw e;
+  }
+}

@@ -1,0 +1,57 @@
+// The store guard (src/store/store-guard.ts): a failing call is rethrown as StoreUnavailable,
+// counted and logged once per cool-down; during the cool-down calls are refused without
+// touching the database (each could stall the event loop for the busy timeout), except ping,
+// which /readyz uses to look; afterwards calls go through again.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, expect, test } from "vitest";
+import { createLogger } from "../../src/ops/log.ts";
+import { openSqliteStore } from "../../src/store/sqlite.ts";
+import { guardStore, storeFallback, StoreUnavailable } from "../../src/store/store-guard.ts";
+import type { Store } from "../../src/store/store.ts";
+
+let dir: string;
+let real: Store;
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), "guard-"));
+  real = await openSqliteStore(dir);
+});
+afterEach(() => {
+  real.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("fails, refuses during the cool-down (ping excepted), then serves again", () => {
+  let now = 1000;
+  let broken = true;
+  const calls: string[] = [];
+  const lines: string[] = [];
+  const errors: string[] = [];
+  // The real store, made to fail on demand.
+  const flaky = Object.create(Object.getPrototypeOf(real)) as Store;
+  for (const name of ["hasPending", "ping"] as const) {
+    (flaky as unknown as Record<string, unknown>)[name] = (...a: never[]) => {
+      calls.push(name);
+      if (broken) throw new Error("disk I/O error");
+      return (real[name] as (...x: never[]) => unknown).apply(real, a);
+    };
+  }
+  const store = guardStore(flaky, { log: createLogger("info", (l) => void lines.push(l)), onError: (op) => errors.push(op), coolDownMs: 1000, now: () => now });
+
+  expect(() => store.hasPending("@a:x", "D")).toThrow(StoreUnavailable);
+  expect(() => store.hasPending("@a:x", "D")).toThrow(/disk I\/O error/);
+  expect(calls).toEqual(["hasPending"]); // the second was refused without a call
+  expect(() => store.ping()).toThrow(StoreUnavailable);
+  expect(calls).toEqual(["hasPending", "ping"]);
+  expect(errors).toEqual(["hasPending", "hasPending", "ping"]);
+  expect(lines.filter((l) => l.includes("store failure"))).toHaveLength(1);
+  expect(storeFallback<boolean | string>(() => store.hasPending("@a:x", "D"), "fallback")).toBe("fallback");
+
+  broken = false;
+  now += 1000;
+  expect(store.hasPending("@a:x", "D")).toBe(false);
+  expect(storeFallback(() => store.hasPending("@a:x", "D"), true)).toBe(false);
+  // Other errors are not the store's: storeFallback lets them through.
+  expect(() => storeFallback(() => { throw new TypeError("a bug"); }, 0)).toThrow(TypeError);
+});
