@@ -67,8 +67,13 @@ export class ToDeviceWatch {
   }
 }
 
+export interface Observer {
+  data(buf: Uint8Array, start: number, end: number): void;
+  end(): void;
+}
+
 /** Two observers of one body (the front end takes one). */
-export function bothObservers<T extends { data(b: Uint8Array, s: number, e: number): void; end(): void }>(a: T | undefined, b: T | undefined): T | undefined {
+export function bothObservers(a: Observer | undefined, b: Observer | undefined): Observer | undefined {
   if (!a || !b) return a ?? b;
-  return { data: (buf: Uint8Array, s: number, e: number) => (a.data(buf, s, e), b.data(buf, s, e)), end: () => (a.end(), b.end()) } as T;
+  return { data: (buf, s, e) => (a.data(buf, s, e), b.data(buf, s, e)), end: () => (a.end(), b.end()) };
 }

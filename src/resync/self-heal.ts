@@ -1,7 +1,10 @@
 // The self-healing parts, wired once (serve.ts) and used by the /keys/query and /sync routes:
 // the homeserver's view, the heal decision, detection (off with --detect off) and the audit.
 import type { IncomingMessage } from "node:http";
+import type { SyncFlavour } from "../delivery/sync-inject.ts";
+import type { BodySplice } from "../delivery/sync-splice.ts";
 import type { ToDeviceClue } from "../delivery/to-device-clues.ts";
+import { ToDeviceWatch } from "../delivery/to-device-watch.ts";
 import type { Views } from "../delivery/views.ts";
 import type { Requester } from "../server/auth.ts";
 import type { Audit } from "./audit.ts";
@@ -77,4 +80,27 @@ export function watchKeysQuery(h: SelfHeal, up: IncomingMessage, who: Requester,
 export function onToDevice(h: SelfHeal | undefined, who: Requester, clues: ToDeviceClue[]): void {
   if (!h?.detector) return;
   void h.detector.toDevice(who, clues).catch(() => {});
+}
+
+/** A watch over a /sync body's to-device events for `who`, or undefined with --detect off. */
+export function toDeviceWatch(h: SelfHeal | undefined, who: Requester, flavour: SyncFlavour): ToDeviceWatch | undefined {
+  const detector = h?.detector;
+  if (!detector) return undefined;
+  return new ToDeviceWatch((clues) => void detector.toDevice(who, clues).catch(() => {}), flavour);
+}
+
+/** `splice`, with its input also read by `watch` (the bytes the homeserver sent, decoded). */
+export function watchedSplice(splice: BodySplice, watch: ToDeviceWatch | undefined): BodySplice {
+  if (!watch) return splice;
+  return {
+    feed(buf, start, end, out) {
+      watch.data(buf, start, end);
+      splice.feed(buf, start, end, out);
+    },
+    end: (out) => splice.end(out),
+    settle() {
+      splice.settle();
+      watch.end();
+    },
+  };
 }

@@ -13,6 +13,8 @@ import { MatrixError, sendError, sendJson } from "../server/errors.ts";
 import { upstreamTarget, wrapToken } from "../delivery/tokens.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
 import { storeFallback } from "../store/store-guard.ts";
+import { bothObservers } from "../delivery/to-device-watch.ts";
+import { toDeviceWatch, watchedSplice } from "../resync/self-heal.ts";
 import { CLASSIC, decoderFor, pipeSpliced, readSmallBody, SLIDING_BODY_MAX, slidingStream, type SyncStream } from "./sync-body.ts";
 
 export function syncRoute(flavour: SyncFlavour): Handler {
@@ -60,7 +62,9 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     // Counted as no progress until the splice books the delivery (injectPending): an answer we
     // cannot splice, or one cut short, leaves the stream to be answered by us next time.
     if (inject) svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", true);
-    const observe = svc.overlays.active;
+    // Detection reads the to-device events of every body (resync/detect.ts), after it has gone out.
+    const toDevice = toDeviceWatch(svc.heal, who, flavour);
+    const observe = svc.overlays.active || toDevice !== undefined;
 
     const abort = new AbortController();
     let woken = false;
@@ -112,10 +116,11 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     if (inject) {
       const decoder = up.statusCode === 200 ? decoderFor(encoding) : undefined;
       if (!readable && !decoder) return pipeResponse(up, res);
-      return pipeSpliced(up, res, injectPending(svc, who, flavour, conn), decoder);
+      return pipeSpliced(up, res, watchedSplice(injectPending(svc, who, flavour, conn), toDevice), decoder);
     }
     if (!readable || !observe) return pipeResponse(up, res);
-    const watch = new ReportedWatch((users) => svc.overlays.homeserverReported(users), flavour);
+    const reported = svc.overlays.active ? new ReportedWatch((users) => svc.overlays.homeserverReported(users), flavour) : undefined;
+    const watch = bothObservers(reported, toDevice)!;
     up.on("data", (c: Buffer) => watch.data(c, 0, c.length));
     up.on("end", () => watch.end());
     return pipeResponse(up, res);

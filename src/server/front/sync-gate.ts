@@ -7,6 +7,8 @@
 // long-poll early when a refresh lands.
 import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
 import { type BodySplice, ReportedWatch } from "../../delivery/sync-splice.ts";
+import { bothObservers } from "../../delivery/to-device-watch.ts";
+import { toDeviceWatch, watchedSplice } from "../../resync/self-heal.ts";
 import type { Services } from "../app.ts";
 import { type Requester, tokenOf } from "../auth.ts";
 import { answerAtOnce, injectPending, safeWakeAnswer } from "../../routes/sync.ts";
@@ -95,19 +97,29 @@ export class DevicePoll implements SyncPlan, LongPoll {
     // The same rules as the app's route (routes/sync.ts), without its two extra hops.
     // The homeserver never sees our suffix on `since` (tokens.ts).
     this.inject = svc.store.hasPending(who.userId, who.deviceId)
-      ? { target: answerAtOnce(upstreamTarget(target)), splice: () => injectPending(svc, who, "sync") }
+      ? { target: answerAtOnce(upstreamTarget(target)), splice: () => watchedSplice(injectPending(svc, who, "sync"), toDeviceWatch(svc.heal, who, "sync")) }
       : undefined;
     this.longPoll = longPoll && !this.inject ? this : undefined;
   }
 
   /** Overlays exist: the body is to be read for the homeserver's own report. */
-  get observes(): boolean {
+  get reports(): boolean {
     return this.#svc.overlays.active && !this.inject;
+  }
+
+  /** Detection is on: the body's to-device events are to be read (resync/detect.ts). */
+  get detects(): boolean {
+    return this.#svc.heal?.detector !== undefined && !this.inject;
+  }
+
+  get observes(): boolean {
+    return this.reports || this.detects;
   }
 
   observer(): BodyObserver | undefined {
     const overlays = this.#svc.overlays;
-    return this.observes ? new ReportedWatch((users) => overlays.homeserverReported(users)) : undefined;
+    const reported = this.reports ? new ReportedWatch((users) => overlays.homeserverReported(users)) : undefined;
+    return bothObservers(reported, this.detects ? toDeviceWatch(this.#svc.heal, this.#who, "sync") : undefined);
   }
 
   /**

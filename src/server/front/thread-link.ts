@@ -7,6 +7,8 @@ import type { Waiter } from "../../delivery/waiters.ts";
 import type { AccessMetrics } from "./access-log.ts";
 import type { BodyObserver } from "./response.ts";
 import { ReportedWatch } from "../../delivery/sync-splice.ts";
+import type { ToDeviceClue } from "../../delivery/to-device-clues.ts";
+import { bothObservers, ToDeviceWatch } from "../../delivery/to-device-watch.ts";
 import { type LongPoll, PLAIN, type SyncGate, type SyncPlan, type SyncRequest, type SyncRoute, syncRequest, type Ticket } from "./sync-gate.ts";
 
 export type ToMain =
@@ -15,11 +17,13 @@ export type ToMain =
   | { t: "hold"; id: number; ticket: Ticket }
   | { t: "release"; id: number }
   | { t: "reported"; users: string[] }
+  /** To-device clues a polled device received (resync/detect.ts); the token asks the homeserver when needed. */
+  | { t: "clues"; who: { userId: string; deviceId: string; token: string }; clues: ToDeviceClue[] }
   | { t: "log"; level: Level; msg: string; fields?: Record<string, unknown> }
   | { t: "stats"; counts: [string, string, number][]; latency: [string, number[]][]; connections: number; served: number }
   | { t: "closed" };
 
-export type Planned = { kind: "app" } | { kind: "plain" } | { kind: "poll"; observe: boolean; longPoll: boolean; ticket: Ticket };
+export type Planned = { kind: "app" } | { kind: "plain" } | { kind: "poll"; observe: boolean; detect: boolean; longPoll: boolean; ticket: Ticket };
 
 export type ToWorker =
   | ({ t: "planned"; id: number } & Planned)
@@ -49,7 +53,10 @@ export class MainLink implements SyncGate {
     if (!r) return PLAIN;
     const id = this.#nextId++;
     this.post({ t: "plan", id, r });
-    return new Promise((resolve) => this.#planned.set(id, resolve));
+    return new Promise((resolve) => this.#planned.set(id, (route) => {
+      if (route instanceof RemotePoll) route.token = r.token;
+      resolve(route);
+    }));
   }
 
   /** A message from the main thread that is about a request (control messages are the caller's). */
@@ -57,7 +64,7 @@ export class MainLink implements SyncGate {
     if (m.t === "planned") {
       const resolve = this.#planned.get(m.id);
       this.#planned.delete(m.id);
-      resolve?.(m.kind === "app" ? "app" : m.kind === "plain" ? PLAIN : new RemotePoll(this, m.observe, m.longPoll, m.ticket));
+      resolve?.(m.kind === "app" ? "app" : m.kind === "plain" ? PLAIN : new RemotePoll(this, m.observe, m.detect, m.longPoll, m.ticket));
     } else if (m.t === "wake") this.#held.get(m.id)?.woken(m.body);
   }
 
@@ -122,20 +129,27 @@ class RemotePoll implements SyncPlan, LongPoll {
   readonly longPoll: LongPoll | undefined;
   readonly #link: MainLink;
   readonly #observe: boolean;
+  readonly #detect: boolean;
   readonly #ticket: Ticket;
+  /** The request's access token, for detection's question to the homeserver. */
+  token = "";
   #id = 0;
   #waiter: Waiter | undefined;
   #body = "";
 
-  constructor(link: MainLink, observe: boolean, longPoll: boolean, ticket: Ticket) {
+  constructor(link: MainLink, observe: boolean, detect: boolean, longPoll: boolean, ticket: Ticket) {
     this.#link = link;
     this.#observe = observe;
+    this.#detect = detect;
     this.#ticket = ticket;
     this.longPoll = longPoll ? this : undefined;
   }
 
   observer(): BodyObserver | undefined {
-    return this.#observe ? new ReportedWatch((users) => this.#link.post({ t: "reported", users })) : undefined;
+    const reported = this.#observe ? new ReportedWatch((users) => this.#link.post({ t: "reported", users })) : undefined;
+    const who = { userId: this.#ticket.userId, deviceId: this.#ticket.deviceId, token: this.token };
+    const clues = this.#detect ? new ToDeviceWatch((c) => this.#link.post({ t: "clues", who, clues: c })) : undefined;
+    return bothObservers(reported, clues);
   }
 
   hold(w: Waiter): void {

@@ -11,6 +11,7 @@ import type { Destination } from "./pool.ts";
 import { DevicePoll, type MainSyncGate, type Ticket, wakeBodyFor } from "./sync-gate.ts";
 import type { Planned, ToMain, ToWorker } from "./thread-link.ts";
 import { storeFallback } from "../../store/store-guard.ts";
+import { onToDevice } from "../../resync/self-heal.ts";
 
 /** What a front-end thread needs to start (structured-cloned into it). */
 export interface FrontWorkerData {
@@ -103,7 +104,7 @@ class Thread {
             if (!(plan instanceof DevicePoll)) return { kind: "plain" };
             // An injection needs the body in this thread: the app's sync route does it.
             if (plan.inject) return { kind: "app" };
-            return { kind: "poll", observe: plan.observes, longPoll: plan.longPoll !== undefined, ticket: plan.ticket };
+            return { kind: "poll", observe: plan.reports, detect: plan.detects, longPoll: plan.longPoll !== undefined, ticket: plan.ticket };
           },
           (): Planned => ({ kind: "plain" }),
         ).then((p) => this.post({ t: "planned", id: m.id, ...p }));
@@ -118,6 +119,8 @@ class Thread {
       }
       case "reported":
         return svc.overlays.homeserverReported(m.users);
+      case "clues":
+        return onToDevice(svc.heal, m.who, m.clues);
       case "log":
         return this.#o.log[m.level](m.msg, m.fields);
       case "stats":
