@@ -1,0 +1,263 @@
+// Self-healing over real sockets (docs/architecture.md "Self-healing"): only real changes reach
+// clients; to-device events and /keys/query answers raise suspicions that become background
+// fetches within the per-target limits; bad input costs nothing; the audit finds silent staleness.
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { makeUser } from "../helpers/fake-devices.ts";
+import { api, curveKeyOf, type HealWorld, keysQuery, olmEvent, startHealWorld, sync } from "./self-heal-world.ts";
+
+let n = 0;
+const fresh = (h: HealWorld, name: string) => `@${name}${++n}:${h.w.remote.serverName}`;
+
+describe("only real changes reach clients", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
+  afterAll(() => h.w.close());
+
+  test("a refresh that finds the homeserver's own list answers 202, delivers nothing, and counts 'unchanged'; a real change is delivered and listed", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const remote = makeUser(bob, { devices: ["DEV0"] });
+    w.remote.setUser(remote);
+    h.hsUsers.set(bob, remote); // the homeserver serves exactly what the remote has
+    const alice = w.login("alice", "ALICE1");
+    await keysQuery(w, alice, [bob]);
+    await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
+
+    expect((await w.refresh(bob, alice)).status).toBe(202);
+    expect((await sync(w, alice)).body.device_lists?.changed ?? []).not.toContain(bob);
+    expect(await h.metric("resync_fresh_lists_total", { outcome: "unchanged" })).toBe(1);
+    expect(await h.metric("resync_heals_total", { trigger: "endpoint" })).toBe(0);
+    expect((await keysQuery(w, alice, [bob])).device_keys![bob]).toEqual(Object.fromEntries(remote.devices.map((d) => [d.device_id, d.keys])));
+
+    // bob adds a device the homeserver does not know: that is news.
+    const grown = { ...remote, devices: [...remote.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] };
+    w.remote.setUser(grown);
+    expect((await w.refresh(bob, alice)).status).toBe(202);
+    expect((await sync(w, alice)).body.device_lists?.changed).toContain(bob);
+    expect(await h.metric("resync_heals_total", { trigger: "endpoint" })).toBe(1);
+    expect(await h.metric("resync_fresh_lists_total", { outcome: "changed" })).toBe(1);
+    expect(w.proxy.logs.some((l) => l.includes('"device list healed"') && l.includes("+1 device NEWDEV") && l.includes('"trigger":"endpoint"'))).toBe(true);
+  });
+});
+
+describe("to-device signals", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0", "--rate-target-burst", "2", "--rate-target-per-minute", "1"])));
+  afterAll(() => h.w.close());
+
+  test("an Olm message from a key the homeserver does not list heals the sender's list, named by the signal", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const stale = makeUser(bob, { devices: ["DEV0"] });
+    h.hsUsers.set(bob, stale);
+    const real = { ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] };
+    w.remote.setUser(real);
+    const alice = w.login("alice", "ALICE2");
+    await keysQuery(w, alice, [bob]);
+    await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
+
+    // A message from a known device: nothing to suspect.
+    h.toDevice.set(alice, [olmEvent(bob, curveKeyOf(stale, "DEV0"))]);
+    await sync(w, alice);
+    // Then one from the new device.
+    h.toDevice.set(alice, [olmEvent(bob, curveKeyOf(real, "NEWDEV"))]);
+    await sync(w, alice);
+    await expect.poll(() => h.metric("resync_heals_total", { trigger: "to_device" })).toBe(1);
+    expect(await h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" })).toBe(1);
+    expect(w.remote.count({ userId: bob, endpoint: "devices" })).toBe(1);
+    expect((await sync(w, alice)).body.device_lists?.changed).toContain(bob);
+    expect(Object.keys((await keysQuery(w, alice, [bob])).device_keys![bob]!).sort()).toEqual(["DEV0", "NEWDEV"]);
+    const heals = await (await fetch(`http://${w.proxy.opsAddress}/_resync/admin/v1/heals`, { headers: { authorization: "Bearer nope" } })).status;
+    expect(heals).toBe(401); // the admin API needs a homeserver admin
+    expect(w.proxy.services.heal!.healer.recent()[0]).toMatchObject({ user_id: bob, trigger: "to_device", changes: "+1 device NEWDEV" });
+  });
+
+  test("key requests and verification from unknown devices are signals too; known ones are not", async () => {
+    const { w } = h;
+    const carol = fresh(h, "carol");
+    const user = makeUser(carol, { devices: ["C0"] });
+    h.hsUsers.set(carol, user);
+    w.remote.setUser(user);
+    const alice = w.login("alice", "ALICE3");
+    await keysQuery(w, alice, [carol]);
+    await expect.poll(() => w.proxy.services.heal!.views.get(carol)).toBeDefined();
+    h.toDevice.set(alice, [
+      { sender: carol, type: "m.room_key_request", content: { action: "request", requesting_device_id: "C0", request_id: "r" } },
+      { sender: carol, type: "m.key.verification.request", content: { from_device: "C0", methods: [], transaction_id: "t" } },
+    ]);
+    await sync(w, alice);
+    h.toDevice.set(alice, [{ sender: carol, type: "m.secret.request", content: { action: "request", requesting_device_id: "GHOST", name: "m.megolm_backup.v1" } }]);
+    await sync(w, alice);
+    await expect.poll(() => h.metric("resync_suspicions_total", { signal: "secret_request_unknown_device" })).toBe(1);
+    expect(await h.metric("resync_suspicions_total", { signal: "key_request_unknown_device" })).toBe(0);
+    expect(await h.metric("resync_suspicions_total", { signal: "verification_unknown_device" })).toBe(0);
+    // The remote lists no GHOST either: fetched, equal to the homeserver's view, not delivered.
+    await expect.poll(() => w.remote.count({ userId: carol, endpoint: "devices" })).toBe(1);
+    expect((await sync(w, alice)).body.device_lists?.changed ?? []).not.toContain(carol);
+  });
+
+  test("a flood of forged Olm events from one sender costs no more fetches than the per-target limit", async () => {
+    const { w } = h;
+    const dave = fresh(h, "dave");
+    const user = makeUser(dave, { devices: ["D0"] });
+    h.hsUsers.set(dave, user);
+    w.remote.setUser(user);
+    const alice = w.login("alice", "ALICE4");
+    await keysQuery(w, alice, [dave]);
+    await expect.poll(() => w.proxy.services.heal!.views.get(dave)).toBeDefined();
+    for (let i = 0; i < 20; i++) {
+      h.toDevice.set(alice, Array.from({ length: 50 }, (_, k) => olmEvent(dave, Buffer.alloc(32, i * 50 + k + 1).toString("base64").replace(/=+$/, ""))));
+      await sync(w, alice);
+    }
+    await expect.poll(() => h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" })).toBeGreaterThanOrEqual(20);
+    // burst 2, one a minute: at most 2 (refresh-cache-ms is 0 here, so the cache saves nothing).
+    expect(w.remote.count({ userId: dave, endpoint: "devices" })).toBeLessThanOrEqual(2);
+  });
+
+  test("a sender we hold no view of is looked up with the syncing device's own token", async () => {
+    const { w } = h;
+    const erin = fresh(h, "erin");
+    const user = makeUser(erin, { devices: ["E0"] });
+    h.hsUsers.set(erin, makeUser(erin, { devices: ["OLD"] }));
+    w.remote.setUser(user);
+    const alice = w.login("alice", "ALICE5");
+    h.toDevice.set(alice, [olmEvent(erin, curveKeyOf(user, "E0"))]);
+    await sync(w, alice);
+    await expect.poll(() => h.keysQueries().some((q) => q.token === alice && q.users.join() === erin)).toBe(true);
+    await expect.poll(() => h.metric("resync_heals_total", { trigger: "to_device" })).toBe(2);
+    // alice saw the signal: she is told.
+    expect((await sync(w, alice)).body.device_lists?.changed).toContain(erin);
+  });
+});
+
+describe("bad input", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
+  afterAll(() => h.w.close());
+
+  test("malformed and forged to-device events: bodies pass through unchanged, no suspicion, no fetch, nothing for another user", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const user = makeUser(bob, { devices: ["DEV0"] });
+    h.hsUsers.set(bob, user);
+    w.remote.setUser(makeUser(bob, { devices: ["DEV0", "DEV1"] }));
+    const alice = w.login("alice", "ALICE6");
+    const carol = w.login("carol", "CAROL6");
+    await keysQuery(w, alice, [bob]);
+    await keysQuery(w, carol, [bob]);
+    await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
+    const bad: unknown[] = [
+      olmEvent(bob, "not base64 at all!!"),
+      olmEvent(bob, "A".repeat(44)),
+      olmEvent(bob, 12345),
+      olmEvent("@alice:hs.test", Buffer.alloc(32, 9).toString("base64").replace(/=+$/, "")), // our own server
+      olmEvent("not-a-user", Buffer.alloc(32, 8).toString("base64").replace(/=+$/, "")),
+      olmEvent(`@${"x".repeat(300)}:${w.remote.serverName}`, Buffer.alloc(32, 7).toString("base64").replace(/=+$/, "")),
+      { sender: bob, type: "m.room_key_request", content: { action: "request", requesting_device_id: "D".repeat(5000) } },
+      { sender: bob, type: "m.room_key_request", content: { action: "request", requesting_device_id: "bad\u0000id" } },
+      { sender: bob, type: "m.room_key_request", content: { action: "request_cancellation", requesting_device_id: "GHOST" } },
+      { sender: bob, type: "m.key.verification.start", content: null },
+      { sender: bob, type: "m.room.encrypted", content: { algorithm: "m.megolm.v1.aes-sha2", sender_key: "x" } },
+      { sender: ["@x:y"], type: "m.room.encrypted", content: {} },
+      null,
+      "string event",
+      { sender: bob, type: { nested: true }, content: {} },
+    ];
+    h.toDevice.set(alice, bad);
+    const r = await sync(w, alice);
+    expect(r.status).toBe(200);
+    expect((r.body.to_device as { events: unknown[] }).events).toEqual(bad);
+    await new Promise((res) => setTimeout(res, 300));
+    const names = ["olm_unknown_sender_key", "key_request_unknown_device", "secret_request_unknown_device", "verification_unknown_device"];
+    for (const signal of names) expect(await h.metric("resync_suspicions_total", { signal })).toBe(0);
+    expect(w.remote.count()).toBe(0);
+    expect((await sync(w, carol)).body.device_lists?.changed ?? []).toEqual([]);
+    expect(w.proxy.logs.some((l) => l.includes("opaque ciphertext"))).toBe(false);
+  });
+
+  test("to_device that is not an object, or a body that is not JSON, passes through as it came", async () => {
+    const { w } = h;
+    const alice = w.login("alice", "ALICE7");
+    for (const body of ['{"next_batch":"x","to_device":[1,2]}', '{"next_batch":"x","to_device":{"events":"m.olm.v1.curve25519-aes-sha2"}}', "not json m.room_key_request", '{"to_device":{"events":[{"sender":"@a:b","type":"m.room_key_request"']) {
+      w.hs.on("/_matrix/client/v3/sync?timeout=0&since=raw", (_req, res) => {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(body);
+      });
+      const res = await api(w, alice, "/_matrix/client/v3/sync?timeout=0&since=raw");
+      expect(res.status).toBe(200);
+      expect(await res.text()).toBe(body);
+    }
+  });
+});
+
+describe("/keys/query signals", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
+  afterAll(() => h.w.close());
+
+  test("a master key without its self-signing key, and a server in failures, are suspicions; the failed server is asked once", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const user = makeUser(bob, { devices: ["DEV0"] });
+    h.hsUsers.set(bob, user);
+    h.noSelfSigning.add(bob);
+    w.remote.setUser(user);
+    const gone = [fresh(h, "gone"), fresh(h, "gone")]; // not served by the homeserver: its server is in failures
+    const alice = w.login("alice", "ALICE8");
+    await keysQuery(w, alice, [bob]);
+    await expect.poll(() => h.metric("resync_suspicions_total", { signal: "cross_signing_incomplete" })).toBe(1);
+    await keysQuery(w, alice, gone);
+    await keysQuery(w, alice, gone);
+    await expect.poll(() => h.metric("resync_suspicions_total", { signal: "keys_query_failure" })).toBe(2); // once per server per 10 minutes
+  });
+});
+
+describe("--detect off", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--detect", "off", "--audit-interval-ms", "500"])));
+  afterAll(() => h.w.close());
+
+  test("no to-device signal, no audit: only the endpoint fetches", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const stale = makeUser(bob, { devices: ["DEV0"] });
+    h.hsUsers.set(bob, stale);
+    const real = makeUser(bob, { devices: ["DEV0", "NEWDEV"] });
+    w.remote.setUser(real);
+    const alice = w.login("alice", "ALICE9");
+    await keysQuery(w, alice, [bob]);
+    h.toDevice.set(alice, [olmEvent(bob, curveKeyOf(real, "NEWDEV"))]);
+    await sync(w, alice);
+    await new Promise((res) => setTimeout(res, 1500));
+    expect(w.remote.count()).toBe(0);
+    expect(await h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" })).toBe(0);
+    expect(await h.metric("resync_audit_checked_total")).toBe(0);
+    expect((await w.refresh(bob, alice)).status).toBe(202);
+    expect(w.remote.count()).toBe(1);
+  });
+});
+
+describe("the audit", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "1000", "--audit-max-per-second", "5"])));
+  afterAll(() => h.w.close());
+
+  test("a tracked user gone stale without any signal is healed within an interval or two, nobody calling anything", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const stale = makeUser(bob, { devices: ["DEV0"] });
+    h.hsUsers.set(bob, stale);
+    w.remote.setUser(stale);
+    const alice = w.login("alice", "ALICE10");
+    await keysQuery(w, alice, [bob]);
+    // Healthy: the audit checks bob and finds nothing to deliver.
+    await expect.poll(() => h.metric("resync_audit_checked_total"), { timeout: 5000 }).toBeGreaterThanOrEqual(1);
+    await expect.poll(() => h.metric("resync_fresh_lists_total", { outcome: "unchanged" }), { timeout: 5000 }).toBeGreaterThanOrEqual(1);
+    expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(0);
+    // bob adds a device; the homeserver never hears of it.
+    w.remote.setUser({ ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] });
+    await expect.poll(() => h.metric("resync_heals_total", { trigger: "audit" }), { timeout: 5000 }).toBe(1);
+    expect((await sync(w, alice)).body.device_lists?.changed).toContain(bob);
+    expect(await h.metric("resync_audit_behind_seconds")).toBe(0);
+  });
+});
