@@ -6,7 +6,7 @@ import { appendFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { lockPath, startHomeservers, stopAllHomeservers, type Homeservers } from "./homeservers.ts";
+import { homeserverOverrides, lockPath, restartHomeserver, startHomeservers, stopAllHomeservers, type Homeserver, type Homeservers } from "./homeservers.ts";
 import { installSynapse } from "./homeservers/install.ts";
 import { lockOwner, releaseLock } from "./homeservers/lock.ts";
 import { sync, type Session } from "../test/e2e/helpers/client.ts";
@@ -19,6 +19,7 @@ const phases: [string, number][] = [];
 let failures = 0;
 let servers: Homeservers | undefined; // stopped through the pid files, see cleanUp
 let proxy: Hs1Proxy | undefined;
+let auditProxy: Hs1Proxy | undefined;
 let workDir: string | undefined;
 let interrupted = false;
 
@@ -42,7 +43,7 @@ const devices = (n: number): string => `${n} device${n === 1 ? "" : "s"}`;
 const short = (keyId: string | undefined): string => (keyId ? `${keyId.slice(0, 16)}…` : "none");
 const describeView = (v: UserKeysView): string => `${devices(v.deviceIds.length)} (${v.deviceIds.join(", ")}), master key ${short(v.masterKeyId)}`;
 
-async function story(): Promise<void> {
+async function story(): Promise<Homeserver> {
   const { hs1, hs2: hs2First } = servers!;
   heading("1–4. alice (hs1) and bob (hs2) meet in an encrypted room");
   const s = await meetAliceAndBob(hs1, hs2First, say);
@@ -88,6 +89,43 @@ async function story(): Promise<void> {
   const seen = (await federationDeviceRequests(hs2.logPath, s.bob.userId, offset)).filter((r) => r.userAgent === "matrix-resync-proxy");
   for (const r of seen) detail(`origin {${r.origin}} → ${r.status} GET /_matrix/federation/v1/user/devices/… "${r.userAgent}"`);
   check(seen.some((r) => r.origin === hs1.serverName && r.status === 200), `hs2 verified the X-Matrix signature as ${hs1.serverName}'s and answered 200`);
+  return hs2;
+}
+
+const AUDIT_MS = 5_000;
+
+/** Chapter two: the same bug, and nobody calls the endpoint (docs/operations.md "Self-healing"). */
+async function selfHealing(hs2Before: Homeserver): Promise<void> {
+  const { hs1 } = servers!;
+  heading("10. no client calls that endpoint: the proxy heals stale lists on its own");
+  say("hs2 sends again; a second proxy in front of hs1 runs the audit every 5 s (default: 6 hours).");
+  const hs2Sending = await restartHomeserver(hs2Before, { ...(await homeserverOverrides(hs2Before)), send_federation: true }, { log: detail });
+  auditProxy = await startHs1Proxy(hs1, servers!.caPath, { extra: ["--audit-interval-ms", String(AUDIT_MS)] });
+  const s = await meetAliceAndBob(hs1, hs2Sending, say, "2");
+  const viaProxy: Session = { ...s.alice, clientUrl: auditProxy.url };
+  say(`alice2's client queries bob2's keys through the proxy: it now tracks bob2, and the proxy notes what hs1 served.`);
+  detail(`bob2 has ${describeView(await keysView(viaProxy, s.bob.userId))}`);
+  const since = (await sync(viaProxy)).next_batch;
+
+  heading("11. bob2 adds a device; hs1 never hears of it; nobody asks for anything");
+  const stale = await makeBobStale({ hs1, hs2: hs2Sending, alice: s.alice, bob: s.bob, log: detail });
+  say(`bob2 logged in device ${stale.newDevice.deviceId}; hs1 still lists ${devices(stale.hs1DeviceIds.length)}.`);
+  const t = Date.now();
+  let changed: string[] = [];
+  for (let next = since; Date.now() - t < 3 * AUDIT_MS && !changed.includes(s.bob.userId); ) {
+    const answer = await sync(viaProxy, next, 2_000);
+    changed = answer.device_lists?.changed ?? [];
+    next = answer.next_batch;
+  }
+  check(changed.includes(s.bob.userId), `${secs(Date.now() - t)} later, alice2's /sync says device_lists.changed = ${JSON.stringify(changed)} (the audit found it)`);
+  const healed = auditProxy.logs.find((l) => l.msg === "device list healed");
+  if (healed) detail(`proxy log: device list healed ${JSON.stringify({ userId: healed.userId, changes: healed.changes, trigger: healed.trigger })}`);
+  const after = await keysView(viaProxy, s.bob.userId);
+  check(after.deviceIds.includes(stale.newDevice.deviceId), `through the proxy, bob2 has ${describeView(after)}`);
+  const direct = await keysView(s.alice, s.bob.userId);
+  check(!direct.deviceIds.includes(stale.newDevice.deviceId), `hs1 asked directly still says ${devices(direct.deviceIds.length)}: nobody called the endpoint, and the homeserver was not changed`);
+  say("The audit is one of three ways: an Olm to-device message from a key hs1 does not list, and key,");
+  say("secret or verification requests from unknown devices, start the same check at once.");
 }
 
 let cleaning: Promise<void> | undefined;
@@ -100,6 +138,7 @@ function cleanUp(sweepMs = 0): Promise<void> {
   cleaning ??= (async () => {
     const t = Date.now();
     await proxy?.close().catch((e: unknown) => console.error(`stopping the proxy: ${String(e)}`));
+    await auditProxy?.close().catch((e: unknown) => console.error(`stopping the second proxy: ${String(e)}`));
     if ((await lockOwner(lockPath)) === process.pid) {
       const until = Date.now() + sweepMs;
       for (;;) {
@@ -124,7 +163,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 async function main(): Promise<number> {
-  console.log("matrix-resync-proxy demo: a stale remote device list, and MSC2638's refresh fixing it");
+  console.log("matrix-resync-proxy demo: a stale remote device list, MSC2638's refresh fixing it, and the proxy healing one on its own");
   try {
     heading("Installing Synapse (first run only)");
     await phase("install", () => installSynapse({ log: detail }));
@@ -137,7 +176,8 @@ async function main(): Promise<number> {
       proxy = await startHs1Proxy(servers.hs1, servers.caPath, { dataDir: join(workDir, "data"), onLog: (l) => appendFileSync(logFile, l) });
       detail(`proxy listening on ${proxy.url} (upstream ${servers.hs1.clientUrl}, log ${logFile})`);
     });
-    await phase("scenario", story);
+    const hs2 = await phase("scenario", story);
+    await phase("self-healing", () => selfHealing(hs2));
   } catch (e) {
     failures++;
     // After a signal, the steps under way fail because their servers were stopped: not news.
@@ -146,7 +186,7 @@ async function main(): Promise<number> {
     heading("Stopping the proxy and both homeservers");
     await cleanUp();
   }
-  heading(failures === 0 ? "Done: the proxy delivered bob's fresh device list; hs1 was never changed." : `Done, with ${failures} failed check(s).`);
+  heading(failures === 0 ? "Done: the proxy delivered bob's fresh device list, then healed bob2's with nobody asking; hs1 was never changed." : `Done, with ${failures} failed check(s).`);
   say(`timings: ${phases.map(([n, ms]) => `${n} ${secs(ms)}`).join(", ")}; total ${secs(Date.now() - started)}`);
   return failures === 0 ? 0 : 1;
 }

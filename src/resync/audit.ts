@@ -20,8 +20,8 @@ export interface AuditOptions {
 
 /** Targets read from the store at a time: the walk never holds the whole list. */
 const PAGE = 200;
-/** The longest pause between two checks, so users tracked meanwhile are not waited on for hours. */
-const MAX_GAP_MS = 60_000;
+/** With nobody tracked, how often to look again (a user tracked later is checked within an interval). */
+const IDLE_LOOK_MS = 5_000;
 
 export class Audit {
   readonly #o: AuditOptions;
@@ -56,7 +56,7 @@ export class Audit {
     if (!this.enabled || this.#running) return;
     this.#running = true;
     this.#newPass();
-    this.#schedule(this.#gap());
+    this.#schedule(this.#passTotal === 0 ? Math.min(this.#o.intervalMs, IDLE_LOOK_MS) : this.#gap());
   }
 
   stop(): void {
@@ -75,7 +75,7 @@ export class Audit {
   /** Even spacing over the interval, never under the budget's spacing. */
   #gap(): number {
     const even = this.#o.intervalMs / Math.max(1, this.#passTotal);
-    return Math.min(MAX_GAP_MS, Math.max(1000 / this.#o.maxPerSecond, even));
+    return Math.max(1000 / this.#o.maxPerSecond, even);
   }
 
   #schedule(ms: number): void {
@@ -84,18 +84,15 @@ export class Audit {
     this.#timer.unref?.();
   }
 
+  // A pass checks its users one gap apart; the tick that finds the pass done starts the next
+  // one and checks its first user at once, so each user comes round once per interval.
   #tick(): void {
     try {
-      const next = this.#next();
+      let next = this.#next();
       if (next === undefined) {
-        // The pass is done: the next one starts when this one's interval is over.
-        // A pass that found nobody looks again soon: a user tracked meanwhile is checked within
-        // one interval of being tracked, not two.
-        const empty = this.#passDone === 0;
-        const rest = empty ? Math.min(this.#o.intervalMs, 5_000) : Math.max(0, this.#passStartedAt + this.#o.intervalMs - this.#now());
         this.#newPass();
-        this.#passStartedAt += rest;
-        return this.#schedule(Math.max(rest, this.#gap()));
+        next = this.#next();
+        if (next === undefined) return this.#schedule(Math.min(this.#o.intervalMs, IDLE_LOOK_MS));
       }
       this.#passDone++;
       this.#o.metrics?.auditChecked.inc();
