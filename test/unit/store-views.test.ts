@@ -1,0 +1,50 @@
+// The homeserver's views in the store (migration 4): durable across a reopen, and deleted with
+// the last tracker of their user; the audit's walk over tracked targets.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { openSqliteStore } from "../../src/store/sqlite.ts";
+
+let dir: string;
+beforeEach(() => void (dir = mkdtempSync(join(tmpdir(), "store-views-"))));
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const view = (userId: string, seenAt = 1) => ({ userId, devices: { A: { "curve25519:A": "c", "ed25519:A": "e" }, ["__proto__"]: { "ed25519:__proto__": "p" } }, master: "m", seenAt });
+
+describe("views", () => {
+  it("survive a reopen, __proto__ device ids included", async () => {
+    let s = await openSqliteStore(dir);
+    s.putView(view("@b:r.test"));
+    s.close();
+    s = await openSqliteStore(dir);
+    const v = s.getView("@b:r.test")!;
+    expect(Object.keys(v.devices).sort()).toEqual(["A", "__proto__"]);
+    expect(v.master).toBe("m");
+    expect(v.selfSigning).toBeUndefined();
+    expect(s.countViews()).toBe(1);
+    s.close();
+  });
+
+  it("expire with the last tracker of their user", async () => {
+    const s = await openSqliteStore(dir);
+    s.track("@a:hs.test", "A1", ["@b:r.test", "@c:r.test"], 100);
+    s.track("@a:hs.test", "A2", ["@c:r.test"], 500);
+    s.putView(view("@b:r.test"));
+    s.putView(view("@c:r.test"));
+    expect(s.expireTrackers(200)).toBe(2);
+    expect(s.getView("@b:r.test")).toBeUndefined();
+    expect(s.getView("@c:r.test")).toBeDefined();
+    s.close();
+  });
+
+  it("the audit walks distinct tracked targets in order, a page at a time", async () => {
+    const s = await openSqliteStore(dir);
+    s.track("@a:hs.test", "A1", ["@c:r.test", "@b:r.test"], 1);
+    s.track("@a:hs.test", "A2", ["@b:r.test", "@d:r.test"], 1);
+    expect(s.countTrackedTargets()).toBe(3);
+    expect(s.trackedTargetsAfter("", 2)).toEqual(["@b:r.test", "@c:r.test"]);
+    expect(s.trackedTargetsAfter("@c:r.test", 2)).toEqual(["@d:r.test"]);
+    s.close();
+  });
+});
