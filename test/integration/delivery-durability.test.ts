@@ -55,6 +55,7 @@ afterAll(() => w.close());
 
 const step = fc.record({ refresh: fc.boolean(), lost: fc.boolean(), quiet: fc.boolean(), timeout: fc.constantFrom(0, 30_000) });
 let run = 0;
+let generation = 0;
 
 describe.each<Flavour>(["sync", "sliding"])("%s: refreshes, lost answers and quiet accounts in any order", (flavour) => {
   test("no refresh is lost, and no long-poll is driven into a loop", async () => {
@@ -67,6 +68,8 @@ describe.each<Flavour>(["sync", "sliding"])("%s: refreshes, lost answers and qui
         let unseen = false; // a refresh no answer the client read has named yet
         for (const s of steps) {
           if (s.refresh) {
+            // A real change each time: only those reach clients (resync/heal.ts).
+            w.remote.setUser(makeUser(bob, { devices: [`DEV${++generation}`] }));
             expect((await w.refresh(bob, asker)).status).toBe(202);
             unseen = true;
           }

@@ -217,6 +217,15 @@ describe("--detect off", () => {
   beforeAll(async () => (h = await startHealWorld(["--detect", "off", "--audit-interval-ms", "500"])));
   afterAll(() => h.w.close());
 
+  test("with no overlay to watch either, /sync asks the homeserver in the client's own encoding", async () => {
+    const { w } = h;
+    const carol = w.login("carol", "CAROL9");
+    const before = w.hs.seen.length;
+    await api(w, carol, "/_matrix/client/v3/sync?timeout=0&since=e1", { headers: { "accept-encoding": "gzip, deflate" } });
+    const seen = w.hs.seen.slice(before).find((r) => r.target.includes("since=e1"))!;
+    expect(seen.headers["accept-encoding"]).toBe("gzip, deflate");
+  });
+
   test("no to-device signal, no audit: only the endpoint fetches", async () => {
     const { w } = h;
     const bob = fresh(h, "bob");
