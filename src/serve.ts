@@ -134,7 +134,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const views = new Views({ store, paths, log });
   const healer = new Healer({ store, views, overlays, delivery, log, metrics });
   const detect = config.detect === "on";
-  const detector = detect ? new Detector({ serverName: config.serverName, resyncer, views, store, log, metrics }) : undefined;
+  const detector = detect ? new Detector({ serverName: config.serverName, resyncer, views, store, track: (who, t) => delivery.trackQuery(who, t), log, metrics }) : undefined;
   const audit = detect && config.auditIntervalMs > 0
     ? new Audit({ store, resyncer, serverName: config.serverName, intervalMs: config.auditIntervalMs, maxPerSecond: config.auditMaxPerSecond, log, metrics })
     : undefined;

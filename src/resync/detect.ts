@@ -28,6 +28,8 @@ export interface DetectorOptions {
   resyncer: Resyncer;
   views: Views;
   store: Store;
+  /** The device that saw a signal hears of the outcome (delivery.trackQuery: its caps apply). */
+  track: (who: Requester, targets: string[]) => void;
   log: Logger;
   metrics?: Metrics;
   now?: () => number;
@@ -121,11 +123,11 @@ export class Detector {
 
   /** Count the suspicion and start (or join, or skip) a background check of the user. */
   suspect(userId: string, signal: Signal, o: { token?: string; why: string; tracker?: Requester }): void {
-    const { metrics, resyncer, store, serverName } = this.#o;
+    const { metrics, resyncer, serverName } = this.#o;
     if (serverOf(userId) === serverName || !isValidUserId(userId)) return;
     metrics?.suspicions.inc({ signal });
     // The device that saw the signal hears of the outcome, like a device that queried the keys.
-    if (o.tracker) store.track(o.tracker.userId, o.tracker.deviceId, [userId], (this.#o.now ?? Date.now)());
+    if (o.tracker) this.#o.track(o.tracker, [userId]);
     const trigger = signal === "cross_signing_incomplete" || signal === "keys_query_failure" ? "keys_query" : "to_device";
     const started = resyncer.background(userId, { trigger, why: `${signal}: ${o.why}`, token: o.token });
     this.#o.log.debug("suspicion", { userId, signal, check: started });
