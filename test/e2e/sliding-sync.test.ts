@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, test } from "vitest";
 import { startHomeservers, type Homeservers } from "../../scripts/homeservers.ts";
 import { call, type Session } from "./helpers/client.ts";
 import { refreshDevices, startHs1Proxy, type Hs1Proxy } from "./helpers/proxy.ts";
+import { makeBobStale } from "./helpers/stale.ts";
 import { keysView, meetAliceAndBob } from "./helpers/story.ts";
 
 const log = (s: string): void => console.log(`[e2e sliding] ${s}`);
@@ -65,6 +66,9 @@ test("Element X's two connections: the encryption connection sees the refreshed 
   expect(enc0.status).toBe(200);
   log(`room-list pos ${rl0.body.pos}, encryption pos ${enc0.body.pos}`);
 
+  // A real change for the refresh to find (only those reach clients): bob's new device, which
+  // hs1 never hears of.
+  await makeBobStale({ hs1, hs2, alice: story.alice, bob: story.bob, log });
   expect(await refreshDevices(proxy.url, story.alice.accessToken, bob)).toEqual({ status: 202, body: {} });
 
   // The room-list connection: no e2ee member created, Synapse's own pos.
