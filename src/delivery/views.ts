@@ -79,13 +79,15 @@ export class Views {
     const have = this.get(userId);
     if (have || !token) return have;
     try {
-      const body = Buffer.from(JSON.stringify({ device_keys: { [userId]: [] } }));
+      // `timeout` bounds the homeserver's own wait for remote servers (client-server API, POST
+      // /keys/query): a fresh list waits on this answer before it is delivered.
+      const body = Buffer.from(JSON.stringify({ device_keys: { [userId]: [] }, timeout: 2_000 }));
       const res = await this.#o.paths.call({
         method: "POST",
         path: "keys/query",
         headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": String(body.length), "accept-encoding": "identity" },
         body,
-        headerTimeoutMs: 15_000,
+        headerTimeoutMs: 5_000,
         maxBytes: QUERY_MAX_BYTES,
       });
       if (res.status !== 200) return undefined;
