@@ -100,6 +100,16 @@ describe("refresh a user", () => {
     expect(Object.keys(w.proxy.services.store.getSnapshot(u)!.devices).sort()).toEqual(["DEV0", "DEV1"]);
   });
 
+  test("GET /heals lists it, newest first, with what changed and why; admins only", async () => {
+    expect((await admin("heals", { method: "GET", token: alice })).status).toBe(403);
+    const res = await admin("heals", { method: "GET", token: root });
+    expect(res.status).toBe(200);
+    const { heals } = (await res.json()) as { heals: Record<string, unknown>[] };
+    expect(heals[0]).toMatchObject({ user_id: user("adminbob"), trigger: "admin", why: "asked by @root:hs.test" });
+    expect(String(heals[0]!.changes)).toContain("2 devices");
+    expect((await admin("heals", { method: "POST", token: root })).status).toBe(405);
+  });
+
   test("bad input: invalid ids, a local user, unknown paths and methods", async () => {
     expect((await admin(refreshPath("not-a-user"), { token: root })).status).toBe(400);
     const local = await admin(refreshPath("@carol:hs.test"), { token: root });
