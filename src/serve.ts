@@ -73,7 +73,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     pendingDeliveries: () => storeFallback(() => store.countPending(), NaN),
     openLongPolls: () => delivery.waiters.count,
     auditBehindSeconds: () => audit?.behindSeconds() ?? 0,
-    homeserverViews: () => storeFallback(() => store.countViews(), NaN),
+    homeserverViews: () => views.count,
   });
   const upstream = timedUpstream(createUpstream(config.upstream), metrics);
   const fed = createFederation(config);

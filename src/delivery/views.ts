@@ -35,6 +35,11 @@ export class Views {
     this.#count = o.store.countViews();
   }
 
+  /** Views recorded (kept in step with our writes; recounted after an expiry). */
+  get count(): number {
+    return this.#count;
+  }
+
   get(userId: string): HsView | undefined {
     const hit = this.#cache.get(userId);
     if (hit) return hit;
