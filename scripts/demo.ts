@@ -124,8 +124,8 @@ async function selfHealing(hs2Before: Homeserver): Promise<void> {
   check(after.deviceIds.includes(stale.newDevice.deviceId), `through the proxy, bob2 has ${describeView(after)}`);
   const direct = await keysView(s.alice, s.bob.userId);
   check(!direct.deviceIds.includes(stale.newDevice.deviceId), `hs1 asked directly still says ${devices(direct.deviceIds.length)}: nobody called the endpoint, and the homeserver was not changed`);
-  say("The audit is one of three ways: an Olm to-device message from a key hs1 does not list, and key,");
-  say("secret or verification requests from unknown devices, start the same check at once.");
+  say("Besides the audit, an Olm to-device message from a key hs1 does not list, and a key, secret or");
+  say("verification request from an unknown device, start the same check at once.");
 }
 
 let cleaning: Promise<void> | undefined;
