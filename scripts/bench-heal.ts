@@ -64,6 +64,22 @@ console.log(`   detect on : p50 ${ms(pct(on, 50))}  p99 ${ms(pct(on, 99))}`);
 console.log(`   detect off: p50 ${ms(pct(plain, 50))}  p99 ${ms(pct(plain, 99))}`);
 console.log(`   extra p99 : ${ms(pct(on, 99) - pct(plain, 99))}`);
 
+// 1b. The common /sync: a small answer with no to-device event of a checked type (never scanned).
+const quietBody = JSON.stringify({ next_batch: "n2", rooms: { join: { "!r:hs.test": { timeline: { events: [{ type: "m.room.message", sender: "@x:hs.test", content: { body: "hello" } }] } } } }, to_device: { events: [] } });
+w.hs.on("/_matrix/client/v3/sync", (_req, res) => {
+  res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(quietBody) });
+  res.end(quietBody);
+});
+const qOn: number[] = [], qOff: number[] = [];
+for (let i = 0; i < samples + 50; i++) {
+  const [, a2] = await timed(w.proxy.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
+  const [, b2] = await timed(off.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
+  if (i >= 50) (qOn.push(a2), qOff.push(b2));
+}
+console.log(`1b. a small /sync with no checked to-device event (${Buffer.byteLength(quietBody)} bytes), ${samples} samples each`);
+console.log(`   detect on : p50 ${ms(pct(qOn, 50))}  p99 ${ms(pct(qOn, 99))}`);
+console.log(`   detect off: p50 ${ms(pct(qOff, 50))}  p99 ${ms(pct(qOff, 99))}`);
+
 // 2. A 1000-device /keys/query answer.
 const big = `@big:${w.remote.serverName}`;
 const answer = keysQueryAnswer([big], 1000);
