@@ -128,8 +128,8 @@ export function answerAtOnce(target: string): string {
 }
 
 /**
- * The answer that ends a waiting long-poll early, carrying every pending user (DESIGN.md
- * "early wake"); also our answer to a poll whose stream could not be answered at once.
+ * The answer that ends a waiting long-poll early, carrying every pending user (docs/architecture.md
+ * "Early wake"); also our answer to a poll whose stream could not be answered at once.
  * Its position is the request's own, with our suffix (tokens.ts): the client asks again from
  * the same point, so no event is skipped, and that request acknowledges exactly this answer.
  */
