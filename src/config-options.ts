@@ -1,6 +1,6 @@
 import * as v from "valibot";
 
-// The command-line contract from DESIGN.md. Flag names are fixed: external acceptance tests drive them.
+// The command-line contract (docs/architecture.md "Command-line contract"). Flag names are fixed: external acceptance tests drive them.
 // Every flag also reads env RESYNC_<NAME> and the same key (camelCase or kebab-case) in --config FILE.
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>

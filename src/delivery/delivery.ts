@@ -1,4 +1,4 @@
-// Who gets told about a fresh device list (DESIGN.md "Fresh data reaches clients"): every
+// Who gets told about a fresh device list (docs/architecture.md "Fresh data reaches clients two ways"): every
 // device of the user who asked, and every local device that queried that user's keys through
 // us. Each such device gets a durable pending row; a long-poll it has waiting is woken.
 import { LRUCache } from "lru-cache";

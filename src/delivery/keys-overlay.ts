@@ -1,6 +1,6 @@
 // POST /_matrix/client/v3/keys/query: replace the homeserver's (possibly stale) answer for
-// users we hold a fresh federation snapshot of (DESIGN.md "Fresh data reaches clients two
-// ways"). Pure: no I/O, the caller parses the body, calls this, and re-serialises.
+// users we hold a fresh federation snapshot of (docs/architecture.md "Fresh data reaches
+// clients two ways"). Pure: no I/O, the caller parses the body, calls this, and re-serialises.
 //
 // Shapes (client-server API, end_to_end_encryption "POST /keys/query"):
 //   device_keys[user][device] = DeviceKeys + unsigned.device_display_name

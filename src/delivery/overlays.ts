@@ -1,5 +1,5 @@
-// When a snapshot may stand in for the homeserver's answer (DESIGN.md "The overlay is dropped
-// once…"). The rule that matters: we must never *cause* staleness by pinning an old snapshot.
+// When a snapshot may stand in for the homeserver's answer (docs/architecture.md "Fresh data
+// reaches clients two ways": "The overlay is dropped"). The rule that matters: we must never *cause* staleness by pinning an old snapshot.
 import { LRUCache } from "lru-cache";
 import type { Logger } from "../ops/log.ts";
 import { storeFallback } from "../store/store-guard.ts";

@@ -1,7 +1,6 @@
 // Tell clients "re-query this user's keys" by adding the user to `device_lists.changed`
-// (DESIGN.md "Fresh data reaches clients two ways"). matrix-js-sdk and matrix-rust-sdk only
-// re-fetch a tracked user's devices after a sync names them there (PROTOCOL.md "What clients
-// see"), so this is what makes a refresh visible. Pure functions: no I/O.
+// (docs/architecture.md "Fresh data reaches clients two ways"). matrix-js-sdk and
+// matrix-rust-sdk only re-fetch a tracked user's devices after a sync names them there, so this is what makes a refresh visible. Pure functions: no I/O.
 //
 // Where the lists live:
 //   /sync (client-server API "GET /sync"):           body.device_lists.{changed,left}
@@ -76,7 +75,7 @@ export function injectChanged(body: Json, users: readonly string[], flavour: Syn
 /**
  * The homeserver's own device_lists.changed (read it before injecting). A user the homeserver
  * itself reports has a newer list on the homeserver: the overlay for them can be dropped
- * (DESIGN.md: "or when the homeserver itself reports the user in device_lists.changed").
+ * (docs/architecture.md "Fresh data reaches clients two ways": "The overlay is dropped").
  */
 export function reportedChanged(body: Json, flavour: SyncFlavour): string[] {
   return strings(deviceLists(body, flavour, false)?.changed);

@@ -335,7 +335,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   }
 }
 
-// The homeserver's own device_lists.changed (DESIGN.md: a user the homeserver reports as
+// The homeserver's own device_lists.changed (docs/architecture.md: a user the homeserver reports as
 // changed may have a newer list there than our snapshot), read once the body has gone out, so
 // the client never waits for our reading. The chunks are kept by reference meanwhile (no
 // copy); a body beyond BEHIND_BYTES is read as it streams instead, so no more than that is held.

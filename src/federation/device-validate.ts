@@ -1,5 +1,5 @@
 // Validation of a remote answer to GET /_matrix/federation/v1/user/devices/{userId}
-// (server-server-api §Device Management; DESIGN.md "Validate the remote answer").
+// (server-server-api §Device Management; docs/architecture.md "Federation", "Validate the remote answer").
 //
 // Two layers: valibot checks the shape, then every part is checked against the target user and
 // its own signatures. A part that fails is dropped, counted and described (for the log); only

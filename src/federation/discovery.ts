@@ -1,5 +1,5 @@
 // Server discovery: server name -> addresses, Host header and TLS name
-// (server-server-api §Resolving server names, steps 1-6; PROTOCOL.md "Server discovery").
+// (server-server-api §Resolving server names, steps 1-6; docs/architecture.md "Federation").
 // Every resolved address passes the private-address guard before anything connects to it.
 import { isIP } from "node:net";
 import { type Resolver, sortSrv } from "./dns.ts";

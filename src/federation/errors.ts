@@ -1,5 +1,5 @@
 // One error type for everything that can go wrong talking to a remote homeserver.
-// `kind` is what the caller branches on (DESIGN.md "Errors"): "refused" means the
+// `kind` is what the caller branches on (docs/architecture.md "Errors"): "refused" means the
 // private-address guard stopped us (no retry), "timeout" maps to 504, everything else
 // from the network is "transport" (502, retried later).
 

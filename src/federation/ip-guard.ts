@@ -1,5 +1,5 @@
-// Private-address guard for federation (DESIGN.md: "refused after DNS resolution unless
-// --federation-allow-cidrs covers them"). A user id names any server it likes; without this
+// Private-address guard for federation (docs/architecture.md "Federation": refused after DNS
+// resolution unless --federation-allow-cidrs covers them). A user id names any server it likes; without this
 // guard a refresh request could make the proxy open connections into the operator's own
 // network (SSRF). The list follows Synapse's DEFAULT_IP_RANGE_BLOCKLIST
 // (synapse/config/server.py) plus the addresses Synapse always adds (0.0.0.0, ::) and a few

@@ -1,4 +1,4 @@
-// Retry and backoff arithmetic. Synapse's per-destination rules (PROTOCOL.md): exponential
+// Retry and backoff arithmetic. Synapse's per-destination rules (docs/architecture.md "Federation"): exponential
 // with jitter 0.8–1.4; 4xx other than 401/429 mean "the remote understood and said no", so
 // they do not back off the destination; any success resets it.
 import type { FederationError } from "../federation/errors.ts";

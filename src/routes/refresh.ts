@@ -1,6 +1,7 @@
 // POST /_matrix/client/{r0,v3}/user/{userId}/devices/refresh (MSC2638) and its unstable forms.
-// 202 means "accepted: done, or still in progress" (DESIGN.md); failures known within
-// --refresh-wait-ms are reported, with retries already scheduled.
+// 202 means "accepted: done, or still in progress" (docs/architecture.md "The refresh
+// endpoint"); failures known within --refresh-wait-ms are reported, with retries already
+// scheduled.
 import type { RouteContext } from "../server/app.ts";
 import { FEDERATION_AUTH } from "../server/auth.ts";
 import { MatrixError, sendJson } from "../server/errors.ts";

@@ -32,20 +32,6 @@ export function slidingStream(body: Buffer): SyncStream {
   return { asked: enabled, conn: typeof conn === "string" ? conn : "" };
 }
 
-/**
- * The request body, or undefined when it is larger than `max`: then the rest is read and
- * dropped, so the client, still sending, gets our answer rather than a reset connection.
- */
-export async function readSmallBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size <= max) chunks.push(chunk);
-  }
-  return size <= max ? Buffer.concat(chunks) : undefined;
-}
-
 /** A decoder for a content-coding the homeserver used although we asked for identity. */
 export function decoderFor(encoding: string | undefined): Transform | undefined {
   switch (encoding?.trim().toLowerCase()) {

@@ -9,13 +9,14 @@ import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "../delivery/sync-splice.ts";
 import type { Handler, RouteContext, Services } from "../server/app.ts";
 import { accessToken, type Requester } from "../server/auth.ts";
-import { MatrixError, sendError, sendJson } from "../server/errors.ts";
+import { sendError, sendJson } from "../server/errors.ts";
 import { upstreamTarget, wrapToken } from "../delivery/tokens.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
 import { storeFallback } from "../store/store-guard.ts";
 import { bothObservers } from "../delivery/to-device-watch.ts";
 import { toDeviceWatch, watchedSplice } from "../resync/self-heal.ts";
-import { CLASSIC, decoderFor, pipeSpliced, readSmallBody, SLIDING_BODY_MAX, slidingStream, type SyncStream } from "./sync-body.ts";
+import { readBody } from "../server/body.ts";
+import { CLASSIC, decoderFor, pipeSpliced, SLIDING_BODY_MAX, slidingStream, type SyncStream } from "./sync-body.ts";
 
 export function syncRoute(flavour: SyncFlavour): Handler {
   // The position a request resumes from: sync's `since`, sliding sync's `pos`.
@@ -34,12 +35,12 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     let stream: SyncStream = CLASSIC;
     if (flavour === "sliding") {
       try {
-        body = await readSmallBody(req, SLIDING_BODY_MAX);
+        // The same limits as every body we read: an oversized one is 413, a slow one 408.
+        body = await readBody(req, SLIDING_BODY_MAX, { totalMs: deps.config.bodyTimeoutMs, minBytesPerSecond: deps.config.bodyMinBytesPerSecond });
       } catch (e) {
         if (!res.destroyed) sendError(res, e);
         return;
       }
-      if (!body) return sendError(res, new MatrixError("M_TOO_LARGE", `Sliding sync request body larger than ${SLIDING_BODY_MAX} bytes`));
       stream = slidingStream(body);
     }
     const conn = stream.conn;
@@ -133,8 +134,8 @@ export function answerAtOnce(target: string): string {
 }
 
 /**
- * The answer that ends a waiting long-poll early, carrying every pending user (DESIGN.md
- * "early wake"); also our answer to a poll whose stream could not be answered at once.
+ * The answer that ends a waiting long-poll early, carrying every pending user (docs/architecture.md
+ * "Early wake"); also our answer to a poll whose stream could not be answered at once.
  * Its position is the request's own, with our suffix (tokens.ts): the client asks again from
  * the same point, so no event is skipped, and that request acknowledges exactly this answer.
  */

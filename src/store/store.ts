@@ -1,4 +1,4 @@
-// Durable state of the proxy (DESIGN.md "Durable state"): everything here must survive
+// Durable state of the proxy (docs/architecture.md "Durable state"): everything here must survive
 // `kill -9`, and every write that matters is committed before the client is answered.
 // The API is synchronous: the embedded SQLite store is local and fast, and callers stay
 // simple. A multi-replica Redis store will implement the same interface.
@@ -22,7 +22,7 @@ export interface DeviceSnapshot {
   fetchedAt: number;
 }
 
-/** Per-destination federation backoff (PROTOCOL.md: Synapse backs off per destination too). */
+/** Per-destination federation backoff (docs/architecture.md "Federation": Synapse backs off per destination too). */
 export interface Backoff {
   destination: string;
   failures: number;

@@ -52,7 +52,7 @@ describe("MSC2638 refresh through the proxy, with two real Synapses", () => {
   }, 300_000);
 
   test("steps 5–6: bob adds a device and resets cross-signing; hs1 never hears of it", async () => {
-    // Recipe (PROTOCOL.md "Reproducing the bug"): hs2 runs with `send_federation: false`, so
+    // Recipe (docs/architecture.md "Reproducing staleness with two Synapses"): hs2 runs with `send_federation: false`, so
     // its main process has no federation sender at all (synapse/config/workers.py: an empty
     // federation_sender_instances). Catch-up cannot heal this: catch-up is the sender's own
     // work (it resends a destination's backlog when that destination comes back or sends us a

@@ -11,6 +11,7 @@ const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 const ENGINES: TestEngine[] = isBun ? ["bun", "node"] : ["node"];
 const EIGHT_MIB = 8 * 1024 * 1024;
 const KEYS_QUERY = "/_matrix/client/v3/keys/query";
+const SLIDING = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 
 interface Answer {
   status: number;
@@ -109,6 +110,18 @@ describe.each(ENGINES)("request bodies on intercepted routes (engine %s)", (engi
     expect(JSON.parse(a.body).errcode).toBe("M_UNKNOWN");
     await a.closed;
     expect(hs.seen.some((r) => r.target.startsWith(KEYS_QUERY))).toBe(false);
+  });
+
+  it("answers 408 when an authenticated sliding-sync body stalls past --body-timeout-ms", async () => {
+    // The proxy reads this body too (which connection, did it ask for e2ee): the same limits.
+    const s = await open();
+    s.write(head(`${SLIDING}?pos=p1&timeout=0`, 1000, "good"));
+    s.write('{"conn_id": "encryption", ');
+    const a = await firstResponse(s, 8000);
+    expect(a.status).toBe(408);
+    expect(JSON.parse(a.body).errcode).toBe("M_UNKNOWN");
+    await a.closed;
+    expect(hs.seen.some((r) => r.target.startsWith(SLIDING))).toBe(false);
   });
 
   it("still serves an authenticated /keys/query whose body arrives in pieces within the limit", async () => {

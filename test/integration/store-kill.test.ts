@@ -1,4 +1,4 @@
-// Durable state must survive `kill -9` (DESIGN.md "Durable state"): a child process running
+// Durable state must survive `kill -9` (docs/architecture.md "Durable state"): a child process running
 // the current runtime writes through the store, says "written", and is SIGKILLed without any
 // chance to close or checkpoint. The test then reopens the same file and reads every row back.
 

@@ -22,7 +22,7 @@ const fails = (argv: string[], env: Record<string, string> = {}) => {
 };
 
 describe("configuration", () => {
-  test("defaults follow the DESIGN.md contract", () => {
+  test("defaults follow the command-line contract", () => {
     const c = run(base);
     expect(c).toMatchObject({
       command: "serve", listen: "0.0.0.0:8009", dataDir: "./data", refreshWaitMs: 5000, refreshCacheMs: 30000,

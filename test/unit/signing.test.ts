@@ -11,7 +11,7 @@ import {
 import { decodeBase64, encodeBase64Unpadded } from "../../src/federation/base64.ts";
 import { verifyXMatrixRequest } from "../helpers/xmatrix-check.ts";
 
-// Vectors from /work/shared/PROTOCOL.md (the spec's test key; its seed has non-zero trailing bits).
+// Vectors from docs/architecture.md "Signing test vectors" (the spec's test key; its seed has non-zero trailing bits).
 const SEED_B64 = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
 const PUBLIC = "XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI";
 const key = signingKeyFromSeed(decodeBase64(SEED_B64), "1");
@@ -137,7 +137,7 @@ describe("signJson / verifyJsonSignature", () => {
 describe("X-Matrix", () => {
   const req = { method: "GET", uri: URI, origin: "domain", destination: "remote.example" };
 
-  it("produces the PROTOCOL.md vector header", () => {
+  it("produces the documented vector header", () => {
     expect(xMatrixAuthorization(req, key)).toBe(
       'X-Matrix origin="domain",destination="remote.example",key="ed25519:1",' +
         'sig="9wvTC3zTan68GPIWEkOOS7OUPXzfd/o+NViLu94SPOW3tRNHC+Y/qcz+67BPZFQn8rmNZdFKrkDgVZ9D91DQAA"',

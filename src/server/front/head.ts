@@ -1,6 +1,6 @@
 // HTTP/1.1 message heads (RFC 9112 §2–§5), parsed in place: fields are offsets into the
 // received bytes, so a field or target we forward is copied byte for byte: nothing is decoded,
-// normalised or re-encoded (STYLE.md; the matrix-corporal bypass came from a proxy that
+// normalised or re-encoded (docs/architecture.md "The request target"; the matrix-corporal bypass came from a proxy that
 // normalised the path it matched). Strings are made only of what we read: method, target and
 // a few field values.
 import { NAME, NAMES, nameId, nameIs } from "./names.ts";

@@ -24,7 +24,7 @@ export interface SyncPlan {
   observer(): BodyObserver | undefined;
   /** Deliveries are pending: ask the homeserver to answer at once, and splice into its body. */
   readonly inject: { target: string; splice(): BodySplice } | undefined;
-  /** A long-poll a refresh may answer early (DESIGN.md "early wake"). */
+  /** A long-poll a refresh may answer early (docs/architecture.md "Early wake"). */
   readonly longPoll: LongPoll | undefined;
 }
 
@@ -74,7 +74,7 @@ export function syncRequest(head: RequestHead): SyncRequest | undefined {
   return { target, token, since, longPoll: Number(params.get("timeout") ?? 0) > 0 };
 }
 
-/** The early answer's body (DESIGN.md "early wake"). */
+/** The early answer's body (docs/architecture.md "Early wake"). */
 export function wakeBodyFor(svc: Services, t: Ticket): string {
   return JSON.stringify(safeWakeAnswer(svc, t, t.since, "sync"));
 }

@@ -38,7 +38,7 @@ export function hs1ProxyFlags(hs1: Fronted, caPath: string, dataDir: string): st
     "--signing-key", hs1.signingKeyPath,
     "--federation-ca", caPath,
     // hs2 is "localhost:8482": system DNS answers with loopback, which the private-address
-    // guard refuses unless explicitly allowed (PROTOCOL.md §Server discovery).
+    // guard refuses unless explicitly allowed (docs/architecture.md "Federation").
     "--federation-allow-cidrs", "127.0.0.0/8,::1/128",
     "--listen", "127.0.0.1:0",
     "--data-dir", dataDir,
