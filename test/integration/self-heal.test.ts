@@ -130,6 +130,34 @@ describe("to-device signals", () => {
   });
 });
 
+describe("simplified sliding sync", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
+  afterAll(() => h.w.close());
+
+  test("extensions.to_device events are read too, whether or not the request enabled e2ee", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const stale = makeUser(bob, { devices: ["DEV0"] });
+    h.hsUsers.set(bob, stale);
+    const real = { ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] };
+    w.remote.setUser(real);
+    const alice = w.login("alice", "ALICES");
+    await keysQuery(w, alice, [bob]);
+    await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
+    const SLIDING = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+    w.hs.on(SLIDING, (_req, res) => {
+      const body = JSON.stringify({ pos: "p2", lists: {}, rooms: {}, extensions: { to_device: { next_batch: "t2", events: [olmEvent(bob, curveKeyOf(real, "NEWDEV"))] } } });
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    });
+    const r = await api(w, alice, `${SLIDING}?pos=p1&timeout=0`, { method: "POST", body: JSON.stringify({ conn_id: "encryption", extensions: { to_device: { enabled: true } } }) });
+    expect(r.status).toBe(200);
+    await expect.poll(() => h.metric("resync_heals_total", { trigger: "to_device" })).toBe(1);
+    expect(await h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" })).toBe(1);
+  });
+});
+
 describe("bad input", () => {
   let h: HealWorld;
   beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
