@@ -12,7 +12,15 @@ import { keysQueryAnswer, fakeB64 } from "../test/helpers/bodies.ts";
 import { makeUser } from "../test/helpers/fake-devices.ts";
 import { startWorld } from "../test/helpers/world.ts";
 import { startTestProxy } from "../test/helpers/proxy.ts";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { viewsFromAnswer } from "../src/delivery/hs-view.ts";
+import { ViewParser } from "../src/delivery/view-parser.ts";
+import { ToDeviceWatch } from "../src/delivery/to-device-watch.ts";
+import { Views } from "../src/delivery/views.ts";
+import { createLogger } from "../src/ops/log.ts";
+import { openSqliteStore } from "../src/store/sqlite.ts";
 
 const samples = Number(process.argv[2] ?? 400);
 const auditSeconds = Number(process.argv[3] ?? 30);
@@ -64,6 +72,21 @@ console.log(`   detect on : p50 ${ms(pct(on, 50))}  p99 ${ms(pct(on, 99))}`);
 console.log(`   detect off: p50 ${ms(pct(plain, 50))}  p99 ${ms(pct(plain, 99))}`);
 console.log(`   extra p99 : ${ms(pct(on, 99) - pct(plain, 99))}`);
 
+// 1a. The reading itself, per body, in isolation: the watch over the body's chunks and the
+// clues it finds (the checks against the view then cost a cache lookup per sender).
+const bodyBytes = Buffer.from(syncBody);
+const readMs: number[] = [];
+for (let i = 0; i < samples + 50; i++) {
+  const t = performance.now();
+  await new Promise<void>((resolve) => {
+    const watch = new ToDeviceWatch(() => resolve());
+    for (let k = 0; k < bodyBytes.length; k += 16_384) watch.data(bodyBytes, k, Math.min(bodyBytes.length, k + 16_384));
+    watch.end();
+  });
+  if (i >= 50) readMs.push(performance.now() - t);
+}
+console.log(`   the reading alone (after the body went out; 16 KiB reads): p50 ${ms(pct(readMs, 50))}  p99 ${ms(pct(readMs, 99))}`);
+
 // 1b. The common /sync: a small answer with no to-device event of a checked type (never scanned).
 const quietBody = JSON.stringify({ next_batch: "n2", rooms: { join: { "!r:hs.test": { timeline: { events: [{ type: "m.room.message", sender: "@x:hs.test", content: { body: "hello" } }] } } } }, to_device: { events: [] } });
 w.hs.on("/_matrix/client/v3/sync", (_req, res) => {
@@ -108,7 +131,26 @@ console.log(`2. /keys/query answer of 1000 devices (${answerText.length} bytes),
 console.log(`   first byte, learning on : p50 ${ms(pct(firstOn, 50))}  p99 ${ms(pct(firstOn, 99))}`);
 console.log(`   first byte, --detect off: p50 ${ms(pct(firstOff, 50))}  p99 ${ms(pct(firstOff, 99))}  (the view is learned either way; off only stops detection)`);
 console.log(`   after the answer went out, a repeated answer (digest only): p50 ${ms(pct(digest, 50))}  p99 ${ms(pct(digest, 99))}`);
-console.log(`   after the answer went out, a new answer (digest + parse + view): p50 ${ms(pct(learn, 50))}  p99 ${ms(pct(learn, 99))}`);
+console.log(`   after the answer went out, a new answer read in this thread (digest + parse + view): p50 ${ms(pct(learn, 50))}  p99 ${ms(pct(learn, 99))}`);
+// 2b. The same with the reading thread (what the proxy does): the main thread's share is the copy
+// handed to the thread and recording the views it sends back (a store write).
+const parser = new ViewParser({ url: new URL("../src/view-worker.ts", import.meta.url), log: createLogger("error") });
+const viewStore = await openSqliteStore(mkdtempSync(join(tmpdir(), "bench-views-")));
+const views = new Views({ store: viewStore, paths: undefined as never, log: createLogger("error") });
+const mainShare: number[] = [];
+for (let i = 0; i < Math.min(samples, 200) + 20; i++) {
+  const fresh = Buffer.from(JSON.stringify(keysQueryAnswer([big], 1000, { generation: i })));
+  const t = performance.now();
+  const pending = parser.summarize([fresh], { [big]: [] }, [big]);
+  const send = performance.now() - t;
+  const summary = await pending;
+  const t2 = performance.now();
+  views.record(summary!.views);
+  if (i >= 20) mainShare.push(send + performance.now() - t2);
+}
+parser.close();
+viewStore.close();
+console.log(`   a new answer, read in the reading thread: main thread's share (copy + record) p50 ${ms(pct(mainShare, 50))}  p99 ${ms(pct(mainShare, 99))}`);
 await off.close();
 await w.close();
 

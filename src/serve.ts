@@ -20,6 +20,7 @@ import { Audit } from "./resync/audit.ts";
 import { Detector } from "./resync/detect.ts";
 import { Healer } from "./resync/heal.ts";
 import { Views } from "./delivery/views.ts";
+import { ViewParser } from "./delivery/view-parser.ts";
 import { createApp, type Services } from "./server/app.ts";
 import { createAuth } from "./server/auth.ts";
 import { createClientPaths } from "./server/client-paths.ts";
@@ -38,6 +39,9 @@ import { VERSION } from "./version.ts";
 // A front-end thread's entrypoint. Resolved here, beside main.ts: in the compiled binary this
 // module is bundled into main's chunk, and the worker is embedded as its own entrypoint there.
 const FRONT_WORKER = new URL("./front-worker.ts", import.meta.url).href;
+// The thread that reads large /keys/query answers for self-healing (delivery/view-parser.ts); the
+// same arrangement as FRONT_WORKER.
+const VIEW_WORKER = new URL("./view-worker.ts", import.meta.url);
 
 export interface RunningProxy {
   /** The node:http app: the client listener (engine node), or behind the front (engine bun). */
@@ -132,6 +136,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   // Self-healing (docs/architecture.md "Self-healing"): the view and the heal rule always; the
   // signals and the audit unless --detect off.
   const views = new Views({ store, paths, log });
+  const parser = new ViewParser({ url: VIEW_WORKER, log });
   const healer = new Healer({ store, views, overlays, delivery, log, metrics });
   const detect = config.detect === "on";
   const detector = detect ? new Detector({ serverName: config.serverName, resyncer, views, store, track: (who, t) => delivery.trackQuery(who, t), log, metrics }) : undefined;
@@ -139,7 +144,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     ? new Audit({ store, resyncer, serverName: config.serverName, intervalMs: config.auditIntervalMs, maxPerSecond: config.auditMaxPerSecond, log, metrics })
     : undefined;
   const auth = createAuth({ upstream, paths, log, onCache: (hit) => metrics.cache.inc({ cache: "whoami", result: hit ? "hit" : "miss" }) });
-  const services: Services = { auth, resyncer, delivery, overlays, store, metrics, log, heal: { views, healer, detector, audit } };
+  const services: Services = { auth, resyncer, delivery, overlays, store, metrics, log, heal: { views, parser, healer, detector, audit } };
   const trusted = trustPredicate(parseTrust(config.trustedProxies));
   const routes = buildRoutes();
   // Engine bun: a byte-level front end on --listen relays pass-through requests itself and
@@ -189,6 +194,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     draining = true;
     resyncer.stop();
     audit?.stop();
+    parser.close();
     clearInterval(housekeeping);
     reducer?.stop();
     // The front first: its requests in flight need the app behind it until they finish. It has

@@ -54,8 +54,13 @@ export class Views {
    */
   learn(answer: Record<string, unknown>, requested: Record<string, string[]>, users: readonly string[]): HsView[] {
     const learned = viewsFromAnswer(answer, requested, users, this.#now());
-    for (const v of learned) this.#put(v);
+    this.record(learned);
     return learned;
+  }
+
+  /** Views read from an answer elsewhere (delivery/view-parser.ts). */
+  record(views: readonly HsView[]): void {
+    for (const v of views) this.#put(v);
   }
 
   #put(v: HsView): void {

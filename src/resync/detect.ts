@@ -4,7 +4,8 @@
 // flood of forged events cannot cost more fetches than those allow. The homeserver already
 // resyncs on its own for encrypted room events and key requests from unknown devices received
 // over federation; these cover what it does not act on.
-import { crossKeyOf, type HsView, knowsCurveKey, knowsDevice, viewOfSnapshot } from "../delivery/hs-view.ts";
+import { type HsView, knowsCurveKey, knowsDevice, viewOfSnapshot } from "../delivery/hs-view.ts";
+import type { AnswerSummary } from "../delivery/keys-answer.ts";
 import type { ToDeviceClue } from "../delivery/to-device-clues.ts";
 import type { Views } from "../delivery/views.ts";
 import type { Logger } from "../ops/log.ts";
@@ -34,9 +35,6 @@ export interface DetectorOptions {
   metrics?: Metrics;
   now?: () => number;
 }
-
-type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 
 /** Distinct senders looked at per /sync body. */
 const MAX_SENDERS = 20;
@@ -103,17 +101,12 @@ export class Detector {
     return "verification_unknown_device";
   }
 
-  /** A /keys/query answer the homeserver gave (before our overlay), for remote users requested. */
-  keysQuery(who: Requester, answer: Json, remote: readonly string[]): void {
-    const mk = isObject(answer.master_keys) ? answer.master_keys : {};
-    const ssk = isObject(answer.self_signing_keys) ? answer.self_signing_keys : {};
-    for (const u of remote) {
-      const hasMaster = Object.hasOwn(mk, u) && crossKeyOf(mk[u]) !== undefined;
-      const hasSelf = Object.hasOwn(ssk, u) && crossKeyOf(ssk[u]) !== undefined;
-      if (hasMaster !== hasSelf) this.suspect(u, "cross_signing_incomplete", { token: who.token, why: hasMaster ? "master key without self-signing key" : "self-signing key without master key" });
+  /** What a /keys/query answer the homeserver gave says (delivery/keys-answer.ts), for remote users requested. */
+  keysQuery(who: Requester, summary: Pick<AnswerSummary, "halfCrossSigning" | "failedServers">, remote: readonly string[]): void {
+    for (const { userId, hasMaster } of summary.halfCrossSigning) {
+      this.suspect(userId, "cross_signing_incomplete", { token: who.token, why: hasMaster ? "master key without self-signing key" : "self-signing key without master key" });
     }
-    if (!isObject(answer.failures)) return;
-    for (const server of Object.keys(answer.failures)) {
+    for (const server of summary.failedServers) {
       if (server === this.#o.serverName) continue;
       const users = remote.filter((u) => serverOf(u) === server).slice(0, MAX_FAILED_USERS);
       if (users.length === 0 || this.#failedServers.take(server) > 0) continue;

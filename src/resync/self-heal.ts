@@ -1,8 +1,8 @@
 // The self-healing parts, wired once (serve.ts) and used by the /keys/query and /sync routes:
 // the homeserver's view, the heal decision, detection (off with --detect off) and the audit.
-import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
-import { LRUCache } from "lru-cache";
+import { type AnswerSummary, summarize } from "../delivery/keys-answer.ts";
+import type { ViewParser } from "../delivery/view-parser.ts";
 import type { SyncFlavour } from "../delivery/sync-inject.ts";
 import type { BodySplice } from "../delivery/sync-splice.ts";
 import type { ToDeviceClue } from "../delivery/to-device-clues.ts";
@@ -15,6 +15,8 @@ import type { Healer } from "./heal.ts";
 
 export interface SelfHeal {
   views: Views;
+  /** Reads streamed /keys/query answers off the event loop. */
+  parser: ViewParser;
   healer: Healer;
   /** Undefined with --detect off. */
   detector?: Detector;
@@ -36,25 +38,24 @@ export function answerParts(answer: Json): Json {
   return { device_keys: copy("device_keys"), master_keys: copy("master_keys"), self_signing_keys: copy("self_signing_keys"), failures: copy("failures") };
 }
 
-/** Learn the homeserver's view from its answer and look for signals in it; after the client has it. */
-export function afterKeysQuery(h: SelfHeal, who: Requester, requested: Record<string, string[]>, remote: readonly string[], answer: Json): void {
-  setImmediate(() => {
-    try {
-      h.views.learn(answer, requested, remote);
-      h.detector?.keysQuery(who, answer, remote);
-    } catch {
-      // A failing store: learning waits for the next answer; the client has been served.
-    }
-  });
+function use(h: SelfHeal, who: Requester, remote: readonly string[], summary: AnswerSummary): void {
+  try {
+    h.views.record(summary.views);
+    h.detector?.keysQuery(who, summary, remote);
+  } catch {
+    // A failing store: learning waits for the next answer; the client has been served.
+  }
 }
 
-// The last answer's digest per set of users queried: clients repeat the same query, and the same
-// bytes teach nothing new. A digest costs a fraction of a parse (docs/performance.md).
-const lastAnswer = new LRUCache<string, string>({ max: 10_000 });
+/** An answer already parsed (to overlay it): learn and look for signals once the client has it. */
+export function afterKeysQuery(h: SelfHeal, who: Requester, requested: Record<string, string[]>, remote: readonly string[], answer: Json): void {
+  setImmediate(() => use(h, who, remote, summarize(answer, requested, remote, Date.now())));
+}
 
 /**
  * A /keys/query answer streaming to the client unchanged: its chunks are kept by reference and
- * parsed once it has all gone out, so the client's bytes never wait for us.
+ * read once it has all gone out, in the reading thread (delivery/view-parser.ts), so neither
+ * this client nor any other waits for the parse.
  */
 export function watchKeysQuery(h: SelfHeal, up: IncomingMessage, who: Requester, requested: Record<string, string[]>, remote: readonly string[]): void {
   if (up.statusCode !== 200 || up.headers["content-encoding"]) return;
@@ -71,18 +72,7 @@ export function watchKeysQuery(h: SelfHeal, up: IncomingMessage, who: Requester,
     chunks = undefined;
     if (!held) return;
     setImmediate(() => {
-      const raw = Buffer.concat(held);
-      const key = remote.join("\n");
-      const digest = createHash("sha1").update(raw).digest("base64");
-      if (lastAnswer.get(key) === digest) return;
-      lastAnswer.set(key, digest);
-      let answer: unknown;
-      try {
-        answer = JSON.parse(raw.toString("utf8"));
-      } catch {
-        return;
-      }
-      if (isObject(answer)) afterKeysQuery(h, who, requested, remote, answer);
+      void h.parser.summarize(held, requested, [...remote]).then((summary) => summary && use(h, who, remote, summary), () => {});
     });
   });
 }

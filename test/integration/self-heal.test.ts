@@ -37,6 +37,8 @@ describe("only real changes reach clients", () => {
     expect(await h.metric("resync_heals_total", { trigger: "endpoint" })).toBe(1);
     expect(await h.metric("resync_fresh_lists_total", { outcome: "changed" })).toBe(1);
     expect(w.proxy.logs.some((l) => l.includes('"device list healed"') && l.includes("+1 device NEWDEV") && l.includes('"trigger":"endpoint"'))).toBe(true);
+    // The answers were read in the reading thread (delivery/view-parser.ts), not in this one.
+    expect(w.proxy.logs.filter((l) => l.includes("reading thread is unavailable"))).toEqual([]);
   });
 });
 
