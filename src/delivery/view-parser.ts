@@ -68,8 +68,11 @@ export class ViewParser {
   }
 
   close(): void {
-    void this.#worker?.terminate();
+    // Cleared first: Deno reports the thread's exit during terminate(), which is no failure.
+    const w = this.#worker;
     this.#worker = undefined;
+    this.#broken = true;
+    void w?.terminate();
     for (const w of this.#waiting.values()) w.resolve({ id: 0 });
     this.#waiting.clear();
   }
