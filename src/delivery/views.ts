@@ -88,6 +88,14 @@ export class Views {
   async getOrQuery(userId: string, token: string | undefined): Promise<HsView | undefined> {
     const have = this.get(userId);
     if (have || !token) return have;
+    return this.query(userId, token);
+  }
+
+  /**
+   * The homeserver's view now, asked with `token` (the view we hold may be behind it: a client
+   * that has not re-queried since the homeserver learned of a change). Undefined when it cannot say.
+   */
+  async query(userId: string, token: string): Promise<HsView | undefined> {
     try {
       // `timeout` bounds the homeserver's own wait for remote servers (client-server API, POST
       // /keys/query): a fresh list waits on this answer before it is delivered.

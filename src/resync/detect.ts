@@ -38,6 +38,8 @@ export interface DetectorOptions {
 
 /** Distinct senders looked at per /sync body. */
 const MAX_SENDERS = 20;
+/** A record of the homeserver's view younger than this is not asked again before suspecting. */
+const RECHECK_MS = 10_000;
 /** Users of one failed server asked about per /keys/query answer. */
 const MAX_FAILED_USERS = 50;
 
@@ -76,21 +78,41 @@ export class Detector {
   }
 
   async #checkSender(who: Requester, sender: string, clues: ToDeviceClue[]): Promise<void> {
-    const { views, store } = this.#o;
+    const { views } = this.#o;
+    const device = `${who.userId}|${who.deviceId}`;
     let view = views.get(sender);
-    if (!view && this.#lookups.take(`${who.userId}|${who.deviceId}`) === 0) view = await views.getOrQuery(sender, who.token);
+    let asked = false;
+    if (!view && this.#lookups.take(device) === 0) {
+      view = await views.query(sender, who.token);
+      asked = true;
+    }
     // The homeserver cannot say anything about this sender: nobody here tracks them, and a
     // client that does not track a user does not re-query their keys anyway.
     if (!view) return;
-    const served = store.getSnapshot(sender);
-    const known: HsView[] = served ? [view, viewOfSnapshot(served)] : [view];
-    for (const c of clues) {
-      const signal = this.#unknown(c, known);
-      if (!signal) continue;
-      const about = c.senderKey !== undefined ? "an unknown curve25519 key" : `unknown device ${c.deviceId!.slice(0, 40)}`;
-      this.suspect(sender, signal, { token: who.token, tracker: who, why: `${c.type} from ${about}` });
-      return; // one suspicion per sender per body is enough
+    let unknown = this.#firstUnknown(sender, clues, view);
+    // Our record may be behind the homeserver: in a healthy exchange the homeserver hears of a
+    // new device (and names its owner in device_lists.changed) before the client has re-queried
+    // through us. Ask it again before suspecting; a record younger than RECHECK_MS is current.
+    const now = (this.#o.now ?? Date.now)();
+    if (unknown && !asked && now - view.seenAt >= RECHECK_MS && this.#lookups.take(device) === 0) {
+      const current = await views.query(sender, who.token);
+      if (current) unknown = this.#firstUnknown(sender, clues, current);
     }
+    if (!unknown) return;
+    const { clue, signal } = unknown;
+    const about = clue.senderKey !== undefined ? "an unknown curve25519 key" : `unknown device ${clue.deviceId!.slice(0, 40)}`;
+    this.suspect(sender, signal, { token: who.token, tracker: who, why: `${clue.type} from ${about}` });
+  }
+
+  /** The first clue naming a key or device that neither the view nor our overlay knows. */
+  #firstUnknown(sender: string, clues: ToDeviceClue[], view: HsView): { clue: ToDeviceClue; signal: Signal } | undefined {
+    const served = this.#o.store.getSnapshot(sender);
+    const known: HsView[] = served ? [view, viewOfSnapshot(served)] : [view];
+    for (const clue of clues) {
+      const signal = this.#unknown(clue, known);
+      if (signal) return { clue, signal };
+    }
+    return undefined;
   }
 
   #unknown(c: ToDeviceClue, views: HsView[]): Signal | undefined {

@@ -74,6 +74,31 @@ describe("to-device signals", () => {
     expect(w.proxy.services.heal!.healer.recent()[0]).toMatchObject({ user_id: bob, trigger: "to_device", changes: "+1 device NEWDEV" });
   });
 
+  test("a healthy change: the homeserver already knows the new device, only our record is behind; no suspicion, no fetch", async () => {
+    const { w } = h;
+    const fay = fresh(h, "fay");
+    const before = makeUser(fay, { devices: ["F0"] });
+    h.hsUsers.set(fay, before);
+    const alice = w.login("alice", "ALICEH");
+    await keysQuery(w, alice, [fay]);
+    await expect.poll(() => w.proxy.services.heal!.views.get(fay)).toBeDefined();
+    // fay adds a device; federation works, so the homeserver hears of it (and would name fay in
+    // alice's device_lists.changed); alice's client has not re-queried through us yet, and our
+    // record of the homeserver's answer is a minute old.
+    const after = { ...before, devices: [...before.devices, makeUser(fay, { devices: ["F1"] }).devices[0]!] };
+    h.hsUsers.set(fay, after);
+    w.remote.setUser(after);
+    const views = w.proxy.services.heal!.views;
+    views.record([{ ...views.get(fay)!, seenAt: Date.now() - 60_000 }]);
+    const suspected = await h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" });
+    h.toDevice.set(alice, [olmEvent(fay, curveKeyOf(after, "F1"))]);
+    await sync(w, alice);
+    await expect.poll(() => Object.keys(views.get(fay)!.devices).sort()).toEqual(["F0", "F1"]);
+    await new Promise((res) => setTimeout(res, 300));
+    expect(await h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" })).toBe(suspected);
+    expect(w.remote.count({ userId: fay, endpoint: "devices" })).toBe(0);
+  });
+
   test("key requests and verification from unknown devices are signals too; known ones are not", async () => {
     const { w } = h;
     const carol = fresh(h, "carol");
