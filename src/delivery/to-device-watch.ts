@@ -11,22 +11,25 @@ import { cluesOf, OLM, slidingToDevice, type ToDeviceClue } from "./to-device-cl
 const BEHIND_BYTES = 8 * 1024 * 1024;
 // Each checked event type names one of these; `\u` escapes, which could spell them, are caught by
 // NameSighting itself.
-const NEEDLES = [OLM, "m.room_key_request", "m.secret.request", "m.key.verification."];
-const MEMBER = { sync: "to_device", sliding: "extensions" } as const;
+const NEEDLES = [OLM, "m.room_key_request", "m.secret.request", "m.key.verification.", "device_lists"];
+const MEMBERS = { sync: ["to_device", "device_lists"], sliding: ["extensions"] } as const;
 
 export class ToDeviceWatch {
   readonly #flavour: SyncFlavour;
   readonly #report: (clues: ToDeviceClue[]) => void;
+  readonly #changed: ((users: string[]) => void) | undefined;
   readonly #sightings = NEEDLES.map((n) => new NameSighting(n));
   readonly #capture: TopLevelCapture;
   #sighted = false;
   #held: Uint8Array[] | undefined = [];
   #heldBytes = 0;
 
-  constructor(report: (clues: ToDeviceClue[]) => void, flavour: SyncFlavour = "sync") {
+  /** `changed`: told the homeserver's own device_lists.changed, when the body has one. */
+  constructor(report: (clues: ToDeviceClue[]) => void, flavour: SyncFlavour = "sync", changed?: (users: string[]) => void) {
     this.#report = report;
+    this.#changed = changed;
     this.#flavour = flavour;
-    this.#capture = new TopLevelCapture([MEMBER[flavour]]);
+    this.#capture = new TopLevelCapture(MEMBERS[flavour]);
   }
 
   data(buf: Uint8Array, start: number, end: number): void {
@@ -54,18 +57,35 @@ export class ToDeviceWatch {
 
   #finish(): void {
     if (!this.#sighted) return;
-    const raw = this.#capture.finish()?.get(MEMBER[this.#flavour]);
-    if (!raw) return;
-    let value: unknown;
-    try {
-      value = JSON.parse(raw.toString("utf8"));
-    } catch {
-      return;
+    const found = this.#capture.finish();
+    if (!found) return;
+    const member = (k: string): unknown => {
+      const raw = found.get(k);
+      if (!raw) return undefined;
+      try {
+        return JSON.parse(raw.toString("utf8"));
+      } catch {
+        return undefined;
+      }
+    };
+    let toDevice: unknown, lists: unknown;
+    if (this.#flavour === "sync") {
+      toDevice = member("to_device");
+      lists = member("device_lists");
+    } else {
+      const ext = member("extensions");
+      toDevice = slidingToDevice(ext);
+      const e2ee = isObject(ext) ? ext.e2ee : undefined;
+      lists = isObject(e2ee) ? e2ee.device_lists : undefined;
     }
-    const clues = cluesOf(this.#flavour === "sync" ? value : slidingToDevice(value));
+    const changed = isObject(lists) && Array.isArray(lists.changed) ? lists.changed.filter((u): u is string => typeof u === "string").slice(0, 10_000) : [];
+    if (changed.length > 0) this.#changed?.(changed);
+    const clues = cluesOf(toDevice);
     if (clues.length > 0) this.#report(clues);
   }
 }
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
 export interface Observer {
   data(buf: Uint8Array, start: number, end: number): void;

@@ -27,6 +27,9 @@ export class Views {
   readonly #cache = new LRUCache<string, HsView>({ maxSize: 50_000, sizeCalculation: (v) => Object.keys(v.devices).length + 1 });
   readonly #max: number;
   #count: number;
+  // When the homeserver last named each user in a device_lists.changed (read from /sync bodies):
+  // a record of its answer older than that is behind it. Memory only; bounded.
+  readonly #reportedAt = new LRUCache<string, number>({ max: 100_000 });
 
   constructor(o: ViewsOptions) {
     this.#o = o;
@@ -72,6 +75,19 @@ export class Views {
       this.#count++;
     }
     this.#o.store.putView(v);
+  }
+
+  /** The homeserver named these users in a device_lists.changed just now. */
+  reported(users: readonly string[]): void {
+    const now = this.#now();
+    for (const u of users) this.#reportedAt.set(u, now);
+  }
+
+  /** Has the homeserver reported a change of this user since we last read its answer? */
+  behind(userId: string): boolean {
+    const at = this.#reportedAt.get(userId);
+    const v = this.get(userId);
+    return at !== undefined && (v === undefined || at >= v.seenAt);
   }
 
   /** Trackers expired: so did some views; recount. */

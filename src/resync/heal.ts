@@ -51,7 +51,19 @@ export class Healer {
   async onFresh(s: DeviceSnapshot, ctx: ResyncContext): Promise<boolean> {
     const { store, views, overlays, delivery, metrics } = this.#o;
     const served = store.getSnapshot(s.userId); // the overlay clients are being shown, if any
-    const view = await views.getOrQuery(s.userId, ctx.token);
+    let view = await views.getOrQuery(s.userId, ctx.token);
+    if (!served && view && views.behind(s.userId)) {
+      // The homeserver named this user in a device_lists.changed since we read its answer: it
+      // knows something our record lacks, and its clients re-query on its word. Compare with
+      // its answer now; with no token to ask for it, leave it to them (the next check will see
+      // what they were given).
+      if (!ctx.token) {
+        this.#o.log.debug("fresh list not compared: the homeserver reported a change our record lacks", { userId: s.userId, trigger: ctx.trigger });
+        metrics?.freshLists.inc({ outcome: "unchanged" });
+        return false;
+      }
+      view = (await views.query(s.userId, ctx.token)) ?? view;
+    }
     const shown: HsView | undefined = served ? viewOfSnapshot(served) : view;
     if (shown) {
       const diff = diffView(shown, s);

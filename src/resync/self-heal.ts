@@ -87,7 +87,8 @@ export function onToDevice(h: SelfHeal | undefined, who: Requester, clues: ToDev
 export function toDeviceWatch(h: SelfHeal | undefined, who: Requester, flavour: SyncFlavour): ToDeviceWatch | undefined {
   const detector = h?.detector;
   if (!detector) return undefined;
-  return new ToDeviceWatch((clues) => void detector.toDevice(who, clues).catch(() => {}), flavour);
+  const views = h.views;
+  return new ToDeviceWatch((clues) => void detector.toDevice(who, clues).catch(() => {}), flavour, (users) => views.reported(users));
 }
 
 /** `splice`, with its input also read by `watch` (the bytes the homeserver sent, decoded). */

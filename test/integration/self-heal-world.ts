@@ -14,6 +14,8 @@ export interface HealWorld {
   noSelfSigning: Set<string>;
   /** To-device events the next /sync of a token carries (then cleared). */
   toDevice: Map<string, unknown[]>;
+  /** Users the next /sync of a token names in device_lists.changed (then cleared). */
+  changed: Map<string, string[]>;
   metric(name: string, labels?: Record<string, string>): Promise<number>;
   /** The bodies each /sync answered, raw, by token. */
   syncBodies: Map<string, string[]>;
@@ -29,6 +31,7 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
   const hsUsers = new Map<string, FakeUser>();
   const noSelfSigning = new Set<string>();
   const toDevice = new Map<string, unknown[]>();
+  const changed = new Map<string, string[]>();
   const syncBodies = new Map<string, string[]>();
   let batch = 0;
   const tokenOf = (req: IncomingMessage) => (req.headers.authorization ?? "").replace(/^Bearer /, "");
@@ -52,7 +55,9 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
     const token = tokenOf(req);
     const events = toDevice.get(token) ?? [];
     toDevice.delete(token);
-    const body = JSON.stringify({ next_batch: `b${++batch}`, rooms: {}, to_device: { events } });
+    const lists = changed.get(token);
+    changed.delete(token);
+    const body = JSON.stringify({ next_batch: `b${++batch}`, rooms: {}, to_device: { events }, ...(lists ? { device_lists: { changed: lists, left: [] } } : {}) });
     syncBodies.set(token, [...(syncBodies.get(token) ?? []), body]);
     res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
     res.end(body);
@@ -62,6 +67,7 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
     hsUsers,
     noSelfSigning,
     toDevice,
+    changed,
     syncBodies,
     metric: async (name, labels) => sample(await scrape(w.proxy.opsAddress!), name, labels),
     keysQueries: () =>

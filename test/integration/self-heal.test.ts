@@ -324,4 +324,30 @@ describe("the audit", () => {
     expect((await sync(w, alice)).body.device_lists?.changed).toContain(bob);
     expect(await h.metric("resync_audit_behind_seconds")).toBe(0);
   });
+
+  test("a change the homeserver already reported to a client that has not re-queried yet is left to the homeserver", async () => {
+    const { w } = h;
+    const gus = fresh(h, "gus");
+    const before = makeUser(gus, { devices: ["G0"] });
+    h.hsUsers.set(gus, before);
+    w.remote.setUser(before);
+    const alice = w.login("alice", "ALICE11");
+    await keysQuery(w, alice, [gus]);
+    await expect.poll(() => w.proxy.services.heal!.views.get(gus)).toBeDefined();
+    const healed = await h.metric("resync_heals_total", { trigger: "audit" });
+    // gus adds a device; federation works: the homeserver learns it and names gus in alice's
+    // next /sync; alice's client (offline, say) has not re-queried through us.
+    const after = { ...before, devices: [...before.devices, makeUser(gus, { devices: ["G1"] }).devices[0]!] };
+    h.hsUsers.set(gus, after);
+    w.remote.setUser(after);
+    h.changed.set(alice, [gus]);
+    await sync(w, alice);
+    const checked = await h.metric("resync_audit_checked_total");
+    await expect.poll(() => h.metric("resync_audit_checked_total"), { timeout: 5000 }).toBeGreaterThanOrEqual(checked + 3);
+    await expect.poll(() => w.remote.count({ userId: gus, endpoint: "devices" }), { timeout: 5000 }).toBeGreaterThanOrEqual(1);
+    expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(healed);
+    // Once the client re-queries (what the homeserver told it to do), the record is current again.
+    await keysQuery(w, alice, [gus]);
+    await expect.poll(() => Object.keys(w.proxy.services.heal!.views.get(gus)!.devices).sort()).toEqual(["G0", "G1"]);
+  });
 });

@@ -77,6 +77,20 @@ describe("reading to_device from a streaming body", () => {
     expect(await read([sliding], "sliding")).toEqual([{ sender: "@b:r.test", type: "m.secret.request", deviceId: "Z" }]);
   });
 
+  test("the homeserver's own device_lists.changed is reported too (sync and sliding)", async () => {
+    const changed = (body: unknown, flavour: "sync" | "sliding") =>
+      new Promise<string[]>((resolve) => {
+        const w = new ToDeviceWatch(() => {}, flavour, resolve);
+        const b = Buffer.from(JSON.stringify(body));
+        w.data(b, 0, b.length);
+        w.end();
+        setTimeout(() => resolve([]), 50);
+      });
+    expect(await changed({ next_batch: "n", device_lists: { changed: ["@a:r", 5, "@b:r"], left: [] } }, "sync")).toEqual(["@a:r", "@b:r"]);
+    expect(await changed({ pos: "p", extensions: { e2ee: { device_lists: { changed: ["@c:r"] } } } }, "sliding")).toEqual(["@c:r"]);
+    expect(await changed({ next_batch: "n", device_lists: { changed: "x" } }, "sync")).toEqual([]);
+  });
+
   test("a body without a checked type, or not JSON, reports nothing", async () => {
     expect(await read([Buffer.from('{"to_device":{"events":[{"sender":"@b:r.test","type":"m.dummy","content":{}}]}}')])).toEqual([]);
     expect(await read([Buffer.from("m.olm.v1.curve25519-aes-sha2 is not json")])).toEqual([]);

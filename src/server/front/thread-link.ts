@@ -19,6 +19,8 @@ export type ToMain =
   | { t: "reported"; users: string[] }
   /** To-device clues a polled device received (resync/detect.ts); the token asks the homeserver when needed. */
   | { t: "clues"; who: { userId: string; deviceId: string; token: string }; clues: ToDeviceClue[] }
+  /** Users a polled /sync body named in its own device_lists.changed (delivery/views.ts). */
+  | { t: "listed"; users: string[] }
   | { t: "log"; level: Level; msg: string; fields?: Record<string, unknown> }
   | { t: "stats"; counts: [string, string, number][]; latency: [string, number[]][]; connections: number; served: number }
   | { t: "closed" };
@@ -148,7 +150,7 @@ class RemotePoll implements SyncPlan, LongPoll {
   observer(): BodyObserver | undefined {
     const reported = this.#observe ? new ReportedWatch((users) => this.#link.post({ t: "reported", users })) : undefined;
     const who = { userId: this.#ticket.userId, deviceId: this.#ticket.deviceId, token: this.token };
-    const clues = this.#detect ? new ToDeviceWatch((c) => this.#link.post({ t: "clues", who, clues: c })) : undefined;
+    const clues = this.#detect ? new ToDeviceWatch((c) => this.#link.post({ t: "clues", who, clues: c }), "sync", (users) => this.#link.post({ t: "listed", users })) : undefined;
     return bothObservers(reported, clues);
   }
 

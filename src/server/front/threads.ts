@@ -121,6 +121,8 @@ class Thread {
         return svc.overlays.homeserverReported(m.users);
       case "clues":
         return onToDevice(svc.heal, m.who, m.clues);
+      case "listed":
+        return svc.heal?.views.reported(m.users);
       case "log":
         return this.#o.log[m.level](m.msg, m.fields);
       case "stats":
