@@ -14,6 +14,7 @@ import { homeserverOverrides, restartHomeserver, startHomeservers, stopHomeserve
 import { sample, scrape } from "../integration/ops-helpers.ts";
 import { api, login, waitFor } from "./helpers/client.ts";
 import { sqlite } from "./helpers/db.ts";
+import { uploadDeviceKeys } from "./helpers/e2ee.ts";
 import { startSdkClient, type SdkClient } from "./helpers/js-sdk.ts";
 import { startHs1Proxy, type Hs1Proxy } from "./helpers/proxy.ts";
 import { makeBobStale } from "./helpers/stale.ts";
@@ -61,8 +62,8 @@ describe("the audit, and no false alarms", () => {
 
   test("a healthy exchange while the audit runs: zero heals, zero injected entries", async () => {
     const aliceDevice = alice.client.getDeviceId()!;
-    // Logins on hs1, messages both ways, a verification request and a key request from bob's
-    // known device: all normal traffic.
+    // Logins on both servers, messages both ways, a verification request and a key request from
+    // bob's known device: all normal traffic.
     await login(hs1.clientUrl, story.alice.userId, story.alice.password, "alice's second login");
     for (let i = 0; i < 3; i++) {
       await api(story.alice, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(story.roomId)}/send/m.room.message/a${i}${Date.now()}`, { msgtype: "m.text", body: `hello ${i}` });
@@ -70,8 +71,15 @@ describe("the audit, and no false alarms", () => {
     }
     await sendToDevice(story.bob, "m.key.verification.request", story.alice.userId, aliceDevice, { from_device: story.bob.deviceId, methods: ["m.sas.v1"], transaction_id: `t${Date.now()}`, timestamp: Date.now() });
     await sendToDevice(story.bob, "m.room_key_request", story.alice.userId, aliceDevice, { action: "request", requesting_device_id: story.bob.deviceId, request_id: `r${Date.now()}`, body: { algorithm: "m.megolm.v1.aes-sha2", room_id: story.roomId, session_id: "s", sender_key: "k" } });
-    // Two audit passes at least.
-    await waitFor("the audit to check bob twice", async () => ((await metric(proxy, "resync_audit_checked_total")) >= 2 ? true : undefined), 4 * AUDIT_MS, 250);
+    // bob logs in a new device with federation working: hs1 hears of it and names bob in
+    // alice's device_lists.changed; her client re-queries. The audit runs meanwhile: a list the
+    // homeserver already reported is not a heal.
+    const bobSecond = await login(hs2.clientUrl, story.bob.userId, story.bob.password, "bob's second device (healthy)");
+    await uploadDeviceKeys(bobSecond);
+    await waitFor("alice's client to list bob's second device by itself", async () => ((await alice.knownDeviceIds(story.bob.userId)).includes(bobSecond.deviceId) ? true : undefined), 60_000, 250);
+    // Two audit passes at least, after that.
+    const checked = await metric(proxy, "resync_audit_checked_total");
+    await waitFor("the audit to check bob twice more", async () => ((await metric(proxy, "resync_audit_checked_total")) >= checked + 2 ? true : undefined), 4 * AUDIT_MS, 250);
     expect(await metric(proxy, "resync_fresh_lists_total", { outcome: "unchanged" })).toBeGreaterThanOrEqual(1);
     expect(await total(proxy, "resync_heals_total")).toBe(0);
     expect(await total(proxy, "resync_suspicions_total")).toBe(0);
