@@ -230,6 +230,22 @@ describe("bad input", () => {
     expect(w.proxy.logs.some((l) => l.includes("opaque ciphertext"))).toBe(false);
   });
 
+  test("events from senders the homeserver knows nothing of: at most 10 lookups a minute per device, no suspicion, no fetch", async () => {
+    const { w } = h;
+    const alice = w.login("alice", "ALICE6B");
+    const key = Buffer.alloc(32, 3).toString("base64").replace(/=+$/, "");
+    const asked = () => h.keysQueries().filter((q) => q.token === alice).length;
+    for (let round = 0; round < 3; round++) {
+      // 20 distinct valid senders per body (the most looked at per body), none known anywhere.
+      h.toDevice.set(alice, Array.from({ length: 30 }, (_, i) => olmEvent(`@stranger${round}_${i}:${w.remote.serverName}`, key)));
+      expect((await sync(w, alice)).status).toBe(200);
+    }
+    await new Promise((res) => setTimeout(res, 500));
+    expect(asked()).toBe(10);
+    expect(await h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" })).toBe(0);
+    expect(w.remote.count()).toBe(0);
+  });
+
   test("to_device that is not an object, or a body that is not JSON, passes through as it came", async () => {
     const { w } = h;
     const alice = w.login("alice", "ALICE7");
