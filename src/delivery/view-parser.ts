@@ -59,12 +59,15 @@ export class ViewParser {
     this.#log = o.log;
   }
 
-  /** The summary of an answer (its chunks, in order), or undefined when it teaches nothing new. */
-  async summarize(chunks: readonly Uint8Array[], requested: Record<string, string[]>, users: string[]): Promise<AnswerSummary | undefined> {
+  /**
+   * The summary of an answer (its chunks, in order); "same" when it repeats the last answer for
+   * these users (nothing new, but read just now); undefined when it cannot be read.
+   */
+  async summarize(chunks: readonly Uint8Array[], requested: Record<string, string[]>, users: string[]): Promise<AnswerSummary | "same" | undefined> {
     const req: ParseRequest = { id: this.#nextId++, buf: joined(chunks), key: users.join("\n"), requested, users, now: Date.now() };
     const worker = this.#thread();
     const r = worker ? await this.#ask(worker, req, chunks) : this.#here(req);
-    return r.summary;
+    return r.same ? "same" : r.summary;
   }
 
   close(): void {

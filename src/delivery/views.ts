@@ -77,6 +77,15 @@ export class Views {
     this.#o.store.putView(v);
   }
 
+  /** The homeserver's answer for these users, read at `at`, repeated what we hold. */
+  seen(users: readonly string[], at: number): void {
+    for (const u of users) {
+      const v = this.get(u);
+      // Memory only, like the reports `behind` compares it with.
+      if (v && v.seenAt < at) this.#cache.set(u, { ...v, seenAt: at });
+    }
+  }
+
   /** The homeserver named these users in a device_lists.changed just now. */
   reported(users: readonly string[]): void {
     const now = this.#now();

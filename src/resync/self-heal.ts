@@ -72,7 +72,13 @@ export function watchKeysQuery(h: SelfHeal, up: IncomingMessage, who: Requester,
     chunks = undefined;
     if (!held) return;
     setImmediate(() => {
-      void h.parser.summarize(held, requested, [...remote]).then((summary) => summary && use(h, who, remote, summary), () => {});
+      const at = Date.now();
+      void h.parser.summarize(held, requested, [...remote]).then((summary) => {
+        // A repeat of the last answer teaches nothing, but it is the homeserver's answer as of
+        // now: a change it reported before this is no longer ahead of our record.
+        if (summary === "same") h.views.seen(remote, at);
+        else if (summary) use(h, who, remote, summary);
+      }, () => {});
     });
   });
 }
