@@ -9,13 +9,14 @@ import { createHash, generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { expect, test } from "vitest";
 import { parseCli } from "../../src/config.ts";
 import { loadKey } from "../../src/federation/stack.ts";
 import { docBlocks } from "./helpers/fronts.ts";
+import { ensurePythonTools } from "../../scripts/test-tools.ts";
 
-const PYTHON = process.env.RESYNC_TEST_PYTHON ?? fileURLToPath(new URL("../../.cache/ci-venv/bin/python", import.meta.url));
+// RESYNC_TEST_PYTHON: a python with rocksdict; otherwise the pinned one, installed on first use.
+const interpreter = async () => process.env.RESYNC_TEST_PYTHON ?? (await ensurePythonTools());
 
 // Written with rocksdict's own RocksDB: table format 6 and zstd, beside other column families.
 const MAKE_DB = `
@@ -35,9 +36,10 @@ db.get_column_family("userid_password")[b"@a:example.org"] = b"x"
 db.close()
 `;
 
-function python(args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+async function python(args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const exe = await interpreter();
   return new Promise((resolve) => {
-    const child = execFile(PYTHON, args, { timeout: 60_000 }, (err, stdout, stderr) =>
+    const child = execFile(exe, args, { timeout: 60_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
     child.stdin!.end(stdin ?? "");

