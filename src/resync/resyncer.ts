@@ -198,7 +198,10 @@ export class Resyncer {
         const b = o.store.getBackoff(dest);
         const failures = (b?.failures ?? 0) + 1;
         destRetryAt = now + backoffDelay(o.retry, failures);
-        o.store.putBackoff({ destination: dest, failures, retryAt: destRetryAt, lastProbeAt: b?.lastProbeAt ?? now });
+        // A background check (ctx.retry false: a suspicion, the audit) does not use up the probe
+        // an explicit refresh may make: a person asking next gets the server tried for them.
+        const firstProbe = ctx.retry === false ? 0 : now;
+        o.store.putBackoff({ destination: dest, failures, retryAt: destRetryAt, lastProbeAt: b?.lastProbeAt ?? firstProbe });
       }
       o.onFailure?.(target, e);
       if (ctx.retry === false) throw new RefreshFailure(e);

@@ -70,6 +70,28 @@ describe("slow and dead remotes", () => {
     }
   });
 
+  test("a background check that fails backs the destination off, but an explicit refresh still gets its probe", async () => {
+    // Self-healing checks (suspicions, the audit) run unseen; a person asking right after one
+    // failed must not be told "in backoff" without the server having been tried for them.
+    const p = await startTestProxy(w.hs.url, ["--federation-ca", w.caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--retry-initial-ms", "60000", "--probe-interval-ms", "60000"]);
+    const refresh = (u: string) => fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${asker}` } });
+    try {
+      w.remote.setBehaviour({ kind: "status", status: 503 });
+      expect(p.services.resyncer.background(user("bg1"), { trigger: "audit", why: "test" })).toBe("started");
+      await expect.poll(() => p.services.store.getBackoff(w.remote.serverName)?.failures).toBe(1);
+      expect(p.services.resyncer.background(user("bg2"), { trigger: "audit", why: "test" })).toBe("backoff");
+      w.remote.clearBehaviours();
+      w.remote.setUser(makeUser(user("bg3")));
+      const before = w.remote.requests.length;
+      expect((await refresh(user("bg3"))).status).toBe(202);
+      expect(w.remote.requests.length).toBeGreaterThan(before);
+      expect(p.services.store.getBackoff(w.remote.serverName)).toBeUndefined();
+    } finally {
+      w.remote.clearBehaviours();
+      await p.close();
+    }
+  });
+
   test("an explicit refresh may probe a backed-off destination, and a success resets the backoff", async () => {
     const p = await startTestProxy(w.hs.url, ["--federation-ca", w.caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--retry-initial-ms", "60000", "--probe-interval-ms", "0"]);
     const refresh = (u: string) => fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${asker}` } });
