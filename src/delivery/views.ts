@@ -34,8 +34,7 @@ export class Views {
   // views changed within one interval are written in one transaction. They are a cache of what
   // the homeserver served: one lost to a crash (kill -9) within the interval is simply learned
   // again from the next answer or query (docs/architecture.md "Self-healing", "Views are a
-  // cache, written behind"); a clean close
-  // writes them (close()).
+  // cache, written behind"); a clean close writes them (close()).
   readonly #dirty = new Map<string, HsView>();
   readonly #flushMs: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
