@@ -174,6 +174,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   resyncer.start();
   audit?.start();
   const housekeeping = setInterval(() => {
+    views.flush(); // a view written after the expiry would outlive its trackers
     if (storeFallback(() => delivery.expireTrackers(), 0) > 0) storeFallback(() => views.resync(), undefined);
   }, 3_600_000);
   housekeeping.unref();
@@ -203,7 +204,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     if (front) await drain([server], { deadlineMs: 1000 });
     if (ops) await drain([ops], { deadlineMs: Math.min(deadlineMs, 1000) });
     fed.transport.close();
-    // Every commit is already on disk (synchronous=FULL); closing checkpoints the WAL.
+    // Every commit is already on disk (synchronous=FULL); closing checkpoints the WAL. The views
+    // still waiting for their coalesced write go first.
+    storeFallback(() => views.close(), undefined);
     store.close();
     return result;
   };

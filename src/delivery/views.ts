@@ -16,6 +16,8 @@ export interface ViewsOptions {
   /** Views kept at most: beyond this, no new user's view is written (existing ones still update). */
   maxViews?: number;
   now?: () => number;
+  /** Changed views wait this long to be written together (default 1000 ms). */
+  flushMs?: number;
 }
 
 // An answer for one user fits in far less (1000 devices is ~1 MB); a larger one is not read.
@@ -27,6 +29,15 @@ export class Views {
   readonly #cache = new LRUCache<string, HsView>({ maxSize: 50_000, sizeCalculation: (v) => Object.keys(v.devices).length + 1 });
   readonly #max: number;
   #count: number;
+  // Changed views not yet written, and the timer that writes them. A store write commits (a
+  // durable write, milliseconds on a busy disk), so it is not done on the request path: the
+  // views changed within one interval are written in one transaction. They are a cache of what
+  // the homeserver served: one lost to a crash (kill -9) within the interval is simply learned
+  // again from the next answer or query (docs/architecture.md "Self-healing", "Views are a
+  // cache, written behind"); a clean close writes them (close()).
+  readonly #dirty = new Map<string, HsView>();
+  readonly #flushMs: number;
+  #timer: ReturnType<typeof setTimeout> | undefined;
   // When the homeserver last named each user in a device_lists.changed (read from /sync bodies):
   // a record of its answer older than that is behind it. Memory only; bounded.
   readonly #reportedAt = new LRUCache<string, number>({ max: 100_000 });
@@ -35,6 +46,7 @@ export class Views {
     this.#o = o;
     this.#now = o.now ?? Date.now;
     this.#max = o.maxViews ?? 200_000;
+    this.#flushMs = o.flushMs ?? 1000;
     this.#count = o.store.countViews();
   }
 
@@ -44,7 +56,7 @@ export class Views {
   }
 
   get(userId: string): HsView | undefined {
-    const hit = this.#cache.get(userId);
+    const hit = this.#cache.get(userId) ?? this.#dirty.get(userId);
     if (hit) return hit;
     const v = this.#o.store.getView(userId);
     if (v) this.#cache.set(userId, v);
@@ -74,7 +86,30 @@ export class Views {
       if (this.#count >= this.#max) return; // bounded: the cache still answers while it holds it
       this.#count++;
     }
-    this.#o.store.putView(v);
+    this.#dirty.set(v.userId, v);
+    this.#timer ??= setTimeout(() => this.flush(), this.#flushMs);
+    // A pending write must not keep a stopping process alive; close() writes it.
+    (this.#timer as { unref?: () => void }).unref?.();
+  }
+
+  /** Write the changed views now, in one transaction. */
+  flush(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#dirty.size === 0) return;
+    const batch = [...this.#dirty.values()];
+    this.#dirty.clear();
+    try {
+      this.#o.store.putViews(batch);
+    } catch (e) {
+      // Disk full or the like: the views stay in memory and are learned again after a restart.
+      this.#o.log.warn("could not write the homeserver's views", { count: batch.length, error: String(e) });
+    }
+  }
+
+  /** Write what is waiting (a clean shutdown, before the store closes). */
+  close(): void {
+    this.flush();
   }
 
   /** The homeserver's answer for these users, read at `at`, repeated what we hold. */
@@ -101,6 +136,7 @@ export class Views {
 
   /** Trackers expired: so did some views; recount. */
   resync(): void {
+    this.flush();
     this.#cache.clear();
     this.#count = this.#o.store.countViews();
   }

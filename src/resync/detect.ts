@@ -62,9 +62,15 @@ export class Detector {
   /** The to-device events a device just received. */
   async toDevice(who: Requester, clues: readonly ToDeviceClue[]): Promise<void> {
     const bySender = new Map<string, ToDeviceClue[]>();
+    // A body's events mostly come from a few senders: each is validated once.
+    const refused = new Set<string>();
     for (const c of clues) {
-      if (serverOf(c.sender) === this.#o.serverName || !isValidUserId(c.sender)) continue; // our own users: the homeserver is authoritative
+      if (refused.has(c.sender)) continue;
       const list = bySender.get(c.sender);
+      if (!list && (serverOf(c.sender) === this.#o.serverName || !isValidUserId(c.sender))) {
+        refused.add(c.sender); // our own users: the homeserver is authoritative
+        continue;
+      }
       if (list) list.push(c);
       else if (bySender.size < MAX_SENDERS) bySender.set(c.sender, [c]);
     }
@@ -108,7 +114,12 @@ export class Detector {
   #firstUnknown(sender: string, clues: ToDeviceClue[], view: HsView): { clue: ToDeviceClue; signal: Signal } | undefined {
     const served = this.#o.store.getSnapshot(sender);
     const known: HsView[] = served ? [view, viewOfSnapshot(served)] : [view];
+    // A device sends many events with the same key or device id: each is looked up once.
+    const seen = new Set<string>();
     for (const clue of clues) {
+      const key = clue.senderKey !== undefined ? `k${clue.senderKey}` : `${clue.type}\u0000${clue.deviceId}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
       const signal = this.#unknown(clue, known);
       if (signal) return { clue, signal };
     }

@@ -284,8 +284,14 @@ export class SqliteStore implements Store {
     return v;
   }
   putView(v: HsView) {
-    this.#q("INSERT OR REPLACE INTO hs_views (user_id, body, seen_at) VALUES (?, ?, ?)")
-      .run(v.userId, JSON.stringify({ d: v.devices, m: v.master, s: v.selfSigning }), v.seenAt);
+    this.putViews([v]);
+  }
+  putViews(vs: readonly HsView[]) {
+    if (vs.length === 0) return;
+    const st = this.#q("INSERT OR REPLACE INTO hs_views (user_id, body, seen_at) VALUES (?, ?, ?)");
+    this.#tx(() => {
+      for (const v of vs) st.run(v.userId, JSON.stringify({ d: v.devices, m: v.master, s: v.selfSigning }), v.seenAt);
+    });
   }
   countViews() {
     return num(this.#q("SELECT count(*) AS n FROM hs_views").get()?.["n"]);

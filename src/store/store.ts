@@ -113,6 +113,8 @@ export interface Store {
   /** The homeserver's view of a remote user (delivery/hs-view.ts). */
   getView(userId: string): HsView | undefined;
   putView(v: HsView): void;
+  /** Several views in one write transaction (delivery/views.ts coalesces them). */
+  putViews(vs: readonly HsView[]): void;
   countViews(): number;
 
   /** A real write (heartbeat row); throws when the store is not writable. */
