@@ -1,6 +1,6 @@
 // Fetch a remote user's device list over federation and verify it
 // (server-server-api §Device Management, GET /_matrix/federation/v1/user/devices/{userId}).
-import type { Logger } from "../ops/log.ts";
+import type { Logger } from "../observe/log.ts";
 import type { DeviceSnapshot } from "../store/store.ts";
 import { type DroppedParts, validateUserDevices } from "./device-validate.ts";
 import { FederationError } from "./errors.ts";

@@ -1,7 +1,7 @@
 // The refresh flow (MSC2638): rate limits, the short cache, single-flight fetches, destination
 // backoff, and a durable retry queue. Routes call refresh(); the retry loop calls run().
 import { FederationError } from "../federation/errors.ts";
-import type { Logger } from "../ops/log.ts";
+import type { Logger } from "../observe/log.ts";
 import type { DeviceSnapshot, Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
 import type { RateLimiter } from "./rate-limit.ts";

@@ -1,6 +1,6 @@
-import type { RouteContext } from "../server/app.ts";
-import { type Freshness, type Requester, UpstreamAuthError } from "../server/auth.ts";
-import { corsHeaders } from "../server/cors.ts";
+import type { RouteContext } from "../engine/node/app.ts";
+import { type Freshness, type Requester, UpstreamAuthError } from "../http/auth.ts";
+import { corsHeaders } from "../http/cors.ts";
 
 /**
  * Resolve the caller; on the homeserver's refusal, relay its exact answer and return undefined.

@@ -1,9 +1,9 @@
 // GET /_matrix/client/{r0,v3}/keys/changes?from=&to=: after a restart clients catch up here,
 // so pending deliveries appear in `changed` too. Nothing is acknowledged: /sync does that.
 import { keysChangesInject } from "../delivery/sync-inject.ts";
-import type { RouteContext } from "../server/app.ts";
-import { passThrough } from "../server/passthrough.ts";
-import { rewriteGet } from "../server/rewrite.ts";
+import type { RouteContext } from "../engine/node/app.ts";
+import { passThrough } from "../http/passthrough.ts";
+import { rewriteGet } from "../http/rewrite.ts";
 import { storeFallback } from "../store/store-guard.ts";
 import { whoIfKnown } from "./sync.ts";
 

@@ -1,13 +1,13 @@
 // POST /_matrix/client/{r0,v3}/keys/query: for requested users with a fresh snapshot, the
 // answer carries the snapshot instead of the homeserver's stale copy. Parsed only then.
 import { overlayKeysQuery } from "../delivery/keys-overlay.ts";
-import type { RouteContext } from "../server/app.ts";
-import { accessToken, type Requester, UpstreamAuthError } from "../server/auth.ts";
-import { parseJsonObject, readBody } from "../server/body.ts";
-import { MatrixError, sendError } from "../server/errors.ts";
-import { corsHeaders } from "../server/cors.ts";
-import { passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
-import { sendRewritten } from "../server/rewrite.ts";
+import type { RouteContext } from "../engine/node/app.ts";
+import { accessToken, type Requester, UpstreamAuthError } from "../http/auth.ts";
+import { parseJsonObject, readBody } from "../http/body.ts";
+import { MatrixError, sendError } from "../matrix/errors.ts";
+import { corsHeaders } from "../http/cors.ts";
+import { passThrough, pipeResponse, upstreamHeaders } from "../http/passthrough.ts";
+import { sendRewritten } from "../http/rewrite.ts";
 import { serverOf } from "../resync/resyncer.ts";
 import { storeFallback } from "../store/store-guard.ts";
 

@@ -2,12 +2,12 @@
 // 202 means "accepted: done, or still in progress" (docs/architecture.md "The refresh
 // endpoint"); failures known within --refresh-wait-ms are reported, with retries already
 // scheduled.
-import type { RouteContext } from "../server/app.ts";
-import { FEDERATION_AUTH } from "../server/auth.ts";
-import { MatrixError, sendJson } from "../server/errors.ts";
+import type { RouteContext } from "../engine/node/app.ts";
+import { FEDERATION_AUTH } from "../http/auth.ts";
+import { MatrixError, sendJson } from "../matrix/errors.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
 import { authenticate } from "./authenticate.ts";
-import { decodeUserIdParam, isValidUserId } from "./user-id.ts";
+import { decodeUserIdParam, isValidUserId } from "../matrix/user-id.ts";
 
 // How soon a refresh refused by a failing store may be tried again (Retry-After, seconds).
 const STORE_RETRY_AFTER_S = 5;

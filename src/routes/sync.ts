@@ -6,14 +6,14 @@
 import type { IncomingMessage } from "node:http";
 import { deviceKey } from "../delivery/waiters.ts";
 import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
-import { type BodySplice, ReportedWatch, SyncSplice } from "../delivery/sync-splice.ts";
-import type { Handler, RouteContext, Services } from "../server/app.ts";
-import { accessToken, type Requester } from "../server/auth.ts";
-import { sendError, sendJson } from "../server/errors.ts";
+import { type BodySplice, ReportedWatch, SyncSplice } from "../delivery/json/sync-splice.ts";
+import type { Handler, RouteContext, Services } from "../engine/node/app.ts";
+import { accessToken, type Requester } from "../http/auth.ts";
+import { sendError, sendJson } from "../matrix/errors.ts";
 import { upstreamTarget, wrapToken } from "../delivery/tokens.ts";
-import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
+import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../http/passthrough.ts";
 import { storeFallback } from "../store/store-guard.ts";
-import { readBody } from "../server/body.ts";
+import { readBody } from "../http/body.ts";
 import { CLASSIC, decoderFor, pipeSpliced, SLIDING_BODY_MAX, slidingStream, type SyncStream } from "./sync-body.ts";
 
 export function syncRoute(flavour: SyncFlavour): Handler {

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect, test } from "vitest";
-import { parseCli } from "../../src/config.ts";
+import { parseCli } from "../../src/config/config.ts";
 import { loadKey } from "../../src/federation/stack.ts";
 import { docBlocks } from "./helpers/fronts.ts";
 

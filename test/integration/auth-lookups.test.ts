@@ -3,8 +3,8 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, expect, test } from "vitest";
-import { createAuth } from "../../src/server/auth.ts";
-import { createUpstream } from "../../src/server/upstream.ts";
+import { createAuth } from "../../src/http/auth.ts";
+import { createUpstream } from "../../src/http/upstream.ts";
 
 let server: http.Server;
 let inFlight = 0;

@@ -5,7 +5,7 @@ import { chmodSync, mkdtempSync, readdirSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { runDoctor } from "../../src/ops/doctor.ts";
+import { runDoctor } from "../../src/commands/doctor.ts";
 import { startFakeHomeserver, type FakeHomeserver } from "../helpers/fake-homeserver.ts";
 import { testConfig, type TestEngine, writeTestKey } from "../helpers/proxy.ts";
 import { startLoggedProxy } from "./ops-helpers.ts";
