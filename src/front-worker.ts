@@ -6,7 +6,7 @@ import { createAccessLog } from "./engine/bun/access-log.ts";
 import { appHop, homeserverHop } from "./engine/bun/hop.ts";
 import { startFront } from "./engine/bun/server.ts";
 import { frontIntercepts } from "./engine/bun/start.ts";
-import { startMemoryReducer } from "./commands/memory-reducer.ts";
+import { startMemoryReducer } from "./observe/memory-reducer.ts";
 import { MainLink, type ToMain, type ToWorker } from "./engine/bun/thread-link.ts";
 import type { FrontWorkerData } from "./engine/bun/threads.ts";
 import { buildRoutes } from "./routes/table.ts";

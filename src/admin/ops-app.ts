@@ -3,9 +3,9 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config } from "../config/config.ts";
 import type { KeyCheck } from "../federation/key-check.ts";
-import type { Services } from "../engine/node/app.ts";
+import type { Services } from "../routes/context.ts";
 import type { ClientPaths } from "../http/client-paths.ts";
-import { sendJson } from "../matrix/errors.ts";
+import { sendJson } from "../http/reply.ts";
 import type { Upstream } from "../http/upstream.ts";
 import type { Store } from "../store/store.ts";
 import { ADMIN_PREFIX, createAdmin } from "./admin.ts";

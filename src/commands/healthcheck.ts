@@ -1,6 +1,6 @@
 import http from "node:http";
 import type { Config } from "../config/config.ts";
-import { SELF_HEALTH_PATH } from "../engine/node/app.ts";
+import { SELF_HEALTH_PATH } from "../routes/context.ts";
 import { parseListen } from "../http/listen.ts";
 
 /** For a container HEALTHCHECK: 0 when the running proxy answers its health path, else 1. */

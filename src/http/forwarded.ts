@@ -85,3 +85,7 @@ function headerValue(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v.join(", ") : v;
 }
+
+// Headers by which the front end names the real client of a request it relays to the app.
+export const FRONT_PEER_HEADER = "x-resync-peer";
+export const FRONT_SECRET_HEADER = "x-resync-front";

@@ -1,13 +1,14 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Transform } from "node:stream";
-import { upstreamTarget } from "../delivery/tokens.ts";
-import { sendError } from "../matrix/errors.ts";
+import { sendError } from "./reply.ts";
 import { stripHopByHop, type Upstream } from "./upstream.ts";
 
 export interface ForwardOptions {
   upstream: Upstream;
   headerTimeoutMs: number;
   forwarded: Record<string, string>;
+  /** What to ask the homeserver for: the caller takes off our suffix from any sync position (delivery/tokens.ts). */
+  target: string;
 }
 
 /** Headers for the homeserver: the client's own, less hop-by-hop ones, plus X-Forwarded-*. */
@@ -25,8 +26,7 @@ export function headerTimeoutFor(target: string, base: number): number {
 }
 
 export async function passThrough(req: IncomingMessage, res: ServerResponse, o: ForwardOptions): Promise<void> {
-  // Our suffix comes off any sync position the client reuses here (tokens.ts).
-  const target = upstreamTarget(req.url ?? "/");
+  const target = o.target;
   try {
     const hasBody = req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
     const up = await o.upstream.open({

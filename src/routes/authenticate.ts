@@ -1,4 +1,4 @@
-import type { RouteContext } from "../engine/node/app.ts";
+import type { RouteContext } from "./context.ts";
 import { type Freshness, type Requester, UpstreamAuthError } from "../http/auth.ts";
 import { corsHeaders } from "../http/cors.ts";
 

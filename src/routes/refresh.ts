@@ -2,9 +2,10 @@
 // 202 means "accepted: done, or still in progress" (docs/architecture.md "The refresh
 // endpoint"); failures known within --refresh-wait-ms are reported, with retries already
 // scheduled.
-import type { RouteContext } from "../engine/node/app.ts";
+import type { RouteContext } from "./context.ts";
 import { FEDERATION_AUTH } from "../http/auth.ts";
-import { MatrixError, sendJson } from "../matrix/errors.ts";
+import { MatrixError } from "../matrix/errors.ts";
+import { sendJson } from "../http/reply.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
 import { authenticate } from "./authenticate.ts";
 import { decodeUserIdParam, isValidUserId } from "../matrix/user-id.ts";

@@ -7,9 +7,9 @@ import type { IncomingMessage } from "node:http";
 import { deviceKey } from "../delivery/waiters.ts";
 import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "../delivery/json/sync-splice.ts";
-import type { Handler, RouteContext, Services } from "../engine/node/app.ts";
+import type { Handler, RouteContext, Services } from "./context.ts";
 import { accessToken, type Requester } from "../http/auth.ts";
-import { sendError, sendJson } from "../matrix/errors.ts";
+import { sendError, sendJson } from "../http/reply.ts";
 import { upstreamTarget, wrapToken } from "../delivery/tokens.ts";
 import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../http/passthrough.ts";
 import { storeFallback } from "../store/store-guard.ts";
@@ -24,7 +24,7 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     const { req, res, deps, target } = ctx;
     const svc = deps.services;
     const who = await whoIfKnown(ctx);
-    if (!who) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
+    if (!who) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded, target: upstreamTarget(req.url ?? "/") });
 
     // Sliding sync: which connection, and did it ask for the e2ee extension (MSC3884)? Only a
     // request that did gets anything from us; another connection of the same device (Element

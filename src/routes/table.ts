@@ -1,4 +1,4 @@
-import type { Handler } from "../engine/node/app.ts";
+import type { Handler } from "./context.ts";
 import { CLIENT_VERSIONS, Router } from "../http/router.ts";
 import { keysChangesRoute } from "./keys-changes.ts";
 import { keysQueryRoute } from "./keys-query.ts";

@@ -1,5 +1,5 @@
-import type { RouteContext } from "../engine/node/app.ts";
-import { rewriteGet } from "../http/rewrite.ts";
+import type { RouteContext } from "./context.ts";
+import { rewriteGet } from "./rewrite.ts";
 
 export const MSC2638_FEATURE = "org.matrix.msc2638";
 

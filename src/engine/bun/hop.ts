@@ -1,7 +1,7 @@
 // The two next hops of the front end: the homeserver (pass-through) and the proxy's own app
 // (intercepted routes, served by node:http on an internal socket).
 import { isIP } from "node:net";
-import { FRONT_PEER_HEADER, FRONT_SECRET_HEADER } from "../node/app.ts";
+import { FRONT_PEER_HEADER, FRONT_SECRET_HEADER } from "../../http/forwarded.ts";
 import { forwardedFor } from "../../http/forwarded.ts";
 import { headerTimeoutFor } from "../../http/passthrough.ts";
 import { fieldNamed, type RequestHead } from "./head.ts";

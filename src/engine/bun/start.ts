@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 import type { Config } from "../../config/config.ts";
 import type { Logger } from "../../observe/log.ts";
 import type { Metrics } from "../../observe/metrics.ts";
-import { type Handler, intercept } from "../node/app.ts";
+import { type Handler, intercept } from "../../routes/context.ts";
 import { boundAddress, type Listener, listen, parseListen } from "../../http/listen.ts";
 import { routeClass } from "../../http/request-log.ts";
 import type { Router } from "../../http/router.ts";
@@ -17,7 +17,7 @@ import type { Destination } from "./pool.ts";
 import { type Front, startFront } from "./server.ts";
 import type { MainSyncGate } from "./sync-gate.ts";
 import { type FrontThreads, startFrontThreads, withThreads } from "./threads.ts";
-import type { Services } from "../node/app.ts";
+import type { Services } from "../../routes/context.ts";
 
 export type Engine = "bun" | "node";
 

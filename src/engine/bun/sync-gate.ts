@@ -7,7 +7,7 @@
 // long-poll early when a refresh lands.
 import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
 import { type BodySplice, ReportedWatch } from "../../delivery/json/sync-splice.ts";
-import type { Services } from "../node/app.ts";
+import type { Services } from "../../routes/context.ts";
 import { type Requester, tokenOf } from "../../http/auth.ts";
 import { answerAtOnce, injectPending, safeWakeAnswer } from "../../routes/sync.ts";
 import { upstreamTarget } from "../../delivery/tokens.ts";

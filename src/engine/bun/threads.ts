@@ -5,7 +5,7 @@
 import { Worker } from "node:worker_threads";
 import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
 import type { Level, Logger } from "../../observe/log.ts";
-import type { Services } from "../node/app.ts";
+import type { Services } from "../../routes/context.ts";
 import type { Front } from "./server.ts";
 import type { Destination } from "./pool.ts";
 import { DevicePoll, type MainSyncGate, type Ticket, wakeBodyFor } from "./sync-gate.ts";

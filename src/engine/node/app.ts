@@ -1,76 +1,15 @@
 import { timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { isIP } from "node:net";
-import type { Config } from "../../config/config.ts";
-import type { Delivery } from "../../delivery/delivery.ts";
-import type { Overlays } from "../../delivery/overlays.ts";
-import type { Logger } from "../../observe/log.ts";
-import type { Metrics } from "../../observe/metrics.ts";
-import type { Resyncer } from "../../resync/resyncer.ts";
-import type { Store } from "../../store/store.ts";
-import type { Auth } from "../../http/auth.ts";
-import { sendError, sendJson } from "../../matrix/errors.ts";
 import { sendPreflight } from "../../http/cors.ts";
-import { admitPeer, forwardedHeaders } from "../../http/forwarded.ts";
-import { passThrough } from "../../http/passthrough.ts";
-import { requestLog } from "../../http/request-log.ts";
+import { admitPeer, FRONT_PEER_HEADER, FRONT_SECRET_HEADER, forwardedHeaders } from "../../http/forwarded.ts";
 import type { Listener } from "../../http/listen.ts";
-import { type Match, Router } from "../../http/router.ts";
-import type { Upstream } from "../../http/upstream.ts";
-
-export interface AppDeps {
-  config: Config;
-  upstream: Upstream;
-  trusted: (ip: string) => boolean;
-  services: Services;
-  /** The Bun front end's per-process secret (server/front/): requests bearing it name their real client. */
-  frontSecret?: string;
-}
-
-/** The stateful parts intercepted routes use. */
-export interface Services {
-  auth: Auth;
-  resyncer: Resyncer;
-  delivery: Delivery;
-  overlays: Overlays;
-  store: Store;
-  metrics?: Metrics;
-  log: Logger;
-}
-
-export interface RouteContext {
-  req: IncomingMessage;
-  res: ServerResponse;
-  params: Record<string, string>;
-  /** Raw path and query exactly as the client sent them. */
-  target: string;
-  forwarded: Record<string, string>;
-  deps: AppDeps;
-}
-
-export type Handler = (ctx: RouteContext) => Promise<void>;
-
-// The proxy's own liveness path on the client listener, for `healthcheck` when no metrics
-// listener is configured. The `/_resync/` prefix is ours: no homeserver serves it.
-export const SELF_HEALTH_PATH = "/_resync/healthz";
-
-/** What the proxy does itself with a request; undefined: it streams through to the homeserver. */
-export type Interception = { kind: "health" } | { kind: "preflight" } | { kind: "route"; hit: Match<Handler> };
-
-/**
- * The one definition of "intercepted", shared by the app below and the Bun front end, which
- * sends exactly these requests to the app and streams every other one to the homeserver.
- */
-export function intercept(routes: Router<Handler>, method: string, path: string): Interception | undefined {
-  if (path === SELF_HEALTH_PATH) return { kind: "health" };
-  if (method === "OPTIONS" && routes.has(path)) return { kind: "preflight" };
-  const hit = routes.match(method, path);
-  return hit ? { kind: "route", hit } : undefined;
-}
-
-// Headers by which the front end names the real client of a request it relays to the app.
-export const FRONT_PEER_HEADER = "x-resync-peer";
-export const FRONT_SECRET_HEADER = "x-resync-front";
+import { passThrough } from "../../http/passthrough.ts";
+import { sendError, sendJson } from "../../http/reply.ts";
+import { requestLog } from "../../http/request-log.ts";
+import type { Router } from "../../http/router.ts";
+import { type AppDeps, type Handler, intercept } from "../../routes/context.ts";
+import { upstreamTarget } from "../../delivery/tokens.ts";
 
 /**
  * Believe the front end's peer header only with the per-process secret, so no client can pick
@@ -105,7 +44,7 @@ export function createApp(deps: AppDeps, routes: Router<Handler>): (req: Incomin
 
     const what = intercept(routes, method, path);
     if (what === undefined) {
-      void passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded });
+      void passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded, target: upstreamTarget(req.url ?? "/") });
       return;
     }
     if (what.kind === "health") return sendJson(res, 200, { status: "ok" });

@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { RouteContext } from "../engine/node/app.ts";
-import { parseJsonObject, readBody } from "./body.ts";
+import type { RouteContext } from "./context.ts";
+import { parseJsonObject, readBody } from "../http/body.ts";
 import { upstreamTarget } from "../delivery/tokens.ts";
-import { homeserverAnswerFailed, sendError } from "../matrix/errors.ts";
-import { pipeResponse, upstreamHeaders } from "./passthrough.ts";
-import { stripHopByHop } from "./upstream.ts";
+import { homeserverAnswerFailed, sendError } from "../http/reply.ts";
+import { pipeResponse, upstreamHeaders } from "../http/passthrough.ts";
+import { stripHopByHop } from "../http/upstream.ts";
 
 /**
  * Send the homeserver's answer after `mutate` has changed its JSON body. Anything we cannot
