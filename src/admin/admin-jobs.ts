@@ -2,7 +2,7 @@
 // server that the proxy knows about, as one background job per server.
 import type { Logger } from "../observe/log.ts";
 import type { Resyncer } from "../resync/resyncer.ts";
-import { serverOf } from "../resync/resyncer.ts";
+import { serverOf } from "../matrix/user-id.ts";
 import type { Store } from "../store/store.ts";
 
 export interface ServerJob {

@@ -9,14 +9,14 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config } from "../config/config.ts";
 import { FederationError } from "../federation/errors.ts";
 import { decodeUserIdParam, isValidServerName, isValidUserId } from "../matrix/user-id.ts";
-import { serverOf } from "../resync/resyncer.ts";
+import { serverOf } from "../matrix/user-id.ts";
 import type { Services } from "../routes/context.ts";
 import { UpstreamAuthError } from "../http/auth.ts";
 import { corsHeaders } from "../http/cors.ts";
 import { MatrixError } from "../matrix/errors.ts";
 import { sendError, sendJson } from "../http/reply.ts";
 import type { Upstream } from "../http/upstream.ts";
-import type { DeviceSnapshot } from "../store/store.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
 import { requireAdmin } from "./admin-auth.ts";
 import { ServerJobs } from "./admin-jobs.ts";
 

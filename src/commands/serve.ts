@@ -32,6 +32,7 @@ import { openSqliteStore } from "../store/sqlite.ts";
 import { guardStore, storeFallback } from "../store/store-guard.ts";
 import { VERSION } from "../config/version.ts";
 import { FRONT_WORKER } from "../front-worker-url.ts";
+import { serverOf } from "../matrix/user-id.ts";
 
 
 export interface RunningProxy {
@@ -82,7 +83,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     // A key the homeserver does not publish makes every remote answer 401: refuse up front.
     if (keyCheck?.status === "mismatch") throw new FederationError("refused", `federation is disabled: ${keyCheck.detail}`);
     const started = performance.now();
-    const dest = destinationClass(userId.slice(userId.indexOf(":") + 1));
+    const dest = destinationClass(serverOf(userId));
     try {
       const r = await fetchUserDevices({ transport: fed.transport, origin: config.serverName, key }, userId);
       metrics.federationRequests.inc({ destination_class: dest, outcome: "ok" });

@@ -6,7 +6,8 @@ import type { Logger } from "../observe/log.ts";
 import type { Requester } from "../http/auth.ts";
 import { type ClientPaths, createClientPaths } from "../http/client-paths.ts";
 import type { Upstream } from "../http/upstream.ts";
-import type { DeviceSnapshot, Store } from "../store/store.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import type { Store } from "../store/store.ts";
 import { TrackerWriter, type TrackerWriterOptions } from "./tracker-writer.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
 

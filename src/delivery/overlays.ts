@@ -3,7 +3,8 @@
 import { LRUCache } from "lru-cache";
 import type { Logger } from "../observe/log.ts";
 import { storeFallback } from "../store/store-guard.ts";
-import type { DeviceSnapshot, Store } from "../store/store.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import type { Store } from "../store/store.ts";
 
 export interface OverlayOptions {
   store: Store;

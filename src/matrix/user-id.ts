@@ -31,6 +31,16 @@ export function isValidServerName(name: string): boolean {
   return true;
 }
 
+/**
+ * The server name of a user id. The localpart cannot contain ':' (appendices §User
+ * Identifiers), so everything after the first ':' is the server name, port and IPv6 brackets
+ * included; "" for a string without one.
+ */
+export function serverOf(userId: string): string {
+  const i = userId.indexOf(":");
+  return i < 0 ? "" : userId.slice(i + 1);
+}
+
 export function isValidUserId(id: string): boolean {
   if (id.length > 255 || !id.startsWith("@")) return false;
   const colon = id.indexOf(":");

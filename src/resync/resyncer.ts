@@ -2,9 +2,11 @@
 // backoff, and a durable retry queue. Routes call refresh(); the retry loop calls run().
 import { FederationError } from "../federation/errors.ts";
 import type { Logger } from "../observe/log.ts";
-import type { DeviceSnapshot, Store } from "../store/store.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import type { Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
 import type { RateLimiter } from "./rate-limit.ts";
+import { serverOf } from "../matrix/user-id.ts";
 
 export type RefreshOutcome =
   | { kind: "ok"; snapshot: DeviceSnapshot; fromCache: boolean }
@@ -39,10 +41,6 @@ class RefreshFailure extends Error {
     this.error = error;
     if (nextRetryInMs !== undefined) this.nextRetryInMs = nextRetryInMs;
   }
-}
-
-export function serverOf(userId: string): string {
-  return userId.slice(userId.indexOf(":") + 1);
 }
 
 export class Resyncer {

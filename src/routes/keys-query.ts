@@ -9,7 +9,7 @@ import { sendError } from "../http/reply.ts";
 import { corsHeaders } from "../http/cors.ts";
 import { passThrough, pipeResponse, upstreamHeaders } from "../http/passthrough.ts";
 import { sendRewritten } from "./rewrite.ts";
-import { serverOf } from "../resync/resyncer.ts";
+import { serverOf } from "../matrix/user-id.ts";
 import { storeFallback } from "../store/store-guard.ts";
 import { upstreamTarget } from "../delivery/tokens.ts";
 
