@@ -2,8 +2,6 @@ import type { Server } from "node:http";
 import type { Config } from "../config/config.ts";
 import { Delivery } from "../delivery/delivery.ts";
 import { Overlays } from "../delivery/overlays.ts";
-import { FederationError } from "../federation/errors.ts";
-import { fetchUserDevices, logDroppedParts } from "../federation/devices.ts";
 import type { KeyCheck } from "../federation/key-check.ts";
 import { checkOwnKey, createFederation, loadKey } from "../federation/stack.ts";
 import { createLogger, type Logger } from "../observe/log.ts";
@@ -16,6 +14,7 @@ import { looseKeyFile } from "./key-permissions.ts";
 import { timedUpstream } from "../http/timed-upstream.ts";
 import { RateLimiter } from "../resync/rate-limit.ts";
 import { Resyncer } from "../resync/resyncer.ts";
+import { fanOutSnapshot, instrumentedFetch } from "../resync/fetch-devices.ts";
 import { createApp } from "../engine/node/app.ts";
 import { type Services } from "../routes/context.ts";
 import { createAuth } from "../http/auth.ts";
@@ -32,7 +31,6 @@ import { openSqliteStore } from "../store/sqlite.ts";
 import { guardStore, storeFallback } from "../store/store-guard.ts";
 import { VERSION } from "../config/version.ts";
 import { FRONT_WORKER } from "../front-worker-url.ts";
-import { serverOf } from "../matrix/user-id.ts";
 
 
 export interface RunningProxy {
@@ -49,8 +47,6 @@ export interface RunningProxy {
   /** Stop accepting, let requests in flight finish until the deadline (default --shutdown-timeout-ms), close the store. */
   close(deadlineMs?: number): Promise<DrainResult>;
 }
-
-const destinationClass = (server: string) => (/^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.test(server) ? "ip" : server.includes(":") ? "name_port" : "name");
 
 /** Wire the proxy's parts together and start listening. Tests call this in-process. */
 export async function startProxy(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningProxy> {
@@ -79,36 +75,13 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   });
 
   let keyCheck: KeyCheck | undefined;
-  const fetchDevices = async (userId: string) => {
-    // A key the homeserver does not publish makes every remote answer 401: refuse up front.
-    if (keyCheck?.status === "mismatch") throw new FederationError("refused", `federation is disabled: ${keyCheck.detail}`);
-    const started = performance.now();
-    const dest = destinationClass(serverOf(userId));
-    try {
-      const r = await fetchUserDevices({ transport: fed.transport, origin: config.serverName, key }, userId);
-      metrics.federationRequests.inc({ destination_class: dest, outcome: "ok" });
-      metrics.federationLatency.observe({ outcome: "ok" }, (performance.now() - started) / 1000);
-      if (r.dropped.devices) metrics.droppedParts.inc({ part: "device" }, r.dropped.devices);
-      if (r.dropped.masterKey) metrics.droppedParts.inc({ part: "master_key" });
-      if (r.dropped.selfSigningKey) metrics.droppedParts.inc({ part: "self_signing_key" });
-      logDroppedParts(log, userId, r.dropped);
-      return r;
-    } catch (e) {
-      const outcome = e instanceof FederationError ? e.kind : "transport";
-      metrics.federationRequests.inc({ destination_class: dest, outcome });
-      metrics.federationLatency.observe({ outcome }, (performance.now() - started) / 1000);
-      throw e;
-    }
-  };
+  const fetchDevices = instrumentedFetch({ transport: fed.transport, origin: config.serverName, key, keyCheck: () => keyCheck, metrics, log });
 
   const resyncer = new Resyncer({
     store,
     serverName: config.serverName,
     fetchDevices,
-    onSnapshot: (s) => {
-      overlays.noteSnapshot(s);
-      delivery.onSnapshot(s);
-    },
+    onSnapshot: (s) => fanOutSnapshot(s, { overlays, delivery }),
     onStaleAnswer: () => metrics.staleAnswers.inc(),
     refreshCacheMs: config.refreshCacheMs,
     retry: { initialMs: config.retryInitialMs, maxMs: config.retryMaxMs },
