@@ -12,9 +12,10 @@ import { decodeUserIdParam, isValidServerName, isValidUserId } from "../matrix/u
 import { serverOf } from "../matrix/user-id.ts";
 import type { Services } from "../routes/context.ts";
 import { UpstreamAuthError } from "../http/auth.ts";
-import { corsHeaders } from "../http/cors.ts";
 import { MatrixError } from "../matrix/errors.ts";
-import { sendError, sendJson } from "../http/reply.ts";
+import { relayRefusal, sendError, sendJson } from "../http/reply.ts";
+import type { RefreshOutcome } from "../resync/resyncer.ts";
+import { refreshFailed } from "../resync/failure.ts";
 import type { Upstream } from "../http/upstream.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import { requireAdmin } from "./admin-auth.ts";
@@ -72,24 +73,17 @@ export function createAdmin(o: AdminOptions): (req: IncomingMessage, res: Server
     if (userId === undefined || !isValidUserId(userId)) throw new MatrixError("M_INVALID_PARAM", `Not a valid Matrix user ID: ${JSON.stringify(userId)}`);
     if (serverOf(userId) === config.serverName) throw new MatrixError("M_INVALID_PARAM", `${userId} is a local user: the homeserver is authoritative`);
     svc.log.info("admin: refresh a user", { admin, userId });
-    // run() skips the rate limits and the destination backoff: an admin asked explicitly.
-    const running = svc.resyncer.run(userId, [`admin:${admin}`]);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), config.refreshWaitMs)));
+    // runWithin() skips the rate limits and the destination backoff: an admin asked explicitly.
+    let r: RefreshOutcome;
     try {
-      const r = await Promise.race([running, deadline]);
-      if (r === "pending") return { status: 202, body: { user_id: userId, status: "pending" } };
-      return { status: 200, body: summary(r) };
+      r = await svc.resyncer.runWithin(userId, [`admin:${admin}`], config.refreshWaitMs);
     } catch (e) {
-      const fe = (e as { error?: unknown }).error;
-      const err = fe instanceof FederationError ? fe : new FederationError("transport", String((e as Error)?.message ?? e));
-      if (err.kind === "not_found") throw new MatrixError("M_NOT_FOUND", `${userId} does not exist on their homeserver`);
-      const next = (e as { nextRetryInMs?: unknown }).nextRetryInMs;
-      const extra: Record<string, unknown> = { ...(err.status !== undefined ? { remote_status: err.status } : {}), ...(typeof next === "number" ? { next_retry_in_ms: next } : {}) };
-      throw new MatrixError("M_UNKNOWN", `Could not fetch the device list: ${err.message}`, { status: err.kind === "timeout" ? 504 : 502, extra });
-    } finally {
-      clearTimeout(timer);
+      throw refreshFailed(userId, new FederationError("transport", String((e as Error)?.message ?? e)));
     }
+    if (r.kind === "pending") return { status: 202, body: { user_id: userId, status: "pending" } };
+    if (r.kind === "failed") throw refreshFailed(userId, r.error, r.nextRetryInMs);
+    if (r.kind !== "ok") throw new Error(`unexpected refresh outcome ${r.kind}`);
+    return { status: 200, body: summary(r.snapshot) };
   }
 
   return async function admin(req, res) {
@@ -100,10 +94,7 @@ export function createAdmin(o: AdminOptions): (req: IncomingMessage, res: Server
       const a = await route(req.method ?? "GET", path, who);
       sendJson(res, a.status, a.body);
     } catch (e) {
-      if (e instanceof UpstreamAuthError) {
-        res.writeHead(e.status, { ...corsHeaders, "content-type": "application/json", "content-length": String(e.body.length) });
-        return void res.end(e.body);
-      }
+      if (e instanceof UpstreamAuthError) return relayRefusal(res, e);
       if (!(e instanceof MatrixError)) svc.log.error("admin request failed", { path, error: e });
       sendError(res, e);
     }

@@ -1,5 +1,6 @@
 import type { ServerResponse } from "node:http";
 import { MatrixError } from "../matrix/errors.ts";
+import type { UpstreamAuthError } from "./auth.ts";
 import { corsHeaders } from "./cors.ts";
 
 /**
@@ -39,4 +40,10 @@ export function sendJson(
 export function sendError(res: ServerResponse, err: unknown): void {
   const e = err instanceof MatrixError ? err : new MatrixError("M_UNKNOWN", "Internal proxy error");
   sendJson(res, e.status, e.body(), e.headers);
+}
+
+/** The homeserver's own refusal of a token (401/403, soft_logout included), relayed byte for byte. */
+export function relayRefusal(res: ServerResponse, e: UpstreamAuthError): void {
+  res.writeHead(e.status, { ...corsHeaders, "content-type": "application/json", "content-length": String(e.body.length) });
+  res.end(e.body);
 }

@@ -90,6 +90,14 @@ export class Resyncer {
     return this.#await(running, waitMs);
   }
 
+  /**
+   * An operator's refresh (admin API): start or join the fetch with no rate limit or backoff
+   * in the way, and answer within waitMs as refresh() does.
+   */
+  runWithin(target: string, requestedBy: string[], waitMs: number): Promise<RefreshOutcome> {
+    return this.#await(this.run(target, requestedBy), waitMs);
+  }
+
   /** Start (or join) the single fetch for target. Failures are recorded and rescheduled here. */
   run(target: string, requestedBy: string[]): Promise<DeviceSnapshot> {
     const existing = this.#inflight.get(target);

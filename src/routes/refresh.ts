@@ -8,6 +8,7 @@ import { MatrixError } from "../matrix/errors.ts";
 import { sendJson } from "../http/reply.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
 import { authenticate } from "./authenticate.ts";
+import { refreshFailed } from "../resync/failure.ts";
 import { decodeUserIdParam, isValidUserId } from "../matrix/user-id.ts";
 
 // How soon a refresh refused by a failing store may be tried again (Retry-After, seconds).
@@ -60,14 +61,7 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
       });
       throw err;
     }
-    case "failed": {
-      const e = out.error;
-      if (e.kind === "not_found") throw new MatrixError("M_NOT_FOUND", `${target} does not exist on their homeserver`);
-      const extra: Record<string, unknown> = {};
-      if (e.status !== undefined) extra.remote_status = e.status;
-      if (out.nextRetryInMs !== undefined) extra.next_retry_in_ms = out.nextRetryInMs;
-      const what = e.kind === "refused" ? "Refusing to contact the user's homeserver" : "Could not fetch the device list from the user's homeserver";
-      throw new MatrixError("M_UNKNOWN", `${what}: ${e.message}`, { status: e.kind === "timeout" ? 504 : 502, extra });
-    }
+    case "failed":
+      throw refreshFailed(target, out.error, out.nextRetryInMs);
   }
 }
