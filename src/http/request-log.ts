@@ -39,6 +39,11 @@ export function routeClass(method: string, path: string): RouteClass {
 // forge a log field or split a header.
 const VALID_ID = /^[A-Za-z0-9._~:/+=@-]{1,128}$/;
 
+/** The request's id: an inbound X-Request-Id only from a trusted peer (--trusted-proxies), else a new one. */
+export function requestIdFor(inbound: unknown, peer: string, trusted: (ip: string) => boolean, newId: () => string): string {
+  return typeof inbound === "string" && VALID_ID.test(inbound) && trusted(peer) ? inbound : newId();
+}
+
 // Query parameters whose value is a credential (client-server API §Using access tokens; the
 // refresh_token of §Refreshing access tokens). A homeserver decodes parameter names before it
 // looks them up, so `access%5Ftoken` works there: we compare decoded names, never the raw text.
@@ -85,6 +90,37 @@ export function levelFor(route: RouteClass, status: number): Level {
   return "debug";
 }
 
+/** One finished request, as both engines' access logs describe it. */
+export interface AccessEntry {
+  id: string;
+  method: string;
+  route: RouteClass;
+  /** Sent to the client; CLIENT_CLOSED when no response head was sent. */
+  status: number;
+  durationMs: number;
+  /** Computed only when the line is written (it reads X-Forwarded-For). */
+  client: () => string;
+  target: string;
+  /** The response did not reach its end (the client or the homeserver went away). */
+  aborted: boolean;
+}
+
+/** The one access-log line format (docs/operations.md "Logs"), with the one redaction of credentials. */
+export function writeAccessLine(log: Logger, e: AccessEntry): void {
+  const level = levelFor(e.route, e.aborted ? CLIENT_CLOSED : e.status);
+  if (log.writes?.(level) === false) return;
+  log[level]("request", {
+    request_id: e.id,
+    method: e.method,
+    route: e.route,
+    status: e.status,
+    duration_ms: Math.round(e.durationMs * 10) / 10,
+    client: e.client(),
+    target: redactTarget(e.target),
+    ...(e.aborted ? { aborted: true } : {}),
+  });
+}
+
 export interface RequestLogOptions {
   log: Logger;
   metrics?: Metrics;
@@ -102,7 +138,7 @@ export function requestLog(o: RequestLogOptions): (next: Listener) => Listener {
     function loggedRequest(req, res) {
       const started = now();
       const inbound = req.headers["x-request-id"];
-      const id = typeof inbound === "string" && VALID_ID.test(inbound) && o.trusted(req.socket.remoteAddress ?? "") ? inbound : newId();
+      const id = requestIdFor(inbound, req.socket.remoteAddress ?? "", o.trusted, newId);
       // The homeserver (or the reverse proxy in front of it) sees the same id: one id joins
       // the lines of every hop. An untrusted client's own id is replaced, never forwarded.
       req.headers["x-request-id"] = id;
@@ -118,16 +154,7 @@ export function requestLog(o: RequestLogOptions): (next: Listener) => Listener {
         const aborted = !res.writableFinished;
         const status = res.headersSent ? res.statusCode : CLIENT_CLOSED;
         o.metrics?.requests.inc({ route, status: String(status) });
-        o.log[levelFor(route, aborted ? CLIENT_CLOSED : status)]("request", {
-          request_id: id,
-          method,
-          route,
-          status,
-          duration_ms: Math.round((now() - started) * 10) / 10,
-          client: clientAddress(req, o.trusted),
-          target: redactTarget(target),
-          ...(aborted ? { aborted: true } : {}),
-        });
+        writeAccessLine(o.log, { id, method, route, status, durationMs: now() - started, client: () => clientAddress(req, o.trusted), target, aborted });
       };
       res.once("finish", finish);
       res.once("close", finish);

@@ -5,7 +5,7 @@ import { MatrixError } from "../matrix/errors.ts";
 // RFC 9110 §7.6.1: these describe one connection, not the message, so a proxy must not forward
 // them, nor any header the Connection header names. Proxy-Authorization/-Authenticate are
 // likewise meant for the next hop only (RFC 9110 §11.7).
-const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
   "proxy-authorization", "proxy-authenticate",
 ]);

@@ -4,11 +4,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../../observe/log.ts";
 import { clientAddressOf } from "../../http/forwarded.ts";
-import { CLIENT_CLOSED, levelFor, redactTarget, type RouteClass } from "../../http/request-log.ts";
-
-// The same rule as request-log.ts (not exported there): short, and unable to forge a log
-// field or split a header.
-const VALID_ID = /^[A-Za-z0-9._~:/+=@-]{1,128}$/;
+import { CLIENT_CLOSED, requestIdFor, type RouteClass, writeAccessLine } from "../../http/request-log.ts";
 
 /** The two metrics the access log moves (prom-client's, or a front-end thread's relay of them). */
 export interface AccessMetrics {
@@ -52,7 +48,7 @@ export function createAccessLog(o: AccessLogOptions): AccessLog {
   const counted = new Map<string, { inc(): void }>();
   const timed = new Map<RouteClass, { observe(v: number): void }>();
   return {
-    requestId: (inbound, peer) => (inbound !== undefined && VALID_ID.test(inbound) && o.trusted(peer) ? inbound : newId()),
+    requestId: (inbound, peer) => requestIdFor(inbound, peer, o.trusted, newId),
     upstreamLatency(r, seconds) {
       const m = o.metrics;
       if (!m) return;
@@ -70,17 +66,9 @@ export function createAccessLog(o: AccessLogOptions): AccessLog {
         if (!child) counted.set(key, (child = m.requests.labels({ route: r, status: String(status) })));
         child.inc();
       }
-      const level = levelFor(r, f.aborted ? CLIENT_CLOSED : status);
-      if (o.log.writes?.(level) === false) return;
-      o.log[level]("request", {
-        request_id: f.id,
-        method: f.method,
-        route: r,
-        status,
-        duration_ms: Math.round((performance.now() - f.started) * 10) / 10,
-        client: clientAddressOf(f.peer, (n) => (n === "x-forwarded-for" ? f.forwardedFor : undefined), o.trusted),
-        target: redactTarget(f.target),
-        ...(f.aborted ? { aborted: true } : {}),
+      writeAccessLine(o.log, {
+        id: f.id, method: f.method, route: r, status, durationMs: performance.now() - f.started, target: f.target, aborted: f.aborted,
+        client: () => clientAddressOf(f.peer, (n) => (n === "x-forwarded-for" ? f.forwardedFor : undefined), o.trusted),
       });
     },
   };

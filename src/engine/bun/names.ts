@@ -1,7 +1,7 @@
 // Field names the front end acts on, recognised from their bytes without building strings (a
 // string per field per request was most of the front end's cost). Which of them are hop-by-hop
-// is asked of stripHopByHop (upstream.ts), so the node:http path and this one share one list.
-import { stripHopByHop } from "../../http/upstream.ts";
+// comes from the one list in http/upstream.ts, which the node:http path strips too.
+import { HOP_BY_HOP as HOP_BY_HOP_NAMES } from "../../http/upstream.ts";
 
 export const NAME = {
   OTHER: 0, HOST: 1, CONTENT_LENGTH: 2, TRANSFER_ENCODING: 3, CONNECTION: 4, KEEP_ALIVE: 5,
@@ -19,8 +19,8 @@ export const NAMES: readonly string[] = [
   "x-resync-peer", "x-resync-front", "accept-encoding", "content-encoding", "authorization",
 ];
 
-/** HOP_BY_HOP[id]: never forwarded (decided by stripHopByHop, the node:http path's rule). */
-export const HOP_BY_HOP: readonly boolean[] = NAMES.map((n) => n !== "" && !(n in stripHopByHop({ [n]: "x" })));
+/** HOP_BY_HOP[id]: never forwarded (the one list, http/upstream.ts). */
+export const HOP_BY_HOP: readonly boolean[] = NAMES.map((n) => HOP_BY_HOP_NAMES.has(n));
 
 /** A set of name ids as a bit mask. */
 export function mask(...ids: number[]): number {
