@@ -1,19 +1,18 @@
 // GET /sync in the Bun front end. Nearly every /sync has nothing for us to add: it then goes
 // straight to the homeserver from here, as bytes, instead of through the node:http app (two
-// more hops, two more descriptors per held long-poll). The app's sync route (routes/sync.ts)
-// still does the injection itself; this decides, per request, which of the two serves it, with
-// the same rules: acknowledge `since`, inject when something is pending, otherwise stream,
-// watch the homeserver's own device_lists.changed while overlays exist, and answer a waiting
-// long-poll early when a refresh lands.
+// more hops, two more descriptors per held long-poll). The plan is delivery's, the same one the
+// app's sync route (routes/sync.ts) asks (delivery/sync-plan.ts: acknowledge `since`, inject
+// when something is pending, otherwise stream, watch the homeserver's own device_lists.changed
+// while overlays exist, answer a waiting long-poll early when a refresh lands); this decides,
+// per request, which of the two engines serves it.
 import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
-import { type BodySplice, ReportedWatch } from "../../delivery/json/sync-splice.ts";
+import type { BodySplice } from "../../delivery/json/sync-splice.ts";
+import { answerAtOnce, injectPending, planSync, reportedWatch, safeWakeAnswer, type SyncDecision, spliceStarts } from "../../delivery/sync-plan.ts";
 import type { Services } from "../../routes/context.ts";
 import { type Requester, tokenOf } from "../../http/auth.ts";
-import { answerAtOnce, injectPending, safeWakeAnswer } from "../../routes/sync.ts";
 import { upstreamTarget } from "../../delivery/tokens.ts";
 import { fieldValue, type RequestHead } from "./head.ts";
 import { NAME } from "./names.ts";
-import { storeFallback } from "../../store/store-guard.ts";
 import type { BodyObserver } from "./response.ts";
 
 /** How the front end serves one GET /sync: always through the homeserver hop. */
@@ -87,17 +86,14 @@ export class DevicePoll implements SyncPlan, LongPoll {
   readonly longPoll: LongPoll | undefined;
   readonly inject: SyncPlan["inject"];
 
-  constructor(svc: Services, who: Requester, target: string, since: string, longPoll: boolean) {
+  constructor(svc: Services, who: Requester, target: string, since: string, plan: SyncDecision) {
     this.#svc = svc;
     this.#who = who;
     this.#key = deviceKey(who.userId, who.deviceId);
     this.#since = since;
-    // The same rules as the app's route (routes/sync.ts), without its two extra hops.
     // The homeserver never sees our suffix on `since` (tokens.ts).
-    this.inject = svc.store.hasPending(who.userId, who.deviceId)
-      ? { target: answerAtOnce(upstreamTarget(target)), splice: () => injectPending(svc, who, "sync") }
-      : undefined;
-    this.longPoll = longPoll && !this.inject ? this : undefined;
+    this.inject = plan.inject ? { target: answerAtOnce(upstreamTarget(target)), splice: () => injectPending(svc, who, "sync") } : undefined;
+    this.longPoll = plan.hold ? this : undefined;
   }
 
   /** Overlays exist: the body is to be read for the homeserver's own report. */
@@ -106,8 +102,7 @@ export class DevicePoll implements SyncPlan, LongPoll {
   }
 
   observer(): BodyObserver | undefined {
-    const overlays = this.#svc.overlays;
-    return this.observes ? new ReportedWatch((users) => overlays.homeserverReported(users)) : undefined;
+    return this.observes ? reportedWatch(this.#svc) : undefined;
   }
 
   /**
@@ -116,7 +111,7 @@ export class DevicePoll implements SyncPlan, LongPoll {
    * itself (routes/sync.ts).
    */
   splicesHere(): void {
-    this.#svc.delivery.forcedWithoutProgress(this.#who.userId, this.#who.deviceId, "", true);
+    spliceStarts(this.#svc, this.#who);
   }
 
   get ticket(): Ticket {
@@ -148,12 +143,12 @@ export function createSyncGate(svc: Services): MainSyncGate {
   const decide = (who: Requester, r: SyncRequest): PlanFor => {
     // Appservice and some admin tokens have no device: nothing can be pending for them.
     if (!who.deviceId) return PLAIN;
+    const plan = planSync(svc, { userId: who.userId, deviceId: who.deviceId, since: r.since, asked: true, longPoll: r.longPoll });
     // A failing store: the poll goes through plain (docs/operations.md, "When the store fails").
-    return storeFallback<PlanFor>(() => {
-      svc.store.ackToken(who.userId, who.deviceId, r.since);
-      if (!svc.delivery.mayForce(who.userId, who.deviceId, "") && svc.store.hasPending(who.userId, who.deviceId)) return "app";
-      return new DevicePoll(svc, who, r.target, r.since, r.longPoll);
-    }, PLAIN);
+    if (!plan.storeOk) return PLAIN;
+    // The app's route answers it itself (the same plan, asked again there).
+    if (plan.answerHere) return "app";
+    return new DevicePoll(svc, who, r.target, r.since, plan);
   };
   const here = (p: PlanFor): SyncRoute => {
     if (p instanceof DevicePoll && p.inject) p.splicesHere();
