@@ -69,6 +69,11 @@ export function spliceStarts(d: SyncDeps, who: { userId: string; deviceId: strin
   d.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", true);
 }
 
+/** The users whose changes are pending for this device (and sliding-sync connection). */
+export function pendingTargets(d: SyncDeps, who: { userId: string; deviceId: string }, conn?: string): string[] {
+  return d.store.pendingFor(who.userId, who.deviceId, conn).map((p) => p.target);
+}
+
 /** Reads the homeserver's own device_lists.changed while overlays exist (overlays.ts). */
 export function reportedWatch(d: SyncDeps, flavour?: SyncFlavour): ReportedWatch {
   return new ReportedWatch((users) => d.overlays.homeserverReported(users), flavour);
@@ -86,7 +91,7 @@ export function answerAtOnce(target: string): string {
  * the same point, so no event is skipped, and that request acknowledges exactly this answer.
  */
 export function wakeAnswer(svc: SyncDeps, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
-  const targets = svc.store.pendingFor(who.userId, who.deviceId, conn).map((p) => p.target);
+  const targets = pendingTargets(svc, who, conn);
   const token = wrapToken(since);
   svc.store.markCarried(who.userId, who.deviceId, targets, token, conn);
   svc.metrics?.wakes.inc();
@@ -109,7 +114,7 @@ export function safeWakeAnswer(svc: SyncDeps, who: { userId: string; deviceId: s
  * ask with that token after it has).
  */
 export function injectPending(svc: SyncDeps, who: Requester, flavour: SyncFlavour, conn?: string): BodySplice {
-  const targets = storeFallback(() => svc.store.pendingFor(who.userId, who.deviceId, conn).map((p) => p.target), undefined);
+  const targets = storeFallback(() => pendingTargets(svc, who, conn), undefined);
   // A store that failed since the plan: the body goes out as the homeserver sent it, with its
   // own token, so nothing is acknowledged and the rows are carried by a later poll.
   if (targets === undefined) return new SyncSplice([], flavour, () => {});
