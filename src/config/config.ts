@@ -141,7 +141,7 @@ function typeName(value: unknown): string {
 const maskUserinfo = (s: string): string => s.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#@]*@/i, "$1<redacted>@");
 
 /** The URL without its userinfo (RFC 3986 §3.2.1), untouched when it has none. */
-export function withoutUserinfo(url: string): string {
+function withoutUserinfo(url: string): string {
   let u: URL;
   try {
     u = new URL(url);

@@ -67,4 +67,3 @@ export const OPTIONS = [
   { name: "log-level", schema: v.picklist(["debug", "info", "warn", "error"]), expected: "one of debug, info, warn, error", help: "log verbosity", default: "info" },
 ] as const satisfies readonly OptionSpec[];
 
-export type OptionName = (typeof OPTIONS)[number]["name"];

@@ -90,7 +90,7 @@ export function answerAtOnce(target: string): string {
  * Its position is the request's own, with our suffix (tokens.ts): the client asks again from
  * the same point, so no event is skipped, and that request acknowledges exactly this answer.
  */
-export function wakeAnswer(svc: SyncDeps, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
+function wakeAnswer(svc: SyncDeps, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
   const targets = pendingTargets(svc, who, conn);
   const token = wrapToken(since);
   svc.store.markCarried(who.userId, who.deviceId, targets, token, conn);

@@ -149,7 +149,7 @@ export const FEDERATION_AUTH: Freshness = { maxAgeMs: 0 };
 export type Auth = ReturnType<typeof createAuth>;
 
 /** Waits for one of `n` slots; resolves to the function that frees it. */
-export function concurrencyLimit(n: number): () => Promise<() => void> {
+function concurrencyLimit(n: number): () => Promise<() => void> {
   let free = n;
   const queue: (() => void)[] = [];
   const release = () => {

@@ -45,7 +45,7 @@ export interface ClientPaths {
 }
 
 /** "This server has no such endpoint", as opposed to an answer from the endpoint itself. */
-export function unrecognized(status: number, body: Buffer): boolean {
+function unrecognized(status: number, body: Buffer): boolean {
   if (status === 404) return true;
   if (status < 400 || status >= 500) return false;
   return parseJsonObject(body)?.errcode === "M_UNRECOGNIZED";

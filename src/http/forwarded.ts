@@ -35,7 +35,7 @@ export type HeaderReader = (name: string) => string | undefined;
 const admitted = new WeakMap<IncomingMessage, string>();
 
 /** The address this request came from: the admitted front-end peer, else the socket's peer. */
-export function peerAddress(req: IncomingMessage): string {
+function peerAddress(req: IncomingMessage): string {
   return admitted.get(req) ?? req.socket.remoteAddress ?? "";
 }
 

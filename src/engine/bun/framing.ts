@@ -26,7 +26,7 @@ class NoBody implements Body {
 }
 
 /** No body: it holds no state, so every message without one shares it. */
-export const NO_BODY: Body = new NoBody();
+const NO_BODY: Body = new NoBody();
 
 class LengthBody implements Body {
   readonly kind = "length";

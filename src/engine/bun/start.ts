@@ -37,7 +37,7 @@ export function newFrontSecret(): string {
 const MAX_UNIX_PATH = 100;
 
 /** A unix socket inside --data-dir (only its owner can connect), else 127.0.0.1 on a free port. */
-export function internalListenAddress(dataDir: string): string {
+function internalListenAddress(dataDir: string): string {
   const path = join(resolve(dataDir), "front-app.sock");
   return Buffer.byteLength(path) <= MAX_UNIX_PATH ? `unix:${path}` : "127.0.0.1:0";
 }
