@@ -5,44 +5,15 @@ import { type Command, OPTIONS, type OptionSpec } from "./options.ts";
 
 export class ConfigError extends Error {}
 
-export interface Config {
-  command: Command;
-  args: string[];
-  upstream: string;
-  serverName: string;
-  signingKey?: string;
-  signingKeySeed?: string;
-  signingKeyId?: string;
-  listen: string;
-  dataDir: string;
-  metricsListen?: string;
-  federationCa?: string;
-  federationAllowCidrs: string[];
-  dnsServer?: string;
-  trustedProxies: string[];
-  refreshWaitMs: number;
-  refreshCacheMs: number;
-  retryInitialMs: number;
-  retryMaxMs: number;
-  upstreamHeaderTimeoutMs: number;
-  rateUserBurst: number;
-  rateUserPerMinute: number;
-  rateTargetBurst: number;
-  rateTargetPerMinute: number;
-  retryMaxAttempts: number;
-  probeIntervalMs: number;
-  federationTimeoutMs: number;
-  trackerTtlMs: number;
-  snapshotMaxAgeMs: number;
-  shutdownTimeoutMs: number;
-  bodyTimeoutMs: number;
-  bodyMinBytesPerSecond: number;
-  maxTrackedPerQuery: number;
-  maxTrackersPerDevice: number;
-  engine: "auto" | "bun" | "node";
-  frontThreads: number;
-  logLevel: "debug" | "info" | "warn" | "error";
-}
+// Config is the option table's type: one camelCase field per flag, typed by its schema's
+// output; optional unless the option has a default or a command requires it.
+type Camel<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
+type Option = (typeof OPTIONS)[number];
+type Always = Extract<Option, { default: unknown } | { requiredFor: readonly Command[] }>;
+type Maybe = Exclude<Option, Always>;
+export type Config = { command: Command; args: string[] } & { [O in Always as Camel<O["name"]>]: v.InferOutput<O["schema"]> } & {
+  [O in Maybe as Camel<O["name"]>]?: v.InferOutput<O["schema"]>;
+};
 
 export type CliAction = { kind: "help" } | { kind: "version" } | { kind: "run"; config: Config };
 
