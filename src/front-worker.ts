@@ -1,4 +1,4 @@
-// Entry of a front-end thread (--front-threads; src/server/front/threads.ts). It lives beside
+// Entry of a front-end thread (--front-threads; src/engine/bun/threads.ts). It lives beside
 // main.ts because the compiled binary embeds it as a second entrypoint, found by that name.
 import { parentPort, workerData } from "node:worker_threads";
 import { parseTrust, trustPredicate } from "./http/forwarded.ts";
@@ -27,7 +27,7 @@ const front = startFront({
 });
 
 const reporter = setInterval(() => link.report(front.connections), 500);
-// Each thread has its own heap, with its own polls' garbage (memory-reducer.ts).
+// Each thread has its own heap, with its own polls' garbage (observe/memory-reducer.ts).
 const reducer = startMemoryReducer();
 port.on("message", (m: ToWorker) => {
   switch (m.t) {

@@ -99,7 +99,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const trusted = trustPredicate(parseTrust(config.trustedProxies));
   const routes = buildRoutes();
   // Engine bun: a byte-level front end on --listen relays pass-through requests itself and
-  // sends intercepted ones to this same app on an internal socket (server/front/).
+  // sends intercepted ones to this same app on an internal socket (engine/bun/).
   const frontSecret = engine === "bun" ? newFrontSecret() : undefined;
   const app = createApp({ config, upstream, trusted, services, frontSecret }, routes);
   let front: Front | undefined;

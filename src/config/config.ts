@@ -139,7 +139,7 @@ function validate(command: Command, raw: Map<string, Raw>): Config {
     if (!parsed.success) throw new ConfigError(`${r.source}: expected ${o.expected}, got ${shown(o.name, r.value)}`);
     out[camel(o.name)] = parsed.output;
   }
-  // The upstream client never sends a URL's user:password (server/upstream.ts connects by host
+  // The upstream client never sends a URL's user:password (http/upstream.ts connects by host
   // and port only), so dropping it here loses nothing and keeps it out of every log line and
   // `doctor` report that prints the URL.
   if (typeof out.upstream === "string") out.upstream = withoutUserinfo(out.upstream);

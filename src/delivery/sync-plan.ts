@@ -10,7 +10,7 @@ import { storeFallback } from "../store/store-guard.ts";
 import type { Delivery } from "./delivery.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "./json/sync-splice.ts";
 import type { Overlays } from "./overlays.ts";
-import { type SyncFlavour, wakeResponse } from "./sync-inject.ts";
+import { type SyncFlavour, wakeResponse } from "./json/sync-inject.ts";
 import { wrapToken } from "./tokens.ts";
 
 /** What the plan reads and writes (the routes' Services has all of it). */

@@ -30,8 +30,8 @@ export function trustPredicate(trust: TrustProxy): (ip: string) => boolean {
 export type HeaderReader = (name: string) => string | undefined;
 
 // The real client of a request that reached the app through the Bun front end
-// (server/front/): there the socket's peer is the front itself. Set only by admitPeer, which
-// app.ts calls once the front's per-process secret has matched.
+// (engine/bun/): there the socket's peer is the front itself. Set only by admitPeer, which
+// engine/node/app.ts calls once the front's per-process secret has matched.
 const admitted = new WeakMap<IncomingMessage, string>();
 
 /** The address this request came from: the admitted front-end peer, else the socket's peer. */

@@ -12,7 +12,7 @@ import { CLIENT_VERSIONS, Router } from "./router.ts";
 export type RouteClass =
   | "refresh" | "sync" | "sliding_sync" | "keys_query" | "keys_changes" | "versions" | "health" | "passthrough";
 
-// The same patterns as the route table (server/routes.ts), so a class names what the proxy did.
+// The same patterns as the route table (routes/table.ts), so a class names what the proxy did.
 const classes = new Router<RouteClass>();
 classes.add(["GET"], "/_matrix/client/versions", "versions");
 classes.add(["POST"], `/_matrix/client/${CLIENT_VERSIONS}/user/:userId/devices/refresh`, "refresh");
@@ -55,7 +55,7 @@ const decodeName = (name: string): string =>
 /**
  * The request target as the access logs write it: the value of every credential parameter
  * replaced, whatever encoding spells its name. Both access logs (this one and the front end's,
- * front/access-log.ts) use it, so pass-through and intercepted requests are masked alike.
+ * engine/bun/access-log.ts) use it, so pass-through and intercepted requests are masked alike.
  */
 export function redactTarget(target: string): string {
   const q = target.indexOf("?");

@@ -17,7 +17,7 @@ export interface AppDeps {
   upstream: Upstream;
   trusted: (ip: string) => boolean;
   services: Services;
-  /** The Bun front end's per-process secret (server/front/): requests bearing it name their real client. */
+  /** The Bun front end's per-process secret (engine/bun/): requests bearing it name their real client. */
   frontSecret?: string;
 }
 

@@ -1,6 +1,6 @@
 // GET /_matrix/client/{r0,v3}/keys/changes?from=&to=: after a restart clients catch up here,
 // so pending deliveries appear in `changed` too. Nothing is acknowledged: /sync does that.
-import { keysChangesInject } from "../delivery/sync-inject.ts";
+import { keysChangesInject } from "../delivery/json/sync-inject.ts";
 import { pendingTargets } from "../delivery/sync-plan.ts";
 import type { RouteContext } from "./context.ts";
 import { passThrough } from "../http/passthrough.ts";

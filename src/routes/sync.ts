@@ -5,7 +5,7 @@
 // an answer we add to gets a position of ours, which the next request acknowledges exactly.
 import type { IncomingMessage } from "node:http";
 import { deviceKey } from "../delivery/waiters.ts";
-import type { SyncFlavour } from "../delivery/sync-inject.ts";
+import type { SyncFlavour } from "../delivery/json/sync-inject.ts";
 import { answerAtOnce, injectPending, planSync, reportedWatch, safeWakeAnswer, spliceStarts } from "../delivery/sync-plan.ts";
 import type { Handler, RouteContext } from "./context.ts";
 import { accessToken, type Requester } from "../http/auth.ts";

@@ -1,4 +1,4 @@
-// Token lookups (server/auth.ts) against a real socket: a burst of unseen tokens, as after a
+// Token lookups (http/auth.ts) against a real socket: a burst of unseen tokens, as after a
 // restart, reaches the homeserver's /account/whoami a bounded number at a time.
 import http from "node:http";
 import type { AddressInfo } from "node:net";

@@ -12,7 +12,7 @@
 // comes or the body ends. After the last send, the scan behind goes as far as the token, which
 // the bookkeeping needs (docs/performance.md, delivery).
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
-import { injectChanged, reportedChanged, type SyncFlavour } from "../sync-inject.ts";
+import { injectChanged, reportedChanged, type SyncFlavour } from "./sync-inject.ts";
 
 /** Receives the output bytes buf[start, end): a view, to be copied or sent before it returns. */
 export type Emit = (buf: Uint8Array, start: number, end: number) => void;
@@ -27,7 +27,7 @@ export interface Spliced {
 }
 
 /**
- * A body rewritten as it streams (front/response.ts, routes/sync.ts). Buffers passed to feed()
+ * A body rewritten as it streams (engine/bun/response.ts, routes/sync.ts). Buffers passed to feed()
  * may be kept by reference until settle(): they must not be reused meanwhile (socket reads and
  * node stream chunks never are).
  */

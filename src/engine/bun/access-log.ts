@@ -1,4 +1,4 @@
-// The request log and metrics of request-log.ts, for pass-through requests the front end
+// The request log and metrics of http/request-log.ts (one line format: writeAccessLine), for pass-through requests the front end
 // relays to the homeserver itself (they never reach node:http, where requestLog wraps the app).
 // Intercepted requests are logged by the app, so each request is logged exactly once.
 import { randomUUID } from "node:crypto";
@@ -35,7 +35,7 @@ export interface Finished {
 }
 
 export interface AccessLog {
-  /** An inbound X-Request-Id is kept only from a trusted peer, as request-log.ts does. */
+  /** An inbound X-Request-Id is kept only from a trusted peer, as http/request-log.ts does. */
   requestId(inbound: string | undefined, peer: string): string;
   upstreamLatency(route: RouteClass, seconds: number): void;
   finished(f: Finished): void;

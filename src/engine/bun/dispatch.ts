@@ -1,4 +1,4 @@
-// Where a parsed request goes: to the app when app.ts would intercept it, else to the
+// Where a parsed request goes: to the app when `intercept` (routes/context.ts) says it is the app's, else to the
 // homeserver; with its request id, its head for that hop, and (pass-through only) its log line
 // and metrics, which the app writes itself for the requests it serves.
 import type { RouteClass } from "../../http/request-log.ts";
@@ -14,7 +14,7 @@ import type { SyncGate, SyncPlan, SyncRoute } from "./sync-gate.ts";
 export interface FrontContext {
   homeserver: Hop;
   app: Hop;
-  /** app.ts `intercept`: is this request the app's? "sync": GET /sync, which the gate routes. */
+  /** routes/context.ts `intercept`: is this request the app's? "sync": GET /sync, which the gate routes. */
   intercepts(method: string, path: string): boolean | "sync";
   /** Decides each GET /sync (sync-gate.ts); without it the app serves them all. */
   syncGate?: SyncGate;
@@ -59,7 +59,7 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
   const stop = body.feed(buf, bodyStart, buf.length);
   const bodyEnd = stop === -1 ? buf.length : stop;
   const access = ctx.access;
-  // The app applies request-log.ts's X-Request-Id rule itself; this id is only for an error
+  // The app applies http/request-log.ts's X-Request-Id rule itself; this id is only for an error
   // the front end answers in its place.
   const requestId = access.requestId(intercepted ? undefined : fieldValue(head, NAME.X_REQUEST_ID), peer);
   const observe = sync?.observer();

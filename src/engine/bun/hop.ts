@@ -46,7 +46,7 @@ export interface Hop {
 const POOL = { idleSeconds: 30, maxIdle: 256 };
 
 // The client's own values of these never reach the homeserver: we state them (X-Forwarded-*
-// by the trust rules of forwarded.ts, X-Request-Id as request-log.ts chose it), and the front's
+// by the trust rules of http/forwarded.ts, X-Request-Id as http/request-log.ts chose it), and the front's
 // peer and secret headers are only ever ours.
 const REPLACED_UPSTREAM = mask(NAME.X_FORWARDED_FOR, NAME.X_FORWARDED_PROTO, NAME.X_FORWARDED_HOST, NAME.X_REQUEST_ID, NAME.X_RESYNC_PEER, NAME.X_RESYNC_FRONT);
 const REPLACED_APP = mask(NAME.X_RESYNC_PEER, NAME.X_RESYNC_FRONT);
@@ -103,7 +103,7 @@ export interface AppHopOptions {
 
 /**
  * The app gets the client's headers as sent (it applies the X-Forwarded-* and X-Request-Id
- * rules itself), plus the real peer, vouched for by the per-process secret (app.ts admitFront).
+ * rules itself), plus the real peer, vouched for by the per-process secret (engine/node/app.ts admitFront).
  * No header timeout: the app times its own homeserver calls and answers 504 itself.
  */
 export function appHop(o: AppHopOptions): Hop {

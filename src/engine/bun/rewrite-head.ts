@@ -147,7 +147,7 @@ export type Persistence = "close" | "keep-alive" | undefined;
 
 /**
  * An error the front end answers itself: Matrix-shaped JSON with CORS headers, like sendJson
- * (errors.ts). The connection closes after it whenever the request's framing is in doubt.
+ * (http/reply.ts). The connection closes after it whenever the request's framing is in doubt.
  * `toHead`: the request was a HEAD, whose answer has no body (RFC 9110 §9.3.2); a client would
  * read one as the start of the next response.
  */
@@ -155,7 +155,7 @@ export function errorResponse(status: number, error: string, requestId: string |
   return jsonResponse(status, JSON.stringify({ errcode: "M_UNKNOWN", error }), requestId, connection, toHead);
 }
 
-/** A JSON response of our own, with the headers sendJson (errors.ts) gives one. */
+/** A JSON response of our own, with the headers sendJson (http/reply.ts) gives one. */
 export function jsonResponse(status: number, body: string, requestId: string | undefined, connection: Persistence, toHead = false): Buffer {
   let s = `HTTP/1.1 ${status} ${REASONS[status] ?? (status === 200 ? "OK" : "Error")}\r\n`;
   for (const k in corsHeaders) s += `${k}: ${corsHeaders[k]}\r\n`;

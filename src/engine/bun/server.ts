@@ -31,7 +31,7 @@ export interface FrontOptions {
 // a /sync long-poll is silent for its whole timeout.
 const IDLE_SECONDS = 75;
 
-/** What drain() (ops/shutdown.ts) uses of a node:http Server, so one drain covers both. */
+/** What drain() (commands/shutdown.ts) uses of a node:http Server, so one drain covers both. */
 export interface Front {
   readonly address: string;
   readonly connections: number;

@@ -28,7 +28,7 @@ export function chooseEngine(wanted: Config["engine"]): Engine {
   return wanted === "node" || !bun ? "node" : "bun";
 }
 
-/** The secret by which the app believes the front's peer header (app.ts admitFront). */
+/** The secret by which the app believes the front's peer header (engine/node/app.ts admitFront). */
 export function newFrontSecret(): string {
   return randomBytes(32).toString("base64url");
 }
