@@ -2,7 +2,7 @@
 // fed in 64 KiB chunks, next to JSON.parse of the same bytes. Figures only, no thresholds. The
 // cases run interleaved, round after round, so a busy machine slows them all alike.
 // Usage: npx bun scripts/bench-json-capture.ts [MB] [rounds]   (also: npx deno run -A …)
-import { TopLevelCapture } from "../src/delivery/json-capture.ts";
+import { TopLevelCapture } from "../src/delivery/json/json-capture.ts";
 import { bigSyncBody } from "../test/helpers/bodies.ts";
 
 const mb = Number(process.argv[2] ?? 5);

@@ -10,9 +10,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { parseCli } from "../src/config.ts";
-import { createLogger } from "../src/ops/log.ts";
-import { startProxy } from "../src/serve.ts";
+import { parseCli } from "../src/config/config.ts";
+import { createLogger } from "../src/observe/log.ts";
+import { startProxy } from "../src/commands/serve.ts";
 
 const ROUNDS = Number(process.argv[2] ?? 10);
 const USERS = 150_000;

@@ -1,15 +1,15 @@
-// Entry of a front-end thread (--front-threads; src/server/front/threads.ts). It lives beside
+// Entry of a front-end thread (--front-threads; src/engine/bun/threads.ts). It lives beside
 // main.ts because the compiled binary embeds it as a second entrypoint, found by that name.
 import { parentPort, workerData } from "node:worker_threads";
-import { parseTrust, trustPredicate } from "./server/forwarded.ts";
-import { createAccessLog } from "./server/front/access-log.ts";
-import { appHop, homeserverHop } from "./server/front/hop.ts";
-import { startFront } from "./server/front/server.ts";
-import { frontIntercepts } from "./server/front/start.ts";
-import { startMemoryReducer } from "./ops/memory-reducer.ts";
-import { MainLink, type ToMain, type ToWorker } from "./server/front/thread-link.ts";
-import type { FrontWorkerData } from "./server/front/threads.ts";
-import { buildRoutes } from "./server/routes.ts";
+import { parseTrust, trustPredicate } from "./http/forwarded.ts";
+import { createAccessLog } from "./engine/bun/access-log.ts";
+import { appHop, homeserverHop } from "./engine/bun/hop.ts";
+import { startFront } from "./engine/bun/server.ts";
+import { frontIntercepts } from "./engine/bun/start.ts";
+import { startMemoryReducer } from "./observe/memory-reducer.ts";
+import { MainLink, type ToMain, type ToWorker } from "./engine/bun/thread-link.ts";
+import type { FrontWorkerData } from "./engine/bun/threads.ts";
+import { buildRoutes } from "./routes/table.ts";
 
 const d = workerData as FrontWorkerData;
 const port = parentPort!;
@@ -27,7 +27,7 @@ const front = startFront({
 });
 
 const reporter = setInterval(() => link.report(front.connections), 500);
-// Each thread has its own heap, with its own polls' garbage (memory-reducer.ts).
+// Each thread has its own heap, with its own polls' garbage (observe/memory-reducer.ts).
 const reducer = startMemoryReducer();
 port.on("message", (m: ToWorker) => {
   switch (m.t) {

@@ -1,10 +1,10 @@
 #!/usr/bin/env bun
 // Entry point: parse configuration, print help, wire and start. No logic lives here.
-import { ConfigError, helpText, parseCli } from "./config.ts";
-import { VERSION } from "./version.ts";
-import { runDoctor } from "./ops/doctor.ts";
-import { runHealthcheck } from "./ops/healthcheck.ts";
-import { serve } from "./serve.ts";
+import { ConfigError, helpText, parseCli } from "./config/config.ts";
+import { VERSION } from "./config/version.ts";
+import { runDoctor } from "./commands/doctor.ts";
+import { runHealthcheck } from "./commands/healthcheck.ts";
+import { serve } from "./commands/serve.ts";
 
 async function main(): Promise<number> {
   let action;

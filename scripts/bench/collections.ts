@@ -20,7 +20,7 @@ export interface Collections {
 }
 
 // One collection's summary, e.g. "START M 51996kb => EdenCollection, … => 35637kb, p=1.66ms (max 3.4), cycle 7.98ms".
-const LINE = /START M (\d+)kb => (Eden|Full)Collection[^]*?=> (\d+)kb, p=[\d.]+ms \(max [\d.]+\), cycle ([\d.]+)ms/g;
+const LINE = /START M (\d+)kb => (Eden|Full)Collection[\s\S]*?=> (\d+)kb, p=[\d.]+ms \(max [\d.]+\), cycle ([\d.]+)ms/g;
 
 export async function measureCollections(upstream: string, path: string, seconds: number): Promise<Collections | undefined> {
   const proxy = await startProxyChild(upstream, { serverName: "bench.test", env: { BUN_JSC_logGC: "1" }, tailLines: 100_000 });

@@ -2,11 +2,12 @@
 // device of the user who asked, and every local device that queried that user's keys through
 // us. Each such device gets a durable pending row; a long-poll it has waiting is woken.
 import { LRUCache } from "lru-cache";
-import type { Logger } from "../ops/log.ts";
-import type { Requester } from "../server/auth.ts";
-import { type ClientPaths, createClientPaths } from "../server/client-paths.ts";
-import type { Upstream } from "../server/upstream.ts";
-import type { DeviceSnapshot, Store } from "../store/store.ts";
+import type { Logger } from "../observe/log.ts";
+import type { Requester } from "../http/auth.ts";
+import { type ClientPaths, createClientPaths } from "../http/client-paths.ts";
+import type { Upstream } from "../http/upstream.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import type { Store } from "../store/store.ts";
 import { TrackerWriter, type TrackerWriterOptions } from "./tracker-writer.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
 

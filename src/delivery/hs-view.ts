@@ -4,18 +4,7 @@
 // Names, signatures by other users and `unsigned` are left out: a change there does not make a
 // client trust or encrypt to a different set of keys (docs/architecture.md "Self-healing").
 // Pure: no I/O.
-import type { DeviceSnapshot } from "../store/store.ts";
-
-export interface HsView {
-  userId: string;
-  /** device_id -> that device's `keys` (algorithm:device_id -> unpadded base64 public key). */
-  devices: Record<string, Record<string, string>>;
-  /** The master key's public keys, sorted and joined; undefined: the homeserver served none. */
-  master?: string;
-  selfSigning?: string;
-  /** When it was learned (ms since the epoch). */
-  seenAt: number;
-}
+import type { DeviceSnapshot, HsView } from "../matrix/device.ts";
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);

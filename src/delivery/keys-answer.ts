@@ -2,7 +2,8 @@
 // (hs-view.ts) and the two signals it can carry (resync/detect.ts): a user with half a
 // cross-signing identity, and servers listed in `failures`. Pure, and small to pass between
 // threads (view-parser.ts parses large answers off the event loop).
-import { crossKeyOf, type HsView, viewsFromAnswer } from "./hs-view.ts";
+import type { HsView } from "../matrix/device.ts";
+import { crossKeyOf, viewsFromAnswer } from "./hs-view.ts";
 
 export interface AnswerSummary {
   views: HsView[];

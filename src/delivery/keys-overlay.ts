@@ -8,7 +8,8 @@
 //   user_signing_keys = only the requester's own
 //   failures[server] = why that server could not be reached
 
-import type { DeviceSnapshot } from "../store/store.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import { serverOf } from "../matrix/user-id.ts";
 
 export interface OverlayResult {
   /** Users whose answer we replaced. */
@@ -57,16 +58,6 @@ function sameJson(a: unknown, b: unknown): boolean {
   const ka = Object.keys(a);
   if (ka.length !== Object.keys(b).length) return false;
   return ka.every((k) => Object.hasOwn(b, k) && sameJson(a[k], b[k]));
-}
-
-/**
- * The server name of a user id. The localpart cannot contain ':' (appendices §User
- * Identifiers), so everything after the first ':' is the server name, port and IPv6 brackets
- * included.
- */
-export function serverOf(userId: string): string {
-  const i = userId.indexOf(":");
-  return i < 0 ? "" : userId.slice(i + 1);
 }
 
 /** Returns `answer[key]` as an object, creating (or replacing a malformed) one. */

@@ -1,9 +1,10 @@
 // When a snapshot may stand in for the homeserver's answer (docs/architecture.md "Fresh data
 // reaches clients two ways": "The overlay is dropped"). The rule that matters: we must never *cause* staleness by pinning an old snapshot.
 import { LRUCache } from "lru-cache";
-import type { Logger } from "../ops/log.ts";
+import type { Logger } from "../observe/log.ts";
 import { storeFallback } from "../store/store-guard.ts";
-import type { DeviceSnapshot, Store } from "../store/store.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import type { Store } from "../store/store.ts";
 
 export interface OverlayOptions {
   store: Store;

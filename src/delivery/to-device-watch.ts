@@ -3,9 +3,9 @@
 // kept by reference meanwhile (no copy); beyond BEHIND_BYTES they are scanned as they stream
 // instead, so no more than that is held. A body that names none of the event types detection
 // checks (a memchr-speed test) is not scanned at all.
-import { TopLevelCapture } from "./json-capture.ts";
-import { NameSighting } from "./sync-splice.ts";
-import type { SyncFlavour } from "./sync-inject.ts";
+import { TopLevelCapture } from "./json/json-capture.ts";
+import { NameSighting } from "./json/sync-splice.ts";
+import type { SyncFlavour } from "./json/sync-inject.ts";
 import { cluesOf, OLM, slidingToDevice, type ToDeviceClue } from "./to-device-clues.ts";
 
 const BEHIND_BYTES = 8 * 1024 * 1024;

@@ -38,7 +38,7 @@ export function isWrapped(token: string): boolean {
 }
 
 /** Cheap test before any parsing: can this raw request target hold a position of ours? */
-export function mayHoldWrapped(target: string): boolean {
+function mayHoldWrapped(target: string): boolean {
   return target.includes(MARK);
 }
 

@@ -4,7 +4,7 @@
 // on the disk and no batch stalls the loop for long. Each device holds at most
 // --max-trackers-per-device rows: a client naming made-up users by the hundred thousand fills
 // its own allowance, not the disk.
-import type { Logger } from "../ops/log.ts";
+import type { Logger } from "../observe/log.ts";
 import type { Store } from "../store/store.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
 

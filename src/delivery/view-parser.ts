@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import { LRUCache } from "lru-cache";
-import type { Logger } from "../ops/log.ts";
+import type { Logger } from "../observe/log.ts";
 import { type AnswerSummary, summarize } from "./keys-answer.ts";
 
 export interface ParseRequest {

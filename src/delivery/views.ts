@@ -3,10 +3,11 @@
 // comes up about a user we have no view of, learned by asking the homeserver itself, with the
 // token of the device whose traffic raised the question (docs/architecture.md "Self-healing").
 import { LRUCache } from "lru-cache";
-import type { Logger } from "../ops/log.ts";
-import type { ClientPaths } from "../server/client-paths.ts";
+import type { Logger } from "../observe/log.ts";
+import type { ClientPaths } from "../http/client-paths.ts";
 import type { Store } from "../store/store.ts";
-import { type HsView, sameView, viewsFromAnswer } from "./hs-view.ts";
+import type { HsView } from "../matrix/device.ts";
+import { sameView, viewsFromAnswer } from "./hs-view.ts";
 
 export interface ViewsOptions {
   store: Store;

@@ -9,7 +9,7 @@
 // (MSC3814's `"dehydrated": true`), and /keys/query must then show the homeserver's copy of that
 // device rather than hide it (src/delivery/keys-overlay.ts).
 import * as v from "valibot";
-import type { DeviceSnapshot } from "../store/store.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
 import { decodeBase64 } from "./base64.ts";
 import { FederationError } from "./errors.ts";
 import { verifyJsonSignature } from "./signing.ts";

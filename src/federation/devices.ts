@@ -1,12 +1,13 @@
 // Fetch a remote user's device list over federation and verify it
 // (server-server-api §Device Management, GET /_matrix/federation/v1/user/devices/{userId}).
-import type { Logger } from "../ops/log.ts";
-import type { DeviceSnapshot } from "../store/store.ts";
+import type { Logger } from "../observe/log.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
 import { type DroppedParts, validateUserDevices } from "./device-validate.ts";
 import { FederationError } from "./errors.ts";
 import type { HttpsResponse } from "./https.ts";
 import { type SigningKey, xMatrixAuthorization } from "./signing.ts";
 import type { FederationTransport } from "./transport.ts";
+import { serverOf } from "../matrix/user-id.ts";
 
 export type { DroppedParts } from "./device-validate.ts";
 
@@ -52,7 +53,7 @@ export function serverNameOf(userId: string): string {
   if (!userId.startsWith("@") || colon < 2 || colon === userId.length - 1) {
     throw new FederationError("invalid", `not a user id: ${JSON.stringify(userId)}`);
   }
-  return userId.slice(colon + 1);
+  return serverOf(userId);
 }
 
 /**

@@ -26,7 +26,7 @@ export interface ServerName {
  * Parse a server name (appendices §Server Name): IPv4 literal, [IPv6] literal or DNS name
  * (letters, digits, "-", "."; no empty labels), then an optional :port. null if invalid.
  */
-export function parseServerName(name: string): ServerName | null {
+function parseServerName(name: string): ServerName | null {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9A-Za-z.-]+))(?::(\d{1,5}))?$/.exec(name);
   if (!m) return null;
   const port = m[3] === undefined ? null : Number(m[3]);

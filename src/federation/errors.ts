@@ -25,10 +25,6 @@ export class FederationError extends Error {
   }
 }
 
-export function isFederationError(e: unknown): e is FederationError {
-  return e instanceof FederationError;
-}
-
 /** Wrap anything thrown by the network stack as a "transport" error, keeping the code. */
 export function asTransportError(e: unknown, what: string): FederationError {
   if (e instanceof FederationError) return e;

@@ -37,7 +37,7 @@ export interface HttpsResponse {
 // Building the list once: `ca` replaces the default roots in node:tls, so the system roots
 // are prepended explicitly ("system CAs PLUS --federation-ca").
 let systemRoots: readonly string[] | undefined;
-export function trustedRoots(extra: readonly string[]): string[] {
+function trustedRoots(extra: readonly string[]): string[] {
   systemRoots ??= [...tls.rootCertificates];
   return [...systemRoots, ...extra];
 }

@@ -4,91 +4,34 @@
 // network (SSRF). The list follows Synapse's DEFAULT_IP_RANGE_BLOCKLIST
 // (synapse/config/server.py) plus the addresses Synapse always adds (0.0.0.0, ::) and a few
 // reserved ranges it leaves out (0/8, 240/4 incl. broadcast, 64:ff9b:1::/48, 100::/64).
-import { isIP } from "node:net";
+import { BlockList, isIP } from "node:net";
+
+// Prefix matching is node:net's BlockList (Bun, Deno and Node alike). Each address is checked
+// only against networks of its own family: BlockList would also match an IPv4-mapped IPv6
+// address against an IPv4 network, and the IPv4 inside IPv6 forms is checked explicitly below.
 
 export type Cidr = {
   readonly text: string;
   readonly family: 4 | 6;
-  readonly base: bigint;
+  readonly address: string;
   readonly prefix: number;
 };
 
-interface Ip {
-  family: 4 | 6;
-  value: bigint;
-}
-
-function parseV4(s: string): bigint | null {
-  const parts = s.split(".");
-  if (parts.length !== 4) return null;
-  let v = 0n;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) return null;
-    v = (v << 8n) | BigInt(Number(p));
-  }
-  return v;
-}
-
-function parseV6(input: string): bigint | null {
-  let s = input;
-  // A trailing dotted quad (::ffff:1.2.3.4) stands for the last two groups.
-  const lastColon = s.lastIndexOf(":");
-  if (s.includes(".", lastColon)) {
-    const v4 = parseV4(s.slice(lastColon + 1));
-    if (v4 === null) return null;
-    s = `${s.slice(0, lastColon + 1)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
-  }
-  const halves = s.split("::");
-  if (halves.length > 2) return null;
-  const groups = (h: string): bigint[] | null => {
-    if (h === "") return [];
-    const out: bigint[] = [];
-    for (const g of h.split(":")) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
-      out.push(BigInt(`0x${g}`));
-    }
-    return out;
-  };
-  const head = groups(halves[0] ?? "");
-  const rest = halves.length === 2 ? groups(halves[1] ?? "") : [];
-  if (head === null || rest === null) return null;
-  const given = head.length + rest.length;
-  if (halves.length === 1 ? given !== 8 : given > 7) return null;
-  const all = [...head, ...Array<bigint>(8 - given).fill(0n), ...rest];
-  return all.reduce((acc, g) => (acc << 16n) | g, 0n);
-}
-
-/** Parse an IP literal (no brackets; an IPv6 zone id is ignored). null when invalid. */
-export function parseIp(text: string): Ip | null {
-  const s = text.replace(/%.*$/, "");
-  const fam = isIP(s);
-  if (fam === 4) {
-    const v = parseV4(s);
-    return v === null ? null : { family: 4, value: v };
-  }
-  if (fam === 6) {
-    const v = parseV6(s);
-    return v === null ? null : { family: 6, value: v };
-  }
-  return null;
-}
-
 function parseCidr(entry: string): Cidr | null {
   const slash = entry.indexOf("/");
-  const addr = slash < 0 ? entry : entry.slice(0, slash);
-  const ip = parseIp(addr);
-  if (!ip || addr.includes("%")) return null;
-  const width = ip.family === 4 ? 32 : 128;
+  const address = slash < 0 ? entry : entry.slice(0, slash);
+  // isIP accepts an IPv6 zone id ("fe80::1%lo"); a zone names an interface, never a network.
+  const family = address.includes("%") ? 0 : isIP(address);
+  if (family === 0) return null;
+  const width = family === 4 ? 32 : 128;
   let prefix = width;
   if (slash >= 0) {
     const p = entry.slice(slash + 1);
     if (!/^\d{1,3}$/.test(p) || Number(p) > width) return null;
     prefix = Number(p);
   }
-  const hostBits = BigInt(width - prefix);
-  // Host bits are masked off, as netaddr does, so "10.1.2.3/8" means 10.0.0.0/8.
-  const base = (ip.value >> hostBits) << hostBits;
-  return { text: entry, family: ip.family, base, prefix };
+  // Host bits are ignored, as netaddr does, so "10.1.2.3/8" means 10.0.0.0/8 (BlockList masks them).
+  return { text: entry, family: family as 4 | 6, address, prefix };
 }
 
 /** "10.0.0.0/8, ::1/128 127.0.0.1" -> Cidr[]; commas and/or whitespace separate entries. */
@@ -103,13 +46,31 @@ export function parseCidrList(text: string): Cidr[] {
   return out;
 }
 
-function contains(c: Cidr, ip: Ip): boolean {
-  if (c.family !== ip.family) return false;
-  const hostBits = BigInt((ip.family === 4 ? 32 : 128) - c.prefix);
-  return ip.value >> hostBits === c.base >> hostBits;
+interface Networks {
+  v4: BlockList;
+  v6: BlockList;
 }
 
-const BLOCKLIST: readonly Cidr[] = parseCidrList(
+const built = new WeakMap<readonly Cidr[], Networks>();
+
+function networks(list: readonly Cidr[]): Networks {
+  let n = built.get(list);
+  if (!n) {
+    n = { v4: new BlockList(), v6: new BlockList() };
+    for (const c of list) (c.family === 4 ? n.v4 : n.v6).addSubnet(c.address, c.prefix, c.family === 4 ? "ipv4" : "ipv6");
+    built.set(list, n);
+  }
+  return n;
+}
+
+interface Ip {
+  family: 4 | 6;
+  text: string;
+}
+
+const covers = (n: Networks, ip: Ip): boolean => (ip.family === 4 ? n.v4.check(ip.text, "ipv4") : n.v6.check(ip.text, "ipv6"));
+
+const BLOCKED: Networks = networks(parseCidrList(
   [
     "0.0.0.0/8", // "this network", includes the unspecified 0.0.0.0
     "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16", // RFC 1918
@@ -129,22 +90,37 @@ const BLOCKLIST: readonly Cidr[] = parseCidrList(
     "64:ff9b:1::/48", // local-use NAT64 (RFC 8215)
     "100::/64", // discard-only (RFC 6666)
   ].join(" "),
-);
+));
 
 // IPv6 forms that carry an IPv4 address inside: the inner address is checked as well, as
 // Synapse's generate_ip_set does for mapped, compatible and 6to4 forms. NAT64's well-known
 // prefix (RFC 6052) is treated the same way: the gateway would connect to the inner IPv4.
-const EMBEDDING: readonly { net: Cidr; shift: bigint }[] = [
-  { net: parseCidrList("::ffff:0:0/96")[0]!, shift: 0n },
-  { net: parseCidrList("::/96")[0]!, shift: 0n },
-  { net: parseCidrList("64:ff9b::/96")[0]!, shift: 0n },
-  { net: parseCidrList("2002::/16")[0]!, shift: 80n },
+// `at`: the index of the first of the two 16-bit groups that hold it.
+const EMBEDDING: readonly { net: Networks; at: number }[] = [
+  { net: networks(parseCidrList("::ffff:0:0/96")), at: 6 },
+  { net: networks(parseCidrList("::/96")), at: 6 },
+  { net: networks(parseCidrList("64:ff9b::/96")), at: 6 },
+  { net: networks(parseCidrList("2002::/16")), at: 1 },
 ];
+
+/** The eight 16-bit groups of an IPv6 literal, read from its WHATWG URL serialization (compressed, hex only). */
+function groups(ip: string): number[] {
+  const host = new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+  const [head = "", tail] = host.split("::");
+  const h = head === "" ? [] : head.split(":");
+  const t = tail === undefined || tail === "" ? [] : tail.split(":");
+  const zeros = tail === undefined ? [] : Array<string>(8 - h.length - t.length).fill("0");
+  return [...h, ...zeros, ...t].map((g) => parseInt(g, 16));
+}
 
 function embeddedV4(ip: Ip): Ip | null {
   if (ip.family !== 6) return null;
   for (const e of EMBEDDING) {
-    if (contains(e.net, ip)) return { family: 4, value: (ip.value >> e.shift) & 0xffffffffn };
+    if (!covers(e.net, ip)) continue;
+    const g = groups(ip.text);
+    const hi = g[e.at]!;
+    const lo = g[e.at + 1]!;
+    return { family: 4, text: `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}` };
   }
   return null;
 }
@@ -152,14 +128,16 @@ function embeddedV4(ip: Ip): Ip | null {
 /**
  * True when the proxy must not connect to `ip`: it lies in a private, loopback, link-local,
  * CGNAT, multicast or otherwise non-public range and no entry of `allow` covers it.
- * Anything that does not parse as an IP literal is blocked.
+ * Anything that does not parse as an IP literal is blocked; an IPv6 zone id is ignored.
  */
 export function isBlockedAddress(ip: string, allow: readonly Cidr[]): boolean {
-  const parsed = parseIp(ip);
-  if (!parsed) return true;
+  const text = ip.replace(/%.*$/, "");
+  const family = isIP(text);
+  if (family === 0) return true;
+  const parsed: Ip = { family: family as 4 | 6, text };
   const inner = embeddedV4(parsed);
   const candidates = inner ? [parsed, inner] : [parsed];
-  const blocked = candidates.some((c) => BLOCKLIST.some((b) => contains(b, c)));
-  if (!blocked) return false;
-  return !candidates.some((c) => allow.some((a) => contains(a, c)));
+  if (!candidates.some((c) => covers(BLOCKED, c))) return false;
+  const allowed = networks(allow);
+  return !candidates.some((c) => covers(allowed, c));
 }

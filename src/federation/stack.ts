@@ -1,7 +1,7 @@
 // The federation client as the proxy uses it: resolver → discovery (with the private-address
 // guard) → transport, plus the key we sign with and a self-check that the homeserver publishes it.
 import { readFileSync } from "node:fs";
-import type { Config } from "../config.ts";
+import type { Config } from "../config/config.ts";
 import { createDiscovery } from "./discovery.ts";
 import { createResolver } from "./dns.ts";
 import { parseCidrList } from "./ip-guard.ts";

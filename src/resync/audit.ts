@@ -2,10 +2,11 @@
 // per --audit-interval-ms, spread evenly over the interval, never faster than the global budget
 // --audit-max-per-second, and each check goes through the resyncer's per-target limit, cache and
 // destination backoff. It catches staleness that raises no signal at all.
-import type { Logger } from "../ops/log.ts";
-import type { Metrics } from "../ops/metrics.ts";
+import type { Logger } from "../observe/log.ts";
+import type { Metrics } from "../observe/metrics.ts";
 import type { Store } from "../store/store.ts";
-import { type Resyncer, serverOf } from "./resyncer.ts";
+import { type Resyncer } from "./resyncer.ts";
+import { serverOf } from "../matrix/user-id.ts";
 
 export interface AuditOptions {
   store: Store;

@@ -4,17 +4,19 @@
 // flood of forged events cannot cost more fetches than those allow. The homeserver already
 // resyncs on its own for encrypted room events and key requests from unknown devices received
 // over federation; these cover what it does not act on.
-import { type HsView, knowsCurveKey, knowsDevice, viewOfSnapshot } from "../delivery/hs-view.ts";
+import type { HsView } from "../matrix/device.ts";
+import { knowsCurveKey, knowsDevice, viewOfSnapshot } from "../delivery/hs-view.ts";
 import type { AnswerSummary } from "../delivery/keys-answer.ts";
 import type { ToDeviceClue } from "../delivery/to-device-clues.ts";
 import type { Views } from "../delivery/views.ts";
-import type { Logger } from "../ops/log.ts";
-import type { Metrics } from "../ops/metrics.ts";
-import { isValidUserId } from "../routes/user-id.ts";
-import type { Requester } from "../server/auth.ts";
+import type { Logger } from "../observe/log.ts";
+import type { Metrics } from "../observe/metrics.ts";
+import { isValidUserId } from "../matrix/user-id.ts";
+import type { Requester } from "../http/auth.ts";
 import type { Store } from "../store/store.ts";
 import { RateLimiter } from "./rate-limit.ts";
-import { type Resyncer, serverOf } from "./resyncer.ts";
+import { type Resyncer } from "./resyncer.ts";
+import { serverOf } from "../matrix/user-id.ts";
 
 export type Signal =
   | "olm_unknown_sender_key"

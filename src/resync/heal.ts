@@ -4,12 +4,14 @@
 // delivery is a heal: counted by trigger, logged once with what changed and why, and kept in a
 // short list for the admin API.
 import type { Delivery } from "../delivery/delivery.ts";
-import { describeDiff, diffView, type HsView, isEmptyDiff, viewOfSnapshot } from "../delivery/hs-view.ts";
+import type { HsView } from "../matrix/device.ts";
+import { describeDiff, diffView, isEmptyDiff, viewOfSnapshot } from "../delivery/hs-view.ts";
 import type { Overlays } from "../delivery/overlays.ts";
 import type { Views } from "../delivery/views.ts";
-import type { Logger } from "../ops/log.ts";
-import type { Metrics } from "../ops/metrics.ts";
-import type { DeviceSnapshot, Store } from "../store/store.ts";
+import type { Logger } from "../observe/log.ts";
+import type { Metrics } from "../observe/metrics.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import type { Store } from "../store/store.ts";
 import type { ResyncContext } from "./resyncer.ts";
 
 export interface HealRecord {

@@ -2,10 +2,12 @@
 // backoff, and a durable retry queue. Routes call refresh(); the retry loop calls run().
 import { LRUCache } from "lru-cache";
 import { FederationError } from "../federation/errors.ts";
-import type { Logger } from "../ops/log.ts";
-import type { DeviceSnapshot, Store } from "../store/store.ts";
+import type { Logger } from "../observe/log.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import type { Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
 import type { RateLimiter } from "./rate-limit.ts";
+import { serverOf } from "../matrix/user-id.ts";
 
 export type RefreshOutcome =
   /** `changed`: the list differs from what the requester's clients were shown (heal.ts). */
@@ -65,10 +67,6 @@ class RefreshFailure extends Error {
     this.error = error;
     if (nextRetryInMs !== undefined) this.nextRetryInMs = nextRetryInMs;
   }
-}
-
-export function serverOf(userId: string): string {
-  return userId.slice(userId.indexOf(":") + 1);
 }
 
 export class Resyncer {
@@ -148,6 +146,14 @@ export class Resyncer {
     if (o.limits.target.take(target) > 0) return "limited";
     void this.run(target, [], { ...ctx, retry: false }).catch(() => {});
     return "started";
+  }
+
+  /**
+   * An operator's refresh (admin API): start or join the fetch with no rate limit or backoff
+   * in the way, and answer within waitMs as refresh() does.
+   */
+  runWithin(target: string, requestedBy: string[], waitMs: number, ctx?: ResyncContext): Promise<RefreshOutcome> {
+    return this.#await(target, this.run(target, requestedBy, ctx), waitMs);
   }
 
   /** Start (or join) the single fetch for target. Failures are recorded and rescheduled here. */

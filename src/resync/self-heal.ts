@@ -3,12 +3,12 @@
 import type { IncomingMessage } from "node:http";
 import { type AnswerSummary, summarize } from "../delivery/keys-answer.ts";
 import type { ViewParser } from "../delivery/view-parser.ts";
-import type { SyncFlavour } from "../delivery/sync-inject.ts";
-import type { BodySplice } from "../delivery/sync-splice.ts";
+import type { SyncFlavour } from "../delivery/json/sync-inject.ts";
+import type { BodySplice } from "../delivery/json/sync-splice.ts";
 import type { ToDeviceClue } from "../delivery/to-device-clues.ts";
 import { ToDeviceWatch } from "../delivery/to-device-watch.ts";
 import type { Views } from "../delivery/views.ts";
-import type { Requester } from "../server/auth.ts";
+import type { Requester } from "../http/auth.ts";
 import type { Audit } from "./audit.ts";
 import type { Detector } from "./detect.ts";
 import type { Healer } from "./heal.ts";

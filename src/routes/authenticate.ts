@@ -1,6 +1,6 @@
-import type { RouteContext } from "../server/app.ts";
-import { type Freshness, type Requester, UpstreamAuthError } from "../server/auth.ts";
-import { corsHeaders } from "../server/cors.ts";
+import type { RouteContext } from "./context.ts";
+import { type Freshness, type Requester, UpstreamAuthError } from "../http/auth.ts";
+import { relayRefusal } from "../http/reply.ts";
 
 /**
  * Resolve the caller; on the homeserver's refusal, relay its exact answer and return undefined.
@@ -12,8 +12,7 @@ export async function authenticate(ctx: RouteContext, fresh?: Freshness): Promis
   } catch (e) {
     if (!(e instanceof UpstreamAuthError)) throw e;
     ctx.req.resume();
-    ctx.res.writeHead(e.status, { ...corsHeaders, "content-type": "application/json", "content-length": String(e.body.length) });
-    ctx.res.end(e.body);
+    relayRefusal(ctx.res, e);
     return undefined;
   }
 }

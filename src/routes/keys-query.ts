@@ -1,16 +1,18 @@
 // POST /_matrix/client/{r0,v3}/keys/query: for requested users with a fresh snapshot, the
 // answer carries the snapshot instead of the homeserver's stale copy. Parsed only then.
 import { overlayKeysQuery } from "../delivery/keys-overlay.ts";
-import type { RouteContext } from "../server/app.ts";
-import { accessToken, type Requester, UpstreamAuthError } from "../server/auth.ts";
-import { parseJsonObject, readBody } from "../server/body.ts";
-import { MatrixError, sendError } from "../server/errors.ts";
-import { corsHeaders } from "../server/cors.ts";
-import { passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
-import { sendRewritten } from "../server/rewrite.ts";
-import { serverOf } from "../resync/resyncer.ts";
+import type { RouteContext } from "./context.ts";
+import { accessToken, type Requester, UpstreamAuthError } from "../http/auth.ts";
+import { parseJsonObject, readBody } from "../http/body.ts";
+import { MatrixError } from "../matrix/errors.ts";
+import { sendError } from "../http/reply.ts";
+import { corsHeaders } from "../http/cors.ts";
+import { passThrough, pipeResponse, upstreamHeaders } from "../http/passthrough.ts";
+import { sendRewritten } from "./rewrite.ts";
+import { serverOf } from "../matrix/user-id.ts";
 import { afterKeysQuery, answerParts, watchKeysQuery } from "../resync/self-heal.ts";
 import { storeFallback } from "../store/store-guard.ts";
+import { upstreamTarget } from "../delivery/tokens.ts";
 
 // The largest body we parse. Parsing is synchronous: a 4 MB query naming 150,000 users holds
 // the event loop for 100 ms and more (scripts/bench-tracking.ts), every other client waiting.
@@ -26,7 +28,7 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
   const who = await caller(ctx);
   if (who === "answered") return;
   if (who === undefined || Number(req.headers["content-length"]) > MAX_PARSED)
-    return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
+    return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded, target: upstreamTarget(req.url ?? "/") });
 
   const requestBody = await readBody(req, MAX_PARSED, { totalMs: deps.config.bodyTimeoutMs, minBytesPerSecond: deps.config.bodyMinBytesPerSecond });
   const parsed = parseJsonObject(requestBody);

@@ -2,12 +2,14 @@
 // 202 means "accepted: done, or still in progress" (docs/architecture.md "The refresh
 // endpoint"); failures known within --refresh-wait-ms are reported, with retries already
 // scheduled.
-import type { RouteContext } from "../server/app.ts";
-import { FEDERATION_AUTH } from "../server/auth.ts";
-import { MatrixError, sendJson } from "../server/errors.ts";
+import type { RouteContext } from "./context.ts";
+import { FEDERATION_AUTH } from "../http/auth.ts";
+import { MatrixError } from "../matrix/errors.ts";
+import { sendJson } from "../http/reply.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
 import { authenticate } from "./authenticate.ts";
-import { decodeUserIdParam, isValidUserId } from "./user-id.ts";
+import { refreshFailed } from "../resync/failure.ts";
+import { decodeUserIdParam, isValidUserId } from "../matrix/user-id.ts";
 
 // How soon a refresh refused by a failing store may be tried again (Retry-After, seconds).
 const STORE_RETRY_AFTER_S = 5;
@@ -63,14 +65,7 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
       });
       throw err;
     }
-    case "failed": {
-      const e = out.error;
-      if (e.kind === "not_found") throw new MatrixError("M_NOT_FOUND", `${target} does not exist on their homeserver`);
-      const extra: Record<string, unknown> = {};
-      if (e.status !== undefined) extra.remote_status = e.status;
-      if (out.nextRetryInMs !== undefined) extra.next_retry_in_ms = out.nextRetryInMs;
-      const what = e.kind === "refused" ? "Refusing to contact the user's homeserver" : "Could not fetch the device list from the user's homeserver";
-      throw new MatrixError("M_UNKNOWN", `${what}: ${e.message}`, { status: e.kind === "timeout" ? 504 : 502, extra });
-    }
+    case "failed":
+      throw refreshFailed(target, out.error, out.nextRetryInMs);
   }
 }

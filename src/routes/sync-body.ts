@@ -4,10 +4,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
-import type { BodySplice } from "../delivery/sync-splice.ts";
-import { parseJsonObject } from "../server/body.ts";
-import { pipeResponse } from "../server/passthrough.ts";
-import { stripHopByHop } from "../server/upstream.ts";
+import type { BodySplice } from "../delivery/json/sync-splice.ts";
+import { parseJsonObject } from "../http/body.ts";
+import { pipeResponse } from "../http/passthrough.ts";
+import { stripHopByHop } from "../http/upstream.ts";
 
 /** Whose delivery a request reads: classic /sync's (the device's), or a sliding connection's. */
 export interface SyncStream {

@@ -5,17 +5,16 @@
 // an answer we add to gets a position of ours, which the next request acknowledges exactly.
 import type { IncomingMessage } from "node:http";
 import { deviceKey } from "../delivery/waiters.ts";
-import { type SyncFlavour, wakeResponse } from "../delivery/sync-inject.ts";
-import { type BodySplice, ReportedWatch, SyncSplice } from "../delivery/sync-splice.ts";
-import type { Handler, RouteContext, Services } from "../server/app.ts";
-import { accessToken, type Requester } from "../server/auth.ts";
-import { sendError, sendJson } from "../server/errors.ts";
-import { upstreamTarget, wrapToken } from "../delivery/tokens.ts";
-import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../server/passthrough.ts";
-import { storeFallback } from "../store/store-guard.ts";
+import type { SyncFlavour } from "../delivery/json/sync-inject.ts";
+import { answerAtOnce, injectPending, planSync, reportedWatch, safeWakeAnswer, spliceStarts } from "../delivery/sync-plan.ts";
+import type { Handler, RouteContext } from "./context.ts";
+import { accessToken, type Requester } from "../http/auth.ts";
+import { sendError, sendJson } from "../http/reply.ts";
+import { upstreamTarget } from "../delivery/tokens.ts";
+import { headerTimeoutFor, passThrough, pipeResponse, upstreamHeaders } from "../http/passthrough.ts";
+import { readBody } from "../http/body.ts";
 import { bothObservers } from "../delivery/to-device-watch.ts";
 import { toDeviceWatch, watchedSplice } from "../resync/self-heal.ts";
-import { readBody } from "../server/body.ts";
 import { CLASSIC, decoderFor, pipeSpliced, SLIDING_BODY_MAX, slidingStream, type SyncStream } from "./sync-body.ts";
 
 export function syncRoute(flavour: SyncFlavour): Handler {
@@ -26,7 +25,7 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     const { req, res, deps, target } = ctx;
     const svc = deps.services;
     const who = await whoIfKnown(ctx);
-    if (!who) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded });
+    if (!who) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded, target: upstreamTarget(req.url ?? "/") });
 
     // Sliding sync: which connection, and did it ask for the e2ee extension (MSC3884)? Only a
     // request that did gets anything from us; another connection of the same device (Element
@@ -50,19 +49,11 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     const longPoll = since !== "" && Number(q.get("timeout") ?? 0) > 0;
     // A failing store: nothing is acknowledged, injected or held for a wake, and the request
     // goes through plain (docs/operations.md, "When the store fails").
-    const pending = storeFallback(() => {
-      if (stream.asked && conn !== undefined) svc.delivery.openConn(who.userId, who.deviceId, conn);
-      if (stream.asked && since) svc.store.ackToken(who.userId, who.deviceId, since, conn);
-      return stream.asked && since !== "" && svc.store.hasPending(who.userId, who.deviceId, conn);
-    }, undefined);
-    const storeOk = pending !== undefined;
-    // An answer-at-once poll that could not carry the delivery (tokens.ts, delivery.ts): answer
-    // this one ourselves, at the position the client asked from, rather than loop at timeout=0.
-    if (pending && !svc.delivery.mayForce(who.userId, who.deviceId, conn ?? "")) return sendJson(res, 200, safeWakeAnswer(svc, who, since, flavour, conn));
-    const inject = pending === true;
-    // Counted as no progress until the splice books the delivery (injectPending): an answer we
-    // cannot splice, or one cut short, leaves the stream to be answered by us next time.
-    if (inject) svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", true);
+    const plan = planSync(svc, { userId: who.userId, deviceId: who.deviceId, since, conn, asked: stream.asked, longPoll });
+    // At the position the client asked from: the next request acknowledges exactly this answer.
+    if (plan.answerHere) return sendJson(res, 200, safeWakeAnswer(svc, who, since, flavour, conn));
+    const inject = plan.inject;
+    if (inject) spliceStarts(svc, who, conn);
     // Detection reads the to-device events of every body (resync/detect.ts), after it has gone out.
     const toDevice = toDeviceWatch(svc.heal, who, flavour);
     const observe = svc.overlays.active || toDevice !== undefined;
@@ -76,7 +67,7 @@ export function syncRoute(flavour: SyncFlavour): Handler {
         abort.abort();
       },
     };
-    if (longPoll && stream.asked && storeOk && !inject) svc.delivery.waiters.add(key, waiter);
+    if (plan.hold) svc.delivery.waiters.add(key, waiter);
     const unwait = () => svc.delivery.waiters.remove(key, waiter);
     const answerWake = () => sendJson(res, 200, safeWakeAnswer(svc, who, since, flavour, conn));
 
@@ -120,62 +111,12 @@ export function syncRoute(flavour: SyncFlavour): Handler {
       return pipeSpliced(up, res, watchedSplice(injectPending(svc, who, flavour, conn), toDevice), decoder);
     }
     if (!readable || !observe) return pipeResponse(up, res);
-    const reported = svc.overlays.active ? new ReportedWatch((users) => svc.overlays.homeserverReported(users), flavour) : undefined;
+    const reported = svc.overlays.active ? reportedWatch(svc, flavour) : undefined;
     const watch = bothObservers(reported, toDevice)!;
     up.on("data", (c: Buffer) => watch.data(c, 0, c.length));
     up.on("end", () => watch.end());
     return pipeResponse(up, res);
   };
-}
-
-/** The target with `timeout=0`: the only change we ever make to a forwarded target. */
-export function answerAtOnce(target: string): string {
-  return target.replace(/([?&])timeout=\d+/, "$1timeout=0");
-}
-
-/**
- * The answer that ends a waiting long-poll early, carrying every pending user (docs/architecture.md
- * "Early wake"); also our answer to a poll whose stream could not be answered at once.
- * Its position is the request's own, with our suffix (tokens.ts): the client asks again from
- * the same point, so no event is skipped, and that request acknowledges exactly this answer.
- */
-export function wakeAnswer(svc: Services, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
-  const targets = svc.store.pendingFor(who.userId, who.deviceId, conn).map((p) => p.target);
-  const token = wrapToken(since);
-  svc.store.markCarried(who.userId, who.deviceId, targets, token, conn);
-  svc.metrics?.wakes.inc();
-  svc.metrics?.injections.inc({ endpoint: flavour }, targets.length);
-  return wakeResponse(token, targets, flavour);
-}
-
-/**
- * wakeAnswer, or on a failing store an answer with nothing in it at the request's own position:
- * the poll has been taken from the homeserver already, and the client simply asks again.
- */
-export function safeWakeAnswer(svc: Services, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
-  return storeFallback(() => wakeAnswer(svc, who, since, flavour, conn), undefined) ?? wakeResponse(since, [], flavour);
-}
-
-/**
- * A sync response body with deliveries pending for the requester: the pending users spliced
- * into device_lists.changed as it streams, and its token replaced by one of ours (tokens.ts),
- * which each is marked as carried by once the whole body has gone through (the client can only
- * ask with that token after it has).
- */
-export function injectPending(svc: Services, who: Requester, flavour: SyncFlavour, conn?: string): BodySplice {
-  const targets = storeFallback(() => svc.store.pendingFor(who.userId, who.deviceId, conn).map((p) => p.target), undefined);
-  // A store that failed since the plan: the body goes out as the homeserver sent it, with its
-  // own token, so nothing is acknowledged and the rows are carried by a later poll.
-  if (targets === undefined) return new SyncSplice([], flavour, () => {});
-  return new SyncSplice(targets, flavour, (spliced) => {
-    svc.overlays.homeserverReported(spliced.reported);
-    // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
-    if (spliced.token === undefined) return;
-    // Unmarked on a failing store: the rows stay pending and the next poll carries them again.
-    storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn), undefined);
-    svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", false);
-    svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
-  }, wrapToken);
 }
 
 /** The caller, when their token resolves; otherwise the homeserver answers as it would. */

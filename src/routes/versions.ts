@@ -1,7 +1,7 @@
-import type { RouteContext } from "../server/app.ts";
-import { rewriteGet } from "../server/rewrite.ts";
+import type { RouteContext } from "./context.ts";
+import { rewriteGet } from "./rewrite.ts";
 
-export const MSC2638_FEATURE = "org.matrix.msc2638";
+const MSC2638_FEATURE = "org.matrix.msc2638";
 
 /** GET /_matrix/client/versions: the homeserver's answer, plus our unstable feature flag. */
 export function versionsRoute(ctx: RouteContext): Promise<void> {

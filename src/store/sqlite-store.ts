@@ -2,8 +2,10 @@
 // already configured the connection and migrated the schema.
 
 import { type SqlDatabase, type SqlRow, writeTransaction } from "./sqlite-driver.ts";
-import type { Backoff, DeviceSnapshot, PendingDelivery, RetryEntry, Store } from "./store.ts";
-import type { HsView } from "../delivery/hs-view.ts";
+import type { Backoff, PendingDelivery, RetryEntry, Store } from "./store.ts";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import { serverOf } from "../matrix/user-id.ts";
+import type { HsView } from "../matrix/device.ts";
 
 /** How many sync tokens a pending row remembers: a client may retry a few old `since` values. */
 const CARRIED_KEEP = 8;
@@ -14,11 +16,6 @@ const str = (v: unknown): string => String(v);
 const num = (v: unknown): number => Number(v);
 const obj = (v: unknown): Record<string, unknown> | undefined =>
   typeof v === "string" ? (JSON.parse(v) as Record<string, unknown>) : undefined;
-/** The server name of a user id is everything after the first ':' (spec appendices §User Identifiers). */
-const serverOf = (userId: string): string => {
-  const i = userId.indexOf(":");
-  return i < 0 ? "" : userId.slice(i + 1);
-};
 
 function toSnapshot(r: SqlRow): DeviceSnapshot {
   const s: DeviceSnapshot = {

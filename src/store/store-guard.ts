@@ -5,7 +5,7 @@
 // pass-through (/sync, /keys/query) or to answer 503 (a refresh). After a failure the guard
 // refuses calls at once for a short cool-down: each failing call may first wait out SQLite's
 // busy timeout, and a wait is a stall of the whole event loop.
-import type { Logger } from "../ops/log.ts";
+import type { Logger } from "../observe/log.ts";
 import type { Store } from "./store.ts";
 
 export class StoreUnavailable extends Error {

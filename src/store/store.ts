@@ -2,25 +2,9 @@
 // `kill -9`, and every write that matters is committed before the client is answered.
 // The API is synchronous: the embedded SQLite store is local and fast, and callers stay
 // simple. A multi-replica Redis store will implement the same interface.
-import type { HsView } from "../delivery/hs-view.ts";
+import type { HsView } from "../matrix/device.ts";
 
-/** A validated answer of GET /_matrix/federation/v1/user/devices/{userId}. */
-export interface DeviceSnapshot {
-  userId: string;
-  /** The remote's `stream_id` for this device list. */
-  streamId: number;
-  /** device_id -> DeviceKeys JSON, including optional `unsigned.device_display_name`. */
-  devices: Record<string, Record<string, unknown>>;
-  /**
-   * Ids of devices the remote listed whose entries failed validation (never empty when set).
-   * /keys/query shows the homeserver's copy of these instead of hiding them.
-   */
-  invalidDevices?: string[];
-  masterKey?: Record<string, unknown>;
-  selfSigningKey?: Record<string, unknown>;
-  /** Milliseconds since the epoch. */
-  fetchedAt: number;
-}
+import type { DeviceSnapshot } from "../matrix/device.ts";
 
 /** Per-destination federation backoff (docs/architecture.md "Federation": Synapse backs off per destination too). */
 export interface Backoff {

@@ -53,9 +53,9 @@ describe.each(CASES)("$rt.name, engine $engine", ({ rt, engine }) => {
   }, 60_000);
 });
 
-// The handlers from src/ops/last-resort.ts, installed in a process of the runtime under test.
-const lastResort = new URL("../../src/ops/last-resort.ts", import.meta.url).href;
-const logModule = new URL("../../src/ops/log.ts", import.meta.url).href;
+// The handlers from src/observe/last-resort.ts, installed in a process of the runtime under test.
+const lastResort = new URL("../../src/observe/last-resort.ts", import.meta.url).href;
+const logModule = new URL("../../src/observe/log.ts", import.meta.url).href;
 const script = `
 import { survivePanics } from ${JSON.stringify(lastResort)};
 import { createLogger } from ${JSON.stringify(logModule)};

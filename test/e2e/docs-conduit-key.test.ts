@@ -10,7 +10,7 @@ import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, test } from "vitest";
-import { parseCli } from "../../src/config.ts";
+import { parseCli } from "../../src/config/config.ts";
 import { loadKey } from "../../src/federation/stack.ts";
 import { docBlocks } from "./helpers/fronts.ts";
 import { ensurePythonTools } from "../../scripts/test-tools.ts";

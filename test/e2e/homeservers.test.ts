@@ -119,7 +119,7 @@ describe("two Synapse homeservers on loopback", () => {
     const served = answer.device_keys[bob.userId]?.[bob.deviceId] as Record<string, unknown> | undefined;
     expect(served).toBeDefined();
     expect(served?.keys).toEqual(bobDevice.deviceKeys.keys);
-    const sig = (served?.signatures as Record<string, Record<string, string>>)[bob.userId]?.[`ed25519:${bob.deviceId}`];
+    const sig = (served?.signatures as Record<string, Record<string, string>> | undefined)?.[bob.userId]?.[`ed25519:${bob.deviceId}`];
     expect(verifyEd25519(bobDevice.ed25519.publicKey, served ?? {}, sig ?? "")).toBe(true);
     expect(answer.failures ?? {}).toEqual({});
   }, 300_000);

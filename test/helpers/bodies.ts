@@ -4,7 +4,7 @@
 // serve pure JSON transforms that do no crypto. Same inputs -> same bodies.
 
 import { createHash } from "node:crypto";
-import type { DeviceSnapshot } from "../../src/store/store.ts";
+import type { DeviceSnapshot } from "../../src/matrix/device.ts";
 
 type Json = Record<string, unknown>;
 

@@ -2,9 +2,9 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseCli, type Config } from "../../src/config.ts";
-import { createLogger } from "../../src/ops/log.ts";
-import { startProxy, type RunningProxy } from "../../src/serve.ts";
+import { parseCli, type Config } from "../../src/config/config.ts";
+import { createLogger } from "../../src/observe/log.ts";
+import { startProxy, type RunningProxy } from "../../src/commands/serve.ts";
 
 // Synapse-format key file (the spec's test seed); the key content is irrelevant to pass-through.
 export function writeTestKey(dir = mkdtempSync(join(tmpdir(), "resync-key-"))): string {

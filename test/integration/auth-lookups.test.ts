@@ -1,10 +1,10 @@
-// Token lookups (server/auth.ts) against a real socket: a burst of unseen tokens, as after a
+// Token lookups (http/auth.ts) against a real socket: a burst of unseen tokens, as after a
 // restart, reaches the homeserver's /account/whoami a bounded number at a time.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, expect, test } from "vitest";
-import { createAuth } from "../../src/server/auth.ts";
-import { createUpstream } from "../../src/server/upstream.ts";
+import { createAuth } from "../../src/http/auth.ts";
+import { createUpstream } from "../../src/http/upstream.ts";
 
 let server: http.Server;
 let inFlight = 0;

@@ -3,8 +3,8 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { createClientPaths } from "../../src/server/client-paths.ts";
-import { createUpstream } from "../../src/server/upstream.ts";
+import { createClientPaths } from "../../src/http/client-paths.ts";
+import { createUpstream } from "../../src/http/upstream.ts";
 import { startFakeHomeserver } from "../helpers/fake-homeserver.ts";
 import { startLoggedProxy } from "./ops-helpers.ts";
 

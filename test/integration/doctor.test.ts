@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, expect, test } from "vitest";
 import { decodeBase64 } from "../../src/federation/base64.ts";
 import { signingKeyFromSeed, signJson, type SigningKey } from "../../src/federation/signing.ts";
-import { runDoctor } from "../../src/ops/doctor.ts";
+import { runDoctor } from "../../src/commands/doctor.ts";
 import { makeUser } from "../helpers/fake-devices.ts";
 import { testConfig } from "../helpers/proxy.ts";
 import { startWorld, type World } from "../helpers/world.ts";

@@ -6,12 +6,12 @@ import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { createLogger } from "../../src/ops/log.ts";
-import { createAccessLog } from "../../src/server/front/access-log.ts";
-import { appHop, homeserverHop } from "../../src/server/front/hop.ts";
-import { type Front, startFront } from "../../src/server/front/server.ts";
-import type { SyncGate } from "../../src/server/front/sync-gate.ts";
-import { type Spliced, SyncSplice } from "../../src/delivery/sync-splice.ts";
+import { createLogger } from "../../src/observe/log.ts";
+import { createAccessLog } from "../../src/engine/bun/access-log.ts";
+import { appHop, homeserverHop } from "../../src/engine/bun/hop.ts";
+import { type Front, startFront } from "../../src/engine/bun/server.ts";
+import type { SyncGate } from "../../src/engine/bun/sync-gate.ts";
+import { type Spliced, SyncSplice } from "../../src/delivery/json/sync-splice.ts";
 import { RawClient } from "../helpers/raw-http1.ts";
 import { createTestCa, startHttpsServer, type TestCa } from "../helpers/tls.ts";
 

@@ -27,7 +27,7 @@ const WAIT_MS = 5000;
 // RFC 9110 §7.6.1 and §11.7: never forwarded, with whatever Connection names.
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization", "proxy-authenticate"]);
 const TCHAR_NAME = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):/;
-const nameOf = (line: string) => TCHAR_NAME.exec(line)?.[1]!.toLowerCase() ?? "";
+const nameOf = (line: string) => TCHAR_NAME.exec(line)?.[1]?.toLowerCase() ?? "";
 
 
 

@@ -1,4 +1,4 @@
-// GET /sync served by the Bun front end itself (server/front/sync-gate.ts): streamed straight to
+// GET /sync served by the Bun front end itself (engine/bun/sync-gate.ts): streamed straight to
 // the homeserver when nothing is pending, injected into there when something is, with the
 // token looked up first. Bun only (Deno always runs the node:http engine).
 import { readdirSync } from "node:fs";

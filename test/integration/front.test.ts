@@ -3,11 +3,11 @@
 // client is. Bun only (Deno always runs the node:http engine).
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { stripHopByHop } from "../../src/server/upstream.ts";
-import { HOP_BY_HOP, NAMES } from "../../src/server/front/names.ts";
+import { stripHopByHop } from "../../src/http/upstream.ts";
+import { HOP_BY_HOP, NAMES } from "../../src/engine/bun/names.ts";
 import { startFakeHomeserver, type FakeHomeserver } from "../helpers/fake-homeserver.ts";
 import { startTestProxy, testConfig } from "../helpers/proxy.ts";
-import { startProxy } from "../../src/serve.ts";
+import { startProxy } from "../../src/commands/serve.ts";
 import { RawClient, type RawUpstream, startRawUpstream } from "../helpers/raw-http1.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";

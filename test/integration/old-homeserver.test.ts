@@ -3,7 +3,7 @@
 // track, overlay and inject. Over real sockets, through both client engines.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { runDoctor } from "../../src/ops/doctor.ts";
+import { runDoctor } from "../../src/commands/doctor.ts";
 import { makeUser } from "../helpers/fake-devices.ts";
 import type { FakeHomeserver } from "../helpers/fake-homeserver.ts";
 import { testConfig, useTestEngine } from "../helpers/proxy.ts";

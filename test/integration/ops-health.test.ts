@@ -2,7 +2,7 @@
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
 import { signingKeyFromSeed } from "../../src/federation/signing.ts";
-import { runHealthcheck } from "../../src/ops/healthcheck.ts";
+import { runHealthcheck } from "../../src/commands/healthcheck.ts";
 import { STORE_FILE } from "../../src/store/sqlite.ts";
 import { openSqliteDatabase } from "../../src/store/sqlite-driver.ts";
 import { startFakeHomeserver, type FakeHomeserver } from "../helpers/fake-homeserver.ts";

@@ -3,8 +3,8 @@
 import type { ServerResponse } from "node:http";
 import { loadSigningKey } from "../../src/federation/keyfile.ts";
 import { signJson, type SigningKey } from "../../src/federation/signing.ts";
-import { createLogger, type Level } from "../../src/ops/log.ts";
-import { startProxy } from "../../src/serve.ts";
+import { createLogger, type Level } from "../../src/observe/log.ts";
+import { startProxy } from "../../src/commands/serve.ts";
 import type { FakeHomeserver } from "../helpers/fake-homeserver.ts";
 import { testConfig, writeTestKey } from "../helpers/proxy.ts";
 

@@ -5,14 +5,14 @@ import { chmodSync, mkdtempSync, readdirSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { runDoctor } from "../../src/ops/doctor.ts";
+import { runDoctor } from "../../src/commands/doctor.ts";
 import { startFakeHomeserver, type FakeHomeserver } from "../helpers/fake-homeserver.ts";
 import { testConfig, type TestEngine, writeTestKey } from "../helpers/proxy.ts";
 import { startLoggedProxy } from "./ops-helpers.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 // Under Deno both engines are node:http; under Bun the byte-level front end logs pass-through
-// requests itself (front/access-log.ts), node:http through request-log.ts.
+// requests itself (engine/bun/access-log.ts), node:http through request-log.ts.
 const engines: TestEngine[] = isBun ? ["bun", "node"] : ["node"];
 const TOKEN = "syt_ZW5jb2RlZA_SECRETencodedNAME_9z8y7x";
 const PASSWORD = "hunter2-upstream-secret";

@@ -6,8 +6,8 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createLogger } from "../../src/ops/log.ts";
-import { startProxy } from "../../src/serve.ts";
+import { createLogger } from "../../src/observe/log.ts";
+import { startProxy } from "../../src/commands/serve.ts";
 import { openSqliteDatabase } from "../../src/store/sqlite-driver.ts";
 import { STORE_FILE } from "../../src/store/sqlite.ts";
 import { type FakeHomeserver, startFakeHomeserver } from "../helpers/fake-homeserver.ts";

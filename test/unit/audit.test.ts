@@ -1,7 +1,7 @@
 // The audit's schedule: every tracked remote user once per interval, evenly spread, never faster
 // than the budget, our own users skipped, and the lag reported when the budget cannot keep up.
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
-import { createLogger } from "../../src/ops/log.ts";
+import { createLogger } from "../../src/observe/log.ts";
 import { Audit } from "../../src/resync/audit.ts";
 import type { Resyncer } from "../../src/resync/resyncer.ts";
 import type { Store } from "../../src/store/store.ts";

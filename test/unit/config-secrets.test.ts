@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
-import { ConfigError, parseCli } from "../../src/config.ts";
+import { ConfigError, parseCli } from "../../src/config/config.ts";
 
 const SEED = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
 const errorOf = (argv: string[], env: Record<string, string> = {}) => {

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
-import { ConfigError, parseCli } from "../../src/config.ts";
+import { ConfigError, parseCli } from "../../src/config/config.ts";
 
 const base = ["--upstream", "http://127.0.0.1:8008", "--server-name", "example.org", "--signing-key", "/k"];
 const run = (argv: string[], env: Record<string, string> = {}) => {

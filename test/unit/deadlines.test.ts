@@ -1,7 +1,7 @@
 // The front end's coarse deadline timer (server/front/deadlines.ts): deadlines fire, cancelled
 // ones do not, and the "walk only when the earliest is due" shortcut never skips one.
 import { describe, expect, test } from "vitest";
-import { cancelExpiry, expireIn } from "../../src/server/front/deadlines.ts";
+import { cancelExpiry, expireIn } from "../../src/engine/bun/deadlines.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const owner = () => {

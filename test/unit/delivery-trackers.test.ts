@@ -6,8 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, expect, test } from "vitest";
 import { Delivery } from "../../src/delivery/delivery.ts";
-import { createLogger } from "../../src/ops/log.ts";
-import { createUpstream } from "../../src/server/upstream.ts";
+import { createLogger } from "../../src/observe/log.ts";
+import { createUpstream } from "../../src/http/upstream.ts";
 import { openSqliteStore } from "../../src/store/sqlite.ts";
 import type { Store } from "../../src/store/store.ts";
 

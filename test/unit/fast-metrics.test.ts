@@ -2,7 +2,7 @@
 // and Histogram would for the same events: the oracle is prom-client, in a registry beside it.
 import { Counter, Histogram, Registry } from "prom-client";
 import { describe, expect, test } from "vitest";
-import { FastHistogram, SummedCounter } from "../../src/ops/fast-metrics.ts";
+import { FastHistogram, SummedCounter } from "../../src/observe/fast-metrics.ts";
 
 const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 

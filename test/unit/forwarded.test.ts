@@ -1,7 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import { describe, expect, test } from "vitest";
-import { clientAddress, forwardedHeaders, parseTrust, trustPredicate } from "../../src/server/forwarded.ts";
-import { stripHopByHop } from "../../src/server/upstream.ts";
+import { clientAddress, forwardedHeaders, parseTrust, trustPredicate } from "../../src/http/forwarded.ts";
+import { stripHopByHop } from "../../src/http/upstream.ts";
 
 const req = (peer: string, headers: Record<string, string>) => ({ socket: { remoteAddress: peer }, headers }) as unknown as IncomingMessage;
 

@@ -1,7 +1,7 @@
 // Chunked framing's limits (src/server/front/framing.ts): they bound one line, never a body.
 import { describe, expect, test } from "vitest";
-import { ChunkedBody } from "../../src/server/front/framing.ts";
-import { MAX_HEAD_BYTES } from "../../src/server/front/head.ts";
+import { ChunkedBody } from "../../src/engine/bun/framing.ts";
+import { MAX_HEAD_BYTES } from "../../src/engine/bun/head.ts";
 
 const feedAll = (text: string) => {
   const body = new ChunkedBody(400);

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { Registry } from "prom-client";
 import { describe, expect, test } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { createMetrics } from "../../src/ops/metrics.ts";
+import { createMetrics } from "../../src/observe/metrics.ts";
 
 const dashboard = JSON.parse(readFileSync(new URL("../../docs/grafana/matrix-resync-proxy.json", import.meta.url), "utf8")) as {
   uid: string;

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { TopLevelCapture } from "../../src/delivery/json-capture.ts";
+import { TopLevelCapture } from "../../src/delivery/json/json-capture.ts";
 import { bigSyncBody } from "../helpers/bodies.ts";
 import { chunking, DL, entries, serialise, value } from "../helpers/json-text.ts";
 

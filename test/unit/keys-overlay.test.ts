@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { overlayKeysQuery, serverOf } from "../../src/delivery/keys-overlay.ts";
-import type { DeviceSnapshot } from "../../src/store/store.ts";
+import { overlayKeysQuery } from "../../src/delivery/keys-overlay.ts";
+import { serverOf } from "../../src/matrix/user-id.ts";
+import type { DeviceSnapshot } from "../../src/matrix/device.ts";
 import { crossSigningKeys, deviceIdsOf, deviceKeys, keysQueryAnswer, snapshotFor } from "../helpers/bodies.ts";
 
 type Json = Record<string, any>;

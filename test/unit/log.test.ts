@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { createLogger, redact } from "../../src/ops/log.ts";
-import { CLIENT_CLOSED, levelFor, routeClass } from "../../src/server/request-log.ts";
+import { createLogger, redact } from "../../src/observe/log.ts";
+import { CLIENT_CLOSED, levelFor, routeClass } from "../../src/http/request-log.ts";
 
 function capture(level: "debug" | "info" | "warn" | "error" = "debug") {
   const lines: string[] = [];

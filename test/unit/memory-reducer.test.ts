@@ -2,7 +2,7 @@
 // and stopped moving while the process is quiet; never while RSS is still climbing, for small
 // growth, or under load; and it takes a fall of RSS on its own as the new floor.
 import { describe, expect, test } from "vitest";
-import { MemoryReducer, startMemoryReducer } from "../../src/ops/memory-reducer.ts";
+import { MemoryReducer, startMemoryReducer } from "../../src/observe/memory-reducer.ts";
 
 const MB = 1e6;
 

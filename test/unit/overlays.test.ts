@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { Overlays } from "../../src/delivery/overlays.ts";
-import { createLogger } from "../../src/ops/log.ts";
+import { createLogger } from "../../src/observe/log.ts";
 import { openSqliteStore } from "../../src/store/sqlite.ts";
 import type { Store } from "../../src/store/store.ts";
 import { snapshotFor } from "../helpers/bodies.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { redactTarget } from "../../src/server/request-log.ts";
+import { redactTarget } from "../../src/http/request-log.ts";
 
 describe("redactTarget: credential parameters by their decoded names", () => {
   test.each([

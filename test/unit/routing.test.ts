@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
-import { CLIENT_VERSIONS, Router } from "../../src/server/router.ts";
-import { buildRoutes } from "../../src/server/routes.ts";
+import { CLIENT_VERSIONS, Router } from "../../src/http/router.ts";
+import { buildRoutes } from "../../src/routes/table.ts";
 
 describe("router", () => {
   const r = new Router<string>();

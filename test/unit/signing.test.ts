@@ -2,7 +2,6 @@ import { describe, expect, it } from "vitest";
 import { inspect, format } from "node:util";
 import { Buffer } from "node:buffer";
 import {
-  parseXMatrixAuthorization,
   signJson,
   signingKeyFromSeed,
   verifyJsonSignature,
@@ -10,6 +9,7 @@ import {
 } from "../../src/federation/signing.ts";
 import { decodeBase64, encodeBase64Unpadded } from "../../src/federation/base64.ts";
 import { verifyXMatrixRequest } from "../helpers/xmatrix-check.ts";
+import { parseXMatrixAuthorization } from "../helpers/xmatrix-parse.ts";
 
 // Vectors from docs/architecture.md "Signing test vectors" (the spec's test key; its seed has non-zero trailing bits).
 const SEED_B64 = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";

@@ -2,7 +2,7 @@
 // every request. Membership, size and walks stay right through deletes, re-adds and the
 // compactions that churn triggers.
 import { describe, expect, test } from "vitest";
-import { SlotSet } from "../../src/slots.ts";
+import { SlotSet } from "../../src/engine/bun/slots.ts";
 
 const item = (id: number) => ({ id, slot: -1 });
 const ids = (s: SlotSet<{ id: number; slot: number }>) => {

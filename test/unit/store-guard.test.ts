@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, expect, test } from "vitest";
-import { createLogger } from "../../src/ops/log.ts";
+import { createLogger } from "../../src/observe/log.ts";
 import { openSqliteStore } from "../../src/store/sqlite.ts";
 import { guardStore, storeFallback, StoreUnavailable } from "../../src/store/store-guard.ts";
 import type { Store } from "../../src/store/store.ts";

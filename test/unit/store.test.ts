@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MIGRATIONS, migrate, SCHEMA_VERSION, schemaVersion } from "../../src/store/migrations.ts";
 import { openSqliteStore, STORE_FILE } from "../../src/store/sqlite.ts";
 import { openSqliteDatabase } from "../../src/store/sqlite-driver.ts";
-import type { DeviceSnapshot, Store } from "../../src/store/store.ts";
+import type { DeviceSnapshot } from "../../src/matrix/device.ts";
+import type { Store } from "../../src/store/store.ts";
 
 let dir: string;
 let store: Store;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { injectChanged, keysChangesInject, reportedChanged, wakeResponse } from "../../src/delivery/sync-inject.ts";
+import { injectChanged, keysChangesInject, reportedChanged, wakeResponse } from "../../src/delivery/json/sync-inject.ts";
 import { bigSyncBody } from "../helpers/bodies.ts";
 
 type Json = Record<string, any>;

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { summarize } from "../../src/delivery/keys-answer.ts";
 import { ViewParser } from "../../src/delivery/view-parser.ts";
-import { createLogger } from "../../src/ops/log.ts";
+import { createLogger } from "../../src/observe/log.ts";
 import { keysQueryAnswer } from "../helpers/bodies.ts";
 
 const bob = "@bob:remote.test";

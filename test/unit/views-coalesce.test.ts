@@ -5,10 +5,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { HsView } from "../../src/delivery/hs-view.ts";
+import type { HsView } from "../../src/matrix/device.ts";
 import { Views } from "../../src/delivery/views.ts";
-import { createLogger } from "../../src/ops/log.ts";
-import type { ClientPaths } from "../../src/server/client-paths.ts";
+import { createLogger } from "../../src/observe/log.ts";
+import type { ClientPaths } from "../../src/http/client-paths.ts";
 import { openSqliteStore } from "../../src/store/sqlite.ts";
 import type { Store } from "../../src/store/store.ts";
 

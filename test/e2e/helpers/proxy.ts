@@ -4,9 +4,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Homeserver } from "../../../scripts/homeservers.ts";
-import { parseCli } from "../../../src/config.ts";
-import { createLogger, type Level } from "../../../src/ops/log.ts";
-import { startProxy, type RunningProxy } from "../../../src/serve.ts";
+import { parseCli } from "../../../src/config/config.ts";
+import { createLogger, type Level } from "../../../src/observe/log.ts";
+import { startProxy, type RunningProxy } from "../../../src/commands/serve.ts";
 
 export interface ProxyOptions {
   /** Extra flags, e.g. `["--retry-initial-ms", "1000"]`; later flags win. */

@@ -1,0 +1,395 @@
+// /sync injection while the body streams: the bytes go on to the client as they arrive, and
+// only the member that holds device_lists is held back, parsed and re-encoded. When the body
+// has no such member (Synapse leaves it out when nothing changed), one is added just before
+// the closing brace.
+//
+// Finding the member means scanning the JSON (json-capture.ts, ~1 ms per MB), and scanning
+// ahead of every send put that on the client's wait. A read that cannot hold the member goes
+// out first and is scanned afterwards ("behind"): it cannot if neither the member's name nor a
+// \u escape (which could spell it) occurs in it, a memchr-speed test. Only a read that may
+// hold it is scanned ahead. The closing brace needs no scan: in a well-formed body it is the
+// last byte that is not whitespace, so a read ending in `}` keeps that byte back until more
+// comes or the body ends. After the last send, the scan behind goes as far as the token, which
+// the bookkeeping needs (docs/performance.md, delivery).
+import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
+import { injectChanged, reportedChanged, type SyncFlavour } from "./sync-inject.ts";
+
+/** Receives the output bytes buf[start, end): a view, to be copied or sent before it returns. */
+export type Emit = (buf: Uint8Array, start: number, end: number) => void;
+
+export interface Spliced {
+  /** Users now in `changed` (added, or already there). */
+  added: string[];
+  /** The homeserver's own `changed`, before we touched it. */
+  reported: string[];
+  /** next_batch (sync) or pos (sliding sync): as it went out (ours, when the splice wraps it). */
+  token: string | undefined;
+}
+
+/**
+ * A body rewritten as it streams (engine/bun/response.ts, routes/sync.ts). Buffers passed to feed()
+ * may be kept by reference until settle(): they must not be reused meanwhile (socket reads and
+ * node stream chunks never are).
+ */
+export interface BodySplice {
+  /** Passes buf[start, end) of the body on to `out`, rewritten where it needs to be. */
+  feed(buf: Uint8Array, start: number, end: number, out: Emit): void;
+  /** The whole body went through: anything still held goes to `out`. */
+  end(out: Emit): void;
+  /** After the output has been sent: finish reading the body, and book what it carried. */
+  settle(): void;
+}
+
+const MEMBER = { sync: "device_lists", sliding: "extensions" } as const;
+/** A JSON string's value from its raw bytes; undefined for anything else. */
+function stringOf(raw: Uint8Array | undefined): string | undefined {
+  if (!raw) return undefined;
+  try {
+    const v: unknown = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("utf8"));
+    return typeof v === "string" ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+const TOKEN = { sync: "next_batch", sliding: "pos" } as const;
+const EMPTY = new Uint8Array(0);
+const ESCAPE = Buffer.from("\\u");
+const CLOSE_OBJ = 0x7d, OPEN_OBJ = 0x7b;
+const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+// Reads kept for a scan behind (here and in ReportedWatch): beyond this they are scanned as
+// they come, which bounds memory but puts the scan back on the client's wait.
+const BEHIND_BYTES = 8 * 1024 * 1024;
+// At the end, this much is still scanned before the closing brace goes out.
+const SCAN_AT_END = 64 * 1024;
+
+/**
+ * Could bytes streaming past hold a member named `name`? Only if the name occurs in them, or a
+ * \u escape that could spell it (no other escape yields its characters), including where a read
+ * boundary splits either. A memchr-speed test, where finding the member itself means a scan.
+ */
+export class NameSighting {
+  readonly #name: Buffer;
+  /** The last bytes seen, where a name may have started. */
+  #edge: Uint8Array = EMPTY;
+
+  constructor(name: string) {
+    this.#name = Buffer.from(name);
+  }
+
+  test(buf: Uint8Array, start: number, end: number): boolean {
+    const b = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
+    const span = this.#name.length - 1;
+    const edge = Buffer.concat([this.#edge, b.subarray(0, span)]);
+    this.#edge = b.length >= span ? Uint8Array.prototype.slice.call(b, b.length - span) : Buffer.concat([this.#edge, b]).subarray(-span);
+    return b.indexOf(this.#name) !== -1 || b.indexOf(ESCAPE) !== -1 || edge.indexOf(this.#name) !== -1 || edge.indexOf(ESCAPE) !== -1;
+  }
+}
+
+export class SyncSplice implements BodySplice, CaptureEvents {
+  readonly #users: readonly string[];
+  readonly #done: (s: Spliced) => void;
+  readonly #flavour: SyncFlavour;
+  readonly #member: string;
+  readonly #sighting: NameSighting;
+  readonly #capture: TopLevelCapture;
+  /** Gives the token the client gets instead of the homeserver's (tokens.ts), when set. */
+  readonly #wrap: ((token: string) => string) | undefined;
+  readonly #tokenKey: string;
+  readonly #tokenSighting: NameSighting;
+  /** Which member's value is held: the device lists', or the token's. */
+  #holding: string | undefined;
+  /** The token as it went out, when it was rewritten; a token that passed unrewritten books nothing. */
+  #wrapped: string | undefined;
+  #tokenMissed = false;
+  #added: string[] = [];
+  #reported: string[] = [];
+  /** The member went out, rewritten or added: nothing is left to change (a duplicate would be scanned ahead). */
+  #seen = false;
+  /** A member's value passed during a scan behind: it went out unchanged, so nothing is booked. */
+  #missed = false;
+  /** Non-whitespace so far: 0 none; 1 `{`; 2 `{}` (an empty object, if that is all); 3 more. */
+  #opened = 0;
+  // Scan ahead: the read being fed, its next byte not yet emitted, and the held member's bytes.
+  #buf: Uint8Array = EMPTY;
+  #from = 0;
+  #out: Emit = () => {};
+  #held: Uint8Array[] | undefined;
+  #holdFrom = 0;
+  // Scan behind: reads sent but not yet scanned, and the trailing `}` (and whitespace) kept back.
+  #behind: Uint8Array[] = [];
+  #behindBytes = 0;
+  #muted = false;
+  #tail: Uint8Array | undefined;
+
+  /**
+   * `done`: called by settle() unless what was read of the body shows it is not one JSON object.
+   * `wrap`: the token member is rewritten too (a position of ours, tokens.ts), and `done` gets
+   * the rewritten one; a body whose token could not be rewritten is not booked.
+   */
+  constructor(users: readonly string[], flavour: SyncFlavour, done: (s: Spliced) => void, wrap?: (token: string) => string) {
+    this.#users = users;
+    this.#done = done;
+    this.#flavour = flavour;
+    this.#member = MEMBER[flavour];
+    this.#sighting = new NameSighting(this.#member);
+    this.#wrap = wrap;
+    this.#tokenKey = TOKEN[flavour];
+    this.#tokenSighting = new NameSighting(this.#tokenKey);
+    this.#capture = new TopLevelCapture([this.#member, TOKEN[flavour]], 4 * 1024 * 1024, this);
+  }
+
+  feed(buf: Uint8Array, start: number, end: number, out: Emit): void {
+    if (start >= end) return;
+    this.#notePrefix(buf, start, end);
+    // Both tests run on every read: each keeps the read's last bytes for the next one.
+    const memberMay = this.#sighting.test(buf, start, end);
+    const tokenMay = this.#wrap !== undefined && this.#tokenSighting.test(buf, start, end);
+    const mayHold = memberMay || tokenMay;
+    if (this.#capture.failed) {
+      this.#flushTail(out);
+      return out(buf, start, end);
+    }
+    // Behind only when the member is not being held, nor coming: its name read ahead, or a key
+    // open that may be it. The capture's state may lag by reads sent behind, but those cannot
+    // change any of this.
+    const c = this.#capture;
+    const awaited = c.awaiting === this.#member || (this.#wrap !== undefined && c.awaiting === this.#tokenKey);
+    if (!mayHold && !this.#held && !awaited && !c.inKey) return this.#passBehind(buf, start, end, out);
+    this.#catchUp();
+    this.#flushTail(out);
+    this.#scanAhead(buf, start, end, out);
+  }
+
+  end(out: Emit): void {
+    // Cut short inside the member: it goes out as it came, and the body is not one object.
+    for (const b of this.#held ?? []) out(b, 0, b.length);
+    this.#held = undefined;
+    const tail = this.#tail;
+    if (!tail) return;
+    this.#tail = undefined;
+    // The body's last byte that is not whitespace is a `}`: the object's own, if the body is
+    // well-formed. No member was seen, so it goes in just before. Whether the body is indeed
+    // well-formed is known now when little is left to scan, else only to settle(): a body that
+    // is not gets the member too, and then it is not booked (its client cannot parse it anyway).
+    if (this.#behindBytes <= SCAN_AT_END) this.#catchUp();
+    const value = this.#seen || this.#capture.failed ? undefined : this.#rewritten(undefined);
+    if (value !== undefined) this.#emitText(out, `${this.#opened === 2 ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
+    out(tail, 0, tail.length);
+  }
+
+  settle(): void {
+    // What went out behind is read only as far as the token: the rest cannot hold the member
+    // (the sighting test), and only a body's token says which request acknowledges it. A body
+    // that would have failed to parse further on is booked all the same, harmlessly: its client
+    // cannot read the token, asks again from its old position, and the delivery is carried again.
+    const key = TOKEN[this.#flavour];
+    this.#muted = true;
+    let read = 0;
+    for (; read < this.#behind.length && this.#capture.value(key) === undefined; read++) this.#capture.feed(this.#behind[read]!);
+    this.#muted = false;
+    if (read === this.#behind.length) this.#capture.finish();
+    this.#behind = [];
+    if (this.#capture.failed || this.#missed) return;
+    if (this.#wrap) {
+      if (this.#tokenMissed) return;
+      return this.#done({ added: this.#added, reported: this.#reported, token: this.#wrapped });
+    }
+    const token = stringOf(this.#capture.value(key));
+    this.#done({ added: this.#added, reported: this.#reported, token });
+  }
+
+  valueStart(key: string, at: number): void {
+    const token = key === this.#tokenKey && key !== this.#member;
+    if (!token && key !== this.#member) return;
+    if (token && !this.#wrap) return;
+    // Ruled out by the sighting tests; a token that went out as it came books nothing.
+    if (this.#muted) return void (token ? (this.#tokenMissed = true) : (this.#missed = true));
+    this.#emit(this.#buf, this.#from, at);
+    this.#held = [];
+    this.#holding = key;
+    this.#holdFrom = at;
+  }
+
+  valueEnd(key: string, at: number): void {
+    if (key !== this.#holding || !this.#held) return;
+    this.#held.push(this.#buf.subarray(this.#holdFrom, at));
+    const original = Buffer.concat(this.#held);
+    this.#held = undefined;
+    this.#holding = undefined;
+    this.#from = at;
+    if (key !== this.#member) {
+      const token = stringOf(original);
+      if (token === undefined) return this.#emit(original, 0, original.length);
+      this.#wrapped = this.#wrap!(token);
+      return this.#emitText(this.#out, JSON.stringify(this.#wrapped));
+    }
+    this.#seen = true;
+    const value = this.#rewritten(original);
+    if (value === undefined) this.#emit(original, 0, original.length);
+    else this.#emitText(this.#out, value);
+  }
+
+  closed(at: number, empty: boolean): void {
+    // Behind, the kept-back `}` stands for it (end()).
+    if (this.#seen || this.#muted) return;
+    const value = this.#rewritten(undefined);
+    if (value === undefined) return;
+    this.#emit(this.#buf, this.#from, at);
+    this.#from = at;
+    this.#seen = true;
+    this.#emitText(this.#out, `${empty ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
+  }
+
+  /** Whether the object has anything in it, from its first bytes (for the comma before ours). */
+  #notePrefix(buf: Uint8Array, start: number, end: number): void {
+    for (let i = start; i < end && this.#opened < 3; i++) {
+      const b = buf[i];
+      if (isSpace(b)) continue;
+      if (this.#opened === 0) this.#opened = b === OPEN_OBJ ? 1 : 3;
+      else this.#opened = this.#opened === 1 && b === CLOSE_OBJ ? 2 : 3;
+    }
+  }
+
+  #passBehind(buf: Uint8Array, start: number, end: number, out: Emit): void {
+    this.#behind.push(buf.subarray(start, end));
+    this.#behindBytes += end - start;
+    if (this.#seen) out(buf, start, end);
+    else {
+      let last = end - 1;
+      while (last >= start && isSpace(buf[last])) last--;
+      if (last < start) {
+        // Whitespace only: after a kept-back `}` it stays with it.
+        if (this.#tail) this.#tail = Buffer.concat([this.#tail, buf.subarray(start, end)]);
+        else out(buf, start, end);
+      } else {
+        this.#flushTail(out);
+        if (buf[last] === CLOSE_OBJ) {
+          if (last > start) out(buf, start, last);
+          this.#tail = Uint8Array.prototype.slice.call(buf, last, end);
+        } else out(buf, start, end);
+      }
+    }
+    if (this.#behindBytes > BEHIND_BYTES) this.#catchUp();
+  }
+
+  /** Scan what went out behind, with the events muted: they concern bytes already sent. */
+  #catchUp(): void {
+    if (this.#behind.length === 0) return;
+    this.#muted = true;
+    for (const b of this.#behind) this.#capture.feed(b);
+    this.#muted = false;
+    this.#behind = [];
+    this.#behindBytes = 0;
+  }
+
+  #scanAhead(buf: Uint8Array, start: number, end: number, out: Emit): void {
+    this.#buf = buf;
+    this.#from = start;
+    this.#holdFrom = start;
+    this.#out = out;
+    this.#capture.feed(buf, start, end);
+    if (this.#capture.failed) {
+      // Not a JSON object after all: what is held goes out as it came, and so does the rest.
+      const rest = this.#held ? this.#holdFrom : this.#from;
+      for (const b of this.#held ?? []) out(b, 0, b.length);
+      this.#held = undefined;
+      this.#emit(buf, rest, end);
+    } else if (this.#held) this.#held.push(new Uint8Array(buf.subarray(this.#holdFrom, end)));
+    else this.#emit(buf, this.#from, end);
+    this.#buf = EMPTY;
+  }
+
+  #flushTail(out: Emit): void {
+    if (!this.#tail) return;
+    out(this.#tail, 0, this.#tail.length);
+    this.#tail = undefined;
+  }
+
+  /** The member's new JSON text, or undefined when it stays as the homeserver sent it. */
+  #rewritten(original: Buffer | undefined): string | undefined {
+    let value: unknown;
+    if (original !== undefined) {
+      try {
+        value = JSON.parse(original.toString("utf8"));
+      } catch {
+        return undefined; // only a bad escape gets past the grammar: JSON.parse of the body fails too
+      }
+    }
+    const key = this.#member;
+    const shell: Record<string, unknown> = value === undefined ? {} : { [key]: value };
+    // The last occurrence of a duplicated member is the one clients read (JSON.parse keeps it).
+    this.#reported = reportedChanged(shell, this.#flavour);
+    const before = JSON.stringify(shell[key]);
+    this.#added = injectChanged(shell, this.#users, this.#flavour);
+    const after = JSON.stringify(shell[key]);
+    return after === before ? undefined : after;
+  }
+
+  #emit(buf: Uint8Array, start: number, end: number): void {
+    if (end > start) this.#out(buf, start, end);
+  }
+
+  #emitText(out: Emit, text: string): void {
+    const bytes = Buffer.from(text);
+    out(bytes, 0, bytes.length);
+  }
+}
+
+// The homeserver's own device_lists.changed (docs/architecture.md: a user the homeserver reports as
+// changed may have a newer list there than our snapshot), read once the body has gone out, so
+// the client never waits for our reading. The chunks are kept by reference meanwhile (no
+// copy); a body beyond BEHIND_BYTES is read as it streams instead, so no more than that is held.
+// Most bodies never name the member (Synapse omits it when nothing changed): those are not
+// scanned at all.
+export class ReportedWatch {
+  readonly #capture: TopLevelCapture;
+  readonly #flavour: SyncFlavour;
+  readonly #report: (users: string[]) => void;
+  readonly #sighting: NameSighting;
+  #sighted = false;
+  #held: Buffer[] | undefined = [];
+  #heldBytes = 0;
+
+  constructor(report: (users: string[]) => void, flavour: SyncFlavour = "sync") {
+    this.#report = report;
+    this.#flavour = flavour;
+    this.#capture = new TopLevelCapture([MEMBER[flavour]]);
+    this.#sighting = new NameSighting(MEMBER[flavour]);
+  }
+
+  data(buf: Buffer, start: number, end: number): void {
+    if (!this.#sighted) this.#sighted = this.#sighting.test(buf, start, end);
+    if (!this.#held) return this.#capture.feed(buf, start, end);
+    this.#held.push(buf.subarray(start, end));
+    this.#heldBytes += end - start;
+    if (this.#heldBytes > BEHIND_BYTES) this.#catchUp();
+  }
+
+  end(): void {
+    if (!this.#held) return this.#finish();
+    if (!this.#sighted) return void (this.#held = undefined);
+    setImmediate(() => {
+      this.#catchUp();
+      this.#finish();
+    });
+  }
+
+  #catchUp(): void {
+    for (const b of this.#held ?? []) this.#capture.feed(b);
+    this.#held = undefined;
+  }
+
+  #finish(): void {
+    const key = MEMBER[this.#flavour];
+    const raw = this.#capture.finish()?.get(key);
+    if (!raw) return;
+    let lists: unknown;
+    try {
+      lists = JSON.parse(raw.toString("utf8"));
+    } catch {
+      return;
+    }
+    const users = reportedChanged({ [key]: lists }, this.#flavour);
+    if (users.length > 0) this.#report(users);
+  }
+}

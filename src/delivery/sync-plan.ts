@@ -1,0 +1,130 @@
+// The one /sync plan (docs/architecture.md "Delivery"), asked by both engines: the node:http
+// app's route (routes/sync.ts) and the Bun front end's gate (engine/bun/sync-gate.ts). It
+// acknowledges the position the client resumes from, decides whether pending deliveries are
+// injected (the homeserver asked to answer at once, its body spliced) or answered by us, and
+// whether a long-poll is held for an early wake; the answers it builds are below.
+import type { Metrics } from "../observe/metrics.ts";
+import type { Requester } from "../http/auth.ts";
+import type { Store } from "../store/store.ts";
+import { storeFallback } from "../store/store-guard.ts";
+import type { Delivery } from "./delivery.ts";
+import { type BodySplice, ReportedWatch, SyncSplice } from "./json/sync-splice.ts";
+import type { Overlays } from "./overlays.ts";
+import { type SyncFlavour, wakeResponse } from "./json/sync-inject.ts";
+import { wrapToken } from "./tokens.ts";
+
+/** What the plan reads and writes (the routes' Services has all of it). */
+export interface SyncDeps {
+  store: Store;
+  delivery: Delivery;
+  overlays: Overlays;
+  metrics?: Metrics;
+}
+
+export interface SyncAsk {
+  userId: string;
+  deviceId: string;
+  /** The position the request resumes from (sync's `since`, sliding sync's `pos`); "" for none. */
+  since: string;
+  /** Sliding sync's connection (conn_id); undefined for /sync. */
+  conn?: string;
+  /** The request wants device-list changes from us (always for /sync; sliding sync's e2ee extension). */
+  asked: boolean;
+  /** A long-poll: a `since` and a timeout above 0. */
+  longPoll: boolean;
+}
+
+export interface SyncDecision {
+  /** False: the store failed, so nothing is acknowledged, injected or held (docs/operations.md, "When the store fails"). */
+  storeOk: boolean;
+  /**
+   * Pending, but the last answer-at-once poll could not carry the delivery (tokens.ts,
+   * delivery.ts): answer this one ourselves (safeWakeAnswer) rather than loop at timeout=0.
+   */
+  answerHere: boolean;
+  /** Pending: ask the homeserver to answer at once (answerAtOnce) and splice (injectPending). */
+  inject: boolean;
+  /** Hold the long-poll so a refresh that lands may answer it early (docs/architecture.md "Early wake"). */
+  hold: boolean;
+}
+
+export function planSync(d: SyncDeps, a: SyncAsk): SyncDecision {
+  const pending = storeFallback(() => {
+    if (a.asked && a.conn !== undefined) d.delivery.openConn(a.userId, a.deviceId, a.conn);
+    if (a.asked && a.since) d.store.ackToken(a.userId, a.deviceId, a.since, a.conn);
+    return a.asked && a.since !== "" && d.store.hasPending(a.userId, a.deviceId, a.conn);
+  }, undefined);
+  const storeOk = pending !== undefined;
+  const answerHere = pending === true && !d.delivery.mayForce(a.userId, a.deviceId, a.conn ?? "");
+  const inject = pending === true && !answerHere;
+  return { storeOk, answerHere, inject, hold: a.longPoll && a.asked && storeOk && !inject && !answerHere };
+}
+
+/**
+ * The engine splices the answer itself: counted as no progress until the splice books the
+ * delivery (injectPending), so an answer that cannot be spliced, or one cut short, leaves the
+ * stream to be answered by us next time.
+ */
+export function spliceStarts(d: SyncDeps, who: { userId: string; deviceId: string }, conn?: string): void {
+  d.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", true);
+}
+
+/** The users whose changes are pending for this device (and sliding-sync connection). */
+export function pendingTargets(d: SyncDeps, who: { userId: string; deviceId: string }, conn?: string): string[] {
+  return d.store.pendingFor(who.userId, who.deviceId, conn).map((p) => p.target);
+}
+
+/** Reads the homeserver's own device_lists.changed while overlays exist (overlays.ts). */
+export function reportedWatch(d: SyncDeps, flavour?: SyncFlavour): ReportedWatch {
+  return new ReportedWatch((users) => d.overlays.homeserverReported(users), flavour);
+}
+
+/** The target with `timeout=0`: the only change we ever make to a forwarded target. */
+export function answerAtOnce(target: string): string {
+  return target.replace(/([?&])timeout=\d+/, "$1timeout=0");
+}
+
+/**
+ * The answer that ends a waiting long-poll early, carrying every pending user (docs/architecture.md
+ * "Early wake"); also our answer to a poll whose stream could not be answered at once.
+ * Its position is the request's own, with our suffix (tokens.ts): the client asks again from
+ * the same point, so no event is skipped, and that request acknowledges exactly this answer.
+ */
+function wakeAnswer(svc: SyncDeps, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
+  const targets = pendingTargets(svc, who, conn);
+  const token = wrapToken(since);
+  svc.store.markCarried(who.userId, who.deviceId, targets, token, conn);
+  svc.metrics?.wakes.inc();
+  svc.metrics?.injections.inc({ endpoint: flavour }, targets.length);
+  return wakeResponse(token, targets, flavour);
+}
+
+/**
+ * wakeAnswer, or on a failing store an answer with nothing in it at the request's own position:
+ * the poll has been taken from the homeserver already, and the client simply asks again.
+ */
+export function safeWakeAnswer(svc: SyncDeps, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
+  return storeFallback(() => wakeAnswer(svc, who, since, flavour, conn), undefined) ?? wakeResponse(since, [], flavour);
+}
+
+/**
+ * A sync response body with deliveries pending for the requester: the pending users spliced
+ * into device_lists.changed as it streams, and its token replaced by one of ours (tokens.ts),
+ * which each is marked as carried by once the whole body has gone through (the client can only
+ * ask with that token after it has).
+ */
+export function injectPending(svc: SyncDeps, who: Requester, flavour: SyncFlavour, conn?: string): BodySplice {
+  const targets = storeFallback(() => pendingTargets(svc, who, conn), undefined);
+  // A store that failed since the plan: the body goes out as the homeserver sent it, with its
+  // own token, so nothing is acknowledged and the rows are carried by a later poll.
+  if (targets === undefined) return new SyncSplice([], flavour, () => {});
+  return new SyncSplice(targets, flavour, (spliced) => {
+    svc.overlays.homeserverReported(spliced.reported);
+    // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
+    if (spliced.token === undefined) return;
+    // Unmarked on a failing store: the rows stay pending and the next poll carries them again.
+    storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn), undefined);
+    svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", false);
+    svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
+  }, wrapToken);
+}
