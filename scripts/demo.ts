@@ -12,7 +12,14 @@ import { lockOwner, releaseLock } from "./homeservers/lock.ts";
 import { sync, type Session } from "../test/e2e/helpers/client.ts";
 import { refreshDevices, startHs1Proxy, type Hs1Proxy } from "../test/e2e/helpers/proxy.ts";
 import { makeBobStale } from "../test/e2e/helpers/stale.ts";
-import { crossSigningKeyId, federationDeviceRequests, keysView, logOffset, meetAliceAndBob, type UserKeysView } from "../test/e2e/helpers/story.ts";
+import {
+  crossSigningKeyId,
+  federationDeviceRequests,
+  keysView,
+  logOffset,
+  meetAliceAndBob,
+  type UserKeysView,
+} from "../test/e2e/helpers/story.ts";
 
 const started = Date.now();
 const phases: [string, number][] = [];
@@ -40,7 +47,8 @@ async function phase<T>(name: string, run: () => Promise<T>): Promise<T> {
 }
 const devices = (n: number): string => `${n} device${n === 1 ? "" : "s"}`;
 const short = (keyId: string | undefined): string => (keyId ? `${keyId.slice(0, 16)}…` : "none");
-const describeView = (v: UserKeysView): string => `${devices(v.deviceIds.length)} (${v.deviceIds.join(", ")}), master key ${short(v.masterKeyId)}`;
+const describeView = (v: UserKeysView): string =>
+  `${devices(v.deviceIds.length)} (${v.deviceIds.join(", ")}), master key ${short(v.masterKeyId)}`;
 
 async function story(): Promise<void> {
   const { hs1, hs2: hs2First } = servers!;
@@ -54,7 +62,14 @@ async function story(): Promise<void> {
   heading("5. bob adds a device and resets his cross-signing keys; hs1 never hears of it");
   say("hs2 is restarted with federation sending off (send_federation: false), so it cannot tell hs1.");
   say("Catch-up cannot heal this: it is the sending side's job, and hs2 has no sender now.");
-  const stale = await makeBobStale({ hs1, hs2: hs2First, alice: s.alice, bob: s.bob, newCrossSigning: true, log: detail });
+  const stale = await makeBobStale({
+    hs1,
+    hs2: hs2First,
+    alice: s.alice,
+    bob: s.bob,
+    newCrossSigning: true,
+    log: detail,
+  });
   const hs2 = stale.hs2;
   say(`bob logged in device ${stale.newDevice.deviceId} and uploaded new cross-signing keys on hs2.`);
 
@@ -63,7 +78,12 @@ async function story(): Promise<void> {
   const real = stale.remote.devices.length;
   say(`hs1 still believes bob has ${devices(before.deviceIds.length)}; bob really has ${real}.`);
   detail(`hs1:  ${describeView(before)}`);
-  detail(`hs2:  ${devices(real)} (${stale.remote.devices.map((d) => d.device_id).sort().join(", ")}), master key ${short(crossSigningKeyId(stale.crossSigning!))}`);
+  detail(
+    `hs2:  ${devices(real)} (${stale.remote.devices
+      .map((d) => d.device_id)
+      .sort()
+      .join(", ")}), master key ${short(crossSigningKeyId(stale.crossSigning!))}`,
+  );
   check(!before.deviceIds.includes(stale.newDevice.deviceId), "hs1 lacks bob's new device");
   check(before.masterKeyId === crossSigningKeyId(s.bobCrossSigning), "hs1 still has bob's old master key");
 
@@ -76,18 +96,33 @@ async function story(): Promise<void> {
   heading("8. the fix: what alice's client sees now");
   const after = await keysView(viaProxy, s.bob.userId);
   say(`through the proxy, bob has ${describeView(after)}`);
-  check(after.deviceIds.includes(stale.newDevice.deviceId), `the proxy's /keys/query lists bob's new device ${stale.newDevice.deviceId}`);
+  check(
+    after.deviceIds.includes(stale.newDevice.deviceId),
+    `the proxy's /keys/query lists bob's new device ${stale.newDevice.deviceId}`,
+  );
   check(after.masterKeyId === crossSigningKeyId(stale.crossSigning!), "…and bob's new master key");
   const next = await sync(viaProxy, since, 5_000);
   const changed = next.device_lists?.changed ?? [];
-  check(changed.includes(s.bob.userId), `alice's next /sync through the proxy says device_lists.changed = ${JSON.stringify(changed)}, so her client re-fetches bob's keys`);
+  check(
+    changed.includes(s.bob.userId),
+    `alice's next /sync through the proxy says device_lists.changed = ${JSON.stringify(changed)}, so her client re-fetches bob's keys`,
+  );
   const direct = await keysView(s.alice, s.bob.userId);
-  check(!direct.deviceIds.includes(stale.newDevice.deviceId), `hs1 asked directly still says ${devices(direct.deviceIds.length)}: the proxy fixed alice's view without touching the homeserver`);
+  check(
+    !direct.deviceIds.includes(stale.newDevice.deviceId),
+    `hs1 asked directly still says ${devices(direct.deviceIds.length)}: the proxy fixed alice's view without touching the homeserver`,
+  );
 
   heading("9. hs2's own log: it accepted our signed request");
-  const seen = (await federationDeviceRequests(hs2.logPath, s.bob.userId, offset)).filter((r) => r.userAgent === "matrix-resync-proxy");
-  for (const r of seen) detail(`origin {${r.origin}} → ${r.status} GET /_matrix/federation/v1/user/devices/… "${r.userAgent}"`);
-  check(seen.some((r) => r.origin === hs1.serverName && r.status === 200), `hs2 verified the X-Matrix signature as ${hs1.serverName}'s and answered 200`);
+  const seen = (await federationDeviceRequests(hs2.logPath, s.bob.userId, offset)).filter(
+    (r) => r.userAgent === "matrix-resync-proxy",
+  );
+  for (const r of seen)
+    detail(`origin {${r.origin}} → ${r.status} GET /_matrix/federation/v1/user/devices/… "${r.userAgent}"`);
+  check(
+    seen.some((r) => r.origin === hs1.serverName && r.status === 200),
+    `hs2 verified the X-Matrix signature as ${hs1.serverName}'s and answered 200`,
+  );
 }
 
 let cleaning: Promise<void> | undefined;
@@ -134,7 +169,10 @@ async function main(): Promise<number> {
       workDir = await mkdtemp(join(tmpdir(), "resync-demo-"));
       const logFile = join(workDir, "proxy.log");
       await writeFile(logFile, "");
-      proxy = await startHs1Proxy(servers.hs1, servers.caPath, { dataDir: join(workDir, "data"), onLog: (l) => appendFileSync(logFile, l) });
+      proxy = await startHs1Proxy(servers.hs1, servers.caPath, {
+        dataDir: join(workDir, "data"),
+        onLog: (l) => appendFileSync(logFile, l),
+      });
       detail(`proxy listening on ${proxy.url} (upstream ${servers.hs1.clientUrl}, log ${logFile})`);
     });
     await phase("scenario", story);
@@ -146,7 +184,11 @@ async function main(): Promise<number> {
     heading("Stopping the proxy and both homeservers");
     await cleanUp();
   }
-  heading(failures === 0 ? "Done: the proxy delivered bob's fresh device list; hs1 was never changed." : `Done, with ${failures} failed check(s).`);
+  heading(
+    failures === 0
+      ? "Done: the proxy delivered bob's fresh device list; hs1 was never changed."
+      : `Done, with ${failures} failed check(s).`,
+  );
   say(`timings: ${phases.map(([n, ms]) => `${n} ${secs(ms)}`).join(", ")}; total ${secs(Date.now() - started)}`);
   return failures === 0 ? 0 : 1;
 }

@@ -24,7 +24,8 @@ export interface FetchDevicesOptions {
 }
 
 // Bounded label values for the federation metrics (docs/operations.md "Metrics").
-const destinationClass = (server: string) => (/^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.test(server) ? "ip" : server.includes(":") ? "name_port" : "name");
+const destinationClass = (server: string) =>
+  /^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.test(server) ? "ip" : server.includes(":") ? "name_port" : "name";
 
 export function instrumentedFetch(o: FetchDevicesOptions): (userId: string) => Promise<{ snapshot: DeviceSnapshot }> {
   const { metrics, log } = o;

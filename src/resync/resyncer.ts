@@ -65,7 +65,12 @@ export class Resyncer {
    * the refresh through; the write it returns runs only once the target's limit has too, just
    * before the fetch starts or the snapshot answers: a refused (429) refresh writes nothing.
    */
-  async refresh(target: string, requester: string, waitMs: number, admit?: () => Promise<() => void>): Promise<RefreshOutcome> {
+  async refresh(
+    target: string,
+    requester: string,
+    waitMs: number,
+    admit?: () => Promise<() => void>,
+  ): Promise<RefreshOutcome> {
     const o = this.#o;
     if (serverOf(target) === o.serverName) return { kind: "local" };
     const wait = o.limits.requester.take(requester);
@@ -125,7 +130,9 @@ export class Resyncer {
       const have = o.store.getSnapshot(target);
       if (have && snapshot.streamId < have.streamId) {
         o.log.warn("the remote answered with an older device list than the one stored; keeping the stored one", {
-          userId: target, streamId: snapshot.streamId, storedStreamId: have.streamId,
+          userId: target,
+          streamId: snapshot.streamId,
+          storedStreamId: have.streamId,
         });
         o.onStaleAnswer?.(target);
         return have;
@@ -134,7 +141,8 @@ export class Resyncer {
       o.onSnapshot?.(snapshot);
       return snapshot;
     } catch (err) {
-      const e = err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
+      const e =
+        err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
       const now = this.#now();
       let destRetryAt = 0;
       if (backsOffDestination(e)) {
@@ -158,7 +166,12 @@ export class Resyncer {
       const dueAt = Math.max(now + backoffDelay(o.retry, attempts), destRetryAt);
       const who = [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50);
       o.store.putRetry({ userId: target, attempts, dueAt, requestedBy: who, lastError: e.message });
-      o.log.info("device list refresh failed; retry scheduled", { userId: target, attempts, inMs: dueAt - now, error: e.message });
+      o.log.info("device list refresh failed; retry scheduled", {
+        userId: target,
+        attempts,
+        inMs: dueAt - now,
+        error: e.message,
+      });
       throw new RefreshFailure(e, dueAt - now);
     }
   }
@@ -176,7 +189,13 @@ export class Resyncer {
     }
     const prev = o.store.getRetry(target);
     const requestedBy = [...new Set([...(prev?.requestedBy ?? []), requester])].slice(-50);
-    o.store.putRetry({ userId: target, attempts: prev?.attempts ?? 0, dueAt: b.retryAt, requestedBy, lastError: prev?.lastError ?? "destination in backoff" });
+    o.store.putRetry({
+      userId: target,
+      attempts: prev?.attempts ?? 0,
+      dueAt: b.retryAt,
+      requestedBy,
+      lastError: prev?.lastError ?? "destination in backoff",
+    });
     this.#schedule();
     const error = new FederationError("transport", `${dest} is unreachable and in backoff; not contacting it yet`);
     return { kind: "failed", error, nextRetryInMs: b.retryAt - now };

@@ -21,7 +21,10 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
   req.resume(); // the body (if any) carries nothing we use
   const target = decodeUserIdParam(ctx.params.userId ?? "");
   if (target === undefined || !isValidUserId(target))
-    throw new MatrixError("M_INVALID_PARAM", `Not a valid Matrix user ID: ${JSON.stringify(target ?? ctx.params.userId)}`);
+    throw new MatrixError(
+      "M_INVALID_PARAM",
+      `Not a valid Matrix user ID: ${JSON.stringify(target ?? ctx.params.userId)}`,
+    );
 
   const svc = deps.services;
   let mine: { userId: string; deviceId: string }[] = [];

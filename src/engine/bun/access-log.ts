@@ -67,7 +67,13 @@ export function createAccessLog(o: AccessLogOptions): AccessLog {
         child.inc();
       }
       writeAccessLine(o.log, {
-        id: f.id, method: f.method, route: r, status, durationMs: performance.now() - f.started, target: f.target, aborted: f.aborted,
+        id: f.id,
+        method: f.method,
+        route: r,
+        status,
+        durationMs: performance.now() - f.started,
+        target: f.target,
+        aborted: f.aborted,
         client: () => clientAddressOf(f.peer, (n) => (n === "x-forwarded-for" ? f.forwardedFor : undefined), o.trusted),
       });
     },

@@ -7,7 +7,16 @@ import type { Waiter } from "../../delivery/waiters.ts";
 import type { AccessMetrics } from "./access-log.ts";
 import type { BodyObserver } from "./response.ts";
 import { ReportedWatch } from "../../delivery/json/sync-splice.ts";
-import { type LongPoll, PLAIN, type SyncGate, type SyncPlan, type SyncRequest, type SyncRoute, syncRequest, type Ticket } from "./sync-gate.ts";
+import {
+  type LongPoll,
+  PLAIN,
+  type SyncGate,
+  type SyncPlan,
+  type SyncRequest,
+  type SyncRoute,
+  syncRequest,
+  type Ticket,
+} from "./sync-gate.ts";
 
 export type ToMain =
   | { t: "ready" }
@@ -16,10 +25,19 @@ export type ToMain =
   | { t: "release"; id: number }
   | { t: "reported"; users: string[] }
   | { t: "log"; level: Level; msg: string; fields?: Record<string, unknown> }
-  | { t: "stats"; counts: [string, string, number][]; latency: [string, number[]][]; connections: number; served: number }
+  | {
+      t: "stats";
+      counts: [string, string, number][];
+      latency: [string, number[]][];
+      connections: number;
+      served: number;
+    }
   | { t: "closed" };
 
-export type Planned = { kind: "app" } | { kind: "plain" } | { kind: "poll"; observe: boolean; longPoll: boolean; ticket: Ticket };
+export type Planned =
+  | { kind: "app" }
+  | { kind: "plain" }
+  | { kind: "poll"; observe: boolean; longPoll: boolean; ticket: Ticket };
 
 export type ToWorker =
   | ({ t: "planned"; id: number } & Planned)
@@ -57,7 +75,9 @@ export class MainLink implements SyncGate {
     if (m.t === "planned") {
       const resolve = this.#planned.get(m.id);
       this.#planned.delete(m.id);
-      resolve?.(m.kind === "app" ? "app" : m.kind === "plain" ? PLAIN : new RemotePoll(this, m.observe, m.longPoll, m.ticket));
+      resolve?.(
+        m.kind === "app" ? "app" : m.kind === "plain" ? PLAIN : new RemotePoll(this, m.observe, m.longPoll, m.ticket),
+      );
     } else if (m.t === "wake") this.#held.get(m.id)?.woken(m.body);
   }
 
@@ -105,12 +125,24 @@ export class MainLink implements SyncGate {
         this.post({ t: "log", level: lvl, msg });
       }
     };
-    return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error"), writes: (lvl) => enabled(level, lvl) };
+    return {
+      debug: at("debug"),
+      info: at("info"),
+      warn: at("warn"),
+      error: at("error"),
+      writes: (lvl) => enabled(level, lvl),
+    };
   }
 
   /** Send what was counted since the last report. */
   report(connections: number): void {
-    this.post({ t: "stats", counts: [...this.#counts.values()], latency: [...this.#latency], connections, served: this.#served });
+    this.post({
+      t: "stats",
+      counts: [...this.#counts.values()],
+      latency: [...this.#latency],
+      connections,
+      served: this.#served,
+    });
     this.#counts = new Map();
     this.#latency = new Map();
   }
