@@ -55,8 +55,9 @@ export const SELF_HEALTH_PATH = "/_resync/healthz";
 export type Interception = { kind: "health" } | { kind: "preflight" } | { kind: "route"; hit: Match<Handler> };
 
 /**
- * The one definition of "intercepted", shared by the app below and the Bun front end, which
- * sends exactly these requests to the app and streams every other one to the homeserver.
+ * The one definition of "intercepted", shared by the node:http app (engine/node/app.ts) and the
+ * Bun front end, which sends exactly these requests to the app and streams every other one to
+ * the homeserver.
  */
 export function intercept(routes: Router<Handler>, method: string, path: string): Interception | undefined {
   if (path === SELF_HEALTH_PATH) return { kind: "health" };

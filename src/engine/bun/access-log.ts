@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../../observe/log.ts";
 import { clientAddressOf } from "../../http/forwarded.ts";
-import { CLIENT_CLOSED, requestIdFor, type RouteClass, writeAccessLine } from "../../http/request-log.ts";
+import { CLIENT_CLOSED, levelFor, requestIdFor, type RouteClass, writeAccessLine } from "../../http/request-log.ts";
 
 /** The two metrics the access log moves (prom-client's, or a front-end thread's relay of them). */
 export interface AccessMetrics {
@@ -66,6 +66,9 @@ export function createAccessLog(o: AccessLogOptions): AccessLog {
         if (!child) counted.set(key, (child = m.requests.labels({ route: r, status: String(status) })));
         child.inc();
       }
+      // Most requests are not logged at the default level: build no record for them (one
+      // object per request was a visible share of the front end's cost, docs/performance.md).
+      if (o.log.writes?.(levelFor(r, f.aborted ? CLIENT_CLOSED : status)) === false) return;
       writeAccessLine(o.log, {
         id: f.id, method: f.method, route: r, status, durationMs: performance.now() - f.started, target: f.target, aborted: f.aborted,
         client: () => clientAddressOf(f.peer, (n) => (n === "x-forwarded-for" ? f.forwardedFor : undefined), o.trusted),
