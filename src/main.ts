@@ -15,8 +15,8 @@ async function main(): Promise<number> {
     process.stderr.write(`matrix-resync-proxy: ${e.message}\n`);
     return 2;
   }
-  if (action.kind === "help") return void process.stdout.write(`${helpText(VERSION)}\n`), 0;
-  if (action.kind === "version") return void process.stdout.write(`matrix-resync-proxy ${VERSION}\n`), 0;
+  if (action.kind === "help") return (void process.stdout.write(`${helpText(VERSION)}\n`), 0);
+  if (action.kind === "version") return (void process.stdout.write(`matrix-resync-proxy ${VERSION}\n`), 0);
   const { config } = action;
   if (config.command === "healthcheck") return runHealthcheck(config);
   if (config.command === "doctor") return runDoctor(config);

@@ -22,9 +22,10 @@ port.on("message", (m: ParseRequest) => {
     else {
       last.set(m.key, digest);
       const answer = JSON.parse(decoder.decode(m.buf)) as unknown;
-      out = typeof answer === "object" && answer !== null && !Array.isArray(answer)
-        ? { id: m.id, summary: summarize(answer as Record<string, unknown>, m.requested, m.users, m.now) }
-        : { id: m.id };
+      out =
+        typeof answer === "object" && answer !== null && !Array.isArray(answer)
+          ? { id: m.id, summary: summarize(answer as Record<string, unknown>, m.requested, m.users, m.now) }
+          : { id: m.id };
     }
   } catch {
     out = { id: m.id }; // not JSON: nothing to learn

@@ -26,12 +26,18 @@ export const benchKey = (): SigningKey => signingKeyFromSeed(Buffer.from(SEED, "
 /** GET /_matrix/key/v2/server as a homeserver named `serverName` would answer with our key. */
 export function keyDocument(serverName: string): string {
   const key = benchKey();
-  return JSON.stringify(signJson({
-    server_name: serverName,
-    valid_until_ts: Date.now() + 24 * 3600_000,
-    verify_keys: { [key.keyId]: { key: key.publicKey } },
-    old_verify_keys: {},
-  }, serverName, key));
+  return JSON.stringify(
+    signJson(
+      {
+        server_name: serverName,
+        valid_until_ts: Date.now() + 24 * 3600_000,
+        verify_keys: { [key.keyId]: { key: key.publicKey } },
+        old_verify_keys: {},
+      },
+      serverName,
+      key,
+    ),
+  );
 }
 
 const made: string[] = [];
@@ -80,7 +86,20 @@ export function binary(): Binary {
   const path = join(benchTmp(), "matrix-resync-proxy");
   const started = performance.now();
   // The same command as scripts/build.ts (npm run build), into our temporary directory.
-  const r = spawnSync(BUN, ["build", "--compile", "--minify", "--sourcemap=inline", join(srcRoot, "src", "main.ts"), join(srcRoot, "src", "front-worker.ts"), "--outfile", path], { encoding: "utf8", cwd: srcRoot });
+  const r = spawnSync(
+    BUN,
+    [
+      "build",
+      "--compile",
+      "--minify",
+      "--sourcemap=inline",
+      join(srcRoot, "src", "main.ts"),
+      join(srcRoot, "src", "front-worker.ts"),
+      "--outfile",
+      path,
+    ],
+    { encoding: "utf8", cwd: srcRoot },
+  );
   if (r.status !== 0) throw new Error(`bun build --compile failed: ${r.stderr || r.stdout}`);
   return (built = { path, source, srcRoot, sizeBytes: statSync(path).size, buildMs: performance.now() - started });
 }
@@ -123,16 +142,26 @@ export async function startProxyChild(upstream: string, o: ProxyOptions): Promis
   const [cmd, ...pre] = profile
     ? [BUN, "--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200", join(ROOT, "src", "main.ts")]
     : [binary().path];
-  const proc = startProc(cmd!, [
-    ...pre,
-    "--upstream", upstream,
-    "--server-name", o.serverName,
-    "--signing-key", writeKeyFile(),
-    "--listen", "127.0.0.1:0",
-    "--data-dir", dataDir,
-    "--log-level", "info",
-    ...(o.extra ?? []),
-  ], { raiseFdLimit: o.raiseFdLimit ?? false, env: o.env, tailLines: o.tailLines });
+  const proc = startProc(
+    cmd!,
+    [
+      ...pre,
+      "--upstream",
+      upstream,
+      "--server-name",
+      o.serverName,
+      "--signing-key",
+      writeKeyFile(),
+      "--listen",
+      "127.0.0.1:0",
+      "--data-dir",
+      dataDir,
+      "--log-level",
+      "info",
+      ...(o.extra ?? []),
+    ],
+    { raiseFdLimit: o.raiseFdLimit ?? false, env: o.env, tailLines: o.tailLines },
+  );
   const m = await proc.waitLine(/"msg":"listening".*"listen":"127\.0\.0\.1:(\d+)"/);
   if (o.expectKeyPublished ?? true) await proc.waitLine(/signing key is published/, 15_000);
   const port = Number(m[1]);

@@ -16,16 +16,38 @@ export interface TimedResponse {
   bodyHead: string;
 }
 
-export function timedGet(port: number, target: string, headers: Record<string, string> = {}, timeoutMs = 60_000): Promise<TimedResponse> {
+export function timedGet(
+  port: number,
+  target: string,
+  headers: Record<string, string> = {},
+  timeoutMs = 60_000,
+): Promise<TimedResponse> {
   return timedRequest(port, "GET", target, headers, undefined, timeoutMs);
 }
 
 /** One request on its own connection (Connection: close), so a thousand of them run at once. */
-export function timedRequest(port: number, method: string, target: string, headers: Record<string, string>, body?: string, timeoutMs = 60_000): Promise<TimedResponse> {
+export function timedRequest(
+  port: number,
+  method: string,
+  target: string,
+  headers: Record<string, string>,
+  body?: string,
+  timeoutMs = 60_000,
+): Promise<TimedResponse> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const all = body === undefined ? headers : { ...headers, "Content-Type": "application/json", "Content-Length": String(Buffer.byteLength(body)) };
-    const head = [`${method} ${target} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close", ...Object.entries(all).map(([k, v]) => `${k}: ${v}`), "", ""].join("\r\n");
+    const all =
+      body === undefined
+        ? headers
+        : { ...headers, "Content-Type": "application/json", "Content-Length": String(Buffer.byteLength(body)) };
+    const head = [
+      `${method} ${target} HTTP/1.1`,
+      "Host: 127.0.0.1",
+      "Connection: close",
+      ...Object.entries(all).map(([k, v]) => `${k}: ${v}`),
+      "",
+      "",
+    ].join("\r\n");
     const sock = net.connect(port, "127.0.0.1", () => sock.write(head + (body ?? "")));
     let headerBuf = "";
     let headersMs = NaN;
@@ -33,10 +55,14 @@ export function timedRequest(port: number, method: string, target: string, heade
     let status = 0;
     let bodyBytes = 0;
     let bodyHead = "";
-    const timer = setTimeout(() => sock.destroy(new Error(`no complete answer for ${target} within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => sock.destroy(new Error(`no complete answer for ${target} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     const sawJson = (b: Buffer) => {
       if (bodyHead.length < 512) bodyHead += b.subarray(0, 512 - bodyHead.length).toString("latin1");
-      if (Number.isNaN(firstBodyMs) && (b.includes(0x7b) || b.includes(0x5b))) firstBodyMs = performance.now() - started;
+      if (Number.isNaN(firstBodyMs) && (b.includes(0x7b) || b.includes(0x5b)))
+        firstBodyMs = performance.now() - started;
     };
     sock.on("data", (chunk: Buffer) => {
       if (Number.isNaN(headersMs)) {
@@ -71,9 +97,22 @@ export function timedRequest(port: number, method: string, target: string, heade
  * then reading resumes and the whole response is drained. A proxy that honours backpressure
  * holds at most its socket buffers meanwhile; one that buffers reads the rest into memory.
  */
-export function stalledGet(port: number, target: string, headers: Record<string, string>, afterBytes: number, whilePaused: () => Promise<void>): Promise<number> {
+export function stalledGet(
+  port: number,
+  target: string,
+  headers: Record<string, string>,
+  afterBytes: number,
+  whilePaused: () => Promise<void>,
+): Promise<number> {
   return new Promise((resolve, reject) => {
-    const head = [`GET ${target} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close", ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), "", ""].join("\r\n");
+    const head = [
+      `GET ${target} HTTP/1.1`,
+      "Host: 127.0.0.1",
+      "Connection: close",
+      ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+      "",
+      "",
+    ].join("\r\n");
     const sock = net.connect(port, "127.0.0.1", () => sock.write(head));
     let got = 0;
     let stalled = false;
@@ -82,7 +121,10 @@ export function stalledGet(port: number, target: string, headers: Record<string,
       if (stalled || got < afterBytes) return;
       stalled = true;
       sock.pause();
-      whilePaused().then(() => sock.resume(), (e: unknown) => sock.destroy(e as Error));
+      whilePaused().then(
+        () => sock.resume(),
+        (e: unknown) => sock.destroy(e as Error),
+      );
     });
     sock.on("error", reject);
     sock.on("close", () => resolve(got));

@@ -22,8 +22,16 @@ export interface Collections {
 // One collection's summary, e.g. "START M 51996kb => EdenCollection, … => 35637kb, p=1.66ms (max 3.4), cycle 7.98ms".
 const LINE = /START M (\d+)kb => (Eden|Full)Collection[\s\S]*?=> (\d+)kb, p=[\d.]+ms \(max [\d.]+\), cycle ([\d.]+)ms/g;
 
-export async function measureCollections(upstream: string, path: string, seconds: number): Promise<Collections | undefined> {
-  const proxy = await startProxyChild(upstream, { serverName: "bench.test", env: { BUN_JSC_logGC: "1" }, tailLines: 100_000 });
+export async function measureCollections(
+  upstream: string,
+  path: string,
+  seconds: number,
+): Promise<Collections | undefined> {
+  const proxy = await startProxyChild(upstream, {
+    serverName: "bench.test",
+    env: { BUN_JSC_logGC: "1" },
+    tailLines: 100_000,
+  });
   try {
     // wrk runs without blocking this process, which keeps reading the log: a full pipe would
     // stall the proxy mid-collection.
@@ -36,7 +44,9 @@ export async function measureCollections(upstream: string, path: string, seconds
     const gcs = [...log.matchAll(LINE)].map((m) => ({ kind: m[2]!, after: Number(m[3]), ms: Number(m[4]) }));
     if (gcs.length === 0) return undefined;
     const young = gcs.filter((g) => g.kind === "Eden");
-    const grown = gcs.flatMap((g, i) => (i > 0 && g.kind === "Eden" && gcs[i - 1]!.kind === "Eden" ? [g.after - gcs[i - 1]!.after] : []));
+    const grown = gcs.flatMap((g, i) =>
+      i > 0 && g.kind === "Eden" && gcs[i - 1]!.kind === "Eden" ? [g.after - gcs[i - 1]!.after] : [],
+    );
     return {
       requests: r.rps * seconds,
       young: young.length,

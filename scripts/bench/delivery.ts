@@ -36,13 +36,18 @@ async function alternate(configs: Record<string, Timed>, n: number, warmup = 10)
 }
 
 async function get(url: string, token: string, init: RequestInit = {}): Promise<Response> {
-  const r = await fetch(url, { ...init, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" } });
-  if (r.status !== 200 && r.status !== 202) throw new Error(`delivery: ${url.split("?")[0]} answered HTTP ${r.status}: ${await r.text()}`);
+  const r = await fetch(url, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+  });
+  if (r.status !== 200 && r.status !== 202)
+    throw new Error(`delivery: ${url.split("?")[0]} answered HTTP ${r.status}: ${await r.text()}`);
   return r;
 }
 
 /** What a hop adds over the direct samples, at p50 and p99. */
-const over = (xs: number[], direct: number[]) => `+${fmt(median(xs) - median(direct), 2)} ms p50, +${fmt(percentile(xs, 99) - percentile(direct, 99), 2)} p99`;
+const over = (xs: number[], direct: number[]) =>
+  `+${fmt(median(xs) - median(direct), 2)} ms p50, +${fmt(percentile(xs, 99) - percentile(direct, 99), 2)} p99`;
 const pp = (xs: number[]) => `p50 ${fmt(median(xs), 2)} / p99 ${fmt(percentile(xs, 99), 2)}`;
 
 export async function runDelivery(o: DeliveryOptions): Promise<Row[]> {
@@ -73,17 +78,29 @@ async function syncAndKeys(w: BenchWorld, nginxPort: number, o: DeliveryOptions)
   };
   w.onSync((_req, res, q) => sendJson(res, bodies[q.get("bench") ?? ""] ?? '{"next_batch":"s2"}'));
   w.onKeysQuery((_req, res, q) => sendJson(res, bodies[q.get("bench") ?? ""] ?? "{}"));
-  const direct = w.login("direct"), plain = w.login("plain"), injected = w.login("injected");
+  const direct = w.login("direct"),
+    plain = w.login("plain"),
+    injected = w.login("injected");
 
   // Before any refresh: no overlay exists, so a /sync is relayed as bytes and never read.
   const rows: Row[] = [];
   const drain = (url: string, token: string) => async () => void (await (await get(url, token)).arrayBuffer());
   {
     const path = "/_matrix/client/v3/sync?since=s1&timeout=0&bench=1mb";
-    const t = await alternate({ direct: drain(w.hs.url + path, direct), nginx: drain(`http://127.0.0.1:${nginxPort}${path}`, direct), plain: drain(w.proxy.url + path, plain) }, o.samples);
+    const t = await alternate(
+      {
+        direct: drain(w.hs.url + path, direct),
+        nginx: drain(`http://127.0.0.1:${nginxPort}${path}`, direct),
+        plain: drain(w.proxy.url + path, plain),
+      },
+      o.samples,
+    );
     rows.push({
-      family: "4 delivery", figure: `/sync 1 MB, nothing to inject, no overlay exists (relayed unread), ms (${o.samples} each)`, value: pp(t.plain!),
-      reference: `direct ${pp(t.direct!)}; nginx ${pp(t.nginx!)}`, ratio: `proxy ${over(t.plain!, t.direct!)}; nginx ${over(t.nginx!, t.direct!)}`,
+      family: "4 delivery",
+      figure: `/sync 1 MB, nothing to inject, no overlay exists (relayed unread), ms (${o.samples} each)`,
+      value: pp(t.plain!),
+      reference: `direct ${pp(t.direct!)}; nginx ${pp(t.nginx!)}`,
+      ratio: `proxy ${over(t.plain!, t.direct!)}; nginx ${over(t.nginx!, t.direct!)}`,
     });
   }
 
@@ -92,21 +109,39 @@ async function syncAndKeys(w: BenchWorld, nginxPort: number, o: DeliveryOptions)
   // acknowledged and every one of its /sync answers is rewritten.
   const r = await w.refresh(alice.userId, injected);
   if (r.status !== 202) throw new Error(`delivery: refresh of alice answered ${r.status}: ${await r.text()}`);
-  const probe = (await (await get(`${w.proxy.url}/_matrix/client/v3/sync?since=s1&timeout=0&bench=1mb`, injected)).json()) as { device_lists?: { changed?: string[] } };
-  if (!probe.device_lists?.changed?.includes(alice.userId)) throw new Error("delivery: the /sync answer carries no injection for alice");
+  const probe = (await (
+    await get(`${w.proxy.url}/_matrix/client/v3/sync?since=s1&timeout=0&bench=1mb`, injected)
+  ).json()) as { device_lists?: { changed?: string[] } };
+  if (!probe.device_lists?.changed?.includes(alice.userId))
+    throw new Error("delivery: the /sync answer carries no injection for alice");
 
-  for (const [size, n] of [["1mb", o.samples], ["5mb", Math.ceil(o.samples / 3)]] as const) {
+  for (const [size, n] of [
+    ["1mb", o.samples],
+    ["5mb", Math.ceil(o.samples / 3)],
+  ] as const) {
     const path = `/_matrix/client/v3/sync?since=s1&timeout=0&bench=${size}`;
-    const t = await alternate({ direct: drain(w.hs.url + path, direct), nginx: drain(`http://127.0.0.1:${nginxPort}${path}`, direct), plain: drain(w.proxy.url + path, plain), inject: drain(w.proxy.url + path, injected) }, n);
+    const t = await alternate(
+      {
+        direct: drain(w.hs.url + path, direct),
+        nginx: drain(`http://127.0.0.1:${nginxPort}${path}`, direct),
+        plain: drain(w.proxy.url + path, plain),
+        inject: drain(w.proxy.url + path, injected),
+      },
+      n,
+    );
     const extra99 = percentile(t.inject!, 99) - percentile(t.direct!, 99);
     const label = size === "1mb" ? "1 MB" : "5 MB";
     rows.push({
-      family: "4 delivery", figure: `/sync ${label}, nothing to inject, overlays exist (read after it has gone out), ms (${n} each)`, value: pp(t.plain!),
+      family: "4 delivery",
+      figure: `/sync ${label}, nothing to inject, overlays exist (read after it has gone out), ms (${n} each)`,
+      value: pp(t.plain!),
       reference: `direct ${pp(t.direct!)}; nginx ${pp(t.nginx!)}`,
       ratio: `proxy ${over(t.plain!, t.direct!)}; nginx ${over(t.nginx!, t.direct!)}`,
     });
     rows.push({
-      family: "4 delivery", figure: `/sync ${label} with injection, ms (${n} each)`, value: pp(t.inject!),
+      family: "4 delivery",
+      figure: `/sync ${label} with injection, ms (${n} each)`,
+      value: pp(t.inject!),
       reference: `direct ${pp(t.direct!)}; proxy, nothing to inject ${pp(t.plain!)}`,
       ratio: `+${fmt(extra99, 2)} ms p99 (+${fmt(median(t.inject!) - median(t.direct!), 2)} p50)`,
       ...(size === "1mb" ? { target: "<10 ms extra p99", met: extra99 < 10 } : {}),
@@ -115,17 +150,37 @@ async function syncAndKeys(w: BenchWorld, nginxPort: number, o: DeliveryOptions)
 
   // /keys/query: alice has a fresh snapshot (overlaid), bob does not (streamed through).
   const keysCall = (base: string, user: string) => async () => {
-    const res = await get(`${base}/_matrix/client/v3/keys/query?bench=${user === bob ? "bob" : "alice"}`, direct, { method: "POST", body: JSON.stringify({ device_keys: { [user]: [] } }) });
+    const res = await get(`${base}/_matrix/client/v3/keys/query?bench=${user === bob ? "bob" : "alice"}`, direct, {
+      method: "POST",
+      body: JSON.stringify({ device_keys: { [user]: [] } }),
+    });
     await res.arrayBuffer();
   };
-  const check = (await (await get(`${w.proxy.url}/_matrix/client/v3/keys/query?bench=alice`, direct, { method: "POST", body: JSON.stringify({ device_keys: { [alice.userId]: [] } }) })).json()) as { device_keys: Record<string, Record<string, { keys: Record<string, string> }>> };
+  const check = (await (
+    await get(`${w.proxy.url}/_matrix/client/v3/keys/query?bench=alice`, direct, {
+      method: "POST",
+      body: JSON.stringify({ device_keys: { [alice.userId]: [] } }),
+    })
+  ).json()) as { device_keys: Record<string, Record<string, { keys: Record<string, string> }>> };
   const served = check.device_keys[alice.userId] ?? {};
   const dev0 = alice.devices[0]!;
-  if (Object.keys(served).length !== 1000 || JSON.stringify(served[dev0.device_id]?.keys) !== JSON.stringify(dev0.keys?.keys))
+  if (
+    Object.keys(served).length !== 1000 ||
+    JSON.stringify(served[dev0.device_id]?.keys) !== JSON.stringify(dev0.keys?.keys)
+  )
     throw new Error("delivery: /keys/query through the proxy does not carry alice's fresh 1000 devices");
-  const k = await alternate({ direct: keysCall(w.hs.url, alice.userId), overlay: keysCall(w.proxy.url, alice.userId), plain: keysCall(w.proxy.url, bob) }, o.samples);
+  const k = await alternate(
+    {
+      direct: keysCall(w.hs.url, alice.userId),
+      overlay: keysCall(w.proxy.url, alice.userId),
+      plain: keysCall(w.proxy.url, bob),
+    },
+    o.samples,
+  );
   rows.push({
-    family: "4 delivery", figure: `/keys/query overlay, 1000 devices, ms (${o.samples} each)`, value: pp(k.overlay!),
+    family: "4 delivery",
+    figure: `/keys/query overlay, 1000 devices, ms (${o.samples} each)`,
+    value: pp(k.overlay!),
     reference: `direct ${pp(k.direct!)}; proxy, no overlay ${pp(k.plain!)}`,
     ratio: `+${fmt(percentile(k.overlay!, 99) - percentile(k.direct!, 99), 2)} ms p99 (+${fmt(median(k.overlay!) - median(k.direct!), 2)} p50)`,
   });
@@ -146,34 +201,43 @@ async function wakes(w: BenchWorld, n: number): Promise<Row[]> {
     res.on("close", () => clearTimeout(t));
     onHeld?.();
   });
-  const wake: number[] = [], answered: number[] = [];
+  const wake: number[] = [],
+    answered: number[] = [];
   for (let i = 0; i < n + 2; i++) {
     const target = `@wake${i}:${w.remote.serverName}`;
     w.remote.setUser(makeUser(target, { devices: 2 }));
     // Acknowledge earlier injections (a real next_batch, then a since equal to it).
-    const first = (await (await get(`${w.proxy.url}/_matrix/client/v3/sync?since=s1&timeout=0`, token)).json()) as { next_batch: string };
+    const first = (await (await get(`${w.proxy.url}/_matrix/client/v3/sync?since=s1&timeout=0`, token)).json()) as {
+      next_batch: string;
+    };
     const held = new Promise<void>((r) => (onHeld = r));
     let woke = 0;
-    const poll = get(`${w.proxy.url}/_matrix/client/v3/sync?since=${first.next_batch}&timeout=30000`, token).then(async (r) => {
-      woke = performance.now();
-      return (await r.json()) as { device_lists?: { changed?: string[] } };
-    });
+    const poll = get(`${w.proxy.url}/_matrix/client/v3/sync?since=${first.next_batch}&timeout=30000`, token).then(
+      async (r) => {
+        woke = performance.now();
+        return (await r.json()) as { device_lists?: { changed?: string[] } };
+      },
+    );
     await held;
     const t0 = performance.now();
     const res = await w.refresh(target, token);
     const t1 = performance.now();
     if (res.status !== 202) throw new Error(`delivery: refresh answered ${res.status}: ${await res.text()}`);
     const body = await poll;
-    if (!body.device_lists?.changed?.includes(target)) throw new Error(`delivery: the woken long-poll does not name ${target}`);
+    if (!body.device_lists?.changed?.includes(target))
+      throw new Error(`delivery: the woken long-poll does not name ${target}`);
     if (i < 2) continue; // warm-up
     wake.push(woke - t0);
     answered.push(t1 - t0);
   }
   return [
     {
-      family: "4 delivery", figure: `refresh → wake of a waiting long-poll, ms (${n} wakes, loopback federation fetch included)`,
-      value: `p50 ${fmt(median(wake), 1)} / max ${fmt(Math.max(...wake), 1)}`, reference: `the refresh's own 202: p50 ${fmt(median(answered), 1)}`,
-      target: "<50 ms (max)", met: Math.max(...wake) < 50,
+      family: "4 delivery",
+      figure: `refresh → wake of a waiting long-poll, ms (${n} wakes, loopback federation fetch included)`,
+      value: `p50 ${fmt(median(wake), 1)} / max ${fmt(Math.max(...wake), 1)}`,
+      reference: `the refresh's own 202: p50 ${fmt(median(answered), 1)}`,
+      target: "<50 ms (max)",
+      met: Math.max(...wake) < 50,
     },
   ];
 }

@@ -22,7 +22,10 @@ function open(i: number): Promise<void> {
     s.once("connect", () => {
       connected++;
       // A distinct user and device per poll, as 10,000 clients would be.
-      s.write(`GET /_matrix/client/v3/sync?since=s1&timeout=${timeoutMs} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer lp${i}\r\n\r\n`, () => resolve());
+      s.write(
+        `GET /_matrix/client/v3/sync?since=s1&timeout=${timeoutMs} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer lp${i}\r\n\r\n`,
+        () => resolve(),
+      );
     });
     s.on("data", (d: Buffer) => {
       if (!gotData) {
@@ -39,7 +42,8 @@ function open(i: number): Promise<void> {
   });
 }
 
-const status = (id: string) => `status ${id} connected=${connected} answered=${answered} closed=${closed} errors=${errors} first=${JSON.stringify(firstAnswer)}`;
+const status = (id: string) =>
+  `status ${id} connected=${connected} answered=${answered} closed=${closed} errors=${errors} first=${JSON.stringify(firstAnswer)}`;
 
 for (let i = 0; i < n; i += BATCH) {
   await Promise.all(Array.from({ length: Math.min(BATCH, n - i) }, (_, j) => open(i + j)));

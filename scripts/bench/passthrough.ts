@@ -46,7 +46,11 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
     await waitForHttp(`${proxy.url}/_matrix/client/versions`);
     const targets: Record<Target, number> = { direct: upPort, nginx: nginx.port, relay: relayPort, proxy: proxy.port };
     // Whose CPU is counted: nginx's workers, the relay, the proxy (every thread of each).
-    const pids: Partial<Record<Target, number[]>> = { nginx: childPids(nginx.proc.pid), relay: [relay.pid], proxy: [proxy.pid] };
+    const pids: Partial<Record<Target, number[]>> = {
+      nginx: childPids(nginx.proc.pid),
+      relay: [relay.pid],
+      proxy: [proxy.pid],
+    };
     const cases = [{ name: "small JSON GET, 64 conns", path: "/_matrix/client/v3/pushrules/", conns: 64 }];
     if (o.bigBody) cases.push({ name: "5 MB streamed body, 8 conns", path: `/big/${5 * 1024 * 1024}`, conns: 8 });
     const out: PassthroughCase[] = [];
@@ -55,18 +59,22 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
       const perReq: Record<string, { user: number; system: number }[]> = { nginx: [], relay: [], proxy: [] };
       // Warm-up (JIT, connection pools), not counted.
       for (const port of Object.values(targets)) wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, 1);
-      let cpu = 0, wall = 0;
+      let cpu = 0,
+        wall = 0;
       for (let r = 0; r < o.rounds; r++)
         for (const [name, port] of Object.entries(targets)) {
           const counted = pids[name as Target] ?? [];
-          const before = counted.map(cpuTimes), t0 = performance.now();
+          const before = counted.map(cpuTimes),
+            t0 = performance.now();
           const res = wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, o.seconds);
           const seconds = (performance.now() - t0) / 1000;
           rounds[name]!.push(res);
           if (counted.length === 0) continue;
           const after = counted.map(cpuTimes);
           const used = { user: 0, system: 0 };
-          after.forEach((a, i) => ((used.user += a.user - before[i]!.user), (used.system += a.system - before[i]!.system)));
+          after.forEach(
+            (a, i) => ((used.user += a.user - before[i]!.user), (used.system += a.system - before[i]!.system)),
+          );
           const requests = res.rps * seconds;
           perReq[name]!.push({ user: (used.user / requests) * 1e6, system: (used.system / requests) * 1e6 });
           if (name === "proxy") (cpu += used.user + used.system), (wall += seconds);
@@ -74,11 +82,17 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
       const agg = (name: string): WrkResult => {
         const rs = rounds[name]!;
         return {
-          rps: median(rs.map((r) => r.rps)), p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)),
-          mbps: median(rs.map((r) => r.mbps)), errors: rs.reduce((a, r) => a + r.errors, 0),
+          rps: median(rs.map((r) => r.rps)),
+          p50: median(rs.map((r) => r.p50)),
+          p99: median(rs.map((r) => r.p99)),
+          mbps: median(rs.map((r) => r.mbps)),
+          errors: rs.reduce((a, r) => a + r.errors, 0),
         };
       };
-      const cpuOf = (name: string) => ({ user: median(perReq[name]!.map((x) => x.user)), system: median(perReq[name]!.map((x) => x.system)) });
+      const cpuOf = (name: string) => ({
+        user: median(perReq[name]!.map((x) => x.user)),
+        system: median(perReq[name]!.map((x) => x.system)),
+      });
       out.push({
         ...c,
         results: { direct: agg("direct"), nginx: agg("nginx"), relay: agg("relay"), proxy: agg("proxy") },
@@ -101,20 +115,53 @@ export async function runPassthrough(o: PassthroughOptions): Promise<Row[]> {
   const errs = p.errors + n.errors + d.errors + b.errors;
   const us = (x: { user: number; system: number }) => `${fmt(x.user, 1)} + ${fmt(x.system, 1)}`;
   return [
-    { family: fam, figure: "req/s, small JSON GET, 64 conns", value: fmt(p.rps, 0), reference: `nginx ${fmt(n.rps, 0)}; direct ${fmt(d.rps, 0)}; bare Bun relay ${fmt(b.rps, 0)}`, ratio: times(p.rps, n.rps), target: "≥1.0× nginx", met: p.rps >= n.rps, note: `proxy used ${fmt(c!.proxyCores * 100, 0)} % of one core${errs ? `; ${errs} errors` : ""}` },
-    { family: fam, figure: "p50 latency, ms", value: fmt(p.p50, 2), reference: `nginx ${fmt(n.p50, 2)}; direct ${fmt(d.p50, 2)}; bare Bun relay ${fmt(b.p50, 2)}`, ratio: times(p.p50, n.p50) },
-    { family: fam, figure: "p99 latency, ms", value: fmt(p.p99, 2), reference: `nginx ${fmt(n.p99, 2)}; direct ${fmt(d.p99, 2)}; bare Bun relay ${fmt(b.p99, 2)}`, ratio: times(p.p99, n.p99), target: "≤1.2× nginx", met: p.p99 <= 1.2 * n.p99 },
+    {
+      family: fam,
+      figure: "req/s, small JSON GET, 64 conns",
+      value: fmt(p.rps, 0),
+      reference: `nginx ${fmt(n.rps, 0)}; direct ${fmt(d.rps, 0)}; bare Bun relay ${fmt(b.rps, 0)}`,
+      ratio: times(p.rps, n.rps),
+      target: "≥1.0× nginx",
+      met: p.rps >= n.rps,
+      note: `proxy used ${fmt(c!.proxyCores * 100, 0)} % of one core${errs ? `; ${errs} errors` : ""}`,
+    },
+    {
+      family: fam,
+      figure: "p50 latency, ms",
+      value: fmt(p.p50, 2),
+      reference: `nginx ${fmt(n.p50, 2)}; direct ${fmt(d.p50, 2)}; bare Bun relay ${fmt(b.p50, 2)}`,
+      ratio: times(p.p50, n.p50),
+    },
+    {
+      family: fam,
+      figure: "p99 latency, ms",
+      value: fmt(p.p99, 2),
+      reference: `nginx ${fmt(n.p99, 2)}; direct ${fmt(d.p99, 2)}; bare Bun relay ${fmt(b.p99, 2)}`,
+      ratio: times(p.p99, n.p99),
+      target: "≤1.2× nginx",
+      met: p.p99 <= 1.2 * n.p99,
+    },
     collectionsRow(fam, c!.collections),
-    { family: fam, figure: "CPU per request, µs, user + kernel", value: us(pc), reference: `nginx ${us(nc)}; bare Bun relay ${us(bc)}`, ratio: `user ${times(pc.user, nc.user)} nginx's`, note: "the bare relay pipes each connection to its own upstream one: no HTTP, the runtime's floor" },
+    {
+      family: fam,
+      figure: "CPU per request, µs, user + kernel",
+      value: us(pc),
+      reference: `nginx ${us(nc)}; bare Bun relay ${us(bc)}`,
+      ratio: `user ${times(pc.user, nc.user)} nginx's`,
+      note: "the bare relay pipes each connection to its own upstream one: no HTTP, the runtime's floor",
+    },
   ];
 }
 
 function collectionsRow(family: string, k: Collections | undefined): Row {
-  const figure = "collections under this load (a separate run with JSC's GC log): heap promoted per young collection, kB (median)";
+  const figure =
+    "collections under this load (a separate run with JSC's GC log): heap promoted per young collection, kB (median)";
   if (!k) return { family, figure, value: "n/a", note: "no collection found in the GC log" };
   const per100k = (n: number) => fmt((n / k.requests) * 100_000, 1);
   return {
-    family, figure, value: fmt(k.promotedKb, 0),
+    family,
+    figure,
+    value: fmt(k.promotedKb, 0),
     reference: `young collections ${per100k(k.young)} per 100k requests, ${fmt(k.youngMs, 1)} ms each (median); full collections ${per100k(k.full)} per 100k requests`,
   };
 }
@@ -124,9 +171,18 @@ export function passthroughDetail(cases: PassthroughCase[], o: PassthroughOption
   const rows: string[] = [];
   for (const c of cases) {
     const { direct: d, nginx: n, proxy: p } = c.results;
-    for (const [name, r] of [["direct", d], ["nginx", n], ["bare Bun relay", c.results.relay], ["proxy", p]] as const)
-      rows.push(`| ${c.name} | ${name} | ${r.rps.toFixed(0)} | ${r.mbps.toFixed(1)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.errors} |`);
-    rows.push(`| ${c.name} | **proxy/nginx** | **${times(p.rps, n.rps)}** | ${times(p.mbps, n.mbps)} | ${times(p.p50, n.p50)} | ${times(p.p99, n.p99)} | |`);
+    for (const [name, r] of [
+      ["direct", d],
+      ["nginx", n],
+      ["bare Bun relay", c.results.relay],
+      ["proxy", p],
+    ] as const)
+      rows.push(
+        `| ${c.name} | ${name} | ${r.rps.toFixed(0)} | ${r.mbps.toFixed(1)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.errors} |`,
+      );
+    rows.push(
+      `| ${c.name} | **proxy/nginx** | **${times(p.rps, n.rps)}** | ${times(p.mbps, n.mbps)} | ${times(p.p50, n.p50)} | ${times(p.p99, n.p99)} | |`,
+    );
   }
   return [
     `Pass-through, ${o.rounds} alternating rounds of ${o.seconds}s each (median), wrk -t2, ${nproc()} cores shared with the load generator`,

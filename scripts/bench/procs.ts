@@ -9,7 +9,8 @@ const live = new Set<ChildProcess>();
 function childrenOf(pid: number): number[] {
   try {
     return readdirSync(`/proc/${pid}/task`).flatMap((t) =>
-      readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").trim().split(" ").filter(Boolean).map(Number));
+      readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").trim().split(" ").filter(Boolean).map(Number),
+    );
   } catch {
     return [];
   }
@@ -117,7 +118,11 @@ export function startProc(cmd: string, args: string[], opts: StartOptions = {}):
         const w = { re, resolve: (m: RegExpMatchArray) => (clearTimeout(t), resolve(m)) };
         const t = setTimeout(() => {
           watchers.splice(watchers.indexOf(w), 1);
-          reject(new Error(`${cmd}: no line matching ${re} within ${timeoutMs} ms; last output:\n${tail.slice(-15).join("\n")}`));
+          reject(
+            new Error(
+              `${cmd}: no line matching ${re} within ${timeoutMs} ms; last output:\n${tail.slice(-15).join("\n")}`,
+            ),
+          );
         }, timeoutMs);
         watchers.push(w);
         void exit.then(() => {

@@ -36,4 +36,5 @@ for (const s of samples) {
 }
 const pct = (n: number) => ((100 * n) / samples.length).toFixed(1).padStart(5);
 console.log(`${samples.length} samples\n  own  incl  function`);
-for (const [name, n] of [...own].sort((a, b) => b[1] - a[1]).slice(0, Number(top))) console.log(`${pct(n)} ${pct(inclusive.get(name)!)}  ${name}`);
+for (const [name, n] of [...own].sort((a, b) => b[1] - a[1]).slice(0, Number(top)))
+  console.log(`${pct(n)} ${pct(inclusive.get(name)!)}  ${name}`);

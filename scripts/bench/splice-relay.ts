@@ -14,11 +14,18 @@ import { dlopen, FFIType, ptr } from "bun:ffi";
 
 const upstreamPort = Number(process.argv[2]);
 const { symbols: libc } = dlopen("libc.so.6", {
-  splice: { args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.u32], returns: FFIType.i64 },
+  splice: {
+    args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.u32],
+    returns: FFIType.i64,
+  },
   pipe: { args: [FFIType.ptr], returns: FFIType.i32 },
   fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
 });
-const F_GETFL = 3, F_SETFL = 4, O_NONBLOCK = 0o4000, F_SETPIPE_SZ = 1031, SPLICE_F_MOVE = 1;
+const F_GETFL = 3,
+  F_SETFL = 4,
+  O_NONBLOCK = 0o4000,
+  F_SETPIPE_SZ = 1031,
+  SPLICE_F_MOVE = 1;
 const PIPE_BYTES = 1 << 20;
 
 const pipe = new Int32Array(2);

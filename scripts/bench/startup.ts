@@ -12,7 +12,21 @@ import { freePort } from "./wrk.ts";
 async function firstAnswer(cmd: string, args: string[], upstream: string): Promise<{ ms: number; rss: number }> {
   const port = await freePort();
   const started = performance.now();
-  const proc = startProc(cmd, [...args, "--upstream", upstream, "--server-name", "bench.test", "--signing-key", writeKeyFile(), "--listen", `127.0.0.1:${port}`, "--data-dir", tempDir(benchTmp(), "data-"), "--log-level", "warn"]);
+  const proc = startProc(cmd, [
+    ...args,
+    "--upstream",
+    upstream,
+    "--server-name",
+    "bench.test",
+    "--signing-key",
+    writeKeyFile(),
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--data-dir",
+    tempDir(benchTmp(), "data-"),
+    "--log-level",
+    "warn",
+  ]);
   try {
     for (;;) {
       try {
@@ -21,7 +35,8 @@ async function firstAnswer(cmd: string, args: string[], upstream: string): Promi
         return { ms: performance.now() - started, rss: rssBytes(proc.pid) };
       } catch (e) {
         if (!String(e).includes("ECONNREFUSED")) throw e;
-        if (performance.now() - started > 20_000) throw new Error(`start-up: no answer within 20 s; ${proc.tail.slice(-5).join(" ")}`);
+        if (performance.now() - started > 20_000)
+          throw new Error(`start-up: no answer within 20 s; ${proc.tail.slice(-5).join(" ")}`);
         await new Promise((r) => setTimeout(r, 2));
       }
     }
@@ -35,7 +50,9 @@ export async function runStartup(rounds: number): Promise<Row[]> {
   const up = startProc(BUN, [join(ROOT, "scripts", "bench", "upstream.ts"), "bench.test"]);
   const upstream = `http://127.0.0.1:${(await up.waitLine(/upstream listening (\d+)/))[1]}`;
   try {
-    const compiled: number[] = [], source: number[] = [], rss: number[] = [];
+    const compiled: number[] = [],
+      source: number[] = [],
+      rss: number[] = [];
     for (let i = 0; i < rounds; i++) {
       const c = await firstAnswer(bin.path, [], upstream);
       compiled.push(c.ms);
@@ -44,8 +61,21 @@ export async function runStartup(rounds: number): Promise<Row[]> {
     }
     const fam = "6 start-up";
     return [
-      { family: fam, figure: `spawn → first answered request, ms (median of ${rounds})`, value: fmt(median(compiled), 0), reference: source.length ? `bun src/main.ts ${fmt(median(source), 0)}` : undefined, ratio: source.length ? `${(median(compiled) / median(source)).toFixed(2)}×` : undefined, note: `RSS then ${mb(median(rss))}` },
-      { family: fam, figure: "binary size", value: mb(bin.sizeBytes), reference: bin.buildMs === undefined ? undefined : `built in ${fmt(bin.buildMs / 1000, 1)} s`, note: "bun build --compile: the Bun runtime is most of it" },
+      {
+        family: fam,
+        figure: `spawn → first answered request, ms (median of ${rounds})`,
+        value: fmt(median(compiled), 0),
+        reference: source.length ? `bun src/main.ts ${fmt(median(source), 0)}` : undefined,
+        ratio: source.length ? `${(median(compiled) / median(source)).toFixed(2)}×` : undefined,
+        note: `RSS then ${mb(median(rss))}`,
+      },
+      {
+        family: fam,
+        figure: "binary size",
+        value: mb(bin.sizeBytes),
+        reference: bin.buildMs === undefined ? undefined : `built in ${fmt(bin.buildMs / 1000, 1)} s`,
+        note: "bun build --compile: the Bun runtime is most of it",
+      },
     ];
   } finally {
     await up.stop();

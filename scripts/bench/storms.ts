@@ -26,13 +26,23 @@ async function waitUntil(what: string, ok: () => boolean, timeoutMs = 60_000): P
 }
 
 function refresh(w: BenchWorld, target: string, token: string): Promise<TimedResponse> {
-  return timedRequest(w.proxy.port, "POST", `/_matrix/client/v3/user/${encodeURIComponent(target)}/devices/refresh`, { Authorization: `Bearer ${token}` }, "{}", 120_000);
+  return timedRequest(
+    w.proxy.port,
+    "POST",
+    `/_matrix/client/v3/user/${encodeURIComponent(target)}/devices/refresh`,
+    { Authorization: `Bearer ${token}` },
+    "{}",
+    120_000,
+  );
 }
 
 const tally = (rs: TimedResponse[]) => {
   const by = new Map<number, number>();
   for (const r of rs) by.set(r.status, (by.get(r.status) ?? 0) + 1);
-  return [...by].sort().map(([s, n]) => `${n}×${s}`).join(", ");
+  return [...by]
+    .sort()
+    .map(([s, n]) => `${n}×${s}`)
+    .join(", ");
 };
 
 export async function runStorms(): Promise<Row[]> {
@@ -66,7 +76,11 @@ export async function runStorms(): Promise<Row[]> {
     const cpuB0 = cpuSeconds(w.proxy.pid);
     const t0 = performance.now();
     const b = Promise.all(targets.map((u, i) => refresh(w, u.userId, tokens[i]!)));
-    await waitUntil("1000 device-list fetches answered", () => w.remote.count({ endpoint: "devices" }) >= N && w.remote.inFlight === 0, 120_000);
+    await waitUntil(
+      "1000 device-list fetches answered",
+      () => w.remote.count({ endpoint: "devices" }) >= N && w.remote.inFlight === 0,
+      120_000,
+    );
     const fetchedMs = performance.now() - t0;
     const resB = await b;
     const cpuB = cpuSeconds(w.proxy.pid) - cpuB0;
@@ -85,18 +99,53 @@ export async function runStorms(): Promise<Row[]> {
     }, 25);
     const tc0 = performance.now();
     const resC = await Promise.all(slow.map((u, i) => refresh(w, u.userId, tokens[i]!)));
-    await waitUntil("300 slow fetches answered", () => w.remote.count({ endpoint: "devices" }) >= SLOW_N && w.remote.inFlight === 0, 120_000);
+    await waitUntil(
+      "300 slow fetches answered",
+      () => w.remote.count({ endpoint: "devices" }) >= SLOW_N && w.remote.inFlight === 0,
+      120_000,
+    );
     const slowMs = performance.now() - tc0;
     clearInterval(ticker);
     tick.release();
     const maxC = w.remote.maxInFlight;
 
     return [
-      { family: fam, figure: "1000 concurrent refreshes of one user: federation requests", value: String(fetchesA), reference: `answers ${tally(resA)}`, target: "exactly 1", met: fetchesA === 1 && resA.every((r) => r.status === 202) },
-      { family: fam, figure: "1000 users on one destination: peak concurrent federation requests", value: String(maxB), reference: `${fetchesB} fetches; answers ${tally(resB)}`, target: "≤3", met: maxB <= 3 && maxA <= 3 },
-      { family: fam, figure: "1000 users on one destination: time until all are fetched", value: `${fmt(fetchedMs / 1000, 2)} s`, reference: `${fmt(N / (fetchedMs / 1000), 0)} fetches/s at ≤3 in flight` },
-      { family: fam, figure: `${SLOW_N} users on one slow destination (answers every 25 ms): peak concurrent`, value: String(maxC), reference: `all fetched in ${fmt(slowMs / 1000, 2)} s; answers ${tally(resC)}`, target: "≤3", met: maxC <= 3 },
-      { family: fam, figure: "proxy CPU per refresh, ms", value: `${fmt((cpuB / N) * 1000, 2)} (own fetch each)`, reference: `${fmt((cpuA / N) * 1000, 2)} when 1000 share one fetch` },
+      {
+        family: fam,
+        figure: "1000 concurrent refreshes of one user: federation requests",
+        value: String(fetchesA),
+        reference: `answers ${tally(resA)}`,
+        target: "exactly 1",
+        met: fetchesA === 1 && resA.every((r) => r.status === 202),
+      },
+      {
+        family: fam,
+        figure: "1000 users on one destination: peak concurrent federation requests",
+        value: String(maxB),
+        reference: `${fetchesB} fetches; answers ${tally(resB)}`,
+        target: "≤3",
+        met: maxB <= 3 && maxA <= 3,
+      },
+      {
+        family: fam,
+        figure: "1000 users on one destination: time until all are fetched",
+        value: `${fmt(fetchedMs / 1000, 2)} s`,
+        reference: `${fmt(N / (fetchedMs / 1000), 0)} fetches/s at ≤3 in flight`,
+      },
+      {
+        family: fam,
+        figure: `${SLOW_N} users on one slow destination (answers every 25 ms): peak concurrent`,
+        value: String(maxC),
+        reference: `all fetched in ${fmt(slowMs / 1000, 2)} s; answers ${tally(resC)}`,
+        target: "≤3",
+        met: maxC <= 3,
+      },
+      {
+        family: fam,
+        figure: "proxy CPU per refresh, ms",
+        value: `${fmt((cpuB / N) * 1000, 2)} (own fetch each)`,
+        reference: `${fmt((cpuA / N) * 1000, 2)} when 1000 share one fetch`,
+      },
     ];
   } finally {
     await w.close();

@@ -29,12 +29,15 @@ export function percentile(xs: readonly number[], p: number): number {
 }
 
 export const fmt = (x: number, digits = 1): string =>
-  Number.isFinite(x) ? x.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "n/a";
+  Number.isFinite(x)
+    ? x.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
+    : "n/a";
 
 // Decimal megabytes, as the targets are written (150 MB = 150,000,000 bytes).
 export const mb = (bytes: number, digits = 1): string => `${fmt(bytes / 1e6, digits)} MB`;
 
-export const times = (a: number, b: number): string => (b > 0 && Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : "n/a");
+export const times = (a: number, b: number): string =>
+  b > 0 && Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : "n/a";
 
 export function renderTable(rows: readonly Row[]): string {
   const head = "| # | figure | proxy | reference (same run) | ratio / extra | target | verdict |";
@@ -42,7 +45,9 @@ export function renderTable(rows: readonly Row[]): string {
   for (const r of rows) {
     const verdict = r.met === undefined ? "" : r.met ? "met" : "**MISSED**";
     const figure = r.note ? `${r.figure} (${r.note})` : r.figure;
-    lines.push(`| ${r.family} | ${figure} | ${r.value} | ${r.reference ?? ""} | ${r.ratio ?? ""} | ${r.target ?? ""} | ${verdict} |`);
+    lines.push(
+      `| ${r.family} | ${figure} | ${r.value} | ${r.reference ?? ""} | ${r.ratio ?? ""} | ${r.target ?? ""} | ${verdict} |`,
+    );
   }
   return lines.join("\n");
 }

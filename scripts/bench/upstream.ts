@@ -17,10 +17,13 @@ const keyDoc = keyDocument(serverName);
 const small = JSON.stringify({ versions: ["v1.11"], unstable_features: { "org.example": true } });
 const filler = new Uint8Array(64 * 1024).fill(0x61);
 const enc = new TextEncoder();
-const json = (body: string, status = 200) => new Response(body, { status, headers: { "content-type": "application/json" } });
+const json = (body: string, status = 200) =>
+  new Response(body, { status, headers: { "content-type": "application/json" } });
 
 // A /sync body: one room whose timeline holds as many ~300-byte events as the size needs.
-const SYNC_HEAD = enc.encode('{"next_batch":"s2_bench","device_lists":{"changed":[],"left":[]},"rooms":{"join":{"!bench:example.org":{"timeline":{"limited":false,"prev_batch":"p1","events":[');
+const SYNC_HEAD = enc.encode(
+  '{"next_batch":"s2_bench","device_lists":{"changed":[],"left":[]},"rooms":{"join":{"!bench:example.org":{"timeline":{"limited":false,"prev_batch":"p1","events":[',
+);
 const SYNC_TAIL = enc.encode("]}}}}}");
 const EVENT = `{"type":"m.room.message","sender":"@alice:example.org","event_id":"$0123456789abcdefghijklmnopqrstuvwxyzABCDEF","origin_server_ts":1700000000000,"unsigned":{"age":1234},"content":{"msgtype":"m.text","body":"the keys rotate at noon, why is this device list stale? résumé 👍 ${"x".repeat(60)}"}}`;
 const EVENTS_CHUNK = enc.encode(`${EVENT},`.repeat(Math.floor((64 * 1024) / (Buffer.byteLength(EVENT) + 1))));
@@ -43,7 +46,9 @@ function syncStream(total: number): ReadableStream<Uint8Array> {
         const room = total - sent - LAST_EVENT.length - SYNC_TAIL.length;
         const count = Math.max(0, Math.floor(room / (LAST_EVENT.length + 1)));
         // JSON whitespace pads the body to exactly `total` bytes.
-        const more = enc.encode(`${EVENT},`.repeat(count) + " ".repeat(Math.max(0, room - count * (LAST_EVENT.length + 1))));
+        const more = enc.encode(
+          `${EVENT},`.repeat(count) + " ".repeat(Math.max(0, room - count * (LAST_EVENT.length + 1))),
+        );
         c.enqueue(Buffer.concat([more, LAST_EVENT, SYNC_TAIL]));
         stage = "done";
       } else c.close();
@@ -87,7 +92,8 @@ function holdLongPoll(req: Request, timeoutMs: number): Promise<Response> {
   });
 }
 
-const tokenOf = (req: Request) => req.headers.get("authorization")?.replace(/^Bearer /, "") ?? new URL(req.url).searchParams.get("access_token");
+const tokenOf = (req: Request) =>
+  req.headers.get("authorization")?.replace(/^Bearer /, "") ?? new URL(req.url).searchParams.get("access_token");
 
 const server = Bun.serve({
   port: 0,
@@ -101,15 +107,18 @@ const server = Bun.serve({
     if (path.startsWith("/big/")) {
       const total = Number(path.slice(5));
       let sent = 0;
-      return new Response(new ReadableStream({
-        type: "bytes",
-        pull(c) {
-          const n = Math.min(filler.length, total - sent);
-          if (n <= 0) return c.close();
-          c.enqueue(filler.slice(0, n));
-          sent += n;
-        },
-      }), { headers: { "content-type": "application/json" } });
+      return new Response(
+        new ReadableStream({
+          type: "bytes",
+          pull(c) {
+            const n = Math.min(filler.length, total - sent);
+            if (n <= 0) return c.close();
+            c.enqueue(filler.slice(0, n));
+            sent += n;
+          },
+        }),
+        { headers: { "content-type": "application/json" } },
+      );
     }
     if (path === "/_matrix/client/v3/account/whoami" || path === "/_matrix/client/v3/devices") {
       const t = tokenOf(req);

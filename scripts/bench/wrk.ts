@@ -16,7 +16,10 @@ export interface WrkResult {
 }
 
 export function wrk(url: string, conns: number, seconds: number, threads = 2): WrkResult {
-  const r = spawnSync("wrk", wrkArgs(url, conns, seconds, threads), { encoding: "utf8", timeout: (seconds + 30) * 1000 });
+  const r = spawnSync("wrk", wrkArgs(url, conns, seconds, threads), {
+    encoding: "utf8",
+    timeout: (seconds + 30) * 1000,
+  });
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr || r.error?.message}`);
   return parseWrk(r.stdout);
 }
@@ -25,7 +28,8 @@ export function wrk(url: string, conns: number, seconds: number, threads = 2): W
 export function wrkAsync(url: string, conns: number, seconds: number, threads = 2): Promise<WrkResult> {
   return new Promise((resolve, reject) => {
     const child = spawn("wrk", wrkArgs(url, conns, seconds, threads), { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "", err = "";
+    let out = "",
+      err = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     child.stderr.on("data", (d: Buffer) => (err += d.toString()));
     child.on("error", reject);
@@ -33,7 +37,13 @@ export function wrkAsync(url: string, conns: number, seconds: number, threads = 
   });
 }
 
-const wrkArgs = (url: string, conns: number, seconds: number, threads: number) => [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, "--latency", url];
+const wrkArgs = (url: string, conns: number, seconds: number, threads: number) => [
+  `-t${threads}`,
+  `-c${conns}`,
+  `-d${seconds}s`,
+  "--latency",
+  url,
+];
 
 function parseWrk(out: string): WrkResult {
   const ms = (label: string) => {
@@ -70,7 +80,9 @@ export async function startNginx(upstreamPort: number): Promise<{ proc: Proc; po
   const port = await freePort();
   const dir = benchTmp();
   const conf = join(dir, "nginx.conf");
-  writeFileSync(conf, `
+  writeFileSync(
+    conf,
+    `
 worker_processes auto;
 worker_rlimit_nofile 16384;
 pid ${dir}/nginx.pid;
@@ -95,7 +107,8 @@ http {
       proxy_read_timeout 180s;
     }
   }
-}`);
+}`,
+  );
   const proc = startProc("nginx", ["-c", conf, "-e", `${dir}/nginx-error.log`]);
   await waitForHttp(`http://127.0.0.1:${port}/_matrix/client/versions`);
   return { proc, port };

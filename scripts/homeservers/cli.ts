@@ -26,7 +26,9 @@ async function status(): Promise<number> {
         .catch((e: unknown) => String(e));
       if (health === "200") up++;
     }
-    console.log(`${slot.name} ${slot.serverName} pid=${pid ?? "-"} running=${alive} health=${health} client=http://127.0.0.1:${slot.clientPort} log=${p.logPath}`);
+    console.log(
+      `${slot.name} ${slot.serverName} pid=${pid ?? "-"} running=${alive} health=${health} client=http://127.0.0.1:${slot.clientPort} log=${p.logPath}`,
+    );
   }
   return up === 2 ? 0 : 1;
 }

@@ -8,7 +8,15 @@ import { mkdir, readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { oldRequirementsPath, oldVenvDir, oldVenvPython, requirementsPath, stateDir, venvDir, venvPython } from "./layout.ts";
+import {
+  oldRequirementsPath,
+  oldVenvDir,
+  oldVenvPython,
+  requirementsPath,
+  stateDir,
+  venvDir,
+  venvPython,
+} from "./layout.ts";
 
 const run = promisify(execFile);
 
@@ -20,7 +28,12 @@ interface Venv {
   basePython: () => string;
 }
 
-const current: Venv = { dir: venvDir, python: venvPython, requirements: requirementsPath, basePython: () => process.env.PYTHON ?? "python3" };
+const current: Venv = {
+  dir: venvDir,
+  python: venvPython,
+  requirements: requirementsPath,
+  basePython: () => process.env.PYTHON ?? "python3",
+};
 const old: Venv = { dir: oldVenvDir, python: oldVenvPython, requirements: oldRequirementsPath, basePython: python39 };
 
 /**
@@ -57,7 +70,10 @@ export function pinnedSynapseVersion(): Promise<string> {
 async function installedVersion(v: Venv): Promise<string | undefined> {
   if (!existsSync(v.python)) return undefined;
   try {
-    const { stdout } = await run(v.python, ["-c", "import importlib.metadata as m; print(m.version('matrix-synapse'))"]);
+    const { stdout } = await run(v.python, [
+      "-c",
+      "import importlib.metadata as m; print(m.version('matrix-synapse'))",
+    ]);
     return stdout.trim();
   } catch {
     return undefined;

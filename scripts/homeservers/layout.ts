@@ -11,9 +11,7 @@ export const stateDir: string = join(repoRoot, ".homeservers");
 export const venvDir: string = join(stateDir, "venv");
 export const venvPython: string = join(venvDir, "bin", "python");
 export const tlsDir: string = join(stateDir, "tls");
-export const requirementsPath: string = fileURLToPath(
-  new URL("./requirements.txt", import.meta.url),
-);
+export const requirementsPath: string = fileURLToPath(new URL("./requirements.txt", import.meta.url));
 
 export type HomeserverName = "hs1" | "hs2";
 /** The two-server harness's names, and "old": the Synapse 1.47 of test/e2e/old-synapse.test.ts. */
@@ -37,7 +35,13 @@ export const slots: Record<HomeserverName, HomeserverSlot> = {
 
 // Synapse 1.47 (the last release before the v3 client paths), on ports of its own so it never
 // meets hs1/hs2's lock. It needs Python 3.9 and early-2022 libraries: a venv of its own.
-export const oldSlot: HomeserverSlot = { name: "old", serverName: "localhost:8483", tlsPort: 8483, clientPort: 8493, keyVersion: "a_old" };
+export const oldSlot: HomeserverSlot = {
+  name: "old",
+  serverName: "localhost:8483",
+  tlsPort: 8483,
+  clientPort: 8493,
+  keyVersion: "a_old",
+};
 export const oldVenvDir: string = join(stateDir, "venv-1.47");
 export const oldVenvPython: string = join(oldVenvDir, "bin", "python");
 /** Its own CA and leaf: it starts without hs1/hs2's lock, so it must not share their tls/. */

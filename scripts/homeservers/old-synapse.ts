@@ -23,13 +23,16 @@ export interface OldSynapse {
   stop(): Promise<void>;
 }
 
-export async function startOldSynapse(opts: { log?: (s: string) => void; readyTimeoutMs?: number } = {}): Promise<OldSynapse> {
+export async function startOldSynapse(
+  opts: { log?: (s: string) => void; readyTimeoutMs?: number } = {},
+): Promise<OldSynapse> {
   const log = opts.log ?? (() => {});
   const python = await installOldSynapse({ log });
   const p = slotPaths(oldSlot.name);
   await stopFromPidFile(p.pidPath, p.configPath); // a crashed earlier run's server
   for (const port of [oldSlot.tlsPort, oldSlot.clientPort]) {
-    if (await portInUse(port)) throw new Error(`port ${port} for ${oldSlot.serverName} is already in use by another process`);
+    if (await portInUse(port))
+      throw new Error(`port ${port} for ${oldSlot.serverName} is already in use by another process`);
   }
   await rm(p.dataDir, { recursive: true, force: true });
   await mkdir(p.mediaDir, { recursive: true });
@@ -38,7 +41,13 @@ export async function startOldSynapse(opts: { log?: (s: string) => void; readyTi
   await writeConfig(p.configPath, synapseConfig(oldSlot, p, tls));
   await writeFile(p.overridesPath, "{}");
   const started = Date.now();
-  const pid = await spawnSynapse({ python, configPath: p.configPath, cwd: p.dataDir, logPath: p.logPath, pidPath: p.pidPath });
+  const pid = await spawnSynapse({
+    python,
+    configPath: p.configPath,
+    cwd: p.dataDir,
+    logPath: p.logPath,
+    pidPath: p.pidPath,
+  });
   const hs: OldSynapse = {
     serverName: oldSlot.serverName,
     clientUrl: `http://127.0.0.1:${oldSlot.clientPort}`,
@@ -59,6 +68,8 @@ export async function startOldSynapse(opts: { log?: (s: string) => void; readyTi
     await stopPid(pid).catch(() => {});
     throw err;
   }
-  log(`${oldSlot.serverName} (Synapse 1.47) ready in ${Math.round((Date.now() - started) / 100) / 10} s (pid ${pid}, log ${p.logPath})`);
+  log(
+    `${oldSlot.serverName} (Synapse 1.47) ready in ${Math.round((Date.now() - started) / 100) / 10} s (pid ${pid}, log ${p.logPath})`,
+  );
   return hs;
 }

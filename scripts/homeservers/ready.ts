@@ -16,7 +16,11 @@ export interface ReadyTarget {
 }
 
 /** GET over https trusting only `caPem`; resolves with status and body text. */
-export function httpsGet(url: string, caPem: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+export function httpsGet(
+  url: string,
+  caPem: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: "GET", ca: caPem, headers, timeout: 10_000 }, (res) => {
       const chunks: Buffer[] = [];
@@ -56,12 +60,16 @@ export async function waitReady(t: ReadyTarget, timeoutMs: number): Promise<void
   let last = "not checked yet";
   while (Date.now() < deadline) {
     if (!isAlive(t.pid)) {
-      throw new Error(`Synapse ${t.serverName} (pid ${t.pid}) exited during start-up; log tail:\n${await logTail(t.logPath)}`);
+      throw new Error(
+        `Synapse ${t.serverName} (pid ${t.pid}) exited during start-up; log tail:\n${await logTail(t.logPath)}`,
+      );
     }
     const problem = await healthy(t);
     if (problem === undefined) return;
     last = problem;
     await sleep(250);
   }
-  throw new Error(`Synapse ${t.serverName} not ready after ${timeoutMs} ms (${last}); log tail:\n${await logTail(t.logPath)}`);
+  throw new Error(
+    `Synapse ${t.serverName} not ready after ${timeoutMs} ms (${last}); log tail:\n${await logTail(t.logPath)}`,
+  );
 }

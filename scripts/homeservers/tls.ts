@@ -35,14 +35,37 @@ export async function ensureTls(dir: string): Promise<TlsFiles> {
   if (existsSync(files.caPath) && existsSync(files.certPath) && existsSync(files.keyPath)) return files;
   await mkdir(dir, { recursive: true });
   await openssl(dir, [
-    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
-    "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=matrix-resync-proxy harness CA",
-    "-addext", "basicConstraints=critical,CA:TRUE",
-    "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-sha256",
+    "-days",
+    "3650",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-subj",
+    "/CN=matrix-resync-proxy harness CA",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
   ]);
   await openssl(dir, [
-    "req", "-newkey", "rsa:2048", "-nodes", "-sha256",
-    "-keyout", "localhost.key", "-out", "localhost.csr", "-subj", "/CN=localhost",
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-sha256",
+    "-keyout",
+    "localhost.key",
+    "-out",
+    "localhost.csr",
+    "-subj",
+    "/CN=localhost",
   ]);
   await writeFile(
     join(dir, "leaf.ext"),
@@ -55,9 +78,22 @@ export async function ensureTls(dir: string): Promise<TlsFiles> {
     ].join("\n"),
   );
   await openssl(dir, [
-    "x509", "-req", "-sha256", "-days", "825", "-in", "localhost.csr",
-    "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-    "-extfile", "leaf.ext", "-out", "localhost.pem",
+    "x509",
+    "-req",
+    "-sha256",
+    "-days",
+    "825",
+    "-in",
+    "localhost.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-extfile",
+    "leaf.ext",
+    "-out",
+    "localhost.pem",
   ]);
   return files;
 }

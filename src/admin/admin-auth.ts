@@ -11,7 +11,8 @@ import type { Upstream } from "../http/upstream.ts";
 
 export async function requireAdmin(req: IncomingMessage, auth: Auth, upstream: Upstream): Promise<string> {
   const token = accessToken(req);
-  if (!token) throw new MatrixError("M_MISSING_TOKEN", "Missing access token: the admin API needs a homeserver admin's token");
+  if (!token)
+    throw new MatrixError("M_MISSING_TOKEN", "Missing access token: the admin API needs a homeserver admin's token");
   // Admin jobs send federation requests: a revoked token is refused now, not when the cache expires.
   const who = await auth.resolveToken(token, FEDERATION_AUTH); // UpstreamAuthError: the homeserver's own 401, relayed
   let res;
@@ -34,5 +35,8 @@ export async function requireAdmin(req: IncomingMessage, auth: Auth, upstream: U
   if (res.statusCode === 200 || res.statusCode === 403)
     throw new MatrixError("M_FORBIDDEN", `${who.userId} is not a server admin`);
   // Dendrite and Conduit have no such endpoint: refuse rather than guess.
-  throw new MatrixError("M_FORBIDDEN", `Could not verify admin rights: the homeserver answered ${res.statusCode} to the Synapse admin API`);
+  throw new MatrixError(
+    "M_FORBIDDEN",
+    `Could not verify admin rights: the homeserver answered ${res.statusCode} to the Synapse admin API`,
+  );
 }

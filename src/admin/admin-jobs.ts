@@ -56,7 +56,15 @@ export class ServerJobs {
     const running = this.#jobs.get(server);
     if (running && running.finished_at === undefined) return { job: running, started: false };
     const users = this.usersOn(server);
-    const job: ServerJob = { server, total: users.length, done: 0, ok: 0, failed: 0, deferred: 0, started_at: this.#now() };
+    const job: ServerJob = {
+      server,
+      total: users.length,
+      done: 0,
+      ok: 0,
+      failed: 0,
+      deferred: 0,
+      started_at: this.#now(),
+    };
     this.#jobs.set(server, job);
     // The operator says the server is back: a backoff left from the outage must not hold the
     // job (or the retry queue) back. If it is still down, the first failures set a new one.
@@ -75,11 +83,21 @@ export class ServerJobs {
         if (b && b.retryAt > this.#now()) {
           // Down again: hand the rest to the retry queue, due when the backoff ends.
           const prev = store.getRetry(userId);
-          store.putRetry({ userId, attempts: prev?.attempts ?? 0, dueAt: b.retryAt, requestedBy: [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50), lastError: prev?.lastError ?? "destination in backoff" });
+          store.putRetry({
+            userId,
+            attempts: prev?.attempts ?? 0,
+            dueAt: b.retryAt,
+            requestedBy: [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50),
+            lastError: prev?.lastError ?? "destination in backoff",
+          });
           job.deferred++;
         } else {
           try {
-            await resyncer.run(userId, requestedBy, { trigger: "admin", why: `server refresh of ${job.server}`, retry: true });
+            await resyncer.run(userId, requestedBy, {
+              trigger: "admin",
+              why: `server refresh of ${job.server}`,
+              retry: true,
+            });
             job.ok++;
           } catch {
             job.failed++; // recorded by the resyncer: retry entry and destination backoff
@@ -90,6 +108,12 @@ export class ServerJobs {
     };
     await Promise.all(Array.from({ length: WORKERS }, worker));
     job.finished_at = this.#now();
-    log.info("admin: server refresh finished", { server: job.server, total: job.total, ok: job.ok, failed: job.failed, deferred: job.deferred });
+    log.info("admin: server refresh finished", {
+      server: job.server,
+      total: job.total,
+      ok: job.ok,
+      failed: job.failed,
+      deferred: job.deferred,
+    });
   }
 }

@@ -45,8 +45,13 @@ export function createAdmin(o: AdminOptions): (req: IncomingMessage, res: Server
     if (user && method === "POST") return refreshUser(decodeUserIdParam(user[1]!), admin);
     if (server && (method === "POST" || method === "GET")) {
       const name = decodeUserIdParam(server[1]!);
-      if (name === undefined || !isValidServerName(name)) throw new MatrixError("M_INVALID_PARAM", `Not a valid server name: ${JSON.stringify(name ?? server[1])}`);
-      if (name === config.serverName) throw new MatrixError("M_INVALID_PARAM", `${name} is our own server: the homeserver is authoritative for its users`);
+      if (name === undefined || !isValidServerName(name))
+        throw new MatrixError("M_INVALID_PARAM", `Not a valid server name: ${JSON.stringify(name ?? server[1])}`);
+      if (name === config.serverName)
+        throw new MatrixError(
+          "M_INVALID_PARAM",
+          `${name} is our own server: the homeserver is authoritative for its users`,
+        );
       if (method === "GET") {
         const job = jobs.get(name);
         if (!job) throw new MatrixError("M_NOT_FOUND", `No refresh of ${name} has run since the proxy started`);
@@ -58,29 +63,48 @@ export function createAdmin(o: AdminOptions): (req: IncomingMessage, res: Server
     }
     if (rest === "retries" && method === "GET") {
       const t = now();
-      const retries = svc.store.listRetries().map((r) => ({ user_id: r.userId, attempts: r.attempts, due_in_ms: Math.max(0, r.dueAt - t), requested_by: r.requestedBy, last_error: r.lastError }));
+      const retries = svc.store.listRetries().map((r) => ({
+        user_id: r.userId,
+        attempts: r.attempts,
+        due_in_ms: Math.max(0, r.dueAt - t),
+        requested_by: r.requestedBy,
+        last_error: r.lastError,
+      }));
       return { status: 200, body: { retries } };
     }
     if (rest === "backoffs" && method === "GET") {
       const t = now();
-      const destinations = svc.store.listBackoffs().map((b) => ({ destination: b.destination, failures: b.failures, in_backoff: b.retryAt > t, retry_in_ms: Math.max(0, b.retryAt - t) }));
+      const destinations = svc.store.listBackoffs().map((b) => ({
+        destination: b.destination,
+        failures: b.failures,
+        in_backoff: b.retryAt > t,
+        retry_in_ms: Math.max(0, b.retryAt - t),
+      }));
       return { status: 200, body: { destinations } };
     }
     if (rest === "heals" && method === "GET") {
       return { status: 200, body: { heals: svc.heal?.healer.recent() ?? [] } };
     }
     const known = user || server || rest === "retries" || rest === "backoffs" || rest === "heals";
-    throw new MatrixError("M_UNRECOGNIZED", known ? "Method not allowed" : "Unrecognized admin request", { status: known ? 405 : 404 });
+    throw new MatrixError("M_UNRECOGNIZED", known ? "Method not allowed" : "Unrecognized admin request", {
+      status: known ? 405 : 404,
+    });
   }
 
   async function refreshUser(userId: string | undefined, admin: string): Promise<Answer> {
-    if (userId === undefined || !isValidUserId(userId)) throw new MatrixError("M_INVALID_PARAM", `Not a valid Matrix user ID: ${JSON.stringify(userId)}`);
-    if (serverOf(userId) === config.serverName) throw new MatrixError("M_INVALID_PARAM", `${userId} is a local user: the homeserver is authoritative`);
+    if (userId === undefined || !isValidUserId(userId))
+      throw new MatrixError("M_INVALID_PARAM", `Not a valid Matrix user ID: ${JSON.stringify(userId)}`);
+    if (serverOf(userId) === config.serverName)
+      throw new MatrixError("M_INVALID_PARAM", `${userId} is a local user: the homeserver is authoritative`);
     svc.log.info("admin: refresh a user", { admin, userId });
     // runWithin() skips the rate limits and the destination backoff: an admin asked explicitly.
     let r: RefreshOutcome;
     try {
-      r = await svc.resyncer.runWithin(userId, [`admin:${admin}`], config.refreshWaitMs, { trigger: "admin", why: `asked by ${admin}`, retry: true });
+      r = await svc.resyncer.runWithin(userId, [`admin:${admin}`], config.refreshWaitMs, {
+        trigger: "admin",
+        why: `asked by ${admin}`,
+        retry: true,
+      });
     } catch (e) {
       throw refreshFailed(userId, new FederationError("transport", String((e as Error)?.message ?? e)));
     }
@@ -106,5 +130,11 @@ export function createAdmin(o: AdminOptions): (req: IncomingMessage, res: Server
 }
 
 function summary(s: DeviceSnapshot) {
-  return { user_id: s.userId, status: "ok", devices: Object.keys(s.devices).length, stream_id: s.streamId, fetched_at: s.fetchedAt };
+  return {
+    user_id: s.userId,
+    status: "ok",
+    devices: Object.keys(s.devices).length,
+    stream_id: s.streamId,
+    fetched_at: s.fetchedAt,
+  };
 }

@@ -32,7 +32,12 @@ export async function readiness(r: Readiness): Promise<{ ready: boolean; checks:
     checks.store = `not writable: ${(e as Error).message}`;
   }
   try {
-    const res = await r.upstream.open({ method: "GET", target: "/_matrix/client/versions", headers: {}, headerTimeoutMs: 3000 });
+    const res = await r.upstream.open({
+      method: "GET",
+      target: "/_matrix/client/versions",
+      headers: {},
+      headerTimeoutMs: 3000,
+    });
     res.resume();
     checks.homeserver = res.statusCode === 200 ? "ok" : `answered ${res.statusCode}`;
   } catch (e) {
@@ -68,10 +73,12 @@ export function createOpsApp(o: OpsOptions) {
       return;
     }
     if (path === "/metrics") {
-      void (o.beforeScrape?.() ?? Promise.resolve()).then(() => o.metrics.registry.metrics()).then((text) => {
-        res.writeHead(200, { "content-type": o.metrics.registry.contentType });
-        res.end(text);
-      });
+      void (o.beforeScrape?.() ?? Promise.resolve())
+        .then(() => o.metrics.registry.metrics())
+        .then((text) => {
+          res.writeHead(200, { "content-type": o.metrics.registry.contentType });
+          res.end(text);
+        });
       return;
     }
     sendJson(res, 404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" });

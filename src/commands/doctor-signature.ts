@@ -75,11 +75,18 @@ export async function checkRemoteAcceptsSignature(deps: SignatureCheckDeps, serv
   const user = madeUpUser(server);
   // Signed exactly as sent: encodeURIComponent once, never re-encoded (server-server-api §Request Authentication).
   const uri = `/_matrix/federation/v1/user/devices/${encodeURIComponent(user)}`;
-  const authorization = xMatrixAuthorization({ method: "GET", uri, origin: deps.origin, destination: server }, deps.key);
+  const authorization = xMatrixAuthorization(
+    { method: "GET", uri, origin: deps.origin, destination: server },
+    deps.key,
+  );
   const what = `signed request to ${server}`;
   let res;
   try {
-    res = await deps.transport.request(server, { method: "GET", path: uri, headers: { authorization, accept: "application/json" } });
+    res = await deps.transport.request(server, {
+      method: "GET",
+      path: uri,
+      headers: { authorization, accept: "application/json" },
+    });
   } catch (e) {
     return { status: "unknown", line: `${what}: cannot tell: ${(e as Error).message}`, hints: [] };
   }
@@ -89,16 +96,37 @@ export async function checkRemoteAcceptsSignature(deps: SignatureCheckDeps, serv
   const how = `GET /_matrix/federation/v1/user/devices/… as ${deps.origin} with ${deps.key.keyId}`;
 
   if (res.status === 200 || (res.status === 404 && err?.errcode === "M_NOT_FOUND")) {
-    return { status: "accepted", line: `${what}: accepted: the remote verified our X-Matrix signature (${how} answered ${answered})`, hints: [] };
+    return {
+      status: "accepted",
+      line: `${what}: accepted: the remote verified our X-Matrix signature (${how} answered ${answered})`,
+      hints: [],
+    };
   }
-  const refused = res.status === 401 || (res.status === 403 && err?.errcode === "M_FORBIDDEN") || (res.status === 400 && err?.errcode === "M_UNAUTHORIZED");
+  const refused =
+    res.status === 401 ||
+    (res.status === 403 && err?.errcode === "M_FORBIDDEN") ||
+    (res.status === 400 && err?.errcode === "M_UNAUTHORIZED");
   if (refused) {
     const hints = refusalHints(deps, clock);
-    if (res.status === 403) hints.push(`an allow-list: a remote that federates only with listed servers (Synapse's federation_domain_whitelist) answers 403 to everyone else`);
-    return { status: "refused", line: `${what}: refused: ${answered}: the remote did not accept our X-Matrix signature (${how})`, hints };
+    if (res.status === 403)
+      hints.push(
+        `an allow-list: a remote that federates only with listed servers (Synapse's federation_domain_whitelist) answers 403 to everyone else`,
+      );
+    return {
+      status: "refused",
+      line: `${what}: refused: ${answered}: the remote did not accept our X-Matrix signature (${how})`,
+      hints,
+    };
   }
   // 404 M_UNRECOGNIZED is Synapse's answer for a path it has no servlet for, given before any
   // authentication: it proves nothing about the signature, and a refresh needs that endpoint.
-  const unserved = res.status === 404 && err?.errcode === "M_UNRECOGNIZED" ? "; the remote does not serve the device-list endpoint, so no refresh of its users can work" : "";
-  return { status: "unknown", line: `${what}: cannot tell: ${answered}${unserved} (${how})`, hints: clock ? [clock] : [] };
+  const unserved =
+    res.status === 404 && err?.errcode === "M_UNRECOGNIZED"
+      ? "; the remote does not serve the device-list endpoint, so no refresh of its users can work"
+      : "";
+  return {
+    status: "unknown",
+    line: `${what}: cannot tell: ${answered}${unserved} (${how})`,
+    hints: clock ? [clock] : [],
+  };
 }

@@ -8,7 +8,10 @@ import { checkRemoteAcceptsSignature } from "./doctor-signature.ts";
 import { looseKeyFile } from "./key-permissions.ts";
 import { checkWhoamiPath } from "../http/whoami-check.ts";
 
-export async function runDoctor(config: Config, write: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
+export async function runDoctor(
+  config: Config,
+  write: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+): Promise<number> {
   let ok = true;
   const mark = (pass: boolean, line: string) => {
     if (!pass) ok = false;
@@ -27,7 +30,12 @@ export async function runDoctor(config: Config, write: (line: string) => void = 
 
   const upstream = createUpstream(config.upstream);
   try {
-    const res = await upstream.open({ method: "GET", target: "/_matrix/client/versions", headers: {}, headerTimeoutMs: 5000 });
+    const res = await upstream.open({
+      method: "GET",
+      target: "/_matrix/client/versions",
+      headers: {},
+      headerTimeoutMs: 5000,
+    });
     res.resume();
     mark(res.statusCode === 200, `homeserver ${config.upstream}: /_matrix/client/versions answered ${res.statusCode}`);
   } catch (e) {
@@ -50,14 +58,19 @@ export async function runDoctor(config: Config, write: (line: string) => void = 
         const res = await fed.transport.request(server, { method: "GET", path: "/_matrix/federation/v1/version" });
         let version = "";
         try {
-          const body = JSON.parse(new TextDecoder().decode(res.body)) as { server?: { name?: string; version?: string } };
+          const body = JSON.parse(new TextDecoder().decode(res.body)) as {
+            server?: { name?: string; version?: string };
+          };
           version = body.server ? ` (${body.server.name ?? "?"} ${body.server.version ?? ""})`.trimEnd() : "";
         } catch {}
         mark(res.status === 200, `reached ${server}: /_matrix/federation/v1/version answered ${res.status}${version}`);
       } catch (e) {
         mark(false, `${server}: ${(e as Error).message}`);
       }
-      const signed = await checkRemoteAcceptsSignature({ transport: fed.transport, origin: config.serverName, key }, server);
+      const signed = await checkRemoteAcceptsSignature(
+        { transport: fed.transport, origin: config.serverName, key },
+        server,
+      );
       mark(signed.status === "accepted", signed.line);
       for (const hint of signed.hints) write(`     likely cause: ${hint}`);
     }
@@ -69,7 +82,11 @@ export async function runDoctor(config: Config, write: (line: string) => void = 
 }
 
 /** The homeserver's whoami (v3, or r0 on servers older than Synapse 1.48) refuses a missing token. */
-async function doctorWhoami(base: string, upstream: Upstream, mark: (pass: boolean, line: string) => void): Promise<void> {
+async function doctorWhoami(
+  base: string,
+  upstream: Upstream,
+  mark: (pass: boolean, line: string) => void,
+): Promise<void> {
   const w = await checkWhoamiPath(createClientPaths({ upstream }), 5000);
   mark(w.ok, `homeserver ${base}: ${w.detail}`);
 }

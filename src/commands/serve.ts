@@ -37,7 +37,6 @@ import { guardStore, storeFallback } from "../store/store-guard.ts";
 import { VERSION } from "../config/version.ts";
 import { FRONT_WORKER, VIEW_WORKER } from "../front-worker-url.ts";
 
-
 export interface RunningProxy {
   /** The node:http app: the client listener (engine node), or behind the front (engine bun). */
   server: Server;
@@ -66,7 +65,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   metrics = createMetrics(undefined, {
     // NaN while the store fails: a scrape must not fail with it, nor show a false zero.
     retryQueueDepth: () => storeFallback(() => store.listRetries().length, NaN),
-    destinationsInBackoff: () => storeFallback(() => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length, NaN),
+    destinationsInBackoff: () =>
+      storeFallback(() => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length, NaN),
     pendingDeliveries: () => storeFallback(() => store.countPending(), NaN),
     openLongPolls: () => delivery.waiters.count,
     auditBehindSeconds: () => audit?.behindSeconds() ?? 0,
@@ -77,12 +77,24 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   // One view of which client API prefix (v3 or r0) the homeserver serves, for all our own calls.
   const paths = createClientPaths({ upstream, log });
   const delivery = new Delivery({
-    store, upstream, paths, log, trackerTtlMs: config.trackerTtlMs, maxTrackersPerDevice: config.maxTrackersPerDevice,
+    store,
+    upstream,
+    paths,
+    log,
+    trackerTtlMs: config.trackerTtlMs,
+    maxTrackersPerDevice: config.maxTrackersPerDevice,
     onTrackDropped: (n, why) => metrics?.trackersDropped.inc({ reason: why }, n),
   });
 
   let keyCheck: KeyCheck | undefined;
-  const fetchDevices = instrumentedFetch({ transport: fed.transport, origin: config.serverName, key, keyCheck: () => keyCheck, metrics, log });
+  const fetchDevices = instrumentedFetch({
+    transport: fed.transport,
+    origin: config.serverName,
+    key,
+    keyCheck: () => keyCheck,
+    metrics,
+    log,
+  });
 
   const resyncer = new Resyncer({
     store,
@@ -100,19 +112,57 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     },
     log,
   });
-  const overlays = new Overlays({ store, maxAgeMs: config.snapshotMaxAgeMs, refetch: (u) => void resyncer.run(u, [], { trigger: "recheck", retry: true }).catch(() => {}), log });
+  const overlays = new Overlays({
+    store,
+    maxAgeMs: config.snapshotMaxAgeMs,
+    refetch: (u) => void resyncer.run(u, [], { trigger: "recheck", retry: true }).catch(() => {}),
+    log,
+  });
   // Self-healing (docs/architecture.md "Self-healing"): the view and the heal rule always; the
   // signals and the audit unless --detect off.
   const views = new Views({ store, paths, log });
   const parser = new ViewParser({ url: VIEW_WORKER, log });
   const healer = new Healer({ store, views, overlays, delivery, log, metrics });
   const detect = config.detect === "on";
-  const detector = detect ? new Detector({ serverName: config.serverName, resyncer, views, store, track: (who, t) => delivery.trackQuery(who, t), log, metrics }) : undefined;
-  const audit = detect && config.auditIntervalMs > 0
-    ? new Audit({ store, resyncer, serverName: config.serverName, intervalMs: config.auditIntervalMs, maxPerSecond: config.auditMaxPerSecond, log, metrics })
+  const detector = detect
+    ? new Detector({
+        serverName: config.serverName,
+        resyncer,
+        views,
+        store,
+        track: (who, t) => delivery.trackQuery(who, t),
+        log,
+        metrics,
+      })
     : undefined;
-  const auth = createAuth({ upstream, paths, log, onCache: (hit) => metrics.cache.inc({ cache: "whoami", result: hit ? "hit" : "miss" }) });
-  const services: Services = { auth, resyncer, delivery, overlays, store, metrics, log, heal: { views, parser, healer, detector, audit } };
+  const audit =
+    detect && config.auditIntervalMs > 0
+      ? new Audit({
+          store,
+          resyncer,
+          serverName: config.serverName,
+          intervalMs: config.auditIntervalMs,
+          maxPerSecond: config.auditMaxPerSecond,
+          log,
+          metrics,
+        })
+      : undefined;
+  const auth = createAuth({
+    upstream,
+    paths,
+    log,
+    onCache: (hit) => metrics.cache.inc({ cache: "whoami", result: hit ? "hit" : "miss" }),
+  });
+  const services: Services = {
+    auth,
+    resyncer,
+    delivery,
+    overlays,
+    store,
+    metrics,
+    log,
+    heal: { views, parser, healer, detector, audit },
+  };
   const trusted = trustPredicate(parseTrust(config.trustedProxies));
   const routes = buildRoutes();
   // Engine bun: a byte-level front end on --listen relays pass-through requests itself and
@@ -124,20 +174,41 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   let threads: FrontThreads | undefined;
   if (frontSecret !== undefined) {
     ({ front, server, threads } = await startBunEngine({
-      config, app, routes, trusted, secret: frontSecret, log, metrics,
+      config,
+      app,
+      routes,
+      trusted,
+      secret: frontSecret,
+      log,
+      metrics,
       syncGate: createSyncGate(services),
       threads: { count: config.frontThreads, url: FRONT_WORKER, svc: services },
     }));
   } else server = await listen(config.listen, app);
   if (config.frontThreads > 1 && !threads) {
     // Only the Bun front end on a TCP port can share it between threads.
-    log.warn("--front-threads is ignored: it needs engine bun and a host:port --listen", { engine, listen: config.listen });
+    log.warn("--front-threads is ignored: it needs engine bun and a host:port --listen", {
+      engine,
+      listen: config.listen,
+    });
   }
   const address = front ? front.address : boundAddress(server);
 
   let draining = false;
   const readiness: Readiness = { store, upstream, paths, keyCheck: () => keyCheck, draining: () => draining };
-  const ops = config.metricsListen ? await listen(config.metricsListen, createOpsApp({ metrics, readiness, services, config, upstream, beforeScrape: threads && (() => threads!.flush()) })) : undefined;
+  const ops = config.metricsListen
+    ? await listen(
+        config.metricsListen,
+        createOpsApp({
+          metrics,
+          readiness,
+          services,
+          config,
+          upstream,
+          beforeScrape: threads && (() => threads!.flush()),
+        }),
+      )
+    : undefined;
 
   resyncer.start();
   audit?.start();
@@ -151,12 +222,23 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     keyCheck = await checkOwnKey(config, key, fed);
     const fields = { keyId: key.keyId, status: keyCheck.status, detail: keyCheck.detail };
     if (keyCheck.status === "published") log.info("signing key is published by the homeserver", fields);
-    else if (keyCheck.status === "mismatch") log.error("SIGNING KEY IS NOT THE HOMESERVER'S: federation disabled", fields);
-    else log.warn("COULD NOT VERIFY that the homeserver publishes our signing key; remote servers may answer 401", fields);
+    else if (keyCheck.status === "mismatch")
+      log.error("SIGNING KEY IS NOT THE HOMESERVER'S: federation disabled", fields);
+    else
+      log.warn("COULD NOT VERIFY that the homeserver publishes our signing key; remote servers may answer 401", fields);
   };
   void checkKey();
 
-  log.info("listening", { version: VERSION, listen: address, engine, frontThreads: threads ? config.frontThreads : undefined, metrics: ops ? boundAddress(ops) : undefined, upstream: config.upstream, serverName: config.serverName, keyId: key.keyId });
+  log.info("listening", {
+    version: VERSION,
+    listen: address,
+    engine,
+    frontThreads: threads ? config.frontThreads : undefined,
+    metrics: ops ? boundAddress(ops) : undefined,
+    upstream: config.upstream,
+    serverName: config.serverName,
+    keyId: key.keyId,
+  });
   const close = async (deadlineMs = config.shutdownTimeoutMs) => {
     // /readyz answers 503 from now on, so a load balancer stops sending new clients here while
     // the ones already connected are served; the ops listener closes last for that reason.
@@ -168,7 +250,10 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     reducer?.stop();
     // The front first: its requests in flight need the app behind it until they finish. It has
     // the close/closeIdleConnections/closeAllConnections that drain() uses of a Server.
-    const result = await drain([(front as unknown as Server | undefined) ?? server], { deadlineMs, busy: () => resyncer.inflight > 0 });
+    const result = await drain([(front as unknown as Server | undefined) ?? server], {
+      deadlineMs,
+      busy: () => resyncer.inflight > 0,
+    });
     if (front) await drain([server], { deadlineMs: 1000 });
     if (ops) await drain([ops], { deadlineMs: Math.min(deadlineMs, 1000) });
     fed.transport.close();
@@ -178,7 +263,17 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     store.close();
     return result;
   };
-  return { server, address, engine, frontThreads: threads, opsAddress: ops ? boundAddress(ops) : undefined, services, log, keyCheck: () => keyCheck, close };
+  return {
+    server,
+    address,
+    engine,
+    frontThreads: threads,
+    opsAddress: ops ? boundAddress(ops) : undefined,
+    services,
+    log,
+    keyCheck: () => keyCheck,
+    close,
+  };
 }
 
 /** `serve`: run until a signal. SIGTERM drains; a second signal exits at once. */
@@ -193,7 +288,10 @@ export async function serve(config: Config): Promise<void> {
       process.exit(signalExitCode(signal));
     }
     stopping = true;
-    log.info("shutting down: refusing new connections, finishing requests in flight", { signal, deadlineMs: config.shutdownTimeoutMs });
+    log.info("shutting down: refusing new connections, finishing requests in flight", {
+      signal,
+      deadlineMs: config.shutdownTimeoutMs,
+    });
     proxy.close().then(
       (r) => {
         if (r.drained) log.info("stopped", { waitedMs: r.waitedMs });

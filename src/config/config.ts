@@ -11,7 +11,9 @@ type Camel<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capita
 type Option = (typeof OPTIONS)[number];
 type Always = Extract<Option, { default: unknown } | { requiredFor: readonly Command[] }>;
 type Maybe = Exclude<Option, Always>;
-export type Config = { command: Command; args: string[] } & { [O in Always as Camel<O["name"]>]: v.InferOutput<O["schema"]> } & {
+export type Config = { command: Command; args: string[] } & {
+  [O in Always as Camel<O["name"]>]: v.InferOutput<O["schema"]>;
+} & {
   [O in Maybe as Camel<O["name"]>]?: v.InferOutput<O["schema"]>;
 };
 
@@ -31,7 +33,9 @@ interface Raw {
 export function parseCli(argv: string[], env: Record<string, string | undefined>): CliAction {
   const raw = new Map<string, Raw>();
   let command: Command = "serve";
-  let configFile: Raw | undefined = env.RESYNC_CONFIG ? { value: env.RESYNC_CONFIG, source: "RESYNC_CONFIG" } : undefined;
+  let configFile: Raw | undefined = env.RESYNC_CONFIG
+    ? { value: env.RESYNC_CONFIG, source: "RESYNC_CONFIG" }
+    : undefined;
   const flags: [string, Raw][] = [];
   const args: string[] = [];
 
@@ -53,7 +57,9 @@ export function parseCli(argv: string[], env: Record<string, string | undefined>
     if (name !== "config" && !byName.has(name)) throw new ConfigError(`unknown flag --${name} (see --help)`);
     const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
     if (value === undefined || (eq === -1 && value.startsWith("--")))
-      throw new ConfigError(`--${name}: missing value, expected ${name === "config" ? "a YAML or JSON file path" : byName.get(name)!.expected}`);
+      throw new ConfigError(
+        `--${name}: missing value, expected ${name === "config" ? "a YAML or JSON file path" : byName.get(name)!.expected}`,
+      );
     if (name === "config") configFile = { value, source: "--config" };
     else flags.push([name, { value, source: `--${name}` }]);
   }
@@ -81,7 +87,8 @@ function readConfigFile(path: string, source: string): Map<string, Raw> {
     throw new ConfigError(`${source} ${path}: not valid YAML or JSON (${(e as Error).message.split("\n")[0]})`);
   }
   if (doc === null || doc === undefined) return new Map();
-  if (typeof doc !== "object" || Array.isArray(doc)) throw new ConfigError(`${source} ${path}: expected a mapping of option names to values`);
+  if (typeof doc !== "object" || Array.isArray(doc))
+    throw new ConfigError(`${source} ${path}: expected a mapping of option names to values`);
   const out = new Map<string, Raw>();
   for (const [key, value] of Object.entries(doc)) {
     const kebab = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -145,15 +152,20 @@ function validate(command: Command, raw: Map<string, Raw>): Config {
   if (typeof out.upstream === "string") out.upstream = withoutUserinfo(out.upstream);
   const c = out as unknown as Config;
   if (c.retryMaxMs < c.retryInitialMs)
-    throw new ConfigError(`--retry-max-ms: expected a value >= --retry-initial-ms (${c.retryInitialMs}), got ${c.retryMaxMs}`);
+    throw new ConfigError(
+      `--retry-max-ms: expected a value >= --retry-initial-ms (${c.retryInitialMs}), got ${c.retryMaxMs}`,
+    );
   if (command !== "healthcheck" && !c.signingKey && !(c.signingKeySeed && c.signingKeyId))
-    throw new ConfigError("--signing-key (or RESYNC_SIGNING_KEY) is required: expected a path to a Synapse *.signing.key or Dendrite matrix_key.pem (or --signing-key-seed with --signing-key-id)");
+    throw new ConfigError(
+      "--signing-key (or RESYNC_SIGNING_KEY) is required: expected a path to a Synapse *.signing.key or Dendrite matrix_key.pem (or --signing-key-seed with --signing-key-id)",
+    );
   return c;
 }
 
 export function helpText(version: string): string {
   const rows = OPTIONS.map((o) => {
-    const def = "default" in o && o.default !== undefined ? ` [default: ${Array.isArray(o.default) ? "none" : o.default}]` : "";
+    const def =
+      "default" in o && o.default !== undefined ? ` [default: ${Array.isArray(o.default) ? "none" : o.default}]` : "";
     return `  --${o.name.padEnd(28)} ${o.help}${def}\n  ${"".padEnd(30)} env ${envName(o.name)}`;
   });
   return [

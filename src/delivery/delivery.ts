@@ -52,7 +52,9 @@ export class Delivery {
     this.#now = o.now ?? Date.now;
     this.#paths = o.paths ?? createClientPaths({ upstream: o.upstream, log: o.log });
     this.trackers = new TrackerWriter({
-      store: o.store, maxPerDevice: o.maxTrackersPerDevice ?? Infinity, log: o.log,
+      store: o.store,
+      maxPerDevice: o.maxTrackersPerDevice ?? Infinity,
+      log: o.log,
       onDropped: (n, why) => {
         // Lost to a failing store: the next query must write them again, not wait out #written.
         if (why === "store") this.#written.clear();
@@ -76,7 +78,9 @@ export class Delivery {
     if (!who.deviceId || targets.length === 0) return;
     const now = this.#now();
     const every = Math.min(this.#o.trackerTtlMs / 10, 3_600_000);
-    const due = targets.filter((t) => now - (this.#written.get(`${who.userId}|${who.deviceId}|${t}`) ?? -Infinity) >= every);
+    const due = targets.filter(
+      (t) => now - (this.#written.get(`${who.userId}|${who.deviceId}|${t}`) ?? -Infinity) >= every,
+    );
     if (due.length === 0) return;
     this.trackers.enqueue(who.userId, who.deviceId, due, now);
     for (const t of due) this.#written.set(`${who.userId}|${who.deviceId}|${t}`, now);
@@ -89,7 +93,10 @@ export class Delivery {
 
   deliver(devices: { userId: string; deviceId: string }[], target: string): void {
     if (devices.length === 0) return;
-    this.#o.store.addPending(devices.map((d) => ({ ...d, target })), this.#now());
+    this.#o.store.addPending(
+      devices.map((d) => ({ ...d, target })),
+      this.#now(),
+    );
     for (const d of devices) this.#unforced.delete(deviceKey(d.userId, d.deviceId));
     this.waiters.wake(devices.map((d) => deviceKey(d.userId, d.deviceId)));
   }
@@ -154,7 +161,10 @@ export class Delivery {
         problem = String(e);
       }
       if (problem !== undefined)
-        this.#o.log.warn("could not list the requester's devices; only the asking device will hear of the refresh", { userId: who.userId, error: problem });
+        this.#o.log.warn("could not list the requester's devices; only the asking device will hear of the refresh", {
+          userId: who.userId,
+          error: problem,
+        });
     }
     if (who.deviceId) ids.add(who.deviceId);
     return [...ids];

@@ -42,7 +42,12 @@ function entry(answer: Json, section: string, user: string): unknown {
  * request for some device ids shows only part of the list. A user absent from `device_keys` (its
  * server failed, say) teaches nothing.
  */
-export function viewsFromAnswer(answer: Json, requested: Record<string, string[]>, users: readonly string[], now: number): HsView[] {
+export function viewsFromAnswer(
+  answer: Json,
+  requested: Record<string, string[]>,
+  users: readonly string[],
+  now: number,
+): HsView[] {
   const out: HsView[] = [];
   const dk = answer.device_keys;
   if (!isObject(dk)) return out;
@@ -55,7 +60,8 @@ export function viewsFromAnswer(answer: Json, requested: Record<string, string[]
     const view: HsView = { userId: user, devices: {}, seenAt: now };
     for (const id of ids) {
       const k = keysOf(devs[id]);
-      if (k && id.length <= MAX_KEY_CHARS) Object.defineProperty(view.devices, id, { value: k, enumerable: true, writable: true, configurable: true });
+      if (k && id.length <= MAX_KEY_CHARS)
+        Object.defineProperty(view.devices, id, { value: k, enumerable: true, writable: true, configurable: true });
     }
     const mk = crossKeyOf(entry(answer, "master_keys", user));
     const ssk = crossKeyOf(entry(answer, "self_signing_keys", user));
@@ -107,7 +113,8 @@ export function diffView(shown: HsView, fresh: DeviceSnapshot): ViewDiff {
     if (!Object.hasOwn(shown.devices, id)) d.added.push(id);
     else if (!sameKeys(shown.devices[id]!, f.devices[id]!)) d.rekeyed.push(id);
   }
-  for (const id of Object.keys(shown.devices)) if (!Object.hasOwn(f.devices, id) && !invalid.has(id)) d.removed.push(id);
+  for (const id of Object.keys(shown.devices))
+    if (!Object.hasOwn(f.devices, id) && !invalid.has(id)) d.removed.push(id);
   d.masterChanged = f.master !== undefined && f.master !== shown.master;
   d.selfSigningChanged = f.selfSigning !== undefined && f.selfSigning !== shown.selfSigning;
   return d;
@@ -119,7 +126,11 @@ export function isEmptyDiff(d: ViewDiff): boolean {
 
 /** "+1 device ABCD, -1 device EFGH, new master key": device ids cut, at most 5 named per kind. */
 export function describeDiff(d: ViewDiff): string {
-  const ids = (a: string[]) => a.slice(0, 5).map((x) => (x.length > 40 ? `${x.slice(0, 40)}…` : x)).join(" ") + (a.length > 5 ? " …" : "");
+  const ids = (a: string[]) =>
+    a
+      .slice(0, 5)
+      .map((x) => (x.length > 40 ? `${x.slice(0, 40)}…` : x))
+      .join(" ") + (a.length > 5 ? " …" : "");
   const parts: string[] = [];
   const plural = (n: number) => (n === 1 ? "device" : "devices");
   if (d.added.length) parts.push(`+${d.added.length} ${plural(d.added.length)} ${ids(d.added)}`);

@@ -15,7 +15,12 @@ export interface AnswerSummary {
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 
-export function summarize(answer: Json, requested: Record<string, string[]>, users: readonly string[], now: number): AnswerSummary {
+export function summarize(
+  answer: Json,
+  requested: Record<string, string[]>,
+  users: readonly string[],
+  now: number,
+): AnswerSummary {
   const mk = isObject(answer.master_keys) ? answer.master_keys : {};
   const ssk = isObject(answer.self_signing_keys) ? answer.self_signing_keys : {};
   const halfCrossSigning: AnswerSummary["halfCrossSigning"] = [];

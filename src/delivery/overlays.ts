@@ -23,7 +23,10 @@ export class Overlays {
   // Snapshots as objects, so an overlaid /keys/query does not parse one from the store each
   // time (2.4 ms for 1000 devices). Every write passes through here (noteSnapshot, #drop), so
   // this never disagrees with the store. Bounded by devices held: a few megabytes.
-  readonly #parsed = new LRUCache<string, DeviceSnapshot>({ maxSize: 20_000, sizeCalculation: (s) => Object.keys(s.devices).length + 1 });
+  readonly #parsed = new LRUCache<string, DeviceSnapshot>({
+    maxSize: 20_000,
+    sizeCalculation: (s) => Object.keys(s.devices).length + 1,
+  });
 
   constructor(o: OverlayOptions) {
     this.#o = o;

@@ -90,7 +90,13 @@ export function answerAtOnce(target: string): string {
  * Its position is the request's own, with our suffix (tokens.ts): the client asks again from
  * the same point, so no event is skipped, and that request acknowledges exactly this answer.
  */
-function wakeAnswer(svc: SyncDeps, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
+function wakeAnswer(
+  svc: SyncDeps,
+  who: { userId: string; deviceId: string },
+  since: string,
+  flavour: SyncFlavour,
+  conn?: string,
+): Record<string, unknown> {
   const targets = pendingTargets(svc, who, conn);
   const token = wrapToken(since);
   svc.store.markCarried(who.userId, who.deviceId, targets, token, conn);
@@ -103,7 +109,13 @@ function wakeAnswer(svc: SyncDeps, who: { userId: string; deviceId: string }, si
  * wakeAnswer, or on a failing store an answer with nothing in it at the request's own position:
  * the poll has been taken from the homeserver already, and the client simply asks again.
  */
-export function safeWakeAnswer(svc: SyncDeps, who: { userId: string; deviceId: string }, since: string, flavour: SyncFlavour, conn?: string): Record<string, unknown> {
+export function safeWakeAnswer(
+  svc: SyncDeps,
+  who: { userId: string; deviceId: string },
+  since: string,
+  flavour: SyncFlavour,
+  conn?: string,
+): Record<string, unknown> {
   return storeFallback(() => wakeAnswer(svc, who, since, flavour, conn), undefined) ?? wakeResponse(since, [], flavour);
 }
 
@@ -118,13 +130,18 @@ export function injectPending(svc: SyncDeps, who: Requester, flavour: SyncFlavou
   // A store that failed since the plan: the body goes out as the homeserver sent it, with its
   // own token, so nothing is acknowledged and the rows are carried by a later poll.
   if (targets === undefined) return new SyncSplice([], flavour, () => {});
-  return new SyncSplice(targets, flavour, (spliced) => {
-    svc.overlays.homeserverReported(spliced.reported);
-    // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
-    if (spliced.token === undefined) return;
-    // Unmarked on a failing store: the rows stay pending and the next poll carries them again.
-    storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn), undefined);
-    svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", false);
-    svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
-  }, wrapToken);
+  return new SyncSplice(
+    targets,
+    flavour,
+    (spliced) => {
+      svc.overlays.homeserverReported(spliced.reported);
+      // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
+      if (spliced.token === undefined) return;
+      // Unmarked on a failing store: the rows stay pending and the next poll carries them again.
+      storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn), undefined);
+      svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", false);
+      svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
+    },
+    wrapToken,
+  );
 }

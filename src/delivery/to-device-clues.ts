@@ -44,7 +44,8 @@ export function cluesOf(toDevice: unknown): ToDeviceClue[] {
     const { sender, type, content } = ev;
     if (typeof sender !== "string" || !SENDER.test(sender) || typeof type !== "string") continue;
     if (type === "m.room.encrypted") {
-      if (content.algorithm !== OLM || typeof content.sender_key !== "string" || !CURVE_KEY.test(content.sender_key)) continue;
+      if (content.algorithm !== OLM || typeof content.sender_key !== "string" || !CURVE_KEY.test(content.sender_key))
+        continue;
       out.push({ sender, type, senderKey: content.sender_key });
       continue;
     }

@@ -25,7 +25,11 @@ export class ToDeviceWatch {
   #heldBytes = 0;
 
   /** `changed`: told the homeserver's own device_lists.changed, when the body has one. */
-  constructor(report: (clues: ToDeviceClue[]) => void, flavour: SyncFlavour = "sync", changed?: (users: string[]) => void) {
+  constructor(
+    report: (clues: ToDeviceClue[]) => void,
+    flavour: SyncFlavour = "sync",
+    changed?: (users: string[]) => void,
+  ) {
     this.#report = report;
     this.#changed = changed;
     this.#flavour = flavour;
@@ -78,7 +82,10 @@ export class ToDeviceWatch {
       const e2ee = isObject(ext) ? ext.e2ee : undefined;
       lists = isObject(e2ee) ? e2ee.device_lists : undefined;
     }
-    const changed = isObject(lists) && Array.isArray(lists.changed) ? lists.changed.filter((u): u is string => typeof u === "string").slice(0, 10_000) : [];
+    const changed =
+      isObject(lists) && Array.isArray(lists.changed)
+        ? lists.changed.filter((u): u is string => typeof u === "string").slice(0, 10_000)
+        : [];
     if (changed.length > 0) this.#changed?.(changed);
     const clues = cluesOf(toDevice);
     if (clues.length > 0) this.#report(clues);

@@ -53,20 +53,23 @@ export function unwrapTarget(target: string): string | undefined {
   const q = target.indexOf("?");
   if (q === -1) return undefined;
   let changed = false;
-  const parts = target.slice(q + 1).split("&").map((p) => {
-    const eq = p.indexOf("=");
-    if (eq === -1) return p;
-    let name: string;
-    try {
-      name = decodeURIComponent(p.slice(0, eq).replace(/\+/g, " "));
-    } catch {
-      return p;
-    }
-    const value = p.slice(eq + 1);
-    if (!POSITION_PARAMS.has(name) || !WRAPPED.test(value)) return p;
-    changed = true;
-    return p.slice(0, eq + 1) + value.slice(0, -(MARK.length + ID_LENGTH));
-  });
+  const parts = target
+    .slice(q + 1)
+    .split("&")
+    .map((p) => {
+      const eq = p.indexOf("=");
+      if (eq === -1) return p;
+      let name: string;
+      try {
+        name = decodeURIComponent(p.slice(0, eq).replace(/\+/g, " "));
+      } catch {
+        return p;
+      }
+      const value = p.slice(eq + 1);
+      if (!POSITION_PARAMS.has(name) || !WRAPPED.test(value)) return p;
+      changed = true;
+      return p.slice(0, eq + 1) + value.slice(0, -(MARK.length + ID_LENGTH));
+    });
   return changed ? `${target.slice(0, q + 1)}${parts.join("&")}` : undefined;
 }
 

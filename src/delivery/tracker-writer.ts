@@ -93,7 +93,9 @@ export class TrackerWriter {
   #flushBatch(): void {
     let budget = BATCH_ROWS;
     try {
-      const counts = (this.#counts ??= new Map(this.#o.store.trackerCounts().map((c) => [`${c.userId}|${c.deviceId}`, c.count])));
+      const counts = (this.#counts ??= new Map(
+        this.#o.store.trackerCounts().map((c) => [`${c.userId}|${c.deviceId}`, c.count]),
+      ));
       for (const [key, q] of this.#queue) {
         if (budget <= 0) break;
         const take: string[] = [];
@@ -102,7 +104,13 @@ export class TrackerWriter {
           take.push(t);
         }
         const have = counts.get(key) ?? 0;
-        const { added, refused } = this.#o.store.track(q.userId, q.deviceId, take, q.at, Math.max(0, this.#o.maxPerDevice - have));
+        const { added, refused } = this.#o.store.track(
+          q.userId,
+          q.deviceId,
+          take,
+          q.at,
+          Math.max(0, this.#o.maxPerDevice - have),
+        );
         counts.set(key, have + added);
         for (const t of take) q.targets.delete(t);
         this.#queued -= take.length;
@@ -122,6 +130,11 @@ export class TrackerWriter {
 
   #capped(q: Queued, refused: number): void {
     this.#o.onDropped?.(refused, "device_cap");
-    this.#o.log.info("device reached --max-trackers-per-device: further users it queries are not tracked", { userId: q.userId, deviceId: q.deviceId, limit: this.#o.maxPerDevice, refused });
+    this.#o.log.info("device reached --max-trackers-per-device: further users it queries are not tracked", {
+      userId: q.userId,
+      deviceId: q.deviceId,
+      limit: this.#o.maxPerDevice,
+      refused,
+    });
   }
 }

@@ -50,7 +50,10 @@ export class ViewParser {
   #nextId = 1;
   // Requests in the thread, with the original chunks: the bytes sent were transferred, and if the
   // thread dies they are read again here.
-  readonly #waiting = new Map<number, { resolve: (r: ParseResult) => void; req: ParseRequest; chunks: readonly Uint8Array[] }>();
+  readonly #waiting = new Map<
+    number,
+    { resolve: (r: ParseResult) => void; req: ParseRequest; chunks: readonly Uint8Array[] }
+  >();
   readonly #last = new LRUCache<string, string>({ max: 10_000 }); // the in-thread fallback's digests
 
   /** `url`: the worker's entrypoint; none, or one that fails, means parsing in this thread. */
@@ -63,8 +66,19 @@ export class ViewParser {
    * The summary of an answer (its chunks, in order); "same" when it repeats the last answer for
    * these users (nothing new, but read just now); undefined when it cannot be read.
    */
-  async summarize(chunks: readonly Uint8Array[], requested: Record<string, string[]>, users: string[]): Promise<AnswerSummary | "same" | undefined> {
-    const req: ParseRequest = { id: this.#nextId++, buf: joined(chunks), key: users.join("\n"), requested, users, now: Date.now() };
+  async summarize(
+    chunks: readonly Uint8Array[],
+    requested: Record<string, string[]>,
+    users: string[],
+  ): Promise<AnswerSummary | "same" | undefined> {
+    const req: ParseRequest = {
+      id: this.#nextId++,
+      buf: joined(chunks),
+      key: users.join("\n"),
+      requested,
+      users,
+      now: Date.now(),
+    };
     const worker = this.#thread();
     const r = worker ? await this.#ask(worker, req, chunks) : this.#here(req);
     return r.same ? "same" : r.summary;
@@ -101,7 +115,10 @@ export class ViewParser {
 
   #fail(w: Worker | undefined, e: unknown): void {
     if (w && w !== this.#worker) return;
-    if (!this.#broken) this.#log.warn("the /keys/query reading thread is unavailable; reading in the main thread", { error: String((e as Error)?.message ?? e) });
+    if (!this.#broken)
+      this.#log.warn("the /keys/query reading thread is unavailable; reading in the main thread", {
+        error: String((e as Error)?.message ?? e),
+      });
     this.#broken = true;
     this.#worker = undefined;
     const waiting = [...this.#waiting.values()];
@@ -121,7 +138,9 @@ export class ViewParser {
     if (this.#last.get(req.key) === digest) return { id: req.id, same: true };
     this.#last.set(req.key, digest);
     try {
-      const answer = JSON.parse(Buffer.from(req.buf.buffer, req.buf.byteOffset, req.buf.length).toString("utf8")) as unknown;
+      const answer = JSON.parse(
+        Buffer.from(req.buf.buffer, req.buf.byteOffset, req.buf.length).toString("utf8"),
+      ) as unknown;
       if (typeof answer !== "object" || answer === null || Array.isArray(answer)) return { id: req.id };
       return { id: req.id, summary: summarize(answer as Record<string, unknown>, req.requested, req.users, req.now) };
     } catch {

@@ -27,7 +27,10 @@ const QUERY_MAX_BYTES = 8 * 1024 * 1024;
 export class Views {
   readonly #o: ViewsOptions;
   readonly #now: () => number;
-  readonly #cache = new LRUCache<string, HsView>({ maxSize: 50_000, sizeCalculation: (v) => Object.keys(v.devices).length + 1 });
+  readonly #cache = new LRUCache<string, HsView>({
+    maxSize: 50_000,
+    sizeCalculation: (v) => Object.keys(v.devices).length + 1,
+  });
   readonly #max: number;
   #count: number;
   // Changed views not yet written, and the timer that writes them. A store write commits (a
@@ -165,7 +168,12 @@ export class Views {
       const res = await this.#o.paths.call({
         method: "POST",
         path: "keys/query",
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": String(body.length), "accept-encoding": "identity" },
+        headers: {
+          authorization: `Bearer ${token}`,
+          "content-type": "application/json",
+          "content-length": String(body.length),
+          "accept-encoding": "identity",
+        },
         body,
         headerTimeoutMs: 5_000,
         maxBytes: QUERY_MAX_BYTES,

@@ -120,7 +120,8 @@ function checkDevice(raw: unknown, target: string): Checked<{ id: string; keys: 
   // the remote's unsigned section reaches clients. Dendrite puts the name in the top-level
   // field too, falling back to keys.unsigned, which is also our fallback.
   const unsigned = stored.unsigned;
-  const fallback = typeof unsigned === "object" && unsigned !== null ? (unsigned as Json).device_display_name : undefined;
+  const fallback =
+    typeof unsigned === "object" && unsigned !== null ? (unsigned as Json).device_display_name : undefined;
   delete stored.unsigned;
   const name = typeof entry.output.device_display_name === "string" ? entry.output.device_display_name : fallback;
   if (typeof name === "string") stored.unsigned = { device_display_name: name };
@@ -161,14 +162,20 @@ function checkCrossSigningKey(raw: unknown, target: string, usage: string): Chec
 export function validateUserDevices(body: unknown, target: string, fetchedAt: number): ValidatedDevices {
   const top = v.safeParse(Answer, body);
   if (!top.success) {
-    throw new FederationError("invalid", `device list answer for ${target} has the wrong shape (${shapeProblem(top.issues)})`);
+    throw new FederationError(
+      "invalid",
+      `device list answer for ${target} has the wrong shape (${shapeProblem(top.issues)})`,
+    );
   }
   const answer = top.output;
   if (answer.user_id !== target) {
     throw new FederationError("invalid", `device list answer for ${target} is about ${answer.user_id}`);
   }
   if (answer.devices.length > MAX_DEVICES) {
-    throw new FederationError("invalid", `device list answer for ${target} has ${answer.devices.length} devices (more than ${MAX_DEVICES})`);
+    throw new FederationError(
+      "invalid",
+      `device list answer for ${target} has ${answer.devices.length} devices (more than ${MAX_DEVICES})`,
+    );
   }
 
   const dropped: DroppedParts = { devices: 0, masterKey: false, selfSigningKey: false, parts: [], unlisted: 0 };

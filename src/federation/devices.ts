@@ -26,7 +26,8 @@ export function logDroppedParts(log: Pick<Logger, "info">, userId: string, dropp
     if (p.deviceId !== undefined) fields.deviceId = cut(p.deviceId);
     log.info("dropped an invalid part of a remote device list", fields);
   }
-  if (dropped.unlisted > 0) log.info("dropped more invalid parts of a remote device list", { userId, count: dropped.unlisted });
+  if (dropped.unlisted > 0)
+    log.info("dropped more invalid parts of a remote device list", { userId, count: dropped.unlisted });
 }
 
 /**
@@ -140,10 +141,15 @@ export async function fetchUserDevices(
     throw new FederationError(kind, `${destination} has no device list for ${userId}${err.text}`, 404);
   }
   if (res.status !== 200) {
-    throw new FederationError("remote", `${destination} answered ${res.status} for ${userId}'s devices${matrixError(res.body).text}`, res.status);
+    throw new FederationError(
+      "remote",
+      `${destination} answered ${res.status} for ${userId}'s devices${matrixError(res.body).text}`,
+      res.status,
+    );
   }
   const body = parseJson(res.body);
-  if (body === NOT_JSON) throw new FederationError("invalid", `${destination} answered ${userId}'s devices with something that is not JSON`);
+  if (body === NOT_JSON)
+    throw new FederationError("invalid", `${destination} answered ${userId}'s devices with something that is not JSON`);
   const { snapshot, dropped, remoteEmpty } = validateUserDevices(body, userId, (deps.now ?? Date.now)());
   if (remoteEmpty) await confirmUserExists(deps, destination, userId);
   return { snapshot, dropped };

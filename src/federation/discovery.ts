@@ -85,7 +85,9 @@ export function createDiscovery(opts: DiscoveryOptions): { resolve(serverName: s
         throw new FederationError("transport", `${host} says via SRV ${service} that it offers no federation service`);
       }
       const sorted = sortSrv(records, opts.random);
-      steps.push(`${stepNo[i]}. SRV ${service}.${host}: ${sorted.map((r) => `${r.name}:${r.port} (priority ${r.priority}, weight ${r.weight})`).join(", ")}`);
+      steps.push(
+        `${stepNo[i]}. SRV ${service}.${host}: ${sorted.map((r) => `${r.name}:${r.port} (priority ${r.priority}, weight ${r.weight})`).join(", ")}`,
+      );
       const targets: Target[] = [];
       for (const r of sorted) {
         const name = r.name.replace(/\.$/, "");
@@ -96,11 +98,19 @@ export function createDiscovery(opts: DiscoveryOptions): { resolve(serverName: s
       return targets;
     }
     const targets = await hostTargets(host, defaultPort);
-    steps.push(`${stepNo[2]}. A/AAAA ${host}: ${targets.map((t) => t.address).join(", ") || "none"} (port ${defaultPort})`);
+    steps.push(
+      `${stepNo[2]}. A/AAAA ${host}: ${targets.map((t) => t.address).join(", ") || "none"} (port ${defaultPort})`,
+    );
     return targets;
   }
 
-  function finish(serverName: string, hostHeader: string, tlsServerName: string | null, found: Target[], steps: string[]): ResolvedServer {
+  function finish(
+    serverName: string,
+    hostHeader: string,
+    tlsServerName: string | null,
+    found: Target[],
+    steps: string[],
+  ): ResolvedServer {
     const seen = new Set<string>();
     const unique = found.filter((t) => !seen.has(`${t.address}|${t.port}`) && seen.add(`${t.address}|${t.port}`));
     const targets = unique.filter((t) => !isBlockedAddress(t.address, opts.allowCidrs));
@@ -110,9 +120,14 @@ export function createDiscovery(opts: DiscoveryOptions): { resolve(serverName: s
       throw new FederationError("transport", `could not resolve ${serverName}: no addresses found`);
     }
     if (targets.length === 0) {
-      throw new FederationError("refused", `all addresses of ${serverName} are private or reserved (${[...new Set(blocked)].join(", ")}); --federation-allow-cidrs can permit them`);
+      throw new FederationError(
+        "refused",
+        `all addresses of ${serverName} are private or reserved (${[...new Set(blocked)].join(", ")}); --federation-allow-cidrs can permit them`,
+      );
     }
-    steps.push(`connect to ${targets.map((t) => `${bracket(t.address)}:${t.port}`).join(", ")}; Host: ${hostHeader}; TLS name: ${tlsServerName ?? "(IP literal, no SNI)"}`);
+    steps.push(
+      `connect to ${targets.map((t) => `${bracket(t.address)}:${t.port}`).join(", ")}; Host: ${hostHeader}; TLS name: ${tlsServerName ?? "(IP literal, no SNI)"}`,
+    );
     return { serverName, hostHeader, tlsServerName, targets, steps };
   }
 
@@ -135,11 +150,19 @@ export function createDiscovery(opts: DiscoveryOptions): { resolve(serverName: s
     if (wk.server !== null && delegated) {
       if (delegated.isIpLiteral) {
         steps.push(`3.1. delegated to the IP literal ${wk.server}`);
-        return finish(serverName, wk.server, null, [{ address: delegated.host, port: delegated.port ?? defaultPort }], steps);
+        return finish(
+          serverName,
+          wk.server,
+          null,
+          [{ address: delegated.host, port: delegated.port ?? defaultPort }],
+          steps,
+        );
       }
       if (delegated.port !== null) {
         const targets = await hostTargets(delegated.host, delegated.port);
-        steps.push(`3.2. delegated with explicit port: A/AAAA ${delegated.host}: ${targets.map((t) => t.address).join(", ") || "none"}`);
+        steps.push(
+          `3.2. delegated with explicit port: A/AAAA ${delegated.host}: ${targets.map((t) => t.address).join(", ") || "none"}`,
+        );
         return finish(serverName, wk.server, delegated.host, targets, steps);
       }
       const targets = await viaSrv(delegated.host, ["3.3", "3.4", "3.5"], steps);

@@ -40,7 +40,10 @@ function checkServer(spec: string): string {
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new FederationError("transport", `DNS lookup ${what} timed out after ${ms} ms`)), ms);
+    timer = setTimeout(
+      () => reject(new FederationError("transport", `DNS lookup ${what} timed out after ${ms} ms`)),
+      ms,
+    );
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

@@ -59,7 +59,9 @@ export function httpsRequest(opts: HttpsRequestOptions): Promise<HttpsResponse> 
     };
     const onAbort = (): void => {
       const reason: unknown = opts.signal?.reason;
-      finish(reason instanceof FederationError ? reason : new FederationError("transport", `request to ${where} aborted`));
+      finish(
+        reason instanceof FederationError ? reason : new FederationError("transport", `request to ${where} aborted`),
+      );
     };
 
     const headers: Record<string, string> = {};
@@ -94,7 +96,13 @@ export function httpsRequest(opts: HttpsRequestOptions): Promise<HttpsResponse> 
       const status = res.statusCode ?? 0;
       const declared = Number(res.headers["content-length"]);
       if (Number.isFinite(declared) && declared > opts.maxBytes) {
-        finish(new FederationError("too_large", `response from ${where} declares ${declared} bytes, cap is ${opts.maxBytes}`, status));
+        finish(
+          new FederationError(
+            "too_large",
+            `response from ${where} declares ${declared} bytes, cap is ${opts.maxBytes}`,
+            status,
+          ),
+        );
         res.destroy();
         return;
       }
@@ -113,9 +121,14 @@ export function httpsRequest(opts: HttpsRequestOptions): Promise<HttpsResponse> 
       res.on("error", (e) => finish(asTransportError(e, `reading response from ${where} failed`)));
       res.on("aborted", () => finish(new FederationError("transport", `response from ${where} was cut off`, status)));
       res.on("end", () => {
-        if (!res.complete) return finish(new FederationError("transport", `response from ${where} was cut off`, status));
+        if (!res.complete)
+          return finish(new FederationError("transport", `response from ${where} was cut off`, status));
         const body = Buffer.concat(chunks);
-        finish(null, { status, headers: copyHeaders(res.headers), body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) });
+        finish(null, {
+          status,
+          headers: copyHeaders(res.headers),
+          body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength),
+        });
       });
     });
     req.end(opts.body ? Buffer.from(opts.body.buffer, opts.body.byteOffset, opts.body.byteLength) : undefined);

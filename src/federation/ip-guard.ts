@@ -57,7 +57,8 @@ function networks(list: readonly Cidr[]): Networks {
   let n = built.get(list);
   if (!n) {
     n = { v4: new BlockList(), v6: new BlockList() };
-    for (const c of list) (c.family === 4 ? n.v4 : n.v6).addSubnet(c.address, c.prefix, c.family === 4 ? "ipv4" : "ipv6");
+    for (const c of list)
+      (c.family === 4 ? n.v4 : n.v6).addSubnet(c.address, c.prefix, c.family === 4 ? "ipv4" : "ipv6");
     built.set(list, n);
   }
   return n;
@@ -68,29 +69,32 @@ interface Ip {
   text: string;
 }
 
-const covers = (n: Networks, ip: Ip): boolean => (ip.family === 4 ? n.v4.check(ip.text, "ipv4") : n.v6.check(ip.text, "ipv6"));
+const covers = (n: Networks, ip: Ip): boolean =>
+  ip.family === 4 ? n.v4.check(ip.text, "ipv4") : n.v6.check(ip.text, "ipv6");
 
-const BLOCKED: Networks = networks(parseCidrList(
-  [
-    "0.0.0.0/8", // "this network", includes the unspecified 0.0.0.0
-    "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16", // RFC 1918
-    "100.64.0.0/10", // carrier-grade NAT (RFC 6598)
-    "127.0.0.0/8", // loopback
-    "169.254.0.0/16", // link-local
-    "192.0.0.0/24", // IETF protocol assignments
-    "192.0.2.0/24 198.51.100.0/24 203.0.113.0/24 198.18.0.0/15", // documentation, benchmarking
-    "192.88.99.0/24", // former 6to4 relay anycast
-    "224.0.0.0/4", // multicast
-    "240.0.0.0/4", // reserved, includes 255.255.255.255 broadcast
-    "::/128 ::1/128", // unspecified, loopback
-    "fe80::/10 fec0::/10", // link-local, deprecated site-local
-    "fc00::/7", // unique local addresses
-    "ff00::/8", // multicast
-    "2001:db8::/32", // documentation
-    "64:ff9b:1::/48", // local-use NAT64 (RFC 8215)
-    "100::/64", // discard-only (RFC 6666)
-  ].join(" "),
-));
+const BLOCKED: Networks = networks(
+  parseCidrList(
+    [
+      "0.0.0.0/8", // "this network", includes the unspecified 0.0.0.0
+      "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16", // RFC 1918
+      "100.64.0.0/10", // carrier-grade NAT (RFC 6598)
+      "127.0.0.0/8", // loopback
+      "169.254.0.0/16", // link-local
+      "192.0.0.0/24", // IETF protocol assignments
+      "192.0.2.0/24 198.51.100.0/24 203.0.113.0/24 198.18.0.0/15", // documentation, benchmarking
+      "192.88.99.0/24", // former 6to4 relay anycast
+      "224.0.0.0/4", // multicast
+      "240.0.0.0/4", // reserved, includes 255.255.255.255 broadcast
+      "::/128 ::1/128", // unspecified, loopback
+      "fe80::/10 fec0::/10", // link-local, deprecated site-local
+      "fc00::/7", // unique local addresses
+      "ff00::/8", // multicast
+      "2001:db8::/32", // documentation
+      "64:ff9b:1::/48", // local-use NAT64 (RFC 8215)
+      "100::/64", // discard-only (RFC 6666)
+    ].join(" "),
+  ),
+);
 
 // IPv6 forms that carry an IPv4 address inside: the inner address is checked as well, as
 // Synapse's generate_ip_set does for mapped, compatible and 6to4 forms. NAT64's well-known

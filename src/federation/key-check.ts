@@ -39,7 +39,11 @@ export async function checkKeyPublished(opts: CheckKeyOptions): Promise<KeyCheck
   return { status: "unknown", detail: reasons.length ? reasons.join("; ") : "no key URL to check" };
 }
 
-async function fetchWithTimeout(fetchJson: FetchJson, url: string, timeoutMs: number): Promise<{ status: number; body: unknown } | { error: string }> {
+async function fetchWithTimeout(
+  fetchJson: FetchJson,
+  url: string,
+  timeoutMs: number,
+): Promise<{ status: number; body: unknown } | { error: string }> {
   const controller = new AbortController();
   let timer: ReturnType<typeof setTimeout> | undefined;
   // Race as well as abort: an injected fetchJson might ignore the signal.
@@ -94,7 +98,12 @@ function selfSigned(body: Record<string, unknown>, name: string, verifyKeys: Map
   });
 }
 
-function judge(status: number, body: unknown, serverName: string, key: SigningKey): { status: KeyCheck["status"]; detail: string } {
+function judge(
+  status: number,
+  body: unknown,
+  serverName: string,
+  key: SigningKey,
+): { status: KeyCheck["status"]; detail: string } {
   if (status !== 200) return { status: "unknown", detail: `answered HTTP ${status}` };
   if (!isRecord(body)) return { status: "unknown", detail: "answer is not a JSON object" };
   const name = body.server_name;

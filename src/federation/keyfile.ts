@@ -23,7 +23,8 @@ export class KeyFileError extends Error {
   override name = "KeyFileError";
 }
 
-const EXPECTED = "expected a Synapse signing key (`ed25519 <version> <base64 seed>`) or a Dendrite PEM (`-----BEGIN MATRIX PRIVATE KEY-----`)";
+const EXPECTED =
+  "expected a Synapse signing key (`ed25519 <version> <base64 seed>`) or a Dendrite PEM (`-----BEGIN MATRIX PRIVATE KEY-----`)";
 
 export async function loadSigningKey(path: string): Promise<SigningKey> {
   let text: string;
@@ -31,7 +32,14 @@ export async function loadSigningKey(path: string): Promise<SigningKey> {
     text = await readFile(path, "utf8");
   } catch (err) {
     const code = (err as { code?: unknown }).code;
-    const why = code === "ENOENT" ? "file does not exist" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : `cannot be read (${String(code ?? err)})`;
+    const why =
+      code === "ENOENT"
+        ? "file does not exist"
+        : code === "EACCES"
+          ? "permission denied"
+          : code === "EISDIR"
+            ? "is a directory"
+            : `cannot be read (${String(code ?? err)})`;
     throw new KeyFileError(`${path}: ${why}; ${EXPECTED}`);
   }
   const problem = (what: string): KeyFileError => new KeyFileError(`${path}: ${what}`);
@@ -81,7 +89,9 @@ function fromSeedAndPublic(bytes: Uint8Array, version: string, problem: Problem)
   const key = signingKeyFromSeed(bytes.subarray(0, 32), version);
   // Public halves only are compared and named; nothing here can reveal the seed.
   if (encodeBase64Unpadded(bytes.subarray(32)) !== key.publicKey) {
-    throw problem("the key decodes to 64 bytes, but the last 32 are not the public key of the first 32; expected a 32-byte ed25519 seed, or a seed followed by its public key");
+    throw problem(
+      "the key decodes to 64 bytes, but the last 32 are not the public key of the first 32; expected a 32-byte ed25519 seed, or a seed followed by its public key",
+    );
   }
   return key;
 }

@@ -20,9 +20,7 @@ export interface SigningKey {
 const PKCS8_ED25519_PREFIX = Uint8Array.from([
   0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ]);
-const SPKI_ED25519_PREFIX = Uint8Array.from([
-  0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-]);
+const SPKI_ED25519_PREFIX = Uint8Array.from([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]);
 
 // The spec restricts key versions to [a-zA-Z0-9_], but older servers minted others (ruma
 // has a compat flag for exactly that), so accept any visible ASCII except the characters that
@@ -162,7 +160,11 @@ export function xMatrixAuthorization(req: XMatrixRequest, key: SigningKey): stri
     // A GET is signed without content; signing one would produce a header no receiver accepts.
     throw new Error(`X-Matrix: ${req.method} requests carry no content to sign`);
   }
-  for (const [name, value] of [["origin", req.origin], ["destination", req.destination], ["key", key.keyId]] as const) {
+  for (const [name, value] of [
+    ["origin", req.origin],
+    ["destination", req.destination],
+    ["key", key.keyId],
+  ] as const) {
     if (value === "" || HEADER_UNSAFE.test(value)) {
       throw new Error(`X-Matrix ${name} ${JSON.stringify(value)} cannot be placed in the header`);
     }

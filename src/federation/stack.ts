@@ -26,7 +26,13 @@ export function createFederation(config: Config) {
   }
   const resolver = createResolver(config.dnsServer ? { dnsServer: config.dnsServer } : {});
   const discovery = createDiscovery({ resolver, allowCidrs, ca });
-  const transport = createTransport({ discovery, ca, timeoutMs: config.federationTimeoutMs, maxBytes: DEVICE_LIST_MAX_BYTES, maxPerDestination: 3 });
+  const transport = createTransport({
+    discovery,
+    ca,
+    timeoutMs: config.federationTimeoutMs,
+    maxBytes: DEVICE_LIST_MAX_BYTES,
+    maxPerDestination: 3,
+  });
   return { resolver, discovery, transport };
 }
 

@@ -78,10 +78,13 @@ export function createTransport(opts: TransportOptions): FederationTransport & {
         d.active++;
         resolve();
       };
-      const timer = setTimeout(() => {
-        d.waiting.splice(d.waiting.indexOf(grant), 1);
-        reject(new FederationError("timeout", `gave up waiting for a free slot to ${name} after ${timeoutMs} ms`));
-      }, Math.max(0, deadline - Date.now()));
+      const timer = setTimeout(
+        () => {
+          d.waiting.splice(d.waiting.indexOf(grant), 1);
+          reject(new FederationError("timeout", `gave up waiting for a free slot to ${name} after ${timeoutMs} ms`));
+        },
+        Math.max(0, deadline - Date.now()),
+      );
       d.waiting.push(grant);
     });
   }
@@ -96,7 +99,10 @@ export function createTransport(opts: TransportOptions): FederationTransport & {
   function withDeadline<T>(p: Promise<T>, deadline: number, what: string): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const t = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new FederationError("timeout", `${what} did not finish within ${timeoutMs} ms`)), Math.max(0, deadline - Date.now()));
+      timer = setTimeout(
+        () => reject(new FederationError("timeout", `${what} did not finish within ${timeoutMs} ms`)),
+        Math.max(0, deadline - Date.now()),
+      );
     });
     return Promise.race([p, t]).finally(() => clearTimeout(timer));
   }
@@ -113,16 +119,26 @@ export function createTransport(opts: TransportOptions): FederationTransport & {
         throw asTransportError(e, `discovery of ${serverName} failed`);
       }
       const headers = { ...req.headers };
-      if (!Object.keys(headers).some((k) => k.toLowerCase() === "user-agent")) headers["user-agent"] = "matrix-resync-proxy";
+      if (!Object.keys(headers).some((k) => k.toLowerCase() === "user-agent"))
+        headers["user-agent"] = "matrix-resync-proxy";
       let first: FederationError | undefined;
       for (const target of resolved.targets) {
         const remaining = deadline - Date.now();
         if (remaining <= 0) break;
         try {
           return await httpsRequest({
-            address: target.address, port: target.port, tlsServerName: resolved.tlsServerName,
-            hostHeader: resolved.hostHeader, method: req.method, path: req.path, headers, body: req.body,
-            ca: opts.ca, timeoutMs: remaining, maxBytes, agent: d.agent,
+            address: target.address,
+            port: target.port,
+            tlsServerName: resolved.tlsServerName,
+            hostHeader: resolved.hostHeader,
+            method: req.method,
+            path: req.path,
+            headers,
+            body: req.body,
+            ca: opts.ca,
+            timeoutMs: remaining,
+            maxBytes,
+            agent: d.agent,
           });
         } catch (e) {
           const err = asTransportError(e, `request to ${serverName} failed`);

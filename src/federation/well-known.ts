@@ -38,7 +38,11 @@ export interface WellKnownOptions {
   random?: () => number;
 }
 
-interface CacheEntry { server: string | null; expiresAt: number; ttlMs: number }
+interface CacheEntry {
+  server: string | null;
+  expiresAt: number;
+  ttlMs: number;
+}
 class FetchFailure extends Error {
   readonly temporary: boolean;
   constructor(message: string, temporary: boolean) {
@@ -67,7 +71,9 @@ export function createWellKnownResolver(opts: WellKnownOptions): { get(hostname:
     const prevLive = prev && now < prev.expiresAt ? prev : undefined;
     if (prevLive && now < prevLive.expiresAt - GRACE_FACTOR * prevLive.ttlMs) {
       const left = Math.round((prevLive.expiresAt - now) / 1000);
-      steps.push(`3. .well-known for ${host}: cached ${prevLive.server === null ? "absence" : `m.server "${prevLive.server}"`} (${left} s left)`);
+      steps.push(
+        `3. .well-known for ${host}: cached ${prevLive.server === null ? "absence" : `m.server "${prevLive.server}"`} (${left} s left)`,
+      );
       return { server: prevLive.server, steps };
     }
     let server: string | null;
@@ -75,19 +81,24 @@ export function createWellKnownResolver(opts: WellKnownOptions): { get(hostname:
     try {
       const got = await fetchWellKnown(host, steps);
       server = got.server;
-      periodS = got.periodS === null ? jitter(DEFAULT_PERIOD_S) : Math.min(MAX_PERIOD_S, Math.max(MIN_PERIOD_S, got.periodS));
+      periodS =
+        got.periodS === null ? jitter(DEFAULT_PERIOD_S) : Math.min(MAX_PERIOD_S, Math.max(MIN_PERIOD_S, got.periodS));
       remember(hadValid, host, opts.now() + (periodS + REMEMBER_VALID_S) * 1000);
       steps.push(`3. .well-known for ${host}: m.server "${server}", cached ${Math.round(periodS)} s`);
     } catch (e) {
       const f = e instanceof FetchFailure ? e : new FetchFailure(String(e), true);
       if (f.temporary && prevLive?.server) {
-        steps.push(`3. .well-known for ${host} failed (${f.message}); keeping the cached m.server "${prevLive.server}"`);
+        steps.push(
+          `3. .well-known for ${host} failed (${f.message}); keeping the cached m.server "${prevLive.server}"`,
+        );
         return { server: prevLive.server, steps };
       }
       server = null;
       const recent = (hadValid.get(host) ?? 0) > opts.now();
       periodS = jitter(recent ? DOWN_PERIOD_S : INVALID_PERIOD_S);
-      steps.push(`3. .well-known for ${host} unusable (${f.message}); cached ${Math.round(periodS)} s, going on with SRV`);
+      steps.push(
+        `3. .well-known for ${host} unusable (${f.message}); cached ${Math.round(periodS)} s, going on with SRV`,
+      );
     }
     remember(cache, host, { server, expiresAt: opts.now() + periodS * 1000, ttlMs: periodS * 1000 });
     return { server, steps };
@@ -121,9 +132,13 @@ export function createWellKnownResolver(opts: WellKnownOptions): { get(hostname:
     } catch {
       throw new FetchFailure("body is not JSON", false);
     }
-    const value = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>)["m.server"] : undefined;
+    const value =
+      typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)
+        ? (parsed as Record<string, unknown>)["m.server"]
+        : undefined;
     if (typeof value !== "string") throw new FetchFailure(`no string "m.server" in the body`, false);
-    if (!opts.isValidServerName(value)) throw new FetchFailure(`"m.server" is not a valid server name: ${JSON.stringify(value)}`, false);
+    if (!opts.isValidServerName(value))
+      throw new FetchFailure(`"m.server" is not a valid server name: ${JSON.stringify(value)}`, false);
     return { server: value, periodS: cachePeriodSeconds(res.headers, opts.now()) };
   }
 
@@ -138,7 +153,8 @@ export function createWellKnownResolver(opts: WellKnownOptions): { get(hostname:
     }
     const allowed = addresses.filter((a) => !isBlockedAddress(a, opts.allowCidrs));
     if (addresses.length === 0) throw new FetchFailure(`${hostname} has no A/AAAA records`, true);
-    if (allowed.length === 0) throw new FetchFailure(`all addresses of ${hostname} are private (${addresses.join(", ")}), not fetched`, true);
+    if (allowed.length === 0)
+      throw new FetchFailure(`all addresses of ${hostname} are private (${addresses.join(", ")}), not fetched`, true);
     const port = url.port === "" ? opts.port : Number(url.port);
     let first: unknown;
     for (const address of allowed) {
@@ -147,9 +163,16 @@ export function createWellKnownResolver(opts: WellKnownOptions): { get(hostname:
       steps.push(`   GET ${url.href} via ${address.includes(":") ? `[${address}]` : address}:${port}`);
       try {
         return await httpsRequest({
-          address, port, tlsServerName: literal ? null : hostname, hostHeader: url.host, method: "GET",
-          path: url.pathname + url.search, headers: { "user-agent": "matrix-resync-proxy" }, ca: opts.ca,
-          timeoutMs: remaining, maxBytes: MAX_BODY,
+          address,
+          port,
+          tlsServerName: literal ? null : hostname,
+          hostHeader: url.host,
+          method: "GET",
+          path: url.pathname + url.search,
+          headers: { "user-agent": "matrix-resync-proxy" },
+          ca: opts.ca,
+          timeoutMs: remaining,
+          maxBytes: MAX_BODY,
         });
       } catch (e) {
         first ??= e;
@@ -176,18 +199,23 @@ export function createWellKnownResolver(opts: WellKnownOptions): { get(hostname:
 
 // HTTP-date (RFC 9110 §5.6.7): IMF-fixdate, obsolete RFC 850 and asctime forms. Checked
 // first because Date.parse is lenient ("0" parses as the year 2000).
-const HTTP_DATE = new RegExp([
-  /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/.source,
-  /^[A-Z][a-z]+, \d{2}-[A-Z][a-z]{2}-\d{2} \d{2}:\d{2}:\d{2} GMT$/.source,
-  /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/.source,
-].join("|"));
+const HTTP_DATE = new RegExp(
+  [
+    /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/.source,
+    /^[A-Z][a-z]+, \d{2}-[A-Z][a-z]{2}-\d{2} \d{2}:\d{2}:\d{2} GMT$/.source,
+    /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/.source,
+  ].join("|"),
+);
 
 /**
  * Seconds to cache a successful answer as its headers ask, or null when they say nothing
  * (Synapse _cache_period_from_headers): no-store -> 0, then max-age, then Expires; an
  * unparsable Expires counts as already expired (RFC 9111 §5.3).
  */
-export function cachePeriodSeconds(headers: Record<string, string | string[] | undefined>, nowMs: number): number | null {
+export function cachePeriodSeconds(
+  headers: Record<string, string | string[] | undefined>,
+  nowMs: number,
+): number | null {
   const cc = headers["cache-control"];
   const directives = new Map<string, string | undefined>();
   for (const line of Array.isArray(cc) ? cc : cc === undefined ? [] : [cc]) {

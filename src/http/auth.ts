@@ -96,7 +96,11 @@ export function createAuth(o: AuthOptions) {
     if (res.status !== 200 || typeof parsed.user_id !== "string")
       throw new MatrixError("M_UNKNOWN", `The homeserver's ${res.target} failed (${res.status})`, { status: 502 });
     // Appservice and some admin tokens have no device; such callers still get refreshes.
-    const who = { userId: parsed.user_id, deviceId: typeof parsed.device_id === "string" ? parsed.device_id : "", token };
+    const who = {
+      userId: parsed.user_id,
+      deviceId: typeof parsed.device_id === "string" ? parsed.device_id : "",
+      token,
+    };
     // Stamped with when the homeserver was asked, not answered: a revocation in between counts.
     ok.set(token, { who, at: started });
     return who;

@@ -40,7 +40,9 @@ export function readBody(stream: IncomingMessage, maxBytes: number, limits?: Bod
       if (size > maxBytes) {
         // Stop reading and answer: `connection: close` drops the rest with the connection.
         stream.pause();
-        return fail(new MatrixError("M_TOO_LARGE", `Body larger than ${maxBytes} bytes`, { headers: { connection: "close" } }));
+        return fail(
+          new MatrixError("M_TOO_LARGE", `Body larger than ${maxBytes} bytes`, { headers: { connection: "close" } }),
+        );
       }
       chunks.push(chunk);
     };
@@ -52,15 +54,26 @@ export function readBody(stream: IncomingMessage, maxBytes: number, limits?: Bod
     // Closed before its end: the peer went away mid-body.
     const onAborted = () => fail(new Error("the body ended early: the connection closed"));
     if (limits) {
-      timer = setInterval(() => {
-        const elapsed = performance.now() - started;
-        const slow = limits.minBytesPerSecond > 0 && size < (limits.minBytesPerSecond * elapsed) / 1000;
-        if (elapsed < limits.totalMs && !slow) return;
-        // Stop reading (the socket fills and the client stalls) and answer; `connection: close`
-        // ends the connection after the answer, unread bytes and all.
-        stream.pause();
-        fail(new MatrixError("M_UNKNOWN", slow ? `Request body slower than ${limits.minBytesPerSecond} bytes/s` : `Request body not received within ${limits.totalMs} ms`, { status: 408, headers: { connection: "close" } }));
-      }, Math.min(RATE_TICK_MS, limits.totalMs));
+      timer = setInterval(
+        () => {
+          const elapsed = performance.now() - started;
+          const slow = limits.minBytesPerSecond > 0 && size < (limits.minBytesPerSecond * elapsed) / 1000;
+          if (elapsed < limits.totalMs && !slow) return;
+          // Stop reading (the socket fills and the client stalls) and answer; `connection: close`
+          // ends the connection after the answer, unread bytes and all.
+          stream.pause();
+          fail(
+            new MatrixError(
+              "M_UNKNOWN",
+              slow
+                ? `Request body slower than ${limits.minBytesPerSecond} bytes/s`
+                : `Request body not received within ${limits.totalMs} ms`,
+              { status: 408, headers: { connection: "close" } },
+            ),
+          );
+        },
+        Math.min(RATE_TICK_MS, limits.totalMs),
+      );
     }
     stream.on("data", onData);
     stream.on("end", onEnd);

@@ -76,13 +76,23 @@ export function createClientPaths(o: ClientPathsOptions): ClientPaths {
       let last: ClientAnswer | undefined;
       for (const version of order()) {
         const target = `/_matrix/client/${version}/${c.path}`;
-        const res = await o.upstream.open({ method: c.method, target, headers: c.headers, body: c.body, headerTimeoutMs: c.headerTimeoutMs });
+        const res = await o.upstream.open({
+          method: c.method,
+          target,
+          headers: c.headers,
+          body: c.body,
+          headerTimeoutMs: c.headerTimeoutMs,
+        });
         const body = await readBody(res, c.maxBytes ?? 64 * 1024);
         const status = res.statusCode ?? 0;
         last = { status, body, version, target };
         if (unrecognized(status, body)) continue;
         if (version !== preferred) {
-          o.log?.info("the homeserver's client API answers under a different version prefix; using it from now on", { from: preferred, to: version, path: c.path });
+          o.log?.info("the homeserver's client API answers under a different version prefix; using it from now on", {
+            from: preferred,
+            to: version,
+            path: c.path,
+          });
           preferred = version;
           if (version === "r0") probedV3At = now();
         }

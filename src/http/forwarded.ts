@@ -60,10 +60,22 @@ export function forwardedHeaders(req: IncomingMessage, trusted: (ip: string) => 
 }
 
 /** forwardedHeaders for a peer address and a header reader (the front end has no IncomingMessage). */
-export function forwardedFor(peer: string, header: HeaderReader, trusted: (ip: string) => boolean): Record<string, string> {
+export function forwardedFor(
+  peer: string,
+  header: HeaderReader,
+  trusted: (ip: string) => boolean,
+): Record<string, string> {
   const peerTrusted = trusted(peer);
   const inboundXff = peerTrusted ? header("x-forwarded-for") : undefined;
-  const chain = inboundXff ? [...inboundXff.split(",").map((s) => s.trim()).filter(Boolean), peer] : [peer];
+  const chain = inboundXff
+    ? [
+        ...inboundXff
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean),
+        peer,
+      ]
+    : [peer];
   const proto = (peerTrusted && header("x-forwarded-proto")) || "http";
   const host = (peerTrusted && header("x-forwarded-host")) || header("host") || "";
   return { "x-forwarded-for": chain.join(", "), "x-forwarded-proto": proto, "x-forwarded-host": host };
@@ -76,7 +88,10 @@ export function clientAddress(req: IncomingMessage, trusted: (ip: string) => boo
 
 export function clientAddressOf(peer: string, header: HeaderReader, trusted: (ip: string) => boolean): string {
   if (!trusted(peer)) return peer;
-  const hops = (header("x-forwarded-for") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const hops = (header("x-forwarded-for") ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (let i = hops.length - 1; i >= 0; i--) if (!trusted(hops[i]!)) return hops[i]!;
   return hops[0] ?? peer;
 }

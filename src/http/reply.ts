@@ -11,7 +11,11 @@ import { corsHeaders } from "./cors.ts";
 export function homeserverAnswerFailed(err: unknown, maxBytes: number): MatrixError {
   if (err instanceof MatrixError && err.status === 499) return err; // the client went away first
   if (err instanceof MatrixError && err.errcode === "M_TOO_LARGE")
-    return new MatrixError("M_UNKNOWN", `The homeserver's answer is larger than ${maxBytes} bytes, more than the proxy rewrites`, { status: 502 });
+    return new MatrixError(
+      "M_UNKNOWN",
+      `The homeserver's answer is larger than ${maxBytes} bytes, more than the proxy rewrites`,
+      { status: 502 },
+    );
   const why = (err as NodeJS.ErrnoException | undefined)?.code ?? (err instanceof Error ? err.message : String(err));
   return new MatrixError("M_UNKNOWN", `The homeserver's answer broke off before its end (${why})`, { status: 502 });
 }
@@ -44,6 +48,10 @@ export function sendError(res: ServerResponse, err: unknown): void {
 
 /** The homeserver's own refusal of a token (401/403, soft_logout included), relayed byte for byte. */
 export function relayRefusal(res: ServerResponse, e: UpstreamAuthError): void {
-  res.writeHead(e.status, { ...corsHeaders, "content-type": "application/json", "content-length": String(e.body.length) });
+  res.writeHead(e.status, {
+    ...corsHeaders,
+    "content-type": "application/json",
+    "content-length": String(e.body.length),
+  });
   res.end(e.body);
 }

@@ -10,7 +10,14 @@ import { CLIENT_VERSIONS, Router } from "./router.ts";
 
 /** A small fixed set, never the raw path: metric labels must stay bounded. */
 export type RouteClass =
-  | "refresh" | "sync" | "sliding_sync" | "keys_query" | "keys_changes" | "versions" | "health" | "passthrough";
+  | "refresh"
+  | "sync"
+  | "sliding_sync"
+  | "keys_query"
+  | "keys_changes"
+  | "versions"
+  | "health"
+  | "passthrough";
 
 // The same patterns as the route table (routes/table.ts), so a class names what the proxy did.
 const classes = new Router<RouteClass>();
@@ -40,7 +47,12 @@ export function routeClass(method: string, path: string): RouteClass {
 const VALID_ID = /^[A-Za-z0-9._~:/+=@-]{1,128}$/;
 
 /** The request's id: an inbound X-Request-Id only from a trusted peer (--trusted-proxies), else a new one. */
-export function requestIdFor(inbound: unknown, peer: string, trusted: (ip: string) => boolean, newId: () => string): string {
+export function requestIdFor(
+  inbound: unknown,
+  peer: string,
+  trusted: (ip: string) => boolean,
+  newId: () => string,
+): string {
   return typeof inbound === "string" && VALID_ID.test(inbound) && trusted(peer) ? inbound : newId();
 }
 
@@ -154,7 +166,16 @@ export function requestLog(o: RequestLogOptions): (next: Listener) => Listener {
         const aborted = !res.writableFinished;
         const status = res.headersSent ? res.statusCode : CLIENT_CLOSED;
         o.metrics?.requests.inc({ route, status: String(status) });
-        writeAccessLine(o.log, { id, method, route, status, durationMs: now() - started, client: () => clientAddress(req, o.trusted), target, aborted });
+        writeAccessLine(o.log, {
+          id,
+          method,
+          route,
+          status,
+          durationMs: now() - started,
+          client: () => clientAddress(req, o.trusted),
+          target,
+          aborted,
+        });
       };
       res.once("finish", finish);
       res.once("close", finish);

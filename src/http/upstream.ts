@@ -1,4 +1,9 @@
-import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
+import http, {
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+} from "node:http";
 import https from "node:https";
 import { MatrixError } from "../matrix/errors.ts";
 
@@ -6,12 +11,23 @@ import { MatrixError } from "../matrix/errors.ts";
 // them, nor any header the Connection header names. Proxy-Authorization/-Authenticate are
 // likewise meant for the next hop only (RFC 9110 §11.7).
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
-  "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-  "proxy-authorization", "proxy-authenticate",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authorization",
+  "proxy-authenticate",
 ]);
 
 export function stripHopByHop(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
-  const named = String(headers.connection ?? "").toLowerCase().split(",").map((s) => s.trim()).filter(Boolean);
+  const named = String(headers.connection ?? "")
+    .toLowerCase()
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   const out: OutgoingHttpHeaders = {};
   for (const key in headers) {
     if (HOP_BY_HOP.has(key) || named.includes(key)) continue;

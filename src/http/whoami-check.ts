@@ -12,7 +12,12 @@ export interface WhoamiCheck {
 
 export async function checkWhoamiPath(paths: ClientPaths, headerTimeoutMs: number): Promise<WhoamiCheck> {
   try {
-    const res = await paths.call({ method: "GET", path: "account/whoami", headers: { "accept-encoding": "identity" }, headerTimeoutMs });
+    const res = await paths.call({
+      method: "GET",
+      path: "account/whoami",
+      headers: { "accept-encoding": "identity" },
+      headerTimeoutMs,
+    });
     if (res.status === 401) return { ok: true, detail: `${res.target} without a token answered 401` };
     return {
       ok: false,

@@ -3,7 +3,8 @@ import net from "node:net";
 // appendices §User Identifiers and §Server Name. Remote ids may predate the strict localpart
 // grammar, so any printable ASCII except ':' is accepted there (the "historical" grammar).
 const LOCALPART = /^[\x21-\x39\x3B-\x7E]+$/;
-const DNS_NAME = /^(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+const DNS_NAME =
+  /^(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
 
 /** A valid server name: IPv4 literal, [IPv6] literal or DNS name, optional port 1–65535. */

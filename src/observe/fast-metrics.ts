@@ -23,7 +23,11 @@ export class SummedCounter<T extends string> extends Counter<T> {
   }
 
   override labels(...args: unknown[]): Counter.Internal {
-    const l = (args.length === 1 && typeof args[0] === "object" ? args[0] : Object.fromEntries(this.#names.map((n, i) => [n, String(args[i])]))) as Labels;
+    const l = (
+      args.length === 1 && typeof args[0] === "object"
+        ? args[0]
+        : Object.fromEntries(this.#names.map((n, i) => [n, String(args[i])]))
+    ) as Labels;
     const key = keyOf(this.#names, l);
     let child = this.#pending.get(key);
     if (!child) {
@@ -68,7 +72,13 @@ export class FastHistogram {
   readonly #bounds: Float64Array;
   readonly #series = new Map<string, Series>();
 
-  constructor(config: { name: string; help: string; labelNames: readonly string[]; buckets: number[]; registers: Registry[] }) {
+  constructor(config: {
+    name: string;
+    help: string;
+    labelNames: readonly string[];
+    buckets: number[];
+    registers: Registry[];
+  }) {
     this.name = config.name;
     this.help = config.help;
     this.#names = config.labelNames;
@@ -111,10 +121,17 @@ export class FastHistogram {
 
   async get() {
     const bucket = `${this.name}_bucket`;
-    const values: { labels: Record<string, string | number>; sharedLabels: Labels; value: number; metricName: string }[] = [];
+    const values: {
+      labels: Record<string, string | number>;
+      sharedLabels: Labels;
+      value: number;
+      metricName: string;
+    }[] = [];
     for (const s of this.#series.values()) {
       let acc = 0;
-      this.#bounds.forEach((le, i) => values.push({ labels: { le }, sharedLabels: s.labels, value: (acc += s.counts[i]!), metricName: bucket }));
+      this.#bounds.forEach((le, i) =>
+        values.push({ labels: { le }, sharedLabels: s.labels, value: (acc += s.counts[i]!), metricName: bucket }),
+      );
       values.push(
         { labels: { le: "+Inf" }, sharedLabels: s.labels, value: s.count, metricName: bucket },
         { labels: {}, sharedLabels: s.labels, value: s.sum, metricName: `${this.name}_sum` },

@@ -9,9 +9,13 @@ interface ProcessEvents {
   on(event: "uncaughtException", listener: (err: Error) => void): unknown;
 }
 
-const describe = (e: unknown): string => (e instanceof Error ? e.stack ?? e.message : String(e));
+const describe = (e: unknown): string => (e instanceof Error ? (e.stack ?? e.message) : String(e));
 
 export function survivePanics(log: Logger, proc: ProcessEvents = process): void {
-  proc.on("unhandledRejection", (reason) => log.error("unhandled rejection (ignored; the proxy keeps running)", { error: describe(reason) }));
-  proc.on("uncaughtException", (err) => log.error("uncaught exception (ignored; the proxy keeps running)", { error: describe(err) }));
+  proc.on("unhandledRejection", (reason) =>
+    log.error("unhandled rejection (ignored; the proxy keeps running)", { error: describe(reason) }),
+  );
+  proc.on("uncaughtException", (err) =>
+    log.error("uncaught exception (ignored; the proxy keeps running)", { error: describe(err) }),
+  );
 }

@@ -29,7 +29,8 @@ const SECRET_PATTERNS: [RegExp, string][] = [
 ];
 // Field names whose whole value is secret, whatever its shape: tokens, passwords, key seeds and
 // private keys, and JSON signatures (the `signatures` object of device keys and events).
-const SECRET_KEYS = /^(authorization|proxy-authorization|cookie|set-cookie|x-matrix|(access|refresh)_?token|token|password|(signing_?key_?)?seed|private_?key|signatures?|sig)$/i;
+const SECRET_KEYS =
+  /^(authorization|proxy-authorization|cookie|set-cookie|x-matrix|(access|refresh)_?token|token|password|(signing_?key_?)?seed|private_?key|signatures?|sig)$/i;
 const MAX_DEPTH = 8;
 
 /** A copy of `value` safe to log: secret-named fields replaced, secret patterns masked in strings. */
@@ -49,18 +50,31 @@ export function redact(value: unknown, depth = 0): unknown {
 
 export function createLogger(level: Level, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
   const min = RANK[level];
-  const emit = (lvl: Level) => (msg: string, fields: Record<string, unknown> = {}) => {
-    if (RANK[lvl] < min) return;
-    let line: string;
-    try {
-      line = JSON.stringify({ time: new Date().toISOString(), level: lvl, msg: redact(msg), ...(redact(fields) as object) });
-    } catch (e) {
-      // Logging must never take a request down with it.
-      line = JSON.stringify({ time: new Date().toISOString(), level: lvl, msg: redact(msg), log_error: String(e) });
-    }
-    write(`${line}\n`);
+  const emit =
+    (lvl: Level) =>
+    (msg: string, fields: Record<string, unknown> = {}) => {
+      if (RANK[lvl] < min) return;
+      let line: string;
+      try {
+        line = JSON.stringify({
+          time: new Date().toISOString(),
+          level: lvl,
+          msg: redact(msg),
+          ...(redact(fields) as object),
+        });
+      } catch (e) {
+        // Logging must never take a request down with it.
+        line = JSON.stringify({ time: new Date().toISOString(), level: lvl, msg: redact(msg), log_error: String(e) });
+      }
+      write(`${line}\n`);
+    };
+  return {
+    debug: emit("debug"),
+    info: emit("info"),
+    warn: emit("warn"),
+    error: emit("error"),
+    writes: (lvl) => RANK[lvl] >= min,
   };
-  return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error"), writes: (lvl) => RANK[lvl] >= min };
 }
 
 /** Is a line at `lvl` written by a logger at `level`? Lets hot paths skip building fields. */

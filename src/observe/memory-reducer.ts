@@ -42,7 +42,15 @@ export class MemoryReducer {
   #timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(o: MemoryReducerOptions) {
-    this.#o = { periodMs: 2_000, growthBytes: 16e6, settledBytes: 2e6, quietShare: 0.05, minIntervalMs: 60_000, now: () => performance.now(), ...o };
+    this.#o = {
+      periodMs: 2_000,
+      growthBytes: 16e6,
+      settledBytes: 2e6,
+      quietShare: 0.05,
+      minIntervalMs: 60_000,
+      now: () => performance.now(),
+      ...o,
+    };
     this.#floor = this.#last = o.rss();
     this.#lastTick = this.#o.now();
     this.#lastCpu = o.cpuSeconds();
@@ -62,7 +70,9 @@ export class MemoryReducer {
 
   /** One reading: collect when grown, settled and quiet. Returns whether it collected. */
   tick(): boolean {
-    const rss = this.#o.rss(), t = this.#o.now(), cpu = this.#o.cpuSeconds();
+    const rss = this.#o.rss(),
+      t = this.#o.now(),
+      cpu = this.#o.cpuSeconds();
     const settled = Math.abs(rss - this.#last) < this.#o.settledBytes;
     const quiet = cpu - this.#lastCpu < (this.#o.quietShare * (t - this.#lastTick)) / 1000;
     this.#last = rss;
@@ -91,9 +101,14 @@ export function startMemoryReducer(log?: Logger): MemoryReducer | undefined {
     return (u.user + u.system) / 1e6;
   };
   const collect = () => {
-    const before = rss(), started = performance.now();
+    const before = rss(),
+      started = performance.now();
     bun.gc(true);
-    log?.debug("memory reducer: collected after RSS settled", { rssBefore: before, rssAfter: rss(), pauseMs: Math.round(performance.now() - started) });
+    log?.debug("memory reducer: collected after RSS settled", {
+      rssBefore: before,
+      rssAfter: rss(),
+      pauseMs: Math.round(performance.now() - started),
+    });
   };
   return new MemoryReducer({ rss, collect, cpuSeconds }).start();
 }

@@ -108,12 +108,17 @@ export class Detector {
     }
     if (!unknown) return;
     const { clue, signal } = unknown;
-    const about = clue.senderKey !== undefined ? "an unknown curve25519 key" : `unknown device ${clue.deviceId!.slice(0, 40)}`;
+    const about =
+      clue.senderKey !== undefined ? "an unknown curve25519 key" : `unknown device ${clue.deviceId!.slice(0, 40)}`;
     this.suspect(sender, signal, { token: who.token, tracker: who, why: `${clue.type} from ${about}` });
   }
 
   /** The first clue naming a key or device that neither the view nor our overlay knows. */
-  #firstUnknown(sender: string, clues: ToDeviceClue[], view: HsView): { clue: ToDeviceClue; signal: Signal } | undefined {
+  #firstUnknown(
+    sender: string,
+    clues: ToDeviceClue[],
+    view: HsView,
+  ): { clue: ToDeviceClue; signal: Signal } | undefined {
     const served = this.#o.store.getSnapshot(sender);
     const known: HsView[] = served ? [view, viewOfSnapshot(served)] : [view];
     // A device sends many events with the same key or device id: each is looked up once.
@@ -129,7 +134,8 @@ export class Detector {
   }
 
   #unknown(c: ToDeviceClue, views: HsView[]): Signal | undefined {
-    if (c.senderKey !== undefined) return views.some((v) => knowsCurveKey(v, c.senderKey!)) ? undefined : "olm_unknown_sender_key";
+    if (c.senderKey !== undefined)
+      return views.some((v) => knowsCurveKey(v, c.senderKey!)) ? undefined : "olm_unknown_sender_key";
     if (c.deviceId === undefined || views.some((v) => knowsDevice(v, c.deviceId!))) return undefined;
     if (c.type === "m.room_key_request") return "key_request_unknown_device";
     if (c.type === "m.secret.request") return "secret_request_unknown_device";
@@ -137,15 +143,26 @@ export class Detector {
   }
 
   /** What a /keys/query answer the homeserver gave says (delivery/keys-answer.ts), for remote users requested. */
-  keysQuery(who: Requester, summary: Pick<AnswerSummary, "halfCrossSigning" | "failedServers">, remote: readonly string[]): void {
+  keysQuery(
+    who: Requester,
+    summary: Pick<AnswerSummary, "halfCrossSigning" | "failedServers">,
+    remote: readonly string[],
+  ): void {
     for (const { userId, hasMaster } of summary.halfCrossSigning) {
-      this.suspect(userId, "cross_signing_incomplete", { token: who.token, why: hasMaster ? "master key without self-signing key" : "self-signing key without master key" });
+      this.suspect(userId, "cross_signing_incomplete", {
+        token: who.token,
+        why: hasMaster ? "master key without self-signing key" : "self-signing key without master key",
+      });
     }
     for (const server of summary.failedServers) {
       if (server === this.#o.serverName) continue;
       const users = remote.filter((u) => serverOf(u) === server).slice(0, MAX_FAILED_USERS);
       if (users.length === 0 || this.#failedServers.take(server) > 0) continue;
-      for (const u of users) this.suspect(u, "keys_query_failure", { token: who.token, why: `the homeserver listed ${server.slice(0, 100)} in failures` });
+      for (const u of users)
+        this.suspect(u, "keys_query_failure", {
+          token: who.token,
+          why: `the homeserver listed ${server.slice(0, 100)} in failures`,
+        });
     }
   }
 
@@ -156,7 +173,8 @@ export class Detector {
     metrics?.suspicions.inc({ signal });
     // The device that saw the signal hears of the outcome, like a device that queried the keys.
     if (o.tracker) this.#o.track(o.tracker, [userId]);
-    const trigger = signal === "cross_signing_incomplete" || signal === "keys_query_failure" ? "keys_query" : "to_device";
+    const trigger =
+      signal === "cross_signing_incomplete" || signal === "keys_query_failure" ? "keys_query" : "to_device";
     const started = resyncer.background(userId, { trigger, why: `${signal}: ${o.why}`, token: o.token });
     this.#o.log.debug("suspicion", { userId, signal, check: started });
   }

@@ -10,6 +10,9 @@ export function refreshFailed(target: string, e: FederationError, nextRetryInMs?
   const extra: Record<string, unknown> = {};
   if (e.status !== undefined) extra.remote_status = e.status;
   if (nextRetryInMs !== undefined) extra.next_retry_in_ms = nextRetryInMs;
-  const what = e.kind === "refused" ? "Refusing to contact the user's homeserver" : "Could not fetch the device list from the user's homeserver";
+  const what =
+    e.kind === "refused"
+      ? "Refusing to contact the user's homeserver"
+      : "Could not fetch the device list from the user's homeserver";
   return new MatrixError("M_UNKNOWN", `${what}: ${e.message}`, { status: e.kind === "timeout" ? 504 : 502, extra });
 }

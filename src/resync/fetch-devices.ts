@@ -24,13 +24,15 @@ export interface FetchDevicesOptions {
 }
 
 // Bounded label values for the federation metrics (docs/operations.md "Metrics").
-const destinationClass = (server: string) => (/^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.test(server) ? "ip" : server.includes(":") ? "name_port" : "name");
+const destinationClass = (server: string) =>
+  /^\[|^\d+\.\d+\.\d+\.\d+(:|$)/.test(server) ? "ip" : server.includes(":") ? "name_port" : "name";
 
 export function instrumentedFetch(o: FetchDevicesOptions): (userId: string) => Promise<{ snapshot: DeviceSnapshot }> {
   const { metrics, log } = o;
   // Failures by destination for the operator's dashboard, bounded: the first 100 names, then "other".
   const destinations = new Set<string>();
-  const destinationLabel = (d: string) => (destinations.has(d) || (destinations.size < 100 && destinations.add(d)) ? d : "other");
+  const destinationLabel = (d: string) =>
+    destinations.has(d) || (destinations.size < 100 && destinations.add(d)) ? d : "other";
   return async (userId) => {
     // A key the homeserver does not publish makes every remote answer 401: refuse up front.
     const check = o.keyCheck();

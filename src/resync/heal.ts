@@ -60,7 +60,10 @@ export class Healer {
       // its answer now; with no token to ask for it, leave it to them (the next check will see
       // what they were given).
       if (!ctx.token) {
-        this.#o.log.debug("fresh list not compared: the homeserver reported a change our record lacks", { userId: s.userId, trigger: ctx.trigger });
+        this.#o.log.debug("fresh list not compared: the homeserver reported a change our record lacks", {
+          userId: s.userId,
+          trigger: ctx.trigger,
+        });
         metrics?.freshLists.inc({ outcome: "unchanged" });
         return false;
       }
@@ -97,7 +100,11 @@ export class Healer {
     store.putSnapshot(s);
     overlays.noteSnapshot(s);
     delivery.onSnapshot(s);
-    this.#record(s.userId, ctx, `${Object.keys(s.devices).length} devices; no record of the homeserver's answer to compare with`);
+    this.#record(
+      s.userId,
+      ctx,
+      `${Object.keys(s.devices).length} devices; no record of the homeserver's answer to compare with`,
+    );
     return true;
   }
 

@@ -95,7 +95,13 @@ export class Resyncer {
    * the refresh through; the write it returns runs only once the target's limit has too, just
    * before the fetch starts or the snapshot answers: a refused (429) refresh writes nothing.
    */
-  async refresh(target: string, requester: string, waitMs: number, admit?: () => Promise<() => void>, ctx: ResyncContext = { trigger: "endpoint", retry: true }): Promise<RefreshOutcome> {
+  async refresh(
+    target: string,
+    requester: string,
+    waitMs: number,
+    admit?: () => Promise<() => void>,
+    ctx: ResyncContext = { trigger: "endpoint", retry: true },
+  ): Promise<RefreshOutcome> {
     const o = this.#o;
     if (serverOf(target) === o.serverName) return { kind: "local" };
     const wait = o.limits.requester.take(requester);
@@ -157,7 +163,11 @@ export class Resyncer {
   }
 
   /** Start (or join) the single fetch for target. Failures are recorded and rescheduled here. */
-  run(target: string, requestedBy: string[], ctx: ResyncContext = { trigger: "retry", retry: true }): Promise<DeviceSnapshot> {
+  run(
+    target: string,
+    requestedBy: string[],
+    ctx: ResyncContext = { trigger: "retry", retry: true },
+  ): Promise<DeviceSnapshot> {
     const existing = this.#inflight.get(target);
     if (existing) return existing;
     const p = this.#fetch(target, requestedBy, ctx).finally(() => {
@@ -183,7 +193,9 @@ export class Resyncer {
       const have = o.store.getSnapshot(target);
       if (have && snapshot.streamId < have.streamId) {
         o.log.warn("the remote answered with an older device list than the one stored; keeping the stored one", {
-          userId: target, streamId: snapshot.streamId, storedStreamId: have.streamId,
+          userId: target,
+          streamId: snapshot.streamId,
+          storedStreamId: have.streamId,
         });
         o.onStaleAnswer?.(target);
         return have;
@@ -197,7 +209,8 @@ export class Resyncer {
       this.#recent.set(target, { snapshot, changed });
       return snapshot;
     } catch (err) {
-      const e = err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
+      const e =
+        err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
       const now = this.#now();
       let destRetryAt = 0;
       if (backsOffDestination(e)) {
@@ -207,7 +220,12 @@ export class Resyncer {
         // A background check (ctx.retry false: a suspicion, the audit) does not use up the probe
         // an explicit refresh may make: a person asking next gets the server tried for them.
         const firstProbe = ctx.retry === false ? 0 : now;
-        o.store.putBackoff({ destination: dest, failures, retryAt: destRetryAt, lastProbeAt: b?.lastProbeAt ?? firstProbe });
+        o.store.putBackoff({
+          destination: dest,
+          failures,
+          retryAt: destRetryAt,
+          lastProbeAt: b?.lastProbeAt ?? firstProbe,
+        });
       }
       o.onFailure?.(target, e);
       if (ctx.retry === false) throw new RefreshFailure(e);
@@ -225,7 +243,12 @@ export class Resyncer {
       const dueAt = Math.max(now + backoffDelay(o.retry, attempts), destRetryAt);
       const who = [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50);
       o.store.putRetry({ userId: target, attempts, dueAt, requestedBy: who, lastError: e.message });
-      o.log.info("device list refresh failed; retry scheduled", { userId: target, attempts, inMs: dueAt - now, error: e.message });
+      o.log.info("device list refresh failed; retry scheduled", {
+        userId: target,
+        attempts,
+        inMs: dueAt - now,
+        error: e.message,
+      });
       throw new RefreshFailure(e, dueAt - now);
     }
   }
@@ -235,7 +258,10 @@ export class Resyncer {
     try {
       return await this.#o.onFresh!(snapshot, ctx);
     } catch (e) {
-      this.#o.log.warn("could not compare a fresh device list with the homeserver's view", { userId: snapshot.userId, error: String((e as Error)?.message ?? e) });
+      this.#o.log.warn("could not compare a fresh device list with the homeserver's view", {
+        userId: snapshot.userId,
+        error: String((e as Error)?.message ?? e),
+      });
       return false;
     }
   }
@@ -253,7 +279,13 @@ export class Resyncer {
     }
     const prev = o.store.getRetry(target);
     const requestedBy = [...new Set([...(prev?.requestedBy ?? []), requester])].slice(-50);
-    o.store.putRetry({ userId: target, attempts: prev?.attempts ?? 0, dueAt: b.retryAt, requestedBy, lastError: prev?.lastError ?? "destination in backoff" });
+    o.store.putRetry({
+      userId: target,
+      attempts: prev?.attempts ?? 0,
+      dueAt: b.retryAt,
+      requestedBy,
+      lastError: prev?.lastError ?? "destination in backoff",
+    });
     this.#schedule();
     const error = new FederationError("transport", `${dest} is unreachable and in backoff; not contacting it yet`);
     return { kind: "failed", error, nextRetryInMs: b.retryAt - now };
@@ -264,7 +296,9 @@ export class Resyncer {
     const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), waitMs)));
     try {
       const r = await Promise.race([p, deadline]);
-      return r === "pending" ? { kind: "pending" } : { kind: "ok", snapshot: r, fromCache: false, changed: this.#recent.get(target)?.changed ?? true };
+      return r === "pending"
+        ? { kind: "pending" }
+        : { kind: "ok", snapshot: r, fromCache: false, changed: this.#recent.get(target)?.changed ?? true };
     } catch (e) {
       if (e instanceof RefreshFailure) return { kind: "failed", error: e.error, nextRetryInMs: e.nextRetryInMs };
       throw e;

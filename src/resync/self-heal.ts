@@ -35,7 +35,12 @@ const LEARN_MAX_BYTES = 32 * 1024 * 1024;
  */
 export function answerParts(answer: Json): Json {
   const copy = (k: string) => (isObject(answer[k]) ? { ...(answer[k] as Json) } : undefined);
-  return { device_keys: copy("device_keys"), master_keys: copy("master_keys"), self_signing_keys: copy("self_signing_keys"), failures: copy("failures") };
+  return {
+    device_keys: copy("device_keys"),
+    master_keys: copy("master_keys"),
+    self_signing_keys: copy("self_signing_keys"),
+    failures: copy("failures"),
+  };
 }
 
 function use(h: SelfHeal, who: Requester, remote: readonly string[], summary: AnswerSummary): void {
@@ -48,7 +53,13 @@ function use(h: SelfHeal, who: Requester, remote: readonly string[], summary: An
 }
 
 /** An answer already parsed (to overlay it): learn and look for signals once the client has it. */
-export function afterKeysQuery(h: SelfHeal, who: Requester, requested: Record<string, string[]>, remote: readonly string[], answer: Json): void {
+export function afterKeysQuery(
+  h: SelfHeal,
+  who: Requester,
+  requested: Record<string, string[]>,
+  remote: readonly string[],
+  answer: Json,
+): void {
   setImmediate(() => use(h, who, remote, summarize(answer, requested, remote, Date.now())));
 }
 
@@ -57,7 +68,13 @@ export function afterKeysQuery(h: SelfHeal, who: Requester, requested: Record<st
  * read once it has all gone out, in the reading thread (delivery/view-parser.ts), so neither
  * this client nor any other waits for the parse.
  */
-export function watchKeysQuery(h: SelfHeal, up: IncomingMessage, who: Requester, requested: Record<string, string[]>, remote: readonly string[]): void {
+export function watchKeysQuery(
+  h: SelfHeal,
+  up: IncomingMessage,
+  who: Requester,
+  requested: Record<string, string[]>,
+  remote: readonly string[],
+): void {
   if (up.statusCode !== 200 || up.headers["content-encoding"]) return;
   let chunks: Buffer[] | undefined = [];
   let size = 0;
@@ -73,12 +90,15 @@ export function watchKeysQuery(h: SelfHeal, up: IncomingMessage, who: Requester,
     if (!held) return;
     setImmediate(() => {
       const at = Date.now();
-      void h.parser.summarize(held, requested, [...remote]).then((summary) => {
-        // A repeat of the last answer teaches nothing, but it is the homeserver's answer as of
-        // now: a change it reported before this is no longer ahead of our record.
-        if (summary === "same") h.views.seen(remote, at);
-        else if (summary) use(h, who, remote, summary);
-      }, () => {});
+      void h.parser.summarize(held, requested, [...remote]).then(
+        (summary) => {
+          // A repeat of the last answer teaches nothing, but it is the homeserver's answer as of
+          // now: a change it reported before this is no longer ahead of our record.
+          if (summary === "same") h.views.seen(remote, at);
+          else if (summary) use(h, who, remote, summary);
+        },
+        () => {},
+      );
     });
   });
 }
@@ -90,11 +110,19 @@ export function onToDevice(h: SelfHeal | undefined, who: Requester, clues: ToDev
 }
 
 /** A watch over a /sync body's to-device events for `who`, or undefined with --detect off. */
-export function toDeviceWatch(h: SelfHeal | undefined, who: Requester, flavour: SyncFlavour): ToDeviceWatch | undefined {
+export function toDeviceWatch(
+  h: SelfHeal | undefined,
+  who: Requester,
+  flavour: SyncFlavour,
+): ToDeviceWatch | undefined {
   const detector = h?.detector;
   if (!detector) return undefined;
   const views = h.views;
-  return new ToDeviceWatch((clues) => void detector.toDevice(who, clues).catch(() => {}), flavour, (users) => views.reported(users));
+  return new ToDeviceWatch(
+    (clues) => void detector.toDevice(who, clues).catch(() => {}),
+    flavour,
+    (users) => views.reported(users),
+  );
 }
 
 /** `splice`, with its input also read by `watch` (the bytes the homeserver sent, decoded). */

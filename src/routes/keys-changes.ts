@@ -14,7 +14,13 @@ export async function keysChangesRoute(ctx: RouteContext): Promise<void> {
   const svc = deps.services;
   const who = await whoIfKnown(ctx);
   const pending = who ? storeFallback(() => pendingTargets(svc, who), []) : [];
-  if (pending.length === 0) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded, target: upstreamTarget(req.url ?? "/") });
+  if (pending.length === 0)
+    return passThrough(req, res, {
+      upstream: deps.upstream,
+      headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs,
+      forwarded: ctx.forwarded,
+      target: upstreamTarget(req.url ?? "/"),
+    });
   await rewriteGet(ctx, 16 * 1024 * 1024, (body) => {
     svc.metrics?.injections.inc({ endpoint: "keys_changes" }, keysChangesInject(body, pending).length);
   });

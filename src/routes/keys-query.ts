@@ -28,14 +28,23 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
   const who = await caller(ctx);
   if (who === "answered") return;
   if (who === undefined || Number(req.headers["content-length"]) > MAX_PARSED)
-    return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded, target: upstreamTarget(req.url ?? "/") });
+    return passThrough(req, res, {
+      upstream: deps.upstream,
+      headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs,
+      forwarded: ctx.forwarded,
+      target: upstreamTarget(req.url ?? "/"),
+    });
 
-  const requestBody = await readBody(req, MAX_PARSED, { totalMs: deps.config.bodyTimeoutMs, minBytesPerSecond: deps.config.bodyMinBytesPerSecond });
+  const requestBody = await readBody(req, MAX_PARSED, {
+    totalMs: deps.config.bodyTimeoutMs,
+    minBytesPerSecond: deps.config.bodyMinBytesPerSecond,
+  });
   const parsed = parseJsonObject(requestBody);
   const requested = parsed?.device_keys;
   const wanted: Record<string, string[]> = {};
   if (requested && typeof requested === "object" && !Array.isArray(requested))
-    for (const [u, ids] of Object.entries(requested)) wanted[u] = Array.isArray(ids) ? ids.filter((d): d is string => typeof d === "string") : [];
+    for (const [u, ids] of Object.entries(requested))
+      wanted[u] = Array.isArray(ids) ? ids.filter((d): d is string => typeof d === "string") : [];
 
   const remote = Object.keys(wanted).filter((u) => serverOf(u) !== deps.config.serverName);
   // Tracked: the first --max-tracked-per-query of them; the rest are answered, never written.
@@ -51,7 +60,14 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
   const heal = tracked.length ? svc.heal : undefined;
   if (snapshots.size || heal) headers["accept-encoding"] = "identity";
   try {
-    const up = await deps.upstream.open({ method: "POST", target: ctx.target, headers, body: requestBody, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, clientRes: res });
+    const up = await deps.upstream.open({
+      method: "POST",
+      target: ctx.target,
+      headers,
+      body: requestBody,
+      headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs,
+      clientRes: res,
+    });
     if (snapshots.size === 0) {
       if (heal) watchKeysQuery(heal, up, who, wanted, tracked);
       return pipeResponse(up, res);
@@ -85,7 +101,12 @@ async function caller(ctx: RouteContext): Promise<Requester | "answered" | undef
     return who.deviceId ? who : undefined;
   } catch (e) {
     if (!(e instanceof UpstreamAuthError)) return undefined;
-    res.writeHead(e.status, { ...corsHeaders, "content-type": "application/json", "content-length": String(e.body.length), connection: "close" });
+    res.writeHead(e.status, {
+      ...corsHeaders,
+      "content-type": "application/json",
+      "content-length": String(e.body.length),
+      connection: "close",
+    });
     res.end(e.body);
     return "answered";
   }

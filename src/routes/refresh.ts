@@ -21,25 +21,35 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
   req.resume(); // the body (if any) carries nothing we use
   const target = decodeUserIdParam(ctx.params.userId ?? "");
   if (target === undefined || !isValidUserId(target))
-    throw new MatrixError("M_INVALID_PARAM", `Not a valid Matrix user ID: ${JSON.stringify(target ?? ctx.params.userId)}`);
+    throw new MatrixError(
+      "M_INVALID_PARAM",
+      `Not a valid Matrix user ID: ${JSON.stringify(target ?? ctx.params.userId)}`,
+    );
 
   const svc = deps.services;
   let mine: { userId: string; deviceId: string }[] = [];
   let out;
   try {
     // The requester's devices are tracked only once the rate limits admit the refresh.
-    out = await svc.resyncer.refresh(target, who.userId, deps.config.refreshWaitMs, async () => {
-      const devices = await svc.delivery.requesterDevices(who);
-      return () => {
-        mine = devices;
-        svc.delivery.trackDevices(devices, target);
-      };
-    }, { trigger: "endpoint", token: who.token, retry: true });
+    out = await svc.resyncer.refresh(
+      target,
+      who.userId,
+      deps.config.refreshWaitMs,
+      async () => {
+        const devices = await svc.delivery.requesterDevices(who);
+        return () => {
+          mine = devices;
+          svc.delivery.trackDevices(devices, target);
+        };
+      },
+      { trigger: "endpoint", token: who.token, retry: true },
+    );
     // The asker asked explicitly: while we serve a list that differs from the homeserver's (an
     // overlay), their devices are told, even when it is not news to the other trackers (a cache
     // hit, or a list equal to the one already served). A list equal to the homeserver's own is
     // not news to anyone (resync/heal.ts).
-    if (out.kind === "ok" && (out.fromCache || !out.changed) && svc.store.getSnapshot(target)) svc.delivery.deliver(mine, target);
+    if (out.kind === "ok" && (out.fromCache || !out.changed) && svc.store.getSnapshot(target))
+      svc.delivery.deliver(mine, target);
   } catch (e) {
     if (!(e instanceof StoreUnavailable)) throw e;
     // Nothing was promised: the client asks again, as for a 429 (docs/operations.md, "When the store fails").

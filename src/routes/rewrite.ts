@@ -12,7 +12,12 @@ import { stripHopByHop } from "../http/upstream.ts";
  * Routes that rewrite ask the homeserver for `accept-encoding: identity` up front, so a
  * compressed answer here means the homeserver ignored that and we must not touch it.
  */
-export async function sendRewritten(up: IncomingMessage, res: ServerResponse, maxBytes: number, mutate: (body: Record<string, unknown>) => void): Promise<void> {
+export async function sendRewritten(
+  up: IncomingMessage,
+  res: ServerResponse,
+  maxBytes: number,
+  mutate: (body: Record<string, unknown>) => void,
+): Promise<void> {
   if (up.statusCode !== 200 || up.headers["content-encoding"]) return pipeResponse(up, res);
   const raw = await readBody(up, maxBytes).catch((e: unknown) => Promise.reject(homeserverAnswerFailed(e, maxBytes)));
   const headers = stripHopByHop(up.headers);
@@ -29,7 +34,11 @@ export async function sendRewritten(up: IncomingMessage, res: ServerResponse, ma
 }
 
 /** GET the client's own target from the homeserver, uncompressed, and send it rewritten. */
-export async function rewriteGet(ctx: RouteContext, maxBytes: number, mutate: (body: Record<string, unknown>) => void): Promise<void> {
+export async function rewriteGet(
+  ctx: RouteContext,
+  maxBytes: number,
+  mutate: (body: Record<string, unknown>) => void,
+): Promise<void> {
   const { req, res, deps } = ctx;
   try {
     const up = await deps.upstream.open({

@@ -48,7 +48,12 @@ export function decoderFor(encoding: string | undefined): Transform | undefined 
 }
 
 /** The homeserver's answer, decoded when it came compressed, through the splice, to the client. */
-export function pipeSpliced(up: IncomingMessage, res: ServerResponse, splice: BodySplice, decoder: Transform | undefined): void {
+export function pipeSpliced(
+  up: IncomingMessage,
+  res: ServerResponse,
+  splice: BodySplice,
+  decoder: Transform | undefined,
+): void {
   const spliced = new Transform({
     transform(chunk: Buffer, _enc, next) {
       splice.feed(chunk, 0, chunk.length, (b, s, e) => this.push(Buffer.from(b.subarray(s, e))));

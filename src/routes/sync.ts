@@ -6,7 +6,14 @@
 import type { IncomingMessage } from "node:http";
 import { deviceKey } from "../delivery/waiters.ts";
 import type { SyncFlavour } from "../delivery/json/sync-inject.ts";
-import { answerAtOnce, injectPending, planSync, reportedWatch, safeWakeAnswer, spliceStarts } from "../delivery/sync-plan.ts";
+import {
+  answerAtOnce,
+  injectPending,
+  planSync,
+  reportedWatch,
+  safeWakeAnswer,
+  spliceStarts,
+} from "../delivery/sync-plan.ts";
 import type { Handler, RouteContext } from "./context.ts";
 import { accessToken, type Requester } from "../http/auth.ts";
 import { sendError, sendJson } from "../http/reply.ts";
@@ -25,7 +32,13 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     const { req, res, deps, target } = ctx;
     const svc = deps.services;
     const who = await whoIfKnown(ctx);
-    if (!who) return passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded: ctx.forwarded, target: upstreamTarget(req.url ?? "/") });
+    if (!who)
+      return passThrough(req, res, {
+        upstream: deps.upstream,
+        headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs,
+        forwarded: ctx.forwarded,
+        target: upstreamTarget(req.url ?? "/"),
+      });
 
     // Sliding sync: which connection, and did it ask for the e2ee extension (MSC3884)? Only a
     // request that did gets anything from us; another connection of the same device (Element
@@ -35,7 +48,10 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     if (flavour === "sliding") {
       try {
         // The same limits as every body we read: an oversized one is 413, a slow one 408.
-        body = await readBody(req, SLIDING_BODY_MAX, { totalMs: deps.config.bodyTimeoutMs, minBytesPerSecond: deps.config.bodyMinBytesPerSecond });
+        body = await readBody(req, SLIDING_BODY_MAX, {
+          totalMs: deps.config.bodyTimeoutMs,
+          minBytesPerSecond: deps.config.bodyMinBytesPerSecond,
+        });
       } catch (e) {
         if (!res.destroyed) sendError(res, e);
         return;
@@ -49,7 +65,14 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     const longPoll = since !== "" && Number(q.get("timeout") ?? 0) > 0;
     // A failing store: nothing is acknowledged, injected or held for a wake, and the request
     // goes through plain (docs/operations.md, "When the store fails").
-    const plan = planSync(svc, { userId: who.userId, deviceId: who.deviceId, since, conn, asked: stream.asked, longPoll });
+    const plan = planSync(svc, {
+      userId: who.userId,
+      deviceId: who.deviceId,
+      since,
+      conn,
+      asked: stream.asked,
+      longPoll,
+    });
     // At the position the client asked from: the next request acknowledges exactly this answer.
     if (plan.answerHere) return sendJson(res, 200, safeWakeAnswer(svc, who, since, flavour, conn));
     const inject = plan.inject;
@@ -90,7 +113,11 @@ export function syncRoute(flavour: SyncFlavour): Handler {
         method: req.method ?? "GET",
         target: upstreamTo,
         headers,
-        body: body ?? (req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined ? req : undefined),
+        body:
+          body ??
+          (req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined
+            ? req
+            : undefined),
         headerTimeoutMs: headerTimeoutFor(upstreamTo, deps.config.upstreamHeaderTimeoutMs),
         clientRes: res,
         signal: abort.signal,

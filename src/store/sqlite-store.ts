@@ -77,15 +77,23 @@ export class SqliteStore implements Store {
     this.#q(
       `INSERT OR REPLACE INTO snapshots (user_id, stream_id, devices, master_key, self_signing_key, fetched_at, invalid_devices)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
-    ).run(s.userId, s.streamId, JSON.stringify(s.devices), s.masterKey ? JSON.stringify(s.masterKey) : null,
-      s.selfSigningKey ? JSON.stringify(s.selfSigningKey) : null, s.fetchedAt,
-      s.invalidDevices?.length ? JSON.stringify(s.invalidDevices) : null);
+    ).run(
+      s.userId,
+      s.streamId,
+      JSON.stringify(s.devices),
+      s.masterKey ? JSON.stringify(s.masterKey) : null,
+      s.selfSigningKey ? JSON.stringify(s.selfSigningKey) : null,
+      s.fetchedAt,
+      s.invalidDevices?.length ? JSON.stringify(s.invalidDevices) : null,
+    );
   }
   deleteSnapshot(userId: string) {
     this.#q("DELETE FROM snapshots WHERE user_id = ?").run(userId);
   }
   listSnapshotUsers() {
-    return this.#q("SELECT user_id FROM snapshots ORDER BY user_id").all().map((r) => str(r["user_id"]));
+    return this.#q("SELECT user_id FROM snapshots ORDER BY user_id")
+      .all()
+      .map((r) => str(r["user_id"]));
   }
 
   getBackoff(destination: string) {
@@ -93,8 +101,12 @@ export class SqliteStore implements Store {
     return r ? toBackoff(r) : undefined;
   }
   putBackoff(b: Backoff) {
-    this.#q("INSERT OR REPLACE INTO backoffs (destination, failures, retry_at, last_probe_at) VALUES (?, ?, ?, ?)")
-      .run(b.destination, b.failures, b.retryAt, b.lastProbeAt);
+    this.#q("INSERT OR REPLACE INTO backoffs (destination, failures, retry_at, last_probe_at) VALUES (?, ?, ?, ?)").run(
+      b.destination,
+      b.failures,
+      b.retryAt,
+      b.lastProbeAt,
+    );
   }
   clearBackoff(destination: string) {
     this.#q("DELETE FROM backoffs WHERE destination = ?").run(destination);
@@ -120,7 +132,8 @@ export class SqliteStore implements Store {
   }
   dueRetries(now: number, limit: number) {
     return this.#q("SELECT * FROM retries WHERE due_at <= ? ORDER BY due_at, rowid LIMIT ?")
-      .all(now, Math.max(0, Math.trunc(limit))).map(toRetry);
+      .all(now, Math.max(0, Math.trunc(limit)))
+      .map(toRetry);
   }
   listRetries() {
     return this.#q("SELECT * FROM retries ORDER BY due_at, rowid").all().map(toRetry);
@@ -140,27 +153,42 @@ export class SqliteStore implements Store {
          SELECT user_id, device_id, conn_id, ?, '[]' FROM sliding_conns WHERE user_id = ? AND device_id = ?
        ON CONFLICT (user_id, device_id, conn_id, target) DO UPDATE SET carried_in = '[]'`,
     );
-    this.#tx(() => rows.forEach((r) => {
-      st.run(r.userId, r.deviceId, r.target, now);
-      conns.run(r.target, r.userId, r.deviceId);
-    }));
+    this.#tx(() =>
+      rows.forEach((r) => {
+        st.run(r.userId, r.deviceId, r.target, now);
+        conns.run(r.target, r.userId, r.deviceId);
+      }),
+    );
   }
   pendingFor(userId: string, deviceId: string, conn?: string): PendingDelivery[] {
-    const rows = conn === undefined
-      ? this.#q("SELECT target, carried_in FROM pending WHERE user_id = ? AND device_id = ? ORDER BY rowid").all(userId, deviceId)
-      : this.#q("SELECT target, carried_in FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ? ORDER BY rowid").all(userId, deviceId, conn);
+    const rows =
+      conn === undefined
+        ? this.#q("SELECT target, carried_in FROM pending WHERE user_id = ? AND device_id = ? ORDER BY rowid").all(
+            userId,
+            deviceId,
+          )
+        : this.#q(
+            "SELECT target, carried_in FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ? ORDER BY rowid",
+          ).all(userId, deviceId, conn);
     return rows.map((r) => ({ target: str(r["target"]), carriedIn: JSON.parse(str(r["carried_in"])) as string[] }));
   }
   hasPending(userId: string, deviceId: string, conn?: string) {
     return conn === undefined
-      ? this.#q("SELECT 1 AS x FROM pending WHERE user_id = ? AND device_id = ? LIMIT 1").get(userId, deviceId) !== undefined
-      : this.#q("SELECT 1 AS x FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ? LIMIT 1").get(userId, deviceId, conn) !== undefined;
+      ? this.#q("SELECT 1 AS x FROM pending WHERE user_id = ? AND device_id = ? LIMIT 1").get(userId, deviceId) !==
+          undefined
+      : this.#q("SELECT 1 AS x FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ? LIMIT 1").get(
+          userId,
+          deviceId,
+          conn,
+        ) !== undefined;
   }
   markCarried(userId: string, deviceId: string, targets: string[], token: string, conn?: string) {
     const [table, extra] = conn === undefined ? ["pending", ""] : ["sliding_pending", " AND conn_id = ?"];
     const keys = conn === undefined ? [userId, deviceId] : [userId, deviceId, conn];
     const read = this.#q(`SELECT carried_in FROM ${table} WHERE user_id = ? AND device_id = ?${extra} AND target = ?`);
-    const write = this.#q(`UPDATE ${table} SET carried_in = ? WHERE user_id = ? AND device_id = ?${extra} AND target = ?`);
+    const write = this.#q(
+      `UPDATE ${table} SET carried_in = ? WHERE user_id = ? AND device_id = ?${extra} AND target = ?`,
+    );
     this.#tx(() => {
       for (const t of targets) {
         const r = read.get(...keys, t);
@@ -188,7 +216,12 @@ export class SqliteStore implements Store {
     const seen = this.#q("UPDATE sliding_conns SET last_seen = ? WHERE user_id = ? AND device_id = ? AND conn_id = ?");
     this.#tx(() => {
       if (seen.run(now, userId, deviceId, conn).changes > 0) return;
-      this.#q("INSERT INTO sliding_conns (user_id, device_id, conn_id, last_seen) VALUES (?, ?, ?, ?)").run(userId, deviceId, conn, now);
+      this.#q("INSERT INTO sliding_conns (user_id, device_id, conn_id, last_seen) VALUES (?, ?, ?, ?)").run(
+        userId,
+        deviceId,
+        conn,
+        now,
+      );
       this.#q(
         `INSERT OR IGNORE INTO sliding_pending (user_id, device_id, conn_id, target, carried_in)
            SELECT user_id, device_id, ?, target, '[]' FROM pending WHERE user_id = ? AND device_id = ? ORDER BY rowid`,
@@ -198,10 +231,20 @@ export class SqliteStore implements Store {
       const stale = this.#q(
         `SELECT conn_id FROM sliding_conns WHERE user_id = ? AND device_id = ?
            ORDER BY last_seen DESC, rowid DESC LIMIT -1 OFFSET ?`,
-      ).all(userId, deviceId, CONNS_KEEP).map((r) => str(r["conn_id"]));
+      )
+        .all(userId, deviceId, CONNS_KEEP)
+        .map((r) => str(r["conn_id"]));
       for (const c of stale) {
-        this.#q("DELETE FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ?").run(userId, deviceId, c);
-        this.#q("DELETE FROM sliding_conns WHERE user_id = ? AND device_id = ? AND conn_id = ?").run(userId, deviceId, c);
+        this.#q("DELETE FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ?").run(
+          userId,
+          deviceId,
+          c,
+        );
+        this.#q("DELETE FROM sliding_conns WHERE user_id = ? AND device_id = ? AND conn_id = ?").run(
+          userId,
+          deviceId,
+          c,
+        );
       }
     });
   }
@@ -227,7 +270,9 @@ export class SqliteStore implements Store {
   track(userId: string, deviceId: string, targets: string[], now: number, maxNew = Infinity) {
     // Refresh first, insert only what is new: the caller's cap counts rows added, not touched.
     const touch = this.#q("UPDATE trackers SET last_seen = ? WHERE target = ? AND user_id = ? AND device_id = ?");
-    const add = this.#q("INSERT INTO trackers (target, user_id, device_id, server_name, last_seen) VALUES (?, ?, ?, ?, ?)");
+    const add = this.#q(
+      "INSERT INTO trackers (target, user_id, device_id, server_name, last_seen) VALUES (?, ?, ?, ?, ?)",
+    );
     let added = 0;
     let refused = 0;
     this.#tx(() => {
@@ -244,15 +289,18 @@ export class SqliteStore implements Store {
   }
   trackerCounts() {
     return this.#q("SELECT user_id, device_id, count(*) AS n FROM trackers GROUP BY user_id, device_id")
-      .all().map((r) => ({ userId: str(r["user_id"]), deviceId: str(r["device_id"]), count: num(r["n"]) }));
+      .all()
+      .map((r) => ({ userId: str(r["user_id"]), deviceId: str(r["device_id"]), count: num(r["n"]) }));
   }
   trackersOf(target: string) {
     return this.#q("SELECT user_id, device_id FROM trackers WHERE target = ? ORDER BY user_id, device_id")
-      .all(target).map((r) => ({ userId: str(r["user_id"]), deviceId: str(r["device_id"]) }));
+      .all(target)
+      .map((r) => ({ userId: str(r["user_id"]), deviceId: str(r["device_id"]) }));
   }
   trackedUsersOn(serverName: string) {
     return this.#q("SELECT DISTINCT target FROM trackers WHERE server_name = ? ORDER BY target")
-      .all(serverName).map((r) => str(r["target"]));
+      .all(serverName)
+      .map((r) => str(r["target"]));
   }
   expireTrackers(olderThan: number) {
     let n = 0;
@@ -265,7 +313,8 @@ export class SqliteStore implements Store {
   }
   trackedTargetsAfter(after: string, limit: number) {
     return this.#q("SELECT DISTINCT target FROM trackers WHERE target > ? ORDER BY target LIMIT ?")
-      .all(after, Math.max(0, Math.trunc(limit))).map((r) => str(r["target"]));
+      .all(after, Math.max(0, Math.trunc(limit)))
+      .map((r) => str(r["target"]));
   }
   countTrackedTargets() {
     return num(this.#q("SELECT count(DISTINCT target) AS n FROM trackers").get()?.["n"]);
@@ -295,8 +344,9 @@ export class SqliteStore implements Store {
   }
 
   ping() {
-    this.#q("INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
-      .run(Date.now());
+    this.#q("INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at").run(
+      Date.now(),
+    );
   }
   close() {
     if (this.#closed) return;

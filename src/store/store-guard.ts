@@ -56,7 +56,10 @@ export function guardStore(store: Store, o: GuardOptions): Store {
         // otherwise write thousands.
         if (t - lastLog >= coolDown) {
           lastLog = t;
-          o.log.error("store failure: requests fall back to plain pass-through, refreshes answer 503", { operation: name, error: e instanceof Error ? e.message : String(e) });
+          o.log.error("store failure: requests fall back to plain pass-through, refreshes answer 503", {
+            operation: name,
+            error: e instanceof Error ? e.message : String(e),
+          });
         }
         throw new StoreUnavailable(name, e);
       }

@@ -82,7 +82,13 @@ export interface Store {
    * most `maxNew` rows (default: no limit); existing rows are always refreshed. Returns how
    * many new rows it added, and how many it refused for the limit.
    */
-  track(userId: string, deviceId: string, targets: string[], now: number, maxNew?: number): { added: number; refused: number };
+  track(
+    userId: string,
+    deviceId: string,
+    targets: string[],
+    now: number,
+    maxNew?: number,
+  ): { added: number; refused: number };
   /** How many trackers each device has. */
   trackerCounts(): { userId: string; deviceId: string; count: number }[];
   trackersOf(target: string): { userId: string; deviceId: string }[];

@@ -19,7 +19,9 @@ afterAll(() => hs.close());
 
 function statusOf(port: number): Promise<number> {
   return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1", () => s.write("GET /_matrix/client/versions HTTP/1.1\r\nHost: hs.test\r\nConnection: close\r\n\r\n"));
+    const s = net.connect(port, "127.0.0.1", () =>
+      s.write("GET /_matrix/client/versions HTTP/1.1\r\nHost: hs.test\r\nConnection: close\r\n\r\n"),
+    );
     let head = "";
     s.on("data", (c: Buffer) => (head += c.toString("latin1")));
     s.on("close", () => resolve(Number(head.split(" ")[1] ?? 0)));
@@ -29,7 +31,18 @@ function statusOf(port: number): Promise<number> {
 
 test(`${BURST} simultaneous intercepted requests all get the homeserver's answer`, { timeout: 60_000 }, async () => {
   const key = writeTestKey();
-  const p = await startServe({ name: "binary", command: [BINARY] }, ["--upstream", hs.url, "--server-name", "hs.test", "--signing-key", key, "--listen", "127.0.0.1:0", "--data-dir", `${key}.data`]);
+  const p = await startServe({ name: "binary", command: [BINARY] }, [
+    "--upstream",
+    hs.url,
+    "--server-name",
+    "hs.test",
+    "--signing-key",
+    key,
+    "--listen",
+    "127.0.0.1:0",
+    "--data-dir",
+    `${key}.data`,
+  ]);
   try {
     const statuses = await Promise.all(Array.from({ length: BURST }, () => statusOf(p.port)));
     const counts: Record<number, number> = {};

@@ -35,8 +35,28 @@ afterAll(async () => {
 test("kill -9 loses neither a scheduled retry nor a pending delivery", { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "kill-"));
   writeFileSync(join(dir, "ca.pem"), ca.caPem);
-  const args = ["--upstream", hs.url, "--server-name", "hs.test", "--signing-key", writeTestKey(dir), "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data"),
-    "--federation-ca", join(dir, "ca.pem"), "--federation-allow-cidrs", "127.0.0.0/8", "--retry-initial-ms", "1500", "--retry-max-ms", "3000", "--log-level", "info"];
+  const args = [
+    "--upstream",
+    hs.url,
+    "--server-name",
+    "hs.test",
+    "--signing-key",
+    writeTestKey(dir),
+    "--listen",
+    "127.0.0.1:0",
+    "--data-dir",
+    join(dir, "data"),
+    "--federation-ca",
+    join(dir, "ca.pem"),
+    "--federation-allow-cidrs",
+    "127.0.0.0/8",
+    "--retry-initial-ms",
+    "1500",
+    "--retry-max-ms",
+    "3000",
+    "--log-level",
+    "info",
+  ];
   const bob = `@bob:${remote.serverName}`;
   const flaky = `@flaky:${remote.serverName}`;
   remote.setUser(makeUser(bob));
@@ -44,9 +64,16 @@ test("kill -9 loses neither a scheduled retry nor a pending delivery", { timeout
   remote.setBehaviour({ kind: "status", status: 503 }, { userId: flaky });
 
   const first = await startServe(bun, args);
-  const call = (port: number, path: string, init: RequestInit = {}) => fetch(`http://127.0.0.1:${port}${path}`, { ...init, headers: { authorization: "Bearer alice-token" } });
-  expect((await call(first.port, `/_matrix/client/v3/user/${encodeURIComponent(bob)}/devices/refresh`, { method: "POST" })).status).toBe(202);
-  expect((await call(first.port, `/_matrix/client/v3/user/${encodeURIComponent(flaky)}/devices/refresh`, { method: "POST" })).status).toBe(502);
+  const call = (port: number, path: string, init: RequestInit = {}) =>
+    fetch(`http://127.0.0.1:${port}${path}`, { ...init, headers: { authorization: "Bearer alice-token" } });
+  expect(
+    (await call(first.port, `/_matrix/client/v3/user/${encodeURIComponent(bob)}/devices/refresh`, { method: "POST" }))
+      .status,
+  ).toBe(202);
+  expect(
+    (await call(first.port, `/_matrix/client/v3/user/${encodeURIComponent(flaky)}/devices/refresh`, { method: "POST" }))
+      .status,
+  ).toBe(502);
   first.child.kill("SIGKILL");
   const [, signal] = await once(first.child, "exit");
   expect(signal).toBe("SIGKILL");
@@ -60,9 +87,26 @@ test("kill -9 loses neither a scheduled retry nor a pending delivery", { timeout
     expect(synced.device_lists.changed).toContain(bob);
     // The retry of flaky resumes by itself: no client asks again.
     await remote.waitFor(() => remote.count({ userId: flaky, endpoint: "devices" }) > flakyBefore, 20_000);
-    hs.on("/_matrix/client/v3/keys/query", (_req, res) => void res.end(JSON.stringify({ device_keys: { [flaky]: {} }, failures: {} })));
+    hs.on(
+      "/_matrix/client/v3/keys/query",
+      (_req, res) => void res.end(JSON.stringify({ device_keys: { [flaky]: {} }, failures: {} })),
+    );
     await expect
-      .poll(async () => Object.keys(((await (await fetch(`http://127.0.0.1:${second.port}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: "Bearer alice-token" }, body: JSON.stringify({ device_keys: { [flaky]: [] } }) })).json()) as { device_keys: Record<string, object> }).device_keys[flaky]!).sort(), { timeout: 10_000 })
+      .poll(
+        async () =>
+          Object.keys(
+            (
+              (await (
+                await fetch(`http://127.0.0.1:${second.port}/_matrix/client/v3/keys/query`, {
+                  method: "POST",
+                  headers: { authorization: "Bearer alice-token" },
+                  body: JSON.stringify({ device_keys: { [flaky]: [] } }),
+                })
+              ).json()) as { device_keys: Record<string, object> }
+            ).device_keys[flaky]!,
+          ).sort(),
+        { timeout: 10_000 },
+      )
       .toEqual(["F1", "F2"]);
   } finally {
     second.child.kill("SIGTERM");

@@ -21,7 +21,12 @@ export const RUNTIMES: Runtime[] = [
 ];
 
 const newestSource = (dir: string): number =>
-  Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newestSource(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs)));
+  Math.max(
+    0,
+    ...readdirSync(dir, { withFileTypes: true }).map((e) =>
+      e.isDirectory() ? newestSource(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs,
+    ),
+  );
 
 /** The suite tests what ships: build the binary when it is missing or older than src/ (CI builds it first). */
 export function ensureBinary(): void {
@@ -30,13 +35,28 @@ export function ensureBinary(): void {
   if (r.status !== 0) throw new Error("building the binary failed");
 }
 
-export function run(rt: Runtime, args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(rt.command[0]!, [...rt.command.slice(1), ...args], { cwd: root, env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
+export function run(
+  rt: Runtime,
+  args: string[],
+  env: Record<string, string> = {},
+): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(rt.command[0]!, [...rt.command.slice(1), ...args], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-export async function startServe(rt: Runtime, args: string[]): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
-  const child = spawn(rt.command[0]!, [...rt.command.slice(1), ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+export async function startServe(
+  rt: Runtime,
+  args: string[],
+): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
+  const child = spawn(rt.command[0]!, [...rt.command.slice(1), ...args], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let err = "";
   child.stderr!.on("data", (c) => (err += c));
   const port = await new Promise<number>((resolve, reject) => {

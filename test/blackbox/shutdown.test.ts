@@ -26,14 +26,28 @@ afterAll(() => hs.close());
 
 async function start(rt: (typeof RUNTIMES)[number], extra: string[] = []) {
   const key = writeTestKey();
-  return startServe(rt, ["--upstream", hs.url, "--server-name", "hs.test", "--signing-key", key, "--listen", "127.0.0.1:0", "--data-dir", `${key}.data`, ...extra]);
+  return startServe(rt, [
+    "--upstream",
+    hs.url,
+    "--server-name",
+    "hs.test",
+    "--signing-key",
+    key,
+    "--listen",
+    "127.0.0.1:0",
+    "--data-dir",
+    `${key}.data`,
+    ...extra,
+  ]);
 }
 
 /** Open a long-poll through the proxy and resolve once the homeserver holds it. */
 async function longPoll(port: number, query: string) {
   const tag = `lp${Math.random().toString(36).slice(2)}`;
   const events: string[] = [];
-  const result = fetch(`http://127.0.0.1:${port}/_matrix/client/v3/sync?since=s1&timeout=30000&tag=${tag}&${query}`).then(
+  const result = fetch(
+    `http://127.0.0.1:${port}/_matrix/client/v3/sync?since=s1&timeout=30000&tag=${tag}&${query}`,
+  ).then(
     async (r) => {
       const body = await r.text();
       events.push("response");
@@ -52,7 +66,11 @@ async function longPoll(port: number, query: string) {
 // child.kill() as killed by that signal (code null) even when the child handled it and exited 0.
 const signal = (child: ChildProcess, sig: NodeJS.Signals) => process.kill(child.pid!, sig);
 const exited = (child: ChildProcess) => once(child, "exit").then(([code]) => code as number | null);
-const refused = (port: number) => fetch(`http://127.0.0.1:${port}/_resync/healthz`).then(() => false, () => true);
+const refused = (port: number) =>
+  fetch(`http://127.0.0.1:${port}/_resync/healthz`).then(
+    () => false,
+    () => true,
+  );
 
 describe.each(RUNTIMES)("$name", (rt) => {
   test("SIGTERM during a long-poll: no new connections, the long-poll gets its 200, then exit 0", async () => {

@@ -23,22 +23,42 @@ beforeAll(async () => {
 afterAll(() => hs.close());
 
 const ENGINES = ["bun", "node"] as const;
-const CASES = RUNTIMES.flatMap((rt) => (rt.name === "deno" ? [{ rt, engine: "node" }] : ENGINES.map((engine) => ({ rt, engine }))));
+const CASES = RUNTIMES.flatMap((rt) =>
+  rt.name === "deno" ? [{ rt, engine: "node" }] : ENGINES.map((engine) => ({ rt, engine })),
+);
 
 describe.each(CASES)("$rt.name, engine $engine", ({ rt, engine }) => {
   test("a store locked by another connection: /sync goes through, a refresh answers 503, the process lives", async () => {
     const key = writeTestKey();
     const dataDir = `${key}.data`;
-    const proxy = await startServe(rt, ["--upstream", hs.url, "--server-name", "hs.test", "--signing-key", key, "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--engine", engine]);
+    const proxy = await startServe(rt, [
+      "--upstream",
+      hs.url,
+      "--server-name",
+      "hs.test",
+      "--signing-key",
+      key,
+      "--listen",
+      "127.0.0.1:0",
+      "--data-dir",
+      dataDir,
+      "--engine",
+      engine,
+    ]);
     const other = await openSqliteDatabase(join(dataDir, STORE_FILE));
     try {
       other.exec("BEGIN IMMEDIATE");
       other.exec("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, 0)");
       const base = `http://127.0.0.1:${proxy.port}`;
-      const sync = await fetch(`${base}/_matrix/client/v3/sync?since=0&timeout=0`, { headers: { authorization: "Bearer alice" } });
+      const sync = await fetch(`${base}/_matrix/client/v3/sync?since=0&timeout=0`, {
+        headers: { authorization: "Bearer alice" },
+      });
       expect(sync.status).toBe(200);
       expect(await sync.json()).toHaveProperty("next_batch");
-      const refresh = await fetch(`${base}/_matrix/client/v3/user/${encodeURIComponent("@bob:remote.invalid")}/devices/refresh`, { method: "POST", headers: { authorization: "Bearer alice" } });
+      const refresh = await fetch(
+        `${base}/_matrix/client/v3/user/${encodeURIComponent("@bob:remote.invalid")}/devices/refresh`,
+        { method: "POST", headers: { authorization: "Bearer alice" } },
+      );
       expect(refresh.status).toBe(503);
       expect(refresh.headers.get("retry-after")).toBe("5");
       await new Promise((r) => setTimeout(r, 300));

@@ -47,10 +47,20 @@ async function python(args: string[], stdin?: string): Promise<{ code: number; s
 }
 
 /** Every file in `dir` with its size and mtime: what a read-only reader leaves as it was. */
-const listing = (dir: string) => readdirSync(dir).sort().map((f) => {
-  const st = statSync(join(dir, f));
-  return [f, st.size, st.mtimeMs, createHash("sha256").update(readFileSync(join(dir, f))).digest("hex")];
-});
+const listing = (dir: string) =>
+  readdirSync(dir)
+    .sort()
+    .map((f) => {
+      const st = statSync(join(dir, f));
+      return [
+        f,
+        st.size,
+        st.mtimeMs,
+        createHash("sha256")
+          .update(readFileSync(join(dir, f)))
+          .digest("hex"),
+      ];
+    });
 
 test("the doc's script reads the seed from a current RocksDB without writing to it, and from hex on stdin", async () => {
   const blocks = docBlocks("python");
@@ -63,7 +73,10 @@ test("the doc's script reads the seed from a current RocksDB without writing to 
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
   const der = privateKey.export({ format: "der", type: "pkcs8" });
   const value = Buffer.concat([Buffer.from("a1B2c3"), Buffer.from([0xff]), der]);
-  const seed = der.subarray(der.length - 32).toString("base64").replace(/=+$/, "");
+  const seed = der
+    .subarray(der.length - 32)
+    .toString("base64")
+    .replace(/=+$/, "");
   const expected = `RESYNC_SIGNING_KEY_ID=ed25519:a1B2c3\nRESYNC_SIGNING_KEY_SEED=${seed}\n`;
 
   const db = join(dir, "db");
@@ -83,7 +96,12 @@ test("the doc's script reads the seed from a current RocksDB without writing to 
   }
 
   // And the proxy takes the result: the same public key as the server's.
-  const env = Object.fromEntries(fromDb.stdout.trim().split("\n").map((l) => l.split(/=(.*)/s).slice(0, 2) as [string, string]));
+  const env = Object.fromEntries(
+    fromDb.stdout
+      .trim()
+      .split("\n")
+      .map((l) => l.split(/=(.*)/s).slice(0, 2) as [string, string]),
+  );
   const action = parseCli(["doctor", "--upstream", "http://127.0.0.1:1", "--server-name", "example.org"], env);
   if (action.kind !== "run") throw new Error(action.kind);
   const key = await loadKey(action.config);

@@ -12,7 +12,13 @@ import { acquireLock, releaseLock } from "../../scripts/homeservers/lock.ts";
 import { ensureTls } from "../../scripts/homeservers/tls.ts";
 import { httpsGet } from "../../scripts/homeservers/ready.ts";
 import { isAlive, portInUse } from "../../scripts/homeservers/process.ts";
-import { homeserverOverrides, restartHomeserver, startHomeservers, type Homeservers, type Homeserver } from "../../scripts/homeservers.ts";
+import {
+  homeserverOverrides,
+  restartHomeserver,
+  startHomeservers,
+  type Homeservers,
+  type Homeserver,
+} from "../../scripts/homeservers.ts";
 import { api, keysQuery, login, queriedDeviceIds, sync, waitFor, type Session } from "./helpers/client.ts";
 import { uploadDeviceKeys } from "./helpers/e2ee.ts";
 import { fetchRemoteDevices, signedFederationGet } from "./helpers/federation.ts";
@@ -30,7 +36,12 @@ let stale: StaleBob;
 function verifyEd25519(publicKeyB64: string, object: Record<string, unknown>, sigB64: string): boolean {
   const spki = Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), Buffer.from(publicKeyB64, "base64")]);
   const { signatures: _s, unsigned: _u, ...rest } = object;
-  return verify(null, Buffer.from(canonicalJson(rest)), createPublicKey({ key: spki, format: "der", type: "spki" }), Buffer.from(sigB64, "base64"));
+  return verify(
+    null,
+    Buffer.from(canonicalJson(rest)),
+    createPublicKey({ key: spki, format: "der", type: "spki" }),
+    Buffer.from(sigB64, "base64"),
+  );
 }
 
 /** `from` sends a message; resolves once `to`'s homeserver has it: proof of federation traffic. */
@@ -38,7 +49,10 @@ async function deliver(from: Session, to: Session, roomId: string, text: string)
   // Advance `since` on every poll: Synapse caches non-empty /sync answers per identical
   // request (caches.sync_response_cache_duration, 2 min), so re-polling one token repeats them.
   let since = (await sync(to)).next_batch;
-  await api(from, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${Date.now()}`, { msgtype: "m.text", body: text });
+  await api(from, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${Date.now()}`, {
+    msgtype: "m.text",
+    body: text,
+  });
   await waitFor(`${to.userId} to receive "${text}"`, async () => {
     const s = await sync(to, since, 5_000);
     since = s.next_batch;
@@ -119,7 +133,9 @@ describe("two Synapse homeservers on loopback", () => {
     const served = answer.device_keys[bob.userId]?.[bob.deviceId] as Record<string, unknown> | undefined;
     expect(served).toBeDefined();
     expect(served?.keys).toEqual(bobDevice.deviceKeys.keys);
-    const sig = (served?.signatures as Record<string, Record<string, string>> | undefined)?.[bob.userId]?.[`ed25519:${bob.deviceId}`];
+    const sig = (served?.signatures as Record<string, Record<string, string>> | undefined)?.[bob.userId]?.[
+      `ed25519:${bob.deviceId}`
+    ];
     expect(verifyEd25519(bobDevice.ed25519.publicKey, served ?? {}, sig ?? "")).toBe(true);
     expect(answer.failures ?? {}).toEqual({});
   }, 300_000);
@@ -130,7 +146,11 @@ describe("two Synapse homeservers on loopback", () => {
     expect(good.body.user_id).toBe(world.bob.userId);
     expect(good.body.devices.map((d) => d.device_id)).toContain(world.bob.deviceId);
     // hs2 signs but claims to be hs1: hs1's published key does not verify it.
-    const forged = await signedFederationGet({ ...hs2, serverName: hs1.serverName }, hs2, `/_matrix/federation/v1/user/devices/${encodeURIComponent(world.bob.userId)}`);
+    const forged = await signedFederationGet(
+      { ...hs2, serverName: hs1.serverName },
+      hs2,
+      `/_matrix/federation/v1/user/devices/${encodeURIComponent(world.bob.userId)}`,
+    );
     expect(forged.status).toBe(401);
   }, 120_000);
 
@@ -138,10 +158,14 @@ describe("two Synapse homeservers on loopback", () => {
     const { alice, bob } = world;
     const device = await login(hs2.clientUrl, bob.userId, bob.password, "bob's second device");
     await uploadDeviceKeys(device);
-    const ids = await waitFor("hs1 to list bob's second device", async () => {
-      const seen = await queriedDeviceIds(alice, bob.userId);
-      return seen.includes(device.deviceId) ? seen : undefined;
-    }, 120_000);
+    const ids = await waitFor(
+      "hs1 to list bob's second device",
+      async () => {
+        const seen = await queriedDeviceIds(alice, bob.userId);
+        return seen.includes(device.deviceId) ? seen : undefined;
+      },
+      120_000,
+    );
     expect(ids).toContain(bob.deviceId);
   }, 180_000);
 
@@ -174,11 +198,18 @@ describe("two Synapse homeservers on loopback", () => {
     await deliver(alice, bob, roomId, "after the fetch");
     expect(await queriedDeviceIds(alice, bob.userId)).not.toContain(stale.newDevice.deviceId);
 
-    await api(bob, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/heal`, { msgtype: "m.text", body: "hello from hs2" });
-    const ids = await waitFor("hs1 to learn bob's new device", async () => {
-      const seen = await queriedDeviceIds(alice, bob.userId);
-      return seen.includes(stale.newDevice.deviceId) ? seen : undefined;
-    }, 120_000);
+    await api(bob, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/heal`, {
+      msgtype: "m.text",
+      body: "hello from hs2",
+    });
+    const ids = await waitFor(
+      "hs1 to learn bob's new device",
+      async () => {
+        const seen = await queriedDeviceIds(alice, bob.userId);
+        return seen.includes(stale.newDevice.deviceId) ? seen : undefined;
+      },
+      120_000,
+    );
     expect(ids).toEqual(stale.remote.devices.map((d) => d.device_id).sort());
     const healed = await keysQuery(alice, [bob.userId]);
     expect(healed.master_keys?.[bob.userId]?.keys).toEqual(stale.crossSigning?.masterKey.keys);
@@ -199,11 +230,17 @@ describe("two Synapse homeservers on loopback", () => {
     // (prev_id), which depends on earlier history, so it is logged, not asserted.
     const another = await login(hs2.clientUrl, bob.userId, bob.password, "bob's next device");
     await uploadDeviceKeys(another);
-    const ids = await waitFor("hs1 to list bob's next device", async () => {
-      const seen = await queriedDeviceIds(alice, bob.userId);
-      return seen.includes(another.deviceId) ? seen : undefined;
-    }, 120_000);
-    log(`after bob's next device, hs1 ${ids.includes(dropped.newDevice.deviceId) ? "resynced" : "still lacks"} the dropped device`);
+    const ids = await waitFor(
+      "hs1 to list bob's next device",
+      async () => {
+        const seen = await queriedDeviceIds(alice, bob.userId);
+        return seen.includes(another.deviceId) ? seen : undefined;
+      },
+      120_000,
+    );
+    log(
+      `after bob's next device, hs1 ${ids.includes(dropped.newDevice.deviceId) ? "resynced" : "still lacks"} the dropped device`,
+    );
   }, 300_000);
 
   test("stop() ends both Synapses and frees their ports", async () => {

@@ -19,7 +19,8 @@ let story: Story;
 let alice: SdkClient | undefined;
 
 /** On failure, what the SDK itself said (warnings and errors). */
-const dumpSdkLog = (): void => console.log(`[e2e js-sdk] SDK log tail:\n${alice?.logs.slice(-60).join("\n") ?? "(no client)"}`);
+const dumpSdkLog = (): void =>
+  console.log(`[e2e js-sdk] SDK log tail:\n${alice?.logs.slice(-60).join("\n") ?? "(no client)"}`);
 
 describe("matrix-js-sdk through the proxy", () => {
   beforeAll(async () => {
@@ -45,14 +46,21 @@ describe("matrix-js-sdk through the proxy", () => {
     alice = await startSdkClient(session, proxy.url);
     // The encrypted room makes the Rust crypto track its members (RoomEncryptor calls
     // updateTrackedUsers) and download their keys by itself.
-    const ids = await waitFor("the client to download bob's keys", async () => {
-      const known = await alice!.knownDeviceIds(story.bob.userId);
-      return known.length > 0 ? known : undefined;
-    }, 60_000, 500);
+    const ids = await waitFor(
+      "the client to download bob's keys",
+      async () => {
+        const known = await alice!.knownDeviceIds(story.bob.userId);
+        return known.length > 0 ? known : undefined;
+      },
+      60_000,
+      500,
+    );
     expect(ids).toEqual([story.bob.deviceId]);
   }, 120_000);
 
-  test("bob's new device, unknown to hs1, reaches the client after one refresh and no download", async ({ onTestFailed }) => {
+  test("bob's new device, unknown to hs1, reaches the client after one refresh and no download", async ({
+    onTestFailed,
+  }) => {
     onTestFailed(dumpSdkLog);
     const c = alice!;
     const stale = await makeBobStale({ hs1, hs2, alice: story.alice, bob: story.bob, log });
@@ -62,23 +70,39 @@ describe("matrix-js-sdk through the proxy", () => {
     // The client has synced since bob's new device exists (it received this message) and
     // still lacks it: hs1 never names bob in device_lists.changed, so nothing prompts it.
     const marker = `synced after bob's new device ${Date.now()}`;
-    await api(story.alice, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(story.roomId)}/send/m.room.message/${Date.now()}`, { msgtype: "m.text", body: marker });
-    await waitFor("the client to receive the marker message", async () => {
-      const events = c.client.getRoom(story.roomId)?.getLiveTimeline().getEvents() ?? [];
-      return events.some((e) => e.getContent().body === marker) ? true : undefined;
-    }, 60_000);
+    await api(
+      story.alice,
+      "PUT",
+      `/_matrix/client/v3/rooms/${encodeURIComponent(story.roomId)}/send/m.room.message/${Date.now()}`,
+      { msgtype: "m.text", body: marker },
+    );
+    await waitFor(
+      "the client to receive the marker message",
+      async () => {
+        const events = c.client.getRoom(story.roomId)?.getLiveTimeline().getEvents() ?? [];
+        return events.some((e) => e.getContent().body === marker) ? true : undefined;
+      },
+      60_000,
+    );
     expect(await c.knownDeviceIds(story.bob.userId)).toEqual([story.bob.deviceId]);
 
     const token = c.client.getAccessToken()!;
     expect(await refreshDevices(proxy.url, token, story.bob.userId)).toEqual({ status: 202, body: {} });
 
     // Only the client's own sync loop runs: no downloadKeys, no forced re-query.
-    const ids = await waitFor("the client to list bob's new device", async () => {
-      const known = await c.knownDeviceIds(story.bob.userId);
-      return known.includes(newId) ? known : undefined;
-    }, 90_000, 250);
+    const ids = await waitFor(
+      "the client to list bob's new device",
+      async () => {
+        const known = await c.knownDeviceIds(story.bob.userId);
+        return known.includes(newId) ? known : undefined;
+      },
+      90_000,
+      250,
+    );
     expect(ids).toEqual([story.bob.deviceId, newId].sort());
-    const device = (await c.client.getCrypto()!.getUserDeviceInfo([story.bob.userId])).get(story.bob.userId)?.get(newId);
+    const device = (await c.client.getCrypto()!.getUserDeviceInfo([story.bob.userId]))
+      .get(story.bob.userId)
+      ?.get(newId);
     expect(device?.getFingerprint()).toBe(stale.newDeviceKeys.ed25519.publicKey);
     // hs1 itself still does not know it.
     expect((await keysView(story.alice, story.bob.userId)).deviceIds).not.toContain(newId);

@@ -33,28 +33,66 @@ let alicePhone: Session;
 async function registerR0(clientUrl: string, username: string): Promise<Session> {
   const password = `pw-${username}-old`;
   const request = { username, password, initial_device_display_name: `${username}'s laptop` };
-  const first = await call<{ session?: string }>(clientUrl, "POST", "/_matrix/client/r0/register", { body: request, allow: [401] });
-  const done = await call<{ user_id: string; access_token: string; device_id: string }>(clientUrl, "POST", "/_matrix/client/r0/register", {
-    body: { ...request, auth: { type: "m.login.dummy", session: first.body.session } },
+  const first = await call<{ session?: string }>(clientUrl, "POST", "/_matrix/client/r0/register", {
+    body: request,
+    allow: [401],
   });
-  return { clientUrl, userId: done.body.user_id, accessToken: done.body.access_token, deviceId: done.body.device_id, password };
+  const done = await call<{ user_id: string; access_token: string; device_id: string }>(
+    clientUrl,
+    "POST",
+    "/_matrix/client/r0/register",
+    {
+      body: { ...request, auth: { type: "m.login.dummy", session: first.body.session } },
+    },
+  );
+  return {
+    clientUrl,
+    userId: done.body.user_id,
+    accessToken: done.body.access_token,
+    deviceId: done.body.device_id,
+    password,
+  };
 }
 
 async function loginR0(s: Session): Promise<Session> {
-  const { body } = await call<{ access_token: string; device_id: string }>(s.clientUrl, "POST", "/_matrix/client/r0/login", {
-    body: { type: "m.login.password", identifier: { type: "m.id.user", user: s.userId }, password: s.password, initial_device_display_name: "phone" },
-  });
+  const { body } = await call<{ access_token: string; device_id: string }>(
+    s.clientUrl,
+    "POST",
+    "/_matrix/client/r0/login",
+    {
+      body: {
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: s.userId },
+        password: s.password,
+        initial_device_display_name: "phone",
+      },
+    },
+  );
   return { ...s, accessToken: body.access_token, deviceId: body.device_id };
 }
 
 const via = (s: Session, url: string): Session => ({ ...s, clientUrl: url });
 const syncR0 = async (s: Session, since?: string): Promise<SyncAnswer> =>
-  (await call<SyncAnswer>(s.clientUrl, "GET", `/_matrix/client/r0/sync?timeout=0${since ? `&since=${encodeURIComponent(since)}` : ""}`, { token: s.accessToken })).body;
+  (
+    await call<SyncAnswer>(
+      s.clientUrl,
+      "GET",
+      `/_matrix/client/r0/sync?timeout=0${since ? `&since=${encodeURIComponent(since)}` : ""}`,
+      { token: s.accessToken },
+    )
+  ).body;
 const keysQueryR0 = async (s: Session, userId: string) =>
-  (await call<{ device_keys: Record<string, Record<string, unknown>>; failures?: Record<string, unknown> }>(s.clientUrl, "POST", "/_matrix/client/r0/keys/query", {
-    token: s.accessToken,
-    body: { device_keys: { [userId]: [] }, timeout: 5_000 },
-  })).body;
+  (
+    await call<{ device_keys: Record<string, Record<string, unknown>>; failures?: Record<string, unknown> }>(
+      s.clientUrl,
+      "POST",
+      "/_matrix/client/r0/keys/query",
+      {
+        token: s.accessToken,
+        body: { device_keys: { [userId]: [] }, timeout: 5_000 },
+      },
+    )
+  ).body;
 
 describe("the proxy in front of Synapse 1.47 (r0 client paths only)", () => {
   beforeAll(async () => {
@@ -84,11 +122,16 @@ describe("the proxy in front of Synapse 1.47 (r0 client paths only)", () => {
   });
 
   test("a bogus token gets the homeserver's own 401 body, on the r0 and the v3 refresh route", async () => {
-    const direct = await call(old.clientUrl, "GET", "/_matrix/client/r0/account/whoami", { token: "bogus", allow: [401] });
+    const direct = await call(old.clientUrl, "GET", "/_matrix/client/r0/account/whoami", {
+      token: "bogus",
+      allow: [401],
+    });
     expect(direct.body).toMatchObject({ errcode: "M_UNKNOWN_TOKEN" });
     for (const prefix of ["/_matrix/client/r0", "/_matrix/client/v3"]) {
       const res = await fetch(`${proxy.url}${prefix}/user/${encodeURIComponent(bob.userId)}/devices/refresh`, {
-        method: "POST", headers: { authorization: "Bearer bogus", "content-type": "application/json" }, body: "{}",
+        method: "POST",
+        headers: { authorization: "Bearer bogus", "content-type": "application/json" },
+        body: "{}",
       });
       expect(res.status).toBe(401);
       expect(await res.json()).toEqual(direct.body);
@@ -101,7 +144,9 @@ describe("the proxy in front of Synapse 1.47 (r0 client paths only)", () => {
     const answer = await refreshDevices(proxy.url, alice.accessToken, bob.userId);
     expect(answer).toEqual({ status: 202, body: {} });
     // The fake remote verified our X-Matrix signature against the old Synapse's published key.
-    expect(remote.requests.filter((r) => r.endpoint === "devices")).toEqual([expect.objectContaining({ authorized: true, origin: old.serverName })]);
+    expect(remote.requests.filter((r) => r.endpoint === "devices")).toEqual([
+      expect.objectContaining({ authorized: true, origin: old.serverName }),
+    ]);
 
     // The phone never asked: it hears of bob because the proxy listed alice's devices (GET /r0/devices).
     const synced = await syncR0(via(alicePhone, proxy.url), since);
@@ -124,7 +169,9 @@ describe("the proxy in front of Synapse 1.47 (r0 client paths only)", () => {
     // Acknowledge what is pending, so the poll below has nothing to say until the refresh.
     for (let i = 0; i < 3; i++) since = (await syncR0(phone, since)).next_batch;
     const params = new URLSearchParams({ since, timeout: "300000" }); // far beyond this test's own timeout
-    const polling = call<SyncAnswer>(proxy.url, "GET", `/_matrix/client/r0/sync?${params}`, { token: alicePhone.accessToken });
+    const polling = call<SyncAnswer>(proxy.url, "GET", `/_matrix/client/r0/sync?${params}`, {
+      token: alicePhone.accessToken,
+    });
     await expect.poll(() => proxy.running.services.delivery.waiters.count, { timeout: 10_000 }).toBe(1); // it waits at Synapse
     remote.setUser(makeUser(bob.userId, { devices: ["BOBLAPTOP", "BOBPHONE", "BOBTABLET"], streamId: 2 }));
     expect((await refreshDevices(proxy.url, alice.accessToken, bob.userId)).status).toBe(202);
@@ -139,6 +186,8 @@ describe("the proxy in front of Synapse 1.47 (r0 client paths only)", () => {
     const lines: string[] = [];
     await runDoctor({ ...action.config, args: [] }, (l) => void lines.push(l));
     log(lines.join("\n"));
-    expect(lines).toContain(`ok   homeserver ${old.clientUrl}: /_matrix/client/r0/account/whoami without a token answered 401`);
+    expect(lines).toContain(
+      `ok   homeserver ${old.clientUrl}: /_matrix/client/r0/account/whoami without a token answered 401`,
+    );
   }, 60_000);
 });

@@ -2,12 +2,25 @@
 // nothing heals, and one MSC2638 refresh through the proxy gives alice the fresh list (keys
 // and /sync) without touching hs1. Then the failure answers real software produces.
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { restartHomeserver, startHomeservers, stopHomeserver, type Homeserver, type Homeservers } from "../../scripts/homeservers.ts";
+import {
+  restartHomeserver,
+  startHomeservers,
+  stopHomeserver,
+  type Homeserver,
+  type Homeservers,
+} from "../../scripts/homeservers.ts";
 import { login, sync, waitFor, type Session } from "./helpers/client.ts";
 import { uploadDeviceKeys } from "./helpers/e2ee.ts";
 import { refreshDevices, startHs1Proxy, type Hs1Proxy } from "./helpers/proxy.ts";
 import { makeBobStale, type StaleBob } from "./helpers/stale.ts";
-import { crossSigningKeyId, federationDeviceRequests, keysView, logOffset, meetAliceAndBob, type Story } from "./helpers/story.ts";
+import {
+  crossSigningKeyId,
+  federationDeviceRequests,
+  keysView,
+  logOffset,
+  meetAliceAndBob,
+  type Story,
+} from "./helpers/story.ts";
 
 const log = (s: string): void => console.log(`[e2e resync] ${s}`);
 let servers: Homeservers;
@@ -28,9 +41,15 @@ describe("MSC2638 refresh through the proxy, with two real Synapses", () => {
       logLevel: "info",
       extra: [
         // Every refresh in this story must reach hs2: no short-cache hits between steps.
-        "--refresh-cache-ms", "0",
+        "--refresh-cache-ms",
+        "0",
         // The stopped-server case waits for scheduled retries; keep them short.
-        "--retry-initial-ms", "1000", "--retry-max-ms", "3000", "--retry-max-attempts", "60",
+        "--retry-initial-ms",
+        "1000",
+        "--retry-max-ms",
+        "3000",
+        "--retry-max-attempts",
+        "60",
       ],
     });
   }, 900_000);
@@ -66,7 +85,9 @@ describe("MSC2638 refresh through the proxy, with two real Synapses", () => {
     expect(hs1View.deviceIds).not.toContain(stale.newDevice.deviceId);
     expect(hs1View.masterKeyId).toBe(crossSigningKeyId(story.bobCrossSigning));
     // And bob's own server has the new state: the bug is hs1's copy, not bob's keys.
-    expect(stale.remote.devices.map((d) => d.device_id).sort()).toEqual([story.bob.deviceId, stale.newDevice.deviceId].sort());
+    expect(stale.remote.devices.map((d) => d.device_id).sort()).toEqual(
+      [story.bob.deviceId, stale.newDevice.deviceId].sort(),
+    );
     expect(crossSigningKeyId(stale.crossSigning!)).not.toBe(crossSigningKeyId(story.bobCrossSigning));
   }, 300_000);
 
@@ -128,12 +149,19 @@ describe("MSC2638 refresh through the proxy, with two real Synapses", () => {
     expect((await keysView(aliceViaProxy, bob.userId)).deviceIds).not.toContain(third.deviceId);
 
     hs2 = await restartHomeserver(hs2, undefined, { log }); // same overrides: still not sending
-    const delivered = await waitFor("the proxy's retry to deliver bob's third device", async () => {
-      const view = await keysView(aliceViaProxy, bob.userId);
-      return view.deviceIds.includes(third.deviceId) ? view : undefined;
-    }, 120_000, 500);
+    const delivered = await waitFor(
+      "the proxy's retry to deliver bob's third device",
+      async () => {
+        const view = await keysView(aliceViaProxy, bob.userId);
+        return view.deviceIds.includes(third.deviceId) ? view : undefined;
+      },
+      120_000,
+      500,
+    );
     expect(delivered.deviceIds).toEqual([bob.deviceId, stale.newDevice.deviceId, third.deviceId].sort());
-    expect(proxy.logs.some((l) => l.msg === "device list refresh failed; retry scheduled" && l.userId === bob.userId)).toBe(true);
+    expect(
+      proxy.logs.some((l) => l.msg === "device list refresh failed; retry scheduled" && l.userId === bob.userId),
+    ).toBe(true);
     const next = await sync(aliceViaProxy, since, 5_000);
     expect(next.device_lists?.changed ?? []).toContain(bob.userId);
     // hs1 itself still has only bob's first device.

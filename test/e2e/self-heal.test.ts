@@ -10,7 +10,14 @@
 //     the suspicion metric names the signal, and hs1 still does not list the device (Synapse does
 //     not resync on an Olm to-device message from an unknown key: that was the proxy).
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { homeserverOverrides, restartHomeserver, startHomeservers, stopHomeserver, type Homeserver, type Homeservers } from "../../scripts/homeservers.ts";
+import {
+  homeserverOverrides,
+  restartHomeserver,
+  startHomeservers,
+  stopHomeserver,
+  type Homeserver,
+  type Homeservers,
+} from "../../scripts/homeservers.ts";
 import { sample, scrape } from "../integration/ops-helpers.ts";
 import { api, login, waitFor } from "./helpers/client.ts";
 import { sqlite } from "./helpers/db.ts";
@@ -28,11 +35,23 @@ let hs2: Homeserver;
 const clients: SdkClient[] = [];
 const proxies: Hs1Proxy[] = [];
 
-const metric = async (p: Hs1Proxy, name: string, labels?: Record<string, string>) => sample(await scrape(p.running.opsAddress!), name, labels);
+const metric = async (p: Hs1Proxy, name: string, labels?: Record<string, string>) =>
+  sample(await scrape(p.running.opsAddress!), name, labels);
 const total = async (p: Hs1Proxy, name: string) =>
-  (await scrape(p.running.opsAddress!)).split("\n").filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `)).reduce((s, l) => s + Number(l.split(" ").pop()), 0);
-const sendToDevice = (from: Story["bob"], type: string, to: string, deviceId: string, content: Record<string, unknown>) =>
-  api(from, "PUT", `/_matrix/client/v3/sendToDevice/${encodeURIComponent(type)}/${Date.now()}${Math.random()}`, { messages: { [to]: { [deviceId]: content } } });
+  (await scrape(p.running.opsAddress!))
+    .split("\n")
+    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
+const sendToDevice = (
+  from: Story["bob"],
+  type: string,
+  to: string,
+  deviceId: string,
+  content: Record<string, unknown>,
+) =>
+  api(from, "PUT", `/_matrix/client/v3/sendToDevice/${encodeURIComponent(type)}/${Date.now()}${Math.random()}`, {
+    messages: { [to]: { [deviceId]: content } },
+  });
 
 beforeAll(async () => {
   servers = await startHomeservers({ log, lockTimeoutMs: 800_000 });
@@ -51,13 +70,30 @@ describe("the audit, and no false alarms", () => {
   let alice: SdkClient;
 
   beforeAll(async () => {
-    proxy = await startHs1Proxy(hs1, servers.caPath, { logLevel: "info", extra: ["--metrics-listen", "127.0.0.1:0", "--audit-interval-ms", String(AUDIT_MS), "--audit-max-per-second", "5", "--refresh-cache-ms", "1000"] });
+    proxy = await startHs1Proxy(hs1, servers.caPath, {
+      logLevel: "info",
+      extra: [
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--audit-interval-ms",
+        String(AUDIT_MS),
+        "--audit-max-per-second",
+        "5",
+        "--refresh-cache-ms",
+        "1000",
+      ],
+    });
     proxies.push(proxy);
     story = await meetAliceAndBob(hs1, hs2, log, `a${Date.now() % 100000}`);
     const session = await login(proxy.url, story.alice.userId, story.alice.password, "alice's matrix-js-sdk (audit)");
     alice = await startSdkClient(session, proxy.url);
     clients.push(alice);
-    await waitFor("the client to download bob's keys", async () => ((await alice.knownDeviceIds(story.bob.userId)).length > 0 ? true : undefined), 60_000, 500);
+    await waitFor(
+      "the client to download bob's keys",
+      async () => ((await alice.knownDeviceIds(story.bob.userId)).length > 0 ? true : undefined),
+      60_000,
+      500,
+    );
   }, 300_000);
 
   test("a healthy exchange while the audit runs: zero heals, zero injected entries", async () => {
@@ -66,20 +102,50 @@ describe("the audit, and no false alarms", () => {
     // bob's known device: all normal traffic.
     await login(hs1.clientUrl, story.alice.userId, story.alice.password, "alice's second login");
     for (let i = 0; i < 3; i++) {
-      await api(story.alice, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(story.roomId)}/send/m.room.message/a${i}${Date.now()}`, { msgtype: "m.text", body: `hello ${i}` });
-      await api(story.bob, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(story.roomId)}/send/m.room.message/b${i}${Date.now()}`, { msgtype: "m.text", body: `hi ${i}` });
+      await api(
+        story.alice,
+        "PUT",
+        `/_matrix/client/v3/rooms/${encodeURIComponent(story.roomId)}/send/m.room.message/a${i}${Date.now()}`,
+        { msgtype: "m.text", body: `hello ${i}` },
+      );
+      await api(
+        story.bob,
+        "PUT",
+        `/_matrix/client/v3/rooms/${encodeURIComponent(story.roomId)}/send/m.room.message/b${i}${Date.now()}`,
+        { msgtype: "m.text", body: `hi ${i}` },
+      );
     }
-    await sendToDevice(story.bob, "m.key.verification.request", story.alice.userId, aliceDevice, { from_device: story.bob.deviceId, methods: ["m.sas.v1"], transaction_id: `t${Date.now()}`, timestamp: Date.now() });
-    await sendToDevice(story.bob, "m.room_key_request", story.alice.userId, aliceDevice, { action: "request", requesting_device_id: story.bob.deviceId, request_id: `r${Date.now()}`, body: { algorithm: "m.megolm.v1.aes-sha2", room_id: story.roomId, session_id: "s", sender_key: "k" } });
+    await sendToDevice(story.bob, "m.key.verification.request", story.alice.userId, aliceDevice, {
+      from_device: story.bob.deviceId,
+      methods: ["m.sas.v1"],
+      transaction_id: `t${Date.now()}`,
+      timestamp: Date.now(),
+    });
+    await sendToDevice(story.bob, "m.room_key_request", story.alice.userId, aliceDevice, {
+      action: "request",
+      requesting_device_id: story.bob.deviceId,
+      request_id: `r${Date.now()}`,
+      body: { algorithm: "m.megolm.v1.aes-sha2", room_id: story.roomId, session_id: "s", sender_key: "k" },
+    });
     // bob logs in a new device with federation working: hs1 hears of it and names bob in
     // alice's device_lists.changed; her client re-queries. The audit runs meanwhile: a list the
     // homeserver already reported is not a heal.
     const bobSecond = await login(hs2.clientUrl, story.bob.userId, story.bob.password, "bob's second device (healthy)");
     await uploadDeviceKeys(bobSecond);
-    await waitFor("alice's client to list bob's second device by itself", async () => ((await alice.knownDeviceIds(story.bob.userId)).includes(bobSecond.deviceId) ? true : undefined), 60_000, 250);
+    await waitFor(
+      "alice's client to list bob's second device by itself",
+      async () => ((await alice.knownDeviceIds(story.bob.userId)).includes(bobSecond.deviceId) ? true : undefined),
+      60_000,
+      250,
+    );
     // Two audit passes at least, after that.
     const checked = await metric(proxy, "resync_audit_checked_total");
-    await waitFor("the audit to check bob twice more", async () => ((await metric(proxy, "resync_audit_checked_total")) >= checked + 2 ? true : undefined), 4 * AUDIT_MS, 250);
+    await waitFor(
+      "the audit to check bob twice more",
+      async () => ((await metric(proxy, "resync_audit_checked_total")) >= checked + 2 ? true : undefined),
+      4 * AUDIT_MS,
+      250,
+    );
     expect(await metric(proxy, "resync_fresh_lists_total", { outcome: "unchanged" })).toBeGreaterThanOrEqual(1);
     expect(await total(proxy, "resync_heals_total")).toBe(0);
     // A suspicion is not an alarm: it costs one background check, which finds the list unchanged
@@ -90,16 +156,23 @@ describe("the audit, and no false alarms", () => {
     expect(proxy.running.services.store.countPending()).toBe(0);
   }, 120_000);
 
-  test("the audit heals a stale list within one interval, nobody calling anything; hs1 stays stale", async ({ onTestFailed }) => {
+  test("the audit heals a stale list within one interval, nobody calling anything; hs1 stays stale", async ({
+    onTestFailed,
+  }) => {
     onTestFailed(() => console.log(alice.logs.slice(-40).join("\n")));
     const stale = await makeBobStale({ hs1, hs2, alice: story.alice, bob: story.bob, log });
     hs2 = stale.hs2;
     const newId = stale.newDevice.deviceId;
     const started = Date.now();
-    const ids = await waitFor("alice's client to list bob's new device", async () => {
-      const known = await alice.knownDeviceIds(story.bob.userId);
-      return known.includes(newId) ? known : undefined;
-    }, 3 * AUDIT_MS, 100);
+    const ids = await waitFor(
+      "alice's client to list bob's new device",
+      async () => {
+        const known = await alice.knownDeviceIds(story.bob.userId);
+        return known.includes(newId) ? known : undefined;
+      },
+      3 * AUDIT_MS,
+      100,
+    );
     const tookMs = Date.now() - started;
     log(`alice's client listed bob's new device ${tookMs} ms after it was made (audit interval ${AUDIT_MS} ms)`);
     expect(tookMs).toBeLessThanOrEqual(AUDIT_MS + 1_500); // one interval, plus the client's own sync and query
@@ -119,13 +192,26 @@ describe("an Olm to-device message from an unknown device", () => {
   let alice: SdkClient;
 
   beforeAll(async () => {
-    proxy = await startHs1Proxy(hs1, servers.caPath, { logLevel: "info", extra: ["--metrics-listen", "127.0.0.1:0", "--audit-interval-ms", "0"] });
+    proxy = await startHs1Proxy(hs1, servers.caPath, {
+      logLevel: "info",
+      extra: ["--metrics-listen", "127.0.0.1:0", "--audit-interval-ms", "0"],
+    });
     proxies.push(proxy);
     story = await meetAliceAndBob(hs1, hs2, log, `t${Date.now() % 100000}`);
-    const session = await login(proxy.url, story.alice.userId, story.alice.password, "alice's matrix-js-sdk (to-device)");
+    const session = await login(
+      proxy.url,
+      story.alice.userId,
+      story.alice.password,
+      "alice's matrix-js-sdk (to-device)",
+    );
     alice = await startSdkClient(session, proxy.url);
     clients.push(alice);
-    await waitFor("the client to download bob's keys", async () => ((await alice.knownDeviceIds(story.bob.userId)).length > 0 ? true : undefined), 60_000, 500);
+    await waitFor(
+      "the client to download bob's keys",
+      async () => ((await alice.knownDeviceIds(story.bob.userId)).length > 0 ? true : undefined),
+      60_000,
+      500,
+    );
   }, 300_000);
 
   test("heals the sender's list in alice's client; hs1 still lacks the device", async ({ onTestFailed }) => {
@@ -136,16 +222,32 @@ describe("an Olm to-device message from an unknown device", () => {
     // list update never does (the "drop-pokes" recipe of helpers/stale.ts).
     const previous = await homeserverOverrides(hs2);
     hs2 = await restartHomeserver(hs2, { ...previous, send_federation: false }, { log });
-    const bobNew = await login(hs2.clientUrl, story.bob.userId, story.bob.password, "bob's js-sdk device hs1 never hears of");
+    const bobNew = await login(
+      hs2.clientUrl,
+      story.bob.userId,
+      story.bob.password,
+      "bob's js-sdk device hs1 never hears of",
+    );
     const bobClient = await startSdkClient(bobNew, hs2.clientUrl);
     clients.push(bobClient);
-    await waitFor("hs2 to list bob's new device", async () => ((await keysView(story.bob, story.bob.userId)).deviceIds.includes(bobNew.deviceId) ? true : undefined), 30_000);
+    await waitFor(
+      "hs2 to list bob's new device",
+      async () =>
+        (await keysView(story.bob, story.bob.userId)).deviceIds.includes(bobNew.deviceId) ? true : undefined,
+      30_000,
+    );
     // The client keeps running through hs2's restart (its sync loop reconnects): stopping it
     // would free its Rust crypto machine for good.
     await stopHomeserver(hs2);
     const [dropped] = await sqlite(hs2.dbPath, [
-      { sql: "DELETE FROM device_lists_outbound_pokes WHERE destination = ? AND user_id = ? AND NOT sent", params: [hs1.serverName, story.bob.userId] },
-      { sql: "UPDATE device_lists_changes_in_room SET converted_to_destinations = TRUE WHERE user_id = ?", params: [story.bob.userId] },
+      {
+        sql: "DELETE FROM device_lists_outbound_pokes WHERE destination = ? AND user_id = ? AND NOT sent",
+        params: [hs1.serverName, story.bob.userId],
+      },
+      {
+        sql: "UPDATE device_lists_changes_in_room SET converted_to_destinations = TRUE WHERE user_id = ?",
+        params: [story.bob.userId],
+      },
     ]);
     log(`dropped ${dropped?.changes ?? 0} unsent device-list poke(s) for ${hs1.serverName}`);
     hs2 = await restartHomeserver(hs2, { ...previous, send_federation: true }, { log });
@@ -154,16 +256,41 @@ describe("an Olm to-device message from an unknown device", () => {
     // The one message: Olm-encrypted, to alice's client's device.
     const aliceDevice = alice.client.getDeviceId()!;
     const crypto = bobClient.client.getCrypto()!;
-    await waitFor("bob's new device to know alice's device", async () => ((await crypto.getUserDeviceInfo([story.alice.userId], true)).get(story.alice.userId)?.has(aliceDevice) ? true : undefined), 60_000, 500);
-    const batch = await crypto.encryptToDeviceMessages("m.e2e.self_heal", [{ userId: story.alice.userId, deviceId: aliceDevice }], { note: "hello from a device hs1 does not list" });
+    await waitFor(
+      "bob's new device to know alice's device",
+      async () =>
+        (await crypto.getUserDeviceInfo([story.alice.userId], true)).get(story.alice.userId)?.has(aliceDevice)
+          ? true
+          : undefined,
+      60_000,
+      500,
+    );
+    const batch = await crypto.encryptToDeviceMessages(
+      "m.e2e.self_heal",
+      [{ userId: story.alice.userId, deviceId: aliceDevice }],
+      { note: "hello from a device hs1 does not list" },
+    );
     expect(batch.batch).toHaveLength(1);
     await bobClient.client.queueToDevice(batch);
 
-    const suspected = await waitFor("the proxy to suspect bob's list", async () => ((await metric(proxy, "resync_suspicions_total", { signal: "olm_unknown_sender_key" })) >= 1 ? Date.now() : undefined), 60_000, 50);
-    const ids = await waitFor("alice's client to list bob's new device", async () => {
-      const known = await alice.knownDeviceIds(story.bob.userId);
-      return known.includes(bobNew.deviceId) ? known : undefined;
-    }, 30_000, 50);
+    const suspected = await waitFor(
+      "the proxy to suspect bob's list",
+      async () =>
+        (await metric(proxy, "resync_suspicions_total", { signal: "olm_unknown_sender_key" })) >= 1
+          ? Date.now()
+          : undefined,
+      60_000,
+      50,
+    );
+    const ids = await waitFor(
+      "alice's client to list bob's new device",
+      async () => {
+        const known = await alice.knownDeviceIds(story.bob.userId);
+        return known.includes(bobNew.deviceId) ? known : undefined;
+      },
+      30_000,
+      50,
+    );
     const tookMs = Date.now() - suspected;
     log(`alice's client listed bob's new device ${tookMs} ms after the proxy read the message from her /sync`);
     expect(tookMs).toBeLessThanOrEqual(2_000);

@@ -19,21 +19,49 @@ const roomList = {
   lists: {
     all_rooms: {
       ranges: [[0, 19]],
-      required_state: [["m.room.name", ""], ["m.room.encryption", ""], ["m.room.member", "$LAZY"], ["m.room.member", "$ME"], ["m.room.topic", ""], ["m.room.avatar", ""], ["m.room.canonical_alias", ""], ["m.room.power_levels", ""], ["org.matrix.msc3401.call.member", "*"], ["m.room.join_rules", ""], ["m.room.tombstone", ""], ["m.room.create", ""], ["m.room.history_visibility", ""], ["io.element.functional_members", ""], ["m.space.parent", "*"], ["m.space.child", "*"], ["m.beacon_info", "*"]],
+      required_state: [
+        ["m.room.name", ""],
+        ["m.room.encryption", ""],
+        ["m.room.member", "$LAZY"],
+        ["m.room.member", "$ME"],
+        ["m.room.topic", ""],
+        ["m.room.avatar", ""],
+        ["m.room.canonical_alias", ""],
+        ["m.room.power_levels", ""],
+        ["org.matrix.msc3401.call.member", "*"],
+        ["m.room.join_rules", ""],
+        ["m.room.tombstone", ""],
+        ["m.room.create", ""],
+        ["m.room.history_visibility", ""],
+        ["io.element.functional_members", ""],
+        ["m.space.parent", "*"],
+        ["m.space.child", "*"],
+        ["m.beacon_info", "*"],
+      ],
       timeline_limit: 1,
       filters: {},
     },
   },
   extensions: { account_data: { enabled: true }, receipts: { enabled: true, rooms: ["*"] }, typing: { enabled: true } },
 };
-const encryption = (toDevice?: string) => ({ conn_id: "encryption", extensions: { to_device: { enabled: true, ...(toDevice ? { since: toDevice } : {}) }, e2ee: { enabled: true } } });
+const encryption = (toDevice?: string) => ({
+  conn_id: "encryption",
+  extensions: { to_device: { enabled: true, ...(toDevice ? { since: toDevice } : {}) }, e2ee: { enabled: true } },
+});
 
 interface SlidingAnswer {
   pos: string;
-  extensions?: { e2ee?: { device_lists?: { changed?: string[] } }; to_device?: { next_batch?: string } } & Record<string, unknown>;
+  extensions?: { e2ee?: { device_lists?: { changed?: string[] } }; to_device?: { next_batch?: string } } & Record<
+    string,
+    unknown
+  >;
 }
 
-async function slide(s: Session, body: unknown, pos?: string): Promise<{ status: number; body: SlidingAnswer; text: string }> {
+async function slide(
+  s: Session,
+  body: unknown,
+  pos?: string,
+): Promise<{ status: number; body: SlidingAnswer; text: string }> {
   const q = `${pos ? `pos=${encodeURIComponent(pos)}&` : ""}timeout=0`;
   const r = await call<SlidingAnswer>(s.clientUrl, "POST", `${SLIDING}?${q}`, { token: s.accessToken, body });
   return { ...r, text: JSON.stringify(r.body) };

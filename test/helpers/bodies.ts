@@ -12,7 +12,12 @@ type Json = Record<string, unknown>;
 export function fakeB64(bytes: number, ...parts: (string | number)[]): string {
   let out = Buffer.alloc(0);
   for (let i = 0; out.length < bytes; i++) {
-    out = Buffer.concat([out, createHash("sha256").update(`${i}|${parts.join("|")}`).digest()]);
+    out = Buffer.concat([
+      out,
+      createHash("sha256")
+        .update(`${i}|${parts.join("|")}`)
+        .digest(),
+    ]);
   }
   return out.subarray(0, bytes).toString("base64").replace(/=+$/, "");
 }
@@ -153,7 +158,26 @@ export interface SyncBodyOpts {
   seed?: number;
 }
 
-const WORDS = ["the", "keys", "rotate", "déjà", "vu", "ok 👍", "meeting", "at", "noon", "日本語", "resync", "device", "list", "federation", "why", "is", "this", "stale?"];
+const WORDS = [
+  "the",
+  "keys",
+  "rotate",
+  "déjà",
+  "vu",
+  "ok 👍",
+  "meeting",
+  "at",
+  "noon",
+  "日本語",
+  "resync",
+  "device",
+  "list",
+  "federation",
+  "why",
+  "is",
+  "this",
+  "stale?",
+];
 
 /** A seeded xorshift: deterministic filler without hashing every word. */
 function rng(seed: number): () => number {
@@ -168,21 +192,48 @@ function rng(seed: number): () => number {
 
 function syncRoom(r: number, events: number, rand: () => number): { id: string; room: Json } {
   const roomId = `!${fakeB64(12, "room", r).replace(/[+/]/g, "x")}:example.org`;
-  const users = Array.from({ length: 6 }, (_, i) => `@user${(r * 7 + i) % 500}:${i % 2 ? "remote.test" : "example.org"}`);
+  const users = Array.from(
+    { length: 6 },
+    (_, i) => `@user${(r * 7 + i) % 500}:${i % 2 ? "remote.test" : "example.org"}`,
+  );
   const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)] as T;
   const ts = 1_700_000_000_000 + r * 100_000;
   const timeline = Array.from({ length: events }, (_, i) => {
-    const base = { sender: pick(users), event_id: `$${fakeB64(32, "ev", r, i).replace(/[+/]/g, "_")}`, origin_server_ts: ts + i, unsigned: { age: 1000 + i } };
+    const base = {
+      sender: pick(users),
+      event_id: `$${fakeB64(32, "ev", r, i).replace(/[+/]/g, "_")}`,
+      origin_server_ts: ts + i,
+      unsigned: { age: 1000 + i },
+    };
     if (i % 3 === 2) {
       const ciphertext = fakeB64(180 + Math.floor(rand() * 300), "ct", r, i);
-      return { ...base, type: "m.room.encrypted", content: { algorithm: "m.megolm.v1.aes-sha2", ciphertext, device_id: deviceIdOf(base.sender, 0), sender_key: fakeB64(32, "sk", base.sender), session_id: fakeB64(32, "sess", r) } };
+      return {
+        ...base,
+        type: "m.room.encrypted",
+        content: {
+          algorithm: "m.megolm.v1.aes-sha2",
+          ciphertext,
+          device_id: deviceIdOf(base.sender, 0),
+          sender_key: fakeB64(32, "sk", base.sender),
+          session_id: fakeB64(32, "sess", r),
+        },
+      };
     }
     const body = Array.from({ length: 4 + Math.floor(rand() * 30) }, () => pick(WORDS)).join(" ");
     return { ...base, type: "m.room.message", content: { msgtype: "m.text", body, "m.mentions": {} } };
   });
   const state = users.slice(0, 2).map((u, i) => ({
-    type: "m.room.member", state_key: u, sender: u, content: { membership: "join", displayname: u.slice(1, u.indexOf(":")), avatar_url: `mxc://example.org/${fakeB64(18, "av", u)}` },
-    event_id: `$${fakeB64(32, "st", r, i).replace(/[+/]/g, "_")}`, origin_server_ts: ts - 1000 + i, unsigned: { age: 90_000 },
+    type: "m.room.member",
+    state_key: u,
+    sender: u,
+    content: {
+      membership: "join",
+      displayname: u.slice(1, u.indexOf(":")),
+      avatar_url: `mxc://example.org/${fakeB64(18, "av", u)}`,
+    },
+    event_id: `$${fakeB64(32, "st", r, i).replace(/[+/]/g, "_")}`,
+    origin_server_ts: ts - 1000 + i,
+    unsigned: { age: 90_000 },
   }));
   const last = timeline.at(-1)?.event_id ?? "$none";
   return {
@@ -191,10 +242,12 @@ function syncRoom(r: number, events: number, rand: () => number): { id: string; 
       timeline: { events: timeline, prev_batch: `t${r}-${ts}_0_0_0_0_0_0_0_0`, limited: false },
       state: { events: state },
       account_data: { events: [{ type: "m.fully_read", content: { event_id: last } }] },
-      ephemeral: { events: [
-        { type: "m.typing", content: { user_ids: users.slice(0, Math.floor(rand() * 2)) } },
-        { type: "m.receipt", content: { [last]: { "m.read": { [pick(users)]: { ts: ts + events } } } } },
-      ] },
+      ephemeral: {
+        events: [
+          { type: "m.typing", content: { user_ids: users.slice(0, Math.floor(rand() * 2)) } },
+          { type: "m.receipt", content: { [last]: { "m.read": { [pick(users)]: { ts: ts + events } } } } },
+        ],
+      },
       unread_notifications: { highlight_count: Math.floor(rand() * 2), notification_count: Math.floor(rand() * 20) },
       summary: {},
     },
@@ -207,7 +260,15 @@ export function bigSyncBody(targetBytes: number, opts: SyncBodyOpts = {}): Json 
   const body: Json = {
     next_batch: opts.nextBatch ?? "s72595_4483_1934_1_340_1_82_1100_0_1",
     account_data: { events: [{ type: "m.push_rules", content: { global: { override: [], underride: [] } } }] },
-    presence: { events: [{ type: "m.presence", sender: "@user1:example.org", content: { presence: "online", last_active_ago: 2478593, currently_active: true } }] },
+    presence: {
+      events: [
+        {
+          type: "m.presence",
+          sender: "@user1:example.org",
+          content: { presence: "online", last_active_ago: 2478593, currently_active: true },
+        },
+      ],
+    },
     to_device: { events: [] },
     device_one_time_keys_count: { signed_curve25519: 50 },
     device_unused_fallback_key_types: ["signed_curve25519"],

@@ -63,10 +63,18 @@ export async function startDnsServer(): Promise<TestDnsServer> {
       const answers = response.answers as unknown[];
       const base = { name: q.name, class: Packet.CLASS.IN, ttl: 60 };
       if (q.type === Packet.TYPE.A) for (const address of e.a) answers.push({ ...base, type: Packet.TYPE.A, address });
-      if (q.type === Packet.TYPE.AAAA) for (const address of e.aaaa) answers.push({ ...base, type: Packet.TYPE.AAAA, address });
+      if (q.type === Packet.TYPE.AAAA)
+        for (const address of e.aaaa) answers.push({ ...base, type: Packet.TYPE.AAAA, address });
       if (q.type === Packet.TYPE.SRV) {
         for (const r of e.srv) {
-          answers.push({ ...base, type: Packet.TYPE.SRV, priority: r.priority ?? 10, weight: r.weight ?? 0, port: r.port, target: r.target });
+          answers.push({
+            ...base,
+            type: Packet.TYPE.SRV,
+            priority: r.priority ?? 10,
+            weight: r.weight ?? 0,
+            port: r.port,
+            target: r.target,
+          });
         }
       }
       send(response);

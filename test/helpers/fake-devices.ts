@@ -30,7 +30,10 @@ function sortedJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(sortedJson).join(",")}]`;
   if (v !== null && typeof v === "object") {
     const o = v as Json;
-    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${sortedJson(o[k])}`).join(",")}}`;
+    return `{${Object.keys(o)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${sortedJson(o[k])}`)
+      .join(",")}}`;
   }
   return JSON.stringify(v);
 }
@@ -90,7 +93,12 @@ export function makeCrossSigning(userId: string): CrossSigning {
   const masterKey = newEd25519();
   const selfSigningKey = newEd25519();
   const master = makeCrossSigningKey(userId, "master", masterKey);
-  const selfSigning = signWith(makeCrossSigningKey(userId, "self_signing", selfSigningKey), userId, `ed25519:${masterKey.pub}`, masterKey);
+  const selfSigning = signWith(
+    makeCrossSigningKey(userId, "self_signing", selfSigningKey),
+    userId,
+    `ed25519:${masterKey.pub}`,
+    masterKey,
+  );
   return { master, selfSigning, masterKey, selfSigningKey };
 }
 
@@ -119,15 +127,17 @@ export interface MakeUserOptions {
 }
 
 export function makeUser(userId: string, opts: MakeUserOptions = {}): FakeUser {
-  const ids = typeof opts.devices === "number"
-    ? Array.from({ length: opts.devices }, (_, i) => `DEV${i}`)
-    : opts.devices ?? ["DEV0"];
+  const ids =
+    typeof opts.devices === "number"
+      ? Array.from({ length: opts.devices }, (_, i) => `DEV${i}`)
+      : (opts.devices ?? ["DEV0"]);
   const cs = opts.crossSigning === false ? undefined : makeCrossSigning(userId);
   const deviceKeys: Record<string, Ed25519> = {};
   const devices = ids.map((id) => {
     const d = makeDevice(userId, id, opts.displayNames?.[id]);
     deviceKeys[id] = d.key;
-    if (cs && d.entry.keys) d.entry.keys = signWith(d.entry.keys, userId, `ed25519:${cs.selfSigningKey.pub}`, cs.selfSigningKey);
+    if (cs && d.entry.keys)
+      d.entry.keys = signWith(d.entry.keys, userId, `ed25519:${cs.selfSigningKey.pub}`, cs.selfSigningKey);
     return d.entry;
   });
   const user: FakeUser = {

@@ -45,7 +45,9 @@ export async function startFakeHomeserver(serverName = "hs.test"): Promise<FakeH
   };
   const auth = (req: IncomingMessage): [string, string] | undefined => {
     const h = req.headers.authorization;
-    const token = h?.startsWith("Bearer ") ? h.slice(7) : new URL(req.url!, "http://x").searchParams.get("access_token");
+    const token = h?.startsWith("Bearer ")
+      ? h.slice(7)
+      : new URL(req.url!, "http://x").searchParams.get("access_token");
     return token ? tokens.get(token) : undefined;
   };
   const login = (userId: string) => {
@@ -64,12 +66,26 @@ export async function startFakeHomeserver(serverName = "hs.test"): Promise<FakeH
     });
     if (override?.[2]) {
       // a raw override reads (or ignores) the request body stream itself
-      seen.push({ method: req.method!, target, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.alloc(0), remoteAddress: req.socket.remoteAddress ?? "" });
+      seen.push({
+        method: req.method!,
+        target,
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        body: Buffer.alloc(0),
+        remoteAddress: req.socket.remoteAddress ?? "",
+      });
       return override[1](req, res, Buffer.alloc(0));
     }
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks);
-    seen.push({ method: req.method!, target, headers: req.headers, rawHeaders: req.rawHeaders, body, remoteAddress: req.socket.remoteAddress ?? "" });
+    seen.push({
+      method: req.method!,
+      target,
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      body,
+      remoteAddress: req.socket.remoteAddress ?? "",
+    });
     if (override) return override[1](req, res, body);
 
     const path = target.split("?")[0]!;
@@ -85,7 +101,8 @@ export async function startFakeHomeserver(serverName = "hs.test"): Promise<FakeH
     }
     if (path === "/_matrix/client/v3/login") {
       const userId = `@${parsed.identifier?.user}:${serverName}`;
-      if (users.get(userId) !== parsed.password) return json(res, 403, { errcode: "M_FORBIDDEN", error: "bad password" });
+      if (users.get(userId) !== parsed.password)
+        return json(res, 403, { errcode: "M_FORBIDDEN", error: "bad password" });
       return json(res, 200, login(userId));
     }
     const who = auth(req);
@@ -105,7 +122,8 @@ export async function startFakeHomeserver(serverName = "hs.test"): Promise<FakeH
     if (path === "/_matrix/client/v3/sync") {
       const since = Number(q.get("since") ?? "0");
       const timeout = Number(q.get("timeout") ?? "0");
-      const answer = () => json(res, 200, { next_batch: String(events.length), rooms: { join: {} }, timeline: events.slice(since) });
+      const answer = () =>
+        json(res, 200, { next_batch: String(events.length), rooms: { join: {} }, timeline: events.slice(since) });
       if (events.length > since || timeout === 0) return answer();
       const t = setTimeout(answer, timeout);
       waiters.push(() => {

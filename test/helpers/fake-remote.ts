@@ -79,7 +79,11 @@ const matches = (s: Scope, r: RemoteRequest): boolean =>
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(text)), ...headers });
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": String(Buffer.byteLength(text)),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -114,10 +118,19 @@ export async function startFakeRemote(opts: FakeRemoteOptions): Promise<FakeRemo
   function answer(r: RemoteRequest, res: ServerResponse): void {
     const override = [...behaviours].reverse().find((x) => matches(x.scope, r))?.b;
     if (override?.kind === "hang") return; // the socket is destroyed by close()
-    if (override?.kind === "status") return send(res, override.status, override.body ?? { errcode: "M_UNKNOWN", error: "fake failure" }, override.headers);
+    if (override?.kind === "status")
+      return send(
+        res,
+        override.status,
+        override.body ?? { errcode: "M_UNKNOWN", error: "fake failure" },
+        override.headers,
+      );
     if (override?.kind === "raw") {
       const body = typeof override.body === "string" ? Buffer.from(override.body) : Buffer.from(override.body);
-      res.writeHead(override.status ?? 200, { "content-type": override.contentType ?? "application/json", "content-length": String(body.length) });
+      res.writeHead(override.status ?? 200, {
+        "content-type": override.contentType ?? "application/json",
+        "content-length": String(body.length),
+      });
       return void res.end(body);
     }
     if (r.endpoint === "other") return send(res, 404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" });
@@ -128,7 +141,8 @@ export async function startFakeRemote(opts: FakeRemoteOptions): Promise<FakeRemo
     }
     const user = users.get(r.userId);
     if (r.endpoint === "profile") {
-      if (!user && !answers.has(r.userId)) return send(res, 404, { errcode: "M_NOT_FOUND", error: "Profile was not found" });
+      if (!user && !answers.has(r.userId))
+        return send(res, 404, { errcode: "M_NOT_FOUND", error: "Profile was not found" });
       return send(res, 200, user?.displayname === undefined ? {} : { displayname: user.displayname });
     }
     if (answers.has(r.userId)) return send(res, 200, answers.get(r.userId));
@@ -139,12 +153,21 @@ export async function startFakeRemote(opts: FakeRemoteOptions): Promise<FakeRemo
   async function handle(seen: SeenRequest, res: ServerResponse): Promise<void> {
     const { endpoint, userId } = classify(seen.url);
     const check = verifyXMatrixRequest({
-      method: seen.method, rawTarget: seen.url, authorization: seen.headers.authorization,
-      expectedDestination: remote.serverName, keys, body: seen.body,
+      method: seen.method,
+      rawTarget: seen.url,
+      authorization: seen.headers.authorization,
+      expectedDestination: remote.serverName,
+      keys,
+      body: seen.body,
     });
     const r: RemoteRequest = {
-      method: seen.method, url: seen.url, endpoint, host: seen.host, servername: seen.servername,
-      headers: seen.headers, authorized: check.ok,
+      method: seen.method,
+      url: seen.url,
+      endpoint,
+      host: seen.host,
+      servername: seen.servername,
+      headers: seen.headers,
+      authorized: check.ok,
     };
     if (userId !== undefined) r.userId = userId;
     if (check.ok) r.origin = check.origin;

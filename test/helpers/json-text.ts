@@ -17,7 +17,8 @@ export function serialise(entries: [string, unknown][], seed: number): string {
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i);
       if (c === 0x22 || c === 0x5c) out += `\\${s[i]}`;
-      else if (c < 0x20 || (c >= 0xd800 && c <= 0xdfff) || r() < 0.15) out += r() < 0.5 ? `\\u${hex4(c)}` : `\\u${hex4(c).toUpperCase()}`;
+      else if (c < 0x20 || (c >= 0xd800 && c <= 0xdfff) || r() < 0.15)
+        out += r() < 0.5 ? `\\u${hex4(c)}` : `\\u${hex4(c).toUpperCase()}`;
       else out += s[i];
     }
     return `${out}"`;
@@ -28,17 +29,61 @@ export function serialise(entries: [string, unknown][], seed: number): string {
     if (v !== null && typeof v === "object") return obj(Object.entries(v));
     return JSON.stringify(v);
   };
-  const obj = (es: [string, unknown][]) => `{${ws()}${es.map(([k, v]) => `${str(k)}${ws()}:${ws()}${val(v)}`).join(`${ws()},${ws()}`)}${ws()}}`;
+  const obj = (es: [string, unknown][]) =>
+    `{${ws()}${es.map(([k, v]) => `${str(k)}${ws()}:${ws()}${val(v)}`).join(`${ws()},${ws()}`)}${ws()}}`;
   return `${ws()}${obj(entries)}${ws()}`;
 }
 
-const tricky = fc.string({ unit: fc.constantFrom("\\", '"', "\\\\", '\\"', "a", "é", "😀", "\u2028", "\u0000", "\n", "{", "}", "[", "]", ":", ",", "_"), maxLength: 60 });
-const key = fc.oneof(fc.string(), tricky, fc.string({ unit: "binary", maxLength: 6 }), fc.constantFrom(DL, "next_batch", "rooms", "__proto__"));
-const leaf = fc.oneof(fc.jsonValue({ maxDepth: 0 }), tricky, fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer());
+const tricky = fc.string({
+  unit: fc.constantFrom(
+    "\\",
+    '"',
+    "\\\\",
+    '\\"',
+    "a",
+    "é",
+    "😀",
+    "\u2028",
+    "\u0000",
+    "\n",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "_",
+  ),
+  maxLength: 60,
+});
+const key = fc.oneof(
+  fc.string(),
+  tricky,
+  fc.string({ unit: "binary", maxLength: 6 }),
+  fc.constantFrom(DL, "next_batch", "rooms", "__proto__"),
+);
+const leaf = fc.oneof(
+  fc.jsonValue({ maxDepth: 0 }),
+  tricky,
+  fc.double({ noNaN: true, noDefaultInfinity: true }),
+  fc.integer(),
+);
 export const { value } = fc.letrec((tie) => ({
-  value: fc.oneof({ depthSize: "small" }, leaf, fc.array(tie("value"), { maxLength: 4 }), fc.dictionary(key, tie("value"), { maxKeys: 4 }), fc.jsonValue({ maxDepth: 3 })),
+  value: fc.oneof(
+    { depthSize: "small" },
+    leaf,
+    fc.array(tie("value"), { maxLength: 4 }),
+    fc.dictionary(key, tie("value"), { maxKeys: 4 }),
+    fc.jsonValue({ maxDepth: 3 }),
+  ),
 }));
 // device_lists nested where the attacker writes (event content), never at the top.
-const nested = value.map((v) => ({ rooms: { join: { "!r:x": { timeline: { events: [{ content: { [DL]: v, x: [{ [DL]: v }] } }] } } } } }));
+const nested = value.map((v) => ({
+  rooms: { join: { "!r:x": { timeline: { events: [{ content: { [DL]: v, x: [{ [DL]: v }] } }] } } } },
+}));
 export const entries = fc.array(fc.tuple(key, fc.oneof(value, nested)), { maxLength: 7 });
-export const chunking = fc.oneof(fc.constant([1]), fc.constant([1 << 20]), fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 8 }));
+export const chunking = fc.oneof(
+  fc.constant([1]),
+  fc.constant([1 << 20]),
+  fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 8 }),
+);

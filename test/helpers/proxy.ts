@@ -27,13 +27,20 @@ export function useTestEngine(engine: TestEngine): void {
 export function testConfig(upstream: string, extra: string[] = [], engine: TestEngine = defaultEngine): Config {
   const action = parseCli(
     [
-      "--upstream", upstream,
-      "--server-name", "hs.test",
-      "--signing-key", writeTestKey(),
-      "--listen", "127.0.0.1:0",
-      "--data-dir", mkdtempSync(join(tmpdir(), "resync-data-")),
-      "--log-level", "error",
-      "--engine", engine,
+      "--upstream",
+      upstream,
+      "--server-name",
+      "hs.test",
+      "--signing-key",
+      writeTestKey(),
+      "--listen",
+      "127.0.0.1:0",
+      "--data-dir",
+      mkdtempSync(join(tmpdir(), "resync-data-")),
+      "--log-level",
+      "error",
+      "--engine",
+      engine,
       // RESYNC_TEST_FRONT_THREADS=N runs the suite through N front-end threads (threads.ts).
       ...(process.env.RESYNC_TEST_FRONT_THREADS ? ["--front-threads", process.env.RESYNC_TEST_FRONT_THREADS] : []),
       ...extra,
@@ -44,9 +51,16 @@ export function testConfig(upstream: string, extra: string[] = [], engine: TestE
   return action.config;
 }
 
-export async function startTestProxy(upstream: string, extra: string[] = [], engine: TestEngine = defaultEngine): Promise<RunningProxy & { url: string; port: number; logs: string[] }> {
+export async function startTestProxy(
+  upstream: string,
+  extra: string[] = [],
+  engine: TestEngine = defaultEngine,
+): Promise<RunningProxy & { url: string; port: number; logs: string[] }> {
   const logs: string[] = [];
-  const p = await startProxy(testConfig(upstream, extra, engine), createLogger("debug", (l) => void logs.push(l)));
+  const p = await startProxy(
+    testConfig(upstream, extra, engine),
+    createLogger("debug", (l) => void logs.push(l)),
+  );
   const port = Number(p.address.split(":").pop());
   // logs: every line the proxy wrote (JSON, level debug and up), for tests that check what an operator sees.
   return { ...p, url: `http://127.0.0.1:${port}`, port, logs };

@@ -46,14 +46,20 @@ function chunked(buf: Buffer): { length: number; payload: Buffer } | undefined {
 }
 
 /** One message at the start of `buf`: its length, or undefined while incomplete. */
-function message(buf: Buffer, o: { request: boolean; noBody?: boolean; closed?: boolean }): [RawMessage, number] | undefined {
+function message(
+  buf: Buffer,
+  o: { request: boolean; noBody?: boolean; closed?: boolean },
+): [RawMessage, number] | undefined {
   const end = buf.indexOf(CRLF2);
   if (end === -1) return undefined;
   const head = buf.toString("latin1", 0, end + 4);
   const { first, headers } = parseHead(head);
   const status = o.request ? 0 : Number(first.split(" ")[1]);
   const rest = buf.subarray(end + 4);
-  const done = (rawLen: number, body: Buffer): [RawMessage, number] => [{ status, head, headers, raw: rest.subarray(0, rawLen), body }, end + 4 + rawLen];
+  const done = (rawLen: number, body: Buffer): [RawMessage, number] => [
+    { status, head, headers, raw: rest.subarray(0, rawLen), body },
+    end + 4 + rawLen,
+  ];
   if (o.noBody || (status >= 100 && status < 200) || status === 204 || status === 304) return done(0, Buffer.alloc(0));
   if (/chunked/i.test(headers["transfer-encoding"] ?? "")) {
     const c = chunked(rest);
@@ -110,7 +116,8 @@ export class RawClient {
         this.#buf = this.#buf.subarray(m[1]);
         return m[0];
       }
-      if (this.#closed) throw new Error(`connection closed; unparsed: ${JSON.stringify(this.#buf.toString("latin1").slice(0, 200))}`);
+      if (this.#closed)
+        throw new Error(`connection closed; unparsed: ${JSON.stringify(this.#buf.toString("latin1").slice(0, 200))}`);
       if (Date.now() > deadline) throw new Error("no complete response in time");
       await new Promise<void>((r) => {
         this.#wake = r;

@@ -32,10 +32,21 @@ const KEY_ARGS = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "
 export function createTestCa(label = "matrix-resync-proxy test CA"): TestCa {
   const dir = mkdtempSync(join(tmpdir(), "mrp-ca-"));
   openssl(dir, [
-    "req", "-x509", ...KEY_ARGS, "-keyout", "ca.key", "-out", "ca.pem", "-days", "3",
-    "-subj", `/CN=${label}`,
-    "-addext", "basicConstraints=critical,CA:TRUE",
-    "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    "req",
+    "-x509",
+    ...KEY_ARGS,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "3",
+    "-subj",
+    `/CN=${label}`,
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
   ]);
   const caPem = readFileSync(join(dir, "ca.pem"), "utf8");
   let serial = 1;
@@ -51,13 +62,32 @@ export function createTestCa(label = "matrix-resync-proxy test CA"): TestCa {
       ].join("\n");
       writeFileSync(join(dir, `leaf${n}.ext`), ext + "\n");
       openssl(dir, [
-        "req", ...KEY_ARGS, "-keyout", `leaf${n}.key`, "-out", `leaf${n}.csr`,
-        "-subj", `/CN=${commonName}`,
+        "req",
+        ...KEY_ARGS,
+        "-keyout",
+        `leaf${n}.key`,
+        "-out",
+        `leaf${n}.csr`,
+        "-subj",
+        `/CN=${commonName}`,
       ]);
       openssl(dir, [
-        "x509", "-req", "-in", `leaf${n}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-set_serial", String(1000 + n), "-days", "2", "-out", `leaf${n}.pem`,
-        "-extfile", `leaf${n}.ext`,
+        "x509",
+        "-req",
+        "-in",
+        `leaf${n}.csr`,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        String(1000 + n),
+        "-days",
+        "2",
+        "-out",
+        `leaf${n}.pem`,
+        "-extfile",
+        `leaf${n}.ext`,
       ]);
       return {
         key: readFileSync(join(dir, `leaf${n}.key`), "utf8"),
@@ -94,7 +124,12 @@ export interface TestHttpsServer {
 export type TestHandler = (req: SeenRequest, res: ServerResponse) => void;
 
 /** An HTTPS server on a loopback address; port 0 picks an ephemeral port. */
-export async function startHttpsServer(opts: { host: string; port?: number; cert: LeafCert; handler: TestHandler }): Promise<TestHttpsServer> {
+export async function startHttpsServer(opts: {
+  host: string;
+  port?: number;
+  cert: LeafCert;
+  handler: TestHandler;
+}): Promise<TestHttpsServer> {
   const sockets = new Set<Socket>();
   const requests: SeenRequest[] = [];
   let connections = 0;
@@ -107,7 +142,8 @@ export async function startHttpsServer(opts: { host: string; port?: number; cert
         method: req.method ?? "",
         url: req.url ?? "",
         host: req.headers.host,
-        servername: typeof tlsSocket.servername === "string" && tlsSocket.servername !== "" ? tlsSocket.servername : null,
+        servername:
+          typeof tlsSocket.servername === "string" && tlsSocket.servername !== "" ? tlsSocket.servername : null,
         headers: req.headers,
         body: Buffer.concat(chunks),
       };
@@ -147,7 +183,11 @@ export async function startHttpsServer(opts: { host: string; port?: number; cert
 export function json(body: unknown, status = 200, headers: Record<string, string> = {}): TestHandler {
   return (_req, res) => {
     const text = JSON.stringify(body);
-    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text), ...headers });
+    res.writeHead(status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(text),
+      ...headers,
+    });
     res.end(text);
   };
 }

@@ -34,7 +34,17 @@ export async function startWorld(extra: string[] = []): Promise<World> {
   const hs = await startFakeHomeserver("hs.test");
   const remote = await startFakeRemote({ ca, trustedKeys: { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } } });
   const dataDir = join(dir, "data");
-  const flags = () => ["--federation-ca", caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--data-dir", dataDir, "--refresh-wait-ms", "3000", ...extra];
+  const flags = () => [
+    "--federation-ca",
+    caPath,
+    "--federation-allow-cidrs",
+    "127.0.0.0/8",
+    "--data-dir",
+    dataDir,
+    "--refresh-wait-ms",
+    "3000",
+    ...extra,
+  ];
   const world: World = {
     hs,
     remote,
@@ -48,8 +58,14 @@ export async function startWorld(extra: string[] = []): Promise<World> {
     },
     refresh(userId, token, opts = {}) {
       const prefix = opts.prefix ?? "/_matrix/client/v3";
-      const path = prefix.includes("msc2638/user") ? prefix.replace("{u}", encodeURIComponent(userId)) : `${prefix}/user/${encodeURIComponent(userId)}/devices/refresh`;
-      return fetch(world.proxy.url + path, { method: opts.method ?? "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: (opts.method ?? "POST") === "POST" ? "{}" : undefined });
+      const path = prefix.includes("msc2638/user")
+        ? prefix.replace("{u}", encodeURIComponent(userId))
+        : `${prefix}/user/${encodeURIComponent(userId)}/devices/refresh`;
+      return fetch(world.proxy.url + path, {
+        method: opts.method ?? "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: (opts.method ?? "POST") === "POST" ? "{}" : undefined,
+      });
     },
     async restartProxy(more = []) {
       await world.proxy.close();

@@ -44,7 +44,11 @@ describe("version prefix fallback", () => {
     let now = 1_000_000;
     const paths = createClientPaths({ upstream: createUpstream(url), now: () => now, reprobeMs: 600_000 });
     serves = new Set(["r0"]);
-    expect(await paths.call(whoami)).toMatchObject({ status: 401, version: "r0", target: "/_matrix/client/r0/account/whoami" });
+    expect(await paths.call(whoami)).toMatchObject({
+      status: 401,
+      version: "r0",
+      target: "/_matrix/client/r0/account/whoami",
+    });
     expect(take()).toEqual(["v3", "r0"]);
     await paths.call(whoami);
     expect(take()).toEqual(["r0"]);
@@ -95,13 +99,25 @@ test("a requester's device list that cannot be fetched is a warning, and the ref
   try {
     // A remote target (a local one is answered before any tracking): a loopback literal, so the
     // refresh goes on to federation, where the private-address guard refuses it without a connection.
-    const res = await fetch(`${proxy.url}/_matrix/client/v3/user/${encodeURIComponent("@bob:127.0.0.1:9")}/devices/refresh`, {
-      method: "POST", headers: { authorization: "Bearer tok" }, body: "{}",
-    });
+    const res = await fetch(
+      `${proxy.url}/_matrix/client/v3/user/${encodeURIComponent("@bob:127.0.0.1:9")}/devices/refresh`,
+      {
+        method: "POST",
+        headers: { authorization: "Bearer tok" },
+        body: "{}",
+      },
+    );
     expect(res.status).toBe(502);
-    expect(await res.json()).toMatchObject({ errcode: "M_UNKNOWN", error: expect.stringMatching(/^Refusing to contact/) });
-    expect(proxy.records().find((r) => String(r.msg).startsWith("could not list the requester's devices"))).toMatchObject({
-      level: "warn", userId: "@alice:hs.test", error: "/_matrix/client/v3/devices answered 500",
+    expect(await res.json()).toMatchObject({
+      errcode: "M_UNKNOWN",
+      error: expect.stringMatching(/^Refusing to contact/),
+    });
+    expect(
+      proxy.records().find((r) => String(r.msg).startsWith("could not list the requester's devices")),
+    ).toMatchObject({
+      level: "warn",
+      userId: "@alice:hs.test",
+      error: "/_matrix/client/v3/devices answered 500",
     });
   } finally {
     await proxy.close(1000);

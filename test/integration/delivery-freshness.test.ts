@@ -19,7 +19,13 @@ beforeAll(async () => {
 afterAll(() => w.close());
 
 const keysQuery = async (u: string) =>
-  (await (await fetch(`${w.proxy.url}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: `Bearer ${alice}` }, body: JSON.stringify({ device_keys: { [u]: [] } }) })).json()) as { device_keys: Record<string, Record<string, unknown>> };
+  (await (
+    await fetch(`${w.proxy.url}/_matrix/client/v3/keys/query`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${alice}` },
+      body: JSON.stringify({ device_keys: { [u]: [] } }),
+    })
+  ).json()) as { device_keys: Record<string, Record<string, unknown>> };
 
 test("once the homeserver's own answer equals the snapshot, the overlay is dropped", async () => {
   const bob = makeUser(`@bob:${w.remote.serverName}`, { devices: ["A", "B"] });
@@ -29,11 +35,17 @@ test("once the homeserver's own answer equals the snapshot, the overlay is dropp
   expect(Object.keys((await keysQuery(bob.userId)).device_keys[bob.userId]!).sort()).toEqual(["A", "B"]);
   expect(w.proxy.services.store.getSnapshot(bob.userId)).toBeDefined();
   // The homeserver catches up on its own: same devices, same keys.
-  hsAnswer = () => ({ device_keys: { [bob.userId]: { A: bob.devices[0]!.keys, B: bob.devices[1]!.keys } }, master_keys: { [bob.userId]: bob.masterKey }, self_signing_keys: { [bob.userId]: bob.selfSigningKey } });
+  hsAnswer = () => ({
+    device_keys: { [bob.userId]: { A: bob.devices[0]!.keys, B: bob.devices[1]!.keys } },
+    master_keys: { [bob.userId]: bob.masterKey },
+    self_signing_keys: { [bob.userId]: bob.selfSigningKey },
+  });
   await keysQuery(bob.userId);
   expect(w.proxy.services.store.getSnapshot(bob.userId)).toBeUndefined();
   // From now on the homeserver's answer is served as is, even if it later changes.
-  hsAnswer = () => ({ device_keys: { [bob.userId]: { A: bob.devices[0]!.keys, B: bob.devices[1]!.keys, C: { device_id: "C" } } } });
+  hsAnswer = () => ({
+    device_keys: { [bob.userId]: { A: bob.devices[0]!.keys, B: bob.devices[1]!.keys, C: { device_id: "C" } } },
+  });
   expect(Object.keys((await keysQuery(bob.userId)).device_keys[bob.userId]!).sort()).toEqual(["A", "B", "C"]);
 });
 

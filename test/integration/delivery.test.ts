@@ -15,7 +15,13 @@ function staleKeysAnswer(requested: Record<string, string[]>): Record<string, un
   dev0.unsigned = { device_display_name: "Old phone" };
   const master = structuredClone(bobUser.masterKey!) as { signatures?: Record<string, unknown> };
   master.signatures = { ...master.signatures, "@alice:hs.test": { "ed25519:ALICEMSK": "alice-signature" } };
-  const out: Record<string, Record<string, unknown>> = { device_keys: {}, master_keys: {}, self_signing_keys: {}, user_signing_keys: {}, failures: {} };
+  const out: Record<string, Record<string, unknown>> = {
+    device_keys: {},
+    master_keys: {},
+    self_signing_keys: {},
+    user_signing_keys: {},
+    failures: {},
+  };
   for (const u of Object.keys(requested)) {
     if (u === bob()) {
       out.device_keys![u] = { DEV0: dev0 };
@@ -23,10 +29,22 @@ function staleKeysAnswer(requested: Record<string, string[]>): Record<string, un
       out.self_signing_keys![u] = bobUser.selfSigningKey;
       out.failures![w.remote.serverName] = { status: 503, message: "Not ready for retry" };
     } else {
-      out.device_keys![u] = { CAROLDEV: { user_id: u, device_id: "CAROLDEV", algorithms: [], keys: { "ed25519:CAROLDEV": "c" }, signatures: {} } };
+      out.device_keys![u] = {
+        CAROLDEV: {
+          user_id: u,
+          device_id: "CAROLDEV",
+          algorithms: [],
+          keys: { "ed25519:CAROLDEV": "c" },
+          signatures: {},
+        },
+      };
     }
   }
-  out.user_signing_keys!["@alice:hs.test"] = { user_id: "@alice:hs.test", usage: ["user_signing"], keys: { "ed25519:U": "U" } };
+  out.user_signing_keys!["@alice:hs.test"] = {
+    user_id: "@alice:hs.test",
+    usage: ["user_signing"],
+    keys: { "ed25519:U": "U" },
+  };
   return out;
 }
 
@@ -37,7 +55,11 @@ function serveSync(req: IncomingMessage, res: ServerResponse): void {
   const timeout = Number(q.get("timeout") ?? 0);
   const answer = () => {
     if (res.writableEnded || res.destroyed) return;
-    const body = JSON.stringify({ next_batch: `s${++syncCount}`, rooms: {}, ...(hsChanged.length ? { device_lists: { changed: hsChanged, left: [] } } : {}) });
+    const body = JSON.stringify({
+      next_batch: `s${++syncCount}`,
+      rooms: {},
+      ...(hsChanged.length ? { device_lists: { changed: hsChanged, left: [] } } : {}),
+    });
     hsChanged = [];
     res.writeHead(200, { "content-type": "application/json" });
     res.end(body);
@@ -47,11 +69,19 @@ function serveSync(req: IncomingMessage, res: ServerResponse): void {
 }
 
 const api = (token: string, path: string, init: RequestInit = {}) =>
-  fetch(w.proxy.url + path, { ...init, headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers ?? {}) } });
+  fetch(w.proxy.url + path, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers ?? {}) },
+  });
 const sync = async (token: string, since?: string, timeout = 0) =>
   (await api(token, `/_matrix/client/v3/sync?timeout=${timeout}${since ? `&since=${since}` : ""}`)).json();
 const keysQuery = async (token: string, deviceKeys: Record<string, string[]>) =>
-  (await api(token, "/_matrix/client/v3/keys/query", { method: "POST", body: JSON.stringify({ device_keys: deviceKeys }) })).json();
+  (
+    await api(token, "/_matrix/client/v3/keys/query", {
+      method: "POST",
+      body: JSON.stringify({ device_keys: deviceKeys }),
+    })
+  ).json();
 
 let alice: string;
 let alice2: string;
@@ -59,7 +89,10 @@ let carol: string;
 
 beforeAll(async () => {
   w = await startWorld(["--refresh-cache-ms", "0", "--rate-target-burst", "100"]);
-  bobUser = makeUser(`@bob:${w.remote.serverName}`, { devices: ["DEV0", "DEV1"], displayNames: { DEV0: "Remote name 0", DEV1: "New laptop" } });
+  bobUser = makeUser(`@bob:${w.remote.serverName}`, {
+    devices: ["DEV0", "DEV1"],
+    displayNames: { DEV0: "Remote name 0", DEV1: "New laptop" },
+  });
   w.remote.setUser(bobUser);
   w.hs.on("/_matrix/client/v3/keys/query", (_req, res, body) => {
     const answer = JSON.stringify(staleKeysAnswer(JSON.parse(body.toString()).device_keys));
@@ -129,14 +162,19 @@ describe("/sync injection", () => {
     // Nothing is pending after this ack round: the last answer's position is the homeserver's own.
     const since = (await sync(alice2, (await sync(alice2, "s0")).next_batch)).next_batch;
     const waiting = sync(alice2, since, 20_000);
-    await expect.poll(() => w.hs.seen.some((s) => s.target.includes(`since=${since}`) && s.target.includes("timeout=20000"))).toBe(true);
+    await expect
+      .poll(() => w.hs.seen.some((s) => s.target.includes(`since=${since}`) && s.target.includes("timeout=20000")))
+      .toBe(true);
     const started = Date.now();
     w.remote.setUser(makeUser(bob(), { devices: ["DEV0", "DEV1", "DEV2"] }));
     expect((await w.refresh(bob(), alice)).status).toBe(202);
     const woke = await waiting;
     expect(Date.now() - started).toBeLessThan(2000);
     // The position asked from, with a suffix of ours (src/delivery/tokens.ts).
-    expect(woke).toMatchObject({ next_batch: expect.stringMatching(new RegExp(`^${since}\\.mrp_`)), device_lists: { changed: [bob()] } });
+    expect(woke).toMatchObject({
+      next_batch: expect.stringMatching(new RegExp(`^${since}\\.mrp_`)),
+      device_lists: { changed: [bob()] },
+    });
     await expect.poll(() => w.hs.closedEarly.some((t) => t.includes("timeout=20000"))).toBe(true);
     // Had that answer been lost, the retry from `since` carries bob again.
     const retry = await sync(alice2, since);
@@ -161,7 +199,10 @@ describe("/sync injection", () => {
   });
 
   test("/keys/changes carries pending users", async () => {
-    w.hs.on("/_matrix/client/v3/keys/changes", (_req, res) => void res.end(JSON.stringify({ changed: ["@x:hs.test"], left: [] })));
+    w.hs.on(
+      "/_matrix/client/v3/keys/changes",
+      (_req, res) => void res.end(JSON.stringify({ changed: ["@x:hs.test"], left: [] })),
+    );
     const body = await (await api(carol, "/_matrix/client/v3/keys/changes?from=s1&to=s9")).json();
     expect(body.changed).toEqual(expect.arrayContaining(["@x:hs.test", bob()]));
   });
@@ -172,8 +213,15 @@ describe("/sync injection", () => {
     w.remote.setUser(makeUser(bob(), { devices: ["DEV0", "DEV1", "DEV2", "DEV3", "DEV4"] }));
     expect((await w.refresh(bob(), alice)).status).toBe(202);
     let pos = 0;
-    w.hs.on("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", (_req, res) => void res.end(JSON.stringify({ pos: `p${++pos}`, lists: {}, rooms: {}, extensions: {} })));
-    const slide = (p: string) => api(dave, `/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?pos=${p}&timeout=0`, { method: "POST", body: JSON.stringify({ conn_id: "encryption", lists: {}, extensions: { e2ee: { enabled: true } } }) }).then((r) => r.json());
+    w.hs.on(
+      "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+      (_req, res) => void res.end(JSON.stringify({ pos: `p${++pos}`, lists: {}, rooms: {}, extensions: {} })),
+    );
+    const slide = (p: string) =>
+      api(dave, `/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?pos=${p}&timeout=0`, {
+        method: "POST",
+        body: JSON.stringify({ conn_id: "encryption", lists: {}, extensions: { e2ee: { enabled: true } } }),
+      }).then((r) => r.json());
     const one = await slide("p0");
     expect(one.extensions.e2ee.device_lists.changed).toEqual([bob()]);
     const two = await slide(one.pos);
@@ -190,7 +238,9 @@ describe("/sync injection", () => {
     const body = await sync(erin, "big0");
     expect(body.next_batch).toMatch(/^big1\.mrp_/);
     expect(body.device_lists.changed).toContain(bob());
-    expect(Object.keys(body.rooms.join).length).toBe(Object.keys((big as { rooms: { join: object } }).rooms.join).length);
+    expect(Object.keys(body.rooms.join).length).toBe(
+      Object.keys((big as { rooms: { join: object } }).rooms.join).length,
+    );
   });
 });
 
@@ -207,6 +257,8 @@ describe("overlay freshness", () => {
     await w.remote.waitFor(() => w.remote.count({ userId: bob(), endpoint: "devices" }) > before);
     expect(Object.keys((await keysQuery(alice, { [bob()]: [] })).device_keys[bob()])).toEqual(["DEV0"]);
     held.release();
-    await expect.poll(async () => Object.keys((await keysQuery(alice, { [bob()]: [] })).device_keys[bob()]).length).toBeGreaterThan(1);
+    await expect
+      .poll(async () => Object.keys((await keysQuery(alice, { [bob()]: [] })).device_keys[bob()]).length)
+      .toBeGreaterThan(1);
   });
 });

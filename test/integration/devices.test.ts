@@ -43,7 +43,12 @@ function deps(opts: { timeoutMs?: number; maxBytes?: number; signWith?: typeof k
     allowCidrs: parseCidrList("127.0.0.0/8 ::1/128"),
     ca: [ca.caPem],
   });
-  const transport = createTransport({ discovery, ca: [ca.caPem], timeoutMs: opts.timeoutMs ?? 10_000, maxBytes: opts.maxBytes ?? DEVICE_LIST_MAX_BYTES });
+  const transport = createTransport({
+    discovery,
+    ca: [ca.caPem],
+    timeoutMs: opts.timeoutMs ?? 10_000,
+    maxBytes: opts.maxBytes ?? DEVICE_LIST_MAX_BYTES,
+  });
   closers.push(() => transport.close());
   return { transport, origin: ORIGIN, key: opts.signWith ?? key, now: () => 1234 };
 }
@@ -51,7 +56,10 @@ function deps(opts: { timeoutMs?: number; maxBytes?: number; signWith?: typeof k
 const userOn = (r: FakeRemote, local: string) => `@${local}:${r.serverName}`;
 
 async function failure(p: Promise<unknown>): Promise<FederationError> {
-  const e = await p.then(() => undefined, (err: unknown) => err);
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
   expect(e).toBeInstanceOf(FederationError);
   return e as FederationError;
 }
@@ -64,18 +72,30 @@ describe("success", () => {
     const { snapshot, dropped } = await fetchUserDevices(deps(), alice);
 
     expect(dropped).toEqual({ devices: 0, masterKey: false, selfSigningKey: false, parts: [], unlisted: 0 });
-    expect(snapshot).toMatchObject({ userId: alice, streamId: 9, fetchedAt: 1234, masterKey: u.masterKey, selfSigningKey: u.selfSigningKey });
+    expect(snapshot).toMatchObject({
+      userId: alice,
+      streamId: 9,
+      fetchedAt: 1234,
+      masterKey: u.masterKey,
+      selfSigningKey: u.selfSigningKey,
+    });
     expect(Object.keys(snapshot.devices).sort()).toEqual(["A", "B"]);
     expect(snapshot.devices.A!.unsigned).toEqual({ device_display_name: "phone" });
 
     expect(remote.requests).toHaveLength(1); // not empty: no profile query
     const [req] = remote.requests;
     expect(req).toMatchObject({
-      method: "GET", authorized: true, origin: ORIGIN, host: remote.serverName, servername: null,
+      method: "GET",
+      authorized: true,
+      origin: ORIGIN,
+      host: remote.serverName,
+      servername: null,
       url: `/_matrix/federation/v1/user/devices/%40alice%3A127.0.0.1%3A${remote.port}`,
     });
     expect(req!.headers.accept).toBe("application/json");
-    expect(req!.headers.authorization).toMatch(/^X-Matrix origin="hs\.local",destination="127\.0\.0\.1:\d+",key="ed25519:t1",sig="/);
+    expect(req!.headers.authorization).toMatch(
+      /^X-Matrix origin="hs\.local",destination="127\.0\.0\.1:\d+",key="ed25519:t1",sig="/,
+    );
   });
 
   it("counts dropped parts", async () => {
@@ -89,7 +109,11 @@ describe("success", () => {
   });
 
   it("reaches a hostname server name through DNS, signing for that name", async () => {
-    const named = await startFakeRemote({ ca, dnsNames: ["remote.test"], trustedKeys: { [ORIGIN]: { [key.keyId]: key.publicKey } } });
+    const named = await startFakeRemote({
+      ca,
+      dnsNames: ["remote.test"],
+      trustedKeys: { [ORIGIN]: { [key.keyId]: key.publicKey } },
+    });
     closers.push(() => named.close());
     named.serverName = `remote.test:${named.port}`;
     dns.setA("remote.test", "127.0.0.1");
@@ -97,7 +121,11 @@ describe("success", () => {
     named.setUser(makeUser(carol));
     const { snapshot } = await fetchUserDevices(deps(), carol);
     expect(Object.keys(snapshot.devices)).toEqual(["DEV0"]);
-    expect(named.requests[0]).toMatchObject({ authorized: true, host: `remote.test:${named.port}`, servername: "remote.test" });
+    expect(named.requests[0]).toMatchObject({
+      authorized: true,
+      host: `remote.test:${named.port}`,
+      servername: "remote.test",
+    });
   });
 
   it("reaches an IPv6 literal server name", async () => {
@@ -107,7 +135,10 @@ describe("success", () => {
     expect(dave).toBe(`@dave:[::1]:${v6.port}`);
     v6.setUser(makeUser(dave));
     expect(Object.keys((await fetchUserDevices(deps(), dave)).snapshot.devices)).toEqual(["DEV0"]);
-    expect(v6.requests[0]).toMatchObject({ authorized: true, url: `/_matrix/federation/v1/user/devices/%40dave%3A%5B%3A%3A1%5D%3A${v6.port}` });
+    expect(v6.requests[0]).toMatchObject({
+      authorized: true,
+      url: `/_matrix/federation/v1/user/devices/%40dave%3A%5B%3A%3A1%5D%3A${v6.port}`,
+    });
   });
 });
 
@@ -117,8 +148,13 @@ describe("user existence", () => {
     const e = await failure(fetchUserDevices(deps(), ghost));
     expect(e.kind).toBe("not_found");
     expect(e.message).toContain("M_NOT_FOUND");
-    expect(remote.requests.map((r) => [r.endpoint, r.authorized])).toEqual([["devices", true], ["profile", true]]);
-    expect(remote.requests[1]!.url).toBe(`/_matrix/federation/v1/query/profile?user_id=%40ghost%3A127.0.0.1%3A${remote.port}`);
+    expect(remote.requests.map((r) => [r.endpoint, r.authorized])).toEqual([
+      ["devices", true],
+      ["profile", true],
+    ]);
+    expect(remote.requests[1]!.url).toBe(
+      `/_matrix/federation/v1/query/profile?user_id=%40ghost%3A127.0.0.1%3A${remote.port}`,
+    );
   });
 
   it("an existing user without devices or keys: an empty snapshot", async () => {
@@ -131,9 +167,15 @@ describe("user existence", () => {
 
   it("profile lookups disabled (403) or unknown endpoint (404 M_UNRECOGNIZED) leave the empty list standing", async () => {
     const ghost = userOn(remote, "ghost2");
-    remote.setBehaviour({ kind: "status", status: 403, body: { errcode: "M_FORBIDDEN", error: "disabled" } }, { endpoint: "profile" });
+    remote.setBehaviour(
+      { kind: "status", status: 403, body: { errcode: "M_FORBIDDEN", error: "disabled" } },
+      { endpoint: "profile" },
+    );
     expect((await fetchUserDevices(deps(), ghost)).snapshot.devices).toEqual({});
-    remote.setBehaviour({ kind: "status", status: 404, body: { errcode: "M_UNRECOGNIZED", error: "no" } }, { endpoint: "profile" });
+    remote.setBehaviour(
+      { kind: "status", status: 404, body: { errcode: "M_UNRECOGNIZED", error: "no" } },
+      { endpoint: "profile" },
+    );
     expect((await fetchUserDevices(deps(), ghost)).snapshot.devices).toEqual({});
   });
 
@@ -162,12 +204,20 @@ describe("failures", () => {
   });
 
   it("404 M_UNRECOGNIZED (no such endpoint) -> remote 404, not not_found", async () => {
-    remote.setBehaviour({ kind: "status", status: 404, body: { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" } });
+    remote.setBehaviour({
+      kind: "status",
+      status: 404,
+      body: { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" },
+    });
     expect(await failure(fetchUserDevices(deps(), erin()))).toMatchObject({ kind: "remote", status: 404 });
   });
 
   it.each([500, 429, 502])("%i -> remote with the status and errcode", async (status) => {
-    remote.setBehaviour({ kind: "status", status, body: { errcode: status === 429 ? "M_LIMIT_EXCEEDED" : "M_UNKNOWN", error: "x" } });
+    remote.setBehaviour({
+      kind: "status",
+      status,
+      body: { errcode: status === 429 ? "M_LIMIT_EXCEEDED" : "M_UNKNOWN", error: "x" },
+    });
     const e = await failure(fetchUserDevices(deps(), erin()));
     expect(e).toMatchObject({ kind: "remote", status });
     expect(e.message).toContain(status === 429 ? "M_LIMIT_EXCEEDED" : "M_UNKNOWN");

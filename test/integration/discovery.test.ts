@@ -10,7 +10,14 @@ import { httpsRequest } from "../../src/federation/https.ts";
 import { parseCidrList } from "../../src/federation/ip-guard.ts";
 import { cachePeriodSeconds } from "../../src/federation/well-known.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
-import { createTestCa, json, startHttpsServer, type TestCa, type TestHandler, type TestHttpsServer } from "../helpers/tls.ts";
+import {
+  createTestCa,
+  json,
+  startHttpsServer,
+  type TestCa,
+  type TestHandler,
+  type TestHttpsServer,
+} from "../helpers/tls.ts";
 
 let dns: TestDnsServer;
 let ca: TestCa;
@@ -54,7 +61,12 @@ const fedServer = (ip: string, sans: string[], id: string, port = 0) => serve(ip
 function discovery(extra: Partial<Parameters<typeof createDiscovery>[0]> = {}) {
   return createDiscovery({
     resolver: createResolver({ dnsServer: dns.address, timeoutMs: 2000 }),
-    allowCidrs: LOOPBACK, ca: [ca.caPem], wellKnownPort: WK, defaultPort: FED, wellKnownTimeoutMs: 3000, ...extra,
+    allowCidrs: LOOPBACK,
+    ca: [ca.caPem],
+    wellKnownPort: WK,
+    defaultPort: FED,
+    wellKnownTimeoutMs: 3000,
+    ...extra,
   });
 }
 
@@ -62,8 +74,15 @@ function discovery(extra: Partial<Parameters<typeof createDiscovery>[0]> = {}) {
 async function call(r: ResolvedServer): Promise<string> {
   const t = r.targets[0]!;
   const res = await httpsRequest({
-    address: t.address, port: t.port, tlsServerName: r.tlsServerName, hostHeader: r.hostHeader,
-    method: "GET", path: "/_matrix/federation/v1/version", ca: [ca.caPem], timeoutMs: 5000, maxBytes: 65536,
+    address: t.address,
+    port: t.port,
+    tlsServerName: r.tlsServerName,
+    hostHeader: r.hostHeader,
+    method: "GET",
+    path: "/_matrix/federation/v1/version",
+    ca: [ca.caPem],
+    timeoutMs: 5000,
+    maxBytes: 65536,
   });
   return (JSON.parse(Buffer.from(res.body).toString()) as { id: string }).id;
 }
@@ -73,7 +92,12 @@ describe("step 1: IP literals", () => {
     const s = await fedServer("127.0.1.1", ["IP:127.0.1.1"], "ip");
     const name = `127.0.1.1:${s.port}`;
     const r = await discovery().resolve(name);
-    expect(r).toMatchObject({ serverName: name, hostHeader: name, tlsServerName: null, targets: [{ address: "127.0.1.1", port: s.port }] });
+    expect(r).toMatchObject({
+      serverName: name,
+      hostHeader: name,
+      tlsServerName: null,
+      targets: [{ address: "127.0.1.1", port: s.port }],
+    });
     expect(await call(r)).toBe("ip");
     expect(s.requests[0]).toMatchObject({ host: name, servername: null });
     expect(dns.queries.filter((q) => q.name.includes("127.0.1.1"))).toEqual([]);
@@ -100,7 +124,11 @@ describe("step 2: explicit port", () => {
     const s = await fedServer("127.0.1.3", ["DNS:explicit.test"], "explicit");
     const name = `explicit.test:${s.port}`;
     const r = await discovery().resolve(name);
-    expect(r).toMatchObject({ hostHeader: name, tlsServerName: "explicit.test", targets: [{ address: "127.0.1.3", port: s.port }] });
+    expect(r).toMatchObject({
+      hostHeader: name,
+      tlsServerName: "explicit.test",
+      targets: [{ address: "127.0.1.3", port: s.port }],
+    });
     expect(await call(r)).toBe("explicit");
     expect(s.requests[0]).toMatchObject({ host: name, servername: "explicit.test" });
     expect(wk.connections).toBe(0);
@@ -116,7 +144,11 @@ describe("step 3: .well-known delegation", () => {
     const r = await discovery().resolve("wk-ip.test");
     expect(r).toMatchObject({ serverName: "wk-ip.test", hostHeader: `127.0.1.5:${s.port}`, tlsServerName: null });
     expect(await call(r)).toBe("wk-ip");
-    expect(wk.requests[0]).toMatchObject({ url: "/.well-known/matrix/server", host: "wk-ip.test", servername: "wk-ip.test" });
+    expect(wk.requests[0]).toMatchObject({
+      url: "/.well-known/matrix/server",
+      host: "wk-ip.test",
+      servername: "wk-ip.test",
+    });
     expect(s.requests[0]).toMatchObject({ servername: null });
   });
 
@@ -126,7 +158,11 @@ describe("step 3: .well-known delegation", () => {
     const s = await fedServer("127.0.1.7", ["DNS:deleg-port.test"], "deleg-port");
     await wellKnown("wk-port.test", "127.0.1.6", { "m.server": `deleg-port.test:${s.port}` });
     const r = await discovery().resolve("wk-port.test");
-    expect(r).toMatchObject({ hostHeader: `deleg-port.test:${s.port}`, tlsServerName: "deleg-port.test", targets: [{ address: "127.0.1.7", port: s.port }] });
+    expect(r).toMatchObject({
+      hostHeader: `deleg-port.test:${s.port}`,
+      tlsServerName: "deleg-port.test",
+      targets: [{ address: "127.0.1.7", port: s.port }],
+    });
     expect(await call(r)).toBe("deleg-port");
     expect(s.requests[0]).toMatchObject({ host: `deleg-port.test:${s.port}`, servername: "deleg-port.test" });
   });
@@ -138,7 +174,11 @@ describe("step 3: .well-known delegation", () => {
     dns.setSrv("_matrix-fed._tcp.deleg-srv.test", { target: "srv-target.test", port: s.port });
     await wellKnown("wk-srv.test", "127.0.1.8", { "m.server": "deleg-srv.test" });
     const r = await discovery().resolve("wk-srv.test");
-    expect(r).toMatchObject({ hostHeader: "deleg-srv.test", tlsServerName: "deleg-srv.test", targets: [{ address: "127.0.1.9", port: s.port }] });
+    expect(r).toMatchObject({
+      hostHeader: "deleg-srv.test",
+      tlsServerName: "deleg-srv.test",
+      targets: [{ address: "127.0.1.9", port: s.port }],
+    });
     expect(await call(r)).toBe("deleg-srv");
     expect(s.requests[0]).toMatchObject({ host: "deleg-srv.test", servername: "deleg-srv.test" });
   });
@@ -161,7 +201,11 @@ describe("step 3: .well-known delegation", () => {
     const s = await fedServer("127.0.1.13", ["DNS:deleg-8448.test"], "deleg-8448", FED);
     await wellKnown("wk-8448.test", "127.0.1.12", { "m.server": "deleg-8448.test" });
     const r = await discovery().resolve("wk-8448.test");
-    expect(r).toMatchObject({ hostHeader: "deleg-8448.test", tlsServerName: "deleg-8448.test", targets: [{ address: "127.0.1.13", port: FED }] });
+    expect(r).toMatchObject({
+      hostHeader: "deleg-8448.test",
+      tlsServerName: "deleg-8448.test",
+      targets: [{ address: "127.0.1.13", port: FED }],
+    });
     expect(await call(r)).toBe("deleg-8448");
     expect(s.requests[0]?.host).toBe("deleg-8448.test");
   });
@@ -174,7 +218,11 @@ describe("steps 4-6: no .well-known", () => {
     const s = await fedServer("127.0.1.15", ["DNS:nowk-fed.test"], "nowk-fed");
     dns.setSrv("_matrix-fed._tcp.nowk-fed.test", { target: "fed-target.test", port: s.port });
     const r = await discovery().resolve("nowk-fed.test");
-    expect(r).toMatchObject({ hostHeader: "nowk-fed.test", tlsServerName: "nowk-fed.test", targets: [{ address: "127.0.1.15", port: s.port }] });
+    expect(r).toMatchObject({
+      hostHeader: "nowk-fed.test",
+      tlsServerName: "nowk-fed.test",
+      targets: [{ address: "127.0.1.15", port: s.port }],
+    });
     expect(await call(r)).toBe("nowk-fed");
     expect(s.requests[0]).toMatchObject({ host: "nowk-fed.test", servername: "nowk-fed.test" });
     expect(r.steps.join("\n")).toMatch(/\.well-known for nowk-fed\.test unusable/);
@@ -208,7 +256,11 @@ describe("steps 4-6: no .well-known", () => {
     dns.setA("nowk-8448.test", "127.0.1.19");
     const s = await fedServer("127.0.1.19", ["DNS:nowk-8448.test"], "nowk-8448", FED);
     const r = await discovery().resolve("nowk-8448.test");
-    expect(r).toMatchObject({ hostHeader: "nowk-8448.test", tlsServerName: "nowk-8448.test", targets: [{ address: "127.0.1.19", port: FED }] });
+    expect(r).toMatchObject({
+      hostHeader: "nowk-8448.test",
+      tlsServerName: "nowk-8448.test",
+      targets: [{ address: "127.0.1.19", port: FED }],
+    });
     expect(await call(r)).toBe("nowk-8448");
     expect(s.requests[0]).toMatchObject({ host: "nowk-8448.test", servername: "nowk-8448.test" });
   });
@@ -218,26 +270,33 @@ describe("steps 4-6: no .well-known", () => {
     dns.setA("p20.test", "127.0.1.20");
     dns.setA("p10-w0.test", "127.0.1.21");
     dns.setA("p10-w100.test", "127.0.1.22");
-    dns.setSrv("_matrix-fed._tcp.prio.test",
+    dns.setSrv(
+      "_matrix-fed._tcp.prio.test",
       { target: "p20.test", port: 1001, priority: 20, weight: 100 },
       { target: "p10-w0.test", port: 1002, priority: 10, weight: 0 },
-      { target: "p10-w100.test", port: 1003, priority: 10, weight: 100 });
+      { target: "p10-w100.test", port: 1003, priority: 10, weight: 100 },
+    );
     for (let i = 0; i < 5; i++) {
       const r = await discovery().resolve("prio.test");
       expect(r.targets).toEqual([
-        { address: "127.0.1.22", port: 1003 }, { address: "127.0.1.21", port: 1002 }, { address: "127.0.1.20", port: 1001 },
+        { address: "127.0.1.22", port: 1003 },
+        { address: "127.0.1.21", port: 1002 },
+        { address: "127.0.1.20", port: 1001 },
       ]);
     }
   });
 
-  it("fails when SRV says the service is unavailable (target \".\")", async () => {
+  it('fails when SRV says the service is unavailable (target ".")', async () => {
     dns.touch("dot.test");
     dns.setSrv("_matrix-fed._tcp.dot.test", { target: ".", port: 0 });
     await expect(discovery().resolve("dot.test")).rejects.toMatchObject({ kind: "transport" });
   });
 
   it("fails with a transport error when nothing resolves", async () => {
-    await expect(discovery().resolve("nxdomain.test")).rejects.toMatchObject({ kind: "transport", message: expect.stringMatching(/no addresses/) });
+    await expect(discovery().resolve("nxdomain.test")).rejects.toMatchObject({
+      kind: "transport",
+      message: expect.stringMatching(/no addresses/),
+    });
   });
 });
 
@@ -256,7 +315,11 @@ describe(".well-known fetching and caching", () => {
 
   it("caches per Cache-Control max-age and refetches in the last 20 % of it", async () => {
     let clock = 1_000_000;
-    const wk = await delegating("cache.test", "127.0.1.30", json({ "m.server": "127.0.1.31:1234" }, 200, { "cache-control": "public, max-age=600" }));
+    const wk = await delegating(
+      "cache.test",
+      "127.0.1.30",
+      json({ "m.server": "127.0.1.31:1234" }, 200, { "cache-control": "public, max-age=600" }),
+    );
     const d = discovery({ now: () => clock });
     await d.resolve("cache.test");
     clock += 470_000; // < 480 s = 600 s - 20 %
@@ -269,7 +332,11 @@ describe(".well-known fetching and caching", () => {
 
   it("clamps a tiny max-age to 5 minutes and defaults to 24 h", async () => {
     let clock = 1_000_000;
-    const tiny = await delegating("tiny.test", "127.0.1.32", json({ "m.server": "127.0.1.31:1234" }, 200, { "cache-control": "max-age=1" }));
+    const tiny = await delegating(
+      "tiny.test",
+      "127.0.1.32",
+      json({ "m.server": "127.0.1.31:1234" }, 200, { "cache-control": "max-age=1" }),
+    );
     const plain = await delegating("plain.test", "127.0.1.33", json({ "m.server": "127.0.1.31:1234" }));
     const d = discovery({ now: () => clock, random: () => 0.5 });
     await d.resolve("tiny.test");
@@ -305,7 +372,9 @@ describe(".well-known fetching and caching", () => {
     let clock = 1_000_000;
     let up = true;
     const ok = json({ "m.server": "127.0.1.31:1234" }, 200, { "cache-control": "max-age=600" });
-    const wk = await delegating("flaky.test", "127.0.1.38", (req, res) => (up ? ok(req, res) : void res.writeHead(503).end()));
+    const wk = await delegating("flaky.test", "127.0.1.38", (req, res) =>
+      up ? ok(req, res) : void res.writeHead(503).end(),
+    );
     const d = discovery({ now: () => clock, random: () => 0.5 });
     await d.resolve("flaky.test");
     up = false;
@@ -350,7 +419,12 @@ describe(".well-known fetching and caching", () => {
   });
 
   it.each([
-    ["a redirect loop", (_req: unknown, res: import("node:http").ServerResponse) => res.writeHead(302, { location: "/.well-known/matrix/server" }).end(), /redirect loop/],
+    [
+      "a redirect loop",
+      (_req: unknown, res: import("node:http").ServerResponse) =>
+        res.writeHead(302, { location: "/.well-known/matrix/server" }).end(),
+      /redirect loop/,
+    ],
     ["too many redirects", chain(), /more than 5 redirects/],
     ["an oversized body", json({ "m.server": "127.0.1.36:4321", pad: "x".repeat(60 * 1024) }), /exceeds|declares/],
     ["invalid JSON", (_req: unknown, res: import("node:http").ServerResponse) => res.end("{not json"), /not JSON/],
@@ -376,7 +450,10 @@ describe("private-address guard", () => {
     const s = await fedServer("127.0.1.40", ["DNS:guarded.test", "IP:127.0.1.40"], "guarded", FED);
     const d = discovery({ allowCidrs: [] });
     const err = await d.resolve("guarded.test").catch((e: unknown) => e);
-    expect(err).toMatchObject({ kind: "refused", message: expect.stringMatching(/all addresses of guarded\.test are private/) });
+    expect(err).toMatchObject({
+      kind: "refused",
+      message: expect.stringMatching(/all addresses of guarded\.test are private/),
+    });
     await expect(d.resolve(`127.0.1.40:${FED}`)).rejects.toMatchObject({ kind: "refused" });
     await expect(d.resolve(`guarded.test:${FED}`)).rejects.toMatchObject({ kind: "refused" });
     expect(wk.connections).toBe(0);
@@ -398,7 +475,9 @@ describe("private-address guard", () => {
   it("checks the IPv4 inside IPv4-mapped IPv6 addresses", async () => {
     dns.setAAAA("mapped.test", "::ffff:7f00:12a"); // dns2 cannot encode the dotted form
     await expect(discovery({ allowCidrs: [] }).resolve("mapped.test:8448")).rejects.toMatchObject({ kind: "refused" });
-    await expect(discovery({ allowCidrs: [] }).resolve("[::ffff:127.0.1.42]:8448")).rejects.toMatchObject({ kind: "refused" });
+    await expect(discovery({ allowCidrs: [] }).resolve("[::ffff:127.0.1.42]:8448")).rejects.toMatchObject({
+      kind: "refused",
+    });
     await expect(discovery({ allowCidrs: [] }).resolve("[::ffff:7f00:12a]")).rejects.toMatchObject({ kind: "refused" });
     const r = await discovery({ allowCidrs: parseCidrList("127.0.0.0/8") }).resolve("mapped.test:8448");
     expect(r.targets).toHaveLength(1);
@@ -417,12 +496,23 @@ describe("private-address guard", () => {
 });
 
 describe("server names", () => {
-  it.each(["", "a..b", ".a", "a.", "example.test:0", "example.test:65536", "example.test:", "ex ample.test", "[::1", "[127.0.0.1]", "a:b:c", "exa_mple.test", "[::1]:x"])(
-    "rejects %j as invalid",
-    async (name) => {
-      await expect(discovery().resolve(name)).rejects.toMatchObject({ kind: "invalid" });
-    },
-  );
+  it.each([
+    "",
+    "a..b",
+    ".a",
+    "a.",
+    "example.test:0",
+    "example.test:65536",
+    "example.test:",
+    "ex ample.test",
+    "[::1",
+    "[127.0.0.1]",
+    "a:b:c",
+    "exa_mple.test",
+    "[::1]:x",
+  ])("rejects %j as invalid", async (name) => {
+    await expect(discovery().resolve(name)).rejects.toMatchObject({ kind: "invalid" });
+  });
 });
 
 describe("DNS resolver", () => {
@@ -433,7 +523,9 @@ describe("DNS resolver", () => {
     dns.touch("empty.test");
     const r = createResolver({ dnsServer: dns.address, timeoutMs: 2000 });
     expect(await r.addresses("dual.test")).toEqual(["127.0.1.50", "::1"]);
-    expect(await r.srv("_matrix-fed._tcp.dual.test")).toEqual([{ name: "dual.test", port: 8449, priority: 5, weight: 7 }]);
+    expect(await r.srv("_matrix-fed._tcp.dual.test")).toEqual([
+      { name: "dual.test", port: 8449, priority: 5, weight: 7 },
+    ]);
     expect(await r.addresses("missing.test")).toEqual([]);
     expect(await r.srv("_matrix-fed._tcp.missing.test")).toEqual([]);
     expect(await r.addresses("empty.test")).toEqual([]);

@@ -15,7 +15,16 @@ const other = signingKeyFromSeed(new Uint8Array(32).fill(7), "other");
 // What Synapse serves at /_matrix/key/v2/server: the server's keys, signed by them.
 function publish(key: SigningKey) {
   w.hs.on("/_matrix/key/v2/server", (_req, res) => {
-    const doc = signJson({ server_name: "hs.test", valid_until_ts: Date.now() + 3_600_000, verify_keys: { [key.keyId]: { key: key.publicKey } }, old_verify_keys: {} }, "hs.test", key);
+    const doc = signJson(
+      {
+        server_name: "hs.test",
+        valid_until_ts: Date.now() + 3_600_000,
+        verify_keys: { [key.keyId]: { key: key.publicKey } },
+        old_verify_keys: {},
+      },
+      "hs.test",
+      key,
+    );
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify(doc));
   });
@@ -26,13 +35,19 @@ beforeAll(async () => {
 });
 beforeEach(() => {
   w.remote.clearBehaviours();
-  w.remote.setBehaviour({ kind: "status", status: 200, body: { server: { name: "FakeRemote", version: "0.1" } } }, { endpoint: "other" });
+  w.remote.setBehaviour(
+    { kind: "status", status: 200, body: { server: { name: "FakeRemote", version: "0.1" } } },
+    { endpoint: "other" },
+  );
 });
 afterAll(() => w.close());
 
 const doctor = async (extra: string[], args: string[]) => {
   const lines: string[] = [];
-  const config = { ...testConfig(w.hs.url, ["--federation-ca", w.caPath, "--federation-allow-cidrs", "127.0.0.0/8", ...extra]), args };
+  const config = {
+    ...testConfig(w.hs.url, ["--federation-ca", w.caPath, "--federation-allow-cidrs", "127.0.0.0/8", ...extra]),
+    args,
+  };
   const code = await runDoctor(config, (l) => void lines.push(l));
   return { code, text: lines.join("\n") };
 };
@@ -85,7 +100,9 @@ test("doctor: a remote that refuses our signature fails, naming the likely cause
   expect(signedProbes()).toHaveLength(1);
   expect(signedProbes()[0]!.authorized).toBe(false);
   const line = text.split("\n").find((l) => l.includes("signed request to"));
-  expect(line).toMatch(/^FAIL signed request to .*: refused: 401 M_UNAUTHORIZED \(unknown key hs\.test ed25519:wrong\)/);
+  expect(line).toMatch(
+    /^FAIL signed request to .*: refused: 401 M_UNAUTHORIZED \(unknown key hs\.test ed25519:wrong\)/,
+  );
   expect(text).toContain("https://hs.test/_matrix/key/v2/server");
   expect(text).toMatch(/--server-name/);
   expect(text).toMatch(/clock/);
@@ -94,10 +111,25 @@ test("doctor: a remote that refuses our signature fails, naming the likely cause
 });
 
 test.each([
-  ["403 M_FORBIDDEN (a federation allow-list without us)", 403, { errcode: "M_FORBIDDEN", error: "Federation denied with hs.test." }, /^FAIL .*: refused: 403 M_FORBIDDEN \(Federation denied with hs\.test\.\)/],
-  ["404 M_UNRECOGNIZED (no device-list endpoint)", 404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }, /^FAIL .*: cannot tell: 404 M_UNRECOGNIZED .*does not serve/],
+  [
+    "403 M_FORBIDDEN (a federation allow-list without us)",
+    403,
+    { errcode: "M_FORBIDDEN", error: "Federation denied with hs.test." },
+    /^FAIL .*: refused: 403 M_FORBIDDEN \(Federation denied with hs\.test\.\)/,
+  ],
+  [
+    "404 M_UNRECOGNIZED (no device-list endpoint)",
+    404,
+    { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" },
+    /^FAIL .*: cannot tell: 404 M_UNRECOGNIZED .*does not serve/,
+  ],
   ["503 (overloaded)", 503, { errcode: "M_UNKNOWN", error: "busy" }, /^FAIL .*: cannot tell: 503 M_UNKNOWN \(busy\)/],
-  ["404 M_NOT_FOUND (a server that checks the user exists)", 404, { errcode: "M_NOT_FOUND", error: "no such user" }, /^ok {3}.*: accepted/],
+  [
+    "404 M_NOT_FOUND (a server that checks the user exists)",
+    404,
+    { errcode: "M_NOT_FOUND", error: "no such user" },
+    /^ok {3}.*: accepted/,
+  ],
 ])("doctor: the signed request answered %s", async (_name, status, body, want) => {
   publish(ours);
   w.remote.setBehaviour({ kind: "status", status, body }, { endpoint: "devices" });
@@ -110,7 +142,18 @@ test.each([
 test("doctor: a refusal from a remote whose clock is far from ours names the difference", async () => {
   publish(ours);
   const date = new Date(Date.now() + 3_600_000).toUTCString();
-  w.remote.setBehaviour({ kind: "status", status: 401, body: { errcode: "M_UNAUTHORIZED", error: "Failed to find any key to satisfy: _FetchKeyRequest(server_name='hs.test', key_ids=['ed25519:1'])" }, headers: { date } }, { endpoint: "devices" });
+  w.remote.setBehaviour(
+    {
+      kind: "status",
+      status: 401,
+      body: {
+        errcode: "M_UNAUTHORIZED",
+        error: "Failed to find any key to satisfy: _FetchKeyRequest(server_name='hs.test', key_ids=['ed25519:1'])",
+      },
+      headers: { date },
+    },
+    { endpoint: "devices" },
+  );
   const { code, text } = await doctor([], [w.remote.serverName]);
   expect(text).toMatch(/FAIL signed request to .*: refused: 401 M_UNAUTHORIZED \(Failed to find any key to satisfy/);
   expect(text).toMatch(/likely cause: the clock: .*the remote's clock reads 3[56]\d\d s ahead of this machine's/);

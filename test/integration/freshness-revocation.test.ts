@@ -26,7 +26,10 @@ beforeAll(async () => {
   w = await startWorld(["--refresh-cache-ms", "0", "--rate-target-burst", "100", "--metrics-listen", "127.0.0.1:0"]);
   // The homeserver cannot reach the remote: its own answer lists no devices.
   w.hs.on("/_matrix/client/v3/keys/query", (_req, res, body) =>
-    json(res, 200, { device_keys: Object.fromEntries(Object.keys(JSON.parse(body.toString()).device_keys).map((u) => [u, {}])) }));
+    json(res, 200, {
+      device_keys: Object.fromEntries(Object.keys(JSON.parse(body.toString()).device_keys).map((u) => [u, {}])),
+    }),
+  );
 });
 afterAll(() => w.close());
 

@@ -17,11 +17,19 @@ import { createTestCa, startHttpsServer, type TestCa } from "../helpers/tls.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 
-function bareFront(upstream: string, o: { idleSeconds?: number; ca?: string; headerTimeoutMs?: number; syncGate?: SyncGate } = {}): { front: Front; port: number } {
+function bareFront(
+  upstream: string,
+  o: { idleSeconds?: number; ca?: string; headerTimeoutMs?: number; syncGate?: SyncGate } = {},
+): { front: Front; port: number } {
   const trusted = () => false;
   const front = startFront({
     listen: "127.0.0.1:0",
-    homeserver: homeserverHop({ upstream: new URL(upstream), headerTimeoutMs: o.headerTimeoutMs ?? 10_000, trusted, ca: o.ca }),
+    homeserver: homeserverHop({
+      upstream: new URL(upstream),
+      headerTimeoutMs: o.headerTimeoutMs ?? 10_000,
+      trusted,
+      ca: o.ca,
+    }),
     app: appHop({ destination: { unix: "/nonexistent/app.sock" }, secret: "s", defaultHost: "hs.test" }),
     intercepts: (_m, path) => (o.syncGate && path === "/_matrix/client/v3/sync" ? "sync" : false),
     syncGate: o.syncGate,
@@ -37,7 +45,11 @@ async function listen(handler: http.RequestListener): Promise<{ server: http.Ser
   return { server, url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}` };
 }
 
-const stop = (s: http.Server) => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()); });
+const stop = (s: http.Server) =>
+  new Promise<void>((r) => {
+    s.closeAllConnections();
+    s.close(() => r());
+  });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe.skipIf(!isBun)("front end flow control", () => {
@@ -89,7 +101,9 @@ describe.skipIf(!isBun)("front end flow control", () => {
     }
   });
 
-  test("a request body from a client faster than the homeserver reads stalls the client", { timeout: 60_000 }, async () => {
+  test("a request body from a client faster than the homeserver reads stalls the client", {
+    timeout: 60_000,
+  }, async () => {
     let upstreamReq: http.IncomingMessage | undefined;
     const { server, url } = await listen((req) => {
       upstreamReq = req;
@@ -181,7 +195,9 @@ describe.skipIf(!isBun)("front end relays bytes intact while freeing what it has
       const parts: Buffer[] = [];
       const t = setInterval(() => (req.isPaused() ? req.resume() : req.pause()), 40);
       req.on("data", (c: Buffer) => parts.push(c));
-      received = new Promise((resolve) => req.on("end", () => (clearInterval(t), resolve(Buffer.concat(parts)), res.end("ok"))));
+      received = new Promise((resolve) =>
+        req.on("end", () => (clearInterval(t), resolve(Buffer.concat(parts)), res.end("ok"))),
+      );
     });
     const { front, port } = bareFront(url);
     try {
@@ -204,11 +220,20 @@ describe.skipIf(!isBun)("front end relays bytes intact while freeing what it has
 // client takes in fits, with the homeserver's own device_lists between two large members, and
 // none at all, comes out as the homeserver sent it with the user spliced in, and is booked.
 describe.skipIf(!isBun)("front end splices a large /sync for a client that reads in fits", () => {
-  const filler = (seed: number) => JSON.stringify(Array.from({ length: 400 }, (_, i) => randomBytes(22_000 + ((seed + i) % 7)).toString("base64")));
+  const filler = (seed: number) =>
+    JSON.stringify(Array.from({ length: 400 }, (_, i) => randomBytes(22_000 + ((seed + i) % 7)).toString("base64")));
   const [a, b] = [filler(1), filler(2)];
   const cases = [
-    { name: "device_lists between two 12 MB members", body: `{"next_batch":"s9","rooms":${a},"device_lists":{"changed":["@a:x"]},"presence":${b}}`, spliced: `{"next_batch":"s9","rooms":${a},"device_lists":{"changed":["@a:x","@new:x"]},"presence":${b}}` },
-    { name: "no device_lists: added before the closing brace", body: `{"next_batch":"s9","rooms":${a},"presence":${b}}\n`, spliced: `{"next_batch":"s9","rooms":${a},"presence":${b},"device_lists":{"changed":["@new:x"]}}\n` },
+    {
+      name: "device_lists between two 12 MB members",
+      body: `{"next_batch":"s9","rooms":${a},"device_lists":{"changed":["@a:x"]},"presence":${b}}`,
+      spliced: `{"next_batch":"s9","rooms":${a},"device_lists":{"changed":["@a:x","@new:x"]},"presence":${b}}`,
+    },
+    {
+      name: "no device_lists: added before the closing brace",
+      body: `{"next_batch":"s9","rooms":${a},"presence":${b}}\n`,
+      spliced: `{"next_batch":"s9","rooms":${a},"presence":${b},"device_lists":{"changed":["@new:x"]}}\n`,
+    },
   ];
 
   test.each(cases)("$name", { timeout: 60_000 }, async ({ body, spliced }) => {
@@ -219,7 +244,11 @@ describe.skipIf(!isBun)("front end splices a large /sync for a client that reads
     });
     let booked: Spliced | undefined;
     const syncGate: SyncGate = {
-      plan: (head) => ({ observer: () => undefined, longPoll: undefined, inject: { target: head.target, splice: () => new SyncSplice(["@new:x"], "sync", (r) => (booked = r)) } }),
+      plan: (head) => ({
+        observer: () => undefined,
+        longPoll: undefined,
+        inject: { target: head.target, splice: () => new SyncSplice(["@new:x"], "sync", (r) => (booked = r)) },
+      }),
     };
     const { front, port } = bareFront(url, { syncGate });
     try {
@@ -231,7 +260,9 @@ describe.skipIf(!isBun)("front end splices a large /sync for a client that reads
       c.close();
       expect(m.headers["transfer-encoding"]).toBe("chunked");
       expect(m.body.length).toBe(Buffer.byteLength(spliced));
-      expect(createHash("sha256").update(m.body).digest("hex")).toBe(createHash("sha256").update(spliced).digest("hex"));
+      expect(createHash("sha256").update(m.body).digest("hex")).toBe(
+        createHash("sha256").update(spliced).digest("hex"),
+      );
       expect(booked).toEqual({ added: ["@new:x"], reported: body.includes("@a:x") ? ["@a:x"] : [], token: "s9" });
     } finally {
       front.closeAllConnections();
@@ -293,8 +324,16 @@ describe.skipIf(!isBun)("front end TLS to the homeserver", () => {
   afterAll(() => ca.cleanup());
 
   test("an https homeserver is verified against the trusted CAs and the host name", async () => {
-    const hs = await startHttpsServer({ host: "127.0.0.1", cert: ca.issue("hs", ["IP:127.0.0.1"]), handler: (_req, res) => res.end("over tls") });
-    const wrongName = await startHttpsServer({ host: "127.0.0.1", cert: ca.issue("other", ["DNS:other.test"]), handler: (_req, res) => res.end("x") });
+    const hs = await startHttpsServer({
+      host: "127.0.0.1",
+      cert: ca.issue("hs", ["IP:127.0.0.1"]),
+      handler: (_req, res) => res.end("over tls"),
+    });
+    const wrongName = await startHttpsServer({
+      host: "127.0.0.1",
+      cert: ca.issue("other", ["DNS:other.test"]),
+      handler: (_req, res) => res.end("x"),
+    });
     const trusting = bareFront(`https://127.0.0.1:${hs.port}`, { ca: ca.caPem });
     const untrusting = bareFront(`https://127.0.0.1:${hs.port}`);
     const mismatched = bareFront(`https://127.0.0.1:${wrongName.port}`, { ca: ca.caPem });

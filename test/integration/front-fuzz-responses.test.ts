@@ -10,7 +10,22 @@ import net from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startTestProxy } from "../helpers/proxy.ts";
-import { chunkExt, cutting, type Cutting, fieldName as fieldNameFrom, fieldText, hex, latin1, ows, owsTrim, pieces, randomCase, rawServer, readChunked, sleep } from "../helpers/fuzz-http.ts";
+import {
+  chunkExt,
+  cutting,
+  type Cutting,
+  fieldName as fieldNameFrom,
+  fieldText,
+  hex,
+  latin1,
+  ows,
+  owsTrim,
+  pieces,
+  randomCase,
+  rawServer,
+  readChunked,
+  sleep,
+} from "../helpers/fuzz-http.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 // FZ_RUNS=n runs each property n times (a longer hunt); FZ_SEED and FZ_PATH replay a failure
@@ -18,18 +33,29 @@ const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 const RUNS = (n: number) => Number(process.env.FZ_RUNS ?? n);
 // A longer hunt gets the time it needs.
 const TIMEOUT = { timeout: Math.max(120_000, RUNS(100) * 1000) };
-const REPLAY = { ...(process.env.FZ_SEED ? { seed: Number(process.env.FZ_SEED), path: process.env.FZ_PATH } : {}), ...(process.env.FZ_NOSHRINK ? { endOnFailure: true } : {}) };
+const REPLAY = {
+  ...(process.env.FZ_SEED ? { seed: Number(process.env.FZ_SEED), path: process.env.FZ_PATH } : {}),
+  ...(process.env.FZ_NOSHRINK ? { endOnFailure: true } : {}),
+};
 type Proxy = Awaited<ReturnType<typeof startTestProxy>>;
 
 // Generous: a run that passes returns long before it, and CI runs other suites alongside.
 const WAIT_MS = 5000;
 
 // RFC 9110 §7.6.1 and §11.7: never forwarded, with whatever Connection names.
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization", "proxy-authenticate"]);
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authorization",
+  "proxy-authenticate",
+]);
 const TCHAR_NAME = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):/;
 const nameOf = (line: string) => TCHAR_NAME.exec(line)?.[1]?.toLowerCase() ?? "";
-
-
 
 // ---------------------------------------------------------------------------------------------
 // Response specs and their bytes.
@@ -37,8 +63,25 @@ const nameOf = (line: string) => TCHAR_NAME.exec(line)?.[1]?.toLowerCase() ?? ""
 
 type Framing = "length" | "chunked" | "close";
 /** Broken responses: each says what the front end may do about it (see FAULT_OUTCOMES). */
-type Fault = "badHead" | "twoLengths" | "badChunk" | "shortLength" | "teNotChunked" | "teAndLength" | "http10Chunked" | "extraBytes";
-const FAULTS: Fault[] = ["badHead", "twoLengths", "badChunk", "shortLength", "teNotChunked", "teAndLength", "http10Chunked", "extraBytes"];
+type Fault =
+  | "badHead"
+  | "twoLengths"
+  | "badChunk"
+  | "shortLength"
+  | "teNotChunked"
+  | "teAndLength"
+  | "http10Chunked"
+  | "extraBytes";
+const FAULTS: Fault[] = [
+  "badHead",
+  "twoLengths",
+  "badChunk",
+  "shortLength",
+  "teNotChunked",
+  "teAndLength",
+  "http10Chunked",
+  "extraBytes",
+];
 
 interface ChunkStyle {
   sizes: number[];
@@ -115,14 +158,20 @@ const FAULT_OUTCOMES: Record<Fault, Built["outcomes"]> = {
 
 /** A chunked body as its size lines and data, the last-chunk line, and the trailer section. */
 function chunkParts(body: string, c: ChunkStyle): { sizes: string[]; data: string[]; last: string; trailers: string } {
-  const sizes: string[] = [], data: string[] = [];
+  const sizes: string[] = [],
+    data: string[] = [];
   for (let at = 0, k = 0; at < body.length; k++) {
     const n = Math.min(c.sizes[k % c.sizes.length]!, body.length - at);
     sizes.push("0".repeat(c.zeros[k % 8]!) + (c.upper ? hex(n).toUpperCase() : hex(n)) + (c.exts[k % 8] ?? ""));
     data.push(body.slice(at, at + n));
     at += n;
   }
-  return { sizes, data, last: `${"0".repeat(c.lastZeros + 1)}${c.exts[7] ?? ""}`, trailers: c.trailers.map(([n, v]) => `${n}: ${v}\r\n`).join("") };
+  return {
+    sizes,
+    data,
+    last: `${"0".repeat(c.lastZeros + 1)}${c.exts[7] ?? ""}`,
+    trailers: c.trailers.map(([n, v]) => `${n}: ${v}\r\n`).join(""),
+  };
 }
 
 function joinChunks(p: ReturnType<typeof chunkParts>, end = "\r\n"): string {
@@ -132,20 +181,48 @@ function joinChunks(p: ReturnType<typeof chunkParts>, end = "\r\n"): string {
 const chunkedWire = (body: string, c: ChunkStyle) => joinChunks(chunkParts(body, c));
 
 const BAD_HEADS = [
-  "HTTP/1.1 2OO OK", "HTTP/1.1 20 OK", "HTTX/1.1 200 OK", "HTTP/1.2 200 OK", "HTTP/2 200 OK", "HTTP/1.1 200\x00OK", "HTTP/1.1  200 OK",
-  "http/1.1 200 OK", "HTTP/1.1 099 X", "HTTP/1.1 2000 OK", "HTTP/1.1 101 Switching Protocols", "\x16\x03\x01\x02\x00", "HTTP/1.1 200 OK\rX",
-  "HTTP/1.1 200 OK\r\nX Bad: 1", "HTTP/1.1 200 OK\r\nX-Nul: a\x00b", "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded", "HTTP/1.1 200 OK\r\nX-Cr: a\rb",
-  "HTTP/1.1 200 OK\r\n: empty", "HTTP/1.1 200 OK\r\nX-Lf: a\nb",
+  "HTTP/1.1 2OO OK",
+  "HTTP/1.1 20 OK",
+  "HTTX/1.1 200 OK",
+  "HTTP/1.2 200 OK",
+  "HTTP/2 200 OK",
+  "HTTP/1.1 200\x00OK",
+  "HTTP/1.1  200 OK",
+  "http/1.1 200 OK",
+  "HTTP/1.1 099 X",
+  "HTTP/1.1 2000 OK",
+  "HTTP/1.1 101 Switching Protocols",
+  "\x16\x03\x01\x02\x00",
+  "HTTP/1.1 200 OK\rX",
+  "HTTP/1.1 200 OK\r\nX Bad: 1",
+  "HTTP/1.1 200 OK\r\nX-Nul: a\x00b",
+  "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded",
+  "HTTP/1.1 200 OK\r\nX-Cr: a\rb",
+  "HTTP/1.1 200 OK\r\n: empty",
+  "HTTP/1.1 200 OK\r\nX-Lf: a\nb",
 ];
-const TE_NOT_CHUNKED: [string, boolean][] = [["gzip", false], ["chunked, gzip", false], ["identity", false], ["gzip, chunked", true], ["chunked, chunked", true], ["deflate", false]];
+const TE_NOT_CHUNKED: [string, boolean][] = [
+  ["gzip", false],
+  ["chunked, gzip", false],
+  ["identity", false],
+  ["gzip, chunked", true],
+  ["chunked, chunked", true],
+  ["deflate", false],
+];
 
 /** The chunked body with one framing error: a size line, data longer than its size, or a bare LF. */
 function breakChunked(body: string, c: ChunkStyle, pick: number): string {
   const p = chunkParts(body, c);
   const plain = (l: string) => l.replace(/[;\t ].*$/, "");
   const edits = [
-    (l: string) => `zz${l}`, (l: string) => `-${l}`, (l: string) => `${plain(l)}x`, () => "", (l: string) => `${l}\n`, () => "0000000000001",
-    (l: string) => `${plain(l)};a\nb`, (l: string) => `${plain(l)}\x00`,
+    (l: string) => `zz${l}`,
+    (l: string) => `-${l}`,
+    (l: string) => `${plain(l)}x`,
+    () => "",
+    (l: string) => `${l}\n`,
+    () => "0000000000001",
+    (l: string) => `${plain(l)};a\nb`,
+    (l: string) => `${plain(l)}\x00`,
   ];
   const k = pick % (p.sizes.length + 1);
   const how = (pick >> 4) % (edits.length + 2);
@@ -164,7 +241,8 @@ function build(spec: ResSpec, method: string, token: number): Built {
   if (fault && !bodyAllowed && !["badHead", "http10Chunked", "extraBytes"].includes(fault)) fault = "badHead";
   let minor = spec.minor;
   let framing: Framing = spec.framing;
-  if ((fault === "extraBytes" && framing === "close") || fault === "twoLengths" || fault === "shortLength") framing = "length";
+  if ((fault === "extraBytes" && framing === "close") || fault === "twoLengths" || fault === "shortLength")
+    framing = "length";
   if (fault === "http10Chunked") minor = 0;
   // Faults of a Transfer-Encoding are HTTP/1.1's (in HTTP/1.0 it is http10Chunked).
   if (fault === "badChunk" || fault === "teAndLength" || fault === "teNotChunked") minor = 1;
@@ -230,8 +308,10 @@ function build(spec: ResSpec, method: string, token: number): Built {
       if (framing === "length" && (spec.status !== 204 || spec.pick % 5 === 0)) {
         framingLines.push(cl(wire.length));
         if (spec.length.twice === "lines") framingLines.push(cl(wire.length));
-        if (spec.length.twice === "list") framingLines[0] = `${framingLines[0]}, ${"0".repeat(spec.length.zeros)}${wire.length}`;
-      } else if (framing === "chunked" && spec.status !== 204) framingLines.push(spec.pick % 3 ? "Transfer-Encoding: chunked" : "transfer-encoding:\tChunked ");
+        if (spec.length.twice === "list")
+          framingLines[0] = `${framingLines[0]}, ${"0".repeat(spec.length.zeros)}${wire.length}`;
+      } else if (framing === "chunked" && spec.status !== 204)
+        framingLines.push(spec.pick % 3 ? "Transfer-Encoding: chunked" : "transfer-encoding:\tChunked ");
       if (fault === "extraBytes") tail = `HTTP/1.1 200 OK\r\nX-Fz: ${token}\r\nContent-Length: 0\r\n\r\n`;
   }
   lines.splice(spec.at % (lines.length + 1), 0, `X-Fz: ${token}`);
@@ -241,10 +321,17 @@ function build(spec: ResSpec, method: string, token: number): Built {
   if (fault === "badHead") statusLine = BAD_HEADS[spec.pick % BAD_HEADS.length]!;
   const interims = minor === 1 ? spec.interim : [];
   const head = `${statusLine}\r\n${lines.map((l) => `${l}\r\n`).join("")}\r\n`;
-  const text = interims.map((i) => `HTTP/1.1 ${i.status} Interim\r\n${i.lines.map((l) => `${l}\r\n`).join("")}\r\n`).join("") + head + (bodyAllowed ? wire : "") + tail;
+  const text =
+    interims.map((i) => `HTTP/1.1 ${i.status} Interim\r\n${i.lines.map((l) => `${l}\r\n`).join("")}\r\n`).join("") +
+    head +
+    (bodyAllowed ? wire : "") +
+    tail;
   // What a client sees of a head: its lines less hop-by-hop ones and those Connection names.
-  const named = conn.map((n) => n.toLowerCase()).filter((n) => n !== "close" && n !== "keep-alive" && n !== "content-length");
-  const forwarded = (ls: string[], names = named) => ls.filter((l) => !HOP_BY_HOP.has(nameOf(l)) && !names.includes(nameOf(l)));
+  const named = conn
+    .map((n) => n.toLowerCase())
+    .filter((n) => n !== "close" && n !== "keep-alive" && n !== "content-length");
+  const forwarded = (ls: string[], names = named) =>
+    ls.filter((l) => !HOP_BY_HOP.has(nameOf(l)) && !names.includes(nameOf(l)));
   return {
     bytes: latin1(text),
     cut: fault === "extraBytes" ? "whole" : spec.cut,
@@ -263,35 +350,71 @@ function build(spec: ResSpec, method: string, token: number): Built {
   };
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Generators.
 // ---------------------------------------------------------------------------------------------
 
 const fieldValueText = fieldText(20);
-const EXTRA_NAMES = ["Content-Type", "Cache-Control", "ETag", "Vary", "Date", "Server", "Set-Cookie", "X-Request-Id", "Content-Encoding", "Access-Control-Allow-Origin", "X-Hop", "Keep-Alive", "Trailer", "Proxy-Authenticate", "Upgrade", "TE", "Proxy-Connection", "Location"];
+const EXTRA_NAMES = [
+  "Content-Type",
+  "Cache-Control",
+  "ETag",
+  "Vary",
+  "Date",
+  "Server",
+  "Set-Cookie",
+  "X-Request-Id",
+  "Content-Encoding",
+  "Access-Control-Allow-Origin",
+  "X-Hop",
+  "Keep-Alive",
+  "Trailer",
+  "Proxy-Authenticate",
+  "Upgrade",
+  "TE",
+  "Proxy-Connection",
+  "Location",
+];
 const fieldName = fieldNameFrom(EXTRA_NAMES);
 // Never an X-Fz of its own: the identifying field is the test's.
-const extraLine = fc.tuple(fieldName, ows, fieldValueText, ows).filter(([n]) => n.toLowerCase() !== "x-fz").map(([n, a, v, b]) => `${n}:${a}${v}${b}`);
-const reason = fc.oneof(fc.constantFrom("OK", "", "Created", "No Content", "Not Modified", "Not Found", "Bad Gateway"), fieldText(12));
+const extraLine = fc
+  .tuple(fieldName, ows, fieldValueText, ows)
+  .filter(([n]) => n.toLowerCase() !== "x-fz")
+  .map(([n, a, v, b]) => `${n}:${a}${v}${b}`);
+const reason = fc.oneof(
+  fc.constantFrom("OK", "", "Created", "No Content", "Not Modified", "Not Found", "Bad Gateway"),
+  fieldText(12),
+);
 
 /** Bodies: bytes, and text that looks like framing or a whole response of its own. */
 const bodyText = (token: string) =>
   fc.oneof(
     { weight: 3, arbitrary: fc.uint8Array({ maxLength: 48 }).map((a) => Buffer.from(a).toString("latin1")) },
-    { weight: 2, arbitrary: fc.constantFrom("", `HTTP/1.1 200 OK\r\nX-Fz: ${token}\r\nContent-Length: 0\r\n\r\n`, "0\r\n\r\n", "\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n", `HTTP/1.1 204 No Content\r\nX-Fz: ${token}\r\n\r\nHTTP/1.1 200 OK\r\n\r\n`) },
+    {
+      weight: 2,
+      arbitrary: fc.constantFrom(
+        "",
+        `HTTP/1.1 200 OK\r\nX-Fz: ${token}\r\nContent-Length: 0\r\n\r\n`,
+        "0\r\n\r\n",
+        "\r\n\r\n",
+        "5\r\nhello\r\n0\r\n\r\n",
+        `HTTP/1.1 204 No Content\r\nX-Fz: ${token}\r\n\r\nHTTP/1.1 200 OK\r\n\r\n`,
+      ),
+    },
     fc.integer({ min: 200, max: 4000 }).map((n) => "b".repeat(n)),
   );
 
 const chunkStyle: fc.Arbitrary<ChunkStyle> = fc.record({
-  sizes: fc.array(fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 5000 })), { minLength: 1, maxLength: 6 }),
+  sizes: fc.array(fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 5000 })), {
+    minLength: 1,
+    maxLength: 6,
+  }),
   exts: fc.array(fc.option(chunkExt, { freq: 3 }), { minLength: 8, maxLength: 8 }),
   zeros: fc.array(fc.nat(3), { minLength: 8, maxLength: 8 }),
   upper: fc.boolean(),
   lastZeros: fc.nat(2),
   trailers: fc.array(fc.tuple(fc.constantFrom("X-T", "x-trailer", "Digest"), fieldValueText), { maxLength: 2 }),
 });
-
 
 const interim = fc.record({
   status: fc.constantFrom(100 as const, 102 as const, 103 as const),
@@ -300,17 +423,27 @@ const interim = fc.record({
 
 function resSpec(faults: fc.Arbitrary<Fault | undefined> = fc.constant(undefined)): fc.Arbitrary<ResSpec> {
   return fc.record({
-    interim: fc.oneof({ weight: 4, arbitrary: fc.constant<ResSpec["interim"]>([]) }, fc.array(interim, { minLength: 1, maxLength: 2 })),
+    interim: fc.oneof(
+      { weight: 4, arbitrary: fc.constant<ResSpec["interim"]>([]) },
+      fc.array(interim, { minLength: 1, maxLength: 2 }),
+    ),
     status: fc.constantFrom(200, 200, 200, 201, 204, 304, 404, 502),
     reason,
     minor: fc.constantFrom(1 as const, 1 as const, 1 as const, 0 as const),
     keepAlive10: fc.boolean(),
     framing: fc.constantFrom<Framing>("length", "length", "chunked", "chunked", "close"),
     closeHeader: fc.constantFrom(false, false, true),
-    length: fc.record({ zeros: fc.oneof(fc.constant(0), fc.nat(3)), twice: fc.constantFrom("no" as const, "no" as const, "lines" as const, "list" as const), name: randomCase("Content-Length") }),
+    length: fc.record({
+      zeros: fc.oneof(fc.constant(0), fc.nat(3)),
+      twice: fc.constantFrom("no" as const, "no" as const, "lines" as const, "list" as const),
+      name: randomCase("Content-Length"),
+    }),
     chunk: chunkStyle,
     extra: fc.array(extraLine, { maxLength: 4 }),
-    connNames: fc.oneof({ weight: 3, arbitrary: fc.constant<string[]>([]) }, fc.array(fc.constantFrom("X-Hop", "set-cookie", "Keep-Alive", "x-other"), { minLength: 1, maxLength: 2 })),
+    connNames: fc.oneof(
+      { weight: 3, arbitrary: fc.constant<string[]>([]) },
+      fc.array(fc.constantFrom("X-Hop", "set-cookie", "Keep-Alive", "x-other"), { minLength: 1, maxLength: 2 }),
+    ),
     at: fc.nat(),
     body: bodyText("%TOKEN%"),
     cut: cutting,
@@ -336,12 +469,23 @@ interface ClientSpec {
 const reqSpec = (res: fc.Arbitrary<ResSpec>) =>
   fc.record({
     method: fc.constantFrom("GET", "GET", "HEAD", "POST", "PUT", "DELETE"),
-    body: fc.oneof(fc.constant(""), fc.string({ unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)), maxLength: 30 })),
+    body: fc.oneof(
+      fc.constant(""),
+      fc.string({ unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)), maxLength: 30 }),
+    ),
     res,
   });
 
-const clientSpec = (res: fc.Arbitrary<ResSpec>, minor: fc.Arbitrary<0 | 1> = fc.constantFrom(1 as const, 1 as const, 1 as const, 0 as const)): fc.Arbitrary<ClientSpec> =>
-  fc.record({ minor, pipelined: fc.boolean(), closeLast: fc.constantFrom(false, false, false, true), reqs: fc.array(reqSpec(res), { minLength: 1, maxLength: 4 }) });
+const clientSpec = (
+  res: fc.Arbitrary<ResSpec>,
+  minor: fc.Arbitrary<0 | 1> = fc.constantFrom(1 as const, 1 as const, 1 as const, 0 as const),
+): fc.Arbitrary<ClientSpec> =>
+  fc.record({
+    minor,
+    pipelined: fc.boolean(),
+    closeLast: fc.constantFrom(false, false, false, true),
+    reqs: fc.array(reqSpec(res), { minLength: 1, maxLength: 4 }),
+  });
 
 // ---------------------------------------------------------------------------------------------
 // The homeserver: reads the front end's requests strictly, answers each from its plan.
@@ -367,12 +511,14 @@ function readRequests(b: Buffer): { reqs: UpRequest[]; used: number; bad?: strin
     let length = 0;
     for (const fl of fieldLines) {
       const name = nameOf(fl);
-      if (!name || /[\x00-\x08\x0a-\x1f\x7f]/.test(fl)) return { reqs, used: p, bad: `field line ${JSON.stringify(fl)}` };
+      if (!name || /[\x00-\x08\x0a-\x1f\x7f]/.test(fl))
+        return { reqs, used: p, bad: `field line ${JSON.stringify(fl)}` };
       const value = owsTrim(fl.slice(fl.indexOf(":") + 1));
       if (name === "host") hosts++;
       if (name === "transfer-encoding") return { reqs, used: p, bad: "a chunked request nobody sent" };
       if (name === "content-length") {
-        if (!/^\d{1,6}$/.test(value) || length !== 0) return { reqs, used: p, bad: `Content-Length ${JSON.stringify(value)}` };
+        if (!/^\d{1,6}$/.test(value) || length !== 0)
+          return { reqs, used: p, bad: `Content-Length ${JSON.stringify(value)}` };
         length = Number(value);
       }
     }
@@ -405,10 +551,21 @@ interface Upstream {
 }
 
 const plainSpec = (body: string): ResSpec => ({
-  interim: [], status: 200, reason: "OK", minor: 1, keepAlive10: false, framing: "length", closeHeader: false,
+  interim: [],
+  status: 200,
+  reason: "OK",
+  minor: 1,
+  keepAlive10: false,
+  framing: "length",
+  closeHeader: false,
   length: { zeros: 0, twice: "no", name: "Content-Length" },
   chunk: { sizes: [1], exts: [], zeros: [], upper: false, lastZeros: 0, trailers: [] },
-  extra: [], connNames: [], at: 0, body, cut: "whole", pick: 1,
+  extra: [],
+  connNames: [],
+  at: 0,
+  body,
+  cut: "whole",
+  pick: 1,
 });
 
 async function startUpstream(): Promise<Upstream> {
@@ -512,7 +669,14 @@ class Client {
         const [line, ...lines] = blank === -1 ? [""] : text.slice(0, blank).split("\r\n");
         const m = /^HTTP\/1\.1 (\d{3})/.exec(line!);
         const headers = Object.fromEntries(lines.map((l) => [nameOf(l), owsTrim(l.slice(l.indexOf(":") + 1))]));
-        this.answers.push({ status: m ? Number(m[1]) : 0, lines, headers, raw: blank === -1 ? "" : text.slice(blank + 4), body: "", cut: true });
+        this.answers.push({
+          status: m ? Number(m[1]) : 0,
+          lines,
+          headers,
+          raw: blank === -1 ? "" : text.slice(blank + 4),
+          body: "",
+          cut: true,
+        });
         this.#buf = Buffer.alloc(0);
       }
     });
@@ -560,7 +724,8 @@ class Client {
         done(start, "");
         continue;
       }
-      const te = headers["transfer-encoding"], cl = headers["content-length"];
+      const te = headers["transfer-encoding"],
+        cl = headers["content-length"];
       if (this.methods[this.finals] === "HEAD" || status === 204 || status === 304) done(start, "");
       else if (te !== undefined) {
         if (cl !== undefined) return this.#garble("both Transfer-Encoding and Content-Length");
@@ -572,7 +737,8 @@ class Client {
       } else if (cl !== undefined) {
         // RFC 9112 §6.3 item 5: a list of one repeated value is that value.
         const parts = cl.split(",").map(owsTrim);
-        if (!parts.every((x) => x === parts[0]) || !/^\d{1,15}$/.test(parts[0]!)) return this.#garble(`Content-Length ${JSON.stringify(cl)}`);
+        if (!parts.every((x) => x === parts[0]) || !/^\d{1,15}$/.test(parts[0]!))
+          return this.#garble(`Content-Length ${JSON.stringify(cl)}`);
         const end = start + Number(parts[0]);
         if (end > this.#buf.length) return;
         done(end, this.#buf.toString("latin1", start, end));
@@ -660,7 +826,10 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
     h.write(`GET /fz/${t} HTTP/1.1\r\nHost: hs.test\r\n\r\n`, ["GET"]);
     await waitFor(h, () => h.finals >= 1, 0);
     h.close();
-    expect(h.answers.map((a) => [a.status, a.headers["x-fz"], a.body]), what).toEqual([[200, String(t), "health"]]);
+    expect(
+      h.answers.map((a) => [a.status, a.headers["x-fz"], a.body]),
+      what,
+    ).toEqual([[200, String(t), "health"]]);
   }
 
   async function waitFor(c: Client, until: () => boolean, quietMs: number): Promise<void> {
@@ -693,14 +862,18 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
     for (const spec of clients) {
       const tokens = spec.reqs.map((r) => {
         const t = nextToken++;
-        up.plans.set(t, { method: r.method, built: build({ ...r.res, body: r.res.body.replaceAll("%TOKEN%", String(t)) }, r.method, t) });
+        up.plans.set(t, {
+          method: r.method,
+          built: build({ ...r.res, body: r.res.body.replaceAll("%TOKEN%", String(t)) }, r.method, t),
+        });
         return t;
       });
       // HTTP/1.0 clients ask to keep the connection; the last request may ask to close it.
       const keeps = spec.reqs.map((_, i) => !(spec.closeLast && i === spec.reqs.length - 1));
       planned.push({ spec, tokens, keeps, c: await Client.connect(proxy.port) });
     }
-    const garbledFrom = up.garbled.length, deadFrom = up.reusedDead.length;
+    const garbledFrom = up.garbled.length,
+      deadFrom = up.reusedDead.length;
     await Promise.all(planned.map(drive));
     for (const p of planned) p.c.close();
     await expectPoolHealthy("a plain GET after the run");
@@ -715,12 +888,15 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
   /** What one client saw, against what the homeserver wrote for its requests. */
   function check(p: Planned): void {
     const { c, spec, tokens } = p;
-    const ctx = (i: number) => `client (HTTP/1.${spec.minor}, ${spec.pipelined ? "pipelined" : "sequential"}) request ${i} ${spec.reqs[i]?.method} /fz/${tokens[i]}`;
+    const ctx = (i: number) =>
+      `client (HTTP/1.${spec.minor}, ${spec.pipelined ? "pipelined" : "sequential"}) request ${i} ${spec.reqs[i]?.method} /fz/${tokens[i]}`;
     expect(c.garbled, "response bytes the client could not read").toBeUndefined();
     // No client ever sees another's token in a head; its bodies are compared whole below (or,
     // cut, as prefixes of its own).
     for (const a of c.answers)
-      for (const l of a.lines) if (nameOf(l) === "x-fz") expect(tokens, `a token in ${JSON.stringify(l)}`).toContain(Number(owsTrim(l.slice(5))));
+      for (const l of a.lines)
+        if (nameOf(l) === "x-fz")
+          expect(tokens, `a token in ${JSON.stringify(l)}`).toContain(Number(owsTrim(l.slice(5))));
     for (const a of c.answers) expect(a.status, "a 500 from the front end").not.toBe(500);
     let k = 0;
     let ended = false;
@@ -742,7 +918,10 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
       expect(a, `${ctx(i)}: no answer (${b.fault ?? "well-formed"}; client closed: ${c.closed})`).toBeDefined();
       const isHead = spec.reqs[i]!.method === "HEAD";
       if (front502(a!)) {
-        expect(b.outcomes, `${ctx(i)}: the front end answered 502 for a ${b.fault ?? "well-formed"} response`).toContain("502");
+        expect(
+          b.outcomes,
+          `${ctx(i)}: the front end answered 502 for a ${b.fault ?? "well-formed"} response`,
+        ).toContain("502");
         expect(a!.headers["content-type"]).toBe("application/json");
         if (isHead) expect(a!.raw).toBe("");
         else {
@@ -759,9 +938,15 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
       if (a!.cut || (dechunk && !b.outcomes.includes("relay"))) {
         expect(b.outcomes, `${ctx(i)}: cut for a ${b.fault ?? "well-formed"} response`).toContain("cut");
         // A cut comes only once the head is out: before that the client is owed a 502.
-        expect([a!.status, a!.headers["x-fz"]], `${ctx(i)}: cut before any head was sent`).toEqual([b.status, String(b.token)]);
+        expect([a!.status, a!.headers["x-fz"]], `${ctx(i)}: cut before any head was sent`).toEqual([
+          b.status,
+          String(b.token),
+        ]);
         const whole = chunkedOut ? b.wire : b.payload;
-        expect(whole.startsWith(a!.raw), `${ctx(i)}: cut body ${JSON.stringify(a!.raw.slice(0, 300))} is not a prefix of the homeserver's ${JSON.stringify(whole.slice(0, 300))}`).toBe(true);
+        expect(
+          whole.startsWith(a!.raw),
+          `${ctx(i)}: cut body ${JSON.stringify(a!.raw.slice(0, 300))} is not a prefix of the homeserver's ${JSON.stringify(whole.slice(0, 300))}`,
+        ).toBe(true);
         expect(k, "answers after a cut").toBe(c.answers.length);
         expect(c.closed).toBe(true);
         return;
@@ -780,11 +965,17 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
         ...(chunkedOut ? ["transfer-encoding: chunked"] : []),
         ...(closes ? ["connection: close"] : spec.minor === 0 ? ["connection: keep-alive"] : []),
       ];
-      expect(own.map((l) => (nameOf(l) === "x-request-id" ? "x-request-id" : l)), `${ctx(i)}: the front end's own lines`).toEqual(wantOwn);
+      expect(
+        own.map((l) => (nameOf(l) === "x-request-id" ? "x-request-id" : l)),
+        `${ctx(i)}: the front end's own lines`,
+      ).toEqual(wantOwn);
       if (dechunk) expect(a!.headers["content-length"], `${ctx(i)}: a length beside a de-chunked body`).toBeUndefined();
       if (closes) ended = true;
     }
-    expect(c.answers.length, `answers beyond the requests: ${JSON.stringify(c.answers.slice(k).map((a) => a.status))}`).toBe(k);
+    expect(
+      c.answers.length,
+      `answers beyond the requests: ${JSON.stringify(c.answers.slice(k).map((a) => a.status))}`,
+    ).toBe(k);
     expect(c.closed, "the connection closed, or stayed open, as the last response said").toBe(ended);
   }
 
@@ -793,23 +984,34 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
    * request of an HTTP/1.`minor` client; returns what the client got. Then the pool must serve
    * a plain GET on the same client connection if it is open, and one on a fresh connection.
    */
-  async function regression(o: { method?: string; minor?: 0 | 1; writes: string[]; closeAfter?: boolean }): Promise<{ answers: Answer[]; closed: boolean }> {
-    const method = o.method ?? "GET", minor = o.minor ?? 1;
+  async function regression(o: {
+    method?: string;
+    minor?: 0 | 1;
+    writes: string[];
+    closeAfter?: boolean;
+  }): Promise<{ answers: Answer[]; closed: boolean }> {
+    const method = o.method ?? "GET",
+      minor = o.minor ?? 1;
     const t = nextToken++;
     const writes = o.writes.map((w) => w.replaceAll("%T%", String(t)));
     const built = build(plainSpec(""), method, t);
     up.plans.set(t, { method, writes, built: { ...built, closeAfter: o.closeAfter ?? false, dead: true } });
-    const garbledFrom = up.garbled.length, deadFrom = up.reusedDead.length;
+    const garbledFrom = up.garbled.length,
+      deadFrom = up.reusedDead.length;
     const c = await Client.connect(proxy.port);
     c.write(requestText({ method, body: "", res: plainSpec("") }, t, minor, true), [method]);
     await waitFor(c, () => c.finals >= 1, 25);
-    const answers = [...c.answers], closed = c.closed;
+    const answers = [...c.answers],
+      closed = c.closed;
     for (const client of closed ? [] : [c]) {
       const next = nextToken++;
       up.plans.set(next, { method: "GET", built: build(plainSpec("next"), "GET", next) });
       client.write(requestText({ method: "GET", body: "", res: plainSpec("") }, next, minor, true), ["GET"]);
       await waitFor(client, () => client.finals >= 2, 0);
-      expect(client.answers.slice(answers.length).map((a) => [a.status, a.headers["x-fz"], a.body]), "the next request on the same connection").toEqual([[200, String(next), "next"]]);
+      expect(
+        client.answers.slice(answers.length).map((a) => [a.status, a.headers["x-fz"], a.body]),
+        "the next request on the same connection",
+      ).toEqual([[200, String(next), "next"]]);
     }
     c.close();
     await expectPoolHealthy("a plain GET on a fresh connection");
@@ -821,7 +1023,9 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
 
   /** The front end's own 502, Matrix-shaped. */
   function expect502(answers: Answer[], head = false): void {
-    expect(answers.map((a) => [a.status, a.headers["x-fz"], a.headers["content-type"]])).toEqual([[502, undefined, "application/json"]]);
+    expect(answers.map((a) => [a.status, a.headers["x-fz"], a.headers["content-type"]])).toEqual([
+      [502, undefined, "application/json"],
+    ]);
     if (head) return void expect(answers[0]!.raw).toBe("");
     const json = JSON.parse(answers[0]!.body) as { errcode?: unknown; error?: unknown };
     expect([typeof json.errcode, typeof json.error]).toEqual(["string", "string"]);
@@ -830,25 +1034,43 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
   // Found by the malformed-responses property. RFC 9112 §6.3 item 3: an intermediary forwarding
   // such a response MUST remove the Content-Length; the client got it beside our own framing
   // (an HTTP/1.0 client read one byte of "hello", then a next "response" of "ello").
-  test.each([0, 1] as const)("Transfer-Encoding with Content-Length from the homeserver is refused with a 502 (HTTP/1.%i client)", async (minor) => {
-    const { answers } = await regression({ minor, writes: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\nX-Fz: %T%\r\n\r\n5\r\nhello\r\n0\r\n\r\n"] });
-    expect502(answers);
-  });
+  test.each([0, 1] as const)(
+    "Transfer-Encoding with Content-Length from the homeserver is refused with a 502 (HTTP/1.%i client)",
+    async (minor) => {
+      const { answers } = await regression({
+        minor,
+        writes: [
+          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\nX-Fz: %T%\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ],
+      });
+      expect502(answers);
+    },
+  );
 
   // Found by the malformed-responses property. Transfer-Encoding is hop-by-hop: relayed without
   // it, a coding we did not undo reached the client as the content itself.
   test.each([
     ["gzip", "\x1f\x8b\x08\x00gzipped", true],
     ["gzip, chunked", "5\r\n\x1f\x8b\x08\x00x\r\n0\r\n\r\n", false],
-  ])("Transfer-Encoding: %s from the homeserver is refused with a 502, not relayed as if the content", async (te, body, closeAfter) => {
-    const { answers } = await regression({ writes: [`HTTP/1.1 200 OK\r\nTransfer-Encoding: ${te}\r\nX-Fz: %T%\r\n\r\n${body}`], closeAfter });
-    expect502(answers);
-  });
+  ])(
+    "Transfer-Encoding: %s from the homeserver is refused with a 502, not relayed as if the content",
+    async (te, body, closeAfter) => {
+      const { answers } = await regression({
+        writes: [`HTTP/1.1 200 OK\r\nTransfer-Encoding: ${te}\r\nX-Fz: %T%\r\n\r\n${body}`],
+        closeAfter,
+      });
+      expect502(answers);
+    },
+  );
 
   // Found by the malformed-responses property. RFC 9112 §6.1: an HTTP/1.0 message with
   // Transfer-Encoding has faulty framing, and the connection must close after it.
   test("an HTTP/1.0 response with Transfer-Encoding is refused, and its connection never reused", async () => {
-    const { answers } = await regression({ writes: ["HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nX-Fz: %T%\r\n\r\n5\r\nhello\r\n0\r\n\r\n"] });
+    const { answers } = await regression({
+      writes: [
+        "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nX-Fz: %T%\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+      ],
+    });
     expect502(answers);
   });
 
@@ -856,7 +1078,10 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
   // was relayed and its connection pooled, where a body the hop still sends would be read as
   // the next client's response.
   test("an HTTP/1.0 answer to a HEAD with Transfer-Encoding is relayed, and its connection never reused", async () => {
-    const { answers } = await regression({ method: "HEAD", writes: ["HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nX-Fz: %T%\r\n\r\n"] });
+    const { answers } = await regression({
+      method: "HEAD",
+      writes: ["HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nX-Fz: %T%\r\n\r\n"],
+    });
     expect(answers.map((a) => [a.status, a.raw, a.cut])).toEqual([[200, "", undefined]]);
   });
 
@@ -866,45 +1091,75 @@ describe.skipIf(!isBun)("the Bun front end's responses, fuzzed", () => {
   // An HTTP/1.0 client's de-chunked body has no framing to keep: its head went out before the
   // first chunk was read, so there too the client was cut with only a head.
   test.each([
-    ["in the read of the head (HTTP/1.1 client)", 1, ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fz: %T%\r\n\r\nzz\r\n"]],
-    ["in the read of the head (HTTP/1.0 client)", 0, ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fz: %T%\r\n\r\nzz\r\n"]],
-    ["after data, in the read of the head (HTTP/1.1 client)", 1, ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fz: %T%\r\n\r\n3\r\nabcX\r\n"]],
+    [
+      "in the read of the head (HTTP/1.1 client)",
+      1,
+      ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fz: %T%\r\n\r\nzz\r\n"],
+    ],
+    [
+      "in the read of the head (HTTP/1.0 client)",
+      0,
+      ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fz: %T%\r\n\r\nzz\r\n"],
+    ],
+    [
+      "after data, in the read of the head (HTTP/1.1 client)",
+      1,
+      ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fz: %T%\r\n\r\n3\r\nabcX\r\n"],
+    ],
   ] as const)("a bad chunk %s: a 502, since no head was sent", async (_where, minor, writes) => {
     expect502((await regression({ minor, writes: [...writes] })).answers);
   });
 
   test("a bad chunk after the head went out: the client's connection is cut after the head", async () => {
-    const { answers, closed } = await regression({ writes: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fz: %T%\r\n\r\n", "3\r\nabc\r\n", "zz\r\n"] });
-    expect(answers.map((a) => [a.status, a.headers["x-fz"] !== undefined, a.raw, a.cut])).toEqual([[200, true, "3\r\nabc\r\n", true]]);
+    const { answers, closed } = await regression({
+      writes: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fz: %T%\r\n\r\n", "3\r\nabc\r\n", "zz\r\n"],
+    });
+    expect(answers.map((a) => [a.status, a.headers["x-fz"] !== undefined, a.raw, a.cut])).toEqual([
+      [200, true, "3\r\nabc\r\n", true],
+    ]);
     expect(closed).toBe(true);
   });
 
-  test("well-formed responses to many clients at once, sharing the pool: each client gets exactly its own", TIMEOUT, async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.array(clientSpec(resSpec()), { minLength: 2, maxLength: 6 }), async (clients) => {
-        await run(clients);
-      }),
-      { numRuns: RUNS(100), ...REPLAY },
-    );
-  });
+  test(
+    "well-formed responses to many clients at once, sharing the pool: each client gets exactly its own",
+    TIMEOUT,
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.array(clientSpec(resSpec()), { minLength: 2, maxLength: 6 }), async (clients) => {
+          await run(clients);
+        }),
+        { numRuns: RUNS(100), ...REPLAY },
+      );
+    },
+  );
 
   test("HTTP/1.0 clients: chunked bodies de-chunked and closed, lengths kept alive", TIMEOUT, async () => {
-    const spec = resSpec().map((r) => ({ ...r, framing: r.framing === "length" && r.pick % 2 ? ("chunked" as const) : r.framing }));
+    const spec = resSpec().map((r) => ({
+      ...r,
+      framing: r.framing === "length" && r.pick % 2 ? ("chunked" as const) : r.framing,
+    }));
     await fc.assert(
-      fc.asyncProperty(fc.array(clientSpec(spec, fc.constant(0 as const)), { minLength: 1, maxLength: 4 }), async (clients) => {
-        await run(clients);
-      }),
+      fc.asyncProperty(
+        fc.array(clientSpec(spec, fc.constant(0 as const)), { minLength: 1, maxLength: 4 }),
+        async (clients) => {
+          await run(clients);
+        },
+      ),
       { numRuns: RUNS(100), ...REPLAY },
     );
   });
 
-  test("malformed responses among good ones: a 502 or a cut for that client only, the connection never reused", TIMEOUT, async () => {
-    const fault = fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, fc.constantFrom(...FAULTS));
-    await fc.assert(
-      fc.asyncProperty(fc.array(clientSpec(resSpec(fault)), { minLength: 2, maxLength: 6 }), async (clients) => {
-        await run(clients);
-      }),
-      { numRuns: RUNS(100), ...REPLAY },
-    );
-  });
+  test(
+    "malformed responses among good ones: a 502 or a cut for that client only, the connection never reused",
+    TIMEOUT,
+    async () => {
+      const fault = fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, fc.constantFrom(...FAULTS));
+      await fc.assert(
+        fc.asyncProperty(fc.array(clientSpec(resSpec(fault)), { minLength: 2, maxLength: 6 }), async (clients) => {
+          await run(clients);
+        }),
+        { numRuns: RUNS(100), ...REPLAY },
+      );
+    },
+  );
 });

@@ -8,7 +8,25 @@ import net from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startTestProxy } from "../helpers/proxy.ts";
-import { chunkExt, CR, cutting, type Cutting, fieldName as fieldNameFrom, fieldText, hex, isHex, latin1, LF, ows, owsTrim, pieces, randomCase, rawServer, readChunked, sleep } from "../helpers/fuzz-http.ts";
+import {
+  chunkExt,
+  CR,
+  cutting,
+  type Cutting,
+  fieldName as fieldNameFrom,
+  fieldText,
+  hex,
+  isHex,
+  latin1,
+  LF,
+  ows,
+  owsTrim,
+  pieces,
+  randomCase,
+  rawServer,
+  readChunked,
+  sleep,
+} from "../helpers/fuzz-http.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 // FZ_RUNS=n runs each property n times (a longer hunt); FZ_SEED and FZ_PATH replay a failure
@@ -59,7 +77,6 @@ const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e\x80-\xff]+) HT
 const FIELD_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\s\S]*)$/;
 const CTL = /[\x00-\x08\x0a-\x1f\x7f]/;
 
-
 function reference(b: Buffer): RefParse {
   const reqs: RefRequest[] = [];
   let p = 0;
@@ -98,7 +115,8 @@ function reference(b: Buffer): RefParse {
     if (te.length > 0) {
       if (cl.length > 0) return stop("invalid", "both Content-Length and Transfer-Encoding");
       if (minor === 0) return stop("invalid", "Transfer-Encoding in HTTP/1.0");
-      if (owsTrim(te.join(", ")).toLowerCase() !== "chunked") return stop("invalid", `Transfer-Encoding ${JSON.stringify(te)}`);
+      if (owsTrim(te.join(", ")).toLowerCase() !== "chunked")
+        return stop("invalid", `Transfer-Encoding ${JSON.stringify(te)}`);
       const c = readChunked(b, bodyStart);
       const e = typeof c === "object" && "end" in c ? c.end : c;
       if (e === "incomplete") return stop("incomplete", "chunked body");
@@ -106,14 +124,26 @@ function reference(b: Buffer): RefParse {
       end = e;
     } else if (cl.length > 0) {
       const parts = cl.join(",").split(",").map(owsTrim);
-      if (!parts.every((x) => x === parts[0]) || !/^\d{1,15}$/.test(parts[0]!)) return stop("invalid", `Content-Length ${JSON.stringify(cl)}`);
+      if (!parts.every((x) => x === parts[0]) || !/^\d{1,15}$/.test(parts[0]!))
+        return stop("invalid", `Content-Length ${JSON.stringify(cl)}`);
       end = bodyStart + Number(parts[0]);
       if (end > b.length) return stop("incomplete", "body");
     } else end = bodyStart;
     // RFC 9112 §9.3; the tokens as head.ts hasToken reads them (which is not about framing).
-    const conn = values("connection").join(",").split(",").map((t) => t.trim().toLowerCase());
+    const conn = values("connection")
+      .join(",")
+      .split(",")
+      .map((t) => t.trim().toLowerCase());
     const keepAlive = !conn.includes("close") && (minor === 1 || conn.includes("keep-alive"));
-    reqs.push({ method: rl[1]!, target: rl[2]!, minor, body: b.toString("latin1", bodyStart, end), keepAlive, names: fields.map(([n]) => n), end });
+    reqs.push({
+      method: rl[1]!,
+      target: rl[2]!,
+      minor,
+      body: b.toString("latin1", bodyStart, end),
+      keepAlive,
+      names: fields.map(([n]) => n),
+      end,
+    });
     p = end;
     stopMethod = undefined;
     if (!keepAlive) return stop("closed");
@@ -135,26 +165,57 @@ interface Spec {
 }
 
 const pchar = fc.constantFrom(..."abcXYZ019-._~!$&'()*+,;=:@".split(""));
-const pct = fc.tuple(fc.integer({ min: 0, max: 255 }), fc.boolean()).map(([n, up]) => `%${hex(n).padStart(2, "0")[up ? "toUpperCase" : "toLowerCase"]()}`);
+const pct = fc
+  .tuple(fc.integer({ min: 0, max: 255 }), fc.boolean())
+  .map(([n, up]) => `%${hex(n).padStart(2, "0")[up ? "toUpperCase" : "toLowerCase"]()}`);
 const segment = fc.array(fc.oneof({ weight: 4, arbitrary: pchar }, pct), { maxLength: 8 }).map((a) => a.join(""));
 const target = fc
-  .tuple(fc.array(segment, { minLength: 1, maxLength: 3 }), fc.option(fc.array(fc.oneof(pchar, pct, fc.constantFrom("/", "?")), { maxLength: 12 })))
+  .tuple(
+    fc.array(segment, { minLength: 1, maxLength: 3 }),
+    fc.option(fc.array(fc.oneof(pchar, pct, fc.constantFrom("/", "?")), { maxLength: 12 })),
+  )
   .map(([segs, q]) => `/fz/${segs.join("/")}${q === null ? "" : `?${q.join("")}`}`);
 
-const EXTRA_NAMES = ["Accept", "User-Agent", "Authorization", "Cookie", "X-Fz", "X-Forwarded-For", "X-Request-Id", "Accept-Encoding", "TE", "Trailer", "Keep-Alive", "Upgrade", "Proxy-Authorization", "X-Resync-Peer"];
+const EXTRA_NAMES = [
+  "Accept",
+  "User-Agent",
+  "Authorization",
+  "Cookie",
+  "X-Fz",
+  "X-Forwarded-For",
+  "X-Request-Id",
+  "Accept-Encoding",
+  "TE",
+  "Trailer",
+  "Keep-Alive",
+  "Upgrade",
+  "Proxy-Authorization",
+  "X-Resync-Peer",
+];
 const fieldName = fieldNameFrom(EXTRA_NAMES);
 const fieldValueText = fieldText(20);
 const extraLine = fc.tuple(fieldName, ows, fieldValueText, ows).map(([n, a, v, b]) => `${n}:${a}${v}${b}`);
 // Connection options may name any field, the framing ones too: a client is not to send those
 // (RFC 9110 §7.6.1), but a proxy must not be confused by one that does.
 const connectionLine = fc
-  .array(fc.oneof(fc.constantFrom("keep-alive", "content-length", "host", "transfer-encoding", "x-fz", "te", "upgrade"), fieldName), { minLength: 1, maxLength: 3 })
+  .array(
+    fc.oneof(
+      fc.constantFrom("keep-alive", "content-length", "host", "transfer-encoding", "x-fz", "te", "upgrade"),
+      fieldName,
+    ),
+    { minLength: 1, maxLength: 3 },
+  )
   .chain((opts) => fc.tuple(randomCase("Connection"), ows, ows).map(([n, a, b]) => `${n}:${a}${opts.join(", ")}${b}`));
 
 const bodyText = fc.oneof(
   { weight: 3, arbitrary: fc.uint8Array({ maxLength: 48 }).map((a) => Buffer.from(a).toString("latin1")) },
   // What a smuggler hides in a body: a request the homeserver must never see as one.
-  fc.constantFrom("GET /smuggled HTTP/1.1\r\nHost: hs.test\r\n\r\n", "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+  fc.constantFrom(
+    "GET /smuggled HTTP/1.1\r\nHost: hs.test\r\n\r\n",
+    "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "\r\n\r\n",
+    "5\r\nhello\r\n0\r\n\r\n",
+  ),
   fc.integer({ min: 200, max: 3000 }).map((n) => "b".repeat(n)),
 );
 
@@ -187,7 +248,9 @@ const requestSpec: fc.Arbitrary<Spec> = fc
     method: fc.constantFrom("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"),
     target,
     minor: fc.constantFrom(1, 1, 1, 0),
-    host: fc.tuple(randomCase("Host"), ows, fc.constantFrom("hs.test", "hs.test:8448", "127.0.0.1"), ows).map(([n, a, v, b]) => `${n}:${a}${v}${b}`),
+    host: fc
+      .tuple(randomCase("Host"), ows, fc.constantFrom("hs.test", "hs.test:8448", "127.0.0.1"), ows)
+      .map(([n, a, v, b]) => `${n}:${a}${v}${b}`),
     extra: fc.array(extraLine, { maxLength: 4 }),
     connection: fc.option(connectionLine, { freq: 3 }),
     body: fc.oneof(fc.constant(""), bodyText),
@@ -216,7 +279,8 @@ const requestSpec: fc.Arbitrary<Spec> = fc
     });
   });
 
-const serialise = (s: Spec) => `${s.method} ${s.target} HTTP/1.${s.minor}\r\n${s.lines.map((l) => `${l}\r\n`).join("")}\r\n${s.body}`;
+const serialise = (s: Spec) =>
+  `${s.method} ${s.target} HTTP/1.${s.minor}\r\n${s.lines.map((l) => `${l}\r\n`).join("")}\r\n${s.body}`;
 
 /** Requests for one connection: keep-alive all but maybe the last, so the pipeline is read. */
 const pipeline = fc.array(requestSpec, { minLength: 1, maxLength: 4 }).map((specs) =>
@@ -230,19 +294,86 @@ const pipeline = fc.array(requestSpec, { minLength: 1, maxLength: 4 }).map((spec
 
 // Mutations: lines that break or confuse framing, and byte edits where parsers decide things.
 const NASTY_LINES = [
-  "Content-Length: 0", "Content-Length: 3", "Content-Length: 40", "Content-Length: -1", "Content-Length: 0x10", "Content-Length: +3",
-  "Content-Length: 3, 4", "Content-Length: 3,3", "Content-Length: 3 3", "Content-Length: ", "Content-Length: 1e2", "Content-Length: 0000000000000003",
-  "Content-Length: 9999999999999999", "Content-Length: 3\xa0", "Content-Length:\t3\t", "Content-Length: \xa03", "content-length: 3",
-  "Transfer-Encoding: chunked", "Transfer-Encoding: chunked, gzip", "Transfer-Encoding: gzip, chunked", "Transfer-Encoding:  chunked", "Transfer-Encoding: Chunked",
-  "Transfer-Encoding: CHUNKED", "Transfer-Encoding: chunked\xa0", "Transfer-Encoding: \xa0chunked", "Transfer-Encoding: xchunked", "Transfer-Encoding: chunked;q=1",
-  "Transfer-Encoding: identity", "Transfer-Encoding: ", "Transfer-Encoding: chunked, chunked", "Transfer-Encoding : chunked", " Transfer-Encoding: chunked",
-  "Transfer-Encoding\x00: chunked", "Transfer_Encoding: chunked", "Transfer-Encoding: \x0bchunked", "Transfer-Encoding: ,chunked",
-  "Connection: close", "Connection: keep-alive", "Connection: content-length", "Connection: Content-Length, close", "Connection: transfer-encoding", "Connection: host",
-  "Connection: close\xa0", "Host: other.test", "Host:", "X-Fold: a\r\n b", "X-Nul: a\x00b", "X-Lf: a\nb", "X-Cr: a\rb", "Expect: 100-continue", "Upgrade: h2c",
+  "Content-Length: 0",
+  "Content-Length: 3",
+  "Content-Length: 40",
+  "Content-Length: -1",
+  "Content-Length: 0x10",
+  "Content-Length: +3",
+  "Content-Length: 3, 4",
+  "Content-Length: 3,3",
+  "Content-Length: 3 3",
+  "Content-Length: ",
+  "Content-Length: 1e2",
+  "Content-Length: 0000000000000003",
+  "Content-Length: 9999999999999999",
+  "Content-Length: 3\xa0",
+  "Content-Length:\t3\t",
+  "Content-Length: \xa03",
+  "content-length: 3",
+  "Transfer-Encoding: chunked",
+  "Transfer-Encoding: chunked, gzip",
+  "Transfer-Encoding: gzip, chunked",
+  "Transfer-Encoding:  chunked",
+  "Transfer-Encoding: Chunked",
+  "Transfer-Encoding: CHUNKED",
+  "Transfer-Encoding: chunked\xa0",
+  "Transfer-Encoding: \xa0chunked",
+  "Transfer-Encoding: xchunked",
+  "Transfer-Encoding: chunked;q=1",
+  "Transfer-Encoding: identity",
+  "Transfer-Encoding: ",
+  "Transfer-Encoding: chunked, chunked",
+  "Transfer-Encoding : chunked",
+  " Transfer-Encoding: chunked",
+  "Transfer-Encoding\x00: chunked",
+  "Transfer_Encoding: chunked",
+  "Transfer-Encoding: \x0bchunked",
+  "Transfer-Encoding: ,chunked",
+  "Connection: close",
+  "Connection: keep-alive",
+  "Connection: content-length",
+  "Connection: Content-Length, close",
+  "Connection: transfer-encoding",
+  "Connection: host",
+  "Connection: close\xa0",
+  "Host: other.test",
+  "Host:",
+  "X-Fold: a\r\n b",
+  "X-Nul: a\x00b",
+  "X-Lf: a\nb",
+  "X-Cr: a\rb",
+  "Expect: 100-continue",
+  "Upgrade: h2c",
 ];
-const INSERTS = ["\r\n", "\n", "\r", "\x00", " ", "\t", ";", "0", "f", "fffffffffffff", "\r\n\r\n", "-", ",", "\xa0", "\r\n ", ":", "\x7f", "\xff"];
+const INSERTS = [
+  "\r\n",
+  "\n",
+  "\r",
+  "\x00",
+  " ",
+  "\t",
+  ";",
+  "0",
+  "f",
+  "fffffffffffff",
+  "\r\n\r\n",
+  "-",
+  ",",
+  "\xa0",
+  "\r\n ",
+  ":",
+  "\x7f",
+  "\xff",
+];
 
-type Mutation = { op: "flip" | "insert" | "delete" | "lf" | "truncate"; pos: number; pick: number; near: boolean; n: number };
+type Mutation = {
+  op: "flip" | "insert" | "delete" | "lf" | "truncate";
+  pos: number;
+  pick: number;
+  near: boolean;
+  n: number;
+};
 const mutation: fc.Arbitrary<Mutation> = fc.record({
   op: fc.constantFrom("flip", "insert", "insert", "delete", "lf", "truncate"),
   pos: fc.nat(),
@@ -263,7 +394,8 @@ function mutate(b: Buffer, ms: Mutation[]): Buffer {
   for (const m of ms) {
     const points = decisionPoints(latin1(s));
     const pos = m.near && points.length > 0 ? points[m.pos % points.length]! : m.pos % (s.length + 1);
-    if (m.op === "flip" && s.length > 0) s = s.slice(0, pos) + INSERTS[m.pick % INSERTS.length]!.slice(-1) + s.slice(pos + 1);
+    if (m.op === "flip" && s.length > 0)
+      s = s.slice(0, pos) + INSERTS[m.pick % INSERTS.length]!.slice(-1) + s.slice(pos + 1);
     else if (m.op === "insert") s = s.slice(0, pos) + INSERTS[m.pick % INSERTS.length] + s.slice(pos);
     else if (m.op === "delete") s = s.slice(0, pos) + s.slice(pos + m.n);
     else if (m.op === "lf") {
@@ -275,11 +407,13 @@ function mutate(b: Buffer, ms: Mutation[]): Buffer {
 }
 
 /** A request with a nasty field line put in among its own. */
-const nastySpec = fc.tuple(requestSpec, fc.array(fc.tuple(fc.constantFrom(...NASTY_LINES), fc.nat()), { minLength: 1, maxLength: 2 })).map(([s, adds]) => {
-  const lines = [...s.lines];
-  for (const [l, at] of adds) lines.splice(at % (lines.length + 1), 0, l);
-  return { ...s, lines };
-});
+const nastySpec = fc
+  .tuple(requestSpec, fc.array(fc.tuple(fc.constantFrom(...NASTY_LINES), fc.nat()), { minLength: 1, maxLength: 2 }))
+  .map(([s, adds]) => {
+    const lines = [...s.lines];
+    for (const [l, at] of adds) lines.splice(at % (lines.length + 1), 0, l);
+    return { ...s, lines };
+  });
 
 // ---------------------------------------------------------------------------------------------
 // The homeserver: reads each connection with the reference parser and answers every request
@@ -322,7 +456,9 @@ async function startUpstream(): Promise<Upstream> {
         seen.push({ seq: n, own, method: q.method, target: q.target, body: q.body });
         if (q.target.startsWith(DROP)) return void s.destroy();
         const text = `seq ${n}`;
-        s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${text.length}\r\nx-fz: ${n}\r\n\r\n${q.method === "HEAD" ? "" : text}`);
+        s.write(
+          `HTTP/1.1 200 OK\r\ncontent-length: ${text.length}\r\nx-fz: ${n}\r\n\r\n${q.method === "HEAD" ? "" : text}`,
+        );
       }
       if (r.end === "invalid" || r.end === "closed") {
         if (r.end === "invalid") garbled.push(`${r.why}: ${JSON.stringify(buf.toString("latin1"))}`);
@@ -372,7 +508,8 @@ class Client {
       this.closed = true;
       this.lastEvent = Date.now();
       this.#parse();
-      if (this.#buf.length > 0) this.garbled ??= `unparsed at close: ${JSON.stringify(this.#buf.toString("latin1").slice(0, 300))}`;
+      if (this.#buf.length > 0)
+        this.garbled ??= `unparsed at close: ${JSON.stringify(this.#buf.toString("latin1").slice(0, 300))}`;
     });
     socket.on("error", () => {});
   }
@@ -469,7 +606,8 @@ describe.skipIf(!isBun)("the Bun front end, fuzzed", () => {
   /** Send `bytes` on a fresh connection; what the client and the homeserver saw. */
   async function exchange(bytes: Buffer, how: Cutting) {
     const ref = reference(bytes);
-    const seenFrom = up.seen.length, garbledFrom = up.garbled.length;
+    const seenFrom = up.seen.length,
+      garbledFrom = up.garbled.length;
     const c = await Client.connect(proxy.port, methodsOf(ref));
     await c.send(pieces(bytes, how));
     await settle(c, ref);
@@ -478,7 +616,8 @@ describe.skipIf(!isBun)("the Bun front end, fuzzed", () => {
     // Property 3: the front end is still up and serving.
     const h = await Client.connect(proxy.port, ["GET"]);
     await h.send([latin1(`GET ${HEALTH} HTTP/1.1\r\nHost: hs.test\r\n\r\n`)]);
-    for (const deadline = Date.now() + WAIT_MS; h.answers.length === 0 && !h.closed && Date.now() < deadline; ) await sleep(1);
+    for (const deadline = Date.now() + WAIT_MS; h.answers.length === 0 && !h.closed && Date.now() < deadline; )
+      await sleep(1);
     h.close();
     expect(h.answers[0]?.status, "a plain GET after the run").toBe(200);
     const seen = up.seen.slice(seenFrom).filter((s) => !s.own && s.target !== HEALTH);
@@ -486,7 +625,11 @@ describe.skipIf(!isBun)("the Bun front end, fuzzed", () => {
   }
 
   type Outcome = Awaited<ReturnType<typeof exchange>>;
-  const view = (r: { method: string; target: string; body: string }) => ({ method: r.method, target: r.target, body: r.body });
+  const view = (r: { method: string; target: string; body: string }) => ({
+    method: r.method,
+    target: r.target,
+    body: r.body,
+  });
 
   /** What must hold for any bytes: no smuggling, an answer per request, clear refusals. */
   function checkAny(o: Outcome): void {
@@ -549,13 +692,21 @@ describe.skipIf(!isBun)("the Bun front end, fuzzed", () => {
     const bytes = latin1(writes.join(""));
     const ref = reference(bytes);
     const c = await Client.connect(proxy.port, methodsOf(ref));
-    const seenFrom = up.seen.length, garbledFrom = up.garbled.length;
+    const seenFrom = up.seen.length,
+      garbledFrom = up.garbled.length;
     await c.send(writes.map(latin1));
     await settle(c, ref);
     const closed = c.closed;
     c.close();
     const seen = up.seen.slice(seenFrom).filter((s) => !s.own && s.target !== HEALTH);
-    checkAny({ ref, seen, garbled: up.garbled.slice(garbledFrom), answers: c.answers, closed, clientGarbled: c.garbled });
+    checkAny({
+      ref,
+      seen,
+      garbled: up.garbled.slice(garbledFrom),
+      answers: c.answers,
+      closed,
+      clientGarbled: c.garbled,
+    });
   };
 
   test(
@@ -565,23 +716,36 @@ describe.skipIf(!isBun)("the Bun front end, fuzzed", () => {
 
   test(
     "Connection naming Content-Length does not strip the length its body is relayed by",
-    regression(["GET /fz/ HTTP/1.1\r\ncontent-length:1\r\nhost:hs.test\r\nconnection:content-length, keep-alive\r\n\r\n\x00"]),
+    regression([
+      "GET /fz/ HTTP/1.1\r\ncontent-length:1\r\nhost:hs.test\r\nconnection:content-length, keep-alive\r\n\r\n\x00",
+    ]),
   );
 
   test(
     "Connection: Content-Length cannot smuggle a request in a body",
-    regression(["POST /fz/ HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 41\r\nConnection: Content-Length\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: hs.test\r\n\r\n"]),
+    regression([
+      "POST /fz/ HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 41\r\nConnection: Content-Length\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: hs.test\r\n\r\n",
+    ]),
   );
 
   // String.trim() takes a NBSP (0xA0) too, but OWS is only SP and HTAB (RFC 9110 §5.6.3).
   test.each([
     ["a Content-Length with a NBSP", "GET /fz/ HTTP/1.1\r\nContent-Length: 3\xa0\r\nhost:hs.test\r\n\r\nabc"],
-    ["a Transfer-Encoding with a NBSP", "POST /fz/ HTTP/1.1\r\nTransfer-Encoding: chunked\xa0\r\nhost:hs.test\r\n\r\n0\r\n\r\n"],
+    [
+      "a Transfer-Encoding with a NBSP",
+      "POST /fz/ HTTP/1.1\r\nTransfer-Encoding: chunked\xa0\r\nhost:hs.test\r\n\r\n0\r\n\r\n",
+    ],
   ])("%s is refused, not read as a number or as chunked", async (_what, bytes) => regression([bytes])());
 
   test.each([
-    ["broken chunked framing in a later read", ["HEAD /fz/ HTTP/1.1\r\nHost: hs.test\r\nTransfer-Encoding: chunked\r\n\r\n", "1\r\nbX"]],
-    ["Content-Length with Transfer-Encoding", ["HEAD /fz/ HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"]],
+    [
+      "broken chunked framing in a later read",
+      ["HEAD /fz/ HTTP/1.1\r\nHost: hs.test\r\nTransfer-Encoding: chunked\r\n\r\n", "1\r\nbX"],
+    ],
+    [
+      "Content-Length with Transfer-Encoding",
+      ["HEAD /fz/ HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"],
+    ],
   ])("a HEAD refused for %s gets a 400 without a body", async (_what, writes) => regression(writes)());
 
   test("a 502 in place of a HEAD's answer has no body, which the client would read as the next answer", async () => {
@@ -592,16 +756,23 @@ describe.skipIf(!isBun)("the Bun front end, fuzzed", () => {
     await settle(c, ref);
     c.close();
     expect(c.garbled).toBeUndefined();
-    expect(c.answers.map((a) => [a.status, a.body === "", a.headers["x-fz"] !== undefined])).toEqual([[502, true, false], [200, false, true]]);
+    expect(c.answers.map((a) => [a.status, a.body === "", a.headers["x-fz"] !== undefined])).toEqual([
+      [502, true, false],
+      [200, false, true],
+    ]);
   });
 
-  test("well-formed requests, pipelined and cut into random writes, reach the homeserver exactly", { timeout: 120_000 }, async () => {
+  test("well-formed requests, pipelined and cut into random writes, reach the homeserver exactly", {
+    timeout: 120_000,
+  }, async () => {
     await fc.assert(
       fc.asyncProperty(pipeline, cutting, async (specs, how) => {
         const bytes = latin1(specs.map(serialise).join(""));
         const o = await exchange(bytes, how);
         // The generator and the reference agree on what was sent.
-        expect(o.ref.reqs.map(view)).toEqual(specs.map((s) => ({ method: s.method, target: s.target, body: s.framing === "none" ? "" : s.body })));
+        expect(o.ref.reqs.map(view)).toEqual(
+          specs.map((s) => ({ method: s.method, target: s.target, body: s.framing === "none" ? "" : s.body })),
+        );
         checkAny(o);
         expect(o.seen.length).toBe(specs.length);
         expect(o.answers.length).toBe(specs.length);
@@ -611,7 +782,11 @@ describe.skipIf(!isBun)("the Bun front end, fuzzed", () => {
   });
 
   test("mutated requests: never smuggled, never a 500, never dropped unanswered", { timeout: 120_000 }, async () => {
-    const input = fc.tuple(fc.array(fc.oneof(requestSpec, nastySpec), { minLength: 1, maxLength: 3 }), fc.array(mutation, { maxLength: 4 }), cutting);
+    const input = fc.tuple(
+      fc.array(fc.oneof(requestSpec, nastySpec), { minLength: 1, maxLength: 3 }),
+      fc.array(mutation, { maxLength: 4 }),
+      cutting,
+    );
     await fc.assert(
       fc.asyncProperty(input, async ([specs, ms, how]) => {
         const bytes = mutate(latin1(specs.map(serialise).join("")), ms);
@@ -621,28 +796,35 @@ describe.skipIf(!isBun)("the Bun front end, fuzzed", () => {
     );
   });
 
-  test("answers the front end makes in the homeserver's place keep a pipeline in step, HEAD included", { timeout: 120_000 }, async () => {
+  test("answers the front end makes in the homeserver's place keep a pipeline in step, HEAD included", {
+    timeout: 120_000,
+  }, async () => {
     await fc.assert(
-      fc.asyncProperty(pipeline, fc.array(fc.boolean(), { minLength: 4, maxLength: 4 }), cutting, async (specs, drops, how) => {
-        const sent = specs.map((s, i) => (drops[i] ? { ...s, target: DROP + s.target.slice("/fz/".length) } : s));
-        const bytes = latin1(sent.map(serialise).join(""));
-        const ref = reference(bytes);
-        const c = await Client.connect(proxy.port, methodsOf(ref));
-        await c.send(pieces(bytes, how));
-        await settle(c, ref);
-        const closed = c.closed;
-        c.close();
-        expect(c.garbled).toBeUndefined();
-        expect(c.answers.map((a) => a.status)).toEqual(sent.map((_, i) => (drops[i] ? 502 : 200)));
-        c.answers.forEach((a, i) => {
-          if (!drops[i]) return expect(a.headers["x-fz"]).toBeDefined();
-          if (sent[i]!.method === "HEAD") return expect(a.body).toBe("");
-          const json = JSON.parse(a.body) as { errcode?: unknown; error?: unknown };
-          expect(typeof json.errcode).toBe("string");
-          expect(typeof json.error).toBe("string");
-        });
-        expect(closed).toBe(ref.end === "closed");
-      }),
+      fc.asyncProperty(
+        pipeline,
+        fc.array(fc.boolean(), { minLength: 4, maxLength: 4 }),
+        cutting,
+        async (specs, drops, how) => {
+          const sent = specs.map((s, i) => (drops[i] ? { ...s, target: DROP + s.target.slice("/fz/".length) } : s));
+          const bytes = latin1(sent.map(serialise).join(""));
+          const ref = reference(bytes);
+          const c = await Client.connect(proxy.port, methodsOf(ref));
+          await c.send(pieces(bytes, how));
+          await settle(c, ref);
+          const closed = c.closed;
+          c.close();
+          expect(c.garbled).toBeUndefined();
+          expect(c.answers.map((a) => a.status)).toEqual(sent.map((_, i) => (drops[i] ? 502 : 200)));
+          c.answers.forEach((a, i) => {
+            if (!drops[i]) return expect(a.headers["x-fz"]).toBeDefined();
+            if (sent[i]!.method === "HEAD") return expect(a.body).toBe("");
+            const json = JSON.parse(a.body) as { errcode?: unknown; error?: unknown };
+            expect(typeof json.errcode).toBe("string");
+            expect(typeof json.error).toBe("string");
+          });
+          expect(closed).toBe(ref.end === "closed");
+        },
+      ),
       { numRuns: RUNS(100), ...REPLAY },
     );
   });

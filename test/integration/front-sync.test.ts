@@ -31,7 +31,9 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
 
   async function get(token: string, target: string, headers: Record<string, string> = {}) {
     const c = await RawClient.connect(w.proxy.port);
-    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+    const extra = Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join("");
     c.write(`GET ${target} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\n${extra}\r\n`);
     const m = await c.read({ timeoutMs: 10_000 });
     c.close();
@@ -41,7 +43,11 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
   test("nothing pending: the homeserver's compressed answer streams through byte for byte", async () => {
     const gz = gzipSync(JSON.stringify({ next_batch: "s2", rooms: {} }));
     answer = (_req, res) => {
-      res.writeHead(200, { "content-type": "application/json", "content-encoding": "gzip", "content-length": gz.length });
+      res.writeHead(200, {
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        "content-length": gz.length,
+      });
       res.end(gz);
     };
     const m = await get(alice, "/_matrix/client/v3/sync?since=s1&timeout=0", { "accept-encoding": "gzip" });
@@ -95,7 +101,10 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
       res.end("}");
     };
     const c = await RawClient.connect(w.proxy.port);
-    const ask = (since: string) => c.write(`GET /_matrix/client/v3/sync?since=${since}&timeout=0 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${user}\r\n\r\n`);
+    const ask = (since: string) =>
+      c.write(
+        `GET /_matrix/client/v3/sync?since=${since}&timeout=0 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${user}\r\n\r\n`,
+      );
     ask("g1");
     // The start of the body reached the client while the homeserver still holds its last byte.
     await c.waitFor('"timeline":{"events":[{"content":{"body":"yyy');
@@ -127,20 +136,29 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
       res.end('{"next_batch":"h2"}');
     };
     const c = await RawClient.connect(w.proxy.port);
-    c.write(`GET /_matrix/client/v3/sync?since=h1&timeout=0 HTTP/1.0\r\nconnection: keep-alive\r\nauthorization: Bearer ${user}\r\n\r\n`);
+    c.write(
+      `GET /_matrix/client/v3/sync?since=h1&timeout=0 HTTP/1.0\r\nconnection: keep-alive\r\nauthorization: Bearer ${user}\r\n\r\n`,
+    );
     await c.waitClosed();
     const m = await c.read();
     expect(m.headers["transfer-encoding"]).toBeUndefined();
     expect(m.headers["content-length"]).toBeUndefined();
     expect(m.headers.connection).toBe("close");
-    expect(JSON.parse(m.body.toString())).toEqual({ next_batch: expect.stringMatching(/^h2\.mrp_/), device_lists: { changed: [bob] } });
+    expect(JSON.parse(m.body.toString())).toEqual({
+      next_batch: expect.stringMatching(/^h2\.mrp_/),
+      device_lists: { changed: [bob] },
+    });
   });
 
   test("pending, but the homeserver compresses anyway: its body passes unchanged and the delivery waits", async () => {
     expect((await w.refresh(bob, alice)).status).toBe(202);
     const gz = gzipSync(JSON.stringify({ next_batch: "s5" }));
     answer = (_req, res) => {
-      res.writeHead(200, { "content-type": "application/json", "content-encoding": "gzip", "content-length": gz.length });
+      res.writeHead(200, {
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        "content-length": gz.length,
+      });
       res.end(gz);
     };
     const m = await get(alice, "/_matrix/client/v3/sync?since=s4&timeout=0");
@@ -158,7 +176,9 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
     answer = (_req, res) => {
       res.writeHead(200, { "content-type": "application/json" });
       // Split inside the member name: the reader works across chunk boundaries.
-      res.write('{"next_batch":"c2","rooms":{"join":{"!r:hs.test":{"timeline":{"events":[{"content":{"device_lists":{"changed":["@x:y"]}}}]}}}},"device_li');
+      res.write(
+        '{"next_batch":"c2","rooms":{"join":{"!r:hs.test":{"timeline":{"events":[{"content":{"device_lists":{"changed":["@x:y"]}}}]}}}},"device_li',
+      );
       res.end(`sts":{"changed":["${bob}"]}}`);
     };
     const before = w.remote.requests.length;
@@ -174,7 +194,18 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
     // not ask, and tracks nobody), so his /sync is only read, not injected into.
     expect((await w.refresh(bob, w.login("carol", "CAROL1"))).status).toBe(202);
     const frank = w.login("frank", "FRANK1");
-    const filler = JSON.stringify({ join: { "!r:hs.test": { timeline: { events: Array.from({ length: 36_000 }, (_, i) => ({ type: "m.room.message", content: { body: `message ${i} ${"x".repeat(220)}` } })) } } } });
+    const filler = JSON.stringify({
+      join: {
+        "!r:hs.test": {
+          timeline: {
+            events: Array.from({ length: 36_000 }, (_, i) => ({
+              type: "m.room.message",
+              content: { body: `message ${i} ${"x".repeat(220)}` },
+            })),
+          },
+        },
+      },
+    });
     expect(filler.length).toBeGreaterThan(9_000_000);
     answer = (_req, res) => {
       res.writeHead(200, { "content-type": "application/json" });
@@ -214,8 +245,12 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
       res.end(JSON.stringify({ user_id: "@erin:hs.test", device_id: "ERIN1" }));
     });
     const c = await RawClient.connect(w.proxy.port);
-    c.write(`GET /_matrix/client/v3/sync?since=e1&timeout=30000 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${erin}\r\n\r\n`);
-    await expect.poll(() => w.hs.seen.some((r) => r.target.includes("whoami") && r.headers.authorization === `Bearer ${erin}`)).toBe(true);
+    c.write(
+      `GET /_matrix/client/v3/sync?since=e1&timeout=30000 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${erin}\r\n\r\n`,
+    );
+    await expect
+      .poll(() => w.hs.seen.some((r) => r.target.includes("whoami") && r.headers.authorization === `Bearer ${erin}`))
+      .toBe(true);
     const syncsBefore = seenSyncs().length;
     c.close();
     await new Promise((r) => setTimeout(r, 100));
@@ -240,8 +275,14 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
     await new Promise((r) => setTimeout(r, 200));
     const base = fds();
     const clients = await Promise.all(tokens.map(() => RawClient.connect(w.proxy.port)));
-    clients.forEach((c, i) => c.write(`GET /_matrix/client/v3/sync?since=p1&timeout=30000 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${tokens[i]}\r\n\r\n`));
-    await expect.poll(() => seenSyncs().filter((r) => r.target.includes("since=p1&timeout=30000")).length, { timeout: 5000 }).toBe(n);
+    clients.forEach((c, i) =>
+      c.write(
+        `GET /_matrix/client/v3/sync?since=p1&timeout=30000 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${tokens[i]}\r\n\r\n`,
+      ),
+    );
+    await expect
+      .poll(() => seenSyncs().filter((r) => r.target.includes("since=p1&timeout=30000")).length, { timeout: 5000 })
+      .toBe(n);
     // Here one process holds all four sockets of a poll: client, front, front→homeserver, and
     // the fake homeserver's. Through the app it would be six.
     const perPoll = (fds() - base) / n;

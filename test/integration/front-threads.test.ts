@@ -63,13 +63,18 @@ describe.skipIf(!isBun)("front-end threads, with refreshes", () => {
     const tokens = Array.from({ length: N }, (_, i) => w.login("alice", `A${i}`));
     const clients = await Promise.all(tokens.map(() => RawClient.connect(w.proxy.port)));
     clients.forEach((c, i) => get(c, "/_matrix/client/v3/sync?since=a1&timeout=30000", tokens[i]));
-    await expect.poll(() => w.hs.seen.filter((r) => r.target.includes("since=a1&timeout=30000")).length, { timeout: 5000 }).toBe(N);
+    await expect
+      .poll(() => w.hs.seen.filter((r) => r.target.includes("since=a1&timeout=30000")).length, { timeout: 5000 })
+      .toBe(N);
     // alice asks: every one of her devices (the homeserver's /devices) hears of bob.
     expect((await w.refresh(bob, tokens[0]!)).status).toBe(202);
     // Within 5 s, where the homeserver would hold them for 30.
-    const bodies = await Promise.all(clients.map(async (c) => JSON.parse((await c.read({ timeoutMs: 5000 })).body.toString())));
+    const bodies = await Promise.all(
+      clients.map(async (c) => JSON.parse((await c.read({ timeoutMs: 5000 })).body.toString())),
+    );
     // At the position each asked from, with a suffix of ours (src/delivery/tokens.ts).
-    for (const b of bodies) expect(b).toEqual({ next_batch: expect.stringMatching(/^a1\.mrp_/), device_lists: { changed: [bob], left: [] } });
+    for (const b of bodies)
+      expect(b).toEqual({ next_batch: expect.stringMatching(/^a1\.mrp_/), device_lists: { changed: [bob], left: [] } });
     clients.forEach((c) => c.close());
   });
 
@@ -99,7 +104,9 @@ describe.skipIf(!isBun)("front-end threads: metrics, logs and drain", () => {
   test("every request served by any thread is counted in /metrics and logged in the process's log", async () => {
     const p = await startLoggedProxy(hs.url, ["--front-threads", "3"]);
     try {
-      const clients = await Promise.all(Array.from({ length: N }, () => RawClient.connect(Number(new URL(p.url).port))));
+      const clients = await Promise.all(
+        Array.from({ length: N }, () => RawClient.connect(Number(new URL(p.url).port))),
+      );
       for (const c of clients) get(c, "/_matrix/client/v3/rooms/!r:hs.test/state");
       const ids: string[] = [];
       for (const c of clients) {
@@ -110,7 +117,9 @@ describe.skipIf(!isBun)("front-end threads: metrics, logs and drain", () => {
       }
       const text = await scrape(p.opsAddress!);
       expect(sample(text, "resync_http_requests_total", { route: "passthrough", status: "401" })).toBe(N);
-      await expect.poll(() => ids.filter((id) => p.records().some((r) => r.msg === "request" && r.request_id === id)).length).toBe(N);
+      await expect
+        .poll(() => ids.filter((id) => p.records().some((r) => r.msg === "request" && r.request_id === id)).length)
+        .toBe(N);
     } finally {
       await p.close(1000);
     }
@@ -121,11 +130,17 @@ describe.skipIf(!isBun)("front-end threads: metrics, logs and drain", () => {
     const p = await startLoggedProxy(hs.url, ["--front-threads", "3", "--listen", `unix:${sock}`]);
     try {
       expect(p.frontThreads).toBeUndefined();
-      expect(p.records().some((r) => r.level === "warn" && String(r.msg).startsWith("--front-threads is ignored"))).toBe(true);
+      expect(
+        p.records().some((r) => r.level === "warn" && String(r.msg).startsWith("--front-threads is ignored")),
+      ).toBe(true);
       const answer = await new Promise<string>((resolve, reject) => {
-        const c = connect(sock, () => c.write("GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        const c = connect(sock, () =>
+          c.write("GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
         let got = "";
-        c.on("data", (d) => (got += d)).on("end", () => resolve(got)).on("error", reject);
+        c.on("data", (d) => (got += d))
+          .on("end", () => resolve(got))
+          .on("error", reject);
       });
       expect(answer.startsWith("HTTP/1.1 200")).toBe(true);
     } finally {
@@ -142,7 +157,9 @@ describe.skipIf(!isBun)("front-end threads: metrics, logs and drain", () => {
     for (const c of idle) expect((await c.read()).status).toBe(200);
     const polls = await Promise.all(Array.from({ length: N }, () => RawClient.connect(Number(new URL(p.url).port))));
     for (const c of polls) get(c, "/_matrix/client/v3/sync?since=x&timeout=60000", "drain-token");
-    await expect.poll(() => hs.seen.filter((r) => r.target.includes("since=x&timeout=60000")).length, { timeout: 5000 }).toBe(N);
+    await expect
+      .poll(() => hs.seen.filter((r) => r.target.includes("since=x&timeout=60000")).length, { timeout: 5000 })
+      .toBe(N);
     const started = Date.now();
     const result = await p.close(1500);
     expect(result.drained).toBe(false);

@@ -13,7 +13,8 @@ import { RawClient, type RawUpstream, startRawUpstream } from "../helpers/raw-ht
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 type Proxy = Awaited<ReturnType<typeof startTestProxy>>;
 
-const ok = (body: string, extra = "") => `HTTP/1.1 200 OK\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
+const ok = (body: string, extra = "") =>
+  `HTTP/1.1 200 OK\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
 
 describe.skipIf(!isBun)("the Bun front end, byte level", () => {
   let up: RawUpstream;
@@ -82,7 +83,9 @@ describe.skipIf(!isBun)("the Bun front end, byte level", () => {
   test("pipelined requests are answered in order on one connection", async () => {
     answers.set("/slow-first", (_r, s) => void setTimeout(() => s.write(ok("first")), 300));
     const c = await client();
-    c.write("GET /slow-first HTTP/1.1\r\nHost: hs.test\r\n\r\nPOST /second HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 6\r\n\r\nsecondGET /third HTTP/1.1\r\nHost: hs.test\r\n\r\n");
+    c.write(
+      "GET /slow-first HTTP/1.1\r\nHost: hs.test\r\n\r\nPOST /second HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 6\r\n\r\nsecondGET /third HTTP/1.1\r\nHost: hs.test\r\n\r\n",
+    );
     expect((await c.read()).body.toString()).toBe("first");
     expect((await c.read()).body.toString()).toBe("second");
     expect((await c.read()).body.toString()).toBe("");
@@ -128,8 +131,16 @@ describe.skipIf(!isBun)("the Bun front end, byte level", () => {
     ["an obs-fold line", 400, "GET / HTTP/1.1\r\nHost: hs.test\r\nX-A: 1\r\n  continued\r\n\r\n"],
     ["an HTTP/1.1 request without Host", 400, "GET / HTTP/1.1\r\n\r\n"],
     ["bare LF line endings", 400, "GET / HTTP/1.1\nHost: hs.test\n\n"],
-    ["Content-Length with Transfer-Encoding (smuggling)", 400, "POST /smuggle HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: hs.test\r\n\r\n"],
-    ["two different Content-Lengths", 400, "POST /cl HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"],
+    [
+      "Content-Length with Transfer-Encoding (smuggling)",
+      400,
+      "POST /smuggle HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: hs.test\r\n\r\n",
+    ],
+    [
+      "two different Content-Lengths",
+      400,
+      "POST /cl HTTP/1.1\r\nHost: hs.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ],
     ["an unknown transfer coding", 501, "POST /te HTTP/1.1\r\nHost: hs.test\r\nTransfer-Encoding: gzip\r\n\r\n"],
   ])("%s is refused (%i), closes the connection and never reaches the homeserver", async (_what, status, request) => {
     const before = up.requests.length;
@@ -192,7 +203,17 @@ describe.skipIf(!isBun)("the Bun front end, byte level", () => {
     NAMES.forEach((n, id) => {
       if (n) expect(HOP_BY_HOP[id], n).toBe(!(n in kept));
     });
-    for (const n of ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization", "proxy-authenticate"])
+    for (const n of [
+      "connection",
+      "keep-alive",
+      "proxy-connection",
+      "te",
+      "trailer",
+      "transfer-encoding",
+      "upgrade",
+      "proxy-authorization",
+      "proxy-authenticate",
+    ])
       expect(HOP_BY_HOP[NAMES.indexOf(n)], n).toBe(true);
   });
 });
@@ -210,7 +231,9 @@ describe.skipIf(!isBun)("the Bun front end and the app behind it", () => {
     const p = await startTestProxy(hs.url, [], "bun");
     try {
       const c = await RawClient.connect(p.port);
-      c.write("GET /_matrix/client/versions HTTP/1.1\r\nHost: client.example\r\nX-Resync-Peer: 203.0.113.7\r\nX-Resync-Front: guess\r\n\r\n");
+      c.write(
+        "GET /_matrix/client/versions HTTP/1.1\r\nHost: client.example\r\nX-Resync-Peer: 203.0.113.7\r\nX-Resync-Front: guess\r\n\r\n",
+      );
       const res = await c.read();
       expect(JSON.parse(res.body.toString()).unstable_features["org.matrix.msc2638"]).toBe(true);
       // Found by path: the proxy's own start-up calls (its key check) may reach the homeserver too.
@@ -219,9 +242,13 @@ describe.skipIf(!isBun)("the Bun front end and the app behind it", () => {
       expect(seen.headers["x-forwarded-host"]).toBe("client.example");
       expect(seen.headers["x-resync-peer"]).toBeUndefined();
       expect(seen.headers["x-resync-front"]).toBeUndefined();
-      c.write("GET /_matrix/client/v3/pushrules/ HTTP/1.1\r\nHost: client.example\r\nX-Resync-Peer: 203.0.113.7\r\n\r\n");
+      c.write(
+        "GET /_matrix/client/v3/pushrules/ HTTP/1.1\r\nHost: client.example\r\nX-Resync-Peer: 203.0.113.7\r\n\r\n",
+      );
       await c.read();
-      expect(hs.seen.filter((r) => r.target === "/_matrix/client/v3/pushrules/").at(-1)!.headers["x-resync-peer"]).toBeUndefined();
+      expect(
+        hs.seen.filter((r) => r.target === "/_matrix/client/v3/pushrules/").at(-1)!.headers["x-resync-peer"],
+      ).toBeUndefined();
       c.close();
     } finally {
       await p.close();
@@ -252,7 +279,9 @@ describe.skipIf(!isBun)("the Bun front end and the app behind it", () => {
       const sock = net.connect(internal);
       await new Promise((r) => sock.once("connect", r));
       const before = hs.seen.length;
-      sock.write("GET /_matrix/client/versions HTTP/1.1\r\nHost: hs.test\r\nX-Resync-Peer: 203.0.113.7\r\nX-Resync-Front: not-the-secret\r\nConnection: close\r\n\r\n");
+      sock.write(
+        "GET /_matrix/client/versions HTTP/1.1\r\nHost: hs.test\r\nX-Resync-Peer: 203.0.113.7\r\nX-Resync-Front: not-the-secret\r\nConnection: close\r\n\r\n",
+      );
       await new Promise((r) => sock.on("close", r).resume());
       // Found by path: the proxy's own start-up calls (its key check) may reach the homeserver too.
       const seen = hs.seen.slice(before).find((r) => r.target === "/_matrix/client/versions")!;
@@ -268,7 +297,9 @@ describe.skipIf(!isBun)("the Bun front end and the app behind it", () => {
     const p = await startTestProxy(hs.url, ["--trusted-proxies", "loopback"], "bun");
     try {
       await fetch(`${p.url}/_matrix/client/versions`, { headers: { "x-forwarded-for": "198.51.100.4" } });
-      expect(hs.seen.filter((r) => r.target === "/_matrix/client/versions").at(-1)!.headers["x-forwarded-for"]).toBe("198.51.100.4, 127.0.0.1");
+      expect(hs.seen.filter((r) => r.target === "/_matrix/client/versions").at(-1)!.headers["x-forwarded-for"]).toBe(
+        "198.51.100.4, 127.0.0.1",
+      );
     } finally {
       await p.close();
     }

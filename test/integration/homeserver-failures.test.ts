@@ -40,8 +40,15 @@ describe.each(engines)("engine %s", (engine) => {
   let carol: string;
   const bob = () => `@bob:${w.remote.serverName}`;
   const keysQuery = (token: string) =>
-    fetch(`${w.proxy.url}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify({ device_keys: { [bob()]: [] } }) });
-  const keysChanges = (token: string) => fetch(`${w.proxy.url}/_matrix/client/v3/keys/changes?from=s1&to=s2`, { headers: { authorization: `Bearer ${token}` } });
+    fetch(`${w.proxy.url}/_matrix/client/v3/keys/query`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ device_keys: { [bob()]: [] } }),
+    });
+  const keysChanges = (token: string) =>
+    fetch(`${w.proxy.url}/_matrix/client/v3/keys/changes?from=s1&to=s2`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
   const expectHomeserverFailure = async (res: Response, reason: RegExp) => {
     const body = (await res.json()) as { errcode: string; error: string };
     expect([res.status, body.errcode]).toEqual([502, "M_UNKNOWN"]);
@@ -57,7 +64,10 @@ describe.each(engines)("engine %s", (engine) => {
     carol = w.login("carol");
     // carol tracks bob (her query names him), then alice's refresh leaves a delivery pending for
     // carol and a fresh snapshot that every later /keys/query naming bob is overlaid with.
-    w.hs.on("/_matrix/client/v3/keys/query", (_req, res) => void res.end(JSON.stringify({ device_keys: {}, failures: {} })));
+    w.hs.on(
+      "/_matrix/client/v3/keys/query",
+      (_req, res) => void res.end(JSON.stringify({ device_keys: {}, failures: {} })),
+    );
     expect((await keysQuery(carol)).status).toBe(200);
     expect((await w.refresh(bob(), alice)).status).toBe(202);
   });
@@ -88,9 +98,14 @@ describe.each(engines)("engine %s", (engine) => {
     const changes = await keysChanges(carol);
     expect(changes.status).toBe(200);
     expect(((await changes.json()) as { changed: string[] }).changed).toContain(bob());
-    w.hs.on("/_matrix/client/v3/keys/query", (_req, res) => void res.end(JSON.stringify({ device_keys: {}, failures: {} })));
+    w.hs.on(
+      "/_matrix/client/v3/keys/query",
+      (_req, res) => void res.end(JSON.stringify({ device_keys: {}, failures: {} })),
+    );
     const query = await keysQuery(alice);
     expect(query.status).toBe(200);
-    expect(Object.keys(((await query.json()) as { device_keys: Record<string, object> }).device_keys[bob()]!)).toEqual(["DEV0"]);
+    expect(Object.keys(((await query.json()) as { device_keys: Record<string, object> }).device_keys[bob()]!)).toEqual([
+      "DEV0",
+    ]);
   });
 });

@@ -38,7 +38,12 @@ function firstResponse(sock: net.Socket, ms: number): Promise<Answer> {
       const len = Number(headers["content-length"] ?? 0);
       if (buf.length < end + 4 + len) return;
       clearTimeout(timer);
-      resolve({ status: Number(statusLine!.split(" ")[1]), headers, body: buf.subarray(end + 4, end + 4 + len).toString(), closed });
+      resolve({
+        status: Number(statusLine!.split(" ")[1]),
+        headers,
+        body: buf.subarray(end + 4, end + 4 + len).toString(),
+        closed,
+      });
     });
   });
 }
@@ -52,7 +57,8 @@ function connect(port: number): Promise<net.Socket> {
 
 const head = (target: string, length: number, token?: string) =>
   `POST ${target} HTTP/1.1\r\nHost: proxy.test\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n` +
-  (token ? `Authorization: Bearer ${token}\r\n` : "") + "\r\n";
+  (token ? `Authorization: Bearer ${token}\r\n` : "") +
+  "\r\n";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -164,7 +170,11 @@ describe.each(ENGINES)("minimum body rate (engine %s)", (engine) => {
   it("answers 408 when an authenticated body trickles below --body-min-bytes-per-second", async () => {
     const hs = await startFakeHomeserver();
     hs.tokens.set("good", ["@alice:hs.test", "ALICE"]);
-    const proxy = await startTestProxy(hs.url, ["--body-timeout-ms", "60000", "--body-min-bytes-per-second", "1000"], engine);
+    const proxy = await startTestProxy(
+      hs.url,
+      ["--body-timeout-ms", "60000", "--body-min-bytes-per-second", "1000"],
+      engine,
+    );
     const s = await connect(proxy.port);
     try {
       s.write(head(KEYS_QUERY, 100_000, "good"));

@@ -8,15 +8,32 @@ let w: World;
 let healthy: FakeRemote;
 
 beforeAll(async () => {
-  w = await startWorld(["--refresh-wait-ms", "1000", "--retry-initial-ms", "300", "--retry-max-ms", "600", "--rate-user-burst", "1000", "--rate-target-burst", "1000"]);
-  healthy = await startFakeRemote({ ca: w.ca, host: "127.0.0.2", trustedKeys: { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } } });
+  w = await startWorld([
+    "--refresh-wait-ms",
+    "1000",
+    "--retry-initial-ms",
+    "300",
+    "--retry-max-ms",
+    "600",
+    "--rate-user-burst",
+    "1000",
+    "--rate-target-burst",
+    "1000",
+  ]);
+  healthy = await startFakeRemote({
+    ca: w.ca,
+    host: "127.0.0.2",
+    trustedKeys: { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } },
+  });
 });
 afterAll(async () => {
   await healthy.close();
   await w.close();
 });
 
-test("a hanging destination and a hanging user do not hold up refreshes elsewhere, nor their retries", { timeout: 30_000 }, async () => {
+test("a hanging destination and a hanging user do not hold up refreshes elsewhere, nor their retries", {
+  timeout: 30_000,
+}, async () => {
   const asker = w.login("asker");
   // Destination 1 hangs for every request: its 3 connection slots fill up with held requests.
   const held = w.remote.hold();

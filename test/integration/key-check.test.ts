@@ -12,7 +12,12 @@ const other = signingKeyFromSeed(new Uint8Array(32).fill(2), "other");
 const sameIdOtherSeed = signingKeyFromSeed(new Uint8Array(32).fill(3), "ours");
 const NAME = "hs.example";
 
-function keyDoc(name: string, current: SigningKey[], old: SigningKey[] = [], signers = current): Record<string, unknown> {
+function keyDoc(
+  name: string,
+  current: SigningKey[],
+  old: SigningKey[] = [],
+  signers = current,
+): Record<string, unknown> {
   let doc: Record<string, unknown> = {
     server_name: name,
     valid_until_ts: 4102444800000,
@@ -76,7 +81,12 @@ afterAll(async () => {
 });
 
 const check = (paths: string[], key = ours, timeoutMs?: number) =>
-  checkKeyPublished({ serverName: NAME, key, urls: paths.map((p) => (p.startsWith("http") ? p : base + p)), timeoutMs });
+  checkKeyPublished({
+    serverName: NAME,
+    key,
+    urls: paths.map((p) => (p.startsWith("http") ? p : base + p)),
+    timeoutMs,
+  });
 
 describe("checkKeyPublished over HTTP", () => {
   it("published: our key id and public key are listed and sign the answer", async () => {
@@ -91,8 +101,16 @@ describe("checkKeyPublished over HTTP", () => {
   });
 
   it.each([
-    ["our key id is absent", "/not-listed", /our key ed25519:ours .* is not published; the homeserver publishes ed25519:other/],
-    ["the key id carries another public key", "/same-id-other-key", new RegExp(`published with a different public key \\(${sameIdOtherSeed.publicKey.replace(/[+/]/g, "\\$&")}\\)`)],
+    [
+      "our key id is absent",
+      "/not-listed",
+      /our key ed25519:ours .* is not published; the homeserver publishes ed25519:other/,
+    ],
+    [
+      "the key id carries another public key",
+      "/same-id-other-key",
+      new RegExp(`published with a different public key \\(${sameIdOtherSeed.publicKey.replace(/[+/]/g, "\\$&")}\\)`),
+    ],
     ["our key is only an old key", "/old", /only listed in old_verify_keys/],
     ["the homeserver has another server_name", "/wrong-name", /server_name is "elsewhere\.example", not "hs\.example"/],
   ])("mismatch when %s", async (_name, path, detail) => {

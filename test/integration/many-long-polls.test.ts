@@ -20,7 +20,9 @@ afterAll(async () => {
   await hs.close();
 });
 
-test(`${POLLS} held long-polls all reach the homeserver, and a short request still gets through`, { timeout: 60_000 }, async () => {
+test(`${POLLS} held long-polls all reach the homeserver, and a short request still gets through`, {
+  timeout: 60_000,
+}, async () => {
   const sockets: net.Socket[] = [];
   try {
     for (let i = 0; i < POLLS; i++) {

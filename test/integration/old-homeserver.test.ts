@@ -22,31 +22,61 @@ const UNKNOWN_TOKEN = { errcode: "M_UNKNOWN_TOKEN", error: "Invalid macaroon pas
 /** Make the fake homeserver r0-only; its missing v3 routes answer `v3Status` with M_UNRECOGNIZED. */
 function serveOnlyR0(hs: FakeHomeserver, v3Status = 404): void {
   const who = (req: IncomingMessage) => hs.tokens.get(req.headers.authorization?.replace(/^Bearer /, "") ?? "");
-  const authed = (handler: (req: IncomingMessage, res: ServerResponse, me: [string, string], body: Buffer) => void) =>
+  const authed =
+    (handler: (req: IncomingMessage, res: ServerResponse, me: [string, string], body: Buffer) => void) =>
     (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
       const me = who(req);
-      if (!me) return json(res, 401, req.headers.authorization ? UNKNOWN_TOKEN : { errcode: "M_MISSING_TOKEN", error: "Missing access token." });
+      if (!me)
+        return json(
+          res,
+          401,
+          req.headers.authorization ? UNKNOWN_TOKEN : { errcode: "M_MISSING_TOKEN", error: "Missing access token." },
+        );
       handler(req, res, me, body);
     };
-  hs.on("/_matrix/client/v3/", (_req, res) => json(res, v3Status, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }));
-  hs.on("/_matrix/client/r0/account/whoami", authed((_req, res, me) => json(res, 200, { user_id: me[0], device_id: me[1] })));
-  hs.on("/_matrix/client/r0/devices", authed((_req, res, me) =>
-    json(res, 200, { devices: [...hs.tokens.values()].filter(([u]) => u === me[0]).map(([, d]) => ({ device_id: d })) })));
-  hs.on("/_matrix/client/r0/sync", authed((_req, res) => json(res, 200, { next_batch: `s${hs.seen.length}`, rooms: {} })));
-  hs.on("/_matrix/client/r0/keys/query", authed((_req, res, _me, body) => {
-    const asked = Object.keys((JSON.parse(body.toString()) as { device_keys: Record<string, unknown> }).device_keys);
-    // The homeserver cannot reach the remote: no devices, a failure for its server.
-    json(res, 200, { device_keys: Object.fromEntries(asked.map((u) => [u, {}])), failures: { [asked[0]!.split(":").slice(1).join(":")]: { status: 503 } } });
-  }));
+  hs.on("/_matrix/client/v3/", (_req, res) =>
+    json(res, v3Status, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }),
+  );
+  hs.on(
+    "/_matrix/client/r0/account/whoami",
+    authed((_req, res, me) => json(res, 200, { user_id: me[0], device_id: me[1] })),
+  );
+  hs.on(
+    "/_matrix/client/r0/devices",
+    authed((_req, res, me) =>
+      json(res, 200, {
+        devices: [...hs.tokens.values()].filter(([u]) => u === me[0]).map(([, d]) => ({ device_id: d })),
+      }),
+    ),
+  );
+  hs.on(
+    "/_matrix/client/r0/sync",
+    authed((_req, res) => json(res, 200, { next_batch: `s${hs.seen.length}`, rooms: {} })),
+  );
+  hs.on(
+    "/_matrix/client/r0/keys/query",
+    authed((_req, res, _me, body) => {
+      const asked = Object.keys((JSON.parse(body.toString()) as { device_keys: Record<string, unknown> }).device_keys);
+      // The homeserver cannot reach the remote: no devices, a failure for its server.
+      json(res, 200, {
+        device_keys: Object.fromEntries(asked.map((u) => [u, {}])),
+        failures: { [asked[0]!.split(":").slice(1).join(":")]: { status: 503 } },
+      });
+    }),
+  );
 }
 
-const engines = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined" ? (["bun", "node"] as const) : (["node"] as const);
+const engines =
+  typeof (globalThis as { Bun?: unknown }).Bun !== "undefined" ? (["bun", "node"] as const) : (["node"] as const);
 
 for (const engine of engines) {
   describe(`r0-only homeserver, engine ${engine}`, () => {
     let w: World;
     const api = (token: string, path: string, init: RequestInit = {}) =>
-      fetch(w.proxy.url + path, { ...init, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" } });
+      fetch(w.proxy.url + path, {
+        ...init,
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      });
 
     beforeAll(async () => {
       useTestEngine(engine);
@@ -75,7 +105,12 @@ for (const engine of engines) {
 
       const synced = await (await api(alice2, "/_matrix/client/r0/sync?since=s0&timeout=0")).json();
       expect(synced.device_lists?.changed).toEqual([bob.userId]);
-      const keys = await (await api(alice, "/_matrix/client/r0/keys/query", { method: "POST", body: JSON.stringify({ device_keys: { [bob.userId]: [] } }) })).json();
+      const keys = await (
+        await api(alice, "/_matrix/client/r0/keys/query", {
+          method: "POST",
+          body: JSON.stringify({ device_keys: { [bob.userId]: [] } }),
+        })
+      ).json();
       expect(Object.keys(keys.device_keys[bob.userId]).sort()).toEqual(["DEV0", "DEV1"]);
       expect(keys.failures).toEqual({});
     });
@@ -107,11 +142,15 @@ describe("doctor and /readyz against an upstream that is not a client API", () =
     serveOnlyR0(w.hs);
     const lines: string[] = [];
     await runDoctor({ ...testConfig(w.hs.url), args: [] }, (l) => void lines.push(l));
-    expect(lines.join("\n")).toMatch(/^ok {3}homeserver .*\/_matrix\/client\/r0\/account\/whoami without a token answered 401/m);
+    expect(lines.join("\n")).toMatch(
+      /^ok {3}homeserver .*\/_matrix\/client\/r0\/account\/whoami without a token answered 401/m,
+    );
   });
 
   test("whoami answering anything but 401 without a token fails doctor and /readyz, naming the path", async () => {
-    w.hs.on("/_matrix/client/", (_req, res) => json(res, 404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }));
+    w.hs.on("/_matrix/client/", (_req, res) =>
+      json(res, 404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }),
+    );
     const lines: string[] = [];
     const code = await runDoctor({ ...testConfig(w.hs.url), args: [] }, (l) => void lines.push(l));
     const text = lines.join("\n");

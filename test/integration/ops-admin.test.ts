@@ -11,11 +11,23 @@ let alice: string; // not an admin
 const admins = new Set(["@root:hs.test"]);
 const user = (name: string) => `@${name}:${w.remote.serverName}`;
 const admin = (path: string, init: { method?: string; token?: string } = {}) =>
-  fetch(`http://${w.proxy.opsAddress}/_resync/admin/v1/${path}`, { method: init.method ?? "POST", headers: init.token ? { authorization: `Bearer ${init.token}` } : {} });
+  fetch(`http://${w.proxy.opsAddress}/_resync/admin/v1/${path}`, {
+    method: init.method ?? "POST",
+    headers: init.token ? { authorization: `Bearer ${init.token}` } : {},
+  });
 const refreshPath = (u: string) => `users/${encodeURIComponent(u)}/refresh`;
 
 beforeAll(async () => {
-  w = await startWorld(["--metrics-listen", "127.0.0.1:0", "--retry-initial-ms", "600000", "--retry-max-ms", "600000", "--rate-target-burst", "100"]);
+  w = await startWorld([
+    "--metrics-listen",
+    "127.0.0.1:0",
+    "--retry-initial-ms",
+    "600000",
+    "--retry-max-ms",
+    "600000",
+    "--rate-target-burst",
+    "100",
+  ]);
   root = w.login("root");
   alice = w.login("alice");
   playSynapseAdmin(w.hs, admins);
@@ -38,13 +50,20 @@ describe("who may call it", () => {
 
   test("a non-admin token → 403 M_FORBIDDEN on every endpoint, and nothing is fetched", async () => {
     w.remote.setUser(makeUser(user("guarded")));
-    for (const [path, method] of [[refreshPath(user("guarded")), "POST"], [`servers/${w.remote.serverName}/refresh`, "POST"], ["retries", "GET"], ["backoffs", "GET"]] as const) {
+    for (const [path, method] of [
+      [refreshPath(user("guarded")), "POST"],
+      [`servers/${w.remote.serverName}/refresh`, "POST"],
+      ["retries", "GET"],
+      ["backoffs", "GET"],
+    ] as const) {
       const res = await admin(path, { method, token: alice });
       expect(res.status).toBe(403);
       expect((await res.json()).errcode).toBe("M_FORBIDDEN");
     }
     expect(w.remote.count({ userId: user("guarded") })).toBe(0);
-    expect(w.hs.seen.some((r) => r.target === `/_synapse/admin/v1/users/${encodeURIComponent("@alice:hs.test")}/admin`)).toBe(true);
+    expect(
+      w.hs.seen.some((r) => r.target === `/_synapse/admin/v1/users/${encodeURIComponent("@alice:hs.test")}/admin`),
+    ).toBe(true);
   });
 
   test("rights are asked of the homeserver each time: a demoted admin is refused at once", async () => {
@@ -68,7 +87,9 @@ describe("who may call it", () => {
   test("a homeserver without Synapse's admin API (404) → 403, never allowed by default", async () => {
     const hsOther = w.login("other");
     admins.add("@other:hs.test");
-    w.hs.on(`/_synapse/admin/v1/users/${encodeURIComponent("@other:hs.test")}`, (_req, res) => json(res, 404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }));
+    w.hs.on(`/_synapse/admin/v1/users/${encodeURIComponent("@other:hs.test")}`, (_req, res) =>
+      json(res, 404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }),
+    );
     const res = await admin("retries", { method: "GET", token: hsOther });
     expect(res.status).toBe(403);
     expect((await res.json()).error).toMatch(/answered 404/);
@@ -76,14 +97,18 @@ describe("who may call it", () => {
 
   test("an answer of {admin: false} is a refusal too", async () => {
     const plain = w.login("plain");
-    w.hs.on(`/_synapse/admin/v1/users/${encodeURIComponent("@plain:hs.test")}`, (_req, res) => json(res, 200, { admin: false }));
+    w.hs.on(`/_synapse/admin/v1/users/${encodeURIComponent("@plain:hs.test")}`, (_req, res) =>
+      json(res, 200, { admin: false }),
+    );
     const res = await admin("retries", { method: "GET", token: plain });
     expect(res.status).toBe(403);
     expect((await res.json()).errcode).toBe("M_FORBIDDEN");
   });
 
   test("the admin API is not served on the client listener", async () => {
-    const res = await fetch(`${w.proxy.url}/_resync/admin/v1/retries`, { headers: { authorization: `Bearer ${root}` } });
+    const res = await fetch(`${w.proxy.url}/_resync/admin/v1/retries`, {
+      headers: { authorization: `Bearer ${root}` },
+    });
     expect(w.hs.seen.at(-1)!.target).toBe("/_resync/admin/v1/retries"); // passed through, unhandled
     expect(res.status).toBe(404);
   });
@@ -127,12 +152,21 @@ describe("refresh every user of a server", () => {
     const users = Array.from({ length: 7 }, (_, i) => user(`fleet${i}`));
     for (const u of users) w.remote.setUser(makeUser(u));
     // Local devices query their keys through us: that is how the proxy knows whom to resync.
-    const q = await fetch(`${w.proxy.url}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: `Bearer ${alice}` }, body: JSON.stringify({ device_keys: Object.fromEntries(users.map((u) => [u, []])) }) });
+    const q = await fetch(`${w.proxy.url}/_matrix/client/v3/keys/query`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${alice}` },
+      body: JSON.stringify({ device_keys: Object.fromEntries(users.map((u) => [u, []])) }),
+    });
     expect(q.status).toBe(200);
     const store = w.proxy.services.store;
     for (const u of users) expect(store.trackedUsersOn(w.remote.serverName)).toContain(u);
     // Users with a snapshot there count too (adminbob, refreshed above).
-    const known = [...new Set([...store.trackedUsersOn(w.remote.serverName), ...store.listSnapshotUsers().filter((u) => u.endsWith(`:${w.remote.serverName}`))])];
+    const known = [
+      ...new Set([
+        ...store.trackedUsersOn(w.remote.serverName),
+        ...store.listSnapshotUsers().filter((u) => u.endsWith(`:${w.remote.serverName}`)),
+      ]),
+    ];
     expect(known).toContain(user("adminbob"));
 
     w.remote.resetStats();
@@ -143,13 +177,18 @@ describe("refresh every user of a server", () => {
       const started = await res.json();
       expect(started).toMatchObject({ server: w.remote.serverName, status: "started", total: known.length });
       await w.remote.waitFor(() => w.remote.inFlight === 3);
-      const again = await (await admin(`servers/${encodeURIComponent(w.remote.serverName)}/refresh`, { token: root })).json();
+      const again = await (
+        await admin(`servers/${encodeURIComponent(w.remote.serverName)}/refresh`, { token: root })
+      ).json();
       expect(again.status).toBe("already_running");
     } finally {
       held.release();
     }
 
-    const progress = () => admin(`servers/${encodeURIComponent(w.remote.serverName)}/refresh`, { method: "GET", token: root }).then((r) => r.json());
+    const progress = () =>
+      admin(`servers/${encodeURIComponent(w.remote.serverName)}/refresh`, { method: "GET", token: root }).then((r) =>
+        r.json(),
+      );
     await expect.poll(progress, { timeout: 15_000 }).toMatchObject({ done: known.length, ok: known.length, failed: 0 });
     expect((await progress()).finished_at).toBeGreaterThan(0);
     for (const u of known) {
@@ -172,9 +211,13 @@ describe("retries and backoffs", () => {
     expect(body.next_retry_in_ms).toBeGreaterThan(0);
 
     const retries = await (await admin("retries", { method: "GET", token: root })).json();
-    expect(retries.retries).toContainEqual(expect.objectContaining({ user_id: u, attempts: 1, requested_by: ["admin:@root:hs.test"] }));
+    expect(retries.retries).toContainEqual(
+      expect.objectContaining({ user_id: u, attempts: 1, requested_by: ["admin:@root:hs.test"] }),
+    );
     const backoffs = await (await admin("backoffs", { method: "GET", token: root })).json();
-    expect(backoffs.destinations).toContainEqual(expect.objectContaining({ destination: w.remote.serverName, failures: 1, in_backoff: true }));
+    expect(backoffs.destinations).toContainEqual(
+      expect.objectContaining({ destination: w.remote.serverName, failures: 1, in_backoff: true }),
+    );
   });
 
   test("a server refresh clears an outage's backoff first; if the server fails again the rest wait for the retry queue", async () => {
@@ -186,7 +229,8 @@ describe("retries and backoffs", () => {
     const res = await admin(`servers/${encodeURIComponent(server)}/refresh`, { token: root });
     expect(res.status).toBe(202);
     const total = (await res.json()).total;
-    const progress = () => admin(`servers/${encodeURIComponent(server)}/refresh`, { method: "GET", token: root }).then((r) => r.json());
+    const progress = () =>
+      admin(`servers/${encodeURIComponent(server)}/refresh`, { method: "GET", token: root }).then((r) => r.json());
     await expect.poll(async () => (await progress()).finished_at, { timeout: 15_000 }).toBeGreaterThan(0);
     const job = await progress();
     expect(job.done).toBe(total);

@@ -35,7 +35,10 @@ describe("/healthz and /readyz", () => {
     const h = await fetch(`${proxy.ops}/healthz`);
     expect(h.status).toBe(200);
     expect(await h.json()).toEqual({ status: "ok" });
-    expect(await readyz(proxy)).toEqual({ status: 200, body: { ready: true, checks: { store: "ok", homeserver: "ok", whoami: "ok", signing_key: "ok" } } });
+    expect(await readyz(proxy)).toEqual({
+      status: 200,
+      body: { ready: true, checks: { store: "ok", homeserver: "ok", whoami: "ok", signing_key: "ok" } },
+    });
   });
 
   test("/readyz fails while the store is not writable, and recovers", async () => {

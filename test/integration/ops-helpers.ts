@@ -37,7 +37,20 @@ export const json = (res: ServerResponse, status: number, body: unknown) => {
 export async function publishKey(hs: FakeHomeserver, key?: SigningKey): Promise<void> {
   const k = key ?? (await loadSigningKey(writeTestKey()));
   hs.on("/_matrix/key/v2/server", (_req, res) =>
-    json(res, 200, signJson({ server_name: "hs.test", valid_until_ts: Date.now() + 86_400_000, verify_keys: { [k.keyId]: { key: k.publicKey } }, old_verify_keys: {} }, "hs.test", k)),
+    json(
+      res,
+      200,
+      signJson(
+        {
+          server_name: "hs.test",
+          valid_until_ts: Date.now() + 86_400_000,
+          verify_keys: { [k.keyId]: { key: k.publicKey } },
+          old_verify_keys: {},
+        },
+        "hs.test",
+        k,
+      ),
+    ),
   );
 }
 
@@ -57,7 +70,10 @@ export function playSynapseAdmin(hs: FakeHomeserver, admins: Set<string>): void 
 export async function startLoggedProxy(upstream: string, extra: string[] = [], level: Level = "debug") {
   const lines: string[] = [];
   const config = testConfig(upstream, ["--metrics-listen", "127.0.0.1:0", ...extra]);
-  const proxy = await startProxy(config, createLogger(level, (l) => void lines.push(l)));
+  const proxy = await startProxy(
+    config,
+    createLogger(level, (l) => void lines.push(l)),
+  );
   const port = Number(proxy.address.split(":").pop());
   return {
     ...proxy,

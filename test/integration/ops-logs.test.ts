@@ -27,7 +27,18 @@ beforeAll(async () => {
   writeFileSync(caPath, ca.caPem);
   hs = await startFakeHomeserver();
   remote = await startFakeRemote({ ca, trustedKeys: { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } } });
-  flags = ["--federation-ca", caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--refresh-wait-ms", "3000", "--retry-initial-ms", "600000", "--retry-max-ms", "600000"];
+  flags = [
+    "--federation-ca",
+    caPath,
+    "--federation-allow-cidrs",
+    "127.0.0.0/8",
+    "--refresh-wait-ms",
+    "3000",
+    "--retry-initial-ms",
+    "600000",
+    "--retry-max-ms",
+    "600000",
+  ];
 });
 afterAll(async () => {
   for (const p of proxies) await p.close(1000);
@@ -57,7 +68,14 @@ describe("request ids", () => {
     expect(id).toMatch(UUID);
     expect(hs.seen.at(-1)!.headers["x-request-id"]).toBe(id);
     const line = await lineFor(p, id);
-    expect(line).toMatchObject({ level: "debug", method: "GET", route: "passthrough", status: 401, client: "127.0.0.1", target: "/_matrix/client/v3/rooms/!r:hs.test/state" });
+    expect(line).toMatchObject({
+      level: "debug",
+      method: "GET",
+      route: "passthrough",
+      status: 401,
+      client: "127.0.0.1",
+      target: "/_matrix/client/v3/rooms/!r:hs.test/state",
+    });
     expect(typeof line.duration_ms).toBe("number");
     expect(line.duration_ms as number).toBeGreaterThanOrEqual(0);
     const second = await fetch(`${p.url}/_matrix/client/v3/rooms/!r:hs.test/state`);
@@ -77,12 +95,20 @@ describe("request ids", () => {
 
   test("the proxy's own answers carry the id too (intercepted route, error, health)", async () => {
     const p = await proxyWith();
-    for (const [path, init] of [["/_matrix/client/versions", {}], ["/_matrix/client/v3/user/%40b%3Ar.test/devices/refresh", { method: "POST" }], ["/_resync/healthz", {}]] as const) {
+    for (const [path, init] of [
+      ["/_matrix/client/versions", {}],
+      ["/_matrix/client/v3/user/%40b%3Ar.test/devices/refresh", { method: "POST" }],
+      ["/_resync/healthz", {}],
+    ] as const) {
       const res = await fetch(p.url + path, init);
       await res.arrayBuffer();
       expect(res.headers.get("x-request-id")).toMatch(UUID);
     }
-    expect(requestLines(p).map((r) => [r.route, r.status])).toEqual([["versions", 200], ["refresh", 401], ["health", 200]]);
+    expect(requestLines(p).map((r) => [r.route, r.status])).toEqual([
+      ["versions", 200],
+      ["refresh", 401],
+      ["health", 200],
+    ]);
   });
 
   test("an inbound X-Request-Id is replaced unless it comes from a trusted proxy", async () => {
@@ -111,7 +137,10 @@ describe("levels: info stays quiet on a busy server", () => {
     const auth = { authorization: "Bearer tok_levels" };
     await (await fetch(`${p.url}/_matrix/client/versions`)).arrayBuffer();
     await (await fetch(`${p.url}/_matrix/client/v3/sync?timeout=0`, { headers: auth })).arrayBuffer();
-    const refresh = await fetch(`${p.url}/_matrix/client/v3/user/%40carol%3Ahs.test/devices/refresh`, { method: "POST", headers: auth });
+    const refresh = await fetch(`${p.url}/_matrix/client/v3/user/%40carol%3Ahs.test/devices/refresh`, {
+      method: "POST",
+      headers: auth,
+    });
     expect(refresh.status).toBe(202);
     hs.on("/_matrix/client/v3/joined_rooms", (_req, res) => {
       res.writeHead(500);
@@ -119,7 +148,12 @@ describe("levels: info stays quiet on a busy server", () => {
     });
     await (await fetch(`${p.url}/_matrix/client/v3/joined_rooms`, { headers: auth })).arrayBuffer();
     // Polled: a line from another front-end thread (--front-threads) arrives a moment later.
-    await expect.poll(() => requestLines(p).map((r) => [r.level, r.route, r.status])).toEqual([["info", "refresh", 202], ["warn", "passthrough", 500]]);
+    await expect
+      .poll(() => requestLines(p).map((r) => [r.level, r.route, r.status]))
+      .toEqual([
+        ["info", "refresh", 202],
+        ["warn", "passthrough", 500],
+      ]);
   });
 });
 
@@ -137,11 +171,30 @@ describe("redaction: no secret that crossed the proxy reaches a log line", () =>
     const bob = `@bob:${remote.serverName}`;
     const broken = `@broken:${remote.serverName}`;
     remote.setUser(makeUser(bob));
-    remote.setBehaviour({ kind: "status", status: 500, body: { errcode: "M_UNKNOWN", error: "boom" } }, { userId: broken });
-    expect((await fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(bob)}/devices/refresh`, { method: "POST", headers: headerToken })).status).toBe(202);
-    expect((await fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(broken)}/devices/refresh?access_token=${token}`, { method: "POST" })).status).toBe(502);
+    remote.setBehaviour(
+      { kind: "status", status: 500, body: { errcode: "M_UNKNOWN", error: "boom" } },
+      { userId: broken },
+    );
+    expect(
+      (
+        await fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(bob)}/devices/refresh`, {
+          method: "POST",
+          headers: headerToken,
+        })
+      ).status,
+    ).toBe(202);
+    expect(
+      (
+        await fetch(
+          `${p.url}/_matrix/client/v3/user/${encodeURIComponent(broken)}/devices/refresh?access_token=${token}`,
+          { method: "POST" },
+        )
+      ).status,
+    ).toBe(502);
 
-    const sigs = remote.requests.map((r) => /sig="([^"]+)"/.exec(String(r.headers.authorization))?.[1]).filter((s): s is string => !!s);
+    const sigs = remote.requests
+      .map((r) => /sig="([^"]+)"/.exec(String(r.headers.authorization))?.[1])
+      .filter((s): s is string => !!s);
     expect(sigs.length).toBeGreaterThanOrEqual(2);
     await expect.poll(() => requestLines(p).length).toBeGreaterThanOrEqual(6);
     const all = p.lines.join("");

@@ -11,7 +11,10 @@ let alice: string;
 const user = (name: string) => `@${name}:${w.remote.serverName}`;
 const metrics = () => scrape(w.proxy.opsAddress!);
 const api = (token: string | undefined, path: string, init: RequestInit = {}) =>
-  fetch(w.proxy.url + path, { ...init, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), "content-type": "application/json" } });
+  fetch(w.proxy.url + path, {
+    ...init,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), "content-type": "application/json" },
+  });
 
 /** The change of each named sample across `action`. */
 async function delta(samples: [string, Record<string, string>?][], action: () => Promise<unknown>): Promise<number[]> {
@@ -29,7 +32,16 @@ function serveSync(req: IncomingMessage, res: ServerResponse): void {
 }
 
 beforeAll(async () => {
-  w = await startWorld(["--metrics-listen", "127.0.0.1:0", "--retry-initial-ms", "600000", "--retry-max-ms", "600000", "--rate-target-burst", "100"]);
+  w = await startWorld([
+    "--metrics-listen",
+    "127.0.0.1:0",
+    "--retry-initial-ms",
+    "600000",
+    "--retry-max-ms",
+    "600000",
+    "--rate-target-burst",
+    "100",
+  ]);
   alice = w.login("alice", "ALICE1");
   w.hs.on("/_matrix/client/v3/sync", serveSync);
   w.hs.on("/_matrix/client/v3/keys/query", (_req, res, body) => {
@@ -70,7 +82,9 @@ describe("client requests", () => {
   test("a request the client abandons is counted as 499", async () => {
     const d = await delta([["resync_http_requests_total", { route: "sync", status: "499" }]], async () => {
       const ctl = new AbortController();
-      const p = api(alice, "/_matrix/client/v3/sync?since=s1&timeout=20000", { signal: ctl.signal }).catch(() => "aborted");
+      const p = api(alice, "/_matrix/client/v3/sync?since=s1&timeout=20000", { signal: ctl.signal }).catch(
+        () => "aborted",
+      );
       await expect.poll(async () => sample(await metrics(), "resync_open_long_polls")).toBe(1);
       ctl.abort();
       expect(await p).toBe("aborted");
@@ -89,7 +103,10 @@ describe("client requests", () => {
       ],
       async () => {
         for (let i = 0; i < 3; i++) {
-          const res = await api(token, "/_matrix/client/v3/keys/query", { method: "POST", body: JSON.stringify({ device_keys: { [user("cachebob")]: [] } }) });
+          const res = await api(token, "/_matrix/client/v3/keys/query", {
+            method: "POST",
+            body: JSON.stringify({ device_keys: { [user("cachebob")]: [] } }),
+          });
           expect(res.status).toBe(200);
         }
         expect((await w.refresh("@carol:hs.test", token)).status).toBe(202);
@@ -108,14 +125,17 @@ describe("client requests", () => {
       if (!who) return json(res, 401, { errcode: "M_UNKNOWN_TOKEN", error: "Unknown token" });
       json(res, 200, { user_id: who[0], device_id: who[1] });
     });
-    const calls = () => w.hs.seen.filter((r) => r.target.endsWith("/account/whoami") && r.headers.authorization === `Bearer ${token}`).length;
+    const calls = () =>
+      w.hs.seen.filter((r) => r.target.endsWith("/account/whoami") && r.headers.authorization === `Bearer ${token}`)
+        .length;
     const d = await delta(
       [
         ["resync_cache_lookups_total", { cache: "whoami", result: "miss" }],
         ["resync_cache_lookups_total", { cache: "whoami", result: "hit" }],
       ],
       async () => {
-        const hits = async () => sample(await metrics(), "resync_cache_lookups_total", { cache: "whoami", result: "hit" });
+        const hits = async () =>
+          sample(await metrics(), "resync_cache_lookups_total", { cache: "whoami", result: "hit" });
         const before = await hits();
         const all = Array.from({ length: 4 }, () => w.refresh("@carol:hs.test", token));
         await expect.poll(calls).toBe(1);
@@ -172,7 +192,14 @@ describe("delivery", () => {
     w.remote.setUser(makeUser(bob, { devices: 2 }));
     const watcher = w.login("watcher", "WATCH1");
     // The watcher's device queries bob's keys through us: it will hear of bob's refreshes.
-    expect((await api(watcher, "/_matrix/client/v3/keys/query", { method: "POST", body: JSON.stringify({ device_keys: { [bob]: [] } }) })).status).toBe(200);
+    expect(
+      (
+        await api(watcher, "/_matrix/client/v3/keys/query", {
+          method: "POST",
+          body: JSON.stringify({ device_keys: { [bob]: [] } }),
+        })
+      ).status,
+    ).toBe(200);
     const before = await metrics();
     const poll = api(watcher, "/_matrix/client/v3/sync?since=s1&timeout=20000");
     await expect.poll(async () => sample(await metrics(), "resync_open_long_polls")).toBe(1);
@@ -183,15 +210,26 @@ describe("delivery", () => {
     const mid = await metrics();
     expect(sample(mid, "resync_open_long_polls")).toBe(0);
     expect(sample(mid, "resync_long_poll_wakes_total") - sample(before, "resync_long_poll_wakes_total")).toBe(1);
-    expect(sample(mid, "resync_device_list_injections_total", { endpoint: "sync" }) - sample(before, "resync_device_list_injections_total", { endpoint: "sync" })).toBe(1);
+    expect(
+      sample(mid, "resync_device_list_injections_total", { endpoint: "sync" }) -
+        sample(before, "resync_device_list_injections_total", { endpoint: "sync" }),
+    ).toBe(1);
     expect(sample(mid, "resync_pending_deliveries")).toBeGreaterThanOrEqual(1);
     expect(sample(mid, "resync_pending_deliveries")).toBe(w.proxy.services.store.countPending());
 
-    const keys = await (await api(watcher, "/_matrix/client/v3/keys/query", { method: "POST", body: JSON.stringify({ device_keys: { [bob]: [] } }) })).json();
+    const keys = await (
+      await api(watcher, "/_matrix/client/v3/keys/query", {
+        method: "POST",
+        body: JSON.stringify({ device_keys: { [bob]: [] } }),
+      })
+    ).json();
     expect(Object.keys(keys.device_keys[bob]).sort()).toEqual(["DEV0", "DEV1"]);
     const after = await metrics();
     expect(sample(after, "resync_keys_query_overlays_total") - sample(mid, "resync_keys_query_overlays_total")).toBe(1);
-    expect(sample(after, "resync_http_requests_total", { route: "keys_query", status: "200" }) - sample(before, "resync_http_requests_total", { route: "keys_query", status: "200" })).toBe(1);
+    expect(
+      sample(after, "resync_http_requests_total", { route: "keys_query", status: "200" }) -
+        sample(before, "resync_http_requests_total", { route: "keys_query", status: "200" }),
+    ).toBe(1);
   });
 });
 

@@ -18,7 +18,8 @@ afterAll(async () => {
 });
 
 const lastSeen = () => hs.seen[hs.seen.length - 1]!;
-const get = (path: string, headers: Record<string, string> = {}) => fetch(proxy.url + path, { headers, redirect: "manual" });
+const get = (path: string, headers: Record<string, string> = {}) =>
+  fetch(proxy.url + path, { headers, redirect: "manual" });
 
 describe("raw request target", () => {
   test.each([
@@ -38,7 +39,12 @@ describe("raw request target", () => {
 describe("headers", () => {
   test("hop-by-hop headers are removed in both directions, including those Connection names", async () => {
     hs.on("/hop", (_req, res) => {
-      res.writeHead(200, { connection: "x-up-private", "x-up-private": "1", "x-up-public": "2", "keep-alive": "timeout=5" });
+      res.writeHead(200, {
+        connection: "x-up-private",
+        "x-up-private": "1",
+        "x-up-public": "2",
+        "keep-alive": "timeout=5",
+      });
       res.end("ok");
     });
     const res = await rawRequest(
@@ -48,7 +54,8 @@ describe("headers", () => {
     );
     const up = lastSeen().headers;
     expect(up["x-client-public"]).toBe("2");
-    for (const h of ["x-client-private", "keep-alive", "proxy-authorization", "te", "upgrade"]) expect(up[h]).toBeUndefined();
+    for (const h of ["x-client-private", "keep-alive", "proxy-authorization", "te", "upgrade"])
+      expect(up[h]).toBeUndefined();
     expect(res.headers["x-up-public"]).toBe("2");
     expect(res.headers["x-up-private"]).toBeUndefined();
     expect(res.headers["keep-alive"]).toBeUndefined();
@@ -56,7 +63,10 @@ describe("headers", () => {
 
   test("X-Forwarded-For from an untrusted peer is replaced, not trusted", async () => {
     // A raw request: fetch may not set Host (a forbidden header under Deno).
-    await rawRequest(proxy.port, "GET /xff HTTP/1.1\r\nHost: client.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n");
+    await rawRequest(
+      proxy.port,
+      "GET /xff HTTP/1.1\r\nHost: client.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    );
     const h = lastSeen().headers;
     expect(h["x-forwarded-for"]).toBe("127.0.0.1");
     expect(h["x-forwarded-proto"]).toBe("http");
@@ -67,7 +77,9 @@ describe("headers", () => {
   test("X-Forwarded-For from a trusted proxy is extended", async () => {
     const trusting = await startTestProxy(hs.url, ["--trusted-proxies", "loopback"]);
     try {
-      await fetch(`${trusting.url}/xff2`, { headers: { "x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https" } });
+      await fetch(`${trusting.url}/xff2`, {
+        headers: { "x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https" },
+      });
       const h = lastSeen().headers;
       expect(h["x-forwarded-for"]).toBe("203.0.113.9, 127.0.0.1");
       expect(h["x-forwarded-proto"]).toBe("https");
@@ -123,7 +135,13 @@ describe("streaming", () => {
       { raw: true },
     );
     const req = http.request(`${proxy.url}/upload`, { method: "POST", headers: { "transfer-encoding": "chunked" } });
-    const answer = new Promise<string>((resolve) => req.on("response", (r) => { let s = ""; r.on("data", (c) => (s += c)); r.on("end", () => resolve(s)); }));
+    const answer = new Promise<string>((resolve) =>
+      req.on("response", (r) => {
+        let s = "";
+        r.on("data", (c) => (s += c));
+        r.on("end", () => resolve(s));
+      }),
+    );
     req.write("part-one;");
     expect(await firstSeen).toBe("part-one;");
     req.end("part-two");
@@ -215,15 +233,38 @@ describe("intercepted routes", () => {
 
 test("a whole client session works through the proxy", async () => {
   const post = (path: string, body: unknown, token?: string, method = "POST") =>
-    fetch(proxy.url + path, { method, headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
+    fetch(proxy.url + path, {
+      method,
+      headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify(body),
+    });
   const reg = await (await post("/_matrix/client/v3/register", { username: "alice", password: "pw" })).json();
   expect(reg.user_id).toBe("@alice:hs.test");
-  const login = await (await post("/_matrix/client/v3/login", { type: "m.login.password", identifier: { type: "m.id.user", user: "alice" }, password: "pw" })).json();
+  const login = await (
+    await post("/_matrix/client/v3/login", {
+      type: "m.login.password",
+      identifier: { type: "m.id.user", user: "alice" },
+      password: "pw",
+    })
+  ).json();
   const token = login.access_token as string;
-  const first = await (await fetch(`${proxy.url}/_matrix/client/v3/sync?timeout=0`, { headers: { authorization: `Bearer ${token}` } })).json();
-  const waiting = fetch(`${proxy.url}/_matrix/client/v3/sync?since=${first.next_batch}&timeout=10000`, { headers: { authorization: `Bearer ${token}` } });
-  const sent = await (await post("/_matrix/client/v3/rooms/!r:hs.test/send/m.room.message/t1", { msgtype: "m.text", body: "hi" }, token, "PUT")).json();
+  const first = await (
+    await fetch(`${proxy.url}/_matrix/client/v3/sync?timeout=0`, { headers: { authorization: `Bearer ${token}` } })
+  ).json();
+  const waiting = fetch(`${proxy.url}/_matrix/client/v3/sync?since=${first.next_batch}&timeout=10000`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  const sent = await (
+    await post(
+      "/_matrix/client/v3/rooms/!r:hs.test/send/m.room.message/t1",
+      { msgtype: "m.text", body: "hi" },
+      token,
+      "PUT",
+    )
+  ).json();
   expect(sent.event_id).toMatch(/^\$/);
   const next = await (await waiting).json();
-  expect(next.timeline).toEqual([{ type: "m.room.message", sender: "@alice:hs.test", content: { msgtype: "m.text", body: "hi" } }]);
+  expect(next.timeline).toEqual([
+    { type: "m.room.message", sender: "@alice:hs.test", content: { msgtype: "m.text", body: "hi" } },
+  ]);
 });

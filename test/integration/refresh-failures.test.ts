@@ -10,7 +10,20 @@ const user = (name: string) => `@${name}:${w.remote.serverName}`;
 
 beforeAll(async () => {
   // refresh-wait 1500 ms; a federation request may take 4 s; backoff starts at 2 s.
-  w = await startWorld(["--refresh-wait-ms", "1500", "--federation-timeout-ms", "4000", "--retry-initial-ms", "2000", "--retry-max-ms", "4000", "--probe-interval-ms", "60000", "--rate-user-burst", "1000"]);
+  w = await startWorld([
+    "--refresh-wait-ms",
+    "1500",
+    "--federation-timeout-ms",
+    "4000",
+    "--retry-initial-ms",
+    "2000",
+    "--retry-max-ms",
+    "4000",
+    "--probe-interval-ms",
+    "60000",
+    "--rate-user-burst",
+    "1000",
+  ]);
   asker = w.login("asker");
 });
 afterAll(() => w.close());
@@ -32,11 +45,25 @@ describe("slow and dead remotes", () => {
   });
 
   test("a timeout known within the wait → 504 with next_retry_in_ms (federation timeout < wait)", async () => {
-    const p = await startTestProxy(w.hs.url, ["--federation-ca", w.caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--refresh-wait-ms", "3000", "--federation-timeout-ms", "500", "--retry-initial-ms", "60000"]);
+    const p = await startTestProxy(w.hs.url, [
+      "--federation-ca",
+      w.caPath,
+      "--federation-allow-cidrs",
+      "127.0.0.0/8",
+      "--refresh-wait-ms",
+      "3000",
+      "--federation-timeout-ms",
+      "500",
+      "--retry-initial-ms",
+      "60000",
+    ]);
     try {
       const u = user("hangs");
       w.remote.setBehaviour({ kind: "hang" }, { userId: u });
-      const res = await fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${asker}` } });
+      const res = await fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${asker}` },
+      });
       expect(res.status).toBe(504);
       const body = await res.json();
       expect(body.errcode).toBe("M_UNKNOWN");
@@ -48,8 +75,21 @@ describe("slow and dead remotes", () => {
   });
 
   test("a backed-off destination: no federation request until the probe interval allows one", async () => {
-    const p = await startTestProxy(w.hs.url, ["--federation-ca", w.caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--retry-initial-ms", "60000", "--probe-interval-ms", "60000"]);
-    const refresh = (u: string) => fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${asker}` } });
+    const p = await startTestProxy(w.hs.url, [
+      "--federation-ca",
+      w.caPath,
+      "--federation-allow-cidrs",
+      "127.0.0.0/8",
+      "--retry-initial-ms",
+      "60000",
+      "--probe-interval-ms",
+      "60000",
+    ]);
+    const refresh = (u: string) =>
+      fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${asker}` },
+      });
     try {
       w.remote.setBehaviour({ kind: "status", status: 503 });
       expect((await refresh(user("down1"))).status).toBe(502);
@@ -73,8 +113,21 @@ describe("slow and dead remotes", () => {
   test("a background check that fails backs the destination off, but an explicit refresh still gets its probe", async () => {
     // Self-healing checks (suspicions, the audit) run unseen; a person asking right after one
     // failed must not be told "in backoff" without the server having been tried for them.
-    const p = await startTestProxy(w.hs.url, ["--federation-ca", w.caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--retry-initial-ms", "60000", "--probe-interval-ms", "60000"]);
-    const refresh = (u: string) => fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${asker}` } });
+    const p = await startTestProxy(w.hs.url, [
+      "--federation-ca",
+      w.caPath,
+      "--federation-allow-cidrs",
+      "127.0.0.0/8",
+      "--retry-initial-ms",
+      "60000",
+      "--probe-interval-ms",
+      "60000",
+    ]);
+    const refresh = (u: string) =>
+      fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${asker}` },
+      });
     try {
       w.remote.setBehaviour({ kind: "status", status: 503 });
       expect(p.services.resyncer.background(user("bg1"), { trigger: "audit", why: "test" })).toBe("started");
@@ -93,8 +146,21 @@ describe("slow and dead remotes", () => {
   });
 
   test("an explicit refresh may probe a backed-off destination, and a success resets the backoff", async () => {
-    const p = await startTestProxy(w.hs.url, ["--federation-ca", w.caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--retry-initial-ms", "60000", "--probe-interval-ms", "0"]);
-    const refresh = (u: string) => fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${asker}` } });
+    const p = await startTestProxy(w.hs.url, [
+      "--federation-ca",
+      w.caPath,
+      "--federation-allow-cidrs",
+      "127.0.0.0/8",
+      "--retry-initial-ms",
+      "60000",
+      "--probe-interval-ms",
+      "0",
+    ]);
+    const refresh = (u: string) =>
+      fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${asker}` },
+      });
     try {
       w.remote.setBehaviour({ kind: "status", status: 503 });
       expect((await refresh(user("probe1"))).status).toBe(502);
@@ -111,7 +177,10 @@ describe("slow and dead remotes", () => {
     const p = await startTestProxy(w.hs.url, ["--federation-ca", w.caPath]); // no allow-cidrs
     try {
       const before = w.remote.requests.length;
-      const res = await fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent(user("private"))}/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${asker}` } });
+      const res = await fetch(
+        `${p.url}/_matrix/client/v3/user/${encodeURIComponent(user("private"))}/devices/refresh`,
+        { method: "POST", headers: { authorization: `Bearer ${asker}` } },
+      );
       expect(res.status).toBe(502);
       const body = await res.json();
       expect(body.errcode).toBe("M_UNKNOWN");
@@ -126,17 +195,31 @@ describe("slow and dead remotes", () => {
 
 test("hostile user ids and paths never produce a 500", { timeout: 120_000 }, async () => {
   await fc.assert(
-    fc.asyncProperty(fc.oneof(fc.string(), fc.string({ unit: "binary" }), fc.constantFrom("..", "%", "%00", "@a:b:c", "@a:[::1]:1", "@%2F:x", "\u0000")), fc.constantFrom("/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/unstable/org.matrix.msc2638"), async (id, prefix) => {
-      const res = await fetch(`${w.proxy.url}${prefix}/user/${encodeURIComponent(id)}/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${asker}` } });
-      await res.arrayBuffer();
-      // 502/504 are honest answers about a remote; a 500 would be our own failure.
-      expect([400, 401, 404, 429, 202, 502, 504]).toContain(res.status);
-    }),
+    fc.asyncProperty(
+      fc.oneof(
+        fc.string(),
+        fc.string({ unit: "binary" }),
+        fc.constantFrom("..", "%", "%00", "@a:b:c", "@a:[::1]:1", "@%2F:x", "\u0000"),
+      ),
+      fc.constantFrom("/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/unstable/org.matrix.msc2638"),
+      async (id, prefix) => {
+        const res = await fetch(`${w.proxy.url}${prefix}/user/${encodeURIComponent(id)}/devices/refresh`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${asker}` },
+        });
+        await res.arrayBuffer();
+        // 502/504 are honest answers about a remote; a 500 would be our own failure.
+        expect([400, 401, 404, 429, 202, 502, 504]).toContain(res.status);
+      },
+    ),
     { numRuns: 150 },
   );
   // Raw, unencoded bytes in the segment as well.
   for (const seg of ["%", "%zz", "a%2Fb", "%40a%3A%5B%3A%3A1", "..%2F..", "@a:b/../../x"]) {
-    const res = await fetch(`${w.proxy.url}/_matrix/client/v3/user/${seg}/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${asker}` } });
+    const res = await fetch(`${w.proxy.url}/_matrix/client/v3/user/${seg}/devices/refresh`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${asker}` },
+    });
     expect(res.status).not.toBe(500);
   }
 });

@@ -8,7 +8,16 @@ const bob = () => `@bob:${w.remote.serverName}`;
 const user = (name: string) => `@${name}:${w.remote.serverName}`;
 
 beforeAll(async () => {
-  w = await startWorld(["--retry-initial-ms", "300", "--retry-max-ms", "1000", "--refresh-cache-ms", "60000", "--probe-interval-ms", "60000"]);
+  w = await startWorld([
+    "--retry-initial-ms",
+    "300",
+    "--retry-max-ms",
+    "1000",
+    "--refresh-cache-ms",
+    "60000",
+    "--probe-interval-ms",
+    "60000",
+  ]);
   alice = w.login("alice");
 });
 afterAll(() => w.close());
@@ -36,7 +45,10 @@ describe("routes", () => {
 
   test("a trailing slash and a raw (unencoded) user id are accepted", async () => {
     w.remote.setUser(makeUser(user("slash")));
-    const res = await fetch(`${w.proxy.url}/_matrix/client/v3/user/@slash:${w.remote.serverName}/devices/refresh/`, { method: "POST", headers: { authorization: `Bearer ${alice}` } });
+    const res = await fetch(`${w.proxy.url}/_matrix/client/v3/user/@slash:${w.remote.serverName}/devices/refresh/`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${alice}` },
+    });
     expect(res.status).toBe(202);
     expect(w.remote.count({ userId: user("slash") })).toBeGreaterThan(0);
   });
@@ -56,30 +68,46 @@ describe("routes", () => {
 });
 
 describe("errors", () => {
-  test.each(["bob", "@bob", "@:example.org", "@bob:", "@bob:exa_mple.org", "@bob:a..b", "@bob:[::1", "@bob:host:99999", `@${"x".repeat(250)}:example.org`, "@bo:b:[zz]"])(
-    "invalid user id %j → 400 M_INVALID_PARAM",
-    async (id) => {
-      const res = await w.refresh(id, alice);
-      expect(res.status).toBe(400);
-      expect((await res.json()).errcode).toBe("M_INVALID_PARAM");
-      expect(res.headers.get("access-control-allow-origin")).toBe("*");
-    },
-  );
+  test.each([
+    "bob",
+    "@bob",
+    "@:example.org",
+    "@bob:",
+    "@bob:exa_mple.org",
+    "@bob:a..b",
+    "@bob:[::1",
+    "@bob:host:99999",
+    `@${"x".repeat(250)}:example.org`,
+    "@bo:b:[zz]",
+  ])("invalid user id %j → 400 M_INVALID_PARAM", async (id) => {
+    const res = await w.refresh(id, alice);
+    expect(res.status).toBe(400);
+    expect((await res.json()).errcode).toBe("M_INVALID_PARAM");
+    expect(res.headers.get("access-control-allow-origin")).toBe("*");
+  });
 
   test("a malformed percent-escape → 400 M_INVALID_PARAM", async () => {
-    const res = await fetch(`${w.proxy.url}/_matrix/client/v3/user/%E0%A4%A/devices/refresh`, { method: "POST", headers: { authorization: `Bearer ${alice}` } });
+    const res = await fetch(`${w.proxy.url}/_matrix/client/v3/user/%E0%A4%A/devices/refresh`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${alice}` },
+    });
     expect(res.status).toBe(400);
     expect((await res.json()).errcode).toBe("M_INVALID_PARAM");
   });
 
   test("no token → 401 M_MISSING_TOKEN; a bad token → the homeserver's own 401 body", async () => {
-    const none = await fetch(`${w.proxy.url}/_matrix/client/v3/user/${encodeURIComponent(bob())}/devices/refresh`, { method: "POST" });
+    const none = await fetch(`${w.proxy.url}/_matrix/client/v3/user/${encodeURIComponent(bob())}/devices/refresh`, {
+      method: "POST",
+    });
     expect(none.status).toBe(401);
     expect((await none.json()).errcode).toBe("M_MISSING_TOKEN");
     const bad = await w.refresh(bob(), "nope");
     expect(bad.status).toBe(401);
     expect(await bad.json()).toEqual({ errcode: "M_UNKNOWN_TOKEN", error: "Unknown token", soft_logout: false });
-    const viaQuery = await fetch(`${w.proxy.url}/_matrix/client/v3/user/${encodeURIComponent(bob())}/devices/refresh?access_token=${alice}`, { method: "POST" });
+    const viaQuery = await fetch(
+      `${w.proxy.url}/_matrix/client/v3/user/${encodeURIComponent(bob())}/devices/refresh?access_token=${alice}`,
+      { method: "POST" },
+    );
     expect(viaQuery.status).not.toBe(401);
   });
 
@@ -109,7 +137,10 @@ describe("errors", () => {
 
   test("a remote 4xx other than 401/429 is final: 502 without a retry", async () => {
     const u = user("forbidden");
-    w.remote.setBehaviour({ kind: "status", status: 403, body: { errcode: "M_FORBIDDEN", error: "no" } }, { userId: u });
+    w.remote.setBehaviour(
+      { kind: "status", status: 403, body: { errcode: "M_FORBIDDEN", error: "no" } },
+      { userId: u },
+    );
     const body = await (await w.refresh(u, w.login("fasker"))).json();
     expect(body).toMatchObject({ errcode: "M_UNKNOWN", remote_status: 403 });
     expect(body.next_retry_in_ms).toBeUndefined();

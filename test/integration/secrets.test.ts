@@ -35,18 +35,32 @@ describe.each(engines)("engine %s", (engine) => {
     const p = await startLoggedProxy(hs.url, front);
     try {
       // Each name decodes to access_token (or refresh_token): the homeserver reads them all.
-      const names = ["access%5Ftoken", "%61ccess_token", "access_tok%65n", "%61%63%63%65%73%73%5f%74%6f%6b%65%6e", "refresh%5ftoken"];
+      const names = [
+        "access%5Ftoken",
+        "%61ccess_token",
+        "access_tok%65n",
+        "%61%63%63%65%73%73%5f%74%6f%6b%65%6e",
+        "refresh%5ftoken",
+      ];
       for (const [i, name] of names.entries()) {
         const res = await fetch(`${p.url}/_matrix/client/v3/joined_rooms?x=${i}&${name}=${TOKEN}&y=1`);
         await res.arrayBuffer();
         expect(hs.seen.at(-1)!.target).toContain(`${name}=${TOKEN}`); // forwarded untouched
       }
       // A refresh goes through the app on both engines (request-log.ts).
-      await (await fetch(`${p.url}/_matrix/client/v3/user/${encodeURIComponent("@bob:hs.test")}/devices/refresh?access%5Ftoken=${TOKEN}`, { method: "POST" })).arrayBuffer();
+      await (
+        await fetch(
+          `${p.url}/_matrix/client/v3/user/${encodeURIComponent("@bob:hs.test")}/devices/refresh?access%5Ftoken=${TOKEN}`,
+          { method: "POST" },
+        )
+      ).arrayBuffer();
       await expect.poll(() => p.records().filter((r) => r.msg === "request").length).toBe(names.length + 1);
       const all = p.lines.join("");
       expect(all).not.toContain(TOKEN);
-      const targets = p.records().filter((r) => r.msg === "request").map((r) => String(r.target));
+      const targets = p
+        .records()
+        .filter((r) => r.msg === "request")
+        .map((r) => String(r.target));
       expect(targets[0]).toBe("/_matrix/client/v3/joined_rooms?x=0&access%5Ftoken=<redacted>&y=1");
       expect(targets.at(-1)).toContain("?access%5Ftoken=<redacted>");
     } finally {

@@ -27,17 +27,28 @@ describe.skipIf(!isBun)("detection on every front-end thread", () => {
     }
     await expect.poll(() => senders.every((s) => w.proxy.services.heal!.views.get(s) !== undefined)).toBe(true);
     // A key none of the sender's known devices has.
-    for (const [i, s] of senders.entries()) h.toDevice.set(tokens[i]!, [olmEvent(s, curveKeyOf(makeUser(s, { devices: ["NEW"] }), "NEW"))]);
+    for (const [i, s] of senders.entries())
+      h.toDevice.set(tokens[i]!, [olmEvent(s, curveKeyOf(makeUser(s, { devices: ["NEW"] }), "NEW"))]);
     const clients = await Promise.all(tokens.map(() => RawClient.connect(w.proxy.port)));
-    clients.forEach((c, i) => c.write(`GET /_matrix/client/v3/sync?since=x1&timeout=0 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${tokens[i]}\r\n\r\n`));
+    clients.forEach((c, i) =>
+      c.write(
+        `GET /_matrix/client/v3/sync?since=x1&timeout=0 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${tokens[i]}\r\n\r\n`,
+      ),
+    );
     for (const c of clients) {
       expect((await c.read()).status).toBe(200);
       c.close();
     }
-    await expect.poll(() => h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" }), { timeout: 10_000 }).toBe(N);
+    await expect
+      .poll(() => h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" }), { timeout: 10_000 })
+      .toBe(N);
     await w.proxy.frontThreads!.flush();
     expect(w.proxy.frontThreads!.served.reduce((a, b) => a + b, 0)).toBeGreaterThan(0); // the other threads served some
     // And each sender was fetched once.
-    await expect.poll(() => senders.filter((s) => w.remote.count({ userId: s, endpoint: "devices" }) === 1).length, { timeout: 10_000 }).toBe(N);
+    await expect
+      .poll(() => senders.filter((s) => w.remote.count({ userId: s, endpoint: "devices" }) === 1).length, {
+        timeout: 10_000,
+      })
+      .toBe(N);
   });
 });

@@ -38,7 +38,12 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
 
   w.hs.on("/_matrix/client/v3/keys/query", (_req: IncomingMessage, res: ServerResponse, body: Buffer) => {
     const requested = (JSON.parse(body.toString()) as { device_keys: Record<string, string[]> }).device_keys;
-    const out = { device_keys: {} as Record<string, unknown>, master_keys: {} as Record<string, unknown>, self_signing_keys: {} as Record<string, unknown>, failures: {} as Record<string, unknown> };
+    const out = {
+      device_keys: {} as Record<string, unknown>,
+      master_keys: {} as Record<string, unknown>,
+      self_signing_keys: {} as Record<string, unknown>,
+      failures: {} as Record<string, unknown>,
+    };
     for (const u of Object.keys(requested)) {
       const user = hsUsers.get(u);
       if (!user) {
@@ -57,7 +62,12 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
     toDevice.delete(token);
     const lists = changed.get(token);
     changed.delete(token);
-    const body = JSON.stringify({ next_batch: `b${++batch}`, rooms: {}, to_device: { events }, ...(lists ? { device_lists: { changed: lists, left: [] } } : {}) });
+    const body = JSON.stringify({
+      next_batch: `b${++batch}`,
+      rooms: {},
+      to_device: { events },
+      ...(lists ? { device_lists: { changed: lists, left: [] } } : {}),
+    });
     syncBodies.set(token, [...(syncBodies.get(token) ?? []), body]);
     res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
     res.end(body);
@@ -73,26 +83,51 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
     keysQueries: () =>
       w.hs.seen
         .filter((s) => s.target.includes("/keys/query"))
-        .map((s) => ({ token: String(s.headers.authorization ?? "").replace(/^Bearer /, ""), users: Object.keys((JSON.parse(s.body.toString() || "{}") as { device_keys?: object }).device_keys ?? {}) })),
+        .map((s) => ({
+          token: String(s.headers.authorization ?? "").replace(/^Bearer /, ""),
+          users: Object.keys((JSON.parse(s.body.toString() || "{}") as { device_keys?: object }).device_keys ?? {}),
+        })),
   };
 }
 
 export const api = (w: World, token: string, path: string, init: RequestInit = {}) =>
-  fetch(w.proxy.url + path, { ...init, headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers ?? {}) } });
+  fetch(w.proxy.url + path, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers ?? {}) },
+  });
 
-export async function sync(w: World, token: string, since = "s0"): Promise<{ status: number; body: Record<string, unknown> & { device_lists?: { changed?: string[] } } }> {
+export async function sync(
+  w: World,
+  token: string,
+  since = "s0",
+): Promise<{ status: number; body: Record<string, unknown> & { device_lists?: { changed?: string[] } } }> {
   const r = await api(w, token, `/_matrix/client/v3/sync?timeout=0&since=${since}`);
   return { status: r.status, body: (await r.json()) as Record<string, unknown> };
 }
 
-export async function keysQuery(w: World, token: string, users: string[]): Promise<Record<string, Record<string, Record<string, unknown>>>> {
-  const r = await api(w, token, "/_matrix/client/v3/keys/query", { method: "POST", body: JSON.stringify({ device_keys: Object.fromEntries(users.map((u) => [u, []])) }) });
+export async function keysQuery(
+  w: World,
+  token: string,
+  users: string[],
+): Promise<Record<string, Record<string, Record<string, unknown>>>> {
+  const r = await api(w, token, "/_matrix/client/v3/keys/query", {
+    method: "POST",
+    body: JSON.stringify({ device_keys: Object.fromEntries(users.map((u) => [u, []])) }),
+  });
   return (await r.json()) as Record<string, Record<string, Record<string, unknown>>>;
 }
 
 /** An Olm to-device event from `sender`'s device with identity key `senderKey`. */
 export function olmEvent(sender: string, senderKey: unknown): Record<string, unknown> {
-  return { sender, type: "m.room.encrypted", content: { algorithm: "m.olm.v1.curve25519-aes-sha2", sender_key: senderKey, ciphertext: { someone: { type: 0, body: "opaque ciphertext" } } } };
+  return {
+    sender,
+    type: "m.room.encrypted",
+    content: {
+      algorithm: "m.olm.v1.curve25519-aes-sha2",
+      sender_key: senderKey,
+      ciphertext: { someone: { type: 0, body: "opaque ciphertext" } },
+    },
+  };
 }
 
 export function curveKeyOf(u: FakeUser, deviceId: string): string {

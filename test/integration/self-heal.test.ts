@@ -27,7 +27,9 @@ describe("only real changes reach clients", () => {
     expect((await sync(w, alice)).body.device_lists?.changed ?? []).not.toContain(bob);
     expect(await h.metric("resync_fresh_lists_total", { outcome: "unchanged" })).toBe(1);
     expect(await h.metric("resync_heals_total", { trigger: "endpoint" })).toBe(0);
-    expect((await keysQuery(w, alice, [bob])).device_keys![bob]).toEqual(Object.fromEntries(remote.devices.map((d) => [d.device_id, d.keys])));
+    expect((await keysQuery(w, alice, [bob])).device_keys![bob]).toEqual(
+      Object.fromEntries(remote.devices.map((d) => [d.device_id, d.keys])),
+    );
 
     // bob adds a device the homeserver does not know: that is news.
     const grown = { ...remote, devices: [...remote.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] };
@@ -36,7 +38,12 @@ describe("only real changes reach clients", () => {
     expect((await sync(w, alice)).body.device_lists?.changed).toContain(bob);
     expect(await h.metric("resync_heals_total", { trigger: "endpoint" })).toBe(1);
     expect(await h.metric("resync_fresh_lists_total", { outcome: "changed" })).toBe(1);
-    expect(w.proxy.logs.some((l) => l.includes('"device list healed"') && l.includes("+1 device NEWDEV") && l.includes('"trigger":"endpoint"'))).toBe(true);
+    expect(
+      w.proxy.logs.some(
+        (l) =>
+          l.includes('"device list healed"') && l.includes("+1 device NEWDEV") && l.includes('"trigger":"endpoint"'),
+      ),
+    ).toBe(true);
     // The answers were read in the reading thread (delivery/view-parser.ts), not in this one.
     expect(w.proxy.logs.filter((l) => l.includes("reading thread is unavailable"))).toEqual([]);
   });
@@ -44,7 +51,17 @@ describe("only real changes reach clients", () => {
 
 describe("to-device signals", () => {
   let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0", "--rate-target-burst", "2", "--rate-target-per-minute", "1"])));
+  beforeAll(
+    async () =>
+      (h = await startHealWorld([
+        "--audit-interval-ms",
+        "0",
+        "--rate-target-burst",
+        "2",
+        "--rate-target-per-minute",
+        "1",
+      ])),
+  );
   afterAll(() => h.w.close());
 
   test("an Olm message from a key the homeserver does not list heals the sender's list, named by the signal", async () => {
@@ -69,9 +86,15 @@ describe("to-device signals", () => {
     expect(w.remote.count({ userId: bob, endpoint: "devices" })).toBe(1);
     expect((await sync(w, alice)).body.device_lists?.changed).toContain(bob);
     expect(Object.keys((await keysQuery(w, alice, [bob])).device_keys![bob]!).sort()).toEqual(["DEV0", "NEWDEV"]);
-    const heals = await (await fetch(`http://${w.proxy.opsAddress}/_resync/admin/v1/heals`, { headers: { authorization: "Bearer nope" } })).status;
+    const heals = await (
+      await fetch(`http://${w.proxy.opsAddress}/_resync/admin/v1/heals`, { headers: { authorization: "Bearer nope" } })
+    ).status;
     expect(heals).toBe(401); // the admin API needs a homeserver admin
-    expect(w.proxy.services.heal!.healer.recent()[0]).toMatchObject({ user_id: bob, trigger: "to_device", changes: "+1 device NEWDEV" });
+    expect(w.proxy.services.heal!.healer.recent()[0]).toMatchObject({
+      user_id: bob,
+      trigger: "to_device",
+      changes: "+1 device NEWDEV",
+    });
   });
 
   test("a healthy change: the homeserver already knows the new device, only our record is behind; no suspicion, no fetch", async () => {
@@ -109,11 +132,25 @@ describe("to-device signals", () => {
     await keysQuery(w, alice, [carol]);
     await expect.poll(() => w.proxy.services.heal!.views.get(carol)).toBeDefined();
     h.toDevice.set(alice, [
-      { sender: carol, type: "m.room_key_request", content: { action: "request", requesting_device_id: "C0", request_id: "r" } },
-      { sender: carol, type: "m.key.verification.request", content: { from_device: "C0", methods: [], transaction_id: "t" } },
+      {
+        sender: carol,
+        type: "m.room_key_request",
+        content: { action: "request", requesting_device_id: "C0", request_id: "r" },
+      },
+      {
+        sender: carol,
+        type: "m.key.verification.request",
+        content: { from_device: "C0", methods: [], transaction_id: "t" },
+      },
     ]);
     await sync(w, alice);
-    h.toDevice.set(alice, [{ sender: carol, type: "m.secret.request", content: { action: "request", requesting_device_id: "GHOST", name: "m.megolm_backup.v1" } }]);
+    h.toDevice.set(alice, [
+      {
+        sender: carol,
+        type: "m.secret.request",
+        content: { action: "request", requesting_device_id: "GHOST", name: "m.megolm_backup.v1" },
+      },
+    ]);
     await sync(w, alice);
     await expect.poll(() => h.metric("resync_suspicions_total", { signal: "secret_request_unknown_device" })).toBe(1);
     expect(await h.metric("resync_suspicions_total", { signal: "key_request_unknown_device" })).toBe(0);
@@ -133,10 +170,22 @@ describe("to-device signals", () => {
     await keysQuery(w, alice, [dave]);
     await expect.poll(() => w.proxy.services.heal!.views.get(dave)).toBeDefined();
     for (let i = 0; i < 20; i++) {
-      h.toDevice.set(alice, Array.from({ length: 50 }, (_, k) => olmEvent(dave, Buffer.alloc(32, i * 50 + k + 1).toString("base64").replace(/=+$/, ""))));
+      h.toDevice.set(
+        alice,
+        Array.from({ length: 50 }, (_, k) =>
+          olmEvent(
+            dave,
+            Buffer.alloc(32, i * 50 + k + 1)
+              .toString("base64")
+              .replace(/=+$/, ""),
+          ),
+        ),
+      );
       await sync(w, alice);
     }
-    await expect.poll(() => h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" })).toBeGreaterThanOrEqual(20);
+    await expect
+      .poll(() => h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" }))
+      .toBeGreaterThanOrEqual(20);
     // burst 2, one a minute: at most 2 (refresh-cache-ms is 0 here, so the cache saves nothing).
     expect(w.remote.count({ userId: dave, endpoint: "devices" })).toBeLessThanOrEqual(2);
   });
@@ -174,11 +223,19 @@ describe("simplified sliding sync", () => {
     await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
     const SLIDING = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
     w.hs.on(SLIDING, (_req, res) => {
-      const body = JSON.stringify({ pos: "p2", lists: {}, rooms: {}, extensions: { to_device: { next_batch: "t2", events: [olmEvent(bob, curveKeyOf(real, "NEWDEV"))] } } });
+      const body = JSON.stringify({
+        pos: "p2",
+        lists: {},
+        rooms: {},
+        extensions: { to_device: { next_batch: "t2", events: [olmEvent(bob, curveKeyOf(real, "NEWDEV"))] } },
+      });
       res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
       res.end(body);
     });
-    const r = await api(w, alice, `${SLIDING}?pos=p1&timeout=0`, { method: "POST", body: JSON.stringify({ conn_id: "encryption", extensions: { to_device: { enabled: true } } }) });
+    const r = await api(w, alice, `${SLIDING}?pos=p1&timeout=0`, {
+      method: "POST",
+      body: JSON.stringify({ conn_id: "encryption", extensions: { to_device: { enabled: true } } }),
+    });
     expect(r.status).toBe(200);
     await expect.poll(() => h.metric("resync_heals_total", { trigger: "to_device" })).toBe(1);
     expect(await h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" })).toBe(1);
@@ -208,9 +265,17 @@ describe("bad input", () => {
       olmEvent("@alice:hs.test", Buffer.alloc(32, 9).toString("base64").replace(/=+$/, "")), // our own server
       olmEvent("not-a-user", Buffer.alloc(32, 8).toString("base64").replace(/=+$/, "")),
       olmEvent(`@${"x".repeat(300)}:${w.remote.serverName}`, Buffer.alloc(32, 7).toString("base64").replace(/=+$/, "")),
-      { sender: bob, type: "m.room_key_request", content: { action: "request", requesting_device_id: "D".repeat(5000) } },
+      {
+        sender: bob,
+        type: "m.room_key_request",
+        content: { action: "request", requesting_device_id: "D".repeat(5000) },
+      },
       { sender: bob, type: "m.room_key_request", content: { action: "request", requesting_device_id: "bad\u0000id" } },
-      { sender: bob, type: "m.room_key_request", content: { action: "request_cancellation", requesting_device_id: "GHOST" } },
+      {
+        sender: bob,
+        type: "m.room_key_request",
+        content: { action: "request_cancellation", requesting_device_id: "GHOST" },
+      },
       { sender: bob, type: "m.key.verification.start", content: null },
       { sender: bob, type: "m.room.encrypted", content: { algorithm: "m.megolm.v1.aes-sha2", sender_key: "x" } },
       { sender: ["@x:y"], type: "m.room.encrypted", content: {} },
@@ -223,7 +288,12 @@ describe("bad input", () => {
     expect(r.status).toBe(200);
     expect((r.body.to_device as { events: unknown[] }).events).toEqual(bad);
     await new Promise((res) => setTimeout(res, 300));
-    const names = ["olm_unknown_sender_key", "key_request_unknown_device", "secret_request_unknown_device", "verification_unknown_device"];
+    const names = [
+      "olm_unknown_sender_key",
+      "key_request_unknown_device",
+      "secret_request_unknown_device",
+      "verification_unknown_device",
+    ];
     for (const signal of names) expect(await h.metric("resync_suspicions_total", { signal })).toBe(0);
     expect(w.remote.count()).toBe(0);
     expect((await sync(w, carol)).body.device_lists?.changed ?? []).toEqual([]);
@@ -237,7 +307,10 @@ describe("bad input", () => {
     const asked = () => h.keysQueries().filter((q) => q.token === alice).length;
     for (let round = 0; round < 3; round++) {
       // 20 distinct valid senders per body (the most looked at per body), none known anywhere.
-      h.toDevice.set(alice, Array.from({ length: 30 }, (_, i) => olmEvent(`@stranger${round}_${i}:${w.remote.serverName}`, key)));
+      h.toDevice.set(
+        alice,
+        Array.from({ length: 30 }, (_, i) => olmEvent(`@stranger${round}_${i}:${w.remote.serverName}`, key)),
+      );
       expect((await sync(w, alice)).status).toBe(200);
     }
     await new Promise((res) => setTimeout(res, 500));
@@ -249,7 +322,12 @@ describe("bad input", () => {
   test("to_device that is not an object, or a body that is not JSON, passes through as it came", async () => {
     const { w } = h;
     const alice = w.login("alice", "ALICE7");
-    for (const body of ['{"next_batch":"x","to_device":[1,2]}', '{"next_batch":"x","to_device":{"events":"m.olm.v1.curve25519-aes-sha2"}}', "not json m.room_key_request", '{"to_device":{"events":[{"sender":"@a:b","type":"m.room_key_request"']) {
+    for (const body of [
+      '{"next_batch":"x","to_device":[1,2]}',
+      '{"next_batch":"x","to_device":{"events":"m.olm.v1.curve25519-aes-sha2"}}',
+      "not json m.room_key_request",
+      '{"to_device":{"events":[{"sender":"@a:b","type":"m.room_key_request"',
+    ]) {
       w.hs.on("/_matrix/client/v3/sync?timeout=0&since=raw", (_req, res) => {
         res.writeHead(200, { "content-type": "application/json" });
         res.end(body);
@@ -292,7 +370,9 @@ describe("--detect off", () => {
     const { w } = h;
     const carol = w.login("carol", "CAROL9");
     const before = w.hs.seen.length;
-    await api(w, carol, "/_matrix/client/v3/sync?timeout=0&since=e1", { headers: { "accept-encoding": "gzip, deflate" } });
+    await api(w, carol, "/_matrix/client/v3/sync?timeout=0&since=e1", {
+      headers: { "accept-encoding": "gzip, deflate" },
+    });
     const seen = w.hs.seen.slice(before).find((r) => r.target.includes("since=e1"))!;
     expect(seen.headers["accept-encoding"]).toBe("gzip, deflate");
   });
@@ -332,7 +412,9 @@ describe("the audit", () => {
     await keysQuery(w, alice, [bob]);
     // Healthy: the audit checks bob and finds nothing to deliver.
     await expect.poll(() => h.metric("resync_audit_checked_total"), { timeout: 5000 }).toBeGreaterThanOrEqual(1);
-    await expect.poll(() => h.metric("resync_fresh_lists_total", { outcome: "unchanged" }), { timeout: 5000 }).toBeGreaterThanOrEqual(1);
+    await expect
+      .poll(() => h.metric("resync_fresh_lists_total", { outcome: "unchanged" }), { timeout: 5000 })
+      .toBeGreaterThanOrEqual(1);
     expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(0);
     // bob adds a device; the homeserver never hears of it.
     w.remote.setUser({ ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] });
@@ -359,8 +441,12 @@ describe("the audit", () => {
     h.changed.set(alice, [gus]);
     await sync(w, alice);
     const checked = await h.metric("resync_audit_checked_total");
-    await expect.poll(() => h.metric("resync_audit_checked_total"), { timeout: 5000 }).toBeGreaterThanOrEqual(checked + 3);
-    await expect.poll(() => w.remote.count({ userId: gus, endpoint: "devices" }), { timeout: 5000 }).toBeGreaterThanOrEqual(1);
+    await expect
+      .poll(() => h.metric("resync_audit_checked_total"), { timeout: 5000 })
+      .toBeGreaterThanOrEqual(checked + 3);
+    await expect
+      .poll(() => w.remote.count({ userId: gus, endpoint: "devices" }), { timeout: 5000 })
+      .toBeGreaterThanOrEqual(1);
     expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(healed);
     // Once the client re-queries (what the homeserver told it to do), the record is current again.
     await keysQuery(w, alice, [gus]);

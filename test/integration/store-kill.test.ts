@@ -88,12 +88,21 @@ it("keeps committed rows after the writer is killed with SIGKILL", async () => {
       fetchedAt: 1234,
     });
     expect(store.getRetry("@bob:remote.example")).toEqual({
-      userId: "@bob:remote.example", attempts: 3, dueAt: 5678, requestedBy: ["@me:local"], lastError: "timeout",
+      userId: "@bob:remote.example",
+      attempts: 3,
+      dueAt: 5678,
+      requestedBy: ["@me:local"],
+      lastError: "timeout",
     });
     expect(store.pendingFor("@me:local", "D1")).toEqual([{ target: "@alice:remote.example", carriedIn: ["s_99"] }]);
     expect(store.pendingFor("@me:local", "D2")).toEqual([{ target: "@alice:remote.example", carriedIn: [] }]);
     expect(store.trackersOf("@alice:remote.example")).toEqual([{ userId: "@me:local", deviceId: "D1" }]);
-    expect(store.getBackoff("remote.example")).toEqual({ destination: "remote.example", failures: 2, retryAt: 777, lastProbeAt: 666 });
+    expect(store.getBackoff("remote.example")).toEqual({
+      destination: "remote.example",
+      failures: 2,
+      retryAt: 777,
+      lastProbeAt: 666,
+    });
     expect(store.getSnapshot("@loop:remote.example")?.streamId).toBeGreaterThanOrEqual(0);
     // And the store keeps working after recovery.
     store.ping();

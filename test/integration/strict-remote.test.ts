@@ -24,7 +24,13 @@ beforeAll(async () => {
 afterAll(() => w.close());
 
 const keysQuery = async (u: string, ids: string[] = []) =>
-  (await (await fetch(`${w.proxy.url}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: `Bearer ${alice}` }, body: JSON.stringify({ device_keys: { [u]: ids } }) })).json()) as { device_keys: Record<string, Record<string, Json>> };
+  (await (
+    await fetch(`${w.proxy.url}/_matrix/client/v3/keys/query`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${alice}` },
+      body: JSON.stringify({ device_keys: { [u]: ids } }),
+    })
+  ).json()) as { device_keys: Record<string, Record<string, Json>> };
 
 const logRecords = () => w.proxy.logs.map((l) => JSON.parse(l) as Json);
 
@@ -33,7 +39,12 @@ function addDehydrated(user: FakeUser, id: string): Json {
   const d = makeDevice(user.userId, id);
   const { signatures: _s, ...rest } = d.entry.keys as Json;
   let keys = signWith({ ...rest, dehydrated: true }, user.userId, `ed25519:${id}`, d.key);
-  keys = signWith(keys, user.userId, `ed25519:${user.crossSigning!.selfSigningKey.pub}`, user.crossSigning!.selfSigningKey);
+  keys = signWith(
+    keys,
+    user.userId,
+    `ed25519:${user.crossSigning!.selfSigningKey.pub}`,
+    user.crossSigning!.selfSigningKey,
+  );
   user.devices.push({ device_id: id, keys });
   user.deviceKeys[id] = d.key;
   return keys;
@@ -74,7 +85,11 @@ test("a device the remote breaks is shown as the homeserver has it; a new invali
   ]);
 
   // The homeserver catches up: the overlay steps aside, and from then on its answer is served as is.
-  const caughtUp = { device_keys: { [bob.userId]: { PHONE: keysOf("PHONE"), LAPTOP: keysOf("LAPTOP"), DEHY: dehydrated } }, master_keys: { [bob.userId]: bob.masterKey }, self_signing_keys: { [bob.userId]: bob.selfSigningKey } };
+  const caughtUp = {
+    device_keys: { [bob.userId]: { PHONE: keysOf("PHONE"), LAPTOP: keysOf("LAPTOP"), DEHY: dehydrated } },
+    master_keys: { [bob.userId]: bob.masterKey },
+    self_signing_keys: { [bob.userId]: bob.selfSigningKey },
+  };
   hsAnswer = () => caughtUp;
   expect(w.proxy.services.store.getSnapshot(bob.userId)).toBeDefined();
   await keysQuery(bob.userId);
@@ -102,6 +117,8 @@ test("a dropped cross-signing key is logged at info with the reason", async () =
   w.remote.setUser(carol);
   hsAnswer = () => ({ device_keys: { [carol.userId]: {} } });
   expect((await w.refresh(carol.userId, alice)).status).toBe(202);
-  const drops = logRecords().filter((r) => r.level === "info" && r.userId === carol.userId && typeof r.part === "string");
+  const drops = logRecords().filter(
+    (r) => r.level === "info" && r.userId === carol.userId && typeof r.part === "string",
+  );
   expect(drops.map((r) => [r.part, r.reason])).toEqual([["self_signing_key", "not signed by the master key"]]);
 });

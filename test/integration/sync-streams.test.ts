@@ -23,7 +23,25 @@ const roomListBody = JSON.stringify({
   lists: {
     all_rooms: {
       ranges: [[0, 19]],
-      required_state: [["m.room.name", ""], ["m.room.encryption", ""], ["m.room.member", "$LAZY"], ["m.room.member", "$ME"], ["m.room.topic", ""], ["m.room.avatar", ""], ["m.room.canonical_alias", ""], ["m.room.power_levels", ""], ["org.matrix.msc3401.call.member", "*"], ["m.room.join_rules", ""], ["m.room.tombstone", ""], ["m.room.create", ""], ["m.room.history_visibility", ""], ["io.element.functional_members", ""], ["m.space.parent", "*"], ["m.space.child", "*"], ["m.beacon_info", "*"]],
+      required_state: [
+        ["m.room.name", ""],
+        ["m.room.encryption", ""],
+        ["m.room.member", "$LAZY"],
+        ["m.room.member", "$ME"],
+        ["m.room.topic", ""],
+        ["m.room.avatar", ""],
+        ["m.room.canonical_alias", ""],
+        ["m.room.power_levels", ""],
+        ["org.matrix.msc3401.call.member", "*"],
+        ["m.room.join_rules", ""],
+        ["m.room.tombstone", ""],
+        ["m.room.create", ""],
+        ["m.room.history_visibility", ""],
+        ["io.element.functional_members", ""],
+        ["m.space.parent", "*"],
+        ["m.space.child", "*"],
+        ["m.beacon_info", "*"],
+      ],
       timeline_limit: 1,
       filters: {},
     },
@@ -32,7 +50,13 @@ const roomListBody = JSON.stringify({
 });
 // EncryptionSyncService (encryption_sync_service.rs): to_device and e2ee enabled, nothing else.
 const encryptionBody = (toDeviceSince?: string) =>
-  JSON.stringify({ conn_id: "encryption", extensions: { to_device: { enabled: true, ...(toDeviceSince ? { since: toDeviceSince } : {}) }, e2ee: { enabled: true } } });
+  JSON.stringify({
+    conn_id: "encryption",
+    extensions: {
+      to_device: { enabled: true, ...(toDeviceSince ? { since: toDeviceSince } : {}) },
+      e2ee: { enabled: true },
+    },
+  });
 
 let w: World;
 let bob: string;
@@ -54,12 +78,24 @@ function serveSliding(req: IncomingMessage, res: ServerResponse, body: Buffer): 
     const n = (posCount.get(conn) ?? 0) + 1;
     posCount.set(conn, n);
     const pos = quiet.has(user) && q.get("pos") ? q.get("pos")! : `${conn}-${n}`;
-    const extensions = conn === "room-list" ? { account_data: { global: [] }, receipts: { rooms: {} }, typing: { rooms: {} } } : { to_device: { next_batch: `td${n}`, events: [] } };
-    const text = JSON.stringify({ pos, lists: conn === "room-list" ? { all_rooms: { count: 0 } } : {}, rooms: {}, extensions });
+    const extensions =
+      conn === "room-list"
+        ? { account_data: { global: [] }, receipts: { rooms: {} }, typing: { rooms: {} } }
+        : { to_device: { next_batch: `td${n}`, events: [] } };
+    const text = JSON.stringify({
+      pos,
+      lists: conn === "room-list" ? { all_rooms: { count: 0 } } : {},
+      rooms: {},
+      extensions,
+    });
     sentOn.set(conn, text);
     if (gzipSyncFor.has(user)) {
       const gz = gzipSync(text);
-      res.writeHead(200, { "content-type": "application/json", "content-encoding": "gzip", "content-length": gz.length });
+      res.writeHead(200, {
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        "content-length": gz.length,
+      });
       return void res.end(gz);
     }
     res.writeHead(200, { "content-type": "application/json" });
@@ -79,7 +115,11 @@ function serveSync(req: IncomingMessage, res: ServerResponse): void {
     const text = JSON.stringify({ next_batch: quiet.has(user) && since ? since : `s${++syncCount}`, rooms: {} });
     if (gzipSyncFor.has(user)) {
       const gz = gzipSync(text);
-      res.writeHead(200, { "content-type": "application/json", "content-encoding": "gzip", "content-length": gz.length });
+      res.writeHead(200, {
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        "content-length": gz.length,
+      });
       return void res.end(gz);
     }
     res.writeHead(200, { "content-type": "application/json" });
@@ -91,19 +131,32 @@ function serveSync(req: IncomingMessage, res: ServerResponse): void {
 }
 
 const api = (token: string, path: string, init: RequestInit = {}) =>
-  fetch(w.proxy.url + path, { ...init, headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers ?? {}) } });
+  fetch(w.proxy.url + path, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers ?? {}) },
+  });
 const slide = async (token: string, body: string, pos?: string, timeout = 0) => {
-  const r = await api(token, `${SLIDING}?${pos ? `pos=${encodeURIComponent(pos)}&` : ""}timeout=${timeout}`, { method: "POST", body });
+  const r = await api(token, `${SLIDING}?${pos ? `pos=${encodeURIComponent(pos)}&` : ""}timeout=${timeout}`, {
+    method: "POST",
+    body,
+  });
   return r.text();
 };
 const sync = async (token: string, since?: string, timeout = 0) =>
-  (await api(token, `/_matrix/client/v3/sync?timeout=${timeout}${since ? `&since=${encodeURIComponent(since)}` : ""}`)).json();
-const changed = (b: { device_lists?: { changed?: string[] }; extensions?: { e2ee?: { device_lists?: { changed?: string[] } } } }) =>
-  b.device_lists?.changed ?? b.extensions?.e2ee?.device_lists?.changed ?? [];
+  (
+    await api(token, `/_matrix/client/v3/sync?timeout=${timeout}${since ? `&since=${encodeURIComponent(since)}` : ""}`)
+  ).json();
+const changed = (b: {
+  device_lists?: { changed?: string[] };
+  extensions?: { e2ee?: { device_lists?: { changed?: string[] } } };
+}) => b.device_lists?.changed ?? b.extensions?.e2ee?.device_lists?.changed ?? [];
 /** A new device that tracks bob (it queried his keys through the proxy). */
 async function trackingDevice(name: string): Promise<string> {
   const token = w.login(name, `${name.toUpperCase()}DEV`);
-  await api(token, "/_matrix/client/v3/keys/query", { method: "POST", body: JSON.stringify({ device_keys: { [bob]: [] } }) });
+  await api(token, "/_matrix/client/v3/keys/query", {
+    method: "POST",
+    body: JSON.stringify({ device_keys: { [bob]: [] } }),
+  });
   return token;
 }
 let devices = 2;
@@ -111,13 +164,17 @@ async function refreshBob(): Promise<void> {
   w.remote.setUser(makeUser(bob, { devices: ++devices }));
   expect((await w.refresh(bob, w.login("asker", "ASKER"))).status).toBe(202);
 }
-const seenBy = (user: string) => w.hs.seen.filter((s) => w.hs.tokens.get((s.headers.authorization ?? "").slice(7))?.[0] === user);
+const seenBy = (user: string) =>
+  w.hs.seen.filter((s) => w.hs.tokens.get((s.headers.authorization ?? "").slice(7))?.[0] === user);
 
 beforeAll(async () => {
   w = await startWorld(["--refresh-cache-ms", "0", "--rate-target-burst", "1000", "--rate-user-burst", "1000"]);
   bob = `@bob:${w.remote.serverName}`;
   w.remote.setUser(makeUser(bob, { devices: devices }));
-  w.hs.on("/_matrix/client/v3/keys/query", (_req, res) => void res.end(JSON.stringify({ device_keys: {}, failures: {} })));
+  w.hs.on(
+    "/_matrix/client/v3/keys/query",
+    (_req, res) => void res.end(JSON.stringify({ device_keys: {}, failures: {} })),
+  );
   w.hs.on(SLIDING, serveSliding);
   w.hs.on("/_matrix/client/v3/sync", serveSync);
   for (const p of ["/_matrix/client/v3/keys/changes", "/_matrix/client/v3/rooms/", "/_matrix/client/v3/events"]) {
@@ -188,11 +245,18 @@ describe("simplified sliding sync: per connection, only where the client asked",
 describe("sliding-sync request bodies", () => {
   test("a body too large to be a sync request: 413 M_TOO_LARGE, as JSON with CORS headers; one that is not JSON goes to the homeserver untouched", async () => {
     const token = w.login("big", "BIGDEV");
-    const r = await api(token, `${SLIDING}?timeout=0`, { method: "POST", body: JSON.stringify({ conn_id: "x", pad: "x".repeat(2 << 20) }) });
+    const r = await api(token, `${SLIDING}?timeout=0`, {
+      method: "POST",
+      body: JSON.stringify({ conn_id: "x", pad: "x".repeat(2 << 20) }),
+    });
     expect(r.status).toBe(413);
     expect(r.headers.get("access-control-allow-origin")).toBe("*");
     expect((await r.json()).errcode).toBe("M_TOO_LARGE");
-    w.hs.on(`${SLIDING}?pos=nj`, (_req, res) => void res.writeHead(400, { "content-type": "application/json" }).end('{"errcode":"M_NOT_JSON","error":"no"}'));
+    w.hs.on(
+      `${SLIDING}?pos=nj`,
+      (_req, res) =>
+        void res.writeHead(400, { "content-type": "application/json" }).end('{"errcode":"M_NOT_JSON","error":"no"}'),
+    );
     const before = w.hs.seen.length;
     const bad = await api(token, `${SLIDING}?pos=nj&timeout=0`, { method: "POST", body: "{not json" });
     expect(bad.status).toBe(400);
@@ -279,7 +343,9 @@ describe("a homeserver that compresses /sync although asked not to", () => {
       since = body.next_batch;
     }
     expect(got).toBe(true);
-    const forced = seenBy("@gz:hs.test").filter((s) => s.target.startsWith("/_matrix/client/v3/sync") && s.target.includes("timeout=0"));
+    const forced = seenBy("@gz:hs.test").filter(
+      (s) => s.target.startsWith("/_matrix/client/v3/sync") && s.target.includes("timeout=0"),
+    );
     expect(forced.length).toBeLessThanOrEqual(1);
     gzipSyncFor = new Set();
   });
@@ -296,7 +362,9 @@ describe("a homeserver that compresses /sync although asked not to", () => {
       pos = body.pos;
     }
     expect(got).toBe(true);
-    const forced = seenBy("@gzslide:hs.test").filter((s) => s.target.startsWith(SLIDING) && s.target.includes("timeout=0"));
+    const forced = seenBy("@gzslide:hs.test").filter(
+      (s) => s.target.startsWith(SLIDING) && s.target.includes("timeout=0"),
+    );
     expect(forced.length).toBeLessThanOrEqual(2); // the first request (no pos) asked for timeout=0 itself
     gzipSyncFor = new Set();
   });

@@ -9,7 +9,8 @@ import { startTestProxy, type TestEngine } from "../helpers/proxy.ts";
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 const ENGINES: TestEngine[] = isBun ? ["bun", "node"] : ["node"];
 
-const users = (n: number, from = 0, server = "remote.invalid") => Array.from({ length: n }, (_, i) => `@u${from + i}:${server}`);
+const users = (n: number, from = 0, server = "remote.invalid") =>
+  Array.from({ length: n }, (_, i) => `@u${from + i}:${server}`);
 const query = (list: string[]) => JSON.stringify({ device_keys: Object.fromEntries(list.map((u) => [u, []])) });
 
 describe.each(ENGINES)("tracking limits (engine %s)", (engine) => {
@@ -22,10 +23,22 @@ describe.each(ENGINES)("tracking limits (engine %s)", (engine) => {
       res.writeHead(200, { "content-type": "application/json", "content-length": 32 });
       res.end(JSON.stringify({ device_keys: {}, failures: {} }).padEnd(32));
     });
-    proxy = await startTestProxy(hs.url, [
-      "--max-tracked-per-query", "100", "--max-trackers-per-device", "150",
-      "--rate-user-burst", "1", "--rate-user-per-minute", "1", "--refresh-wait-ms", "0",
-    ], engine);
+    proxy = await startTestProxy(
+      hs.url,
+      [
+        "--max-tracked-per-query",
+        "100",
+        "--max-trackers-per-device",
+        "150",
+        "--rate-user-burst",
+        "1",
+        "--rate-user-per-minute",
+        "1",
+        "--refresh-wait-ms",
+        "0",
+      ],
+      engine,
+    );
   });
   afterEach(async () => {
     await proxy.close(1000);
@@ -33,7 +46,11 @@ describe.each(ENGINES)("tracking limits (engine %s)", (engine) => {
   });
 
   const keysQuery = (body: string) =>
-    fetch(`${proxy.url}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: "Bearer alice" }, body });
+    fetch(`${proxy.url}/_matrix/client/v3/keys/query`, {
+      method: "POST",
+      headers: { authorization: "Bearer alice" },
+      body,
+    });
   const rows = async () => {
     await proxy.services.delivery.trackers.idle();
     return proxy.services.store.trackerCounts().find((c) => c.deviceId === "ALICE")?.count ?? 0;
@@ -64,19 +81,34 @@ describe.each(ENGINES)("tracking limits (engine %s)", (engine) => {
 
   it("refuses a chunked query body over 256 KiB with 413 M_TOO_LARGE", async () => {
     const big = Buffer.from(query(users(20_000, 0, "made-up.invalid")));
-    const stream = new ReadableStream({ start(c) { c.enqueue(big); c.close(); } });
-    const r = await fetch(`${proxy.url}/_matrix/client/v3/keys/query`, { method: "POST", headers: { authorization: "Bearer alice" }, body: stream, duplex: "half" } as RequestInit);
+    const stream = new ReadableStream({
+      start(c) {
+        c.enqueue(big);
+        c.close();
+      },
+    });
+    const r = await fetch(`${proxy.url}/_matrix/client/v3/keys/query`, {
+      method: "POST",
+      headers: { authorization: "Bearer alice" },
+      body: stream,
+      duplex: "half",
+    } as RequestInit);
     expect(r.status).toBe(413);
     expect((await r.json()).errcode).toBe("M_TOO_LARGE");
   });
 
   it("writes no tracker for a refresh the rate limit refuses", async () => {
     const refresh = (u: string) =>
-      fetch(`${proxy.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, { method: "POST", headers: { authorization: "Bearer alice" } });
+      fetch(`${proxy.url}/_matrix/client/v3/user/${encodeURIComponent(u)}/devices/refresh`, {
+        method: "POST",
+        headers: { authorization: "Bearer alice" },
+      });
     expect((await refresh("@first:remote.invalid")).status).toBe(202);
     const refused = await refresh("@second:remote.invalid");
     expect(refused.status).toBe(429);
-    expect(proxy.services.store.trackersOf("@first:remote.invalid")).toEqual([{ userId: "@alice:hs.test", deviceId: "ALICE" }]);
+    expect(proxy.services.store.trackersOf("@first:remote.invalid")).toEqual([
+      { userId: "@alice:hs.test", deviceId: "ALICE" },
+    ]);
     expect(proxy.services.store.trackersOf("@second:remote.invalid")).toEqual([]);
   });
 });

@@ -8,7 +8,14 @@ import { createResolver } from "../../src/federation/dns.ts";
 import { createTransport } from "../../src/federation/transport.ts";
 import { parseCidrList } from "../../src/federation/ip-guard.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
-import { createTestCa, json, startHttpsServer, type TestCa, type TestHandler, type TestHttpsServer } from "../helpers/tls.ts";
+import {
+  createTestCa,
+  json,
+  startHttpsServer,
+  type TestCa,
+  type TestHandler,
+  type TestHttpsServer,
+} from "../helpers/tls.ts";
 
 let ca: TestCa;
 let otherCa: TestCa;
@@ -37,10 +44,20 @@ async function serve(ip: string, name: string, handler: TestHandler, issuer: Tes
 
 /** Discovery stub: `name` resolves to the given targets with Host and TLS name = name. */
 function fixed(name: string, ...targets: { address: string; port: number }[]) {
-  return { resolve: async (s: string): Promise<ResolvedServer> => ({ serverName: s, hostHeader: name, tlsServerName: name, targets, steps: [] }) };
+  return {
+    resolve: async (s: string): Promise<ResolvedServer> => ({
+      serverName: s,
+      hostHeader: name,
+      tlsServerName: name,
+      targets,
+      steps: [],
+    }),
+  };
 }
 
-function transport(opts: Partial<Parameters<typeof createTransport>[0]> & Pick<Parameters<typeof createTransport>[0], "discovery">) {
+function transport(
+  opts: Partial<Parameters<typeof createTransport>[0]> & Pick<Parameters<typeof createTransport>[0], "discovery">,
+) {
   const t = createTransport({ ca: [ca.caPem], timeoutMs: 5000, ...opts });
   cleanups.push(() => t.close());
   return t;
@@ -58,13 +75,18 @@ describe("request basics", () => {
     const t = transport({ discovery: fixed("remote.test", { address: "127.0.2.1", port: s.port }) });
     const path = "/_matrix/federation/v1/user/devices/%40alice%3Aremote.test?x=%2F..%2f";
     const body = new TextEncoder().encode('{"a":1}');
-    const res = await t.request("remote.test", { method: "POST", path, headers: { Authorization: "X-Matrix origin=\"a\"", "content-type": "application/json" }, body });
+    const res = await t.request("remote.test", {
+      method: "POST",
+      path,
+      headers: { Authorization: 'X-Matrix origin="a"', "content-type": "application/json" },
+      body,
+    });
     expect(res.status).toBe(404);
     expect(res.headers["x-extra"]).toBe("1");
     expect(JSON.parse(text(res.body))).toEqual({ errcode: "M_NOT_FOUND" });
     const seen = s.requests[0]!;
     expect(seen).toMatchObject({ method: "POST", url: path, host: "remote.test", servername: "remote.test" });
-    expect(seen.headers.authorization).toBe("X-Matrix origin=\"a\"");
+    expect(seen.headers.authorization).toBe('X-Matrix origin="a"');
     expect(seen.headers["content-length"]).toBe("7");
     expect(seen.headers["user-agent"]).toBe("matrix-resync-proxy");
     expect(seen.body.toString()).toBe('{"a":1}');
@@ -158,7 +180,12 @@ describe("targets", () => {
     const good = await serve("127.0.2.7", "multi.test", json({ from: "second" }));
     const unused = await serve("127.0.2.8", "multi.test", json({ from: "third" }));
     const t = transport({
-      discovery: fixed("multi.test", { address: "127.0.2.6", port: dead }, { address: "127.0.2.7", port: good.port }, { address: "127.0.2.8", port: unused.port }),
+      discovery: fixed(
+        "multi.test",
+        { address: "127.0.2.6", port: dead },
+        { address: "127.0.2.7", port: good.port },
+        { address: "127.0.2.8", port: unused.port },
+      ),
     });
     const res = await t.request("multi.test", { method: "GET", path: "/" });
     expect(JSON.parse(text(res.body))).toEqual({ from: "second" });
@@ -166,8 +193,13 @@ describe("targets", () => {
   });
 
   it("reports a transport error when every target fails", async () => {
-    const t = transport({ discovery: fixed("gone.test", { address: "127.0.2.6", port: await closedPort("127.0.2.6") }) });
-    await expect(t.request("gone.test", { method: "GET", path: "/" })).rejects.toMatchObject({ kind: "transport", message: expect.stringMatching(/ECONNREFUSED/) });
+    const t = transport({
+      discovery: fixed("gone.test", { address: "127.0.2.6", port: await closedPort("127.0.2.6") }),
+    });
+    await expect(t.request("gone.test", { method: "GET", path: "/" })).rejects.toMatchObject({
+      kind: "transport",
+      message: expect.stringMatching(/ECONNREFUSED/),
+    });
   });
 
   it("resolves through real discovery (SRV with two targets, the first one dead)", async () => {
@@ -175,12 +207,16 @@ describe("targets", () => {
     dns.setA("dead.srv2.test", "127.0.2.9");
     dns.setA("live.srv2.test", "127.0.2.10");
     const live = await serve("127.0.2.10", "srv2.test", json({ ok: "live" }));
-    dns.setSrv("_matrix-fed._tcp.srv2.test",
+    dns.setSrv(
+      "_matrix-fed._tcp.srv2.test",
       { target: "dead.srv2.test", port: await closedPort("127.0.2.9"), priority: 1 },
-      { target: "live.srv2.test", port: live.port, priority: 2 });
+      { target: "live.srv2.test", port: live.port, priority: 2 },
+    );
     const discovery = createDiscovery({
-      resolver: createResolver({ dnsServer: dns.address }), allowCidrs: parseCidrList("127.0.0.0/8"),
-      ca: [ca.caPem], wellKnownPort: await closedPort("127.0.2.10"),
+      resolver: createResolver({ dnsServer: dns.address }),
+      allowCidrs: parseCidrList("127.0.0.0/8"),
+      ca: [ca.caPem],
+      wellKnownPort: await closedPort("127.0.2.10"),
     });
     const t = transport({ discovery });
     const res = await t.request("srv2.test", { method: "GET", path: "/_matrix/key/v2/server" });
@@ -192,7 +228,9 @@ describe("targets", () => {
     const s = await serve("127.0.2.11", "private.test", json({}));
     const discovery = createDiscovery({ resolver: createResolver({ dnsServer: dns.address }), allowCidrs: [] });
     const t = transport({ discovery });
-    await expect(t.request(`127.0.2.11:${s.port}`, { method: "GET", path: "/" })).rejects.toMatchObject({ kind: "refused" });
+    await expect(t.request(`127.0.2.11:${s.port}`, { method: "GET", path: "/" })).rejects.toMatchObject({
+      kind: "refused",
+    });
     expect(s.connections).toBe(0);
   });
 });
@@ -209,8 +247,17 @@ describe("limits", () => {
     const sockets: Socket[] = [];
     const silent: Server = createTcpServer((c) => void sockets.push(c));
     await new Promise<void>((r) => silent.listen(0, "127.0.2.13", () => r()));
-    cleanups.push(() => new Promise<void>((r) => { for (const c of sockets) c.destroy(); silent.close(() => r()); }));
-    const t = transport({ discovery: fixed("mute.test", { address: "127.0.2.13", port: (silent.address() as { port: number }).port }), timeoutMs: 300 });
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          for (const c of sockets) c.destroy();
+          silent.close(() => r());
+        }),
+    );
+    const t = transport({
+      discovery: fixed("mute.test", { address: "127.0.2.13", port: (silent.address() as { port: number }).port }),
+      timeoutMs: 300,
+    });
     await expect(t.request("mute.test", { method: "GET", path: "/" })).rejects.toMatchObject({ kind: "timeout" });
     expect(sockets.length).toBe(1);
   });
@@ -219,11 +266,17 @@ describe("limits", () => {
     const big = "x".repeat(5000);
     const s = await serve("127.0.2.14", "big.test", (req, res) => {
       if (req.url === "/declared") res.writeHead(200, { "content-length": big.length }).end(big);
-      else if (req.url === "/chunked") { res.writeHead(200); res.write(big.slice(0, 2500)); setTimeout(() => res.end(big.slice(2500)), 10); }
-      else res.end("small");
+      else if (req.url === "/chunked") {
+        res.writeHead(200);
+        res.write(big.slice(0, 2500));
+        setTimeout(() => res.end(big.slice(2500)), 10);
+      } else res.end("small");
     });
     const t = transport({ discovery: fixed("big.test", { address: "127.0.2.14", port: s.port }), maxBytes: 1000 });
-    await expect(t.request("big.test", { method: "GET", path: "/declared" })).rejects.toMatchObject({ kind: "too_large", status: 200 });
+    await expect(t.request("big.test", { method: "GET", path: "/declared" })).rejects.toMatchObject({
+      kind: "too_large",
+      status: 200,
+    });
     const e2 = await t.request("big.test", { method: "GET", path: "/chunked" }).catch((e: unknown) => e);
     expect(e2, String(e2)).toMatchObject({ kind: "too_large" });
     expect(text((await t.request("big.test", { method: "GET", path: "/small" })).body)).toBe("small");
@@ -235,7 +288,8 @@ describe("federation CA trust", () => {
     const s = await serve("127.0.2.15", "ca.test", json({ ok: true }));
     const plain = transport({ discovery: fixed("ca.test", { address: "127.0.2.15", port: s.port }), ca: [] });
     await expect(plain.request("ca.test", { method: "GET", path: "/" })).rejects.toMatchObject({
-      kind: "transport", message: expect.stringMatching(/certificate|UNABLE_TO_VERIFY|self.signed/i),
+      kind: "transport",
+      message: expect.stringMatching(/certificate|UNABLE_TO_VERIFY|self.signed/i),
     });
     const trusting = transport({ discovery: fixed("ca.test", { address: "127.0.2.15", port: s.port }) });
     expect((await trusting.request("ca.test", { method: "GET", path: "/" })).status).toBe(200);

@@ -14,7 +14,14 @@ function world(targets: string[], intervalMs: number, maxPerSecond: number) {
     trackedTargetsAfter: (after: string, limit: number) => sorted.filter((t) => t > after).slice(0, limit),
   } as unknown as Store;
   const resyncer = { background: (t: string) => (checks.push([Date.now(), t]), "started") } as unknown as Resyncer;
-  const audit = new Audit({ store, resyncer, serverName: "hs.test", intervalMs, maxPerSecond, log: createLogger("error") });
+  const audit = new Audit({
+    store,
+    resyncer,
+    serverName: "hs.test",
+    intervalMs,
+    maxPerSecond,
+    log: createLogger("error"),
+  });
   return { audit, checks };
 }
 
@@ -42,7 +49,11 @@ describe("the audit", () => {
   });
 
   test("never faster than the budget, and the lag shows when it cannot keep up", () => {
-    const { audit, checks } = world(Array.from({ length: 100 }, (_, i) => `@u${String(i).padStart(3, "0")}:remote.test`), 10_000, 2);
+    const { audit, checks } = world(
+      Array.from({ length: 100 }, (_, i) => `@u${String(i).padStart(3, "0")}:remote.test`),
+      10_000,
+      2,
+    );
     audit.start();
     vi.advanceTimersByTime(20_000);
     expect(checks.length).toBeLessThanOrEqual(40);

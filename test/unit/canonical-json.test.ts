@@ -160,7 +160,13 @@ describe("base64", () => {
   it("encodes the spec's unpadded examples", () => {
     const enc = (s: string): string => encodeBase64Unpadded(new TextEncoder().encode(s));
     expect(["", "f", "fo", "foo", "foob", "fooba", "foobar"].map(enc)).toEqual([
-      "", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy",
+      "",
+      "Zg",
+      "Zm8",
+      "Zm9v",
+      "Zm9vYg",
+      "Zm9vYmE",
+      "Zm9vYmFy",
     ]);
   });
 
@@ -179,7 +185,7 @@ describe("base64", () => {
     expect(encodeBase64Unpadded(seed)).toBe("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA0");
   });
 
-  it.each(["Zm9v!", "Zm9 v", "Zm9v\n", "Zm-_", "Z", "Zm9vY", "Zg=", "Zg===", "=", "Z=g=", "Zm9vYg=="+"="])(
+  it.each(["Zm9v!", "Zm9 v", "Zm9v\n", "Zm-_", "Z", "Zm9vY", "Zg=", "Zg===", "=", "Z=g=", "Zm9vYg==" + "="])(
     "rejects %j",
     (bad) => {
       expect(() => decodeBase64(bad)).toThrow(/invalid base64/);

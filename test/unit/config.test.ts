@@ -25,8 +25,16 @@ describe("configuration", () => {
   test("defaults follow the command-line contract", () => {
     const c = run(base);
     expect(c).toMatchObject({
-      command: "serve", listen: "0.0.0.0:8009", dataDir: "./data", refreshWaitMs: 5000, refreshCacheMs: 30000,
-      retryInitialMs: 30000, retryMaxMs: 3600000, logLevel: "info", federationAllowCidrs: [], trustedProxies: [],
+      command: "serve",
+      listen: "0.0.0.0:8009",
+      dataDir: "./data",
+      refreshWaitMs: 5000,
+      refreshCacheMs: 30000,
+      retryInitialMs: 30000,
+      retryMaxMs: 3600000,
+      logLevel: "info",
+      federationAllowCidrs: [],
+      trustedProxies: [],
     });
     expect(c.metricsListen).toBeUndefined();
   });
@@ -37,7 +45,13 @@ describe("configuration", () => {
   });
 
   test("env RESYNC_* is read, and flags win over env", () => {
-    const env = { RESYNC_UPSTREAM: "http://hs:8008", RESYNC_SERVER_NAME: "e.org", RESYNC_SIGNING_KEY: "/k", RESYNC_LOG_LEVEL: "debug", RESYNC_FEDERATION_ALLOW_CIDRS: "10.0.0.0/8, 127.0.0.0/8" };
+    const env = {
+      RESYNC_UPSTREAM: "http://hs:8008",
+      RESYNC_SERVER_NAME: "e.org",
+      RESYNC_SIGNING_KEY: "/k",
+      RESYNC_LOG_LEVEL: "debug",
+      RESYNC_FEDERATION_ALLOW_CIDRS: "10.0.0.0/8, 127.0.0.0/8",
+    };
     const c = run([], env);
     expect(c.upstream).toBe("http://hs:8008");
     expect(c.logLevel).toBe("debug");
@@ -48,9 +62,17 @@ describe("configuration", () => {
   test("--config reads YAML and JSON with camelCase or kebab-case keys, below env and flags", () => {
     const dir = mkdtempSync(join(tmpdir(), "cfg-"));
     const yaml = join(dir, "c.yaml");
-    writeFileSync(yaml, "upstream: http://a:1\nserverName: y.org\nsigning-key: /k\nrefreshWaitMs: 42\ntrustedProxies: [loopback]\n");
+    writeFileSync(
+      yaml,
+      "upstream: http://a:1\nserverName: y.org\nsigning-key: /k\nrefreshWaitMs: 42\ntrustedProxies: [loopback]\n",
+    );
     const c = run(["--config", yaml]);
-    expect(c).toMatchObject({ upstream: "http://a:1", serverName: "y.org", refreshWaitMs: 42, trustedProxies: ["loopback"] });
+    expect(c).toMatchObject({
+      upstream: "http://a:1",
+      serverName: "y.org",
+      refreshWaitMs: 42,
+      trustedProxies: ["loopback"],
+    });
     expect(run(["--config", yaml], { RESYNC_REFRESH_WAIT_MS: "7" }).refreshWaitMs).toBe(7);
     expect(run(["--config", yaml, "--refresh-wait-ms", "8"], { RESYNC_REFRESH_WAIT_MS: "7" }).refreshWaitMs).toBe(8);
     const json = join(dir, "c.json");
@@ -60,7 +82,9 @@ describe("configuration", () => {
 
   test("errors name the flag, env var or file key and what was expected", () => {
     expect(fails([])).toMatch(/^--upstream \(or RESYNC_UPSTREAM\) is required: expected an http/);
-    expect(fails([...base, "--refresh-wait-ms", "soon"])).toBe('--refresh-wait-ms: expected an integer from 0 to 60000, got "soon"');
+    expect(fails([...base, "--refresh-wait-ms", "soon"])).toBe(
+      '--refresh-wait-ms: expected an integer from 0 to 60000, got "soon"',
+    );
     expect(fails(base, { RESYNC_LOG_LEVEL: "loud" })).toMatch(/^RESYNC_LOG_LEVEL: expected one of debug/);
     expect(fails([...base, "--upstream", "ftp://x"])).toMatch(/^--upstream: expected an http/);
     expect(fails([...base, "--listen", "8009"])).toMatch(/^--listen: expected host:port or unix:\/path/);
@@ -74,12 +98,25 @@ describe("configuration", () => {
     expect(fails(["--config", join(dir, "k.yaml")])).toMatch(/^key 'refreshWaitMs' in .*k\.yaml: expected an integer/);
     writeFileSync(join(dir, "u.yaml"), "refreshWait: 1\n");
     expect(fails(["--config", join(dir, "u.yaml")])).toMatch(/unknown key 'refreshWait'/);
-    expect(fails(["--config", join(dir, "missing.yaml")])).toMatch(/^--config .*missing\.yaml: cannot read file \(ENOENT\)/);
+    expect(fails(["--config", join(dir, "missing.yaml")])).toMatch(
+      /^--config .*missing\.yaml: cannot read file \(ENOENT\)/,
+    );
   });
 
   test("a signing key is required, as a file or as seed + key id", () => {
     expect(fails(["--upstream", "http://x", "--server-name", "a"])).toMatch(/^--signing-key/);
-    expect(run(["--upstream", "http://x", "--server-name", "a", "--signing-key-seed", "YJDB", "--signing-key-id", "ed25519:a"]).signingKeyId).toBe("ed25519:a");
+    expect(
+      run([
+        "--upstream",
+        "http://x",
+        "--server-name",
+        "a",
+        "--signing-key-seed",
+        "YJDB",
+        "--signing-key-id",
+        "ed25519:a",
+      ]).signingKeyId,
+    ).toBe("ed25519:a");
   });
 
   test("subcommands, help and version", () => {
@@ -91,7 +128,9 @@ describe("configuration", () => {
   });
 
   test("server names and listen addresses accept IPv6 literals and ports", () => {
-    expect(run([...base.slice(0, 2), "--server-name", "[::1]:8448", "--signing-key", "/k"]).serverName).toBe("[::1]:8448");
+    expect(run([...base.slice(0, 2), "--server-name", "[::1]:8448", "--signing-key", "/k"]).serverName).toBe(
+      "[::1]:8448",
+    );
     expect(run([...base, "--listen", "[::]:8009"]).listen).toBe("[::]:8009");
     expect(run([...base, "--listen", "unix:/run/resync.sock"]).listen).toBe("unix:/run/resync.sock");
   });

@@ -11,7 +11,8 @@ const owner = () => {
 
 describe("deadlines", () => {
   test("a far deadline pending does not delay a nearer one added later, and still fires itself", async () => {
-    const far = owner(), near = owner();
+    const far = owner(),
+      near = owner();
     expireIn(far, 700);
     expireIn(near, 100);
     await sleep(400);
@@ -22,7 +23,8 @@ describe("deadlines", () => {
   });
 
   test("a cancelled deadline never fires, and the ones behind it still do", async () => {
-    const gone = owner(), later = owner();
+    const gone = owner(),
+      later = owner();
     expireIn(gone, 100);
     expireIn(later, 300);
     cancelExpiry(gone);
@@ -32,7 +34,14 @@ describe("deadlines", () => {
   });
 
   test("an owner that throws does not stop the others due in the same tick", async () => {
-    const bad = { slot: -1, deadlineAt: 0, expire: () => { throw new Error("boom"); } }, good = owner();
+    const bad = {
+        slot: -1,
+        deadlineAt: 0,
+        expire: () => {
+          throw new Error("boom");
+        },
+      },
+      good = owner();
     expireIn(bad, 50);
     expireIn(good, 50);
     await sleep(400);

@@ -11,7 +11,8 @@ import { createUpstream } from "../../src/http/upstream.ts";
 import { openSqliteStore } from "../../src/store/sqlite.ts";
 import type { Store } from "../../src/store/store.ts";
 
-const HOUR = 3_600_000, DAY = 24 * HOUR;
+const HOUR = 3_600_000,
+  DAY = 24 * HOUR;
 let dir: string;
 let store: Store;
 let writes: string[][];
@@ -41,7 +42,14 @@ afterEach(() => {
 });
 
 const delivery = (ttl = 7 * DAY, maxTrackersPerDevice?: number) =>
-  new Delivery({ store, upstream: createUpstream("http://127.0.0.1:1"), log: createLogger("error"), trackerTtlMs: ttl, maxTrackersPerDevice, now: () => now });
+  new Delivery({
+    store,
+    upstream: createUpstream("http://127.0.0.1:1"),
+    log: createLogger("error"),
+    trackerTtlMs: ttl,
+    maxTrackersPerDevice,
+    now: () => now,
+  });
 const me = { userId: "@me:hs", deviceId: "D1", token: "t" };
 
 test("repeated queries write a tracker once per tenth of the TTL (at most hourly), new targets at once", async () => {

@@ -5,7 +5,13 @@ import { MAX_DEVICES, validateUserDevices } from "../../src/federation/device-va
 import { logDroppedParts, serverNameOf } from "../../src/federation/devices.ts";
 import { FederationError } from "../../src/federation/errors.ts";
 import {
-  devicesAnswer, type Json, makeCrossSigningKey, makeDevice, makeUser, newEd25519, signWith,
+  devicesAnswer,
+  type Json,
+  makeCrossSigningKey,
+  makeDevice,
+  makeUser,
+  newEd25519,
+  signWith,
 } from "../helpers/fake-devices.ts";
 
 const ALICE = "@alice:remote.test";
@@ -33,9 +39,12 @@ describe("a well-formed answer", () => {
     expect(dropped).toEqual({ devices: 0, masterKey: false, selfSigningKey: false, parts: [], unlisted: 0 });
     expect(remoteEmpty).toBe(false);
     expect(snapshot).toEqual({
-      userId: ALICE, streamId: 42, fetchedAt: NOW,
+      userId: ALICE,
+      streamId: 42,
+      fetchedAt: NOW,
       devices: { A: u.devices[0]!.keys, B: u.devices[1]!.keys },
-      masterKey: u.masterKey, selfSigningKey: u.selfSigningKey,
+      masterKey: u.masterKey,
+      selfSigningKey: u.selfSigningKey,
     });
   });
 
@@ -52,7 +61,9 @@ describe("a well-formed answer", () => {
   });
 
   it("reports an empty answer as remoteEmpty, but not one whose devices were all dropped", () => {
-    expect(validate({ user_id: ALICE, stream_id: 0, devices: [], master_key: null, self_signing_key: null }).remoteEmpty).toBe(true);
+    expect(
+      validate({ user_id: ALICE, stream_id: 0, devices: [], master_key: null, self_signing_key: null }).remoteEmpty,
+    ).toBe(true);
     const u = makeUser(ALICE, { crossSigning: false });
     (u.devices[0]!.keys as Json).user_id = "@mallory:remote.test";
     const r = validate(devicesAnswer(u));
@@ -69,7 +80,10 @@ describe("a well-formed answer", () => {
 
   it("skips a device without keys (Synapse lists those) without counting it", () => {
     const u = makeUser(ALICE);
-    const body = { ...devicesAnswer(u), devices: [...u.devices, { device_id: "NOKEYS" }, { device_id: "NULLKEYS", keys: null }] };
+    const body = {
+      ...devicesAnswer(u),
+      devices: [...u.devices, { device_id: "NOKEYS" }, { device_id: "NULLKEYS", keys: null }],
+    };
     const { snapshot, dropped } = validate(body);
     expect(Object.keys(snapshot.devices)).toEqual(["DEV0"]);
     expect(dropped.devices).toBe(0);
@@ -123,21 +137,35 @@ describe("answers rejected as a whole", () => {
   });
 
   it(`with more than ${MAX_DEVICES} devices, and not with exactly ${MAX_DEVICES}`, () => {
-    const many = (n: number) => ({ user_id: ALICE, stream_id: 1, devices: Array.from({ length: n }, (_, i) => ({ device_id: `D${i}` })) });
+    const many = (n: number) => ({
+      user_id: ALICE,
+      stream_id: 1,
+      devices: Array.from({ length: n }, (_, i) => ({ device_id: `D${i}` })),
+    });
     expect(validate(many(MAX_DEVICES)).dropped.devices).toBe(0);
     expect(invalid(many(MAX_DEVICES + 1)).message).toContain("1001");
   });
 });
 
 describe("devices dropped and counted", () => {
-  function dropOne(tamper: (u: ReturnType<typeof makeUser>) => void): { kept: string[]; reasons: string[]; ids: (string | undefined)[]; invalid: string[] | undefined } {
+  function dropOne(tamper: (u: ReturnType<typeof makeUser>) => void): {
+    kept: string[];
+    reasons: string[];
+    ids: (string | undefined)[];
+    invalid: string[] | undefined;
+  } {
     const u = makeUser(ALICE, { devices: ["GOOD", "BAD"] });
     tamper(u);
     const { snapshot, dropped } = validate(devicesAnswer(u));
     expect(dropped.devices).toBe(1);
     expect(dropped.masterKey || dropped.selfSigningKey).toBe(false);
     expect(dropped.parts.every((p) => p.part === "device")).toBe(true);
-    return { kept: Object.keys(snapshot.devices), reasons: dropped.parts.map((p) => p.reason), ids: dropped.parts.map((p) => p.deviceId), invalid: snapshot.invalidDevices };
+    return {
+      kept: Object.keys(snapshot.devices),
+      reasons: dropped.parts.map((p) => p.reason),
+      ids: dropped.parts.map((p) => p.deviceId),
+      invalid: snapshot.invalidDevices,
+    };
   }
   const bad = (u: ReturnType<typeof makeUser>) => u.devices[1]!.keys as Json;
 
@@ -174,7 +202,9 @@ describe("devices dropped and counted", () => {
   });
 
   it("without its ed25519 key, or with keys of the wrong shape", () => {
-    expect(dropOne((u) => void delete (bad(u).keys as Record<string, string>)["ed25519:BAD"]).reasons[0]).toContain("no ed25519:BAD");
+    expect(dropOne((u) => void delete (bad(u).keys as Record<string, string>)["ed25519:BAD"]).reasons[0]).toContain(
+      "no ed25519:BAD",
+    );
     expect(dropOne((u) => void (bad(u).algorithms = "m.olm")).reasons[0]).toContain("wrong shape");
     const noId = dropOne((u) => void delete (u.devices[1] as Json).device_id);
     expect(noId.reasons[0]).toContain("device entry has the wrong shape");
@@ -202,7 +232,10 @@ describe("devices dropped and counted", () => {
     const brokenA = { ...u.devices[0]!, keys: { ...(u.devices[0]!.keys as Json), device_id: "Z" } };
     const brokenB = { ...u.devices[1]!, keys: { ...(u.devices[1]!.keys as Json), device_id: "Z" } };
     // A: broken first, then valid -> kept, not invalid. B: valid first, then broken -> kept.
-    const { snapshot, dropped } = validate({ ...devicesAnswer(u), devices: [brokenA, u.devices[0], u.devices[1], brokenB] });
+    const { snapshot, dropped } = validate({
+      ...devicesAnswer(u),
+      devices: [brokenA, u.devices[0], u.devices[1], brokenB],
+    });
     expect(Object.keys(snapshot.devices).sort()).toEqual(["A", "B"]);
     expect(dropped.devices).toBe(2);
     expect("invalidDevices" in snapshot).toBe(false);
@@ -233,7 +266,11 @@ describe("logDroppedParts", () => {
     const u = makeUser(ALICE, { devices: 25, crossSigning: false });
     for (const d of u.devices) (d.keys as Json).device_id = "X".repeat(5000);
     const lines: [string, Record<string, unknown>][] = [];
-    logDroppedParts({ info: (msg, fields = {}) => void lines.push([msg, fields]) }, ALICE, validate(devicesAnswer(u)).dropped);
+    logDroppedParts(
+      { info: (msg, fields = {}) => void lines.push([msg, fields]) },
+      ALICE,
+      validate(devicesAnswer(u)).dropped,
+    );
     expect(lines).toHaveLength(21);
     expect(lines[0]![1]).toMatchObject({ userId: ALICE, part: "device", deviceId: "DEV0" });
     expect(String(lines[0]![1].reason).length).toBeLessThanOrEqual(201);
@@ -280,7 +317,12 @@ describe("cross-signing keys", () => {
     expect(validate(devicesAnswer(u)).dropped).toMatchObject({ masterKey: true, selfSigningKey: true });
     const v = makeUser(ALICE);
     const { signatures: _s, ...ssk } = v.selfSigningKey!;
-    v.selfSigningKey = signWith({ ...ssk, usage: ["user_signing"] }, ALICE, `ed25519:${v.crossSigning!.masterKey.pub}`, v.crossSigning!.masterKey);
+    v.selfSigningKey = signWith(
+      { ...ssk, usage: ["user_signing"] },
+      ALICE,
+      `ed25519:${v.crossSigning!.masterKey.pub}`,
+      v.crossSigning!.masterKey,
+    );
     expect(validate(devicesAnswer(v)).dropped).toMatchObject({ masterKey: false, selfSigningKey: true });
   });
 

@@ -8,17 +8,18 @@ const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 
 function rng(seed: number) {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
 }
 
 describe("hot-path metrics", () => {
   test("a histogram renders as prom-client's, bounds included, through labels() and observe()", async () => {
-    const ours = new Registry(), theirs = new Registry();
+    const ours = new Registry(),
+      theirs = new Registry();
     const cfg = { name: "t_seconds", help: "h", labelNames: ["route"], buckets: BUCKETS };
     const fast = new FastHistogram({ ...cfg, registers: [ours] });
     const ref = new Histogram({ ...cfg, registers: [theirs] });
     const r = rng(7);
-    const routes = ["passthrough", "sync", "a\"quoted\\route"];
+    const routes = ["passthrough", "sync", 'a"quoted\\route'];
     for (let i = 0; i < 5000; i++) {
       const route = routes[i % 3]!;
       // Exact bounds land in their own bucket (le is "less than or equal").
@@ -34,7 +35,8 @@ describe("hot-path metrics", () => {
   });
 
   test("a counter's labels() children count locally and reach the scrape, mixed with inc(labels, n)", async () => {
-    const ours = new Registry(), theirs = new Registry();
+    const ours = new Registry(),
+      theirs = new Registry();
     const cfg = { name: "t_total", help: "h", labelNames: ["route", "status"] as const };
     const fast = new SummedCounter({ ...cfg, registers: [ours] });
     const ref = new Counter({ ...cfg, registers: [theirs] });

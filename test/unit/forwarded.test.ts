@@ -3,7 +3,8 @@ import { describe, expect, test } from "vitest";
 import { clientAddress, forwardedHeaders, parseTrust, trustPredicate } from "../../src/http/forwarded.ts";
 import { stripHopByHop } from "../../src/http/upstream.ts";
 
-const req = (peer: string, headers: Record<string, string>) => ({ socket: { remoteAddress: peer }, headers }) as unknown as IncomingMessage;
+const req = (peer: string, headers: Record<string, string>) =>
+  ({ socket: { remoteAddress: peer }, headers }) as unknown as IncomingMessage;
 
 describe("trusted proxies", () => {
   test("parseTrust models boolean | loopback | CIDRs", () => {
@@ -33,6 +34,15 @@ describe("trusted proxies", () => {
 
 test("stripHopByHop removes RFC 9110 §7.6.1 headers and those Connection names", () => {
   expect(
-    stripHopByHop({ connection: "close, X-Secret", "x-secret": "1", "keep-alive": "5", te: "trailers", "transfer-encoding": "chunked", upgrade: "h2c", "proxy-connection": "x", "content-type": "a/b" }),
+    stripHopByHop({
+      connection: "close, X-Secret",
+      "x-secret": "1",
+      "keep-alive": "5",
+      te: "trailers",
+      "transfer-encoding": "chunked",
+      upgrade: "h2c",
+      "proxy-connection": "x",
+      "content-type": "a/b",
+    }),
   ).toEqual({ "content-type": "a/b" });
 });

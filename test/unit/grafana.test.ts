@@ -6,14 +6,31 @@ import { describe, expect, test } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { createMetrics } from "../../src/observe/metrics.ts";
 
-const dashboard = JSON.parse(readFileSync(new URL("../../docs/grafana/matrix-resync-proxy.json", import.meta.url), "utf8")) as {
+const dashboard = JSON.parse(
+  readFileSync(new URL("../../docs/grafana/matrix-resync-proxy.json", import.meta.url), "utf8"),
+) as {
   uid: string;
   title: string;
   templating: { list: { name: string }[] };
-  panels: { id: number; type: string; title: string; gridPos: { x: number; y: number; w: number; h: number }; targets: { refId: string; expr: string }[] }[];
+  panels: {
+    id: number;
+    type: string;
+    title: string;
+    gridPos: { x: number; y: number; w: number; h: number };
+    targets: { refId: string; expr: string }[];
+  }[];
 };
 const rules = parseYaml(readFileSync(new URL("../../docs/grafana/alerts.yml", import.meta.url), "utf8")) as {
-  groups: { name: string; rules: { alert: string; expr: string; for: string; labels: { severity: string }; annotations: { summary: string } }[] }[];
+  groups: {
+    name: string;
+    rules: {
+      alert: string;
+      expr: string;
+      for: string;
+      labels: { severity: string };
+      annotations: { summary: string };
+    }[];
+  }[];
 };
 
 async function exported(): Promise<Set<string>> {
@@ -56,7 +73,14 @@ describe("Grafana dashboard", () => {
 
   test("it shows what the issue asks an operator to see", () => {
     const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr)).join("\n");
-    for (const m of ["resync_heals_total", "resync_suspicions_total", "resync_audit_behind_seconds", "resync_federation_failures_total", "resync_retry_queue_depth"]) expect(exprs).toContain(m);
+    for (const m of [
+      "resync_heals_total",
+      "resync_suspicions_total",
+      "resync_audit_behind_seconds",
+      "resync_federation_failures_total",
+      "resync_retry_queue_depth",
+    ])
+      expect(exprs).toContain(m);
   });
 });
 

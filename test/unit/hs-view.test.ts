@@ -1,7 +1,14 @@
 // The homeserver's view (src/delivery/hs-view.ts): learned only from complete answers, compact,
 // and compared with fresh lists the way the overlay compares them.
 import { describe, expect, test } from "vitest";
-import { describeDiff, diffView, isEmptyDiff, knowsCurveKey, sameView, viewsFromAnswer } from "../../src/delivery/hs-view.ts";
+import {
+  describeDiff,
+  diffView,
+  isEmptyDiff,
+  knowsCurveKey,
+  sameView,
+  viewsFromAnswer,
+} from "../../src/delivery/hs-view.ts";
 import { keysQueryAnswer, snapshotFor } from "../helpers/bodies.ts";
 
 const bob = "@bob:remote.test";
@@ -25,7 +32,20 @@ describe("learning a view", () => {
     for (const bad of [{ device_keys: [] }, { device_keys: { [bob]: "x" } }, { device_keys: null }, {}]) {
       expect(viewsFromAnswer(bad as Record<string, unknown>, { [bob]: [] }, [bob], 0)).toEqual([]);
     }
-    const weird = viewsFromAnswer({ device_keys: { [bob]: { A: null, B: { keys: { "curve25519:B": 7, ["x".repeat(300)]: "k" } }, ["D".repeat(300)]: { keys: {} } } } }, { [bob]: [] }, [bob], 0);
+    const weird = viewsFromAnswer(
+      {
+        device_keys: {
+          [bob]: {
+            A: null,
+            B: { keys: { "curve25519:B": 7, ["x".repeat(300)]: "k" } },
+            ["D".repeat(300)]: { keys: {} },
+          },
+        },
+      },
+      { [bob]: [] },
+      [bob],
+      0,
+    );
     expect(weird[0]!.devices).toEqual({ B: {} });
   });
 

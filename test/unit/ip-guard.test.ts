@@ -5,19 +5,57 @@ import { parseIp, referenceContains } from "../helpers/ip-reference.ts";
 
 describe("isBlockedAddress without an allow list", () => {
   it.each([
-    "127.0.0.1", "127.255.255.254", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1",
-    "100.64.0.1", "100.127.255.255", "169.254.169.254", "224.0.0.1", "239.255.255.250",
-    "0.0.0.0", "0.1.2.3", "255.255.255.255", "240.0.0.1", "192.0.2.7", "198.18.0.1",
-    "::1", "::", "fe80::1", "fe80::1%eth0", "fc00::1", "fd12:3456::1", "ff02::1", "2001:db8::1",
-    "fec0::1", "::ffff:127.0.0.1", "::ffff:7f00:1", "::ffff:10.1.2.3", "::127.0.0.1",
-    "64:ff9b::10.0.0.1", "64:ff9b::a00:1", "2002:7f00:1::1", "2002:c0a8:101::", "64:ff9b:1::1",
+    "127.0.0.1",
+    "127.255.255.254",
+    "10.0.0.1",
+    "172.16.0.1",
+    "172.31.255.255",
+    "192.168.1.1",
+    "100.64.0.1",
+    "100.127.255.255",
+    "169.254.169.254",
+    "224.0.0.1",
+    "239.255.255.250",
+    "0.0.0.0",
+    "0.1.2.3",
+    "255.255.255.255",
+    "240.0.0.1",
+    "192.0.2.7",
+    "198.18.0.1",
+    "::1",
+    "::",
+    "fe80::1",
+    "fe80::1%eth0",
+    "fc00::1",
+    "fd12:3456::1",
+    "ff02::1",
+    "2001:db8::1",
+    "fec0::1",
+    "::ffff:127.0.0.1",
+    "::ffff:7f00:1",
+    "::ffff:10.1.2.3",
+    "::127.0.0.1",
+    "64:ff9b::10.0.0.1",
+    "64:ff9b::a00:1",
+    "2002:7f00:1::1",
+    "2002:c0a8:101::",
+    "64:ff9b:1::1",
   ])("blocks %s", (ip) => {
     expect(isBlockedAddress(ip, [])).toBe(true);
   });
 
   it.each([
-    "8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "11.0.0.1", "223.255.255.255",
-    "2606:4700::1111", "2a00:1450:4001::200e", "::ffff:8.8.8.8", "64:ff9b::8.8.8.8", "2002:808:808::1",
+    "8.8.8.8",
+    "1.1.1.1",
+    "172.32.0.1",
+    "100.128.0.1",
+    "11.0.0.1",
+    "223.255.255.255",
+    "2606:4700::1111",
+    "2a00:1450:4001::200e",
+    "::ffff:8.8.8.8",
+    "64:ff9b::8.8.8.8",
+    "2002:808:808::1",
   ])("allows public %s", (ip) => {
     expect(isBlockedAddress(ip, [])).toBe(false);
   });
@@ -72,7 +110,8 @@ describe("parseCidrList", () => {
 // BigInt implementation of prefix matching. Compare them on addresses inside blocked ranges.
 describe("prefix matching agrees with an independent reference", () => {
   const v4In10 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255)).map(([a, b, c]) => `10.${a}.${b}.${c}`);
-  const v4Cidr = fc.tuple(fc.nat(255), fc.nat(255), fc.integer({ min: 0, max: 32 }))
+  const v4Cidr = fc
+    .tuple(fc.nat(255), fc.nat(255), fc.integer({ min: 0, max: 32 }))
     .map(([a, b, p]) => ({ addr: `10.${a}.${b}.0`, prefix: p }));
 
   it("IPv4", () => {
@@ -89,7 +128,8 @@ describe("prefix matching agrees with an independent reference", () => {
 
   const group = fc.nat(0xffff).map((n) => n.toString(16));
   // Addresses in fd00::/8, written in full or with a "::" run compressed.
-  const v6InUla = fc.tuple(fc.nat(255), fc.array(group, { minLength: 7, maxLength: 7 }), fc.nat(7), fc.nat(7))
+  const v6InUla = fc
+    .tuple(fc.nat(255), fc.array(group, { minLength: 7, maxLength: 7 }), fc.nat(7), fc.nat(7))
     .map(([b, rest, from, len]) => {
       const groups = [(0xfd00 + b).toString(16), ...rest];
       const end = Math.min(8, from + 1 + len);
@@ -127,7 +167,8 @@ describe("prefix matching agrees with an independent reference", () => {
   });
 
   it("checks the IPv4 inside compatible, NAT64 and 6to4 forms", () => {
-    for (const ip of ["::10.0.0.1", "64:ff9b::7f00:1", "2002:c0a8:101::1", "2002:7f00:1::"]) expect(isBlockedAddress(ip, [])).toBe(true);
+    for (const ip of ["::10.0.0.1", "64:ff9b::7f00:1", "2002:c0a8:101::1", "2002:7f00:1::"])
+      expect(isBlockedAddress(ip, [])).toBe(true);
     for (const ip of ["64:ff9b::808:808", "2002:808:808::1"]) expect(isBlockedAddress(ip, [])).toBe(false);
     expect(isBlockedAddress("2002:c0a8:101::1", parseCidrList("192.168.1.0/24"))).toBe(false);
   });

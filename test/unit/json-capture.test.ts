@@ -4,7 +4,6 @@ import { TopLevelCapture } from "../../src/delivery/json/json-capture.ts";
 import { bigSyncBody } from "../helpers/bodies.ts";
 import { chunking, DL, entries, serialise, value } from "../helpers/json-text.ts";
 
-
 /** Feed `doc` in chunks of the given sizes (cycled), each through one reused scratch buffer
  *  at an offset, poisoned with quotes and backslashes afterwards: a kept reference would show. */
 function capture(doc: Uint8Array, keys: readonly string[], sizes: readonly number[] = [doc.length || 1], max?: number) {
@@ -20,14 +19,18 @@ function capture(doc: Uint8Array, keys: readonly string[], sizes: readonly numbe
   return cap.finish();
 }
 
-
 /**
  * What each wanted key is, checked against the capture. `expected` defaults to JSON.parse of the
  * document; tests that built the document from an object pass that object instead: Deno 2.9.6
  * (V8 15.0) was seen, after a few hundred documents, to parse the key `"\""` as `\`, which
  * would make the engine, not the capture, fail the check.
  */
-function expectAgrees(doc: string, got: Map<string, Buffer> | undefined, keys: readonly string[], expected?: Record<string, unknown>) {
+function expectAgrees(
+  doc: string,
+  got: Map<string, Buffer> | undefined,
+  keys: readonly string[],
+  expected?: Record<string, unknown>,
+) {
   const parsed = expected ?? (JSON.parse(doc) as Record<string, unknown>);
   expect(got).toBeDefined();
   for (const k of keys) {
@@ -46,16 +49,23 @@ function expectAgrees(doc: string, got: Map<string, Buffer> | undefined, keys: r
 describe("TopLevelCapture agrees with JSON.parse", () => {
   test("random documents, compact or indented, on random chunk boundaries (1-byte chunks too)", () => {
     fc.assert(
-      fc.property(entries, fc.option(value), fc.nat(7), fc.constantFrom(undefined, 2), chunking, (es, top, at, indent, sizes) => {
-        const all: [string, unknown][] = top === null ? es : [...es.slice(0, at), [DL, top], ...es.slice(at)];
-        const source = Object.fromEntries(all) as Record<string, unknown>;
-        const text = JSON.stringify(source, null, indent);
-        const keys = [DL, "next_batch", "nope", ...all.map(([k]) => k)];
-        const got = capture(Buffer.from(text), keys, sizes);
-        expectAgrees(text, got, keys, source);
-        // Compact text: the captured bytes are exactly the value as written.
-        if (indent === undefined) for (const [k, v] of got!) expect(v.toString()).toBe(JSON.stringify(source[k]));
-      }),
+      fc.property(
+        entries,
+        fc.option(value),
+        fc.nat(7),
+        fc.constantFrom(undefined, 2),
+        chunking,
+        (es, top, at, indent, sizes) => {
+          const all: [string, unknown][] = top === null ? es : [...es.slice(0, at), [DL, top], ...es.slice(at)];
+          const source = Object.fromEntries(all) as Record<string, unknown>;
+          const text = JSON.stringify(source, null, indent);
+          const keys = [DL, "next_batch", "nope", ...all.map(([k]) => k)];
+          const got = capture(Buffer.from(text), keys, sizes);
+          expectAgrees(text, got, keys, source);
+          // Compact text: the captured bytes are exactly the value as written.
+          if (indent === undefined) for (const [k, v] of got!) expect(v.toString()).toBe(JSON.stringify(source[k]));
+        },
+      ),
       { numRuns: 400 },
     );
   });
@@ -74,7 +84,11 @@ describe("TopLevelCapture agrees with JSON.parse", () => {
   });
 
   test("a key is matched as decoded: device\\u005flists is device_lists, device\\\\u005flists is not", () => {
-    const one = capture(Buffer.from('{"device\\u005flists":{"changed":["@a:x"]},"next\\u005Fbatch":"s1"}'), [DL, "next_batch"], [1]);
+    const one = capture(
+      Buffer.from('{"device\\u005flists":{"changed":["@a:x"]},"next\\u005Fbatch":"s1"}'),
+      [DL, "next_batch"],
+      [1],
+    );
     expect(one?.get(DL)?.toString()).toBe('{"changed":["@a:x"]}');
     expect(one?.get("next_batch")?.toString()).toBe('"s1"');
     const two = capture(Buffer.from('{"device\\\\u005flists":{"changed":[]}}'), [DL, "device\\u005flists"]);
@@ -86,19 +100,23 @@ describe("TopLevelCapture agrees with JSON.parse", () => {
     const tricky = `${"\\".repeat(40)}"${"\\".repeat(41)}x"\\`;
     const text = JSON.stringify({ a: tricky, [tricky]: [tricky, { [DL]: tricky }], [DL]: { s: tricky }, z: 1 });
     const doc = Buffer.from(text);
-    for (let cut = 1; cut < doc.length; cut++) expectAgrees(text, capture(doc, [DL, "a", tricky, "z"], [cut, doc.length]), [DL, "a", tricky, "z"]);
+    for (let cut = 1; cut < doc.length; cut++)
+      expectAgrees(text, capture(doc, [DL, "a", tricky, "z"], [cut, doc.length]), [DL, "a", tricky, "z"]);
   });
 
   test("numbers and literals in every form JSON allows", () => {
-    const text = '{"a":[0,-0,1,-12,0.5,-0.25e3,1E5,1e+2,2E-2,10.01e-0,true,false,null],"device_lists":-1.5E+3,"t":true,"n":null,"f":false}';
+    const text =
+      '{"a":[0,-0,1,-12,0.5,-0.25e3,1E5,1e+2,2E-2,10.01e-0,true,false,null],"device_lists":-1.5E+3,"t":true,"n":null,"f":false}';
     const keys = [DL, "a", "t", "n", "f"];
-    for (const sizes of [[1], [2], [3], [text.length]]) expectAgrees(text, capture(Buffer.from(text), keys, sizes), keys);
+    for (const sizes of [[1], [2], [3], [text.length]])
+      expectAgrees(text, capture(Buffer.from(text), keys, sizes), keys);
     expect(capture(Buffer.from(text), [DL])?.get(DL)?.toString()).toBe("-1.5E+3");
   });
 
   test("a long key is never matched by its tail, wherever the chunk boundary falls", () => {
     const doc = Buffer.from(`{"${"A".repeat(100)}${DL}":1,"x":2}`);
-    for (let cut = 2; cut < 120; cut++) expect(capture(doc, [DL, "x"], [cut, 64])).toEqual(new Map([["x", Buffer.from("2")]]));
+    for (let cut = 2; cut < 120; cut++)
+      expect(capture(doc, [DL, "x"], [cut, 64])).toEqual(new Map([["x", Buffer.from("2")]]));
   });
 
   test("nested device_lists, and strings equal to the key in value position, are not captured", () => {
@@ -147,17 +165,58 @@ describe("maxValueBytes and duplicates", () => {
 
 describe("malformed documents give undefined and never throw", () => {
   const malformed = [
-    "", "  ", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{,}", "{\"a\":\"x}", "{\"a\":\"x\\\"}", "{\"a\":1} x", "{\"a\":1}}",
-    "{\"a\":{\"b\":1}", "{\"a\":[1}", "{\"a\":[1}}", "{\"a\":{\"b\":1]}", "{\"a\":[[]}]}", "{\"a\":{]}", "{\"a\":[1,]}", "{\"a\":{\"b\"}}", "{\"a\":tru}", "{\"a\":nul}", "{\"a\":truex}",
-    "{\"a\":trux}", "{\"a\":nulL}", "{\"a\":fals0}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":1..5}", "{\"a\":1.e5}", "{\"a\":1e5.5}", "{\"a\":--1}", "{\"a\":1e+-1}", "{\"a\":-}", "{\"a\":1e}", "{\"a\":+1}", "{\"a\":.5}", "{\"a\" 1}", "{\"a\":1 \"b\":2}",
-    "{\"a\\x\":1}", "{a:1}", "{\"a\":1}{}", "{} {}", "{\"device_lists\":{\"changed\":[]}",
+    "",
+    "  ",
+    "{",
+    "}",
+    '{"a"}',
+    '{"a":}',
+    '{"a":1,}',
+    "{,}",
+    '{"a":"x}',
+    '{"a":"x\\"}',
+    '{"a":1} x',
+    '{"a":1}}',
+    '{"a":{"b":1}',
+    '{"a":[1}',
+    '{"a":[1}}',
+    '{"a":{"b":1]}',
+    '{"a":[[]}]}',
+    '{"a":{]}',
+    '{"a":[1,]}',
+    '{"a":{"b"}}',
+    '{"a":tru}',
+    '{"a":nul}',
+    '{"a":truex}',
+    '{"a":trux}',
+    '{"a":nulL}',
+    '{"a":fals0}',
+    '{"a":01}',
+    '{"a":1.}',
+    '{"a":1..5}',
+    '{"a":1.e5}',
+    '{"a":1e5.5}',
+    '{"a":--1}',
+    '{"a":1e+-1}',
+    '{"a":-}',
+    '{"a":1e}',
+    '{"a":+1}',
+    '{"a":.5}',
+    '{"a" 1}',
+    '{"a":1 "b":2}',
+    '{"a\\x":1}',
+    "{a:1}",
+    '{"a":1}{}',
+    "{} {}",
+    '{"device_lists":{"changed":[]}',
   ];
   test.each(malformed)("%j", (text) => {
     expect(() => JSON.parse(text)).toThrow(); // the case really is malformed
-    for (const sizes of [[1], [2], [text.length || 1]]) expect(capture(Buffer.from(text), [DL, "a"], sizes)).toBeUndefined();
+    for (const sizes of [[1], [2], [text.length || 1]])
+      expect(capture(Buffer.from(text), [DL, "a"], sizes)).toBeUndefined();
   });
 
-  test.each(["[]", "[{\"device_lists\":1}]", "\"x\"", "1", "null"])("top level not an object: %j", (text) => {
+  test.each(["[]", '[{"device_lists":1}]', '"x"', "1", "null"])("top level not an object: %j", (text) => {
     expect(capture(Buffer.from(text), [DL], [1])).toBeUndefined();
   });
 
@@ -174,25 +233,39 @@ describe("malformed documents give undefined and never throw", () => {
   test("a mutated document JSON.parse accepts as an object is captured alike; arbitrary bytes never throw", () => {
     const byte = fc.constantFrom(...'"\\{}[],: 0-e.tnx\n'.split("").map((c) => c.charCodeAt(0)));
     fc.assert(
-      fc.property(entries, fc.nat(), byte, fc.constantFrom("set", "insert", "delete"), chunking, (es, at, b, how, sizes) => {
-        const raw = Buffer.from(JSON.stringify(Object.fromEntries(es)));
-        const p = at % raw.length;
-        const mutated = how === "set" ? Buffer.concat([raw.subarray(0, p), Buffer.from([b]), raw.subarray(p + 1)])
-          : how === "insert" ? Buffer.concat([raw.subarray(0, p), Buffer.from([b]), raw.subarray(p)]) : Buffer.concat([raw.subarray(0, p), raw.subarray(p + 1)]);
-        const keys = [DL, ...es.map(([k]) => k)];
-        const got = capture(mutated, keys, sizes);
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(mutated.toString());
-        } catch {
-          return; // string contents are not checked, so some of these may still be captured
-        }
-        if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)) expectAgrees(mutated.toString(), got, keys);
-        else expect(got).toBeUndefined();
-      }),
+      fc.property(
+        entries,
+        fc.nat(),
+        byte,
+        fc.constantFrom("set", "insert", "delete"),
+        chunking,
+        (es, at, b, how, sizes) => {
+          const raw = Buffer.from(JSON.stringify(Object.fromEntries(es)));
+          const p = at % raw.length;
+          const mutated =
+            how === "set"
+              ? Buffer.concat([raw.subarray(0, p), Buffer.from([b]), raw.subarray(p + 1)])
+              : how === "insert"
+                ? Buffer.concat([raw.subarray(0, p), Buffer.from([b]), raw.subarray(p)])
+                : Buffer.concat([raw.subarray(0, p), raw.subarray(p + 1)]);
+          const keys = [DL, ...es.map(([k]) => k)];
+          const got = capture(mutated, keys, sizes);
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(mutated.toString());
+          } catch {
+            return; // string contents are not checked, so some of these may still be captured
+          }
+          if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed))
+            expectAgrees(mutated.toString(), got, keys);
+          else expect(got).toBeUndefined();
+        },
+      ),
       { numRuns: 500 },
     );
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), chunking, (bytes, sizes) => void capture(bytes, [DL], sizes)));
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), chunking, (bytes, sizes) => void capture(bytes, [DL], sizes)),
+    );
   });
 
   test("odd feed arguments and feeding after finish do not throw", () => {
@@ -211,7 +284,13 @@ describe("a chunk is only its range of the buffer", () => {
   test("a long string that runs past the chunk's end is not closed by a quote beyond it", () => {
     // Chunks as the relay passes them: ranges of one socket read, whose later bytes (a chunked
     // body's next chunk) are fed in a later call. Every cut of a string over 32 bytes.
-    const doc = Buffer.from(JSON.stringify({ a: `${"x".repeat(50)}"quoted"${"y".repeat(40)}`, [DL]: { changed: ["@b:x"] }, z: "w".repeat(70) }));
+    const doc = Buffer.from(
+      JSON.stringify({
+        a: `${"x".repeat(50)}"quoted"${"y".repeat(40)}`,
+        [DL]: { changed: ["@b:x"] },
+        z: "w".repeat(70),
+      }),
+    );
     for (let cut = 1; cut < doc.length; cut++) {
       const cap = new TopLevelCapture([DL, "a", "z"]);
       cap.feed(doc, 0, cut);

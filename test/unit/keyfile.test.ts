@@ -13,7 +13,8 @@ const OTHER_SEED = new Uint8Array(32).map((_, i) => (i * 37 + 11) & 0xff);
 const OTHER_B64 = Buffer.from(OTHER_SEED).toString("base64"); // padded, like Go's pem encoder
 const OTHER_PUBLIC = signingKeyFromSeed(OTHER_SEED, "x").publicKey;
 /** A Go ed25519.PrivateKey: the seed then the (unpadded base64) public key, padded base64 like Go's pem encoder. */
-const seedPlusPublic = (seed: Uint8Array, pub: string): string => Buffer.concat([seed, Buffer.from(pub, "base64")]).toString("base64");
+const seedPlusPublic = (seed: Uint8Array, pub: string): string =>
+  Buffer.concat([seed, Buffer.from(pub, "base64")]).toString("base64");
 
 let dir: string;
 beforeAll(async () => {
@@ -58,7 +59,9 @@ describe("loadSigningKey: Synapse format", () => {
   });
 
   it("signs with the first key when there are several; tolerates CRLF, blanks and padding", async () => {
-    const key = await loadSigningKey(await file(`\r\n  ed25519 first ${OTHER_B64}  \r\ned25519 second ${SEED_B64}\r\n`));
+    const key = await loadSigningKey(
+      await file(`\r\n  ed25519 first ${OTHER_B64}  \r\ned25519 second ${SEED_B64}\r\n`),
+    );
     expect(key.keyId).toBe("ed25519:first");
     expect(key.publicKey).toBe(OTHER_PUBLIC);
   });
@@ -100,7 +103,9 @@ describe("loadSigningKey: Dendrite PEM format", () => {
   it("finds the MATRIX PRIVATE KEY block among others and accepts wrapped/unpadded bodies", async () => {
     const other = pem("", "AAAA", "CERTIFICATE");
     const wrapped = `${SEED_B64.slice(0, 20)}\r\n${SEED_B64.slice(20)}`;
-    const key = await loadSigningKey(await file(`comment\n${other}${pem("Proc-Type: x\nKey-ID: ed25519:a_1", wrapped)}`));
+    const key = await loadSigningKey(
+      await file(`comment\n${other}${pem("Proc-Type: x\nKey-ID: ed25519:a_1", wrapped)}`),
+    );
     expect(key.keyId).toBe("ed25519:a_1");
     expect(key.publicKey).toBe(PUBLIC);
   });
@@ -116,11 +121,31 @@ describe("loadSigningKey: Dendrite PEM format", () => {
     ["a missing Key-ID header", pem("", OTHER_B64), /no "Key-ID: ed25519:<version>" header/],
     ["a non-ed25519 Key-ID", pem("Key-ID: rsa:1", OTHER_B64), /must start with "ed25519:"/],
     ["an empty key version", pem("Key-ID: ed25519:", OTHER_B64), /key version/],
-    ["an openssl PKCS#8 key", pem("", "MC4CAQAwBQYDK2VwBCIEIGCQwQPV569rFalw/VY+11VJ5hWXGa5cPDHe5DFvt1wN", "PRIVATE KEY"), /no "MATRIX PRIVATE KEY" PEM block \(found: PRIVATE KEY\)/],
-    ["a truncated block", `-----BEGIN MATRIX PRIVATE KEY-----\nKey-ID: ed25519:1\n\n${OTHER_B64}\n`, /found: none complete/],
-    ["a 64-byte body whose second half is not the first half's public key", pem("Key-ID: ed25519:1", Buffer.alloc(64, 3).toString("base64")), /64 bytes, but the last 32 are not the public key of the first 32/],
-    ["a 64-byte body pairing our seed with another key's public key", pem("Key-ID: ed25519:1", seedPlusPublic(OTHER_SEED, PUBLIC)), /64 bytes, but the last 32 are not the public key/],
-    ["a 48-byte body", pem("Key-ID: ed25519:1", Buffer.alloc(48, 3).toString("base64")), /decodes to 48 bytes; expected a 32-byte ed25519 seed/],
+    [
+      "an openssl PKCS#8 key",
+      pem("", "MC4CAQAwBQYDK2VwBCIEIGCQwQPV569rFalw/VY+11VJ5hWXGa5cPDHe5DFvt1wN", "PRIVATE KEY"),
+      /no "MATRIX PRIVATE KEY" PEM block \(found: PRIVATE KEY\)/,
+    ],
+    [
+      "a truncated block",
+      `-----BEGIN MATRIX PRIVATE KEY-----\nKey-ID: ed25519:1\n\n${OTHER_B64}\n`,
+      /found: none complete/,
+    ],
+    [
+      "a 64-byte body whose second half is not the first half's public key",
+      pem("Key-ID: ed25519:1", Buffer.alloc(64, 3).toString("base64")),
+      /64 bytes, but the last 32 are not the public key of the first 32/,
+    ],
+    [
+      "a 64-byte body pairing our seed with another key's public key",
+      pem("Key-ID: ed25519:1", seedPlusPublic(OTHER_SEED, PUBLIC)),
+      /64 bytes, but the last 32 are not the public key/,
+    ],
+    [
+      "a 48-byte body",
+      pem("Key-ID: ed25519:1", Buffer.alloc(48, 3).toString("base64")),
+      /decodes to 48 bytes; expected a 32-byte ed25519 seed/,
+    ],
     ["a corrupt body", pem("Key-ID: ed25519:1", "c2VjcmV0c2Vj*AAA"), /not valid base64/],
   ])("rejects %s with a one-line error naming the file", async (_name, content, what) => {
     const path = await file(content);

@@ -40,16 +40,24 @@ describe("overlayKeysQuery: devices", () => {
   it("filters to the requested device ids when the list is non-empty", () => {
     const ids = deviceIdsOf(ALICE, 4);
     const answer = keysQueryAnswer([ALICE], 4);
-    overlayKeysQuery(answer, { [ALICE]: [ids[0]!, ids[2]!, "NOSUCHDEV"] }, snaps(snapshotFor(ALICE, 4, { generation: 1 })));
+    overlayKeysQuery(
+      answer,
+      { [ALICE]: [ids[0]!, ids[2]!, "NOSUCHDEV"] },
+      snaps(snapshotFor(ALICE, 4, { generation: 1 })),
+    );
     expect(Object.keys((answer.device_keys as Json)[ALICE]).sort()).toEqual([ids[0], ids[2]].sort());
   });
 
   it("keeps the homeserver's display name, and the snapshot's where the homeserver has none", () => {
     const [d0, d1, d2] = deviceIdsOf(ALICE, 3) as [string, string, string];
-    const answer: Json = { device_keys: { [ALICE]: {
-      [d0]: deviceKeys(ALICE, d0, 0, "Alice's laptop"),
-      [d1]: deviceKeys(ALICE, d1, 0), // the homeserver knows no name for d1
-    } } };
+    const answer: Json = {
+      device_keys: {
+        [ALICE]: {
+          [d0]: deviceKeys(ALICE, d0, 0, "Alice's laptop"),
+          [d1]: deviceKeys(ALICE, d1, 0), // the homeserver knows no name for d1
+        },
+      },
+    };
     const snap = snapshotFor(ALICE, [d0, d1, d2]);
     snap.devices[d0]!.unsigned = { device_display_name: "remote name d0" };
     snap.devices[d1]!.unsigned = { device_display_name: "remote name d1" };
@@ -96,8 +104,15 @@ describe("overlayKeysQuery: devices", () => {
   });
 
   it("keeps a device whose id is __proto__ as a real entry", () => {
-    const snap: DeviceSnapshot = { userId: ALICE, streamId: 1, fetchedAt: 0, devices: JSON.parse(`{"__proto__": ${JSON.stringify(deviceKeys(ALICE, "__proto__"))}}`) };
-    const answer = JSON.parse(`{"device_keys": {"${ALICE}": {"__proto__": ${JSON.stringify(deviceKeys(ALICE, "__proto__", 0, "n"))}}}}`);
+    const snap: DeviceSnapshot = {
+      userId: ALICE,
+      streamId: 1,
+      fetchedAt: 0,
+      devices: JSON.parse(`{"__proto__": ${JSON.stringify(deviceKeys(ALICE, "__proto__"))}}`),
+    };
+    const answer = JSON.parse(
+      `{"device_keys": {"${ALICE}": {"__proto__": ${JSON.stringify(deviceKeys(ALICE, "__proto__", 0, "n"))}}}}`,
+    );
     overlayKeysQuery(answer, { [ALICE]: [] }, snaps(snap));
     const out = JSON.parse(JSON.stringify(answer));
     expect(Object.keys(out.device_keys[ALICE])).toEqual(["__proto__"]);
@@ -106,7 +121,12 @@ describe("overlayKeysQuery: devices", () => {
 
   it("copies a __proto__ member inside a device's JSON as data, byte for byte", () => {
     const dev = deviceKeys(ALICE, "D1");
-    const snap: DeviceSnapshot = { userId: ALICE, streamId: 1, fetchedAt: 0, devices: JSON.parse(`{"D1": ${JSON.stringify(dev).replace(/^\{/, '{"__proto__":{"polluted":true},')}}`) };
+    const snap: DeviceSnapshot = {
+      userId: ALICE,
+      streamId: 1,
+      fetchedAt: 0,
+      devices: JSON.parse(`{"D1": ${JSON.stringify(dev).replace(/^\{/, '{"__proto__":{"polluted":true},')}}`),
+    };
     const answer = JSON.parse(`{"device_keys": {}}`);
     overlayKeysQuery(answer, { [ALICE]: [] }, snaps(snap));
     const served = answer.device_keys[ALICE].D1;
@@ -126,7 +146,9 @@ describe("overlayKeysQuery: cross-signing keys", () => {
     const snap = snapshotFor(ALICE, 1);
     overlayKeysQuery(answer, { [ALICE]: [] }, snaps(snap));
     expect(answer.master_keys[ALICE].signatures[ME]).toEqual({ [ME_USK]: "i-verified-alice" });
-    expect(answer.master_keys[ALICE].signatures[ALICE][ownerKeyId]).toBe((snap.masterKey!.signatures as Json)[ALICE][ownerKeyId]);
+    expect(answer.master_keys[ALICE].signatures[ALICE][ownerKeyId]).toBe(
+      (snap.masterKey!.signatures as Json)[ALICE][ownerKeyId],
+    );
   });
 
   it("does NOT carry old signatures onto a changed master key (identity reset)", () => {
@@ -151,7 +173,10 @@ describe("overlayKeysQuery: cross-signing keys", () => {
 
   it("never touches user_signing_keys", () => {
     const answer = keysQueryAnswer([ALICE], 1) as Json;
-    answer.user_signing_keys = { [ME]: { user_id: ME, usage: ["user_signing"], keys: { [ME_USK]: "pub" } }, [ALICE]: { planted: true } };
+    answer.user_signing_keys = {
+      [ME]: { user_id: ME, usage: ["user_signing"], keys: { [ME_USK]: "pub" } },
+      [ALICE]: { planted: true },
+    };
     const before = clone(answer.user_signing_keys);
     overlayKeysQuery(answer, { [ALICE]: [], [ME]: [] }, snaps(snapshotFor(ALICE, 1, { generation: 1 })));
     expect(answer.user_signing_keys).toEqual(before);
@@ -160,14 +185,23 @@ describe("overlayKeysQuery: cross-signing keys", () => {
 
 describe("overlayKeysQuery: failures and other users", () => {
   it("keeps failures[server] while one requested user of that server was not overlaid", () => {
-    const answer: Json = { device_keys: {}, failures: { "remote.test": { status: 503 }, "other.test": { status: 503 } } };
+    const answer: Json = {
+      device_keys: {},
+      failures: { "remote.test": { status: 503 }, "other.test": { status: 503 } },
+    };
     overlayKeysQuery(answer, { [ALICE]: [], [BOB]: [], [CAROL]: [] }, snaps(snapshotFor(ALICE, 1)));
     expect(Object.keys(answer.failures).sort()).toEqual(["other.test", "remote.test"]);
   });
 
   it("drops failures[server] once every requested user of that server was overlaid, and only that one", () => {
-    const answer: Json = { failures: { "remote.test": { status: 503 }, "other.test": { status: 503 }, "unasked.test": {} } };
-    const r = overlayKeysQuery(answer, { [ALICE]: [], [BOB]: [], [CAROL]: [] }, snaps(snapshotFor(ALICE, 1), snapshotFor(BOB, 1)));
+    const answer: Json = {
+      failures: { "remote.test": { status: 503 }, "other.test": { status: 503 }, "unasked.test": {} },
+    };
+    const r = overlayKeysQuery(
+      answer,
+      { [ALICE]: [], [BOB]: [], [CAROL]: [] },
+      snaps(snapshotFor(ALICE, 1), snapshotFor(BOB, 1)),
+    );
     expect(r.overlaid.sort()).toEqual([ALICE, BOB]);
     expect(answer.failures).toEqual({ "other.test": { status: 503 }, "unasked.test": {} });
   });
@@ -176,7 +210,11 @@ describe("overlayKeysQuery: failures and other users", () => {
     const answer = keysQueryAnswer([ALICE, CAROL], 2) as Json;
     const before = clone(answer);
     const dave = "@dave:remote.test"; // has a snapshot but was not requested
-    const r = overlayKeysQuery(answer, { [ALICE]: [], [CAROL]: [] }, snaps(snapshotFor(ALICE, 3, { generation: 1 }), snapshotFor(dave, 1)));
+    const r = overlayKeysQuery(
+      answer,
+      { [ALICE]: [], [CAROL]: [] },
+      snaps(snapshotFor(ALICE, 3, { generation: 1 }), snapshotFor(dave, 1)),
+    );
     expect(r.overlaid).toEqual([ALICE]);
     expect(answer.device_keys[CAROL]).toEqual(before.device_keys[CAROL]);
     expect(answer.master_keys[CAROL]).toEqual(before.master_keys[CAROL]);
@@ -236,7 +274,8 @@ describe("overlayKeysQuery: caughtUp", () => {
       dev.signatures[ME] = { [ME_USK]: "kept" };
     }
     expect(run(a)).toEqual([ALICE]);
-    for (const dev of Object.values(a.device_keys[ALICE]) as Json[]) expect(dev.signatures[ME]).toEqual({ [ME_USK]: "kept" });
+    for (const dev of Object.values(a.device_keys[ALICE]) as Json[])
+      expect(dev.signatures[ME]).toEqual({ [ME_USK]: "kept" });
   });
 
   it("does not compare a cross-signing key the snapshot lacks (the overlay leaves it anyway)", () => {
@@ -256,7 +295,10 @@ describe("overlayKeysQuery: devices that failed validation in the remote's answe
   const [d0, d1, bad] = deviceIdsOf(ALICE, 3) as [string, string, string];
   const hsBad = () => ({ ...deviceKeys(ALICE, bad, 0, "Backup device"), dehydrated: true });
   /** The remote's answer verified d0 and d1 at generation 1; `bad` failed validation. */
-  const snap = (invalid: string[] = [bad]) => ({ ...snapshotFor(ALICE, [d0, d1], { generation: 1 }), invalidDevices: invalid });
+  const snap = (invalid: string[] = [bad]) => ({
+    ...snapshotFor(ALICE, [d0, d1], { generation: 1 }),
+    invalidDevices: invalid,
+  });
   /** The homeserver: d0 stale (generation 0), and its own copy of `bad`. */
   const staleAnswer = () => {
     const a = keysQueryAnswer([ALICE], 1) as Json;

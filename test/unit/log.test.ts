@@ -12,7 +12,8 @@ function capture(level: "debug" | "info" | "warn" | "error" = "debug") {
 const TOKEN = "syt_YWxpY2U_KLmnOPqrSTuvWXyzABCD_0a1b2c";
 const SIG = "dGhpcyBpcyBhIHNpZ25hdHVyZSBvZiBzaXh0eSBmb3VyIGJ5dGVzIGxvbmcgYWFhYWFhYWFhYWFhYWFhYWFh";
 const SEED = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
-const PEM = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIGDBg0PXnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW\n-----END PRIVATE KEY-----";
+const PEM =
+  "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIGDBg0PXnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW\n-----END PRIVATE KEY-----";
 
 describe("createLogger", () => {
   test("writes one JSON object per line with time, level, msg and the fields", () => {
@@ -46,17 +47,41 @@ describe("createLogger", () => {
 describe("redaction: secrets never reach a line", () => {
   test.each<[string, Record<string, unknown>, string[]]>([
     ["Authorization header field", { headers: { authorization: `Bearer ${TOKEN}`, host: "hs.test" } }, [TOKEN]],
-    ["access_token in a logged URL", { target: `/_matrix/client/v3/sync?since=s1&access_token=${TOKEN}&timeout=30000` }, [TOKEN]],
+    [
+      "access_token in a logged URL",
+      { target: `/_matrix/client/v3/sync?since=s1&access_token=${TOKEN}&timeout=30000` },
+      [TOKEN],
+    ],
     ["Bearer inside an error message", { error: new Error(`upstream said no to Bearer ${TOKEN}`) }, [TOKEN]],
-    ["a login body logged as text", { body: `{"user_id":"@a:hs.test","access_token":"${TOKEN}","refresh_token":"${TOKEN}x"}` }, [TOKEN]],
-    ["token and accessToken fields", { who: { userId: "@a:hs.test", deviceId: "D", token: TOKEN }, accessToken: TOKEN }, [TOKEN]],
-    ["X-Matrix header, quoted sig", { auth: `X-Matrix origin="hs.test",destination="r.test",key="ed25519:1",sig="${SIG}"` }, [SIG]],
+    [
+      "a login body logged as text",
+      { body: `{"user_id":"@a:hs.test","access_token":"${TOKEN}","refresh_token":"${TOKEN}x"}` },
+      [TOKEN],
+    ],
+    [
+      "token and accessToken fields",
+      { who: { userId: "@a:hs.test", deviceId: "D", token: TOKEN }, accessToken: TOKEN },
+      [TOKEN],
+    ],
+    [
+      "X-Matrix header, quoted sig",
+      { auth: `X-Matrix origin="hs.test",destination="r.test",key="ed25519:1",sig="${SIG}"` },
+      [SIG],
+    ],
     ["X-Matrix header, unquoted sig", { auth: `X-Matrix origin=hs.test,key="ed25519:1",sig=${SIG}` }, [SIG]],
-    ["device keys with signatures", { keys: { user_id: "@b:r.test", signatures: { "@b:r.test": { "ed25519:DEV": SIG } } } }, [SIG]],
+    [
+      "device keys with signatures",
+      { keys: { user_id: "@b:r.test", signatures: { "@b:r.test": { "ed25519:DEV": SIG } } } },
+      [SIG],
+    ],
     ["a signature field", { signature: SIG, sig: SIG }, [SIG]],
     ["Synapse key-file line in an error", { error: `cannot parse key file: "ed25519 a_AbCd ${SEED}"` }, [SEED]],
     ["a seed field (Conduit)", { signingKeySeed: SEED, signing_key_seed: SEED, seed: SEED }, [SEED]],
-    ["a PEM private key (Dendrite)", { file: `read ${PEM} from disk` }, ["MC4CAQAwBQYDK2VwBCIEIGDBg0PXnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW"]],
+    [
+      "a PEM private key (Dendrite)",
+      { file: `read ${PEM} from disk` },
+      ["MC4CAQAwBQYDK2VwBCIEIGDBg0PXnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW"],
+    ],
     ["raw bytes", { body: Buffer.from(TOKEN) }, [TOKEN, Buffer.from(TOKEN).toString("base64")]],
   ])("%s", (_name, fields, secrets) => {
     const c = capture();
@@ -67,7 +92,11 @@ describe("redaction: secrets never reach a line", () => {
   });
 
   test("context around the secrets survives", () => {
-    const out = redact({ target: `/_matrix/client/v3/sync?since=s1&access_token=${TOKEN}&timeout=30000`, userId: "@a:hs.test", keyId: "ed25519:1" }) as Record<string, string>;
+    const out = redact({
+      target: `/_matrix/client/v3/sync?since=s1&access_token=${TOKEN}&timeout=30000`,
+      userId: "@a:hs.test",
+      keyId: "ed25519:1",
+    }) as Record<string, string>;
     expect(out.target).toBe("/_matrix/client/v3/sync?since=s1&access_token=<redacted>&timeout=30000");
     expect(out.userId).toBe("@a:hs.test");
     expect(out.keyId).toBe("ed25519:1");

@@ -25,7 +25,14 @@ function counted(s: Store): Store {
   });
 }
 
-const overlays = () => new Overlays({ store: counted(store), maxAgeMs: 60_000, refetch: (u) => refetched.push(u), log: createLogger("error", () => {}), now: () => NOW });
+const overlays = () =>
+  new Overlays({
+    store: counted(store),
+    maxAgeMs: 60_000,
+    refetch: (u) => refetched.push(u),
+    log: createLogger("error", () => {}),
+    now: () => NOW,
+  });
 
 beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), "overlays-"));

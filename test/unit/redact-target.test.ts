@@ -12,6 +12,7 @@ describe("redactTarget: credential parameters by their decoded names", () => {
   ])("%s", (target, logged) => expect(redactTarget(target)).toBe(logged));
 
   test("targets without a credential come back as they were", () => {
-    for (const t of ["/a", "/a?", "/a?token_type=x&access", "/_matrix/client/v3/sync?since=s1&timeout=30000"]) expect(redactTarget(t)).toBe(t);
+    for (const t of ["/a", "/a?", "/a?token_type=x&access", "/_matrix/client/v3/sync?since=s1&timeout=30000"])
+      expect(redactTarget(t)).toBe(t);
   });
 });

@@ -43,7 +43,9 @@ describe("signingKeyFromSeed", () => {
       inspect(k, { showHidden: true, depth: Infinity, getters: true }),
       format("%o %O %j %s", k, k, k, k),
       String(k),
-      JSON.stringify(Object.getOwnPropertyNames(k).map((n) => [n, String((k as unknown as Record<string, unknown>)[n])])),
+      JSON.stringify(
+        Object.getOwnPropertyNames(k).map((n) => [n, String((k as unknown as Record<string, unknown>)[n])]),
+      ),
     ];
     for (const out of outputs) {
       expect(out).not.toContain(seedHex);
@@ -72,7 +74,9 @@ describe("signJson / verifyJsonSignature", () => {
       one: 1,
       two: "Two",
       signatures: {
-        domain: { "ed25519:1": "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw" },
+        domain: {
+          "ed25519:1": "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw",
+        },
       },
     });
   });
@@ -194,7 +198,13 @@ describe("X-Matrix", () => {
 describe("test helper verifyXMatrixRequest (independent verifier)", () => {
   const keys = { domain: { "ed25519:1": PUBLIC } };
   const get = { method: "GET", uri: URI, origin: "domain", destination: "remote.example" };
-  const put = { method: "PUT", uri: "/_matrix/federation/v1/send/1", origin: "domain", destination: "remote.example", content: { pdus: [], "é": 1 } };
+  const put = {
+    method: "PUT",
+    uri: "/_matrix/federation/v1/send/1",
+    origin: "domain",
+    destination: "remote.example",
+    content: { pdus: [], é: 1 },
+  };
   const check = (over: Partial<Parameters<typeof verifyXMatrixRequest>[0]>) =>
     verifyXMatrixRequest({
       method: "GET",
@@ -208,11 +218,17 @@ describe("test helper verifyXMatrixRequest (independent verifier)", () => {
   it("accepts our GET header and our PUT header with its body", () => {
     expect(check({})).toEqual({ ok: true, origin: "domain" });
     const body = JSON.stringify(put.content);
+    expect(check({ method: "PUT", rawTarget: put.uri, authorization: xMatrixAuthorization(put, key), body })).toEqual({
+      ok: true,
+      origin: "domain",
+    });
     expect(
-      check({ method: "PUT", rawTarget: put.uri, authorization: xMatrixAuthorization(put, key), body }),
-    ).toEqual({ ok: true, origin: "domain" });
-    expect(
-      check({ method: "PUT", rawTarget: put.uri, authorization: xMatrixAuthorization(put, key), body: new TextEncoder().encode(body) }),
+      check({
+        method: "PUT",
+        rawTarget: put.uri,
+        authorization: xMatrixAuthorization(put, key),
+        body: new TextEncoder().encode(body),
+      }),
     ).toEqual({ ok: true, origin: "domain" });
   });
 
@@ -223,11 +239,19 @@ describe("test helper verifyXMatrixRequest (independent verifier)", () => {
     ["wrong destination", { expectedDestination: "elsewhere.example" }, /destination/],
     ["unknown origin", { keys: { other: { "ed25519:1": PUBLIC } } }, /unknown key/],
     ["unknown key id", { keys: { domain: { "ed25519:2": PUBLIC } } }, /unknown key/],
-    ["tampered (decoded) uri", { rawTarget: "/_matrix/federation/v1/user/devices/@alice:remote.example" }, /does not verify/],
+    [
+      "tampered (decoded) uri",
+      { rawTarget: "/_matrix/federation/v1/user/devices/@alice:remote.example" },
+      /does not verify/,
+    ],
     ["tampered method", { method: "POST" }, /does not verify/],
     ["unexpected body", { body: "{}" }, /does not verify/],
     ["tampered sig", { authorization: header.replace(/sig="./, 'sig="A') }, /does not verify|64 bytes/],
-    ["other key's pubkey", { keys: { domain: { "ed25519:1": signingKeyFromSeed(new Uint8Array(32), "1").publicKey } } }, /does not verify/],
+    [
+      "other key's pubkey",
+      { keys: { domain: { "ed25519:1": signingKeyFromSeed(new Uint8Array(32), "1").publicKey } } },
+      /does not verify/,
+    ],
   ] as const)("rejects %s", (_name, over, reason) => {
     const res = check(over as Partial<Parameters<typeof verifyXMatrixRequest>[0]>);
     expect(res.ok).toBe(false);
@@ -235,7 +259,12 @@ describe("test helper verifyXMatrixRequest (independent verifier)", () => {
   });
 
   it("rejects a PUT whose body differs from the signed content", () => {
-    const res = check({ method: "PUT", rawTarget: put.uri, authorization: xMatrixAuthorization(put, key), body: '{"pdus":[1]}' });
+    const res = check({
+      method: "PUT",
+      rawTarget: put.uri,
+      authorization: xMatrixAuthorization(put, key),
+      body: '{"pdus":[1]}',
+    });
     expect(res).toEqual({ ok: false, reason: "signature does not verify" });
   });
 });

@@ -14,7 +14,8 @@ const ids = (s: SlotSet<{ id: number; slot: number }>) => {
 describe("SlotSet", () => {
   test("add, delete, has and size, with adding twice and deleting a non-member", () => {
     const s = new SlotSet<ReturnType<typeof item>>();
-    const a = item(1), b = item(2);
+    const a = item(1),
+      b = item(2);
     s.add(a);
     s.add(a);
     s.add(b);
@@ -52,7 +53,12 @@ describe("SlotSet", () => {
       if (x.id === 150) s.delete(xs[151]!);
       s.add(item(10_000 + x.id)); // would compact, but not mid-walk
     });
-    expect(seen).toEqual(xs.slice(150).map((x) => x.id).filter((id) => id !== 151));
+    expect(seen).toEqual(
+      xs
+        .slice(150)
+        .map((x) => x.id)
+        .filter((id) => id !== 151),
+    );
     expect(s.size).toBe(49 + 49); // 50 left, one deleted mid-walk, one added per visit
   });
 });

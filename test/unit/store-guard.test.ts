@@ -37,7 +37,12 @@ test("fails, refuses during the cool-down (ping excepted), then serves again", (
       return (real[name] as (...x: never[]) => unknown).apply(real, a);
     };
   }
-  const store = guardStore(flaky, { log: createLogger("info", (l) => void lines.push(l)), onError: (op) => errors.push(op), coolDownMs: 1000, now: () => now });
+  const store = guardStore(flaky, {
+    log: createLogger("info", (l) => void lines.push(l)),
+    onError: (op) => errors.push(op),
+    coolDownMs: 1000,
+    now: () => now,
+  });
 
   expect(() => store.hasPending("@a:x", "D")).toThrow(StoreUnavailable);
   expect(() => store.hasPending("@a:x", "D")).toThrow(/disk I\/O error/);
@@ -53,5 +58,9 @@ test("fails, refuses during the cool-down (ping excepted), then serves again", (
   expect(store.hasPending("@a:x", "D")).toBe(false);
   expect(storeFallback(() => store.hasPending("@a:x", "D"), true)).toBe(false);
   // Other errors are not the store's: storeFallback lets them through.
-  expect(() => storeFallback(() => { throw new TypeError("a bug"); }, 0)).toThrow(TypeError);
+  expect(() =>
+    storeFallback(() => {
+      throw new TypeError("a bug");
+    }, 0),
+  ).toThrow(TypeError);
 });

@@ -10,7 +10,12 @@ let dir: string;
 beforeEach(() => void (dir = mkdtempSync(join(tmpdir(), "store-views-"))));
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-const view = (userId: string, seenAt = 1) => ({ userId, devices: { A: { "curve25519:A": "c", "ed25519:A": "e" }, ["__proto__"]: { "ed25519:__proto__": "p" } }, master: "m", seenAt });
+const view = (userId: string, seenAt = 1) => ({
+  userId,
+  devices: { A: { "curve25519:A": "c", "ed25519:A": "e" }, ["__proto__"]: { "ed25519:__proto__": "p" } },
+  master: "m",
+  seenAt,
+});
 
 describe("views", () => {
   it("survive a reopen, __proto__ device ids included", async () => {

@@ -29,7 +29,14 @@ afterEach(() => {
 const snap = (userId: string, extra: Partial<DeviceSnapshot> = {}): DeviceSnapshot => ({
   userId,
   streamId: 7,
-  devices: { DEV1: { user_id: userId, device_id: "DEV1", keys: { "ed25519:DEV1": "k" }, unsigned: { device_display_name: "Phone 😀" } } },
+  devices: {
+    DEV1: {
+      user_id: userId,
+      device_id: "DEV1",
+      keys: { "ed25519:DEV1": "k" },
+      unsigned: { device_display_name: "Phone 😀" },
+    },
+  },
   fetchedAt: 1_700_000_000_000,
   ...extra,
 });
@@ -70,7 +77,10 @@ describe("snapshots: devices that failed validation", () => {
     const raw = await openSqliteDatabase(file);
     raw.exec(MIGRATIONS[0]!);
     raw.exec("PRAGMA user_version = 1");
-    raw.prepare("INSERT INTO snapshots (user_id, stream_id, devices, master_key, self_signing_key, fetched_at) VALUES (?, ?, ?, NULL, NULL, ?)")
+    raw
+      .prepare(
+        "INSERT INTO snapshots (user_id, stream_id, devices, master_key, self_signing_key, fetched_at) VALUES (?, ?, ?, NULL, NULL, ?)",
+      )
       .run("@old:x", 7, JSON.stringify(snap("@old:x").devices), 1_700_000_000_000);
     raw.close();
     const s = await open(join(dir, "v1"));
@@ -98,7 +108,13 @@ describe("retries", () => {
   it("upserts by user, keeps or drops lastError, deletes", () => {
     expect(store.getRetry("@a:x")).toBeUndefined();
     store.putRetry({ userId: "@a:x", attempts: 1, dueAt: 100, requestedBy: ["@me:h|D1"], lastError: "502" });
-    expect(store.getRetry("@a:x")).toEqual({ userId: "@a:x", attempts: 1, dueAt: 100, requestedBy: ["@me:h|D1"], lastError: "502" });
+    expect(store.getRetry("@a:x")).toEqual({
+      userId: "@a:x",
+      attempts: 1,
+      dueAt: 100,
+      requestedBy: ["@me:h|D1"],
+      lastError: "502",
+    });
     store.putRetry({ userId: "@a:x", attempts: 2, dueAt: 200, requestedBy: ["@me:h|D1", "@you:h|D2"] });
     const r = store.getRetry("@a:x");
     expect(r).toEqual({ userId: "@a:x", attempts: 2, dueAt: 200, requestedBy: ["@me:h|D1", "@you:h|D2"] });
@@ -213,7 +229,13 @@ describe("pending deliveries per sliding-sync connection", () => {
   });
 
   it("expiry: idle connections go with their rows; so do the device's old rows, only where it has connections", () => {
-    store.addPending([{ userId: "@me:h", deviceId: "D", target: "@a:x" }, { userId: "@me:h", deviceId: "CLASSIC", target: "@a:x" }], 1);
+    store.addPending(
+      [
+        { userId: "@me:h", deviceId: "D", target: "@a:x" },
+        { userId: "@me:h", deviceId: "CLASSIC", target: "@a:x" },
+      ],
+      1,
+    );
     store.openConn("@me:h", "D", "old", 1);
     store.openConn("@me:h", "D", "new", 10);
     expect(store.expireConns(5)).toBe(3); // "old", its row, and D's own row
@@ -284,7 +306,9 @@ describe("opening, migrations, durability", () => {
     const raw = await openSqliteDatabase(join(d, STORE_FILE));
     raw.exec(MIGRATIONS[0]!);
     raw.exec("PRAGMA user_version = 1");
-    raw.prepare("INSERT INTO pending (user_id, device_id, target, carried_in) VALUES (?, ?, ?, ?)").run("@me:h", "D", "@a:x", '["s5"]');
+    raw
+      .prepare("INSERT INTO pending (user_id, device_id, target, carried_in) VALUES (?, ?, ?, ?)")
+      .run("@me:h", "D", "@a:x", '["s5"]');
     raw.close();
     const s = await open(d);
     expect(s.pendingFor("@me:h", "D")).toEqual([{ target: "@a:x", carriedIn: ["s5"] }]);

@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { injectChanged, keysChangesInject, reportedChanged, wakeResponse } from "../../src/delivery/json/sync-inject.ts";
+import {
+  injectChanged,
+  keysChangesInject,
+  reportedChanged,
+  wakeResponse,
+} from "../../src/delivery/json/sync-inject.ts";
 import { bigSyncBody } from "../helpers/bodies.ts";
 
 type Json = Record<string, any>;
@@ -122,7 +127,10 @@ describe("keysChangesInject (GET /keys/changes)", () => {
 
 describe("wakeResponse", () => {
   it("answers a /sync long-poll with the same token and only the injection", () => {
-    expect(wakeResponse("s72_9", [A, B, A], "sync")).toEqual({ next_batch: "s72_9", device_lists: { changed: [A, B], left: [] } });
+    expect(wakeResponse("s72_9", [A, B, A], "sync")).toEqual({
+      next_batch: "s72_9",
+      device_lists: { changed: [A, B], left: [] },
+    });
   });
 
   it("answers a sliding sync long-poll with the same pos", () => {

@@ -18,7 +18,9 @@ describe("positions of ours", () => {
     const pos = wrapToken("1/s10_1");
     const raw = encodeURIComponent(pos);
     expect(raw.endsWith(pos.slice(-17))).toBe(true); // unreserved: never percent-encoded
-    expect(unwrapTarget(`/_matrix/client/v3/sync?since=${raw}&timeout=30000&filter=%7B%7D`)).toBe("/_matrix/client/v3/sync?since=1%2Fs10_1&timeout=30000&filter=%7B%7D");
+    expect(unwrapTarget(`/_matrix/client/v3/sync?since=${raw}&timeout=30000&filter=%7B%7D`)).toBe(
+      "/_matrix/client/v3/sync?since=1%2Fs10_1&timeout=30000&filter=%7B%7D",
+    );
     expect(unwrapTarget(`/x?from=${raw}&to=${raw}&dir=b`)).toBe("/x?from=1%2Fs10_1&to=1%2Fs10_1&dir=b");
     expect(unwrapTarget(`/x?%70os=${raw}`)).toBe("/x?%70os=1%2Fs10_1"); // an encoded name counts
     // Other parameters keep even a value that looks like ours; targets without ours are left alone.

@@ -35,8 +35,14 @@ describe("the /keys/query reading thread", () => {
 
   test("a thread that cannot start: read here, nothing lost, one warning", async () => {
     const lines: string[] = [];
-    parser = new ViewParser({ url: new URL("../../src/no-such-worker.ts", import.meta.url), log: createLogger("warn", (l) => void lines.push(l)) });
-    const [a, b] = await Promise.all([parser.summarize(chunks, { [bob]: [] }, [bob]), parser.summarize([Buffer.from("not json")], {}, ["@x:y.test"])]);
+    parser = new ViewParser({
+      url: new URL("../../src/no-such-worker.ts", import.meta.url),
+      log: createLogger("warn", (l) => void lines.push(l)),
+    });
+    const [a, b] = await Promise.all([
+      parser.summarize(chunks, { [bob]: [] }, [bob]),
+      parser.summarize([Buffer.from("not json")], {}, ["@x:y.test"]),
+    ]);
     expect(strip(a)).toEqual(strip(expected));
     expect(b).toBeUndefined();
     expect(strip(await parser.summarize([bytes], { [bob]: [] }, ["@c:remote.test", bob]))).toBeDefined();

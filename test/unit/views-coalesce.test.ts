@@ -19,7 +19,11 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const view = (userId: string, key: string, seenAt = 1): HsView => ({ userId, devices: { A: { "curve25519:A": key } }, seenAt });
+const view = (userId: string, key: string, seenAt = 1): HsView => ({
+  userId,
+  devices: { A: { "curve25519:A": key } },
+  seenAt,
+});
 
 /** The store, counting the write transactions that reach it. */
 function counted(s: Store): { store: Store; writes: HsView[][] } {
@@ -40,17 +44,25 @@ describe("view writes", () => {
     vi.useFakeTimers();
     const raw = await openSqliteStore(dir);
     const { store, writes } = counted(raw);
-    const views = new Views({ store, paths: undefined as unknown as ClientPaths, log: createLogger("error"), flushMs: 1000 });
+    const views = new Views({
+      store,
+      paths: undefined as unknown as ClientPaths,
+      log: createLogger("error"),
+      flushMs: 1000,
+    });
     views.record([view("@b:r.test", "k1"), view("@c:r.test", "k1")]);
     views.record([view("@b:r.test", "k2")]);
     views.record([view("@b:r.test", "k3")]);
     expect(writes).toEqual([]); // nothing on the request path
-    expect(views.get("@b:r.test")?.devices.A!["curve25519:A"]).toBe("k3"); // read back before the write
+    expect(views.get("@b:r.test")?.devices.A?.["curve25519:A"]).toBe("k3"); // read back before the write
     expect(views.count).toBe(2);
     vi.advanceTimersByTime(1000);
     expect(writes.length).toBe(1);
-    expect(writes[0]!.map((v) => `${v.userId} ${v.devices.A!["curve25519:A"]}`).sort()).toEqual(["@b:r.test k3", "@c:r.test k1"]);
-    expect(raw.getView("@b:r.test")?.devices.A!["curve25519:A"]).toBe("k3");
+    expect(writes[0]!.map((v) => `${v.userId} ${v.devices.A!["curve25519:A"]}`).sort()).toEqual([
+      "@b:r.test k3",
+      "@c:r.test k1",
+    ]);
+    expect(raw.getView("@b:r.test")?.devices.A?.["curve25519:A"]).toBe("k3");
     views.record([view("@b:r.test", "k3")]); // unchanged: nothing to write
     vi.advanceTimersByTime(5000);
     expect(writes.length).toBe(1);
@@ -60,16 +72,25 @@ describe("view writes", () => {
 
   it("still waiting at a clean close are written, and survive the restart", async () => {
     const { store, writes } = counted(await openSqliteStore(dir));
-    const views = new Views({ store, paths: undefined as unknown as ClientPaths, log: createLogger("error"), flushMs: 60_000 });
+    const views = new Views({
+      store,
+      paths: undefined as unknown as ClientPaths,
+      log: createLogger("error"),
+      flushMs: 60_000,
+    });
     views.record([view("@b:r.test", "k9")]);
     expect(writes).toEqual([]);
     views.close();
     store.close();
     expect(writes.length).toBe(1);
     const again = await openSqliteStore(dir);
-    const reopened = new Views({ store: again, paths: undefined as unknown as ClientPaths, log: createLogger("error") });
+    const reopened = new Views({
+      store: again,
+      paths: undefined as unknown as ClientPaths,
+      log: createLogger("error"),
+    });
     expect(reopened.count).toBe(1);
-    expect(reopened.get("@b:r.test")?.devices.A!["curve25519:A"]).toBe("k9");
+    expect(reopened.get("@b:r.test")?.devices.A?.["curve25519:A"]).toBe("k9");
     reopened.close();
     again.close();
   });

@@ -10,7 +10,9 @@ const waiter = () => {
 
 test("one and two polls per device: each woken once, removals keep the count exact", () => {
   const ws = new Waiters();
-  const a = waiter(), b = waiter(), c = waiter();
+  const a = waiter(),
+    b = waiter(),
+    c = waiter();
   ws.add("d1", a);
   ws.add("d1", a); // the same poll twice is one poll
   ws.add("d1", b);
@@ -33,13 +35,26 @@ test("one and two polls per device: each woken once, removals keep the count exa
 test("a poll that removes itself, or a sibling, while being woken: every poll present at the wake is woken", () => {
   const ws = new Waiters();
   const b = waiter();
-  const a = { woken: 0, wake: () => { a.woken++; ws.remove("d", a); ws.remove("d", b); } };
+  const a = {
+    woken: 0,
+    wake: () => {
+      a.woken++;
+      ws.remove("d", a);
+      ws.remove("d", b);
+    },
+  };
   ws.add("d", a);
   ws.add("d", b);
   expect(ws.wake(["d"])).toBe(2);
   expect([a.woken, b.woken]).toEqual([1, 1]);
   expect(ws.count).toBe(0);
-  const lone = { woken: 0, wake: () => { lone.woken++; ws.remove("x", lone); } };
+  const lone = {
+    woken: 0,
+    wake: () => {
+      lone.woken++;
+      ws.remove("x", lone);
+    },
+  };
   ws.add("x", lone);
   expect(ws.wake(["x"])).toBe(1);
   expect(ws.count).toBe(0);

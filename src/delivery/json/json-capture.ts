@@ -11,7 +11,29 @@
 // Structure, nesting, keys, numbers and literals are checked (RFC 8259 §2–§6); string contents
 // are not (control characters, escapes): that would cost a look at every byte.
 
-import { QUOTE, BACKSLASH, OPEN_OBJ, CLOSE_OBJ, COMMA, COLON, START, OBJ_FIRST, OBJ_KEY, AFTER_KEY, VALUE, AFTER_VALUE, END, ERROR, STRING, PUSH, POP, NEXT, SCALAR_END, VALUE_START, TABLE } from "./json-grammar.ts";
+import {
+  QUOTE,
+  BACKSLASH,
+  OPEN_OBJ,
+  CLOSE_OBJ,
+  COMMA,
+  COLON,
+  START,
+  OBJ_FIRST,
+  OBJ_KEY,
+  AFTER_KEY,
+  VALUE,
+  AFTER_VALUE,
+  END,
+  ERROR,
+  STRING,
+  PUSH,
+  POP,
+  NEXT,
+  SCALAR_END,
+  VALUE_START,
+  TABLE,
+} from "./json-grammar.ts";
 
 /** A copy of buf[from, to): never keep the caller's buffer, which it reuses. (Buffer#slice
  *  would be a view, and Uint8Array.from walks an iterator.) */
@@ -140,7 +162,10 @@ export class TopLevelCapture {
 
   private scan(data: Uint8Array, start: number, end: number): void {
     // Hot state lives in locals for the loop and is written back when the chunk is done.
-    let state = this.state, depth = this.depth, inString = this.inString, stack = this.stack;
+    let state = this.state,
+      depth = this.depth,
+      inString = this.inString,
+      stack = this.stack;
     let i = start;
     let keyFrom = start; // where the open top-level key's bytes start in this chunk
     let capFrom = start; // where the captured value's bytes start in this chunk
@@ -241,7 +266,8 @@ export class TopLevelCapture {
     const raw = this.keyParts.length > 0 ? Buffer.concat(this.keyParts) : data.subarray(from, q);
     this.keyParts = [];
     if (raw.indexOf(BACKSLASH) === -1) {
-      for (const w of this.wanted) if (w.bytes !== undefined && Buffer.compare(w.bytes, raw) === 0) this.pending = w.key;
+      for (const w of this.wanted)
+        if (w.bytes !== undefined && Buffer.compare(w.bytes, raw) === 0) this.pending = w.key;
       return true;
     }
     let key: unknown;
@@ -271,7 +297,11 @@ export class TopLevelCapture {
     this.keep(data, from, to);
     const key = this.capKey!;
     if (this.capLen < 0) this.found.delete(key);
-    else this.found.set(key, this.capParts.length === 1 ? Buffer.from(this.capParts[0]!.buffer) : Buffer.concat(this.capParts));
+    else
+      this.found.set(
+        key,
+        this.capParts.length === 1 ? Buffer.from(this.capParts[0]!.buffer) : Buffer.concat(this.capParts),
+      );
     this.capKey = undefined;
     this.capParts = [];
     this.events?.valueEnd(key, to);

@@ -54,7 +54,8 @@ function stringOf(raw: Uint8Array | undefined): string | undefined {
 const TOKEN = { sync: "next_batch", sliding: "pos" } as const;
 const EMPTY = new Uint8Array(0);
 const ESCAPE = Buffer.from("\\u");
-const CLOSE_OBJ = 0x7d, OPEN_OBJ = 0x7b;
+const CLOSE_OBJ = 0x7d,
+  OPEN_OBJ = 0x7b;
 const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 // Reads kept for a scan behind (here and in ReportedWatch): beyond this they are scanned as
 // they come, which bounds memory but puts the scan back on the client's wait.
@@ -80,8 +81,16 @@ export class NameSighting {
     const b = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
     const span = this.#name.length - 1;
     const edge = Buffer.concat([this.#edge, b.subarray(0, span)]);
-    this.#edge = b.length >= span ? Uint8Array.prototype.slice.call(b, b.length - span) : Buffer.concat([this.#edge, b]).subarray(-span);
-    return b.indexOf(this.#name) !== -1 || b.indexOf(ESCAPE) !== -1 || edge.indexOf(this.#name) !== -1 || edge.indexOf(ESCAPE) !== -1;
+    this.#edge =
+      b.length >= span
+        ? Uint8Array.prototype.slice.call(b, b.length - span)
+        : Buffer.concat([this.#edge, b]).subarray(-span);
+    return (
+      b.indexOf(this.#name) !== -1 ||
+      b.indexOf(ESCAPE) !== -1 ||
+      edge.indexOf(this.#name) !== -1 ||
+      edge.indexOf(ESCAPE) !== -1
+    );
   }
 }
 
@@ -126,7 +135,12 @@ export class SyncSplice implements BodySplice, CaptureEvents {
    * `wrap`: the token member is rewritten too (a position of ours, tokens.ts), and `done` gets
    * the rewritten one; a body whose token could not be rewritten is not booked.
    */
-  constructor(users: readonly string[], flavour: SyncFlavour, done: (s: Spliced) => void, wrap?: (token: string) => string) {
+  constructor(
+    users: readonly string[],
+    flavour: SyncFlavour,
+    done: (s: Spliced) => void,
+    wrap?: (token: string) => string,
+  ) {
     this.#users = users;
     this.#done = done;
     this.#flavour = flavour;
@@ -173,7 +187,8 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     // is not gets the member too, and then it is not booked (its client cannot parse it anyway).
     if (this.#behindBytes <= SCAN_AT_END) this.#catchUp();
     const value = this.#seen || this.#capture.failed ? undefined : this.#rewritten(undefined);
-    if (value !== undefined) this.#emitText(out, `${this.#opened === 2 ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
+    if (value !== undefined)
+      this.#emitText(out, `${this.#opened === 2 ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
     out(tail, 0, tail.length);
   }
 
@@ -185,7 +200,8 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     const key = TOKEN[this.#flavour];
     this.#muted = true;
     let read = 0;
-    for (; read < this.#behind.length && this.#capture.value(key) === undefined; read++) this.#capture.feed(this.#behind[read]!);
+    for (; read < this.#behind.length && this.#capture.value(key) === undefined; read++)
+      this.#capture.feed(this.#behind[read]!);
     this.#muted = false;
     if (read === this.#behind.length) this.#capture.finish();
     this.#behind = [];

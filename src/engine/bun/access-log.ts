@@ -70,7 +70,13 @@ export function createAccessLog(o: AccessLogOptions): AccessLog {
       // object per request was a visible share of the front end's cost, docs/performance.md).
       if (o.log.writes?.(levelFor(r, f.aborted ? CLIENT_CLOSED : status)) === false) return;
       writeAccessLine(o.log, {
-        id: f.id, method: f.method, route: r, status, durationMs: performance.now() - f.started, target: f.target, aborted: f.aborted,
+        id: f.id,
+        method: f.method,
+        route: r,
+        status,
+        durationMs: performance.now() - f.started,
+        target: f.target,
+        aborted: f.aborted,
         client: () => clientAddressOf(f.peer, (n) => (n === "x-forwarded-for" ? f.forwardedFor : undefined), o.trusted),
       });
     },

@@ -25,7 +25,13 @@ interface InFlight {
 }
 
 // A /sync waiting for its token lookup (sync-gate.ts): it has no body, and nothing to cancel.
-const deciding = (): InFlight => ({ wantsBody: false, clientBody: () => -1, onClientDrain() {}, abort() {}, fail() {} });
+const deciding = (): InFlight => ({
+  wantsBody: false,
+  clientBody: () => -1,
+  onClientDrain() {},
+  abort() {},
+  fail() {},
+});
 
 export class ClientConn implements ClientSide, Slotted {
   /** Its place among the front end's connections (server.ts). */
@@ -173,7 +179,8 @@ export class ClientConn implements ClientSide, Slotted {
         method = head.method;
         // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request, else 400.
         const hosts = fieldCount(head, NAME.HOST);
-        if (hosts > 1 || (hosts === 0 && head.minor === 1)) throw new HeadError(400, "an HTTP/1.1 request needs one Host header");
+        if (hosts > 1 || (hosts === 0 && head.minor === 1))
+          throw new HeadError(400, "an HTTP/1.1 request needs one Host header");
         body = requestBody(head);
         this.socket.timeout(0); // a request in flight has no idle limit: a long-poll is silent
         const to = routeOf(this.#ctx, head, body);
@@ -195,7 +202,11 @@ export class ClientConn implements ClientSide, Slotted {
         const bodyEnd = this.#begin(head, body, buf, end, to);
         if (bodyEnd < buf.length) this.#buf = buf.subarray(bodyEnd);
       } catch (e) {
-        return this.#reject(e instanceof HeadError ? e.status : 400, e instanceof HeadError ? e.message : "Bad request", method);
+        return this.#reject(
+          e instanceof HeadError ? e.status : 400,
+          e instanceof HeadError ? e.message : "Bad request",
+          method,
+        );
       }
     }
   }
@@ -211,7 +222,9 @@ export class ClientConn implements ClientSide, Slotted {
   #reject(status: number, message: string, method?: string): void {
     clearTimeout(this.#headTimer);
     this.#buf = undefined;
-    this.send(errorResponse(status, message, this.#ctx.access.requestId(undefined, this.peer), "close", method === "HEAD"));
+    this.send(
+      errorResponse(status, message, this.#ctx.access.requestId(undefined, this.peer), "close", method === "HEAD"),
+    );
     this.#endAfterFlush();
   }
 

@@ -50,7 +50,15 @@ const toRoute = (sync: SyncRoute): Route => (sync === "app" ? TO_APP : { app: fa
  * buf go with the head in one write. `bodyEnd`: where this request's bytes end in buf (later
  * bytes are the next, pipelined, request). Throws HeadError on broken chunked framing.
  */
-export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHead, body: Body, buf: Buffer, bodyStart: number, to: Route): { exchange: Exchange; bodyEnd: number } {
+export function dispatch(
+  ctx: FrontContext,
+  client: ClientConn,
+  head: RequestHead,
+  body: Body,
+  buf: Buffer,
+  bodyStart: number,
+  to: Route,
+): { exchange: Exchange; bodyEnd: number } {
   const { method, target } = head;
   const peer = client.peer;
   const intercepted = to.app;
@@ -63,13 +71,27 @@ export function dispatch(ctx: FrontContext, client: ClientConn, head: RequestHea
   // the front end answers in its place.
   const requestId = access.requestId(intercepted ? undefined : fieldValue(head, NAME.X_REQUEST_ID), peer);
   const observe = sync?.observer();
-  const reqHead = hop.requestHead(head, { peer, requestId, chunked: body.kind === "chunked", identity: observe !== undefined || sync?.inject !== undefined, target: sync?.inject?.target });
+  const reqHead = hop.requestHead(head, {
+    peer,
+    requestId,
+    chunked: body.kind === "chunked",
+    identity: observe !== undefined || sync?.inject !== undefined,
+    target: sync?.inject?.target,
+  });
   const first = bodyEnd > bodyStart ? Buffer.concat([reqHead, buf.subarray(bodyStart, bodyEnd)]) : reqHead;
   // The app logs what it serves; the front end logs the rest, /sync under its own class.
   const route = intercepted ? undefined : sync ? "sync" : "passthrough";
   const keepAlive = clientKeepsAlive(head) && !ctx.draining;
   const exchange = new Exchange({
-    hop, client, method, target, minor: head.minor, body, first, requestId, keepAlive,
+    hop,
+    client,
+    method,
+    target,
+    minor: head.minor,
+    body,
+    first,
+    requestId,
+    keepAlive,
     observe,
     splice: sync?.inject?.splice,
     longPoll: sync?.longPoll,

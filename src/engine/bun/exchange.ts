@@ -206,7 +206,9 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
       return;
     }
     const keep = this.#keepAfterOwnAnswer();
-    this.#i.client.send(this.#i.hop.errorResponse(status, message, this.#i.requestId, this.#persistence(keep), this.#i.method === "HEAD"));
+    this.#i.client.send(
+      this.#i.hop.errorResponse(status, message, this.#i.requestId, this.#persistence(keep), this.#i.method === "HEAD"),
+    );
     this.#end(status, false);
     this.#i.client.done(keep);
   }

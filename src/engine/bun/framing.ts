@@ -1,6 +1,14 @@
 // Message body framing (RFC 9112 §6): where a body ends. Bodies are relayed as bytes; chunked
 // framing is followed only far enough to find the last chunk, and passed on verbatim.
-import { digitsField, fieldValue, HeadError, hasToken, MAX_HEAD_BYTES, type RequestHead, type ResponseHead } from "./head.ts";
+import {
+  digitsField,
+  fieldValue,
+  HeadError,
+  hasToken,
+  MAX_HEAD_BYTES,
+  type RequestHead,
+  type ResponseHead,
+} from "./head.ts";
 import { NAME } from "./names.ts";
 
 /** Receives the payload bytes buf[start, end) of a chunked body (to de-chunk it). */
@@ -56,8 +64,19 @@ class CloseBody implements Body {
 
 // Chunked parser states (RFC 9112 §7.1): size, extension, LF after size, data, CRLF after data,
 // trailer lines.
-const SIZE = 0, EXT = 1, SIZE_LF = 2, DATA = 3, DATA_CR = 4, DATA_LF = 5, LINE_START = 6, LINE = 7, LINE_LF = 8, END_LF = 9, DONE = 10;
-const CR = 13, LF = 10;
+const SIZE = 0,
+  EXT = 1,
+  SIZE_LF = 2,
+  DATA = 3,
+  DATA_CR = 4,
+  DATA_LF = 5,
+  LINE_START = 6,
+  LINE = 7,
+  LINE_LF = 8,
+  END_LF = 9,
+  DONE = 10;
+const CR = 13,
+  LF = 10;
 
 function hexValue(c: number): number {
   if (c >= 48 && c <= 57) return c - 48;
@@ -165,7 +184,8 @@ function contentLength(h: RequestHead | ResponseHead, errorStatus: number): numb
   // RFC 9110 §8.6: repeated fields with one identical value are allowed; anything else is an
   // unrecoverable framing error (RFC 9112 §6.3 item 5).
   const parts = v.split(",").map(trimOws);
-  if (!parts.every((p) => p === parts[0]) || !/^\d{1,15}$/.test(parts[0]!)) throw new HeadError(errorStatus, "invalid Content-Length");
+  if (!parts.every((p) => p === parts[0]) || !/^\d{1,15}$/.test(parts[0]!))
+    throw new HeadError(errorStatus, "invalid Content-Length");
   return Number(parts[0]);
 }
 
@@ -175,11 +195,14 @@ export function requestBody(h: RequestHead): Body {
   if (te !== undefined) {
     // A request carrying both is the request-smuggling pattern (RFC 9112 §6.3 item 3, §11.2):
     // refuse it rather than pick one reading that the homeserver might not share.
-    if (fieldValue(h, NAME.CONTENT_LENGTH) !== undefined) throw new HeadError(400, "both Content-Length and Transfer-Encoding");
+    if (fieldValue(h, NAME.CONTENT_LENGTH) !== undefined)
+      throw new HeadError(400, "both Content-Length and Transfer-Encoding");
     if (h.minor === 0) throw new HeadError(400, "Transfer-Encoding in an HTTP/1.0 request");
     if (trimOws(te).toLowerCase() !== "chunked") {
       // Chunked must be the final coding (§6.3 item 4); other codings we cannot frame.
-      throw hasToken(te, "chunked") ? new HeadError(400, "chunked is not the final transfer coding") : new HeadError(501, "unsupported transfer coding");
+      throw hasToken(te, "chunked")
+        ? new HeadError(400, "chunked is not the final transfer coding")
+        : new HeadError(501, "unsupported transfer coding");
     }
     return new ChunkedBody(400);
   }
@@ -195,7 +218,8 @@ export function responseBody(method: string, h: ResponseHead): Body {
     // Both is the response-splitting pattern (RFC 9112 §6.3 item 3), and Transfer-Encoding in
     // HTTP/1.0 is faulty framing (§6.1): a hop that framed it otherwise has bytes left for the
     // next request on a pooled connection. Refused as requestBody refuses such requests.
-    if (fieldValue(h, NAME.CONTENT_LENGTH) !== undefined) throw new HeadError(502, "both Content-Length and Transfer-Encoding");
+    if (fieldValue(h, NAME.CONTENT_LENGTH) !== undefined)
+      throw new HeadError(502, "both Content-Length and Transfer-Encoding");
     if (h.minor === 0) throw new HeadError(502, "Transfer-Encoding in an HTTP/1.0 response");
     // Transfer-Encoding is hop-by-hop: a coding besides chunked, which we cannot undo, would
     // reach the client as if it were the content.
@@ -206,4 +230,3 @@ export function responseBody(method: string, h: ResponseHead): Body {
   if (length === undefined) return new CloseBody();
   return length === 0 ? NO_BODY : new LengthBody(length);
 }
-

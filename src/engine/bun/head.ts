@@ -10,7 +10,13 @@ export const MAX_HEAD_BYTES = 64 * 1024;
 
 // Per field, F_STRIDE numbers in Head.fields: line start, name end (the colon), value start and
 // end (without OWS), line end (before CRLF), name id (names.ts).
-export const F_LINE = 0, F_NAME_END = 1, F_VALUE = 2, F_VALUE_END = 3, F_LINE_END = 4, F_ID = 5, F_STRIDE = 6;
+export const F_LINE = 0,
+  F_NAME_END = 1,
+  F_VALUE = 2,
+  F_VALUE_END = 3,
+  F_LINE_END = 4,
+  F_ID = 5,
+  F_STRIDE = 6;
 
 export interface Head {
   readonly buf: Buffer;
@@ -46,10 +52,15 @@ export class HeadError extends Error {
   }
 }
 
-const CR = 13, LF = 10, SP = 32, HTAB = 9, COLON = 58;
+const CR = 13,
+  LF = 10,
+  SP = 32,
+  HTAB = 9,
+  COLON = 58;
 // RFC 9110 §5.6.2 tchar.
 const TCHAR = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+  TCHAR[c.charCodeAt(0)] = 1;
 const CRLF_CRLF = Buffer.from("\r\n\r\n");
 // Common methods are returned as constants: no string is built for them per request.
 const METHODS = ["GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS"].map((m) => [m, Buffer.from(m)] as const);
@@ -91,7 +102,8 @@ function parseFields(buf: Buffer, i: number, end: number, status: number): numbe
     const nameEnd = i++;
     while (buf[i] === SP || buf[i] === HTAB) i++;
     const value = i;
-    for (let c = buf[i]!; c !== CR; c = buf[++i]!) if ((c < 32 && c !== HTAB) || c === 127) throw new HeadError(status, "control character in a header value");
+    for (let c = buf[i]!; c !== CR; c = buf[++i]!)
+      if ((c < 32 && c !== HTAB) || c === 127) throw new HeadError(status, "control character in a header value");
     if (buf[i + 1] !== LF) throw new HeadError(status, "bare CR in a header line");
     let valueEnd = i;
     while (valueEnd > value && (buf[valueEnd - 1] === SP || buf[valueEnd - 1] === HTAB)) valueEnd--;
@@ -115,18 +127,31 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   const minor = versionAt(buf, i + 1);
   if (minor === -1 || buf[i + 9] !== CR || buf[i + 10] !== LF) throw new HeadError(400, "malformed request line");
   const fields = parseFields(buf, i + 11, end, 400);
-  return { buf, fields, start, method, target: buf.toString("latin1", targetStart, targetEnd), targetStart, targetEnd, minor };
+  return {
+    buf,
+    fields,
+    start,
+    method,
+    target: buf.toString("latin1", targetStart, targetEnd),
+    targetStart,
+    targetEnd,
+    minor,
+  };
 }
 
 /** Parse a response head from the next hop; anything malformed is a HeadError 502. */
 export function parseResponseHead(buf: Buffer, start: number, end: number): ResponseHead {
   const minor = versionAt(buf, start);
   const s = start + 9;
-  const d0 = buf[s]! - 48, d1 = buf[s + 1]! - 48, d2 = buf[s + 2]! - 48;
-  if (minor === -1 || buf[start + 8] !== SP || !(d0 >= 1 && d0 <= 9 && d1 >= 0 && d1 <= 9 && d2 >= 0 && d2 <= 9)) throw new HeadError(502, "malformed status line from upstream");
+  const d0 = buf[s]! - 48,
+    d1 = buf[s + 1]! - 48,
+    d2 = buf[s + 2]! - 48;
+  if (minor === -1 || buf[start + 8] !== SP || !(d0 >= 1 && d0 <= 9 && d1 >= 0 && d1 <= 9 && d2 >= 0 && d2 <= 9))
+    throw new HeadError(502, "malformed status line from upstream");
   let i = s + 3;
   if (buf[i] !== CR && buf[i] !== SP) throw new HeadError(502, "malformed status line from upstream");
-  for (let c = buf[i]!; c !== CR; c = buf[++i]!) if ((c < 32 && c !== HTAB) || c === 127) throw new HeadError(502, "malformed status line from upstream");
+  for (let c = buf[i]!; c !== CR; c = buf[++i]!)
+    if ((c < 32 && c !== HTAB) || c === 127) throw new HeadError(502, "malformed status line from upstream");
   if (buf[i + 1] !== LF) throw new HeadError(502, "malformed status line from upstream");
   const fields = parseFields(buf, i + 2, end, 502);
   return { buf, fields, status: d0 * 100 + d1 * 10 + d2, minor, statusStart: s, lineEnd: i };
@@ -157,7 +182,8 @@ export function digitsField(h: Head, id: number): number {
     at = k;
   }
   if (at === -1) return -1;
-  const s = f[at + F_VALUE]!, e = f[at + F_VALUE_END]!;
+  const s = f[at + F_VALUE]!,
+    e = f[at + F_VALUE_END]!;
   if (e === s || e - s > 15) return -2;
   let n = 0;
   for (let i = s; i < e; i++) {

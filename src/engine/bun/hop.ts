@@ -48,7 +48,14 @@ const POOL = { idleSeconds: 30, maxIdle: 256 };
 // The client's own values of these never reach the homeserver: we state them (X-Forwarded-*
 // by the trust rules of http/forwarded.ts, X-Request-Id as http/request-log.ts chose it), and the front's
 // peer and secret headers are only ever ours.
-const REPLACED_UPSTREAM = mask(NAME.X_FORWARDED_FOR, NAME.X_FORWARDED_PROTO, NAME.X_FORWARDED_HOST, NAME.X_REQUEST_ID, NAME.X_RESYNC_PEER, NAME.X_RESYNC_FRONT);
+const REPLACED_UPSTREAM = mask(
+  NAME.X_FORWARDED_FOR,
+  NAME.X_FORWARDED_PROTO,
+  NAME.X_FORWARDED_HOST,
+  NAME.X_REQUEST_ID,
+  NAME.X_RESYNC_PEER,
+  NAME.X_RESYNC_FRONT,
+);
 const REPLACED_APP = mask(NAME.X_RESYNC_PEER, NAME.X_RESYNC_FRONT);
 const REPLACED_IDENTITY = REPLACED_UPSTREAM | mask(NAME.ACCEPT_ENCODING);
 

@@ -4,19 +4,53 @@
 import { HOP_BY_HOP as HOP_BY_HOP_NAMES } from "../../http/upstream.ts";
 
 export const NAME = {
-  OTHER: 0, HOST: 1, CONTENT_LENGTH: 2, TRANSFER_ENCODING: 3, CONNECTION: 4, KEEP_ALIVE: 5,
-  PROXY_CONNECTION: 6, TE: 7, TRAILER: 8, UPGRADE: 9, PROXY_AUTHORIZATION: 10, PROXY_AUTHENTICATE: 11,
-  X_REQUEST_ID: 12, X_FORWARDED_FOR: 13, X_FORWARDED_PROTO: 14, X_FORWARDED_HOST: 15,
-  X_RESYNC_PEER: 16, X_RESYNC_FRONT: 17, ACCEPT_ENCODING: 18, CONTENT_ENCODING: 19, AUTHORIZATION: 20,
+  OTHER: 0,
+  HOST: 1,
+  CONTENT_LENGTH: 2,
+  TRANSFER_ENCODING: 3,
+  CONNECTION: 4,
+  KEEP_ALIVE: 5,
+  PROXY_CONNECTION: 6,
+  TE: 7,
+  TRAILER: 8,
+  UPGRADE: 9,
+  PROXY_AUTHORIZATION: 10,
+  PROXY_AUTHENTICATE: 11,
+  X_REQUEST_ID: 12,
+  X_FORWARDED_FOR: 13,
+  X_FORWARDED_PROTO: 14,
+  X_FORWARDED_HOST: 15,
+  X_RESYNC_PEER: 16,
+  X_RESYNC_FRONT: 17,
+  ACCEPT_ENCODING: 18,
+  CONTENT_ENCODING: 19,
+  AUTHORIZATION: 20,
 } as const;
 
 // Index = id. RFC 9110 §7.6.1 lists the connection-specific fields; Proxy-Authorization and
 // Proxy-Authenticate (§11.7) are for the next hop only. All of them must be here.
 export const NAMES: readonly string[] = [
-  "", "host", "content-length", "transfer-encoding", "connection", "keep-alive",
-  "proxy-connection", "te", "trailer", "upgrade", "proxy-authorization", "proxy-authenticate",
-  "x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-  "x-resync-peer", "x-resync-front", "accept-encoding", "content-encoding", "authorization",
+  "",
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "upgrade",
+  "proxy-authorization",
+  "proxy-authenticate",
+  "x-request-id",
+  "x-forwarded-for",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "x-resync-peer",
+  "x-resync-front",
+  "accept-encoding",
+  "content-encoding",
+  "authorization",
 ];
 
 /** HOP_BY_HOP[id]: never forwarded (the one list, http/upstream.ts). */

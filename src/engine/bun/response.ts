@@ -1,7 +1,15 @@
 // The response half of an exchange: parse the next hop's head, relay interim responses, write
 // the client's head with our own framing, then stream the body as it arrives.
 import { type Body, type OnData, responseBody } from "./framing.ts";
-import { fieldValue, HeadError, headEnd, hasToken, MAX_HEAD_BYTES, parseResponseHead, type ResponseHead } from "./head.ts";
+import {
+  fieldValue,
+  HeadError,
+  headEnd,
+  hasToken,
+  MAX_HEAD_BYTES,
+  parseResponseHead,
+  type ResponseHead,
+} from "./head.ts";
 import { NAME } from "./names.ts";
 import type { ClientSide } from "./hop.ts";
 import { release } from "./flow.ts";
@@ -138,7 +146,9 @@ export class ResponseRelay {
     const conn = fieldValue(head, NAME.CONNECTION);
     // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing, and the
     // connection closes after it: a body we did not read (a HEAD's answer) could still follow.
-    this.#hopKeepsAlive = !hasToken(conn, "close") && (head.minor === 1 || (hasToken(conn, "keep-alive") && fieldValue(head, NAME.TRANSFER_ENCODING) === undefined));
+    this.#hopKeepsAlive =
+      !hasToken(conn, "close") &&
+      (head.minor === 1 || (hasToken(conn, "keep-alive") && fieldValue(head, NAME.TRANSFER_ENCODING) === undefined));
     // A compressed body (the homeserver ignored our identity request) is not ours to read.
     const readable = head.status === 200 && fieldValue(head, NAME.CONTENT_ENCODING) === undefined;
     const splicing = this.#r.splice !== undefined && readable;
@@ -146,7 +156,8 @@ export class ResponseRelay {
     const chunked = body.kind === "chunked" || splicing;
     // HTTP/1.0 clients cannot read chunked framing (RFC 9112 §7.1): de-chunk and close instead.
     this.#dechunk = chunked && this.#r.minor === 0;
-    this.keepClient = this.#r.keepAlive && !this.#r.client.draining && body.kind !== "close" && !this.#dechunk && this.#r.body.done;
+    this.keepClient =
+      this.#r.keepAlive && !this.#r.client.draining && body.kind !== "close" && !this.#dechunk && this.#r.body.done;
     // Held back to go out in one write with the first body bytes: a write is a system call,
     // and for small responses it is most of the relay's cost.
     this.#head = head;
@@ -205,8 +216,7 @@ export class ResponseRelay {
     if (body.done) {
       this.#observer?.end();
       this.#hooks.complete(this.#hopKeepsAlive);
-    }
-    else if (!this.#flowing && !this.upstreamPaused) {
+    } else if (!this.#flowing && !this.upstreamPaused) {
       this.upstreamPaused = true;
       this.#hooks.pauseUpstream();
     }

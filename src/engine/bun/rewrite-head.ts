@@ -3,7 +3,17 @@
 // stripHopByHop's decision, see names.ts) and those the Connection field names.
 import { unwrapTarget, upstreamTarget } from "../../delivery/tokens.ts";
 import { corsHeaders } from "../../http/cors.ts";
-import { F_ID, F_LINE, F_LINE_END, F_NAME_END, F_STRIDE, fieldValue, type Head, type RequestHead, type ResponseHead } from "./head.ts";
+import {
+  F_ID,
+  F_LINE,
+  F_LINE_END,
+  F_NAME_END,
+  F_STRIDE,
+  fieldValue,
+  type Head,
+  type RequestHead,
+  type ResponseHead,
+} from "./head.ts";
 import { HOP_BY_HOP, mask, NAME, nameIs } from "./names.ts";
 
 /** Names a Connection field lists besides close/keep-alive: hop-by-hop for this message too. */
@@ -12,7 +22,10 @@ function connectionNamed(h: Head): string[] | undefined {
   if (v === undefined) return undefined;
   // Content-Length frames the body we relay verbatim: it goes with that body whatever
   // Connection names, or the next hop would read the body as messages of its own.
-  const names = v.split(",").map((n) => n.trim().toLowerCase()).filter((n) => n !== "" && n !== "close" && n !== "keep-alive" && n !== "content-length");
+  const names = v
+    .split(",")
+    .map((n) => n.trim().toLowerCase())
+    .filter((n) => n !== "" && n !== "close" && n !== "keep-alive" && n !== "content-length");
   return names.length > 0 ? names : undefined;
 }
 
@@ -34,15 +47,18 @@ const LENGTH = mask(NAME.CONTENT_LENGTH);
 const HTTP11_LINE_END = Buffer.from(" HTTP/1.1\r\n", "latin1");
 const HTTP11 = Buffer.from("HTTP/1.1 ", "latin1");
 
-const linesSize = (h: Head, ks: number[]) => ks.reduce((n, k) => n + h.fields[k + F_LINE_END]! - h.fields[k + F_LINE]! + 2, 0);
+const linesSize = (h: Head, ks: number[]) =>
+  ks.reduce((n, k) => n + h.fields[k + F_LINE_END]! - h.fields[k + F_LINE]! + 2, 0);
 
 // Lines that follow one another in the received head go out in one copy: a copy is a call
 // into the runtime, and most heads forward every line.
 function copyLines(h: Head, ks: number[], out: Buffer, p: number): number {
   const f = h.fields;
-  let from = -1, to = -1;
+  let from = -1,
+    to = -1;
   for (const k of ks) {
-    const start = f[k + F_LINE]!, end = f[k + F_LINE_END]! + 2;
+    const start = f[k + F_LINE]!,
+      end = f[k + F_LINE_END]! + 2;
     if (start === to) {
       to = end;
       continue;
@@ -85,7 +101,9 @@ export function nextHopRequestHead(h: RequestHead, o: NextHopRequest): Buffer {
   // /rooms/{roomId}/messages): every request, intercepted or not, loses our suffix here.
   const target = o.unwrap ? (o.target === undefined ? unwrapTarget(h.target) : upstreamTarget(o.target)) : o.target;
   const targetSize = target === undefined ? h.targetEnd - h.targetStart : Buffer.byteLength(target, "latin1");
-  const out = Buffer.allocUnsafe(h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + tail.length);
+  const out = Buffer.allocUnsafe(
+    h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + tail.length,
+  );
   let p = h.buf.copy(out, 0, h.start, h.targetStart); // "METHOD "
   if (o.prefix.length > 0) p += out.write(o.prefix, p, "latin1");
   p += target === undefined ? h.buf.copy(out, p, h.targetStart, h.targetEnd) : out.write(target, p, "latin1");
@@ -108,7 +126,13 @@ export interface ClientResponse {
  * The response head for the client: the next hop's status and fields, our framing; then
  * body[bodyStart, bodyEnd) when given, so head and first bytes leave in one write.
  */
-export function clientResponseHead(h: ResponseHead, o: ClientResponse, body?: Buffer, bodyStart = 0, bodyEnd = 0): Buffer {
+export function clientResponseHead(
+  h: ResponseHead,
+  o: ClientResponse,
+  body?: Buffer,
+  bodyStart = 0,
+  bodyEnd = 0,
+): Buffer {
   const ks = forwarded(h, o.reframed ? LENGTH : 0);
   // The homeserver's own id wins, as on the node:http path (its fields override ours there).
   let tail = ks.some((k) => h.fields[k + F_ID] === NAME.X_REQUEST_ID) ? "" : `x-request-id: ${o.requestId}\r\n`;
@@ -136,7 +160,13 @@ export function interimHead(h: ResponseHead): Buffer {
   return out;
 }
 
-const REASONS: Record<number, string> = { 400: "Bad Request", 431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway", 504: "Gateway Timeout" };
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  431: "Request Header Fields Too Large",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  504: "Gateway Timeout",
+};
 
 /**
  * What an answer of our own says of the connection: "close", or "keep-alive" to an HTTP/1.0
@@ -151,12 +181,24 @@ export type Persistence = "close" | "keep-alive" | undefined;
  * `toHead`: the request was a HEAD, whose answer has no body (RFC 9110 §9.3.2); a client would
  * read one as the start of the next response.
  */
-export function errorResponse(status: number, error: string, requestId: string | undefined, connection: Persistence, toHead = false): Buffer {
+export function errorResponse(
+  status: number,
+  error: string,
+  requestId: string | undefined,
+  connection: Persistence,
+  toHead = false,
+): Buffer {
   return jsonResponse(status, JSON.stringify({ errcode: "M_UNKNOWN", error }), requestId, connection, toHead);
 }
 
 /** A JSON response of our own, with the headers sendJson (http/reply.ts) gives one. */
-export function jsonResponse(status: number, body: string, requestId: string | undefined, connection: Persistence, toHead = false): Buffer {
+export function jsonResponse(
+  status: number,
+  body: string,
+  requestId: string | undefined,
+  connection: Persistence,
+  toHead = false,
+): Buffer {
   let s = `HTTP/1.1 ${status} ${REASONS[status] ?? (status === 200 ? "OK" : "Error")}\r\n`;
   for (const k in corsHeaders) s += `${k}: ${corsHeaders[k]}\r\n`;
   s += `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n`;

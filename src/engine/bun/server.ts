@@ -87,7 +87,12 @@ export function startFront(o: FrontOptions): Front {
     listener = Bun.listen<ClientConn>({ unix: where.path, socket: handlers });
     address = `unix:${where.path}`;
   } else {
-    const l = Bun.listen<ClientConn>({ hostname: where.host, port: where.port, socket: handlers, ...(o.reusePort ? { reusePort: true } : {}) });
+    const l = Bun.listen<ClientConn>({
+      hostname: where.host,
+      port: where.port,
+      socket: handlers,
+      ...(o.reusePort ? { reusePort: true } : {}),
+    });
     listener = l;
     address = where.host.includes(":") ? `[${where.host}]:${l.port}` : `${where.host}:${l.port}`;
   }

@@ -43,7 +43,8 @@ export class SlotSet<T extends Slotted> {
   forEach(f: (x: T) => void): void {
     this.#walking++;
     try {
-      const items = this.#items, n = items.length;
+      const items = this.#items,
+        n = items.length;
       for (let i = 0; i < n; i++) {
         const x = items[i];
         if (x !== undefined) f(x);

@@ -47,7 +47,10 @@ function internalListenAddress(dataDir: string): string {
  * …/profile/…) repeat, and a route-table match costs microseconds per request. Bounded, since
  * paths come from clients: long ones are not kept, and the memo starts over when full.
  */
-export function remembered<T>(decide: (method: string, path: string) => T, max = 4096): (method: string, path: string) => T {
+export function remembered<T>(
+  decide: (method: string, path: string) => T,
+  max = 4096,
+): (method: string, path: string) => T {
   const memo = new Map<string, T>();
   return (method, path) => {
     if (path.length > 256) return decide(method, path);
@@ -107,7 +110,12 @@ export async function startBunEngine(o: BunEngineOptions): Promise<BunEngine> {
     const front = startFront({
       listen: o.config.listen,
       reusePort: extra > 0,
-      homeserver: homeserverHop({ upstream, headerTimeoutMs: o.config.upstreamHeaderTimeoutMs, trusted: o.trusted, ca: o.upstreamCa }),
+      homeserver: homeserverHop({
+        upstream,
+        headerTimeoutMs: o.config.upstreamHeaderTimeoutMs,
+        trusted: o.trusted,
+        ca: o.upstreamCa,
+      }),
       app: appHop({ destination, secret: o.secret, defaultHost: upstream.host }),
       intercepts: frontIntercepts(o.routes),
       syncGate: o.syncGate,

@@ -7,7 +7,15 @@
 // per request, which of the two engines serves it.
 import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
 import type { BodySplice } from "../../delivery/json/sync-splice.ts";
-import { answerAtOnce, injectPending, planSync, reportedWatch, safeWakeAnswer, type SyncDecision, spliceStarts } from "../../delivery/sync-plan.ts";
+import {
+  answerAtOnce,
+  injectPending,
+  planSync,
+  reportedWatch,
+  safeWakeAnswer,
+  type SyncDecision,
+  spliceStarts,
+} from "../../delivery/sync-plan.ts";
 import type { Services } from "../../routes/context.ts";
 import { type Requester, tokenOf } from "../../http/auth.ts";
 import { bothObservers } from "../../delivery/to-device-watch.ts";
@@ -95,7 +103,10 @@ export class DevicePoll implements SyncPlan, LongPoll {
     this.#since = since;
     // The homeserver never sees our suffix on `since` (tokens.ts).
     this.inject = plan.inject
-      ? { target: answerAtOnce(upstreamTarget(target)), splice: () => watchedSplice(injectPending(svc, who, "sync"), toDeviceWatch(svc.heal, who, "sync")) }
+      ? {
+          target: answerAtOnce(upstreamTarget(target)),
+          splice: () => watchedSplice(injectPending(svc, who, "sync"), toDeviceWatch(svc.heal, who, "sync")),
+        }
       : undefined;
     this.longPoll = plan.hold ? this : undefined;
   }
@@ -157,7 +168,13 @@ export function createSyncGate(svc: Services): MainSyncGate {
   const decide = (who: Requester, r: SyncRequest): PlanFor => {
     // Appservice and some admin tokens have no device: nothing can be pending for them.
     if (!who.deviceId) return PLAIN;
-    const plan = planSync(svc, { userId: who.userId, deviceId: who.deviceId, since: r.since, asked: true, longPoll: r.longPoll });
+    const plan = planSync(svc, {
+      userId: who.userId,
+      deviceId: who.deviceId,
+      since: r.since,
+      asked: true,
+      longPoll: r.longPoll,
+    });
     // A failing store: the poll goes through plain (docs/operations.md, "When the store fails").
     if (!plan.storeOk) return PLAIN;
     // The app's route answers it itself (the same plan, asked again there).
@@ -171,7 +188,10 @@ export function createSyncGate(svc: Services): MainSyncGate {
   function planFor(r: SyncRequest) {
     const known = svc.auth.cached(r.token);
     if (known) return decide(known, r);
-    return svc.auth.resolveToken(r.token).then((who) => decide(who, r), () => PLAIN);
+    return svc.auth.resolveToken(r.token).then(
+      (who) => decide(who, r),
+      () => PLAIN,
+    );
   }
   return {
     planFor,

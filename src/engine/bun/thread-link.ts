@@ -9,7 +9,16 @@ import type { BodyObserver } from "./response.ts";
 import { ReportedWatch } from "../../delivery/json/sync-splice.ts";
 import type { ToDeviceClue } from "../../delivery/to-device-clues.ts";
 import { bothObservers, ToDeviceWatch } from "../../delivery/to-device-watch.ts";
-import { type LongPoll, PLAIN, type SyncGate, type SyncPlan, type SyncRequest, type SyncRoute, syncRequest, type Ticket } from "./sync-gate.ts";
+import {
+  type LongPoll,
+  PLAIN,
+  type SyncGate,
+  type SyncPlan,
+  type SyncRequest,
+  type SyncRoute,
+  syncRequest,
+  type Ticket,
+} from "./sync-gate.ts";
 
 export type ToMain =
   | { t: "ready" }
@@ -22,10 +31,19 @@ export type ToMain =
   /** Users a polled /sync body named in its own device_lists.changed (delivery/views.ts). */
   | { t: "listed"; users: string[] }
   | { t: "log"; level: Level; msg: string; fields?: Record<string, unknown> }
-  | { t: "stats"; counts: [string, string, number][]; latency: [string, number[]][]; connections: number; served: number }
+  | {
+      t: "stats";
+      counts: [string, string, number][];
+      latency: [string, number[]][];
+      connections: number;
+      served: number;
+    }
   | { t: "closed" };
 
-export type Planned = { kind: "app" } | { kind: "plain" } | { kind: "poll"; observe: boolean; detect: boolean; longPoll: boolean; ticket: Ticket };
+export type Planned =
+  | { kind: "app" }
+  | { kind: "plain" }
+  | { kind: "poll"; observe: boolean; detect: boolean; longPoll: boolean; ticket: Ticket };
 
 export type ToWorker =
   | ({ t: "planned"; id: number } & Planned)
@@ -55,10 +73,12 @@ export class MainLink implements SyncGate {
     if (!r) return PLAIN;
     const id = this.#nextId++;
     this.post({ t: "plan", id, r });
-    return new Promise((resolve) => this.#planned.set(id, (route) => {
-      if (route instanceof RemotePoll) route.token = r.token;
-      resolve(route);
-    }));
+    return new Promise((resolve) =>
+      this.#planned.set(id, (route) => {
+        if (route instanceof RemotePoll) route.token = r.token;
+        resolve(route);
+      }),
+    );
   }
 
   /** A message from the main thread that is about a request (control messages are the caller's). */
@@ -66,7 +86,13 @@ export class MainLink implements SyncGate {
     if (m.t === "planned") {
       const resolve = this.#planned.get(m.id);
       this.#planned.delete(m.id);
-      resolve?.(m.kind === "app" ? "app" : m.kind === "plain" ? PLAIN : new RemotePoll(this, m.observe, m.detect, m.longPoll, m.ticket));
+      resolve?.(
+        m.kind === "app"
+          ? "app"
+          : m.kind === "plain"
+            ? PLAIN
+            : new RemotePoll(this, m.observe, m.detect, m.longPoll, m.ticket),
+      );
     } else if (m.t === "wake") this.#held.get(m.id)?.woken(m.body);
   }
 
@@ -114,12 +140,24 @@ export class MainLink implements SyncGate {
         this.post({ t: "log", level: lvl, msg });
       }
     };
-    return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error"), writes: (lvl) => enabled(level, lvl) };
+    return {
+      debug: at("debug"),
+      info: at("info"),
+      warn: at("warn"),
+      error: at("error"),
+      writes: (lvl) => enabled(level, lvl),
+    };
   }
 
   /** Send what was counted since the last report. */
   report(connections: number): void {
-    this.post({ t: "stats", counts: [...this.#counts.values()], latency: [...this.#latency], connections, served: this.#served });
+    this.post({
+      t: "stats",
+      counts: [...this.#counts.values()],
+      latency: [...this.#latency],
+      connections,
+      served: this.#served,
+    });
     this.#counts = new Map();
     this.#latency = new Map();
   }
@@ -148,9 +186,17 @@ class RemotePoll implements SyncPlan, LongPoll {
   }
 
   observer(): BodyObserver | undefined {
-    const reported = this.#observe ? new ReportedWatch((users) => this.#link.post({ t: "reported", users })) : undefined;
+    const reported = this.#observe
+      ? new ReportedWatch((users) => this.#link.post({ t: "reported", users }))
+      : undefined;
     const who = { userId: this.#ticket.userId, deviceId: this.#ticket.deviceId, token: this.token };
-    const clues = this.#detect ? new ToDeviceWatch((c) => this.#link.post({ t: "clues", who, clues: c }), "sync", (users) => this.#link.post({ t: "listed", users })) : undefined;
+    const clues = this.#detect
+      ? new ToDeviceWatch(
+          (c) => this.#link.post({ t: "clues", who, clues: c }),
+          "sync",
+          (users) => this.#link.post({ t: "listed", users }),
+        )
+      : undefined;
     return bothObservers(reported, clues);
   }
 

@@ -98,16 +98,24 @@ class Thread {
     const { svc, gate } = this.#o;
     switch (m.t) {
       case "plan":
-        Promise.resolve(gate.planFor(m.r)).then(
-          (plan): Planned => {
-            if (plan === "app") return { kind: "app" };
-            if (!(plan instanceof DevicePoll)) return { kind: "plain" };
-            // An injection needs the body in this thread: the app's sync route does it.
-            if (plan.inject) return { kind: "app" };
-            return { kind: "poll", observe: plan.reports, detect: plan.detects, longPoll: plan.longPoll !== undefined, ticket: plan.ticket };
-          },
-          (): Planned => ({ kind: "plain" }),
-        ).then((p) => this.post({ t: "planned", id: m.id, ...p }));
+        Promise.resolve(gate.planFor(m.r))
+          .then(
+            (plan): Planned => {
+              if (plan === "app") return { kind: "app" };
+              if (!(plan instanceof DevicePoll)) return { kind: "plain" };
+              // An injection needs the body in this thread: the app's sync route does it.
+              if (plan.inject) return { kind: "app" };
+              return {
+                kind: "poll",
+                observe: plan.reports,
+                detect: plan.detects,
+                longPoll: plan.longPoll !== undefined,
+                ticket: plan.ticket,
+              };
+            },
+            (): Planned => ({ kind: "plain" }),
+          )
+          .then((p) => this.post({ t: "planned", id: m.id, ...p }));
         return;
       case "hold":
         return this.#hold(m.id, m.ticket);
@@ -129,7 +137,8 @@ class Thread {
         this.connections = m.connections;
         this.served = m.served;
         for (const [route, status, n] of m.counts) svc.metrics?.requests.inc({ route, status }, n);
-        for (const [route, values] of m.latency) for (const v of values) svc.metrics?.upstreamLatency.observe({ route }, v);
+        for (const [route, values] of m.latency)
+          for (const v of values) svc.metrics?.upstreamLatency.observe({ route }, v);
         this.#flushed.splice(0).forEach((f) => f());
         return;
       case "closed":

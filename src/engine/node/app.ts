@@ -25,7 +25,11 @@ function admitFront(secret: string | undefined, next: Listener): Listener {
       delete req.headers[FRONT_PEER_HEADER];
       delete req.headers[FRONT_SECRET_HEADER];
       const given = typeof token === "string" ? Buffer.from(token) : undefined;
-      const genuine = expected !== undefined && given !== undefined && given.length === expected.length && timingSafeEqual(given, expected);
+      const genuine =
+        expected !== undefined &&
+        given !== undefined &&
+        given.length === expected.length &&
+        timingSafeEqual(given, expected);
       if (genuine && typeof peer === "string" && isIP(peer)) admitPeer(req, peer);
     }
     next(req, res);
@@ -35,23 +39,31 @@ function admitFront(secret: string | undefined, next: Listener): Listener {
 /** Returns the request listener: intercepted routes go to their handler, everything else streams through. */
 export function createApp(deps: AppDeps, routes: Router<Handler>): (req: IncomingMessage, res: ServerResponse) => void {
   const logged = requestLog({ log: deps.services.log, metrics: deps.services.metrics, trusted: deps.trusted });
-  return admitFront(deps.frontSecret, logged(function handle(req, res) {
-    const target = req.url ?? "/";
-    const q = target.indexOf("?");
-    const path = q === -1 ? target : target.slice(0, q);
-    const method = req.method ?? "GET";
-    const forwarded = forwardedHeaders(req, deps.trusted);
+  return admitFront(
+    deps.frontSecret,
+    logged(function handle(req, res) {
+      const target = req.url ?? "/";
+      const q = target.indexOf("?");
+      const path = q === -1 ? target : target.slice(0, q);
+      const method = req.method ?? "GET";
+      const forwarded = forwardedHeaders(req, deps.trusted);
 
-    const what = intercept(routes, method, path);
-    if (what === undefined) {
-      void passThrough(req, res, { upstream: deps.upstream, headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs, forwarded, target: upstreamTarget(req.url ?? "/") });
-      return;
-    }
-    if (what.kind === "health") return sendJson(res, 200, { status: "ok" });
-    if (what.kind === "preflight") return sendPreflight(res);
-    const hit = what.hit;
-    hit.handler({ req, res, params: hit.params, target, forwarded, deps }).catch((err) => {
-      if (!res.destroyed) sendError(res, err);
-    });
-  }));
+      const what = intercept(routes, method, path);
+      if (what === undefined) {
+        void passThrough(req, res, {
+          upstream: deps.upstream,
+          headerTimeoutMs: deps.config.upstreamHeaderTimeoutMs,
+          forwarded,
+          target: upstreamTarget(req.url ?? "/"),
+        });
+        return;
+      }
+      if (what.kind === "health") return sendJson(res, 200, { status: "ok" });
+      if (what.kind === "preflight") return sendPreflight(res);
+      const hit = what.hit;
+      hit.handler({ req, res, params: hit.params, target, forwarded, deps }).catch((err) => {
+        if (!res.destroyed) sendError(res, err);
+      });
+    }),
+  );
 }

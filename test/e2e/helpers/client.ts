@@ -29,7 +29,12 @@ export interface CallOptions {
   allow?: number[];
 }
 
-export async function call<T = Record<string, unknown>>(clientUrl: string, method: string, path: string, opts: CallOptions = {}): Promise<{ status: number; body: T }> {
+export async function call<T = Record<string, unknown>>(
+  clientUrl: string,
+  method: string,
+  path: string,
+  opts: CallOptions = {},
+): Promise<{ status: number; body: T }> {
   const headers: Record<string, string> = {};
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   if (opts.body !== undefined) headers["content-type"] = "application/json";
@@ -51,7 +56,12 @@ export async function call<T = Record<string, unknown>>(clientUrl: string, metho
 }
 
 /** Calls as `s`, returning the body; throws on any error status. */
-export async function api<T = Record<string, unknown>>(s: Session, method: string, path: string, body?: unknown): Promise<T> {
+export async function api<T = Record<string, unknown>>(
+  s: Session,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<T> {
   return (await call<T>(s.clientUrl, method, path, { token: s.accessToken, body })).body;
 }
 
@@ -62,25 +72,53 @@ interface LoginAnswer {
 }
 
 /** Registers `username` (dummy auth: `enable_registration_without_verification`). */
-export async function register(clientUrl: string, username: string, password = `pw-${username}-e2e`, deviceId?: string): Promise<Session> {
-  const request = { username, password, device_id: deviceId, initial_device_display_name: `${username}'s first device` };
+export async function register(
+  clientUrl: string,
+  username: string,
+  password = `pw-${username}-e2e`,
+  deviceId?: string,
+): Promise<Session> {
+  const request = {
+    username,
+    password,
+    device_id: deviceId,
+    initial_device_display_name: `${username}'s first device`,
+  };
   // Registration is user-interactive (client-server API §User-interactive authentication):
   // the first request answers 401 with a session, the second completes m.login.dummy.
-  const first = await call<{ session?: string } & Partial<LoginAnswer>>(clientUrl, "POST", "/_matrix/client/v3/register", { body: request, allow: [401] });
+  const first = await call<{ session?: string } & Partial<LoginAnswer>>(
+    clientUrl,
+    "POST",
+    "/_matrix/client/v3/register",
+    { body: request, allow: [401] },
+  );
   let answer = first.body;
   if (first.status === 401) {
-    answer = (await call<LoginAnswer>(clientUrl, "POST", "/_matrix/client/v3/register", {
-      body: { ...request, auth: { type: "m.login.dummy", session: first.body.session } },
-    })).body;
+    answer = (
+      await call<LoginAnswer>(clientUrl, "POST", "/_matrix/client/v3/register", {
+        body: { ...request, auth: { type: "m.login.dummy", session: first.body.session } },
+      })
+    ).body;
   }
-  if (!answer.user_id || !answer.access_token || !answer.device_id) throw new Error(`register ${username}: ${JSON.stringify(answer)}`);
+  if (!answer.user_id || !answer.access_token || !answer.device_id)
+    throw new Error(`register ${username}: ${JSON.stringify(answer)}`);
   return { clientUrl, userId: answer.user_id, accessToken: answer.access_token, deviceId: answer.device_id, password };
 }
 
 /** Logs in again as `userId`: a new device. */
-export async function login(clientUrl: string, userId: string, password: string, deviceName = "e2e login"): Promise<Session> {
+export async function login(
+  clientUrl: string,
+  userId: string,
+  password: string,
+  deviceName = "e2e login",
+): Promise<Session> {
   const { body } = await call<LoginAnswer>(clientUrl, "POST", "/_matrix/client/v3/login", {
-    body: { type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password, initial_device_display_name: deviceName },
+    body: {
+      type: "m.login.password",
+      identifier: { type: "m.id.user", user: userId },
+      password,
+      initial_device_display_name: deviceName,
+    },
   });
   return { clientUrl, userId: body.user_id, accessToken: body.access_token, deviceId: body.device_id, password };
 }
@@ -105,7 +143,11 @@ export async function join(s: Session, roomId: string, via: string[] = []): Prom
 }
 
 export async function joinedMembers(s: Session, roomId: string): Promise<string[]> {
-  const { joined } = await api<{ joined: Record<string, unknown> }>(s, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`);
+  const { joined } = await api<{ joined: Record<string, unknown> }>(
+    s,
+    "GET",
+    `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`,
+  );
   return Object.keys(joined);
 }
 
@@ -140,7 +182,12 @@ export async function sync(s: Session, since?: string, timeoutMs = 0): Promise<S
 }
 
 /** Polls `probe` until it returns a value other than undefined, or throws naming `what`. */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, intervalMs = 250): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+  intervalMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   while (Date.now() < deadline) {
@@ -152,5 +199,7 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     }
     await sleep(intervalMs);
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ""}`);
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ""}`,
+  );
 }

@@ -28,7 +28,9 @@ export async function uploadDeviceKeys(s: Session): Promise<UploadedDevice> {
     signatures: {},
   };
   const deviceKeys = signJson(unsigned, s.userId, `ed25519:${s.deviceId}`, ed25519) as DeviceKeys;
-  const answer = await api<{ one_time_key_counts?: unknown }>(s, "POST", "/_matrix/client/v3/keys/upload", { device_keys: deviceKeys });
+  const answer = await api<{ one_time_key_counts?: unknown }>(s, "POST", "/_matrix/client/v3/keys/upload", {
+    device_keys: deviceKeys,
+  });
   if (typeof answer !== "object" || answer === null) throw new Error("keys/upload: unexpected answer");
   return { deviceKeys, ed25519 };
 }
@@ -57,24 +59,49 @@ export async function uploadCrossSigning(s: Session, device: UploadedDevice): Pr
   const userSigning = newEd25519();
   const masterKeyId = `ed25519:${master.publicKey}`;
   const masterKey = crossSigningKey(s.userId, "master", master);
-  const selfSigningKey = signJson(crossSigningKey(s.userId, "self_signing", selfSigning), s.userId, masterKeyId, master);
-  const userSigningKey = signJson(crossSigningKey(s.userId, "user_signing", userSigning), s.userId, masterKeyId, master);
+  const selfSigningKey = signJson(
+    crossSigningKey(s.userId, "self_signing", selfSigning),
+    s.userId,
+    masterKeyId,
+    master,
+  );
+  const userSigningKey = signJson(
+    crossSigningKey(s.userId, "user_signing", userSigning),
+    s.userId,
+    masterKeyId,
+    master,
+  );
   const body = { master_key: masterKey, self_signing_key: selfSigningKey, user_signing_key: userSigningKey };
   const path = "/_matrix/client/v3/keys/device_signing/upload";
-  const first = await call<{ session?: string }>(s.clientUrl, "POST", path, { token: s.accessToken, body, allow: [401] });
+  const first = await call<{ session?: string }>(s.clientUrl, "POST", path, {
+    token: s.accessToken,
+    body,
+    allow: [401],
+  });
   if (first.status === 401) {
     await call(s.clientUrl, "POST", path, {
       token: s.accessToken,
       body: {
         ...body,
-        auth: { type: "m.login.password", identifier: { type: "m.id.user", user: s.userId }, password: s.password, session: first.body.session },
+        auth: {
+          type: "m.login.password",
+          identifier: { type: "m.id.user", user: s.userId },
+          password: s.password,
+          session: first.body.session,
+        },
       },
     });
   }
   const signedDevice = signJson(device.deviceKeys, s.userId, `ed25519:${selfSigning.publicKey}`, selfSigning);
-  const { failures } = await api<{ failures?: Record<string, unknown> }>(s, "POST", "/_matrix/client/v3/keys/signatures/upload", {
-    [s.userId]: { [s.deviceId]: signedDevice },
-  });
-  if (failures && Object.keys(failures).length > 0) throw new Error(`signatures/upload failures: ${JSON.stringify(failures)}`);
+  const { failures } = await api<{ failures?: Record<string, unknown> }>(
+    s,
+    "POST",
+    "/_matrix/client/v3/keys/signatures/upload",
+    {
+      [s.userId]: { [s.deviceId]: signedDevice },
+    },
+  );
+  if (failures && Object.keys(failures).length > 0)
+    throw new Error(`signatures/upload failures: ${JSON.stringify(failures)}`);
   return { master, selfSigning, userSigning, masterKey, selfSigningKey, userSigningKey };
 }

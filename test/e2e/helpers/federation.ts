@@ -17,7 +17,11 @@ export interface FederationAnswer<T> {
  * `path` must already be encoded as it goes on the wire: the signature covers the exact
  * request target (`uri`), and Synapse verifies against the raw target.
  */
-export async function signedFederationGet<T = Record<string, unknown>>(from: Homeserver, to: Homeserver, path: string): Promise<FederationAnswer<T>> {
+export async function signedFederationGet<T = Record<string, unknown>>(
+  from: Homeserver,
+  to: Homeserver,
+  path: string,
+): Promise<FederationAnswer<T>> {
   const key = await readSynapseKey(from.signingKeyPath);
   // GET has no body, so no "content" member (server-server-api §Request Authentication).
   const signed = { method: "GET", uri: path, origin: from.serverName, destination: to.serverName };
@@ -42,6 +46,14 @@ export interface FederationDevices {
 }
 
 /** GET /_matrix/federation/v1/user/devices/{userId} on `to`, signed as `from`. */
-export async function fetchRemoteDevices(from: Homeserver, to: Homeserver, userId: string): Promise<FederationAnswer<FederationDevices>> {
-  return signedFederationGet<FederationDevices>(from, to, `/_matrix/federation/v1/user/devices/${encodeURIComponent(userId)}`);
+export async function fetchRemoteDevices(
+  from: Homeserver,
+  to: Homeserver,
+  userId: string,
+): Promise<FederationAnswer<FederationDevices>> {
+  return signedFederationGet<FederationDevices>(
+    from,
+    to,
+    `/_matrix/federation/v1/user/devices/${encodeURIComponent(userId)}`,
+  );
 }

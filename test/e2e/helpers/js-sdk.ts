@@ -15,11 +15,15 @@ export interface SdkClient {
 }
 
 function memoryLogger(lines: string[], verbose: boolean, prefix = ""): Logger {
-  const keep = (level: string, always: boolean) => (...msg: unknown[]) => {
-    if (!always && !verbose) return;
-    lines.push(`${level} ${prefix}${msg.map((m) => (m instanceof Error ? m.message : typeof m === "string" ? m : JSON.stringify(m))).join(" ")}`);
-    if (lines.length > 5_000) lines.splice(0, 1_000);
-  };
+  const keep =
+    (level: string, always: boolean) =>
+    (...msg: unknown[]) => {
+      if (!always && !verbose) return;
+      lines.push(
+        `${level} ${prefix}${msg.map((m) => (m instanceof Error ? m.message : typeof m === "string" ? m : JSON.stringify(m))).join(" ")}`,
+      );
+      if (lines.length > 5_000) lines.splice(0, 1_000);
+    };
   return {
     trace: keep("trace", false),
     debug: keep("debug", false),
@@ -40,7 +44,11 @@ function quietGlobalLogs(): void {
 }
 
 /** Starts `session`'s client against `baseUrl` and resolves once its first sync is done. */
-export async function startSdkClient(session: Session, baseUrl: string, opts: { verbose?: boolean; timeoutMs?: number } = {}): Promise<SdkClient> {
+export async function startSdkClient(
+  session: Session,
+  baseUrl: string,
+  opts: { verbose?: boolean; timeoutMs?: number } = {},
+): Promise<SdkClient> {
   const logs: string[] = [];
   const client = sdk.createClient({
     baseUrl,
@@ -53,7 +61,13 @@ export async function startSdkClient(session: Session, baseUrl: string, opts: { 
   await client.initRustCrypto({ useIndexedDB: false });
   if (!opts.verbose) quietGlobalLogs();
   const prepared = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no first sync within ${opts.timeoutMs ?? 60_000} ms; SDK log:\n${logs.slice(-30).join("\n")}`)), opts.timeoutMs ?? 60_000);
+    const timer = setTimeout(
+      () =>
+        reject(
+          new Error(`no first sync within ${opts.timeoutMs ?? 60_000} ms; SDK log:\n${logs.slice(-30).join("\n")}`),
+        ),
+      opts.timeoutMs ?? 60_000,
+    );
     const onSync = (state: sdk.SyncState) => {
       if (state !== sdk.SyncState.Prepared && state !== sdk.SyncState.Syncing) return;
       clearTimeout(timer);

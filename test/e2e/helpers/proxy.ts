@@ -33,15 +33,22 @@ export type Fronted = Pick<Homeserver, "clientUrl" | "serverName" | "signingKeyP
 /** The command-line flags for a proxy in front of `hs1`. */
 export function hs1ProxyFlags(hs1: Fronted, caPath: string, dataDir: string): string[] {
   return [
-    "--upstream", hs1.clientUrl,
-    "--server-name", hs1.serverName,
-    "--signing-key", hs1.signingKeyPath,
-    "--federation-ca", caPath,
+    "--upstream",
+    hs1.clientUrl,
+    "--server-name",
+    hs1.serverName,
+    "--signing-key",
+    hs1.signingKeyPath,
+    "--federation-ca",
+    caPath,
     // hs2 is "localhost:8482": system DNS answers with loopback, which the private-address
     // guard refuses unless explicitly allowed (docs/architecture.md "Federation").
-    "--federation-allow-cidrs", "127.0.0.0/8,::1/128",
-    "--listen", "127.0.0.1:0",
-    "--data-dir", dataDir,
+    "--federation-allow-cidrs",
+    "127.0.0.0/8,::1/128",
+    "--listen",
+    "127.0.0.1:0",
+    "--data-dir",
+    dataDir,
   ];
 }
 

@@ -11,7 +11,11 @@ export interface AliceAndBob {
   roomId: string;
 }
 
-export async function aliceAndBob(hs1: Homeserver, hs2: Homeserver, opts: { suffix?: string } = {}): Promise<AliceAndBob> {
+export async function aliceAndBob(
+  hs1: Homeserver,
+  hs2: Homeserver,
+  opts: { suffix?: string } = {},
+): Promise<AliceAndBob> {
   const suffix = opts.suffix ?? "";
   const alice = await register(hs1.clientUrl, `alice${suffix}`);
   const bob = await register(hs2.clientUrl, `bob${suffix}`);
@@ -28,9 +32,16 @@ export async function aliceAndBob(hs1: Homeserver, hs2: Homeserver, opts: { suff
 
 /** bob (hs2) joins alice's room; the invite travels over federation, so retry until it lands. */
 export async function joinOverFederation(alice: Session, bob: Session, roomId: string, via: string): Promise<void> {
-  await waitFor("bob's join over federation", async () => {
-    await join(bob, roomId, [via]);
-    return true;
-  }, 60_000, 500);
-  await waitFor("hs1 to see bob joined", async () => ((await joinedMembers(alice, roomId)).includes(bob.userId) ? true : undefined));
+  await waitFor(
+    "bob's join over federation",
+    async () => {
+      await join(bob, roomId, [via]);
+      return true;
+    },
+    60_000,
+    500,
+  );
+  await waitFor("hs1 to see bob joined", async () =>
+    (await joinedMembers(alice, roomId)).includes(bob.userId) ? true : undefined,
+  );
 }

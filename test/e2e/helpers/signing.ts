@@ -54,7 +54,12 @@ export function signatureOf(key: Ed25519Key, object: Record<string, unknown>): s
 }
 
 /** Adds `signatures[entity][keyId]` to `object` (returns a new object). */
-export function signJson<T extends Record<string, unknown>>(object: T, entity: string, keyId: string, key: Ed25519Key): T {
+export function signJson<T extends Record<string, unknown>>(
+  object: T,
+  entity: string,
+  keyId: string,
+  key: Ed25519Key,
+): T {
   const sig = signatureOf(key, object);
   const signatures = { ...((object.signatures as Record<string, Record<string, string>>) ?? {}) };
   signatures[entity] = { ...(signatures[entity] ?? {}), [keyId]: sig };

@@ -13,7 +13,12 @@
 // hs2 normally again. hs2 may then send hs1 anything. Bob's next device-list change reaches
 // hs1 as an incremental update; it heals the dropped device only if hs1 sees a gap in bob's
 // stream ids (prev_id) and resyncs, which depends on earlier history (seen both ways).
-import { homeserverOverrides, restartHomeserver, stopHomeserver, type Homeserver } from "../../../scripts/homeservers.ts";
+import {
+  homeserverOverrides,
+  restartHomeserver,
+  stopHomeserver,
+  type Homeserver,
+} from "../../../scripts/homeservers.ts";
 import { login, queriedDeviceIds, type Session } from "./client.ts";
 import { uploadCrossSigning, uploadDeviceKeys, type CrossSigning, type UploadedDevice } from "./e2ee.ts";
 import { sqlite } from "./db.ts";
@@ -67,10 +72,13 @@ export async function makeBobStale(opts: MakeBobStaleOptions): Promise<StaleBob>
   const crossSigning = opts.newCrossSigning ? await uploadCrossSigning(newDevice, newDeviceKeys) : undefined;
 
   const fresh = await queriedDeviceIds(bob, bob.userId);
-  if (!fresh.includes(newDevice.deviceId)) throw new Error(`hs2 does not list bob's new device ${newDevice.deviceId}: ${fresh}`);
+  if (!fresh.includes(newDevice.deviceId))
+    throw new Error(`hs2 does not list bob's new device ${newDevice.deviceId}: ${fresh}`);
   const remote = await fetchRemoteDevices(hs1, hs2, bob.userId);
   if (remote.status !== 200 || !remote.body.devices.some((d) => d.device_id === newDevice.deviceId)) {
-    throw new Error(`signed federation GET to hs2 lacks the new device: ${remote.status} ${JSON.stringify(remote.body)}`);
+    throw new Error(
+      `signed federation GET to hs2 lacks the new device: ${remote.status} ${JSON.stringify(remote.body)}`,
+    );
   }
 
   const method = opts.method ?? "federation-off";
@@ -82,7 +90,10 @@ export async function makeBobStale(opts: MakeBobStaleOptions): Promise<StaleBob>
         params: [hs1.serverName, bob.userId],
       },
       // Unconverted room changes would be turned into fresh pokes on start-up.
-      { sql: "UPDATE device_lists_changes_in_room SET converted_to_destinations = TRUE WHERE user_id = ?", params: [bob.userId] },
+      {
+        sql: "UPDATE device_lists_changes_in_room SET converted_to_destinations = TRUE WHERE user_id = ?",
+        params: [bob.userId],
+      },
     ]);
     if (!dropped || dropped.changes < 1) throw new Error(`no unsent device-list poke for ${hs1.serverName} to drop`);
     log(`dropped ${dropped.changes} unsent device-list poke(s) for ${hs1.serverName}`);
@@ -92,6 +103,7 @@ export async function makeBobStale(opts: MakeBobStaleOptions): Promise<StaleBob>
     log(`${hs2.serverName} restarted with its previous overrides (sending on)`);
   }
   const hs1DeviceIds = await queriedDeviceIds(alice, bob.userId);
-  if (hs1DeviceIds.includes(newDevice.deviceId)) throw new Error(`hs1 already knows bob's new device ${newDevice.deviceId}`);
+  if (hs1DeviceIds.includes(newDevice.deviceId))
+    throw new Error(`hs1 already knows bob's new device ${newDevice.deviceId}`);
   return { hs2, newDevice, newDeviceKeys, crossSigning, hs1DeviceIds, remote: remote.body };
 }

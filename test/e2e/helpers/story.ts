@@ -16,7 +16,12 @@ export interface Story {
 }
 
 /** Steps 1–4 of the issue; `say` narrates each. `suffix` keeps user ids unique per run. */
-export async function meetAliceAndBob(hs1: Homeserver, hs2: Homeserver, say: (s: string) => void = () => {}, suffix = ""): Promise<Story> {
+export async function meetAliceAndBob(
+  hs1: Homeserver,
+  hs2: Homeserver,
+  say: (s: string) => void = () => {},
+  suffix = "",
+): Promise<Story> {
   const alice = await register(hs1.clientUrl, `alice${suffix}`);
   const bob = await register(hs2.clientUrl, `bob${suffix}`);
   say(`registered ${alice.userId} on hs1 and ${bob.userId} on hs2`);
@@ -30,10 +35,14 @@ export async function meetAliceAndBob(hs1: Homeserver, hs2: Homeserver, say: (s:
   // Sharing a room makes hs1 track bob's list: its first query fetches it over federation and
   // caches it (device_lists_remote_cache), so later queries are answered from that cache.
   const masterKey = Object.keys((bobCrossSigning.masterKey.keys as Record<string, string>) ?? {})[0];
-  await waitFor("hs1 to serve bob's device and master key", async () => {
-    const view = viewOf(await keysQuery(alice, [bob.userId]), bob.userId);
-    return view.deviceIds.includes(bob.deviceId) && view.masterKeyId === masterKey ? true : undefined;
-  }, 60_000);
+  await waitFor(
+    "hs1 to serve bob's device and master key",
+    async () => {
+      const view = viewOf(await keysQuery(alice, [bob.userId]), bob.userId);
+      return view.deviceIds.includes(bob.deviceId) && view.masterKeyId === masterKey ? true : undefined;
+    },
+    60_000,
+  );
   say(`alice queried bob's keys: hs1 now caches 1 device and his master key`);
   return { alice, bob, bobDevice, bobCrossSigning, roomId };
 }
@@ -49,7 +58,8 @@ export interface UserKeysView {
 /** One user's part of a /keys/query answer. */
 export function viewOf(answer: KeysQueryAnswer, userId: string): UserKeysView {
   const devices = answer.device_keys[userId] ?? {};
-  const keyId = (k: Record<string, unknown> | undefined) => Object.keys((k?.keys as Record<string, string> | undefined) ?? {})[0];
+  const keyId = (k: Record<string, unknown> | undefined) =>
+    Object.keys((k?.keys as Record<string, string> | undefined) ?? {})[0];
   return {
     deviceIds: Object.keys(devices).sort(),
     masterKeyId: keyId(answer.master_keys?.[userId]),
@@ -75,7 +85,11 @@ export async function logOffset(path: string): Promise<number> {
  * `userId` after `offset`. Synapse writes `{origin}` for a request whose X-Matrix signature
  * it verified, then the status, the request line and the User-Agent.
  */
-export async function federationDeviceRequests(logPath: string, userId: string, offset = 0): Promise<{ origin: string; status: number; userAgent: string; line: string }[]> {
+export async function federationDeviceRequests(
+  logPath: string,
+  userId: string,
+  offset = 0,
+): Promise<{ origin: string; status: number; userAgent: string; line: string }[]> {
   const text = (await readFile(logPath)).subarray(offset).toString("utf8");
   const path = `/_matrix/federation/v1/user/devices/${encodeURIComponent(userId)}`;
   const out = [];
