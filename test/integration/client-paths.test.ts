@@ -1,4 +1,4 @@
-// The client API prefix the proxy's own calls use (src/server/client-paths.ts), against a
+// The client API prefix the proxy's own calls use (src/http/client-paths.ts), against a
 // homeserver over a real socket that is upgraded, rolled back and half-configured under it.
 import http from "node:http";
 import type { AddressInfo } from "node:net";

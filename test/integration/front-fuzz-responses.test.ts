@@ -1,4 +1,4 @@
-// The Bun front end (src/server/front/) fuzzed on the response side over loopback sockets. A raw
+// The Bun front end (src/engine/bun/) fuzzed on the response side over loopback sockets. A raw
 // homeserver answers each request (/fz/<token>) from a generated spec: interim 1xx responses,
 // Content-Length (leading zeros, repeated), chunked (sizes, case, zeros, extensions, trailers)
 // or close-delimited framing, bodies that look like responses, cut into random writes at the

@@ -1,4 +1,4 @@
-// The Bun front end (src/server/front/) fuzzed over loopback sockets: generated requests, alone
+// The Bun front end (src/engine/bun/) fuzzed over loopback sockets: generated requests, alone
 // and pipelined, cut into random writes; then mutated at the byte level. A strict reference
 // parser (RFC 9112, plus the front end's documented leniencies) reads the client's bytes and
 // the homeserver's: whatever reaches the homeserver must be exactly what the reference reads

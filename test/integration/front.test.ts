@@ -1,4 +1,4 @@
-// The Bun front end (src/server/front/) at the byte level: framing both ways, pipelining,
+// The Bun front end (src/engine/bun/) at the byte level: framing both ways, pipelining,
 // interim responses, HTTP/1.0, refusals, the stale-connection retry, and who the app thinks the
 // client is. Bun only (Deno always runs the node:http engine).
 import net from "node:net";

@@ -1,4 +1,4 @@
-// The hot-path metrics (src/ops/fast-metrics.ts) expose exactly what prom-client's own Counter
+// The hot-path metrics (src/observe/fast-metrics.ts) expose exactly what prom-client's own Counter
 // and Histogram would for the same events: the oracle is prom-client, in a registry beside it.
 import { Counter, Histogram, Registry } from "prom-client";
 import { describe, expect, test } from "vitest";

@@ -1,4 +1,4 @@
-// Chunked framing's limits (src/server/front/framing.ts): they bound one line, never a body.
+// Chunked framing's limits (src/engine/bun/framing.ts): they bound one line, never a body.
 import { describe, expect, test } from "vitest";
 import { ChunkedBody } from "../../src/engine/bun/framing.ts";
 import { MAX_HEAD_BYTES } from "../../src/engine/bun/head.ts";

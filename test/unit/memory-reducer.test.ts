@@ -1,4 +1,4 @@
-// The memory reducer (src/ops/memory-reducer.ts): it collects once RSS has grown past its floor
+// The memory reducer (src/observe/memory-reducer.ts): it collects once RSS has grown past its floor
 // and stopped moving while the process is quiet; never while RSS is still climbing, for small
 // growth, or under load; and it takes a fall of RSS on its own as the new floor.
 import { describe, expect, test } from "vitest";
