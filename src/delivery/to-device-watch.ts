@@ -1,28 +1,20 @@
 // Reads a /sync body's top-level `to_device` member (sliding sync: `extensions.to_device`) for
-// detection, after the body has gone out: the client never waits for our reading. The chunks are
-// kept by reference meanwhile (no copy); beyond BEHIND_BYTES they are scanned as they stream
-// instead, so no more than that is held. A body that names none of the event types detection
-// checks (a memchr-speed test) is not scanned at all.
-import { TopLevelCapture } from "./json/json-capture.ts";
-import { NameSighting } from "./json/sync-splice.ts";
+// detection, after the body has gone out (json/read-behind.ts): a body that names none of the event
+// types detection checks is not read at all.
+import { ReadBehind } from "./json/read-behind.ts";
 import type { SyncFlavour } from "./json/sync-inject.ts";
 import { cluesOf, OLM, slidingToDevice, type ToDeviceClue } from "./to-device-clues.ts";
 
-const BEHIND_BYTES = 8 * 1024 * 1024;
 // Each checked event type names one of these; `\u` escapes, which could spell them, are caught by
-// NameSighting itself.
+// the name test itself.
 const NEEDLES = [OLM, "m.room_key_request", "m.secret.request", "m.key.verification.", "device_lists"];
 const MEMBERS = { sync: ["to_device", "device_lists"], sliding: ["extensions"] } as const;
 
 export class ToDeviceWatch {
+  readonly #reader: ReadBehind;
   readonly #flavour: SyncFlavour;
   readonly #report: (clues: ToDeviceClue[]) => void;
   readonly #changed: ((users: string[]) => void) | undefined;
-  readonly #sightings = NEEDLES.map((n) => new NameSighting(n));
-  readonly #capture: TopLevelCapture;
-  #sighted = false;
-  #held: Uint8Array[] | undefined = [];
-  #heldBytes = 0;
 
   /** `changed`: told the homeserver's own device_lists.changed, when the body has one. */
   constructor(
@@ -33,36 +25,18 @@ export class ToDeviceWatch {
     this.#report = report;
     this.#changed = changed;
     this.#flavour = flavour;
-    this.#capture = new TopLevelCapture(MEMBERS[flavour]);
+    this.#reader = new ReadBehind(MEMBERS[flavour], NEEDLES, (found) => this.#finish(found));
   }
 
   data(buf: Uint8Array, start: number, end: number): void {
-    if (start >= end) return;
-    if (!this.#sighted) for (const s of this.#sightings) if (s.test(buf, start, end)) this.#sighted = true;
-    if (!this.#held) return this.#capture.feed(buf, start, end);
-    this.#held.push(buf.subarray(start, end));
-    this.#heldBytes += end - start;
-    if (this.#heldBytes > BEHIND_BYTES) this.#catchUp();
+    this.#reader.data(buf, start, end);
   }
 
   end(): void {
-    if (!this.#held) return this.#finish();
-    if (!this.#sighted) return void (this.#held = undefined);
-    setImmediate(() => {
-      this.#catchUp();
-      this.#finish();
-    });
+    this.#reader.end();
   }
 
-  #catchUp(): void {
-    for (const b of this.#held ?? []) this.#capture.feed(b);
-    this.#held = undefined;
-  }
-
-  #finish(): void {
-    if (!this.#sighted) return;
-    const found = this.#capture.finish();
-    if (!found) return;
+  #finish(found: Map<string, Buffer>): void {
     const member = (k: string): unknown => {
       const raw = found.get(k);
       if (!raw) return undefined;

@@ -12,6 +12,9 @@
 // comes or the body ends. After the last send, the scan behind goes as far as the token, which
 // the bookkeeping needs (docs/performance.md, delivery).
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
+import { BEHIND_BYTES, NameSighting, ReadBehind } from "./read-behind.ts";
+
+const EMPTY = new Uint8Array(0);
 import { injectChanged, reportedChanged, type SyncFlavour } from "./sync-inject.ts";
 
 /** Receives the output bytes buf[start, end): a view, to be copied or sent before it returns. */
@@ -52,47 +55,11 @@ function stringOf(raw: Uint8Array | undefined): string | undefined {
   }
 }
 const TOKEN = { sync: "next_batch", sliding: "pos" } as const;
-const EMPTY = new Uint8Array(0);
-const ESCAPE = Buffer.from("\\u");
 const CLOSE_OBJ = 0x7d,
   OPEN_OBJ = 0x7b;
 const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
-// Reads kept for a scan behind (here and in ReportedWatch): beyond this they are scanned as
-// they come, which bounds memory but puts the scan back on the client's wait.
-const BEHIND_BYTES = 8 * 1024 * 1024;
 // At the end, this much is still scanned before the closing brace goes out.
 const SCAN_AT_END = 64 * 1024;
-
-/**
- * Could bytes streaming past hold a member named `name`? Only if the name occurs in them, or a
- * \u escape that could spell it (no other escape yields its characters), including where a read
- * boundary splits either. A memchr-speed test, where finding the member itself means a scan.
- */
-export class NameSighting {
-  readonly #name: Buffer;
-  /** The last bytes seen, where a name may have started. */
-  #edge: Uint8Array = EMPTY;
-
-  constructor(name: string) {
-    this.#name = Buffer.from(name);
-  }
-
-  test(buf: Uint8Array, start: number, end: number): boolean {
-    const b = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
-    const span = this.#name.length - 1;
-    const edge = Buffer.concat([this.#edge, b.subarray(0, span)]);
-    this.#edge =
-      b.length >= span
-        ? Uint8Array.prototype.slice.call(b, b.length - span)
-        : Buffer.concat([this.#edge, b]).subarray(-span);
-    return (
-      b.indexOf(this.#name) !== -1 ||
-      b.indexOf(ESCAPE) !== -1 ||
-      edge.indexOf(this.#name) !== -1 ||
-      edge.indexOf(ESCAPE) !== -1
-    );
-  }
-}
 
 export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #users: readonly string[];
@@ -352,60 +319,33 @@ export class SyncSplice implements BodySplice, CaptureEvents {
 }
 
 // The homeserver's own device_lists.changed (docs/architecture.md: a user the homeserver reports as
-// changed may have a newer list there than our snapshot), read once the body has gone out, so
-// the client never waits for our reading. The chunks are kept by reference meanwhile (no
-// copy); a body beyond BEHIND_BYTES is read as it streams instead, so no more than that is held.
-// Most bodies never name the member (Synapse omits it when nothing changed): those are not
-// scanned at all.
+// changed may have a newer list there than our snapshot), read once the body has gone out
+// (read-behind.ts). Most bodies never name the member (Synapse omits it when nothing changed):
+// those are not scanned at all.
 export class ReportedWatch {
-  readonly #capture: TopLevelCapture;
-  readonly #flavour: SyncFlavour;
-  readonly #report: (users: string[]) => void;
-  readonly #sighting: NameSighting;
-  #sighted = false;
-  #held: Buffer[] | undefined = [];
-  #heldBytes = 0;
+  readonly #reader: ReadBehind;
 
   constructor(report: (users: string[]) => void, flavour: SyncFlavour = "sync") {
-    this.#report = report;
-    this.#flavour = flavour;
-    this.#capture = new TopLevelCapture([MEMBER[flavour]]);
-    this.#sighting = new NameSighting(MEMBER[flavour]);
-  }
-
-  data(buf: Buffer, start: number, end: number): void {
-    if (!this.#sighted) this.#sighted = this.#sighting.test(buf, start, end);
-    if (!this.#held) return this.#capture.feed(buf, start, end);
-    this.#held.push(buf.subarray(start, end));
-    this.#heldBytes += end - start;
-    if (this.#heldBytes > BEHIND_BYTES) this.#catchUp();
-  }
-
-  end(): void {
-    if (!this.#held) return this.#finish();
-    if (!this.#sighted) return void (this.#held = undefined);
-    setImmediate(() => {
-      this.#catchUp();
-      this.#finish();
+    const key = MEMBER[flavour];
+    this.#reader = new ReadBehind([key], [key], (found) => {
+      const raw = found.get(key);
+      if (!raw) return;
+      let lists: unknown;
+      try {
+        lists = JSON.parse(raw.toString("utf8"));
+      } catch {
+        return;
+      }
+      const users = reportedChanged({ [key]: lists }, flavour);
+      if (users.length > 0) report(users);
     });
   }
 
-  #catchUp(): void {
-    for (const b of this.#held ?? []) this.#capture.feed(b);
-    this.#held = undefined;
+  data(buf: Uint8Array, start: number, end: number): void {
+    this.#reader.data(buf, start, end);
   }
 
-  #finish(): void {
-    const key = MEMBER[this.#flavour];
-    const raw = this.#capture.finish()?.get(key);
-    if (!raw) return;
-    let lists: unknown;
-    try {
-      lists = JSON.parse(raw.toString("utf8"));
-    } catch {
-      return;
-    }
-    const users = reportedChanged({ [key]: lists }, this.#flavour);
-    if (users.length > 0) this.#report(users);
+  end(): void {
+    this.#reader.end();
   }
 }
