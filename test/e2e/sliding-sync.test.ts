@@ -9,45 +9,14 @@ import { call, type Session } from "./helpers/client.ts";
 import { refreshDevices, startHs1Proxy, type Hs1Proxy } from "./helpers/proxy.ts";
 import { makeBobStale } from "./helpers/stale.ts";
 import { keysView, meetAliceAndBob } from "./helpers/story.ts";
+import { encryptionRequest, roomListRequest } from "../helpers/element-x.ts";
 
 const log = (s: string): void => console.log(`[e2e sliding] ${s}`);
 const SLIDING = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 const OURS = /\.mrp_[0-9a-z]{12}$/;
 
-const roomList = {
-  conn_id: "room-list",
-  lists: {
-    all_rooms: {
-      ranges: [[0, 19]],
-      required_state: [
-        ["m.room.name", ""],
-        ["m.room.encryption", ""],
-        ["m.room.member", "$LAZY"],
-        ["m.room.member", "$ME"],
-        ["m.room.topic", ""],
-        ["m.room.avatar", ""],
-        ["m.room.canonical_alias", ""],
-        ["m.room.power_levels", ""],
-        ["org.matrix.msc3401.call.member", "*"],
-        ["m.room.join_rules", ""],
-        ["m.room.tombstone", ""],
-        ["m.room.create", ""],
-        ["m.room.history_visibility", ""],
-        ["io.element.functional_members", ""],
-        ["m.space.parent", "*"],
-        ["m.space.child", "*"],
-        ["m.beacon_info", "*"],
-      ],
-      timeline_limit: 1,
-      filters: {},
-    },
-  },
-  extensions: { account_data: { enabled: true }, receipts: { enabled: true, rooms: ["*"] }, typing: { enabled: true } },
-};
-const encryption = (toDevice?: string) => ({
-  conn_id: "encryption",
-  extensions: { to_device: { enabled: true, ...(toDevice ? { since: toDevice } : {}) }, e2ee: { enabled: true } },
-});
+const roomList = roomListRequest;
+const encryption = encryptionRequest;
 
 interface SlidingAnswer {
   pos: string;

@@ -12,51 +12,13 @@ import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
 import { startWorld, type World } from "../helpers/world.ts";
+import { encryptionRequest, roomListRequest } from "../helpers/element-x.ts";
 
 const SLIDING = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 const OURS = /\.mrp_[0-9a-z]{12}$/;
 
-// matrix-rust-sdk 0.18.0 RoomListService (room_list_service/mod.rs): account_data, receipts and
-// typing extensions, the all_rooms list with DEFAULT_REQUIRED_STATE; no e2ee.
-const roomListBody = JSON.stringify({
-  conn_id: "room-list",
-  lists: {
-    all_rooms: {
-      ranges: [[0, 19]],
-      required_state: [
-        ["m.room.name", ""],
-        ["m.room.encryption", ""],
-        ["m.room.member", "$LAZY"],
-        ["m.room.member", "$ME"],
-        ["m.room.topic", ""],
-        ["m.room.avatar", ""],
-        ["m.room.canonical_alias", ""],
-        ["m.room.power_levels", ""],
-        ["org.matrix.msc3401.call.member", "*"],
-        ["m.room.join_rules", ""],
-        ["m.room.tombstone", ""],
-        ["m.room.create", ""],
-        ["m.room.history_visibility", ""],
-        ["io.element.functional_members", ""],
-        ["m.space.parent", "*"],
-        ["m.space.child", "*"],
-        ["m.beacon_info", "*"],
-      ],
-      timeline_limit: 1,
-      filters: {},
-    },
-  },
-  extensions: { account_data: { enabled: true }, receipts: { enabled: true, rooms: ["*"] }, typing: { enabled: true } },
-});
-// EncryptionSyncService (encryption_sync_service.rs): to_device and e2ee enabled, nothing else.
-const encryptionBody = (toDeviceSince?: string) =>
-  JSON.stringify({
-    conn_id: "encryption",
-    extensions: {
-      to_device: { enabled: true, ...(toDeviceSince ? { since: toDeviceSince } : {}) },
-      e2ee: { enabled: true },
-    },
-  });
+const roomListBody = JSON.stringify(roomListRequest);
+const encryptionBody = (toDeviceSince?: string) => JSON.stringify(encryptionRequest(toDeviceSince));
 
 let w: World;
 let bob: string;
