@@ -59,7 +59,8 @@ export function call(
       clearTimeout(timer);
       const all = Buffer.concat(chunks);
       const split = all.indexOf("\r\n\r\n");
-      if (split === -1) return reject(new Error(`${method} ${target} via :${port}: connection closed without an answer`));
+      if (split === -1)
+        return reject(new Error(`${method} ${target} via :${port}: connection closed without an answer`));
       const [statusLine, ...lines] = all.subarray(0, split).toString("latin1").split("\r\n");
       const headers: Record<string, string> = {};
       for (const l of lines) {

@@ -61,8 +61,7 @@ export async function startReplicas(n: number, o: ReplicasOptions): Promise<Repl
       const dataDir = join(dir, `data-${i}`);
       mkdirSync(dataDir);
       const args = [
-        "--database",
-        o.database,
+        ...(o.database ? ["--database", o.database] : []),
         "--upstream",
         o.upstream,
         "--server-name",

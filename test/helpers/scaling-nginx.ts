@@ -27,7 +27,10 @@ function swap(text: string, from: string | RegExp, to: string): string {
 }
 
 /** The doc's block for these replica ports (as many as given, the doc's first lines). */
-export function renderScalingNginx(block: string, o: { port: number; replicaPorts: number[]; homeserverPort: number; dir: string }): string {
+export function renderScalingNginx(
+  block: string,
+  o: { port: number; replicaPorts: number[]; homeserverPort: number; dir: string },
+): string {
   let s = block;
   const servers = [...s.matchAll(/^( *)server 10\.0\.0\.\d+:8009( [^;\n]*)?;\n/gm)];
   if (servers.length < o.replicaPorts.length)
