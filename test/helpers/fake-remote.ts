@@ -32,6 +32,8 @@ export interface RemoteRequest {
   authorized: boolean;
   /** Why X-Matrix verification failed, if it did. */
   reason?: string;
+  /** The client's TCP port (see tls.ts). */
+  remotePort?: number;
   origin?: string;
 }
 
@@ -170,6 +172,7 @@ export async function startFakeRemote(opts: FakeRemoteOptions): Promise<FakeRemo
       authorized: check.ok,
     };
     if (userId !== undefined) r.userId = userId;
+    if (seen.remotePort !== undefined) r.remotePort = seen.remotePort;
     if (check.ok) r.origin = check.origin;
     else r.reason = check.reason;
     requests.push(r);

@@ -67,7 +67,7 @@ export function call(
         const i = l.indexOf(":");
         headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
       }
-      let raw = all.subarray(split + 4);
+      let raw: Buffer = all.subarray(split + 4);
       if (headers["transfer-encoding"]?.includes("chunked")) raw = dechunk(raw);
       const text = raw.toString("utf8");
       let json: Record<string, unknown> | undefined;

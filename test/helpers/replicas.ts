@@ -149,15 +149,12 @@ export async function stopReplicas(rs: Replica[]): Promise<void> {
   await Promise.all(rs.map((r) => r.kill()));
 }
 
-/**
- * The pids (among `pids`) holding an established TCP connection to 127.0.0.1:`port` right now:
- * which replica is talking to a remote server. `ss -p` names the owning process.
- */
-export function pidsConnectedTo(port: number, pids: number[]): number[] {
-  const r = spawnSync("ss", ["-tnpH", "state", "established", "dst", `127.0.0.1:${port}`], { encoding: "utf8" });
+/** The pid owning the loopback TCP socket bound to local `port`: who sent a request the fakes saw. */
+export function pidOfLocalPort(port: number): number | undefined {
+  const r = spawnSync("ss", ["-tnpH", "src", `127.0.0.1:${port}`], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`ss failed: ${r.stderr}`);
-  const found = new Set([...r.stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])));
-  return pids.filter((p) => found.has(p));
+  const m = /pid=(\d+)/.exec(r.stdout);
+  return m ? Number(m[1]) : undefined;
 }
 
 /** A Prometheus counter's sum over every label set whose labels include `labels`. */

@@ -108,6 +108,8 @@ export interface SeenRequest {
   servername: string | null;
   headers: IncomingHttpHeaders;
   body: Buffer;
+  /** The client's TCP port: which process sent it (replica tests look it up with `ss`). */
+  remotePort?: number;
 }
 
 export interface TestHttpsServer {
@@ -147,6 +149,7 @@ export async function startHttpsServer(opts: {
         headers: req.headers,
         body: Buffer.concat(chunks),
       };
+      if (tlsSocket.remotePort !== undefined) seen.remotePort = tlsSocket.remotePort;
       requests.push(seen);
       opts.handler(seen, res);
     });
