@@ -26,6 +26,10 @@ beforeAll(async () => {
       "1500",
       "--retry-max-ms",
       "3000",
+      // Detection would refresh the users these tests query on its own, and hide whether the
+      // retry (or the delivery) under test is what did it.
+      "--detect",
+      "off",
     ],
   });
   front = w.nginx.port;
