@@ -47,13 +47,17 @@ export interface ReplicasOptions {
   upstream: string;
   serverName?: string;
   caPath?: string;
+  /** The homeserver's signing key file (default: the tests' key, writeTestKey()). */
+  signingKey?: string;
+  /** --federation-allow-cidrs with caPath (default 127.0.0.0/8). */
+  allowCidrs?: string;
   extra?: string[];
 }
 
 export async function startReplicas(n: number, o: ReplicasOptions): Promise<Replica[]> {
   ensureBinary();
   const dir = mkdtempSync(join(tmpdir(), "replicas-"));
-  const key = writeTestKey(dir);
+  const key = o.signingKey ?? writeTestKey(dir);
   const names = ["A", "B", "C", "D", "E"];
   const replicas = await Promise.all(
     Array.from({ length: n }, async (_, i) => {
@@ -76,7 +80,7 @@ export async function startReplicas(n: number, o: ReplicasOptions): Promise<Repl
         dataDir,
         "--trusted-proxies",
         "loopback",
-        ...(o.caPath ? ["--federation-ca", o.caPath, "--federation-allow-cidrs", "127.0.0.0/8"] : []),
+        ...(o.caPath ? ["--federation-ca", o.caPath, "--federation-allow-cidrs", o.allowCidrs ?? "127.0.0.0/8"] : []),
         "--log-level",
         "info",
         ...(o.extra ?? []),
