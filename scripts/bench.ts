@@ -15,6 +15,7 @@ import { BUN, binary } from "./bench/binary.ts";
 import { runDelivery } from "./bench/delivery.ts";
 import { runIdle } from "./bench/idle.ts";
 import { runPassthrough } from "./bench/passthrough.ts";
+import { runReplicas } from "./bench/replicas.ts";
 import { hardFdLimit, nproc } from "./bench/procs.ts";
 import { runStartup } from "./bench/startup.ts";
 import { runStorms } from "./bench/storms.ts";
@@ -28,6 +29,8 @@ const families: [string, string, () => Promise<Row[]>][] = [
   ["delivery", "4 delivery", () => runDelivery({ samples: 150, wakes: 20 })],
   ["storms", "5 storms", () => runStorms()],
   ["startup", "6 start-up", () => runStartup(5)],
+  // Needs Debian's postgresql (a throw-away cluster, test/helpers/postgres.ts).
+  ["replicas", "7 replicas", () => runReplicas({ seconds: 3, rounds: 5, wakes: 40, storm: 1000 })],
 ];
 
 const only = process.argv

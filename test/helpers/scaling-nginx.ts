@@ -29,7 +29,14 @@ function swap(text: string, from: string | RegExp, to: string): string {
 /** The doc's block for these replica ports (as many as given, the doc's first lines). */
 export function renderScalingNginx(
   block: string,
-  o: { port: number; replicaPorts: number[]; homeserverPort: number; dir: string },
+  o: {
+    port: number;
+    replicaPorts: number[];
+    homeserverPort: number;
+    dir: string;
+    workers?: number | "auto";
+    accessLog?: boolean;
+  },
 ): string {
   let s = block;
   const servers = [...s.matchAll(/^( *)server 10\.0\.0\.\d+:8009( [^;\n]*)?;\n/gm)];
@@ -49,14 +56,14 @@ export function renderScalingNginx(
     `error_log ${d}/error.log info;`,
     // As root the workers would switch to an unprivileged user that cannot read the temp dir.
     ...(process.getuid?.() === 0 ? ["user root;"] : []),
-    "worker_processes 1;",
+    `worker_processes ${o.workers ?? 1};`,
     // A thousand clients at once, each with a connection to a replica behind it.
     "worker_rlimit_nofile 16384;",
     "events { worker_connections 8192; }",
     "http {",
     // Which replica served each request (and each retry on the next one), for the tests.
     "  log_format replicas '$status $request_method $upstream_addr $upstream_status $request_uri';",
-    `  access_log ${d}/access.log replicas;`,
+    o.accessLog === false ? "  access_log off;" : `  access_log ${d}/access.log replicas;`,
     ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `  ${t}_temp_path ${d}/${t}_temp;`),
     s,
     "}",
@@ -75,13 +82,17 @@ export interface NginxFront {
   stop(): Promise<void>;
 }
 
-export async function startScalingNginx(replicaPorts: number[], homeserverPort: number): Promise<NginxFront> {
+export async function startScalingNginx(
+  replicaPorts: number[],
+  homeserverPort: number,
+  o: { workers?: number | "auto"; accessLog?: boolean } = {},
+): Promise<NginxFront> {
   const blocks = scalingNginxBlocks();
   if (blocks.length !== 1) throw new Error(`docs/scaling.md has ${blocks.length} nginx blocks; the test renders one`);
   const dir = mkdtempSync(join(tmpdir(), "scaling-nginx-"));
   const port = await freePort();
   const conf = join(dir, "nginx.conf");
-  writeFileSync(conf, renderScalingNginx(blocks[0]!, { port, replicaPorts, homeserverPort, dir }));
+  writeFileSync(conf, renderScalingNginx(blocks[0]!, { port, replicaPorts, homeserverPort, dir, ...o }));
   const base = ["-p", dir, "-e", join(dir, "error.log"), "-c", conf];
   const check = () => {
     const r = spawnSync("nginx", ["-t", ...base], { encoding: "utf8" });

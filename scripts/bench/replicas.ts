@@ -1,0 +1,318 @@
+// Family 7, replicas on PostgreSQL (docs/scaling.md), all in one run:
+//  a) pass-through: nginx with the block of docs/scaling.md in front of 2 replicas, against
+//     the same nginx block pointed straight at the upstream (nginx alone); wrk, alternating rounds;
+//  b) a refresh answered by replica A wakes a long-poll held by replica B: from sending the
+//     refresh to B's answer, against the same on one replica (A wakes A), alternating;
+//  c) the refresh storm (1,000 concurrent refreshes of 1,000 users on one destination, and of
+//     one user) on SQLite (one process) against PostgreSQL (one replica, and two sharing it).
+import type { ServerResponse } from "node:http";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { makeUser } from "../../test/helpers/fake-devices.ts";
+import { startFakeHomeserver, type FakeHomeserver } from "../../test/helpers/fake-homeserver.ts";
+import { startFakeRemote, type FakeRemote } from "../../test/helpers/fake-remote.ts";
+import { startPostgres, type TestPostgres } from "../../test/helpers/postgres.ts";
+import { startScalingNginx } from "../../test/helpers/scaling-nginx.ts";
+import { createTestCa } from "../../test/helpers/tls.ts";
+import { BUN, benchKey, benchTmp, keyDocument, type ProxyChild, ROOT, startProxyChild } from "./binary.ts";
+import { timedGet, timedRequest } from "./client.ts";
+import { startProc } from "./procs.ts";
+import { fmt, median, percentile, type Row } from "./table.ts";
+import { sendJson } from "./world.ts";
+import { waitForHttp, wrk, type WrkResult } from "./wrk.ts";
+
+const FAM = "7 replicas";
+const HS = "hs.test";
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pp = (xs: number[]) => `p50 ${fmt(median(xs), 1)} / p99 ${fmt(percentile(xs, 99), 1)}`;
+
+export interface ReplicasOptions {
+  seconds: number;
+  rounds: number;
+  wakes: number;
+  storm: number;
+}
+
+export async function runReplicas(o: ReplicasOptions): Promise<Row[]> {
+  const pg = await startPostgres();
+  try {
+    return [...(await passthrough(pg, o)), ...(await withWorld(pg, o))];
+  } finally {
+    await pg.close();
+  }
+}
+
+async function passthrough(pg: TestPostgres, o: ReplicasOptions): Promise<Row[]> {
+  const up = startProc(BUN, [join(ROOT, "scripts", "bench", "upstream.ts"), "bench.test"]);
+  const upPort = Number((await up.waitLine(/upstream listening (\d+)/))[1]);
+  const database = await pg.createDatabase("bench_passthrough");
+  const replicas: ProxyChild[] = [];
+  const fronts: Awaited<ReturnType<typeof startScalingNginx>>[] = [];
+  try {
+    for (let i = 0; i < 2; i++)
+      replicas.push(
+        await startProxyChild(`http://127.0.0.1:${upPort}`, {
+          serverName: "bench.test",
+          extra: ["--database", database],
+        }),
+      );
+    const opts = { workers: "auto" as const, accessLog: false };
+    const viaReplicas = await startScalingNginx(
+      replicas.map((r) => r.port),
+      upPort,
+      opts,
+    );
+    fronts.push(viaReplicas);
+    const alone = await startScalingNginx([upPort], upPort, opts);
+    fronts.push(alone);
+    const path = "/_matrix/client/v3/pushrules/";
+    const targets = { replicas: viaReplicas.port, alone: alone.port };
+    for (const port of Object.values(targets)) await waitForHttp(`http://127.0.0.1:${port}${path}`);
+    for (const port of Object.values(targets)) wrk(`http://127.0.0.1:${port}${path}`, 64, 1); // warm-up
+    const rounds: Record<string, WrkResult[]> = { replicas: [], alone: [] };
+    for (let r = 0; r < o.rounds; r++)
+      for (const [name, port] of Object.entries(targets))
+        rounds[name]!.push(wrk(`http://127.0.0.1:${port}${path}`, 64, o.seconds));
+    const med = (name: string, f: (x: WrkResult) => number) => median(rounds[name]!.map(f));
+    const errors = [...rounds.replicas!, ...rounds.alone!].reduce((a, x) => a + x.errors, 0);
+    return [
+      {
+        family: FAM,
+        figure: `pass-through, small JSON GET, 64 conns: nginx (docs/scaling.md) + 2 replicas on PostgreSQL, req/s (median of ${o.rounds})`,
+        value: fmt(
+          med("replicas", (x) => x.rps),
+          0,
+        ),
+        reference: `nginx alone ${fmt(
+          med("alone", (x) => x.rps),
+          0,
+        )}`,
+        ratio: `${fmt((med("replicas", (x) => x.rps) / med("alone", (x) => x.rps)) * 100, 0)}% of nginx alone`,
+        note: `range ${fmt(Math.min(...rounds.replicas!.map((x) => x.rps)), 0)}–${fmt(Math.max(...rounds.replicas!.map((x) => x.rps)), 0)}; ${errors} errors`,
+      },
+      {
+        family: FAM,
+        figure: "pass-through latency, ms (median round)",
+        value: `p50 ${fmt(
+          med("replicas", (x) => x.p50),
+          2,
+        )} / p99 ${fmt(
+          med("replicas", (x) => x.p99),
+          2,
+        )}`,
+        reference: `nginx alone p50 ${fmt(
+          med("alone", (x) => x.p50),
+          2,
+        )} / p99 ${fmt(
+          med("alone", (x) => x.p99),
+          2,
+        )}`,
+      },
+    ];
+  } finally {
+    await Promise.all([...fronts.map((f) => f.stop()), ...replicas.map((r) => r.stop()), up.stop()]);
+  }
+}
+
+interface World {
+  hs: FakeHomeserver;
+  remote: FakeRemote;
+  flags: string[];
+  login(localpart: string): string;
+  onHeld?: () => void;
+}
+
+async function startWorld(): Promise<World> {
+  const ca = createTestCa("matrix-resync-proxy bench CA");
+  const caPath = join(mkdtempSync(join(benchTmp(), "ca-")), "ca.pem");
+  writeFileSync(caPath, ca.caPem);
+  const hs = await startFakeHomeserver(HS);
+  const key = benchKey();
+  const remote = await startFakeRemote({ ca, trustedKeys: { [HS]: { [key.keyId]: key.publicKey } } });
+  const keyDoc = keyDocument(HS);
+  hs.on("/_matrix/key/v2/server", (_q, res) => sendJson(res, keyDoc));
+  hs.on("/_matrix/client/v3/devices", (req, res) => {
+    const who = hs.tokens.get(req.headers.authorization?.slice(7) ?? "");
+    if (!who) return sendJson(res, '{"errcode":"M_UNKNOWN_TOKEN","error":"Unknown token"}', 401);
+    sendJson(res, JSON.stringify({ devices: [{ device_id: who[1] }] }));
+  });
+  hs.on("/_matrix/client/v3/keys/query", (_req, res, body) => {
+    const asked = Object.keys((JSON.parse(body.toString() || "{}") as { device_keys?: object }).device_keys ?? {});
+    sendJson(res, JSON.stringify({ device_keys: Object.fromEntries(asked.map((u) => [u, {}])), failures: {} }));
+  });
+  const w: World = {
+    hs,
+    remote,
+    flags: ["--federation-ca", caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--refresh-cache-ms", "0"],
+    login(localpart) {
+      const token = `token_${localpart}`;
+      hs.tokens.set(token, [`@${localpart}:${HS}`, `${localpart.toUpperCase()}DEV`]);
+      return token;
+    },
+  };
+  let batch = 0;
+  hs.on("/_matrix/client/v3/sync", (req, res: ServerResponse) => {
+    const q = new URL(req.url ?? "/", "http://x").searchParams;
+    const answer = () => sendJson(res, JSON.stringify({ next_batch: `nb_${++batch}`, rooms: { join: {} } }));
+    const timeout = Number(q.get("timeout") ?? 0);
+    if (timeout <= 0) return answer();
+    const t = setTimeout(answer, timeout);
+    res.on("close", () => clearTimeout(t));
+    w.onHeld?.();
+  });
+  return w;
+}
+
+async function withWorld(pg: TestPostgres, o: ReplicasOptions): Promise<Row[]> {
+  const w = await startWorld();
+  const started: ProxyChild[] = [];
+  const start = async (extra: string[]) => {
+    const p = await startProxyChild(w.hs.url, { serverName: HS, extra: [...w.flags, ...extra], raiseFdLimit: true });
+    started.push(p);
+    return p;
+  };
+  try {
+    const database = await pg.createDatabase("bench_replicas");
+    const [a, b] = [await start(["--database", database]), await start(["--database", database])];
+    const rows = await wakes(w, a!, b!, o.wakes);
+    const sqlite = await start([]);
+    const pgOne = await start(["--database", await pg.createDatabase("bench_storm_one")]);
+    const stormDb = await pg.createDatabase("bench_storm_two");
+    const pgTwo = [await start(["--database", stormDb]), await start(["--database", stormDb])];
+    rows.push(
+      ...(await storms(
+        w,
+        { sqlite: [sqlite], "PostgreSQL, 1 replica": [pgOne], "PostgreSQL, 2 replicas": pgTwo },
+        o.storm,
+      )),
+    );
+    return rows;
+  } finally {
+    await Promise.all(started.map((p) => p.stop()));
+    await w.remote.close();
+    await w.hs.close();
+  }
+}
+
+// A device's long-poll waits at the homeserver through replica `poller`; another device asks
+// replica `refresher` to refresh a remote user the first one tracks. Measured: from sending the
+// refresh to the long-poll's answer naming that user.
+async function wakeOnce(w: World, refresher: ProxyChild, poller: ProxyChild, i: number): Promise<number> {
+  const token = w.login(`waker${i}`);
+  const target = `@wake${i}:${w.remote.serverName}`;
+  w.remote.setUser(makeUser(target, { devices: 2 }));
+  const auth = { Authorization: `Bearer ${token}` };
+  await timedRequest(
+    poller.port,
+    "POST",
+    "/_matrix/client/v3/keys/query",
+    auth,
+    JSON.stringify({ device_keys: { [target]: [] } }),
+  );
+  const first = await timedGet(poller.port, "/_matrix/client/v3/sync?timeout=0", auth);
+  const nb = /"next_batch":"([^"]+)"/.exec(first.bodyHead)?.[1];
+  const held = new Promise<void>((r) => (w.onHeld = r));
+  let woke = 0;
+  const poll = timedGet(poller.port, `/_matrix/client/v3/sync?since=${nb}&timeout=30000`, auth).then((r) => {
+    woke = performance.now();
+    return r;
+  });
+  await held;
+  await sleep(5);
+  const t0 = performance.now();
+  const res = await timedRequest(
+    refresher.port,
+    "POST",
+    `/_matrix/client/v3/user/${encodeURIComponent(target)}/devices/refresh`,
+    { Authorization: `Bearer ${w.login(`wakeasker${i}`)}` },
+    "{}",
+  );
+  if (res.status !== 202) throw new Error(`replicas: refresh answered ${res.status}: ${res.bodyHead}`);
+  const answer = await poll;
+  if (!answer.bodyHead.includes(target)) throw new Error(`replicas: the woken long-poll does not name ${target}`);
+  return woke - t0;
+}
+
+async function wakes(w: World, a: ProxyChild, b: ProxyChild, n: number): Promise<Row[]> {
+  const cross: number[] = [];
+  const same: number[] = [];
+  for (let i = 0; i < n + 2; i++) {
+    const x = await wakeOnce(w, a, b, 2 * i);
+    const y = await wakeOnce(w, a, a, 2 * i + 1);
+    if (i < 2) continue; // warm-up
+    cross.push(x);
+    same.push(y);
+  }
+  return [
+    {
+      family: FAM,
+      figure: `refresh on A → wake of a long-poll held by B, ms (${n} wakes, loopback federation fetch included)`,
+      value: pp(cross),
+      reference: `A → A (same replica) ${pp(same)}`,
+      ratio: `+${fmt(median(cross) - median(same), 1)} ms p50`,
+      target: "p99 < 100 ms",
+      met: percentile(cross, 99) < 100,
+    },
+  ];
+}
+
+async function storms(w: World, setups: Record<string, ProxyChild[]>, n: number): Promise<Row[]> {
+  const tokens = Array.from({ length: n }, (_, i) => w.login(`storm${i}`));
+  const results: Record<string, { many: number; one: number; fetches: number; tally: string }> = {};
+  for (const [name, procs] of Object.entries(setups)) {
+    const tag = name.replace(/\W+/g, "");
+    const refresh = (i: number, target: string) =>
+      timedRequest(
+        procs[i % procs.length]!.port,
+        "POST",
+        `/_matrix/client/v3/user/${encodeURIComponent(target)}/devices/refresh`,
+        { Authorization: `Bearer ${tokens[i]}` },
+        "{}",
+        120_000,
+      );
+    const targets = Array.from({ length: n }, (_, i) => `@${tag}${i}:${w.remote.serverName}`);
+    for (const u of targets) w.remote.setUser(makeUser(u, { devices: 2 }));
+    const t0 = performance.now();
+    const many = await Promise.all(targets.map((u, i) => refresh(i, u)));
+    const manyMs = performance.now() - t0;
+    // One user: the remote holds the fetch until every refresh is inside (each lists its
+    // requester's devices first), so all of them overlap it; timed from the release.
+    const one = `@${tag}popular:${w.remote.serverName}`;
+    w.remote.setUser(makeUser(one, { devices: 3 }));
+    const listed = () => w.hs.seen.filter((x) => x.target === "/_matrix/client/v3/devices").length;
+    const before = listed();
+    const hold = w.remote.hold({ userId: one });
+    const pending = Promise.all(tokens.map((_, i) => refresh(i, one)));
+    const deadline = Date.now() + 120_000;
+    while (listed() < before + n && Date.now() < deadline) await sleep(5);
+    await sleep(300);
+    const t1 = performance.now();
+    hold.release();
+    const shared = await pending;
+    const oneMs = performance.now() - t1;
+    const by = new Map<number, number>();
+    for (const r of [...many, ...shared]) by.set(r.status, (by.get(r.status) ?? 0) + 1);
+    results[name] = {
+      many: manyMs,
+      one: oneMs,
+      fetches: w.remote.count({ userId: one, endpoint: "devices" }),
+      tally: [...by].map(([s, k]) => `${k}×${s}`).join(", "),
+    };
+    await sleep(500);
+  }
+  const base = Object.keys(results)[0]!;
+  const r0 = results[base!]!;
+  return Object.entries(results).map(([name, r]) => ({
+    family: FAM,
+    figure: `refresh storm on ${name}: ${n} users of one destination at once, s until all answered`,
+    value: fmt(r.many / 1000, 2),
+    reference:
+      name === base
+        ? `${n} refreshes of one user: ${fmt(r.one / 1000, 2)} s, ${r.fetches} fetch(es)`
+        : `${base} ${fmt(r0.many / 1000, 2)} s`,
+    ratio:
+      name === base
+        ? `answers ${r.tally}`
+        : `${(r.many / r0.many).toFixed(2)}×; one user: ${fmt(r.one / 1000, 2)} s, ${r.fetches} fetch(es); answers ${r.tally}`,
+  }));
+}
