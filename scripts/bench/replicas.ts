@@ -143,7 +143,15 @@ async function startWorld(): Promise<World> {
   const w: World = {
     hs,
     remote,
-    flags: ["--federation-ca", caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--refresh-cache-ms", "0"],
+    flags: [
+      "--federation-ca",
+      caPath,
+      "--federation-allow-cidrs",
+      "127.0.0.0/8",
+      // Every refresh waits for its fetch, however long the storm takes to get in.
+      "--refresh-wait-ms",
+      "60000",
+    ],
     login(localpart) {
       const token = `token_${localpart}`;
       hs.tokens.set(token, [`@${localpart}:${HS}`, `${localpart.toUpperCase()}DEV`]);
