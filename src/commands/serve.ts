@@ -64,9 +64,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const store = guardStore(rawStore, { log, onError: (operation) => metrics?.storeErrors.inc({ operation }) });
   metrics = createMetrics(undefined, {
     // NaN while the store fails: a scrape must not fail with it, nor show a false zero.
-    retryQueueDepth: () => storeFallback(() => store.listRetries().length, NaN),
+    retryQueueDepth: () => storeFallback(async () => (await store.listRetries()).length, NaN),
     destinationsInBackoff: () =>
-      storeFallback(() => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length, NaN),
+      storeFallback(async () => (await store.listBackoffs()).filter((b) => b.retryAt > Date.now()).length, NaN),
     pendingDeliveries: () => storeFallback(() => store.countPending(), NaN),
     openLongPolls: () => delivery.waiters.count,
     auditBehindSeconds: () => audit?.behindSeconds() ?? 0,
@@ -118,6 +118,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     refetch: (u) => void resyncer.run(u, [], { trigger: "recheck", retry: true }).catch(() => {}),
     log,
   });
+  await overlays.ready;
   // Self-healing (docs/architecture.md "Self-healing"): the view and the heal rule always; the
   // signals and the audit unless --detect off.
   const views = new Views({ store, paths, log });
@@ -212,9 +213,10 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
 
   resyncer.start();
   audit?.start();
-  const housekeeping = setInterval(() => {
-    views.flush(); // a view written after the expiry would outlive its trackers
-    if (storeFallback(() => delivery.expireTrackers(), 0) > 0) storeFallback(() => views.resync(), undefined);
+  const housekeeping = setInterval(async () => {
+    await views.flush(); // a view written after the expiry would outlive its trackers
+    if ((await storeFallback(() => delivery.expireTrackers(), 0)) > 0)
+      await storeFallback(() => views.resync(), undefined);
   }, 3_600_000);
   housekeeping.unref();
   const reducer = startMemoryReducer(log);
@@ -259,8 +261,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     fed.transport.close();
     // Every commit is already on disk (synchronous=FULL); closing checkpoints the WAL. The views
     // still waiting for their coalesced write go first.
-    storeFallback(() => views.close(), undefined);
-    store.close();
+    await storeFallback(() => views.close(), undefined);
+    await store.close();
     return result;
   };
   return {

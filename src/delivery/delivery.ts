@@ -69,8 +69,8 @@ export class Delivery {
   }
 
   /** These devices follow the target from now on (so a later success reaches them). */
-  trackDevices(devices: { userId: string; deviceId: string }[], target: string): void {
-    for (const d of devices) this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
+  async trackDevices(devices: { userId: string; deviceId: string }[], target: string): Promise<void> {
+    for (const d of devices) await this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
   }
 
   /** A device queried these users' keys: it will hear about their refreshes (once written, soon). */
@@ -87,13 +87,14 @@ export class Delivery {
   }
 
   /** A fresh snapshot: tell every tracking device. */
-  onSnapshot(s: DeviceSnapshot): void {
-    this.deliver(this.#o.store.trackersOf(s.userId), s.userId);
+  async onSnapshot(s: DeviceSnapshot): Promise<void> {
+    await this.deliver(await this.#o.store.trackersOf(s.userId), s.userId);
   }
 
-  deliver(devices: { userId: string; deviceId: string }[], target: string): void {
+  /** Pending rows for these devices, committed; then their long-polls are woken. */
+  async deliver(devices: { userId: string; deviceId: string }[], target: string): Promise<void> {
     if (devices.length === 0) return;
-    this.#o.store.addPending(
+    await this.#o.store.addPending(
       devices.map((d) => ({ ...d, target })),
       this.#now(),
     );
@@ -120,19 +121,19 @@ export class Delivery {
    * A sliding-sync connection that asked for the e2ee extension (routes/sync.ts). Its last_seen
    * is written once per tenth of the TTL, as trackers are: not a durable write per poll.
    */
-  openConn(userId: string, deviceId: string, conn: string): void {
+  async openConn(userId: string, deviceId: string, conn: string): Promise<void> {
     const key = `${userId}|${deviceId}|${conn}`;
     const now = this.#now();
     const every = Math.min(this.#o.trackerTtlMs / 10, 3_600_000);
     if (now - (this.#connWritten.get(key) ?? -Infinity) < every) return;
-    this.#o.store.openConn(userId, deviceId, conn, now);
+    await this.#o.store.openConn(userId, deviceId, conn, now);
     this.#connWritten.set(key, now);
   }
 
-  expireTrackers(): number {
+  async expireTrackers(): Promise<number> {
     this.trackers.forget();
     const olderThan = this.#now() - this.#o.trackerTtlMs;
-    this.#o.store.expireConns(olderThan);
+    await this.#o.store.expireConns(olderThan);
     this.#connWritten.clear();
     return this.#o.store.expireTrackers(olderThan);
   }

@@ -1,7 +1,7 @@
 // A store that fails (a full disk, an I/O error, a write lock another process holds) must cost
 // requests only what the proxy adds to them, never the process (docs/operations.md, "When the
 // store fails"). Every Store call goes through this guard: a failure is logged, counted and
-// rethrown as StoreUnavailable, which the request paths catch to fall back to plain
+// rethrown (as a rejection) as StoreUnavailable, which the request paths catch to fall back to plain
 // pass-through (/sync, /keys/query) or to answer 503 (a refresh). After a failure the guard
 // refuses calls at once for a short cool-down: each failing call may first wait out SQLite's
 // busy timeout, and a wait is a stall of the whole event loop.
@@ -40,15 +40,15 @@ export function guardStore(store: Store, o: GuardOptions): Store {
       guarded[name] = () => store.close();
       continue;
     }
-    guarded[name] = (...args: unknown[]) => {
-      const t = now();
-      if (t < refuseUntil && name !== "ping") {
+    guarded[name] = async (...args: unknown[]) => {
+      if (now() < refuseUntil && name !== "ping") {
         o.onError?.(name);
         throw new StoreUnavailable(name, lastError);
       }
       try {
-        return (method as (...a: unknown[]) => unknown).apply(store, args);
+        return await (method as (...a: unknown[]) => unknown).apply(store, args);
       } catch (e) {
+        const t = now();
         lastError = e;
         refuseUntil = t + coolDown;
         o.onError?.(name);
@@ -72,9 +72,9 @@ export function guardStore(store: Store, o: GuardOptions): Store {
  * fn's result, or `fallback` when the store is unavailable: the request then gets what it
  * would get without the proxy's additions.
  */
-export function storeFallback<T>(fn: () => T, fallback: T): T {
+export async function storeFallback<T>(fn: () => T | Promise<T>, fallback: T): Promise<T> {
   try {
-    return fn();
+    return await fn();
   } catch (e) {
     if (e instanceof StoreUnavailable) return fallback;
     throw e;
