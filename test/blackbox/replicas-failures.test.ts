@@ -9,6 +9,7 @@ import { pidOfLocalPort } from "../helpers/replicas.ts";
 import { changedIn, type HsDevices, type ReplicaWorld, startReplicaWorld } from "./replicas-world.ts";
 
 let w: ReplicaWorld & { hsDevices: HsDevices };
+const RETRY_LEASE_MS = 5000;
 let front: number;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const devicesOf = (a: CallAnswer, u: string) =>
@@ -30,6 +31,9 @@ beforeAll(async () => {
       // retry (or the delivery) under test is what did it.
       "--detect",
       "off",
+      // A claimed retry is another replica's to finish this long after its holder died.
+      "--retry-lease-ms",
+      String(RETRY_LEASE_MS),
     ],
   });
   front = w.nginx.port;
@@ -86,7 +90,9 @@ describe("retries", () => {
     const alive = w.replicas.filter((r) => r !== holder);
     await expect
       .poll(async () => devicesOf(await w.keysQuery(alive[0]!.port, erin, [flaky]), flaky), {
-        timeout: 90_000,
+        // The lease, then the retry loop's next look (it sleeps at most until the lease ends)
+        // and one fetch: the bound is generous for a shared 2-core machine, not a timing claim.
+        timeout: RETRY_LEASE_MS + 25_000,
         interval: 500,
       })
       .toEqual(["F1", "F2"]);
