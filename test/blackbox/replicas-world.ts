@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { keyDocument } from "../../scripts/bench/binary.ts";
 import { startFakeHomeserver, type FakeHomeserver } from "../helpers/fake-homeserver.ts";
 import { startFakeRemote, type FakeRemote } from "../helpers/fake-remote.ts";
 import { call, type CallAnswer } from "../helpers/http-call.ts";
@@ -51,6 +52,12 @@ export async function startReplicaWorld(
   const trusted = { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } };
   const remote = await startFakeRemote({ ca, trustedKeys: trusted });
   const remote2 = await startFakeRemote({ ca, trustedKeys: trusted });
+  // hs.test publishes our signing key, so the replicas' start-up key check (part of /readyz) passes.
+  const keyDoc = keyDocument("hs.test");
+  hs.on("/_matrix/key/v2/server", (_req, res) => {
+    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(keyDoc) });
+    res.end(keyDoc);
+  });
   const hsDevices: HsDevices = new Map();
   let batch = 0;
   // /sync: a fresh position per answer; a long-poll is held for its timeout (or until the
