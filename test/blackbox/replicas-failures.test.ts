@@ -136,7 +136,14 @@ describe("PostgreSQL down", () => {
     for (const [i, r] of w.replicas.entries()) {
       const u = `@back${i}:${w.remote.serverName}`;
       w.remote.setUser(makeUser(u, { devices: 1 }));
-      expect((await w.refresh(r.port, u, w.login(`back${i}`))).status).toBe(202);
+      // A client honouring the 503's Retry-After (5 s) gets through.
+      let n = 0;
+      await expect
+        .poll(async () => (await w.refresh(r.port, u, w.login(`back${i}_${n++}`))).status, {
+          timeout: 20_000,
+          interval: 1000,
+        })
+        .toBe(202);
     }
   }, 120_000);
 
@@ -187,6 +194,15 @@ describe("PostgreSQL down", () => {
     expect(accepted.filter((u) => !seen.has(u))).toEqual([]);
     expect(seen.has(pre)).toBe(false);
     for (const r of w.replicas) await expect.poll(() => readyz(r.opsPort), { timeout: 30_000 }).toBe("200");
+    let n = 0;
+    const after = `@afterstorm:${w.remote.serverName}`;
+    w.remote.setUser(makeUser(after, { devices: 1 }));
+    await expect
+      .poll(async () => (await w.refresh(front, after, w.login(`afterstorm${n++}`))).status, {
+        timeout: 20_000,
+        interval: 1000,
+      })
+      .toBe(202);
   }, 180_000);
 });
 
