@@ -35,6 +35,11 @@ export interface ResyncOptions {
   retry: BackoffPolicy;
   maxAttempts: number;
   probeIntervalMs: number;
+  /**
+   * Due retries are claimed for this long under this holder's name (Store.claimDueRetries):
+   * with replicas sharing the store, one runs each, and another takes it over after the lease.
+   */
+  retryLease?: { holder: string; ms: number };
   limits: { requester: RateLimiter; target: RateLimiter };
   log: Logger;
   now?: () => number;
@@ -380,7 +385,8 @@ export class Resyncer {
   async #tick(): Promise<void> {
     const now = this.#now();
     try {
-      for (const r of await this.#o.store.dueRetries(now, 200)) {
+      const lease = this.#o.retryLease ?? { holder: "local", ms: 60_000 };
+      for (const r of await this.#o.store.claimDueRetries(now, 200, lease.holder, lease.ms)) {
         if (this.#inflight.has(r.userId)) continue;
         const b = await this.#o.store.getBackoff(serverOf(r.userId));
         if (b && b.retryAt > now) {
