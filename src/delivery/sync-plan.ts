@@ -11,7 +11,7 @@ import type { Delivery } from "./delivery.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "./json/sync-splice.ts";
 import type { Overlays } from "./overlays.ts";
 import { type SyncFlavour, wakeResponse } from "./json/sync-inject.ts";
-import { wrapToken } from "./tokens.ts";
+import { isWrapped, wrapToken } from "./tokens.ts";
 
 /** What the plan reads and writes (the routes' Services has all of it). */
 export interface SyncDeps {
@@ -57,10 +57,13 @@ export async function planSync(d: SyncDeps, a: SyncAsk): Promise<SyncDecision> {
   const wakes = d.delivery.waiters.wakes;
   const targets = await storeFallback(async () => {
     if (a.asked && a.conn !== undefined) await d.delivery.openConn(a.userId, a.deviceId, a.conn);
-    if (a.asked && a.since) await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn);
-    // The rows themselves rather than whether there are any: an injection carries these, so the
-    // splice that books them needs no read of its own once the homeserver answers.
-    return a.asked && a.since !== "" ? pendingTargets(d, a, a.conn) : [];
+    // Only positions of ours ever carry a delivery (tokens.ts): the homeserver's own token, what
+    // nearly every poll resumes from, acknowledges nothing, and costs no write.
+    if (a.asked && isWrapped(a.since)) await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn);
+    if (!a.asked || a.since === "" || !(await d.store.hasPending(a.userId, a.deviceId, a.conn))) return [];
+    // The rows themselves: an injection carries these, so the splice that books them needs no
+    // read of its own once the homeserver answers.
+    return pendingTargets(d, a, a.conn);
   }, undefined);
   const storeOk = targets !== undefined;
   const pending = storeOk && targets.length > 0;
