@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
 import type { Server } from "node:http";
 import { hostname } from "node:os";
 import type { Config } from "../config/config.ts";
@@ -66,6 +67,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const loose = config.signingKey ? looseKeyFile(config.signingKey) : undefined;
   if (loose) log.warn(loose.message, { mode: loose.mode });
   const location = storeLocation(config.database, config.dataDir);
+  // With PostgreSQL, --data-dir still holds the Bun front end's internal socket (0700: who may
+  // reach the app behind it).
+  if (location.kind === "postgres") mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const rawStore = await openStore(location);
   // Declared before the metrics that count its failures: the guard reads them when one happens.
   let metrics: Metrics | undefined;

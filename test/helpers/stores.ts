@@ -2,12 +2,13 @@
 // state"): SQLite in a temp dir, PostgreSQL as a fresh database in one throw-away cluster per
 // test file (test/helpers/postgres.ts; started on first use, ~1 s). Call closeTestStores in
 // the file's afterAll.
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore, storeLocation } from "../../src/store/open.ts";
 import type { Store } from "../../src/store/store.ts";
-import { startPostgres, type TestPostgres } from "./postgres.ts";
+import { postgresBinDir, startPostgres, type TestPostgres } from "./postgres.ts";
 
 export type Backend = "sqlite" | "postgres";
 export const BACKENDS: readonly Backend[] = ["sqlite", "postgres"];
@@ -28,6 +29,29 @@ export async function closeTestStores(): Promise<void> {
   const c = cluster;
   cluster = undefined;
   if (c) await (await c).close();
+}
+
+/**
+ * For useTestDatabase (test/helpers/proxy.ts): one database of this cluster per data dir, made
+ * on first use, so a proxy restarted on the same data dir finds its state and another does not.
+ */
+export function databasePerDataDir(pg: TestPostgres): (dataDir: string) => string {
+  const made = new Map<string, string>();
+  return (dataDir) => {
+    let url = made.get(dataDir);
+    if (url === undefined) {
+      const name = `d${process.pid}_${++databases}`;
+      const r = spawnSync(
+        join(postgresBinDir(), "psql"),
+        ["-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "-qc", `CREATE DATABASE ${name}`],
+        { encoding: "utf8" },
+      );
+      if (r.status !== 0) throw new Error(`CREATE DATABASE failed: ${r.stderr}`);
+      url = pg.url.replace(/\/postgres$/, `/${name}`);
+      made.set(dataDir, url);
+    }
+    return url;
+  };
 }
 
 /** A --database value for a new, empty store of this kind. */
