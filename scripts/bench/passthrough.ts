@@ -1,6 +1,7 @@
 // Family 1, pass-through: small JSON GETs over 64 keep-alive connections, direct to the fast
 // upstream, through nginx, through a bare Bun relay (the runtime's floor), and through the
-// proxy. Rounds alternate the four targets so machine noise (the load generator shares the
+// proxy; once with the Bun upstream (upstream.ts) and once with a C one (nginx answering from
+// memory, static-upstream.ts), which leaves the relays more of the two cores. Rounds alternate the four targets so machine noise (the load generator shares the
 // cores) hits each alike; the median round is reported, and the CPU each relay spent per
 // request, split into user space and kernel.
 import { startProxyChild, BUN, ROOT } from "./binary.ts";
@@ -8,6 +9,7 @@ import { childPids, cpuTimes, nproc, startProc } from "./procs.ts";
 import { fmt, median, type Row, times } from "./table.ts";
 import { type Collections, measureCollections } from "./collections.ts";
 import { startNginx, waitForHttp, wrk, type WrkResult } from "./wrk.ts";
+import { startStaticUpstream } from "./static-upstream.ts";
 import { join } from "node:path";
 
 export interface PassthroughOptions {
@@ -15,12 +17,18 @@ export interface PassthroughOptions {
   rounds: number;
   /** Also run the 5 MB streamed-body case of the original scripts/bench-passthrough.ts. */
   bigBody?: boolean;
+  /** Which upstreams to measure against (default both, Bun's first). */
+  upstreams?: UpstreamKind[];
 }
+
+/** "bun": scripts/bench/upstream.ts; "nginx": nginx answering from memory (static-upstream.ts). */
+export type UpstreamKind = "bun" | "nginx";
 
 type Target = "direct" | "nginx" | "relay" | "proxy";
 
 export interface PassthroughCase {
   name: string;
+  upstream: UpstreamKind;
   path: string;
   conns: number;
   /** target name -> the median round */
@@ -34,8 +42,24 @@ export interface PassthroughCase {
 }
 
 export async function measurePassthrough(o: PassthroughOptions): Promise<PassthroughCase[]> {
+  const out: PassthroughCase[] = [];
+  for (const kind of o.upstreams ?? ["bun", "nginx"]) out.push(...(await measureWith(kind, o)));
+  return out;
+}
+
+async function startUpstream(kind: UpstreamKind): Promise<{ port: number; stop(): Promise<void> }> {
+  if (kind === "nginx") {
+    const s = await startStaticUpstream("bench.test");
+    return { port: s.port, stop: () => s.proc.stop() };
+  }
   const up = startProc(BUN, [join(ROOT, "scripts", "bench", "upstream.ts"), "bench.test"]);
-  const upPort = Number((await up.waitLine(/upstream listening (\d+)/))[1]);
+  const port = Number((await up.waitLine(/upstream listening (\d+)/))[1]);
+  return { port, stop: () => up.stop() };
+}
+
+async function measureWith(kind: UpstreamKind, o: PassthroughOptions): Promise<PassthroughCase[]> {
+  const up = await startUpstream(kind);
+  const upPort = up.port;
   const upstream = `http://127.0.0.1:${upPort}`;
   const nginx = await startNginx(upPort);
   // The floor: a Bun relay that does nothing but move bytes (bare-relay.ts).
@@ -52,7 +76,7 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
       proxy: [proxy.pid],
     };
     const cases = [{ name: "small JSON GET, 64 conns", path: "/_matrix/client/v3/pushrules/", conns: 64 }];
-    if (o.bigBody) cases.push({ name: "5 MB streamed body, 8 conns", path: `/big/${5 * 1024 * 1024}`, conns: 8 });
+    if (o.bigBody && kind === "bun") cases.push({ name: "5 MB streamed body, 8 conns", path: `/big/${5 * 1024 * 1024}`, conns: 8 });
     const out: PassthroughCase[] = [];
     for (const c of cases) {
       const rounds: Record<string, WrkResult[]> = { direct: [], nginx: [], relay: [], proxy: [] };
@@ -95,10 +119,12 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
       });
       out.push({
         ...c,
+        upstream: kind,
         results: { direct: agg("direct"), nginx: agg("nginx"), relay: agg("relay"), proxy: agg("proxy") },
         proxyCores: cpu / wall,
         cpuPerRequest: { nginx: cpuOf("nginx"), relay: cpuOf("relay"), proxy: cpuOf("proxy") },
-        collections: await measureCollections(upstream, c.path, o.seconds),
+        // Once is enough: the collector's work is the proxy's, whichever upstream answers.
+        collections: kind === "bun" ? await measureCollections(upstream, c.path, o.seconds) : undefined,
       });
     }
     return out;
@@ -108,49 +134,61 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
 }
 
 export async function runPassthrough(o: PassthroughOptions): Promise<Row[]> {
-  const [c] = await measurePassthrough(o);
-  const { direct: d, nginx: n, relay: b, proxy: p } = c!.results;
-  const { nginx: nc, relay: bc, proxy: pc } = c!.cpuPerRequest;
+  return (await measurePassthrough(o)).flatMap(rowsOf);
+}
+
+const UPSTREAM_NAME: Record<UpstreamKind, string> = {
+  bun: "Bun upstream",
+  nginx: "C upstream (nginx answering from memory)",
+};
+
+function rowsOf(c: PassthroughCase): Row[] {
+  const { direct: d, nginx: n, relay: b, proxy: p } = c.results;
+  const { nginx: nc, relay: bc, proxy: pc } = c.cpuPerRequest;
   const fam = "1 pass-through";
   const errs = p.errors + n.errors + d.errors + b.errors;
   const us = (x: { user: number; system: number }) => `${fmt(x.user, 1)} + ${fmt(x.system, 1)}`;
-  return [
+  const up = UPSTREAM_NAME[c.upstream];
+  const rows: Row[] = [
     {
       family: fam,
-      figure: "req/s, small JSON GET, 64 conns",
+      figure: `req/s, small JSON GET, 64 conns, ${up}`,
       value: fmt(p.rps, 0),
       reference: `nginx ${fmt(n.rps, 0)}; direct ${fmt(d.rps, 0)}; bare Bun relay ${fmt(b.rps, 0)}`,
       ratio: times(p.rps, n.rps),
       target: "≥1.0× nginx",
       met: p.rps >= n.rps,
-      note: `proxy used ${fmt(c!.proxyCores * 100, 0)} % of one core${errs ? `; ${errs} errors` : ""}`,
+      note: `proxy used ${fmt(c.proxyCores * 100, 0)} % of one core${errs ? `; ${errs} errors` : ""}`,
     },
     {
       family: fam,
-      figure: "p50 latency, ms",
+      figure: `p50 latency, ms, ${up}`,
       value: fmt(p.p50, 2),
       reference: `nginx ${fmt(n.p50, 2)}; direct ${fmt(d.p50, 2)}; bare Bun relay ${fmt(b.p50, 2)}`,
       ratio: times(p.p50, n.p50),
     },
     {
       family: fam,
-      figure: "p99 latency, ms",
+      figure: `p99 latency, ms, ${up}`,
       value: fmt(p.p99, 2),
       reference: `nginx ${fmt(n.p99, 2)}; direct ${fmt(d.p99, 2)}; bare Bun relay ${fmt(b.p99, 2)}`,
       ratio: times(p.p99, n.p99),
       target: "≤1.2× nginx",
       met: p.p99 <= 1.2 * n.p99,
     },
-    collectionsRow(fam, c!.collections),
-    {
-      family: fam,
-      figure: "CPU per request, µs, user + kernel",
-      value: us(pc),
-      reference: `nginx ${us(nc)}; bare Bun relay ${us(bc)}`,
-      ratio: `user ${times(pc.user, nc.user)} nginx's`,
-      note: "the bare relay pipes each connection to its own upstream one: no HTTP, the runtime's floor",
-    },
   ];
+  if (c.upstream === "bun") rows.push(collectionsRow(fam, c.collections));
+  rows.push({
+    family: fam,
+    figure: `CPU per request, µs, user + kernel, ${up}`,
+    value: us(pc),
+    reference: `nginx ${us(nc)}; bare Bun relay ${us(bc)}`,
+    ratio: `${times(pc.user + pc.system, nc.user + nc.system)} nginx's (user ${times(pc.user, nc.user)})`,
+    target: "≤ nginx's",
+    met: pc.user + pc.system <= nc.user + nc.system,
+    note: "the bare relay pipes each connection to its own upstream one: no HTTP, the runtime's floor",
+  });
+  return rows;
 }
 
 function collectionsRow(family: string, k: Collections | undefined): Row {
@@ -178,10 +216,10 @@ export function passthroughDetail(cases: PassthroughCase[], o: PassthroughOption
       ["proxy", p],
     ] as const)
       rows.push(
-        `| ${c.name} | ${name} | ${r.rps.toFixed(0)} | ${r.mbps.toFixed(1)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.errors} |`,
+        `| ${c.name}, ${c.upstream} upstream | ${name} | ${r.rps.toFixed(0)} | ${r.mbps.toFixed(1)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.errors} |`,
       );
     rows.push(
-      `| ${c.name} | **proxy/nginx** | **${times(p.rps, n.rps)}** | ${times(p.mbps, n.mbps)} | ${times(p.p50, n.p50)} | ${times(p.p99, n.p99)} | |`,
+      `| ${c.name}, ${c.upstream} upstream | **proxy/nginx** | **${times(p.rps, n.rps)}** | ${times(p.mbps, n.mbps)} | ${times(p.p50, n.p50)} | ${times(p.p99, n.p99)} | |`,
     );
   }
   return [
