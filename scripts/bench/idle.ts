@@ -4,6 +4,7 @@
 // held poll, CPU while they sit idle, and (proxy) whether a small request still gets through.
 // Every process here has its soft open-files limit raised to the hard limit; the count is
 // capped by that limit, which only a privileged process (CAP_SYS_RESOURCE) can raise.
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { BUN, ROOT, startProxyChild } from "./binary.ts";
 import { timedGet } from "./client.ts";
@@ -22,6 +23,21 @@ const POLL_TIMEOUT_MS = 300_000; // longer than the whole measurement: nothing a
 // Source addresses for the client (longpoll-client.ts): one per 25,000 polls.
 const SOURCES = Math.ceil(WANTED / 25_000);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Connections one source address can hold to one destination address and port: the size of
+ * the ephemeral port range. A relay connects to the homeserver from one address (Bun.connect
+ * takes no local address; nginx would need proxy_bind), so this caps the polls it can hold
+ * whatever the open-files limit. Less 500 for everything else using the range meanwhile.
+ */
+function portRange(): number {
+  try {
+    const [lo, hi] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+    return hi! - lo! + 1 - 500;
+  } catch {
+    return 28_232 - 500; // Linux's default range, 32768–60999
+  }
+}
 
 export interface IdleOptions {
   /** Seconds over which idle CPU is measured. */
@@ -131,7 +147,9 @@ export async function runIdle(o: IdleOptions): Promise<Row[]> {
   // hard limit, which an unprivileged container cannot raise.
   const hard = hardFdLimit();
   const wanted = o.polls ?? WANTED;
-  const n = Math.min(wanted, Math.floor((hard - 1000) / FDS_PER_POLL));
+  const byFds = Math.floor((hard - 1000) / FDS_PER_POLL);
+  const byPorts = portRange();
+  const n = Math.min(wanted, byFds, byPorts);
   const up = startProc(BUN, [join(ROOT, "scripts", "bench", "upstream.ts"), "bench.test"], { raiseFdLimit: true });
   const upPort = Number((await up.waitLine(/upstream listening (\d+)/))[1]);
   const proxy = await startProxyChild(`http://127.0.0.1:${upPort}`, { serverName: "bench.test", raiseFdLimit: true });
@@ -150,13 +168,21 @@ export async function runIdle(o: IdleOptions): Promise<Row[]> {
     const ng = nginx
       ? await holdThrough(nginx.port, [nginx.proc.pid, ...childPids(nginx.proc.pid)], n, held, o, false)
       : undefined;
-    return rows(p, ng, n, wanted, hard, o);
+    return rows(p, ng, n, wanted, hard, byFds <= byPorts, o);
   } finally {
     await Promise.all([proxy.stop(), nginx?.proc.stop(), up.stop()]);
   }
 }
 
-function rows(p: Held, ng: Held | undefined, n: number, wanted: number, hard: number, o: IdleOptions): Row[] {
+function rows(
+  p: Held,
+  ng: Held | undefined,
+  n: number,
+  wanted: number,
+  hard: number,
+  fdBound: boolean,
+  o: IdleOptions,
+): Row[] {
   // The figure is RSS once the polls sit idle, at the end of the idle window. The peak, just
   // after the burst that opened them, is shown beside it (the memory reducer gives the
   // burst's garbage back once RSS settles: memory-reducer.ts).
@@ -164,9 +190,11 @@ function rows(p: Held, ng: Held | undefined, n: number, wanted: number, hard: nu
   const at10k = p.baseline + perPoll(p) * TEN_K;
   const fam = "3 idle long-polls";
   const capped =
-    n < wanted
-      ? `capped at ${fmt(n, 0)}: the open-files hard limit ${fmt(hard, 0)} (per process; raising it needs CAP_SYS_RESOURCE) at ${FDS_PER_POLL} fds per poll`
-      : undefined;
+    n >= wanted
+      ? undefined
+      : fdBound
+        ? `capped at ${fmt(n, 0)}: the open-files hard limit ${fmt(hard, 0)} (per process; raising it needs CAP_SYS_RESOURCE) at ${FDS_PER_POLL} fds per poll`
+        : `capped at ${fmt(n, 0)}: the ephemeral port range (ip_local_port_range) bounds a relay's connections to one homeserver address`;
   const early = (h: Held) =>
     h.answeredEarly ? `${h.answeredEarly} answered early, first: ${h.firstAnswer.replaceAll("|", "/")}` : undefined;
   const out: Row[] = [

@@ -19,6 +19,12 @@ export interface PassthroughOptions {
   bigBody?: boolean;
   /** Which upstreams to measure against (default both, Bun's first). */
   upstreams?: UpstreamKind[];
+  /**
+   * Front-end threads for the proxy (--front-threads), nginx workers beside it, and wrk
+   * threads (default: the proxy's default of 1 thread; nginx one worker per core; wrk 2).
+   * scripts/bench-threads.ts sweeps them together on a host with cores to spare.
+   */
+  threads?: { front: number; nginx: number; wrk: number; conns: number; upstreamWorkers: number | "auto" };
 }
 
 /** "bun": scripts/bench/upstream.ts; "nginx": nginx answering from memory (static-upstream.ts). */
@@ -47,9 +53,12 @@ export async function measurePassthrough(o: PassthroughOptions): Promise<Passthr
   return out;
 }
 
-async function startUpstream(kind: UpstreamKind): Promise<{ port: number; stop(): Promise<void> }> {
+async function startUpstream(
+  kind: UpstreamKind,
+  workers: number | "auto" = 1,
+): Promise<{ port: number; stop(): Promise<void> }> {
   if (kind === "nginx") {
-    const s = await startStaticUpstream("bench.test");
+    const s = await startStaticUpstream("bench.test", workers);
     return { port: s.port, stop: () => s.proc.stop() };
   }
   const up = startProc(BUN, [join(ROOT, "scripts", "bench", "upstream.ts"), "bench.test"]);
@@ -58,14 +67,18 @@ async function startUpstream(kind: UpstreamKind): Promise<{ port: number; stop()
 }
 
 async function measureWith(kind: UpstreamKind, o: PassthroughOptions): Promise<PassthroughCase[]> {
-  const up = await startUpstream(kind);
+  const up = await startUpstream(kind, o.threads?.upstreamWorkers);
+  const wrkThreads = o.threads?.wrk ?? 2;
   const upPort = up.port;
   const upstream = `http://127.0.0.1:${upPort}`;
-  const nginx = await startNginx(upPort);
+  const nginx = await startNginx(upPort, { workers: o.threads?.nginx });
   // The floor: a Bun relay that does nothing but move bytes (bare-relay.ts).
   const relay = startProc(BUN, [join(ROOT, "scripts", "bench", "bare-relay.ts"), String(upPort)]);
   const relayPort = Number((await relay.waitLine(/bare relay listening (\d+)/))[1]);
-  const proxy = await startProxyChild(upstream, { serverName: "bench.test" });
+  const proxy = await startProxyChild(upstream, {
+    serverName: "bench.test",
+    extra: o.threads ? ["--front-threads", String(o.threads.front)] : [],
+  });
   try {
     await waitForHttp(`${proxy.url}/_matrix/client/versions`);
     const targets: Record<Target, number> = { direct: upPort, nginx: nginx.port, relay: relayPort, proxy: proxy.port };
@@ -75,14 +88,15 @@ async function measureWith(kind: UpstreamKind, o: PassthroughOptions): Promise<P
       relay: [relay.pid],
       proxy: [proxy.pid],
     };
-    const cases = [{ name: "small JSON GET, 64 conns", path: "/_matrix/client/v3/pushrules/", conns: 64 }];
+    const conns = o.threads?.conns ?? 64;
+    const cases = [{ name: `small JSON GET, ${conns} conns`, path: "/_matrix/client/v3/pushrules/", conns }];
     if (o.bigBody && kind === "bun") cases.push({ name: "5 MB streamed body, 8 conns", path: `/big/${5 * 1024 * 1024}`, conns: 8 });
     const out: PassthroughCase[] = [];
     for (const c of cases) {
       const rounds: Record<string, WrkResult[]> = { direct: [], nginx: [], relay: [], proxy: [] };
       const perReq: Record<string, { user: number; system: number }[]> = { nginx: [], relay: [], proxy: [] };
       // Warm-up (JIT, connection pools), not counted.
-      for (const port of Object.values(targets)) wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, 1);
+      for (const port of Object.values(targets)) wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, 1, wrkThreads);
       let cpu = 0,
         wall = 0;
       for (let r = 0; r < o.rounds; r++)
@@ -90,7 +104,7 @@ async function measureWith(kind: UpstreamKind, o: PassthroughOptions): Promise<P
           const counted = pids[name as Target] ?? [];
           const before = counted.map(cpuTimes),
             t0 = performance.now();
-          const res = wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, o.seconds);
+          const res = wrk(`http://127.0.0.1:${port}${c.path}`, c.conns, o.seconds, wrkThreads);
           const seconds = (performance.now() - t0) / 1000;
           rounds[name]!.push(res);
           if (counted.length === 0) continue;

@@ -13,7 +13,11 @@ import { freePort, waitForHttp } from "./wrk.ts";
 /** upstream.ts's answer for any path it has no special case for (the pass-through GET). */
 export const SMALL_JSON = JSON.stringify({ versions: ["v1.11"], unstable_features: { "org.example": true } });
 
-export async function startStaticUpstream(serverName: string): Promise<{ proc: Proc; port: number }> {
+/** `workers`: nginx's worker_processes (default 1; "auto" gives one per core, for bench-threads.ts). */
+export async function startStaticUpstream(
+  serverName: string,
+  workers: number | "auto" = 1,
+): Promise<{ proc: Proc; port: number }> {
   const port = await freePort();
   const dir = benchTmp();
   const conf = join(dir, "static-upstream.conf");
@@ -22,7 +26,7 @@ export async function startStaticUpstream(serverName: string): Promise<{ proc: P
   writeFileSync(
     conf,
     `
-worker_processes 1;
+worker_processes ${workers};
 worker_rlimit_nofile 16384;
 pid ${dir}/static-upstream.pid;
 error_log ${dir}/static-upstream-error.log warn;
@@ -34,7 +38,7 @@ http {
   keepalive_requests 1000000;
   keepalive_timeout 180s;
   server {
-    listen 127.0.0.1:${port};
+    listen 127.0.0.1:${port} reuseport;
     default_type application/json;
     location = /_matrix/key/v2/server { return 200 '${keyDocument(serverName)}'; }
     location / { return 200 '${SMALL_JSON}'; }

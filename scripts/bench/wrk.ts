@@ -81,7 +81,7 @@ export function freePort(): Promise<number> {
  */
 export async function startNginx(
   upstreamPort: number,
-  o: { connections?: number; raiseFdLimit?: boolean } = {},
+  o: { connections?: number; raiseFdLimit?: boolean; workers?: number } = {},
 ): Promise<{ proc: Proc; port: number }> {
   const port = await freePort();
   const connections = o.connections ?? 8192;
@@ -90,7 +90,7 @@ export async function startNginx(
   writeFileSync(
     conf,
     `
-worker_processes auto;
+worker_processes ${o.workers ?? "auto"};
 worker_rlimit_nofile ${Math.max(16384, connections + 100)};
 pid ${dir}/nginx.pid;
 error_log ${dir}/nginx-error.log warn;
