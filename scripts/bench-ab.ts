@@ -44,7 +44,9 @@ for (let r = 0; r < Number(rounds); r++) {
     after.forEach((x, i) => ((user += x.user - before[i]!.user), (sys += x.system - before[i]!.system)));
     const n = res.rps * secs;
     (got[t.name] ??= []).push({ rps: res.rps, cpu: ((user + sys) / n) * 1e6, user: (user / n) * 1e6 });
-    console.log(`round ${r} ${t.name}: ${res.rps.toFixed(0)} req/s, ${(((user + sys) / n) * 1e6).toFixed(2)} µs (user ${((user / n) * 1e6).toFixed(2)})`);
+    console.log(
+      `round ${r} ${t.name}: ${res.rps.toFixed(0)} req/s, ${(((user + sys) / n) * 1e6).toFixed(2)} µs (user ${((user / n) * 1e6).toFixed(2)})`,
+    );
   }
 }
 for (const [name, xs] of Object.entries(got))

@@ -90,7 +90,8 @@ async function measureWith(kind: UpstreamKind, o: PassthroughOptions): Promise<P
     };
     const conns = o.threads?.conns ?? 64;
     const cases = [{ name: `small JSON GET, ${conns} conns`, path: "/_matrix/client/v3/pushrules/", conns }];
-    if (o.bigBody && kind === "bun") cases.push({ name: "5 MB streamed body, 8 conns", path: `/big/${5 * 1024 * 1024}`, conns: 8 });
+    if (o.bigBody && kind === "bun")
+      cases.push({ name: "5 MB streamed body, 8 conns", path: `/big/${5 * 1024 * 1024}`, conns: 8 });
     const out: PassthroughCase[] = [];
     for (const c of cases) {
       const rounds: Record<string, WrkResult[]> = { direct: [], nginx: [], relay: [], proxy: [] };
