@@ -97,12 +97,12 @@ function keepOldSignatures(fresh: Json, old: Json): void {
 }
 
 /** A requested device list of [] (or a malformed one) means "all devices" (spec: "an empty list indicates all devices"). */
-function wanted(ids: unknown): Set<string> | undefined {
+export function wanted(ids: unknown): Set<string> | undefined {
   if (!Array.isArray(ids) || ids.length === 0) return undefined;
   return new Set(ids.filter((x): x is string => typeof x === "string"));
 }
 
-function freshDevices(snap: DeviceSnapshot, only: Set<string> | undefined, old: unknown): Json {
+export function freshDevices(snap: DeviceSnapshot, only: Set<string> | undefined, old: unknown): Json {
   const hs: Json = isObject(old) ? old : {};
   const out: Json = {};
   for (const [id, dev] of Object.entries(snap.devices)) {
@@ -143,7 +143,7 @@ function keepHomeserverCopies(out: Json, snap: DeviceSnapshot, only: Set<string>
   }
 }
 
-function overlayCrossSigning(answer: Json, key: string, user: string, fresh: Json | undefined): void {
+export function overlayCrossSigning(answer: Json, key: string, user: string, fresh: Json | undefined): void {
   // A snapshot without this key leaves the homeserver's copy alone: a federation answer that
   // omits a cross-signing key is not proof that the user deleted it (Synapse sends null when it
   // has none cached, older servers omit the field), and dropping a key the requester verified
@@ -158,14 +158,20 @@ function overlayCrossSigning(answer: Json, key: string, user: string, fresh: Jso
 
 /**
  * True when the homeserver's own answer for `user` already equals the snapshot: the same
- * device ids with the same `keys`, and the same master/self-signing key material. A key the
- * snapshot lacks is not compared: the overlay leaves the homeserver's copy in place anyway.
- * Neither is a device that failed validation: the overlay shows the homeserver's copy of it
- * (or none), so whether the homeserver lists it changes nothing the overlay would show.
+ * device ids with the same `keys` (devicesCaughtUp), and the same master/self-signing key
+ * material (crossCaughtUp). A key the snapshot lacks is not compared: the overlay leaves the
+ * homeserver's copy in place anyway. Neither is a device that failed validation: the overlay
+ * shows the homeserver's copy of it (or none), so whether the homeserver lists it changes
+ * nothing the overlay would show.
  */
 function caughtUp(answer: Json, user: string, snap: DeviceSnapshot): boolean {
   const dk = answer.device_keys;
   const hs = isObject(dk) && Object.hasOwn(dk, user) ? dk[user] : undefined;
+  return devicesCaughtUp(hs, snap) && crossCaughtUp(answer, user, snap);
+}
+
+/** `hs`: the homeserver's `device_keys[user]`. */
+export function devicesCaughtUp(hs: unknown, snap: DeviceSnapshot): boolean {
   if (!isObject(hs)) return false;
   const ids = Object.keys(snap.devices);
   if (!snap.invalidDevices?.length) {
@@ -179,6 +185,10 @@ function caughtUp(answer: Json, user: string, snap: DeviceSnapshot): boolean {
   for (const id of ids) {
     if (!Object.hasOwn(hs, id) || !sameKeys(hs[id], snap.devices[id])) return false;
   }
+  return true;
+}
+
+export function crossCaughtUp(answer: Json, user: string, snap: DeviceSnapshot): boolean {
   for (const [key, fresh] of [
     ["master_keys", snap.masterKey],
     ["self_signing_keys", snap.selfSigningKey],
@@ -221,7 +231,7 @@ export function overlayKeysQuery(
  * A server's failure entry tells the client "these users' keys may be missing". Remove it only
  * when we answered for EVERY requested user of that server; one user left without data keeps it.
  */
-function dropAnsweredFailures(answer: Json, requested: Record<string, string[]>, done: Set<string>): void {
+export function dropAnsweredFailures(answer: Json, requested: Record<string, string[]>, done: Set<string>): void {
   const failures = answer.failures;
   if (!isObject(failures) || done.size === 0) return;
   const pending = new Map<string, boolean>();

@@ -1,0 +1,224 @@
+// The /keys/query overlay (keys-overlay.ts) applied to the homeserver's answer as bytes: only
+// the entries of overlaid users (`device_keys`, `master_keys`, `self_signing_keys`) and the
+// `failures` member are parsed and re-encoded; every other byte goes out as the homeserver sent
+// it. Parsing and re-serialising a whole 1000-device answer was most of an overlaid query's time
+// (docs/performance.md, "Seventh session"). The result means what the whole-parse overlay's
+// does; an answer of a shape this does not expect (a section missing or not an object, a
+// key repeated where we read it) takes that whole-parse path instead.
+import { LRUCache } from "lru-cache";
+import type { DeviceSnapshot } from "../matrix/device.ts";
+import { type Member, objectAt, skipWs } from "./json/members.ts";
+import {
+  crossCaughtUp,
+  devicesCaughtUp,
+  dropAnsweredFailures,
+  freshDevices,
+  type OverlayResult,
+  overlayCrossSigning,
+  overlayKeysQuery,
+  wanted,
+} from "./keys-overlay.ts";
+
+type Json = Record<string, unknown>;
+
+export interface OverlaidAnswer extends OverlayResult {
+  /** The answer to send; the homeserver's own bytes when it is not a JSON object. */
+  body: Buffer;
+}
+
+/** Sets an own property even for the key "__proto__" (as keys-overlay.ts does). */
+function put(o: Json, k: string, v: unknown): void {
+  Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+}
+
+// A user's overlaid `device_keys` entry, kept for the next query: the homeserver repeats its
+// stale answer until it catches up, and a 1000-device entry costs milliseconds to parse and
+// encode. Valid while the snapshot (the same object: overlays.ts caches them), the devices asked
+// for and the homeserver's bytes for that user are the same.
+interface Entry {
+  snap: DeviceSnapshot;
+  hs: Buffer;
+  out: Buffer;
+  devicesCaughtUp: boolean;
+}
+const CACHE_MIN_BYTES = 16 * 1024;
+const entries = new LRUCache<string, Entry>({
+  maxSize: 16 * 1024 * 1024,
+  sizeCalculation: (e) => e.hs.length + e.out.length + 1,
+});
+
+/** The whole-parse overlay: the reference this file must agree with (test/unit/keys-splice.test.ts). */
+export function overlayWhole(
+  raw: Buffer,
+  requested: Record<string, string[]>,
+  snapshots: ReadonlyMap<string, DeviceSnapshot>,
+): OverlaidAnswer {
+  let answer: unknown;
+  try {
+    answer = JSON.parse(raw.toString("utf8"));
+  } catch {
+    return { body: raw, overlaid: [], caughtUp: [] };
+  }
+  if (typeof answer !== "object" || answer === null || Array.isArray(answer))
+    return { body: raw, overlaid: [], caughtUp: [] };
+  const r = overlayKeysQuery(answer as Json, requested, snapshots);
+  return { body: Buffer.from(JSON.stringify(answer)), ...r };
+}
+
+interface Edit {
+  at: number;
+  end: number;
+  text: string | Buffer;
+}
+
+/** The overlay of `raw`, spliced where it can be, else through overlayWhole. */
+export function overlayAnswer(
+  raw: Buffer,
+  requested: Record<string, string[]>,
+  snapshots: ReadonlyMap<string, DeviceSnapshot>,
+): OverlaidAnswer {
+  return spliceAnswer(raw, requested, snapshots) ?? overlayWhole(raw, requested, snapshots);
+}
+
+/** The overlay by bytes; undefined for an answer of a shape only the whole parse handles. */
+export function spliceAnswer(
+  raw: Buffer,
+  requested: Record<string, string[]>,
+  snapshots: ReadonlyMap<string, DeviceSnapshot>,
+): OverlaidAnswer | undefined {
+  try {
+    return spliced(raw, requested, snapshots);
+  } catch {
+    // Malformed or repeated where we read it: the whole parse decides (and relays what it
+    // cannot read as it came).
+    return undefined;
+  }
+}
+
+/** One member of the top-level object by name; undefined when absent; throws when repeated. */
+function only(members: Member[], key: string): Member | undefined {
+  let found: Member | undefined;
+  for (const m of members) {
+    if (m.key !== key) continue;
+    if (found) throw new Error(`${key} repeated`);
+    found = m;
+  }
+  return found;
+}
+
+function parse(raw: Buffer, m: Member): unknown {
+  return JSON.parse(raw.toString("utf8", m.valueStart, m.valueEnd));
+}
+
+function spliced(
+  raw: Buffer,
+  requested: Record<string, string[]>,
+  snapshots: ReadonlyMap<string, DeviceSnapshot>,
+): OverlaidAnswer | undefined {
+  const start = skipWs(raw, 0);
+  const top = objectAt(raw, start);
+  if (skipWs(raw, top.close + 1) !== raw.length) return undefined;
+  const users = Object.keys(requested).filter((u) => snapshots.has(u));
+  const dkM = only(top.members, "device_keys");
+  const mkM = only(top.members, "master_keys");
+  const sskM = only(top.members, "self_signing_keys");
+  const failM = only(top.members, "failures");
+  // A section that is missing or not an object: the whole-parse path creates or replaces it.
+  if (!dkM || raw[dkM.valueStart] !== 0x7b) return undefined;
+  if (users.some((u) => snapshots.get(u)!.masterKey) && (!mkM || raw[mkM.valueStart] !== 0x7b)) return undefined;
+  if (users.some((u) => snapshots.get(u)!.selfSigningKey) && (!sskM || raw[sskM.valueStart] !== 0x7b)) return undefined;
+  const wantedUsers = new Set(users);
+  const section = (m: Member | undefined) => {
+    if (!m || raw[m.valueStart] !== 0x7b) return undefined;
+    const span = objectAt(raw, m.valueStart);
+    const byUser = new Map<string, Member>();
+    for (const e of span.members) {
+      if (!wantedUsers.has(e.key)) continue;
+      if (byUser.has(e.key)) throw new Error("user repeated");
+      byUser.set(e.key, e);
+    }
+    return { span, byUser, added: 0 };
+  };
+  const dk = section(dkM)!;
+  const mk = section(mkM);
+  const ssk = section(sskM);
+  // The overlaid users' parts of the answer, parsed: the overlay's functions run on this.
+  const mini: Json = { device_keys: {}, master_keys: {}, self_signing_keys: {} };
+  for (const [name, sec] of [
+    ["master_keys", mk],
+    ["self_signing_keys", ssk],
+  ] as const)
+    for (const [u, m] of sec?.byUser ?? []) put(mini[name] as Json, u, parse(raw, m));
+  const edits: Edit[] = [];
+  const setEntry = (sec: NonNullable<ReturnType<typeof section>>, user: string, text: string | Buffer) => {
+    const m = sec.byUser.get(user);
+    if (m) return void edits.push({ at: m.valueStart, end: m.valueEnd, text });
+    // Appended before the section's closing brace, as the whole-parse overlay appends a key.
+    const comma = sec.span.members.length + sec.added++ > 0 ? "," : "";
+    edits.push({ at: sec.span.close, end: sec.span.close, text: `${comma}${JSON.stringify(user)}:` });
+    edits.push({ at: sec.span.close, end: sec.span.close, text });
+  };
+
+  const overlaid: string[] = [];
+  const caught: string[] = [];
+  for (const user of users) {
+    const snap = snapshots.get(user)!;
+    const ids = requested[user];
+    const onlyIds = wanted(ids);
+    const e = devicesEntry(raw, dk.byUser.get(user), snap, onlyIds, user, ids);
+    if (!onlyIds && e.devicesCaughtUp && crossCaughtUp(mini, user, snap)) caught.push(user);
+    setEntry(dk, user, e.out);
+    for (const [name, sec, key] of [
+      ["master_keys", mk, snap.masterKey],
+      ["self_signing_keys", ssk, snap.selfSigningKey],
+    ] as const) {
+      if (!key || !sec) continue;
+      overlayCrossSigning(mini, name, user, key);
+      setEntry(sec, user, JSON.stringify((mini[name] as Json)[user]));
+    }
+    overlaid.push(user);
+  }
+  if (failM && raw[failM.valueStart] === 0x7b) {
+    const failures = parse(raw, failM) as Json;
+    const before = Object.keys(failures).length;
+    dropAnsweredFailures({ failures }, requested, new Set(overlaid));
+    if (Object.keys(failures).length !== before)
+      edits.push({ at: failM.valueStart, end: failM.valueEnd, text: JSON.stringify(failures) });
+  }
+  return { body: applyEdits(raw, edits), overlaid, caughtUp: caught };
+}
+
+/** The overlaid `device_keys[user]`, encoded, from the cache when nothing it depends on changed. */
+function devicesEntry(
+  raw: Buffer,
+  m: Member | undefined,
+  snap: DeviceSnapshot,
+  onlyIds: Set<string> | undefined,
+  user: string,
+  ids: string[] | undefined,
+): Entry {
+  const hs = m ? raw.subarray(m.valueStart, m.valueEnd) : Buffer.alloc(0);
+  const key = `${user}\n${JSON.stringify(ids ?? null)}`;
+  const hit = entries.get(key);
+  if (hit && hit.snap === snap && hit.hs.equals(hs)) return hit;
+  const old = m ? (JSON.parse(hs.toString("utf8")) as unknown) : undefined;
+  const out = Buffer.from(JSON.stringify(freshDevices(snap, onlyIds, old)));
+  // The caught-up test only counts for a request of every device (keys-overlay.ts).
+  const e: Entry = { snap, hs: Buffer.from(hs), out, devicesCaughtUp: !onlyIds && devicesCaughtUp(old, snap) };
+  if (hs.length + out.length >= CACHE_MIN_BYTES) entries.set(key, e);
+  return e;
+}
+
+function applyEdits(raw: Buffer, edits: Edit[]): Buffer {
+  // Stable: two insertions at one offset keep their order.
+  edits.sort((a, b) => a.at - b.at);
+  const parts: Uint8Array[] = [];
+  let at = 0;
+  for (const e of edits) {
+    parts.push(raw.subarray(at, e.at));
+    parts.push(typeof e.text === "string" ? Buffer.from(e.text) : e.text);
+    at = e.end;
+  }
+  parts.push(raw.subarray(at));
+  return Buffer.concat(parts);
+}
