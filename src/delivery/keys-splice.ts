@@ -65,6 +65,8 @@ export function overlayWhole(
   return { body: Buffer.from(JSON.stringify(answer)), ...r };
 }
 
+const SECTIONS = new Set(["device_keys", "master_keys", "self_signing_keys"]);
+
 interface Edit {
   at: number;
   end: number;
@@ -115,10 +117,23 @@ function spliced(
   requested: Record<string, string[]>,
   snapshots: ReadonlyMap<string, DeviceSnapshot>,
 ): OverlaidAnswer | undefined {
-  const start = skipWs(raw, 0);
-  const top = objectAt(raw, start);
-  if (skipWs(raw, top.close + 1) !== raw.length) return undefined;
   const users = Object.keys(requested).filter((u) => snapshots.has(u));
+  const wantedUsers = new Set(users);
+  // An overlaid entry whose homeserver bytes we saw last time is not scanned again: the same
+  // bytes from the same start end where they ended then (an object closes itself).
+  const hits = new Map<string, { e: Entry; at: number }>();
+  const known = (user: string, at: number): number | undefined => {
+    if (!wantedUsers.has(user) || hits.has(user)) return undefined;
+    const e = entries.get(cacheKey(user, requested[user]));
+    if (!e || e.snap !== snapshots.get(user) || e.hs[0] !== 0x7b) return undefined;
+    const end = at + e.hs.length;
+    if (end > raw.length || !raw.subarray(at, end).equals(e.hs)) return undefined;
+    hits.set(user, { e, at });
+    return end;
+  };
+  const start = skipWs(raw, 0);
+  const top = objectAt(raw, start, { into: SECTIONS, known });
+  if (skipWs(raw, top.close + 1) !== raw.length) return undefined;
   const dkM = only(top.members, "device_keys");
   const mkM = only(top.members, "master_keys");
   const sskM = only(top.members, "self_signing_keys");
@@ -127,10 +142,9 @@ function spliced(
   if (!dkM || raw[dkM.valueStart] !== 0x7b) return undefined;
   if (users.some((u) => snapshots.get(u)!.masterKey) && (!mkM || raw[mkM.valueStart] !== 0x7b)) return undefined;
   if (users.some((u) => snapshots.get(u)!.selfSigningKey) && (!sskM || raw[sskM.valueStart] !== 0x7b)) return undefined;
-  const wantedUsers = new Set(users);
   const section = (m: Member | undefined) => {
     if (!m || raw[m.valueStart] !== 0x7b) return undefined;
-    const span = objectAt(raw, m.valueStart);
+    const span = m.inner!;
     const byUser = new Map<string, Member>();
     for (const e of span.members) {
       if (!wantedUsers.has(e.key)) continue;
@@ -165,7 +179,9 @@ function spliced(
     const snap = snapshots.get(user)!;
     const ids = requested[user];
     const onlyIds = wanted(ids);
-    const e = devicesEntry(raw, dk.byUser.get(user), snap, onlyIds, user, ids);
+    const m = dk.byUser.get(user);
+    const hit = hits.get(user);
+    const e = hit && hit.at === m?.valueStart ? hit.e : devicesEntry(raw, m, snap, onlyIds, user, ids);
     if (!onlyIds && e.devicesCaughtUp && crossCaughtUp(mini, user, snap)) caught.push(user);
     setEntry(dk, user, e.out);
     for (const [name, sec, key] of [
@@ -188,6 +204,8 @@ function spliced(
   return { body: applyEdits(raw, edits), overlaid, caughtUp: caught };
 }
 
+const cacheKey = (user: string, ids: string[] | undefined) => `${user}\n${JSON.stringify(ids ?? null)}`;
+
 /** The overlaid `device_keys[user]`, encoded, from the cache when nothing it depends on changed. */
 function devicesEntry(
   raw: Buffer,
@@ -198,7 +216,7 @@ function devicesEntry(
   ids: string[] | undefined,
 ): Entry {
   const hs = m ? raw.subarray(m.valueStart, m.valueEnd) : Buffer.alloc(0);
-  const key = `${user}\n${JSON.stringify(ids ?? null)}`;
+  const key = cacheKey(user, ids);
   const hit = entries.get(key);
   if (hit && hit.snap === snap && hit.hs.equals(hs)) return hit;
   const old = m ? (JSON.parse(hs.toString("utf8")) as unknown) : undefined;

@@ -14,6 +14,8 @@ export interface Member {
   valueStart: number;
   /** One past the value's last byte. */
   valueEnd: number;
+  /** The value's own members, when it is an object the caller asked to look into. */
+  inner?: ObjectSpan;
 }
 
 export interface ObjectSpan {
@@ -111,8 +113,18 @@ function keyOf(b: Uint8Array, start: number, end: number): string {
   return JSON.parse(decoder.decode(b.subarray(start, end))) as string;
 }
 
-/** The object whose `{` is at `i`: its members, in order, and where it closes. */
-export function objectAt(b: Uint8Array, i: number): ObjectSpan {
+export interface Look {
+  /** Keys whose values are read as objects in the same pass (Member.inner), when they are objects. */
+  into?: ReadonlySet<string>;
+  /** Within those: where a member's value ends, when the caller already knows (else undefined). */
+  known?: (key: string, valueStart: number) => number | undefined;
+}
+
+/**
+ * The object whose `{` is at `i`: its members, in order, and where it closes. `look` lets a
+ * large answer be scanned once, and a value the caller has seen before not at all.
+ */
+export function objectAt(b: Uint8Array, i: number, look?: Look): ObjectSpan {
   if (b[i] !== OPEN_OBJ) bad("object expected", i);
   const start = i;
   const members: Member[] = [];
@@ -125,9 +137,16 @@ export function objectAt(b: Uint8Array, i: number): ObjectSpan {
     i = skipWs(b, keyEnd);
     if (b[i] !== COLON) bad("colon expected", i);
     const valueStart = skipWs(b, i + 1);
-    const valueEnd = skipValue(b, valueStart);
-    members.push({ key: keyOf(b, keyStart, keyEnd), keyStart, valueStart, valueEnd });
-    i = skipWs(b, valueEnd);
+    const key = keyOf(b, keyStart, keyEnd);
+    if (look?.into?.has(key) && b[valueStart] === OPEN_OBJ) {
+      const inner = objectAt(b, valueStart, look.known && { known: look.known });
+      members.push({ key, keyStart, valueStart, valueEnd: inner.close + 1, inner });
+      i = skipWs(b, inner.close + 1);
+    } else {
+      const valueEnd = look?.known?.(key, valueStart) ?? skipValue(b, valueStart);
+      members.push({ key, keyStart, valueStart, valueEnd });
+      i = skipWs(b, valueEnd);
+    }
     if (b[i] === CLOSE_OBJ) return { start, close: i, members };
     if (b[i] !== COMMA) bad("comma expected", i);
     i = skipWs(b, i + 1);
