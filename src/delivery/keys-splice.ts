@@ -34,7 +34,9 @@ function put(o: Json, k: string, v: unknown): void {
 // A user's overlaid `device_keys` entry, kept for the next query: the homeserver repeats its
 // stale answer until it catches up, and a 1000-device entry costs milliseconds to parse and
 // encode. Valid while the snapshot (the same object: overlays.ts caches them), the devices asked
-// for and the homeserver's bytes for that user are the same.
+// for and the homeserver's bytes for that user are the same. A few per user and device list:
+// clients differ in what the homeserver shows them of one user (display names, their own
+// signatures), and one client's new answer must not push out another's.
 interface Entry {
   snap: DeviceSnapshot;
   hs: Buffer;
@@ -42,10 +44,25 @@ interface Entry {
   devicesCaughtUp: boolean;
 }
 const CACHE_MIN_BYTES = 16 * 1024;
-const entries = new LRUCache<string, Entry>({
+const PER_KEY = 4;
+const entries = new LRUCache<string, Entry[]>({
   maxSize: 16 * 1024 * 1024,
-  sizeCalculation: (e) => e.hs.length + e.out.length + 1,
+  sizeCalculation: (es) => es.reduce((n, e) => n + e.hs.length + e.out.length, 1),
 });
+
+/** The entry for `key` and `snap` whose homeserver bytes `match` accepts, made the most recent. */
+function lookup(key: string, snap: DeviceSnapshot, match: (hs: Buffer) => boolean): Entry | undefined {
+  const es = entries.get(key);
+  const hit = es?.find((e) => e.snap === snap && match(e.hs));
+  if (hit && es![0] !== hit) entries.set(key, [hit, ...es!.filter((e) => e !== hit)]);
+  return hit;
+}
+
+function keep(key: string, e: Entry): void {
+  // Entries of an older snapshot of the user are of no further use.
+  const rest = (entries.get(key) ?? []).filter((x) => x.snap === e.snap);
+  entries.set(key, [e, ...rest].slice(0, PER_KEY));
+}
 
 /** The whole-parse overlay: the reference this file must agree with (test/unit/keys-splice.test.ts). */
 export function overlayWhole(
@@ -124,12 +141,14 @@ function spliced(
   const hits = new Map<string, { e: Entry; at: number }>();
   const known = (user: string, at: number): number | undefined => {
     if (!wantedUsers.has(user) || hits.has(user)) return undefined;
-    const e = entries.get(cacheKey(user, requested[user]));
-    if (!e || e.snap !== snapshots.get(user) || e.hs[0] !== 0x7b) return undefined;
-    const end = at + e.hs.length;
-    if (end > raw.length || !raw.subarray(at, end).equals(e.hs)) return undefined;
+    const e = lookup(
+      cacheKey(user, requested[user]),
+      snapshots.get(user)!,
+      (hs) => hs[0] === 0x7b && at + hs.length <= raw.length && raw.subarray(at, at + hs.length).equals(hs),
+    );
+    if (!e) return undefined;
     hits.set(user, { e, at });
-    return end;
+    return at + e.hs.length;
   };
   const start = skipWs(raw, 0);
   const top = objectAt(raw, start, { into: SECTIONS, known });
@@ -217,13 +236,13 @@ function devicesEntry(
 ): Entry {
   const hs = m ? raw.subarray(m.valueStart, m.valueEnd) : Buffer.alloc(0);
   const key = cacheKey(user, ids);
-  const hit = entries.get(key);
-  if (hit && hit.snap === snap && hit.hs.equals(hs)) return hit;
+  const hit = lookup(key, snap, (x) => x.equals(hs));
+  if (hit) return hit;
   const old = m ? (JSON.parse(hs.toString("utf8")) as unknown) : undefined;
   const out = Buffer.from(JSON.stringify(freshDevices(snap, onlyIds, old)));
   // The caught-up test only counts for a request of every device (keys-overlay.ts).
   const e: Entry = { snap, hs: Buffer.from(hs), out, devicesCaughtUp: !onlyIds && devicesCaughtUp(old, snap) };
-  if (hs.length + out.length >= CACHE_MIN_BYTES) entries.set(key, e);
+  if (hs.length + out.length >= CACHE_MIN_BYTES) keep(key, e);
   return e;
 }
 
