@@ -9,6 +9,7 @@ import { LRUCache } from "lru-cache";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import { type Member, objectAt, skipWs } from "./json/members.ts";
 import {
+  copyForEncoding,
   crossCaughtUp,
   devicesCaughtUp,
   dropAnsweredFailures,
@@ -239,7 +240,7 @@ function devicesEntry(
   const hit = lookup(key, snap, (x) => x.equals(hs));
   if (hit) return hit;
   const old = m ? (JSON.parse(hs.toString("utf8")) as unknown) : undefined;
-  const out = Buffer.from(JSON.stringify(freshDevices(snap, onlyIds, old)));
+  const out = Buffer.from(JSON.stringify(freshDevices(snap, onlyIds, old, copyForEncoding)));
   // The caught-up test only counts for a request of every device (keys-overlay.ts).
   const e: Entry = { snap, hs: Buffer.from(hs), out, devicesCaughtUp: !onlyIds && devicesCaughtUp(old, snap) };
   if (hs.length + out.length >= CACHE_MIN_BYTES) keep(key, e);

@@ -111,6 +111,8 @@ const query = pick(USERS).chain((us) =>
 );
 
 function same(raw: Buffer, requested: Record<string, string[]>, snaps: Map<string, DeviceSnapshot>) {
+  // The snapshots are shared (overlays.ts caches them): neither path may change them.
+  const before = JSON.stringify([...snaps.values()]);
   const want = overlayWhole(raw, requested, snaps);
   for (let round = 0; round < 2; round++) {
     // The second round may answer from the cache of overlaid entries.
@@ -120,6 +122,7 @@ function same(raw: Buffer, requested: Record<string, string[]>, snaps: Map<strin
     if (want.body === raw) expect(got.body.equals(raw)).toBe(true);
     else expect(JSON.parse(got.body.toString())).toEqual(JSON.parse(want.body.toString()));
   }
+  expect(JSON.stringify([...snaps.values()])).toBe(before);
 }
 
 describe("the /keys/query overlay by bytes means what the whole-parse overlay means", () => {
