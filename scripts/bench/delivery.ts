@@ -187,31 +187,36 @@ async function syncAndKeys(w: BenchWorld, nginxPort: number, o: DeliveryOptions)
     {
       direct: keysCall(w.hs.url, alice.userId),
       overlay: keysCall(w.proxy.url, alice.userId),
-      changing: keysCall(w.proxy.url, alice.userId, "changing"),
       plain: keysCall(w.proxy.url, bob),
     },
     o.samples,
   );
+  // Apart: a changing answer is read anew for learning too (in the reading thread), work that
+  // would otherwise fall on whichever request came next.
+  const changed = await alternate(
+    { changing: keysCall(w.proxy.url, alice.userId, "changing"), plain: keysCall(w.proxy.url, bob) },
+    o.samples,
+  );
   // Issue 19's figure is the overlay's extra over the same query with no overlay (both through
   // the proxy); the extra over direct is kept beside it, as in earlier tables.
-  const extra = (xs: number[]) =>
-    `+${fmt(percentile(xs, 99) - percentile(k.plain!, 99), 2)} ms p99 over no overlay (+${fmt(median(xs) - median(k.plain!), 2)} p50); +${fmt(percentile(xs, 99) - percentile(k.direct!, 99), 2)} p99 over direct`;
+  const extra = (xs: number[], plain = k.plain!) =>
+    `+${fmt(percentile(xs, 99) - percentile(plain, 99), 2)} ms p99 over no overlay (+${fmt(median(xs) - median(plain), 2)} p50)`;
   const extra99 = percentile(k.overlay!, 99) - percentile(k.plain!, 99);
   rows.push({
     family: "4 delivery",
     figure: `/keys/query overlay, 1000 devices, the homeserver repeating its answer, ms (${o.samples} each)`,
     value: pp(k.overlay!),
     reference: `direct ${pp(k.direct!)}; proxy, no overlay ${pp(k.plain!)}`,
-    ratio: extra(k.overlay!),
+    ratio: `${extra(k.overlay!)}; +${fmt(percentile(k.overlay!, 99) - percentile(k.direct!, 99), 2)} p99 over direct`,
     target: "≤3 ms extra p99 over no overlay",
     met: extra99 <= 3,
   });
   rows.push({
     family: "4 delivery",
     figure: `/keys/query overlay, 1000 devices, a new answer each time (nothing cached), ms (${o.samples} each)`,
-    value: pp(k.changing!),
-    reference: `proxy, no overlay ${pp(k.plain!)}`,
-    ratio: extra(k.changing!),
+    value: pp(changed.changing!),
+    reference: `proxy, no overlay ${pp(changed.plain!)} (alternating with these)`,
+    ratio: extra(changed.changing!, changed.plain!),
   });
   // The proxy's own CPU per query (all its threads, /proc/<pid>/stat), each kind in a block of
   // its own: unlike the times above, other load on the machine hardly moves it.
