@@ -21,10 +21,17 @@ import {
 } from "./keys-overlay.ts";
 
 type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 
 export interface OverlaidAnswer extends OverlayResult {
   /** The answer to send; the homeserver's own bytes when it is not a JSON object. */
   body: Buffer;
+  /**
+   * The homeserver's own answer for the users `learnFor` named (their `device_keys`,
+   * `master_keys` and `self_signing_keys` entries, and `failures`), parsed, when the overlay
+   * parsed all of it anyway; undefined when learning would need a parse of its own.
+   */
+  homeserver?: Json;
 }
 
 /** Sets an own property even for the key "__proto__" (as keys-overlay.ts does). */
@@ -71,6 +78,17 @@ export function overlayWhole(
   requested: Record<string, string[]>,
   snapshots: ReadonlyMap<string, DeviceSnapshot>,
 ): OverlaidAnswer {
+  // The sections are copied shallowly before the overlay: it puts new entries in and drops
+  // failures, and never changes the homeserver's own entries.
+  const parts = (a: Json): Json => {
+    const copy = (k: string) => (isObject(a[k]) ? { ...(a[k] as Json) } : undefined);
+    return {
+      device_keys: copy("device_keys"),
+      master_keys: copy("master_keys"),
+      self_signing_keys: copy("self_signing_keys"),
+      failures: copy("failures"),
+    };
+  };
   let answer: unknown;
   try {
     answer = JSON.parse(raw.toString("utf8"));
@@ -79,8 +97,9 @@ export function overlayWhole(
   }
   if (typeof answer !== "object" || answer === null || Array.isArray(answer))
     return { body: raw, overlaid: [], caughtUp: [] };
+  const homeserver = parts(answer as Json);
   const r = overlayKeysQuery(answer as Json, requested, snapshots);
-  return { body: Buffer.from(JSON.stringify(answer)), ...r };
+  return { body: Buffer.from(JSON.stringify(answer)), ...r, homeserver };
 }
 
 const SECTIONS = new Set(["device_keys", "master_keys", "self_signing_keys"]);
@@ -96,8 +115,9 @@ export function overlayAnswer(
   raw: Buffer,
   requested: Record<string, string[]>,
   snapshots: ReadonlyMap<string, DeviceSnapshot>,
+  learnFor: readonly string[] = [],
 ): OverlaidAnswer {
-  return spliceAnswer(raw, requested, snapshots) ?? overlayWhole(raw, requested, snapshots);
+  return spliceAnswer(raw, requested, snapshots, learnFor) ?? overlayWhole(raw, requested, snapshots);
 }
 
 /** The overlay by bytes; undefined for an answer of a shape only the whole parse handles. */
@@ -105,9 +125,10 @@ export function spliceAnswer(
   raw: Buffer,
   requested: Record<string, string[]>,
   snapshots: ReadonlyMap<string, DeviceSnapshot>,
+  learnFor: readonly string[] = [],
 ): OverlaidAnswer | undefined {
   try {
-    return spliced(raw, requested, snapshots);
+    return spliced(raw, requested, snapshots, learnFor);
   } catch {
     // Malformed or repeated where we read it: the whole parse decides (and relays what it
     // cannot read as it came).
@@ -134,6 +155,7 @@ function spliced(
   raw: Buffer,
   requested: Record<string, string[]>,
   snapshots: ReadonlyMap<string, DeviceSnapshot>,
+  learnFor: readonly string[],
 ): OverlaidAnswer | undefined {
   const users = Object.keys(requested).filter((u) => snapshots.has(u));
   const wantedUsers = new Set(users);
@@ -178,11 +200,18 @@ function spliced(
   const ssk = section(sskM);
   // The overlaid users' parts of the answer, parsed: the overlay's functions run on this.
   const mini: Json = { device_keys: {}, master_keys: {}, self_signing_keys: {} };
+  // The homeserver's own entries as parsed, kept apart from the overlay's changes to `mini`.
+  const seen: Json = { device_keys: {}, master_keys: {}, self_signing_keys: {} };
+  let seenAll = learnFor.every((u) => wantedUsers.has(u));
   for (const [name, sec] of [
     ["master_keys", mk],
     ["self_signing_keys", ssk],
   ] as const)
-    for (const [u, m] of sec?.byUser ?? []) put(mini[name] as Json, u, parse(raw, m));
+    for (const [u, m] of sec?.byUser ?? []) {
+      const v = parse(raw, m);
+      put(mini[name] as Json, u, v);
+      put(seen[name] as Json, u, v);
+    }
   const edits: Edit[] = [];
   const setEntry = (sec: NonNullable<ReturnType<typeof section>>, user: string, text: string | Buffer) => {
     const m = sec.byUser.get(user);
@@ -201,7 +230,10 @@ function spliced(
     const onlyIds = wanted(ids);
     const m = dk.byUser.get(user);
     const hit = hits.get(user);
-    const e = hit && hit.at === m?.valueStart ? hit.e : devicesEntry(raw, m, snap, onlyIds, user, ids);
+    const got = hit && hit.at === m?.valueStart ? { e: hit.e } : devicesEntry(raw, m, snap, onlyIds, user, ids);
+    const e = got.e;
+    if (m && "old" in got) put(seen.device_keys as Json, user, got.old);
+    else if (m) seenAll = false;
     if (!onlyIds && e.devicesCaughtUp && crossCaughtUp(mini, user, snap)) caught.push(user);
     setEntry(dk, user, e.out);
     for (const [name, sec, key] of [
@@ -216,17 +248,23 @@ function spliced(
   }
   if (failM && raw[failM.valueStart] === 0x7b) {
     const failures = parse(raw, failM) as Json;
+    seen.failures = { ...failures };
     const before = Object.keys(failures).length;
     dropAnsweredFailures({ failures }, requested, new Set(overlaid));
     if (Object.keys(failures).length !== before)
       edits.push({ at: failM.valueStart, end: failM.valueEnd, text: JSON.stringify(failures) });
   }
-  return { body: applyEdits(raw, edits), overlaid, caughtUp: caught };
+  const r: OverlaidAnswer = { body: applyEdits(raw, edits), overlaid, caughtUp: caught };
+  if (seenAll && learnFor.length) r.homeserver = seen;
+  return r;
 }
 
 const cacheKey = (user: string, ids: string[] | undefined) => `${user}\n${JSON.stringify(ids ?? null)}`;
 
-/** The overlaid `device_keys[user]`, encoded, from the cache when nothing it depends on changed. */
+/**
+ * The overlaid `device_keys[user]`, encoded, from the cache when nothing it depends on changed;
+ * with the homeserver's entry as parsed (`old`) when it was not.
+ */
 function devicesEntry(
   raw: Buffer,
   m: Member | undefined,
@@ -234,17 +272,17 @@ function devicesEntry(
   onlyIds: Set<string> | undefined,
   user: string,
   ids: string[] | undefined,
-): Entry {
+): { e: Entry; old?: unknown } {
   const hs = m ? raw.subarray(m.valueStart, m.valueEnd) : Buffer.alloc(0);
   const key = cacheKey(user, ids);
   const hit = lookup(key, snap, (x) => x.equals(hs));
-  if (hit) return hit;
+  if (hit) return { e: hit };
   const old = m ? (JSON.parse(hs.toString("utf8")) as unknown) : undefined;
   const out = Buffer.from(JSON.stringify(freshDevices(snap, onlyIds, old, copyForEncoding)));
   // The caught-up test only counts for a request of every device (keys-overlay.ts).
   const e: Entry = { snap, hs: Buffer.from(hs), out, devicesCaughtUp: !onlyIds && devicesCaughtUp(old, snap) };
   if (hs.length + out.length >= CACHE_MIN_BYTES) keep(key, e);
-  return e;
+  return { e, old };
 }
 
 function applyEdits(raw: Buffer, edits: Edit[]): Buffer {

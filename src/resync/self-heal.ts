@@ -1,7 +1,7 @@
 // The self-healing parts, wired once (serve.ts) and used by the /keys/query and /sync routes:
 // the homeserver's view, the heal decision, detection (off with --detect off) and the audit.
 import type { IncomingMessage } from "node:http";
-import type { AnswerSummary } from "../delivery/keys-answer.ts";
+import { type AnswerSummary, summarize } from "../delivery/keys-answer.ts";
 import type { ViewParser } from "../delivery/view-parser.ts";
 import type { SyncFlavour } from "../delivery/json/sync-inject.ts";
 import type { BodySplice } from "../delivery/json/sync-splice.ts";
@@ -33,6 +33,20 @@ function use(h: SelfHeal, who: Requester, remote: readonly string[], summary: An
   } catch {
     // A failing store: learning waits for the next answer; the client has been served.
   }
+}
+
+/**
+ * The homeserver's part of an answer the overlay has parsed already (delivery/keys-splice.ts):
+ * learn from it once the client has been answered, with no second parse.
+ */
+export function learnParsedKeysQuery(
+  h: SelfHeal,
+  who: Requester,
+  requested: Record<string, string[]>,
+  remote: readonly string[],
+  homeserver: Record<string, unknown>,
+): void {
+  setImmediate(() => use(h, who, remote, summarize(homeserver, requested, remote, Date.now())));
 }
 
 /**

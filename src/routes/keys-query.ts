@@ -11,7 +11,7 @@ import { passThrough, pipeResponse, upstreamHeaders } from "../http/passthrough.
 import { homeserverAnswerFailed } from "../http/reply.ts";
 import { stripHopByHop } from "../http/upstream.ts";
 import { serverOf } from "../matrix/user-id.ts";
-import { learnKeysQuery, watchKeysQuery } from "../resync/self-heal.ts";
+import { learnKeysQuery, learnParsedKeysQuery, watchKeysQuery } from "../resync/self-heal.ts";
 import { storeFallback } from "../store/store-guard.ts";
 import { upstreamTarget } from "../delivery/tokens.ts";
 
@@ -81,12 +81,15 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
     const raw = await readBody(up, MAX_ANSWER).catch((e: unknown) =>
       Promise.reject(homeserverAnswerFailed(e, MAX_ANSWER)),
     );
-    const { body, overlaid, caughtUp } = overlayAnswer(raw, wanted, snapshots);
+    const { body, overlaid, caughtUp, homeserver } = overlayAnswer(raw, wanted, snapshots, heal ? tracked : []);
     const out = stripHopByHop(up.headers);
     out["content-length"] = String(body.length);
     res.writeHead(200, out);
     res.end(body);
-    if (heal) learnKeysQuery(heal, who, wanted, tracked, [raw]);
+    // Learning reads the homeserver's part of the answer: as the overlay parsed it when it parsed
+    // all of it, else from the bytes, in the reading thread.
+    if (heal && homeserver) learnParsedKeysQuery(heal, who, wanted, tracked, homeserver);
+    else if (heal) learnKeysQuery(heal, who, wanted, tracked, [raw]);
     storeFallback(() => svc.overlays.caughtUp(caughtUp), undefined);
     svc.metrics?.overlaysServed.inc(overlaid.length);
   } catch (e) {

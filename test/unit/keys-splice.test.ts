@@ -3,6 +3,7 @@
 // same meaning, the same users overlaid and caught up, and valid JSON.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { summarize } from "../../src/delivery/keys-answer.ts";
 import { overlayAnswer, overlayWhole, spliceAnswer } from "../../src/delivery/keys-splice.ts";
 import type { DeviceSnapshot } from "../../src/matrix/device.ts";
 import { crossSigningKeys, deviceIdsOf, deviceKeys, keysQueryAnswer, snapshotFor } from "../helpers/bodies.ts";
@@ -116,7 +117,13 @@ function same(raw: Buffer, requested: Record<string, string[]>, snaps: Map<strin
   const want = overlayWhole(raw, requested, snaps);
   for (let round = 0; round < 2; round++) {
     // The second round may answer from the cache of overlaid entries.
-    const got = overlayAnswer(raw, requested, snaps);
+    const learnFor = Object.keys(requested);
+    const got = overlayAnswer(raw, requested, snaps, learnFor);
+    // What learning reads of the homeserver's answer, when the overlay hands it over parsed.
+    if (got.homeserver)
+      expect(summarize(got.homeserver, requested, learnFor, 0)).toEqual(
+        summarize(JSON.parse(raw.toString()), requested, learnFor, 0),
+      );
     expect(got.overlaid).toEqual(want.overlaid);
     expect(got.caughtUp).toEqual(want.caughtUp);
     if (want.body === raw) expect(got.body.equals(raw)).toBe(true);
@@ -146,6 +153,13 @@ describe("the /keys/query overlay by bytes means what the whole-parse overlay me
     const carol = JSON.stringify({ [CAROL]: (a.device_keys as Json)[CAROL] }, null, 2).slice(2, -2);
     expect(r!.body.toString()).toContain(carol.replace(/\n/g, "\n  "));
     same(raw, { [ALICE]: [], [CAROL]: [] }, new Map([[ALICE, snapshotFor(ALICE, 2, { generation: 1 })]]));
+    // Every user to learn about was parsed: learning gets the homeserver's part without a parse.
+    const both = new Map([
+      [ALICE, snapshotFor(ALICE, 2, { generation: 1 })],
+      [CAROL, snapshotFor(CAROL, 1)],
+    ]);
+    expect(overlayAnswer(raw, { [ALICE]: [], [CAROL]: [] }, both, [ALICE, CAROL]).homeserver).toBeDefined();
+    same(raw, { [ALICE]: [], [CAROL]: [] }, both);
   });
 
   it("a key repeated where it reads takes the whole parse (the last one counts, as in JSON.parse)", () => {
