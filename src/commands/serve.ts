@@ -1,4 +1,7 @@
+import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
 import type { Server } from "node:http";
+import { hostname } from "node:os";
 import type { Config } from "../config/config.ts";
 import { Delivery } from "../delivery/delivery.ts";
 import { Overlays } from "../delivery/overlays.ts";
@@ -32,7 +35,7 @@ import { chooseEngine, type Engine, newFrontSecret, startBunEngine } from "../en
 import { boundAddress, listen } from "../http/listen.ts";
 import { buildRoutes } from "../routes/table.ts";
 import { createUpstream } from "../http/upstream.ts";
-import { openSqliteStore } from "../store/sqlite.ts";
+import { openStore, storeLocation } from "../store/open.ts";
 import { guardStore, storeFallback } from "../store/store-guard.ts";
 import { VERSION } from "../config/version.ts";
 import { FRONT_WORKER, VIEW_WORKER } from "../front-worker-url.ts";
@@ -52,16 +55,30 @@ export interface RunningProxy {
   close(deadlineMs?: number): Promise<DrainResult>;
 }
 
+/** This process among the replicas sharing a database: whose lease a claimed retry is (resyncer.ts). */
+function replicaId(): string {
+  return `${hostname()}/${process.pid}/${randomBytes(4).toString("hex")}`;
+}
+
 /** Wire the proxy's parts together and start listening. Tests call this in-process. */
 export async function startProxy(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningProxy> {
   const engine = chooseEngine(config.engine); // first: `--engine bun` off Bun fails before anything opens
   const key = await loadKey(config);
   const loose = config.signingKey ? looseKeyFile(config.signingKey) : undefined;
   if (loose) log.warn(loose.message, { mode: loose.mode });
-  const rawStore = await openSqliteStore(config.dataDir);
+  const location = storeLocation(config.database, config.dataDir);
+  // With PostgreSQL, --data-dir still holds the Bun front end's internal socket (0700: who may
+  // reach the app behind it).
+  if (location.kind === "postgres") mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const rawStore = await openStore(location);
   // Declared before the metrics that count its failures: the guard reads them when one happens.
   let metrics: Metrics | undefined;
-  const store = guardStore(rawStore, { log, onError: (operation) => metrics?.storeErrors.inc({ operation }) });
+  const store = guardStore(rawStore, {
+    log,
+    onError: (operation) => metrics?.storeErrors.inc({ operation }),
+    // A database across the network that is down or slow: requests fall back after this.
+    deadlineMs: location.kind === "postgres" ? config.databaseTimeoutMs : undefined,
+  });
   metrics = createMetrics(undefined, {
     // NaN while the store fails: a scrape must not fail with it, nor show a false zero.
     retryQueueDepth: () => storeFallback(async () => (await store.listRetries()).length, NaN),
@@ -106,6 +123,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     retry: { initialMs: config.retryInitialMs, maxMs: config.retryMaxMs },
     maxAttempts: config.retryMaxAttempts,
     probeIntervalMs: config.probeIntervalMs,
+    retryLease: { holder: replicaId(), ms: config.retryLeaseMs },
     limits: {
       requester: new RateLimiter({ burst: config.rateUserBurst, perSecond: config.rateUserPerMinute / 60 }),
       target: new RateLimiter({ burst: config.rateTargetBurst, perSecond: config.rateTargetPerMinute / 60 }),

@@ -11,6 +11,11 @@ import type { Store } from "../store/store.ts";
 import { TrackerWriter, type TrackerWriterOptions } from "./tracker-writer.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
 
+/** How long a fresh list waits at most for queued trackers of its user to be written. */
+const TRACKERS_WAIT_MS = 2000;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
+
 export interface DeliveryOptions {
   store: Store;
   upstream: Upstream;
@@ -46,6 +51,12 @@ export class Delivery {
    * device is never driven into a loop of timeout=0 polls that make no progress.
    */
   readonly #unforced = new LRUCache<string, Set<string>>({ max: 100_000 });
+  /**
+   * Per delivery stream, the booking of the token a spliced answer carried: written once the
+   * body has gone out (sync-plan.ts injectPending), so the client's next poll may arrive
+   * first. That poll's acknowledgement waits for it (carried()).
+   */
+  readonly #carrying = new Map<string, Promise<unknown>>();
 
   constructor(o: DeliveryOptions) {
     this.#o = o;
@@ -88,6 +99,10 @@ export class Delivery {
 
   /** A fresh snapshot: tell every tracking device. */
   async onSnapshot(s: DeviceSnapshot): Promise<void> {
+    // A device that queried the user's keys a moment ago may not be written yet (the writer
+    // takes a turn, and a networked store a round trip): it is told too. Bounded, so a flood of
+    // queued trackers delays no delivery for long.
+    if (this.trackers.holds(s.userId)) await Promise.race([this.trackers.idle(), sleep(TRACKERS_WAIT_MS)]);
     await this.deliver(await this.#o.store.trackersOf(s.userId), s.userId);
   }
 
@@ -100,6 +115,20 @@ export class Delivery {
     );
     for (const d of devices) this.#unforced.delete(deviceKey(d.userId, d.deviceId));
     this.waiters.wake(devices.map((d) => deviceKey(d.userId, d.deviceId)));
+  }
+
+  /** A spliced answer's booking (markCarried) is on its way for this stream. */
+  carrying(userId: string, deviceId: string, stream: string, write: Promise<unknown>): void {
+    const key = `${deviceKey(userId, deviceId)}|${stream}`;
+    const done = write.finally(() => {
+      if (this.#carrying.get(key) === done) this.#carrying.delete(key);
+    });
+    this.#carrying.set(key, done);
+  }
+
+  /** Settles once the stream's booking on its way, if any, has been written (or failed). */
+  carried(userId: string, deviceId: string, stream: string): Promise<unknown> | undefined {
+    return this.#carrying.get(`${deviceKey(userId, deviceId)}|${stream}`)?.catch(() => {});
   }
 
   /** May this stream's next poll with something pending be asked to answer at once? */

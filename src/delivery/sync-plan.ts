@@ -11,7 +11,7 @@ import type { Delivery } from "./delivery.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "./json/sync-splice.ts";
 import type { Overlays } from "./overlays.ts";
 import { type SyncFlavour, wakeResponse } from "./json/sync-inject.ts";
-import { wrapToken } from "./tokens.ts";
+import { isWrapped, wrapToken } from "./tokens.ts";
 
 /** What the plan reads and writes (the routes' Services has all of it). */
 export interface SyncDeps {
@@ -57,10 +57,17 @@ export async function planSync(d: SyncDeps, a: SyncAsk): Promise<SyncDecision> {
   const wakes = d.delivery.waiters.wakes;
   const targets = await storeFallback(async () => {
     if (a.asked && a.conn !== undefined) await d.delivery.openConn(a.userId, a.deviceId, a.conn);
-    if (a.asked && a.since) await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn);
-    // The rows themselves rather than whether there are any: an injection carries these, so the
-    // splice that books them needs no read of its own once the homeserver answers.
-    return a.asked && a.since !== "" ? pendingTargets(d, a, a.conn) : [];
+    // Only positions of ours ever carry a delivery (tokens.ts): the homeserver's own token, what
+    // nearly every poll resumes from, acknowledges nothing, and costs no write.
+    if (a.asked && isWrapped(a.since)) {
+      // The answer that carried this token may still be being booked (injectPending).
+      await d.delivery.carried(a.userId, a.deviceId, a.conn ?? "");
+      await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn);
+    }
+    if (!a.asked || a.since === "" || !(await d.store.hasPending(a.userId, a.deviceId, a.conn))) return [];
+    // The rows themselves: an injection carries these, so the splice that books them needs no
+    // read of its own once the homeserver answers.
+    return pendingTargets(d, a, a.conn);
   }, undefined);
   const storeOk = targets !== undefined;
   const pending = storeOk && targets.length > 0;
@@ -173,11 +180,13 @@ export function injectPending(
       // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
       if (spliced.token === undefined) return;
       // Unmarked on a failing store: the rows stay pending and the next poll carries them again.
-      // The body has gone out already: a client quicker than this write acknowledges nothing,
-      // and the rows are carried again (repeated, never lost).
-      void storeFallback(
-        () => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn),
-        undefined,
+      // The body has gone out already: the client's next poll may come before this write lands,
+      // and its acknowledgement waits for it here (Delivery.carried).
+      svc.delivery.carrying(
+        who.userId,
+        who.deviceId,
+        conn ?? "",
+        storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn), undefined),
       );
       svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", false);
       svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);

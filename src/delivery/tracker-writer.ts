@@ -37,6 +37,8 @@ export class TrackerWriter {
   #counts: Map<string, number> | undefined;
   #scheduled = false;
   #idle: (() => void)[] = [];
+  /** Targets of the batch being written now. */
+  #writing = new Set<string>();
 
   constructor(o: TrackerWriterOptions) {
     this.#o = o;
@@ -78,6 +80,13 @@ export class TrackerWriter {
     return this.#queued;
   }
 
+  /** Is a tracker of this target queued or being written (not yet in the store)? */
+  holds(target: string): boolean {
+    if (this.#writing.has(target)) return true;
+    for (const q of this.#queue.values()) if (q.targets.has(target)) return true;
+    return false;
+  }
+
   #schedule(): void {
     if (this.#scheduled || this.#queued === 0) return;
     this.#scheduled = true;
@@ -109,13 +118,10 @@ export class TrackerWriter {
           take.push(t);
         }
         const have = counts.get(key) ?? 0;
-        const { added, refused } = await this.#o.store.track(
-          q.userId,
-          q.deviceId,
-          take,
-          q.at,
-          Math.max(0, this.#o.maxPerDevice - have),
-        );
+        this.#writing = new Set(take);
+        const { added, refused } = await this.#o.store
+          .track(q.userId, q.deviceId, take, q.at, Math.max(0, this.#o.maxPerDevice - have))
+          .finally(() => void (this.#writing = new Set()));
         counts.set(key, have + added);
         for (const t of take) q.targets.delete(t);
         this.#queued -= take.length;

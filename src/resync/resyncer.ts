@@ -6,12 +6,16 @@ import type { Logger } from "../observe/log.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import type { Backoff, Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
+import { Bookings } from "./bookings.ts";
 import type { RateLimiter } from "./rate-limit.ts";
 import { serverOf } from "../matrix/user-id.ts";
 
 export type RefreshOutcome =
-  /** `changed`: the list differs from what the requester's clients were shown (heal.ts). */
-  | { kind: "ok"; snapshot: DeviceSnapshot; fromCache: boolean; changed: boolean }
+  /**
+   * `changed`: the list differs from what the requester's clients were shown (heal.ts). `late`:
+   * joined a fetch whose fan-out had begun, so the requester's devices were not told by it.
+   */
+  | { kind: "ok"; snapshot: DeviceSnapshot; fromCache: boolean; changed: boolean; late?: boolean }
   | { kind: "local" }
   | { kind: "pending" }
   | { kind: "limited"; retryAfterMs: number }
@@ -35,6 +39,11 @@ export interface ResyncOptions {
   retry: BackoffPolicy;
   maxAttempts: number;
   probeIntervalMs: number;
+  /**
+   * Due retries are claimed for this long under this holder's name (Store.claimDueRetries):
+   * with replicas sharing the store, one runs each, and another takes it over after the lease.
+   */
+  retryLease?: { holder: string; ms: number };
   limits: { requester: RateLimiter; target: RateLimiter };
   log: Logger;
   now?: () => number;
@@ -73,6 +82,7 @@ export class Resyncer {
   readonly #o: ResyncOptions;
   readonly #now: () => number;
   readonly #inflight = new Map<string, Promise<DeviceSnapshot>>();
+  readonly #bookings = new Bookings();
   // The last outcome per user, for the cache window: an unchanged list is not stored as a
   // snapshot (it must not be served as an overlay), yet a second question within the window
   // must cost nothing either.
@@ -115,6 +125,7 @@ export class Resyncer {
 
     let running = this.#inflight.get(target);
     let booked: void | Promise<void>;
+    let late = false;
     if (!running) {
       const cached = this.#cached(target, stored?.snapshot);
       if (cached) {
@@ -124,6 +135,7 @@ export class Resyncer {
       const waitTarget = o.limits.target.take(target);
       if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
       booked = admitted?.();
+      this.#bookings.add(target, booked);
       const b = stored?.backoff;
       const now = this.#now();
       if (b && b.retryAt > now) {
@@ -134,9 +146,12 @@ export class Resyncer {
         }
         running = this.run(target, [requester], ctx, o.store.putBackoff({ ...b, lastProbeAt: now }));
       } else running = this.run(target, [requester], ctx);
-    } else booked = admitted?.();
+    } else {
+      booked = admitted?.();
+      late = !this.#bookings.add(target, booked);
+    }
     await booked;
-    return this.#await(target, running, waitMs);
+    return this.#await(target, running, waitMs, late);
   }
 
   #recentHit(target: string): boolean {
@@ -209,6 +224,7 @@ export class Resyncer {
     if (existing) return existing;
     const p = this.#fetch(target, requestedBy, ctx, after).finally(() => {
       this.#inflight.delete(target);
+      this.#bookings.end(target);
       this.#schedule();
     });
     p.catch(() => {}); // the outcome is recorded in the store; callers that wait observe it
@@ -244,6 +260,7 @@ export class Resyncer {
         return have;
       }
       let changed = true;
+      await this.#bookings.seal(target);
       if (o.onFresh) changed = await this.#decide(snapshot, ctx);
       else {
         await o.store.putSnapshot(snapshot);
@@ -328,14 +345,20 @@ export class Resyncer {
     return { kind: "failed", error, nextRetryInMs: b.retryAt - now };
   }
 
-  async #await(target: string, p: Promise<DeviceSnapshot>, waitMs: number): Promise<RefreshOutcome> {
+  async #await(target: string, p: Promise<DeviceSnapshot>, waitMs: number, late = false): Promise<RefreshOutcome> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), waitMs)));
     try {
       const r = await Promise.race([p, deadline]);
       return r === "pending"
         ? { kind: "pending" }
-        : { kind: "ok", snapshot: r, fromCache: false, changed: this.#recent.get(target)?.changed ?? true };
+        : {
+            kind: "ok",
+            snapshot: r,
+            fromCache: false,
+            changed: this.#recent.get(target)?.changed ?? true,
+            ...(late ? { late } : {}),
+          };
     } catch (e) {
       if (e instanceof RefreshFailure) return { kind: "failed", error: e.error, nextRetryInMs: e.nextRetryInMs };
       throw e;
@@ -380,7 +403,8 @@ export class Resyncer {
   async #tick(): Promise<void> {
     const now = this.#now();
     try {
-      for (const r of await this.#o.store.dueRetries(now, 200)) {
+      const lease = this.#o.retryLease ?? { holder: "local", ms: 60_000 };
+      for (const r of await this.#o.store.claimDueRetries(now, 200, lease.holder, lease.ms)) {
         if (this.#inflight.has(r.userId)) continue;
         const b = await this.#o.store.getBackoff(serverOf(r.userId));
         if (b && b.retryAt > now) {

@@ -47,8 +47,9 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
     // The asker asked explicitly: while we serve a list that differs from the homeserver's (an
     // overlay), their devices are told, even when it is not news to the other trackers (a cache
     // hit, or a list equal to the one already served). A list equal to the homeserver's own is
-    // not news to anyone (resync/heal.ts).
-    if (out.kind === "ok" && (out.fromCache || !out.changed) && (await svc.store.getSnapshot(target)))
+    // not news to anyone (resync/heal.ts). Nor were they told when they joined a fetch whose
+    // fan-out had begun (resync/bookings.ts).
+    if (out.kind === "ok" && (out.fromCache || !out.changed || out.late) && (await svc.store.getSnapshot(target)))
       await svc.delivery.deliver(mine, target);
   } catch (e) {
     if (!(e instanceof StoreUnavailable)) throw e;

@@ -3,36 +3,13 @@
 // method does its work at once and returns a settled promise (a throw becomes a rejection).
 
 import { type SqlDatabase, type SqlRow, writeTransaction } from "./sqlite-driver.ts";
+import { CARRIED_KEEP, CONNS_KEEP, fromRetryRow, fromSnapshotRow, num, snapshotColumns } from "./rows.ts";
 import type { Backoff, PendingDelivery, RetryEntry, Store } from "./store.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import { serverOf } from "../matrix/user-id.ts";
 import type { HsView } from "../matrix/device.ts";
 
-/** How many sync tokens a pending row remembers: a client may retry a few old `since` values. */
-const CARRIED_KEEP = 8;
-/** Sliding-sync connections remembered per device (the least recently seen go first). */
-const CONNS_KEEP = 16;
-
 const str = (v: unknown): string => String(v);
-const num = (v: unknown): number => Number(v);
-const obj = (v: unknown): Record<string, unknown> | undefined =>
-  typeof v === "string" ? (JSON.parse(v) as Record<string, unknown>) : undefined;
-
-function toSnapshot(r: SqlRow): DeviceSnapshot {
-  const s: DeviceSnapshot = {
-    userId: str(r["user_id"]),
-    streamId: num(r["stream_id"]),
-    devices: JSON.parse(str(r["devices"])) as DeviceSnapshot["devices"],
-    fetchedAt: num(r["fetched_at"]),
-  };
-  const mk = obj(r["master_key"]);
-  const ssk = obj(r["self_signing_key"]);
-  if (mk) s.masterKey = mk;
-  if (ssk) s.selfSigningKey = ssk;
-  const invalid = r["invalid_devices"];
-  if (typeof invalid === "string") s.invalidDevices = JSON.parse(invalid) as string[];
-  return s;
-}
 
 function toBackoff(r: SqlRow): Backoff {
   return {
@@ -41,17 +18,6 @@ function toBackoff(r: SqlRow): Backoff {
     retryAt: num(r["retry_at"]),
     lastProbeAt: num(r["last_probe_at"]),
   };
-}
-
-function toRetry(r: SqlRow): RetryEntry {
-  const e: RetryEntry = {
-    userId: str(r["user_id"]),
-    attempts: num(r["attempts"]),
-    dueAt: num(r["due_at"]),
-    requestedBy: JSON.parse(str(r["requested_by"])) as string[],
-  };
-  if (r["last_error"] !== null && r["last_error"] !== undefined) e.lastError = str(r["last_error"]);
-  return e;
 }
 
 export class SqliteStore implements Store {
@@ -72,21 +38,14 @@ export class SqliteStore implements Store {
 
   async getSnapshot(userId: string) {
     const r = this.#q("SELECT * FROM snapshots WHERE user_id = ?").get(userId);
-    return r ? toSnapshot(r) : undefined;
+    return r ? fromSnapshotRow(r) : undefined;
   }
   async putSnapshot(s: DeviceSnapshot) {
+    const c = snapshotColumns(s);
     this.#q(
       `INSERT OR REPLACE INTO snapshots (user_id, stream_id, devices, master_key, self_signing_key, fetched_at, invalid_devices)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      s.userId,
-      s.streamId,
-      JSON.stringify(s.devices),
-      s.masterKey ? JSON.stringify(s.masterKey) : null,
-      s.selfSigningKey ? JSON.stringify(s.selfSigningKey) : null,
-      s.fetchedAt,
-      s.invalidDevices?.length ? JSON.stringify(s.invalidDevices) : null,
-    );
+    ).run(c.userId, c.streamId, c.devices, c.masterKey, c.selfSigningKey, c.fetchedAt, c.invalidDevices);
   }
   async deleteSnapshot(userId: string) {
     this.#q("DELETE FROM snapshots WHERE user_id = ?").run(userId);
@@ -117,16 +76,17 @@ export class SqliteStore implements Store {
   }
 
   async putRetry(r: RetryEntry) {
-    // ON CONFLICT DO UPDATE (not REPLACE) keeps the rowid, our tie-break for equal dueAt.
+    // ON CONFLICT DO UPDATE (not REPLACE) keeps the rowid, our tie-break for equal dueAt. A
+    // rescheduled entry is nobody's until it is due again: the lease goes with the upsert.
     this.#q(
       `INSERT INTO retries (user_id, attempts, due_at, requested_by, last_error) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (user_id) DO UPDATE SET attempts = excluded.attempts, due_at = excluded.due_at,
-         requested_by = excluded.requested_by, last_error = excluded.last_error`,
+         requested_by = excluded.requested_by, last_error = excluded.last_error, holder = NULL, lease_until = 0`,
     ).run(r.userId, r.attempts, r.dueAt, JSON.stringify(r.requestedBy), r.lastError ?? null);
   }
   async getRetry(userId: string) {
     const r = this.#q("SELECT * FROM retries WHERE user_id = ?").get(userId);
-    return r ? toRetry(r) : undefined;
+    return r ? fromRetryRow(r) : undefined;
   }
   async deleteRetry(userId: string) {
     this.#q("DELETE FROM retries WHERE user_id = ?").run(userId);
@@ -134,13 +94,25 @@ export class SqliteStore implements Store {
   async dueRetries(now: number, limit: number) {
     return this.#q("SELECT * FROM retries WHERE due_at <= ? ORDER BY due_at, rowid LIMIT ?")
       .all(now, Math.max(0, Math.trunc(limit)))
-      .map(toRetry);
+      .map(fromRetryRow);
+  }
+  async claimDueRetries(now: number, limit: number, holder: string, leaseMs: number) {
+    // One process holds the file: a transaction is all the exclusion claiming needs here.
+    const due = this.#q("SELECT * FROM retries WHERE due_at <= ? AND lease_until <= ? ORDER BY due_at, rowid LIMIT ?");
+    const claim = this.#q("UPDATE retries SET holder = ?, lease_until = ? WHERE user_id = ?");
+    let rows: SqlRow[] = [];
+    this.#tx(() => {
+      rows = due.all(now, now, Math.max(0, Math.trunc(limit)));
+      for (const r of rows) claim.run(holder, now + leaseMs, str(r["user_id"]));
+    });
+    return rows.map(fromRetryRow);
   }
   async listRetries() {
-    return this.#q("SELECT * FROM retries ORDER BY due_at, rowid").all().map(toRetry);
+    return this.#q("SELECT * FROM retries ORDER BY due_at, rowid").all().map(fromRetryRow);
   }
   async nextRetryAt() {
-    const v = this.#q("SELECT min(due_at) AS m FROM retries").get()?.["m"];
+    // A claimed entry comes round again when its lease ends, not while it runs.
+    const v = this.#q("SELECT min(max(due_at, lease_until)) AS m FROM retries").get()?.["m"];
     return v === null || v === undefined ? undefined : num(v);
   }
 

@@ -22,6 +22,11 @@ export interface GuardOptions {
   onError?: (operation: string) => void;
   /** How long calls are refused after a failure. Default 1000 ms. */
   coolDownMs?: number;
+  /**
+   * A call not settled within this fails (a networked store that is down or slow must cost a
+   * request no more than this). Unset: no deadline (SQLite answers at once, or fails).
+   */
+  deadlineMs?: number;
   now?: () => number;
 }
 
@@ -46,7 +51,8 @@ export function guardStore(store: Store, o: GuardOptions): Store {
         throw new StoreUnavailable(name, lastError);
       }
       try {
-        return await (method as (...a: unknown[]) => unknown).apply(store, args);
+        const call = (method as (...a: unknown[]) => unknown).apply(store, args);
+        return await (o.deadlineMs === undefined ? call : withDeadline(call, o.deadlineMs));
       } catch (e) {
         const t = now();
         lastError = e;
@@ -66,6 +72,17 @@ export function guardStore(store: Store, o: GuardOptions): Store {
     };
   }
   return guarded as unknown as Store;
+}
+
+function withDeadline(call: unknown, ms: number): Promise<unknown> {
+  const p = Promise.resolve(call);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  // The call goes on in the client (it may still commit); its outcome is no longer awaited.
+  p.catch(() => {});
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -49,7 +49,15 @@ export interface Store {
   deleteRetry(userId: string): Promise<void>;
   /** Entries with dueAt <= now, earliest dueAt first, at most `limit`. */
   dueRetries(now: number, limit: number): Promise<RetryEntry[]>;
+  /**
+   * Due entries nobody holds (no lease, or an expired one), earliest first, at most `limit`:
+   * each is leased to `holder` until now + leaseMs, so one replica runs a due retry, and
+   * another takes it over once the lease ends if that one dies. putRetry and deleteRetry end
+   * the lease. Replicas claiming at once get disjoint entries.
+   */
+  claimDueRetries(now: number, limit: number, holder: string, leaseMs: number): Promise<RetryEntry[]>;
   listRetries(): Promise<RetryEntry[]>;
+  /** When the retry loop must look next: the earliest due time, a leased entry's at its lease's end. */
   nextRetryAt(): Promise<number | undefined>;
 
   /**

@@ -67,3 +67,21 @@ test("fails, refuses during the cool-down (ping excepted), then serves again", a
     }, 0),
   ).rejects.toThrow(TypeError);
 });
+
+test("a call not settled within the deadline fails as StoreUnavailable, and starts the cool-down", async () => {
+  let now = 1000;
+  const calls: string[] = [];
+  // A networked store that is down or slow: its calls never settle.
+  const stuck = Object.create(Object.getPrototypeOf(real)) as Store;
+  (stuck as unknown as Record<string, unknown>).hasPending = () => {
+    calls.push("hasPending");
+    return new Promise(() => {});
+  };
+  const store = guardStore(stuck, { log: createLogger("error", () => {}), deadlineMs: 50, now: () => now });
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(/no answer within 50 ms/);
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(StoreUnavailable);
+  expect(calls).toEqual(["hasPending"]);
+  now += 1000;
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(StoreUnavailable);
+  expect(calls).toEqual(["hasPending", "hasPending"]);
+});
