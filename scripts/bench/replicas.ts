@@ -17,7 +17,7 @@ import { createTestCa } from "../../test/helpers/tls.ts";
 import { BUN, benchKey, benchTmp, keyDocument, type ProxyChild, ROOT, startProxyChild } from "./binary.ts";
 import { timedGet, timedRequest } from "./client.ts";
 import { startProc } from "./procs.ts";
-import { fmt, median, percentile, type Row } from "./table.ts";
+import { failedRow, fmt, median, percentile, type Row } from "./table.ts";
 import { sendJson } from "./world.ts";
 import { waitForHttp, wrk, type WrkResult } from "./wrk.ts";
 
@@ -36,7 +36,8 @@ export interface ReplicasOptions {
 export async function runReplicas(o: ReplicasOptions): Promise<Row[]> {
   const pg = await startPostgres();
   try {
-    return [...(await passthrough(pg, o)), ...(await withWorld(pg, o))];
+    const through = await passthrough(pg, o).catch((e: unknown) => [failedRow(`${FAM} (pass-through)`, e)]);
+    return [...through, ...(await withWorld(pg, o))];
   } finally {
     await pg.close();
   }
@@ -182,7 +183,8 @@ async function withWorld(pg: TestPostgres, o: ReplicasOptions): Promise<Row[]> {
   try {
     const database = await pg.createDatabase("bench_replicas");
     const [a, b] = [await start(["--database", database]), await start(["--database", database])];
-    const rows = await wakes(w, a!, b!, o.wakes);
+    // Each part reports on its own: one that fails is a failed row, the others still run.
+    const rows = await wakes(w, a!, b!, o.wakes).catch((e: unknown) => [failedRow(`${FAM} (wake)`, e)]);
     const sqlite = await start([]);
     const pgOne = await start(["--database", await pg.createDatabase("bench_storm_one")]);
     const stormDb = await pg.createDatabase("bench_storm_two");
