@@ -160,3 +160,16 @@ export function servedBy(nginx: NginxFront, replicas: Replica[], pathPart: strin
       .at(-1);
   return replicas.map((r) => lines.filter((l) => last(l) === String(r.port)).length);
 }
+
+/** Each replica's distinct "store failure" log lines (operation and error): why it answered 503. */
+export function storeFailures(replicas: Replica[]): string[] {
+  const out = new Set<string>();
+  for (const r of replicas)
+    for (const line of r.log().split("\n")) {
+      if (!line.includes('"msg":"store failure')) continue;
+      const op = /"operation":"([^"]*)"/.exec(line)?.[1];
+      const err = /"error":"([^"]*)"/.exec(line)?.[1];
+      out.add(`${r.name}: ${op} ${err}`);
+    }
+  return [...out];
+}

@@ -5,7 +5,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
 import { call } from "../helpers/http-call.ts";
-import { changedIn, type ReplicaWorld, type HsDevices, servedBy, startReplicaWorld } from "./replicas-world.ts";
+import {
+  changedIn,
+  type HsDevices,
+  type ReplicaWorld,
+  servedBy,
+  startReplicaWorld,
+  storeFailures,
+} from "./replicas-world.ts";
 
 let w: ReplicaWorld & { hsDevices: HsDevices };
 let A: number, B: number, C: number, front: number;
@@ -56,7 +63,10 @@ describe("one fetch", () => {
     const statuses = new Map<number, number>();
     for (const a of answers) statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1);
     const other = answers.find((a) => a.status !== 202);
-    expect(Object.fromEntries(statuses), other && `e.g. ${other.status} ${other.body}`).toEqual({ 202: 1000 });
+    expect(
+      Object.fromEntries(statuses),
+      other && `e.g. ${other.status} ${other.body}; ${storeFailures(w.replicas).join("; ")}`,
+    ).toEqual({ 202: 1000 });
     expect(w.remote.count({ userId: target.userId, endpoint: "devices" })).toBe(1);
     // Every replica took its share of the storm.
     const spread = servedBy(w.nginx, w.replicas, encodeURIComponent(target.userId));
