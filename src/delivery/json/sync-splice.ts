@@ -319,15 +319,15 @@ export class SyncSplice implements BodySplice, CaptureEvents {
 }
 
 // The homeserver's own device_lists.changed (docs/architecture.md: a user the homeserver reports as
-// changed may have a newer list there than our snapshot), read once the body has gone out
-// (read-behind.ts). Most bodies never name the member (Synapse omits it when nothing changed):
-// those are not scanned at all.
+// changed may have a newer list there than our snapshot), read where the member is (read-behind.ts).
+// Most bodies never name the member (Synapse omits it when nothing changed) and most that do
+// list nobody: those are not parsed beyond it.
 export class ReportedWatch {
   readonly #reader: ReadBehind;
 
   constructor(report: (users: string[]) => void, flavour: SyncFlavour = "sync") {
     const key = MEMBER[flavour];
-    this.#reader = new ReadBehind([key], [key], (found) => {
+    this.#reader = new ReadBehind([key], listsSomeone, (found) => {
       const raw = found.get(key);
       if (!raw) return;
       let lists: unknown;
@@ -341,11 +341,17 @@ export class ReportedWatch {
     });
   }
 
-  data(buf: Uint8Array, start: number, end: number): void {
-    this.#reader.data(buf, start, end);
+  /** True when `buf` is kept by reference (read-behind.ts). */
+  data(buf: Uint8Array, start: number, end: number): boolean {
+    return this.#reader.data(buf, start, end);
   }
 
   end(): void {
     this.#reader.end();
   }
 }
+
+const AT = Buffer.from("@"),
+  ESCAPED = Buffer.from("\\u");
+/** A user id starts with `@` (or its escape): a value with neither lists nobody. */
+const listsSomeone = (_key: string, raw: Buffer) => raw.indexOf(AT) !== -1 || raw.indexOf(ESCAPED) !== -1;
