@@ -19,7 +19,13 @@ export class KeyFinder {
   /** The longest raw string that can still decode to a name: every character escaped, and its quotes. */
   readonly #maxKey: number;
   readonly #keep: number;
+  /** The last bytes of the reads before (a copy). */
   #tail: Uint8Array = EMPTY;
+  // While find() runs: the read, and the tail it follows.
+  #chunk: Uint8Array = EMPTY;
+  #prev: Uint8Array = EMPTY;
+  /** The longest match less one: a match straddling two reads has at most this much on either side. */
+  readonly #span: number;
   /** Set by find() when the candidate began in an earlier read: its bytes from there (a copy). */
   lead: Uint8Array | undefined;
 
@@ -32,6 +38,7 @@ export class KeyFinder {
       }
     this.#maxKey = Math.max(0, ...names.map((n) => 6 * n.length)) + 2;
     this.#keep = this.#maxKey + 16;
+    this.#span = Math.max(ESCAPE.length + 2, ...this.#quoted.map((q) => q.length)) - 1;
   }
 
   /** Forget the bytes kept from earlier reads: the next find() starts afresh at its `start`. */
@@ -46,54 +53,72 @@ export class KeyFinder {
    */
   find(buf: Uint8Array, start: number, end: number): number {
     this.lead = undefined;
-    const chunk = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
+    // Per read: no view made when the read is a whole Buffer (the front end's are), no closures.
+    const chunk =
+      start === 0 && end === buf.length && buf instanceof Buffer
+        ? buf
+        : Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
     const tail = this.#tail;
+    this.#chunk = chunk;
+    this.#prev = tail;
     let best = Number.POSITIVE_INFINITY;
-    // Positions are relative to the chunk; negative ones are in the tail kept from before.
-    const at = (i: number): number | undefined => (i >= 0 ? chunk[i] : tail[tail.length + i]);
-    const consider = (hay: Buffer, shift: number, minEnd: number) => {
-      for (const q of this.#quoted)
-        for (let i = hay.indexOf(q); i !== -1 && i + shift < best; i = hay.indexOf(q, i + 1)) {
-          if (i + q.length > minEnd && this.#unescaped(at, i + shift, -tail.length)) {
-            best = i + shift;
-            break;
-          }
-        }
-      for (let i = hay.indexOf(ESCAPE); i !== -1; i = hay.indexOf(ESCAPE, i + 1)) {
-        if (i + 6 > hay.length) break; // the next read's search sees it whole
-        if (i + 6 <= minEnd || i + shift - this.#maxKey >= best) continue;
-        const q = this.#escapedName(at, i + shift, -tail.length);
-        if (q !== undefined && q < best) best = q;
-      }
-    };
-    if (tail.length > 0) consider(Buffer.concat([tail, chunk.subarray(0, this.#keep)]), -tail.length, tail.length);
-    consider(chunk, 0, 0);
+    if (tail.length > 0) {
+      // Only a match that straddles the two reads: one wholly in the tail was seen before.
+      const edge = Math.min(tail.length, this.#span);
+      const joint = Buffer.concat([tail.subarray(tail.length - edge), chunk.subarray(0, this.#span)]);
+      best = this.#search(joint, -edge, edge, best);
+    }
+    best = this.#search(chunk, 0, 0, best);
     // Keep the last bytes (a copy: the caller's read may be released once sent).
     this.#tail =
       chunk.length >= this.#keep
         ? Uint8Array.prototype.slice.call(chunk, chunk.length - this.#keep)
         : Buffer.concat([tail, chunk]).subarray(-this.#keep);
+    this.#chunk = EMPTY;
     if (best === Number.POSITIVE_INFINITY) return -1;
     if (best >= 0) return start + best;
     this.lead = Uint8Array.prototype.slice.call(tail, tail.length + best);
     return start;
   }
 
+  /** The earliest candidate before `best` among matches in `hay` (chunk positions: index + shift) ending past `minEnd`. */
+  #search(hay: Buffer, shift: number, minEnd: number, best: number): number {
+    for (const q of this.#quoted)
+      for (let i = hay.indexOf(q); i !== -1 && i + shift < best; i = hay.indexOf(q, i + 1))
+        if (i + q.length > minEnd && this.#unescaped(i + shift)) {
+          best = i + shift;
+          break;
+        }
+    for (let i = hay.indexOf(ESCAPE); i !== -1; i = hay.indexOf(ESCAPE, i + 1)) {
+      if (i + 6 > hay.length) break; // the next read's search sees it whole
+      if (i + 6 <= minEnd || i + shift - this.#maxKey >= best) continue;
+      const q = this.#escapedName(i + shift);
+      if (q !== undefined && q < best) best = q;
+    }
+    return best;
+  }
+
+  /** The byte at chunk position `i`; negative positions are in the bytes kept from before. */
+  #at(i: number): number | undefined {
+    return i >= 0 ? this.#chunk[i] : this.#prev[this.#prev.length + i];
+  }
+
   /** Is the quote at `i` a real one: an even run of backslashes before it (or too long a run to tell)? */
-  #unescaped(at: (i: number) => number | undefined, i: number, low: number): boolean {
+  #unescaped(i: number): boolean {
+    const low = -this.#prev.length;
     let j = i - 1;
-    while (j >= low && at(j) === BACKSLASH) j--;
+    while (j >= low && this.#at(j) === BACKSLASH) j--;
     return (i - 1 - j) % 2 === 0 || j < low;
   }
 
   /** For a \u00XX at `i` that spells a name's character: the quote opening its string, if near enough. */
-  #escapedName(at: (i: number) => number | undefined, i: number, low: number): number | undefined {
+  #escapedName(i: number): number | undefined {
     // A backslash that is itself escaped starts no escape.
-    if (!this.#unescaped(at, i, low)) return undefined;
-    if (!this.#chars.has((lowerHex(at(i + 4)) << 8) | lowerHex(at(i + 5)))) return undefined;
+    if (!this.#unescaped(i)) return undefined;
+    if (!this.#chars.has((lowerHex(this.#at(i + 4)) << 8) | lowerHex(this.#at(i + 5)))) return undefined;
     // Inside a string every quote is escaped: the first real one back is the string's own.
-    for (let j = i - 1; j >= Math.max(low, i - this.#maxKey); j--)
-      if (at(j) === QUOTE && this.#unescaped(at, j, low)) return j;
+    for (let j = i - 1; j >= Math.max(-this.#prev.length, i - this.#maxKey); j--)
+      if (this.#at(j) === QUOTE && this.#unescaped(j)) return j;
     return undefined;
   }
 }
