@@ -142,6 +142,39 @@ describe("large bodies (docs/performance.md, seventh session)", () => {
 });
 
 describe("KeyFinder", () => {
+  /** The first candidate's position in `doc`, found in reads of the given sizes (cycled). */
+  const first = (doc: Buffer, sizes: readonly number[]): number => {
+    const f = new KeyFinder([DL]);
+    for (let at = 0, n = 0; at < doc.length; n++) {
+      const len = Math.min(sizes[n % sizes.length]!, doc.length - at);
+      const i = f.find(Buffer.from(doc.subarray(at, at + len)), 0, len);
+      if (i !== -1) return at + i - (f.lead?.length ?? 0);
+      at += len;
+    }
+    return -1;
+  };
+
+  test("the same first candidate however the body is cut, and one wherever the name is a real key", () => {
+    const text = fc.string({
+      unit: fc.constantFrom("a", "_", "device", "_lists", DL, '"', `"${DL}"`, "\\", "\\u005f", "\\u00e9", "é"),
+      maxLength: 40,
+    });
+    fc.assert(
+      fc.property(text, chunking, (t, sizes) => {
+        const doc = Buffer.from(t);
+        const whole = first(doc, [doc.length || 1]);
+        expect(first(doc, sizes)).toBe(whole);
+        // A key named so in an object: found, at its quote or before.
+        const asKey = Buffer.from(`{"a":${JSON.stringify(t)},"${DL}":1}`);
+        const at = asKey.lastIndexOf(`"${DL}"`);
+        const found = first(asKey, sizes);
+        expect(found).toBeGreaterThanOrEqual(0);
+        expect(found).toBeLessThanOrEqual(at);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   test("finds the first possible key, however the reads are cut", () => {
     const texts = [
       [`{"a":"x\\"${TD}\\"","${TD}":1}`, 22],

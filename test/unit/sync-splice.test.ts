@@ -1,6 +1,5 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { NameSighting } from "../../src/delivery/json/read-behind.ts";
 import { ReportedWatch, type Spliced, SyncSplice } from "../../src/delivery/json/sync-splice.ts";
 import { injectChanged, type SyncFlavour } from "../../src/delivery/json/sync-inject.ts";
 import { bigSyncBody } from "../helpers/bodies.ts";
@@ -281,26 +280,6 @@ function chunksOf(doc: Buffer, sizes: readonly number[]): Buffer[] {
   }
   return out;
 }
-
-describe("NameSighting", () => {
-  test("some read is sighted exactly when the body holds the name or a \\u escape, however it is cut", () => {
-    const text = fc.string({
-      unit: fc.constantFrom("a", "_", "device", "_lists", "device_lists", "\\", "u", "\\u", "é"),
-      maxLength: 40,
-    });
-    fc.assert(
-      fc.property(text, chunking, (t, sizes) => {
-        const doc = Buffer.from(t);
-        const seen = new NameSighting(DL);
-        const sighted = chunksOf(doc, sizes)
-          .map((c) => seen.test(c, 0, c.length))
-          .some(Boolean);
-        expect(sighted).toBe(t.includes(DL) || t.includes("\\u"));
-      }),
-      { numRuns: 1000 },
-    );
-  });
-});
 
 describe("ReportedWatch", () => {
   async function watch(doc: string, sizes: readonly number[]): Promise<string[] | undefined> {

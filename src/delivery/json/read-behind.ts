@@ -11,45 +11,12 @@
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
 import { KeyFinder } from "./key-finder.ts";
 
-const EMPTY = new Uint8Array(0);
 const OPEN = Uint8Array.of(0x7b);
 /** A wanted value longer than this is not read (it cannot be a client's normal traffic). */
 const MAX_VALUE = 4 * 1024 * 1024;
-const ESCAPE = Buffer.from("\\u");
 // Reads kept for a scan behind (here and in the splice): beyond this they are scanned as they
 // come, which bounds memory but puts the scan back on the client's wait.
 export const BEHIND_BYTES = 8 * 1024 * 1024;
-
-/**
- * Could bytes streaming past hold a member named `name`? Only if the name occurs in them, or a
- * \u escape that could spell it (no other escape yields its characters), including where a read
- * boundary splits either. A memchr-speed test, where finding the member itself means a scan.
- */
-export class NameSighting {
-  readonly #name: Buffer;
-  /** The last bytes seen, where a name may have started. */
-  #edge: Uint8Array = EMPTY;
-
-  constructor(name: string) {
-    this.#name = Buffer.from(name);
-  }
-
-  test(buf: Uint8Array, start: number, end: number): boolean {
-    const b = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
-    const span = this.#name.length - 1;
-    const edge = Buffer.concat([this.#edge, b.subarray(0, span)]);
-    this.#edge =
-      b.length >= span
-        ? Uint8Array.prototype.slice.call(b, b.length - span)
-        : Buffer.concat([this.#edge, b]).subarray(-span);
-    return (
-      b.indexOf(this.#name) !== -1 ||
-      b.indexOf(ESCAPE) !== -1 ||
-      edge.indexOf(this.#name) !== -1 ||
-      edge.indexOf(ESCAPE) !== -1
-    );
-  }
-}
 
 export class ReadBehind implements CaptureEvents {
   readonly #members: readonly string[];

@@ -6,13 +6,14 @@
 // Finding the member means scanning the JSON (json-capture.ts, ~1 ms per MB), and scanning
 // ahead of every send put that on the client's wait. A read that cannot hold the member goes
 // out first and is scanned afterwards ("behind"): it cannot if neither the member's name nor a
-// \u escape (which could spell it) occurs in it, a memchr-speed test. Only a read that may
+// \u escape that could spell it occurs in it (key-finder.ts, memchr speed). Only a read that may
 // hold it is scanned ahead. The closing brace needs no scan: in a well-formed body it is the
 // last byte that is not whitespace, so a read ending in `}` keeps that byte back until more
 // comes or the body ends. After the last send, the scan behind goes as far as the token, which
 // the bookkeeping needs (docs/performance.md, delivery).
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
-import { BEHIND_BYTES, NameSighting, ReadBehind } from "./read-behind.ts";
+import { KeyFinder } from "./key-finder.ts";
+import { BEHIND_BYTES, ReadBehind } from "./read-behind.ts";
 
 const EMPTY = new Uint8Array(0);
 import { injectChanged, reportedChanged, type SyncFlavour } from "./sync-inject.ts";
@@ -66,12 +67,12 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #done: (s: Spliced) => void;
   readonly #flavour: SyncFlavour;
   readonly #member: string;
-  readonly #sighting: NameSighting;
+  /** Where the member's name, or the token's when it is rewritten, may occur as a key. */
+  readonly #sighting: KeyFinder;
   readonly #capture: TopLevelCapture;
   /** Gives the token the client gets instead of the homeserver's (tokens.ts), when set. */
   readonly #wrap: ((token: string) => string) | undefined;
   readonly #tokenKey: string;
-  readonly #tokenSighting: NameSighting;
   /** Which member's value is held: the device lists', or the token's. */
   #holding: string | undefined;
   /** The token as it went out, when it was rewritten; a token that passed unrewritten books nothing. */
@@ -112,20 +113,17 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#done = done;
     this.#flavour = flavour;
     this.#member = MEMBER[flavour];
-    this.#sighting = new NameSighting(this.#member);
     this.#wrap = wrap;
     this.#tokenKey = TOKEN[flavour];
-    this.#tokenSighting = new NameSighting(this.#tokenKey);
+    this.#sighting = new KeyFinder(wrap ? [this.#member, this.#tokenKey] : [this.#member]);
     this.#capture = new TopLevelCapture([this.#member, TOKEN[flavour]], 4 * 1024 * 1024, this);
   }
 
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void {
     if (start >= end) return;
     this.#notePrefix(buf, start, end);
-    // Both tests run on every read: each keeps the read's last bytes for the next one.
-    const memberMay = this.#sighting.test(buf, start, end);
-    const tokenMay = this.#wrap !== undefined && this.#tokenSighting.test(buf, start, end);
-    const mayHold = memberMay || tokenMay;
+    // The test runs on every read: it keeps the read's last bytes for the next one.
+    const mayHold = this.#sighting.find(buf, start, end) !== -1;
     if (this.#capture.failed) {
       this.#flushTail(out);
       return out(buf, start, end);
