@@ -215,6 +215,20 @@ describe("SyncSplice agrees with parsing the whole body", () => {
     expect(result).toEqual({ added: ["@new:z"], reported: ["@x:y"], token: "big" });
     expect(out.length).toBe(Buffer.byteLength(doc) + ',"@new:z"'.length);
   });
+
+  test("one large read with the token first and the member far on: the rest of the read is still read for it", () => {
+    for (const lists of ['"device_lists":{"changed":["@x:y"]}', '"device\\u005flists":{"changed":["@x:y"]}']) {
+      const filler = `"rooms":{"join":{"!r:x":{"timeline":{"events":[${'{"body":"x"},'.repeat(2000)}{}]}}}}`;
+      const doc = `{"next_batch":"t1",${filler},${lists},"after":"${"y".repeat(9000)}"}`;
+      for (const sizes of [[1 << 20], [20_000]]) {
+        const { out, result } = splice(buf(doc), ["@new:z"], sizes, "sync", (t) => `${t}_ours`);
+        const want = reference(doc, ["@new:z"]).body;
+        want.next_batch = "t1_ours";
+        expect(JSON.parse(out.toString())).toEqual(want);
+        expect(result).toEqual({ added: ["@new:z"], reported: ["@x:y"], token: "t1_ours" });
+      }
+    }
+  });
 });
 
 describe("a body that is not one JSON object goes out unchanged and books nothing", () => {

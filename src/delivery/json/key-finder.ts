@@ -81,6 +81,16 @@ export class KeyFinder {
     return start;
   }
 
+  /** Whether buf[start, end) holds a candidate wholly, whatever came before (the kept bytes are untouched). */
+  holds(buf: Uint8Array, start: number, end: number): boolean {
+    const chunk = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
+    this.#chunk = chunk;
+    this.#prev = EMPTY;
+    const found = this.#search(chunk, 0, 0, Number.POSITIVE_INFINITY) !== Number.POSITIVE_INFINITY;
+    this.#chunk = EMPTY;
+    return found;
+  }
+
   /** The earliest candidate before `best` among matches in `hay` (chunk positions: index + shift) ending past `minEnd`. */
   #search(hay: Buffer, shift: number, minEnd: number, best: number): number {
     for (const q of this.#quoted)

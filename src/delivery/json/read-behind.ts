@@ -14,6 +14,7 @@ import { KeyFinder } from "./key-finder.ts";
 const OPEN = Uint8Array.of(0x7b);
 /** A wanted value longer than this is not read (it cannot be a client's normal traffic). */
 const MAX_VALUE = 4 * 1024 * 1024;
+const SLICE = 4096;
 // Reads kept for a scan behind (here and in the splice): beyond this they are scanned as they
 // come, which bounds memory but puts the scan back on the client's wait.
 export const BEHIND_BYTES = 8 * 1024 * 1024;
@@ -109,7 +110,14 @@ export class ReadBehind implements CaptureEvents {
         floor = f.lead ? at : at + 1;
       }
       this.#dullAt = this.#closedAt = -1;
-      parse.feed(buf, start, end);
+      // Until its first value is found worth reading, in slices: a read can be half a megabyte,
+      // and a value found dull (or a key found nested) ends the parse within a slice of it.
+      for (let from = start; from < end; ) {
+        const to = this.#keen ? end : Math.min(end, from + SLICE);
+        parse.feed(buf, from, to);
+        from = to;
+        if (this.#dullAt >= 0 || parse.failed) break;
+      }
       if (this.#dullAt >= 0) start = this.#dullAt;
       else if (parse.failed) start = this.#closedAt >= 0 ? this.#closedAt + 1 : floor;
       else return;

@@ -61,6 +61,7 @@ const CLOSE_OBJ = 0x7d,
 const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 // At the end, this much is still scanned before the closing brace goes out.
 const SCAN_AT_END = 64 * 1024;
+const SLICE = 4096;
 
 export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #users: readonly string[];
@@ -268,7 +269,20 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#from = start;
     this.#holdFrom = start;
     this.#out = out;
-    this.#capture.feed(buf, start, end);
+    // In slices: once nothing is held or awaited and the rest of the read cannot hold a member,
+    // the rest goes out before its scan, like a read that never could (a read can be half a
+    // megabyte, and the token is usually in its first bytes).
+    for (let from = start; from < end; ) {
+      const to = Math.min(end, from + SLICE);
+      this.#capture.feed(buf, from, to);
+      from = to;
+      if (to === end || this.#capture.failed || this.#held) continue;
+      const c = this.#capture;
+      if (c.awaiting !== undefined || c.inKey || this.#sighting.holds(buf, to, end)) continue;
+      this.#emit(buf, this.#from, to);
+      this.#buf = EMPTY;
+      return this.#passBehind(buf, to, end, out);
+    }
     if (this.#capture.failed) {
       // Not a JSON object after all: what is held goes out as it came, and so does the rest.
       const rest = this.#held ? this.#holdFrom : this.#from;
