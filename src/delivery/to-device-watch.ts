@@ -2,6 +2,7 @@
 // detection, and the homeserver's own device_lists.changed (json/read-behind.ts): the parse
 // goes past a member only when it names one of the event types detection checks, or a user.
 import { ReadBehind } from "./json/read-behind.ts";
+import type { ReportedWatch } from "./json/sync-splice.ts";
 import type { SyncFlavour } from "./json/sync-inject.ts";
 import { cluesOf, OLM, slidingToDevice, type ToDeviceClue } from "./to-device-clues.ts";
 
@@ -21,6 +22,7 @@ export class ToDeviceWatch {
   readonly #flavour: SyncFlavour;
   readonly #report: (clues: ToDeviceClue[]) => void;
   readonly #changed: ((users: string[]) => void) | undefined;
+  #alsoChanged: ((users: string[]) => void) | undefined;
 
   /** `changed`: told the homeserver's own device_lists.changed, when the body has one. */
   constructor(
@@ -32,6 +34,12 @@ export class ToDeviceWatch {
     this.#changed = changed;
     this.#flavour = flavour;
     this.#reader = new ReadBehind(MEMBERS[flavour], worthReading, (found) => this.#finish(found));
+  }
+
+  /** `changed` is told a second party too (bothObservers). */
+  alsoChanged(changed: (users: string[]) => void): this {
+    this.#alsoChanged = changed;
+    return this;
   }
 
   /** True when `buf` is kept by reference (json/read-behind.ts). */
@@ -67,7 +75,10 @@ export class ToDeviceWatch {
       isObject(lists) && Array.isArray(lists.changed)
         ? lists.changed.filter((u): u is string => typeof u === "string").slice(0, 10_000)
         : [];
-    if (changed.length > 0) this.#changed?.(changed);
+    if (changed.length > 0) {
+      this.#changed?.(changed);
+      this.#alsoChanged?.(changed);
+    }
     const clues = cluesOf(toDevice);
     if (clues.length > 0) this.#report(clues);
   }
@@ -81,14 +92,15 @@ export interface Observer {
   end(): void;
 }
 
-/** Two observers of one body (the front end takes one). */
-export function bothObservers(a: Observer | undefined, b: Observer | undefined): Observer | undefined {
-  if (!a || !b) return a ?? b;
-  return {
-    data: (buf, s, e) => {
-      const kept = a.data(buf, s, e);
-      return b.data(buf, s, e) || kept;
-    },
-    end: () => (a.end(), b.end()),
-  };
+/**
+ * The one observer of a body that both the overlays' report and detection want read (of the same
+ * flavour): detection's reader reads device_lists too, so it reports to both, and the body is
+ * searched and parsed once.
+ */
+export function bothObservers(
+  reported: ReportedWatch | undefined,
+  toDevice: ToDeviceWatch | undefined,
+): Observer | undefined {
+  if (!reported || !toDevice) return reported ?? toDevice;
+  return toDevice.alsoChanged(reported.report);
 }

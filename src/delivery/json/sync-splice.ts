@@ -336,8 +336,11 @@ export class SyncSplice implements BodySplice, CaptureEvents {
 // list nobody: those are not parsed beyond it.
 export class ReportedWatch {
   readonly #reader: ReadBehind;
+  /** Told the users, when the body lists some. */
+  readonly report: (users: string[]) => void;
 
   constructor(report: (users: string[]) => void, flavour: SyncFlavour = "sync") {
+    this.report = report;
     const key = MEMBER[flavour];
     this.#reader = new ReadBehind([key], listsSomeone, (found) => {
       const raw = found.get(key);
