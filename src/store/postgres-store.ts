@@ -4,7 +4,7 @@
 import type { Sql } from "postgres";
 import type { DeviceSnapshot, HsView } from "../matrix/device.ts";
 import { serverOf } from "../matrix/user-id.ts";
-import { CARRIED_KEEP, CONNS_KEEP, fromRetryRow, fromSnapshotRow, num, snapshotColumns } from "./rows.ts";
+import { CARRIED_KEEP, CONNS_KEEP, fromRetryRow, fromSnapshotRow, num, snapshotColumns, textList } from "./rows.ts";
 import type { Backoff, PendingDelivery, RetryEntry, Store } from "./store.ts";
 import { PgDeliveries } from "./postgres-pending.ts";
 
@@ -141,7 +141,7 @@ export class PostgresStore implements Store {
       // Refresh first, insert only what is new: the caller's cap counts rows added, not touched.
       const touched = await tx`
         UPDATE trackers SET last_seen = ${now}
-        WHERE user_id = ${userId} AND device_id = ${deviceId} AND target = ANY(${tx.array(targets)})
+        WHERE user_id = ${userId} AND device_id = ${deviceId} AND target = ANY(${textList(tx, targets)})
         RETURNING target`;
       const had = new Set(touched.map((r) => String(r.target)));
       const fresh = [...new Set(targets.filter((t) => !had.has(t)))];
