@@ -27,6 +27,11 @@ export class PostgresStore implements Store {
     this.#pending = new PgDeliveries(sql);
   }
 
+  /** The connection pool itself: for migrate-store's bulk copy, never the request path. */
+  get sql(): Sql {
+    return this.#sql;
+  }
+
   async getSnapshot(userId: string) {
     const [r] = await this.#sql`SELECT * FROM snapshots WHERE user_id = ${userId}`;
     return r ? fromSnapshotRow(r) : undefined;
