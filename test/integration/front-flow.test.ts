@@ -245,6 +245,7 @@ describe.skipIf(!isBun)("front end splices a large /sync for a client that reads
     let booked: Spliced | undefined;
     const syncGate: SyncGate = {
       plan: (head) => ({
+        observes: false,
         observer: () => undefined,
         longPoll: undefined,
         inject: { target: head.target, splice: () => new SyncSplice(["@new:x"], "sync", (r) => (booked = r)) },

@@ -15,6 +15,7 @@ import type { ClientSide } from "./hop.ts";
 import { release } from "./flow.ts";
 import { type ClientResponse, clientResponseHead, interimHead } from "./rewrite-head.ts";
 import type { BodySplice } from "../../delivery/json/sync-splice.ts";
+import type { ObserverSource } from "./sync-gate.ts";
 
 const CRLF = Buffer.from("\r\n");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n");
@@ -27,8 +28,8 @@ export interface RelayRequest {
   /** The request's body: a response that starts before it is complete closes the connection. */
   body: Body;
   requestId: string;
-  /** Reads a 200's uncompressed payload as it streams past (the bytes go out unchanged). */
-  observe?: BodyObserver;
+  /** Makes the reader of a 200's uncompressed payload as it streams past (the bytes go out unchanged). */
+  observe?: ObserverSource;
   /** Rewrites a 200's uncompressed payload as it streams (/sync injection). */
   splice?: () => BodySplice;
 }
@@ -170,8 +171,8 @@ export class ResponseRelay {
     this.#body = body;
     if (splicing) this.#splice = new SplicedBody(this.#r.splice!());
     else if (this.#r.observe && readable) {
-      this.#observer = this.#r.observe;
-      this.#spans = [];
+      this.#observer = this.#r.observe.observer();
+      if (this.#observer) this.#spans = [];
     }
     return true;
   }
