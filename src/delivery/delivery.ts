@@ -27,6 +27,11 @@ export interface DeliveryOptions {
   maxTrackersPerDevice?: number;
   /** Told of (device, target) pairs not tracked (tracker-writer.ts). */
   onTrackDropped?: TrackerWriterOptions["onDropped"];
+  /**
+   * With replicas sharing the store: how long a poll whose position acknowledged nothing waits
+   * for another replica's booking of it (sync-plan.ts). 0 (one process): it never has to.
+   */
+  ackGraceMs?: number;
   now?: () => number;
 }
 
@@ -115,6 +120,10 @@ export class Delivery {
     );
     for (const d of devices) this.#unforced.delete(deviceKey(d.userId, d.deviceId));
     this.waiters.wake(devices.map((d) => deviceKey(d.userId, d.deviceId)));
+  }
+
+  get ackGraceMs(): number {
+    return this.#o.ackGraceMs ?? 0;
   }
 
   /** A spliced answer's booking (markCarried) is on its way for this stream. */

@@ -4,6 +4,7 @@ import { LRUCache } from "lru-cache";
 import { FederationError } from "../federation/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
+import { StoreUnavailable } from "../store/store-guard.ts";
 import type { Backoff, Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
 import { Bookings } from "./bookings.ts";
@@ -150,8 +151,15 @@ export class Resyncer {
       booked = admitted?.();
       late = !this.#bookings.add(target, booked);
     }
-    await booked;
-    return this.#await(target, running, waitMs, late);
+    // The wait for the fetch starts now; the answer goes once the booking is written too.
+    const answer = this.#await(target, running, waitMs, late);
+    try {
+      await booked;
+    } catch (e) {
+      answer.catch(() => {}); // the booking's failure is the answer
+      throw e;
+    }
+    return answer;
   }
 
   #recentHit(target: string): boolean {
@@ -269,6 +277,9 @@ export class Resyncer {
       this.#recent.set(target, { snapshot, changed });
       return snapshot;
     } catch (err) {
+      // Our store failed, not the remote: nothing is recorded against the destination (the
+      // caller answers 503, a retry entry stays as it was).
+      if (err instanceof StoreUnavailable) throw err;
       const e =
         err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
       const now = this.#now();

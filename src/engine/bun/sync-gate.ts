@@ -27,23 +27,19 @@ import { NAME } from "./names.ts";
 import type { BodyObserver } from "./response.ts";
 
 /** How the front end serves one GET /sync: always through the homeserver hop. */
-export interface SyncPlan extends ObserverSource {
-  /** The body is to be read (observer()): ask the homeserver for it uncompressed. */
+export interface SyncPlan {
+  /** The body is to be read (observer()): ask for it uncompressed. */
   readonly observes: boolean;
+  /**
+   * Overlays exist: read its device_lists.changed; detection is on: its to-device events. Asked
+   * only once a readable 200 head arrives: a held long-poll would otherwise keep a reader, its
+   * buffers and its closures for minutes (docs/performance.md, idle long-polls).
+   */
+  observer(): BodyObserver | undefined;
   /** Deliveries are pending: ask the homeserver to answer at once, and splice into its body. */
   readonly inject: { target: string; splice(): BodySplice } | undefined;
   /** A long-poll a refresh may answer early (docs/architecture.md "Early wake"). */
   readonly longPoll: LongPoll | undefined;
-}
-
-/**
- * Makes the reader of a /sync answer's body: overlays exist (its device_lists.changed), or
- * detection is on (its to-device events). Asked only once a readable 200 head arrives, not when
- * the request goes out: a held long-poll would otherwise keep a reader, its buffers and its
- * closures for minutes (docs/performance.md, idle long-polls).
- */
-export interface ObserverSource {
-  observer(): BodyObserver | undefined;
 }
 
 export interface LongPoll {
