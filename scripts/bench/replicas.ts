@@ -149,9 +149,12 @@ async function startWorld(): Promise<World> {
       caPath,
       "--federation-allow-cidrs",
       "127.0.0.0/8",
-      // Every refresh waits for its fetch, however long the storm takes to get in.
+      // Every refresh waits for its fetch, however long the storm takes to get in, and a held
+      // fetch does not time out meanwhile.
       "--refresh-wait-ms",
       "60000",
+      "--federation-timeout-ms",
+      "120000",
     ],
     login(localpart) {
       const token = `token_${localpart}`;
@@ -271,12 +274,12 @@ async function storms(w: World, setups: Record<string, ProxyChild[]>, n: number)
   const results: Record<string, { many: number; one: number; fetches: number; tally: string }> = {};
   for (const [name, procs] of Object.entries(setups)) {
     const tag = name.replace(/\W+/g, "");
-    const refresh = (i: number, target: string) =>
+    const refresh = (i: number, target: string, who = tokens) =>
       timedRequest(
         procs[i % procs.length]!.port,
         "POST",
         `/_matrix/client/v3/user/${encodeURIComponent(target)}/devices/refresh`,
-        { Authorization: `Bearer ${tokens[i]}` },
+        { Authorization: `Bearer ${who[i]}` },
         "{}",
         120_000,
       );
@@ -292,7 +295,10 @@ async function storms(w: World, setups: Record<string, ProxyChild[]>, n: number)
     const listed = () => w.hs.seen.filter((x) => x.target === "/_matrix/client/v3/devices").length;
     const before = listed();
     const hold = w.remote.hold({ userId: one });
-    const pending = Promise.all(tokens.map((_, i) => refresh(i, one)));
+    // Requesters of its own, per setup: each lists its devices as it comes in, which is how the
+    // held fetch knows that all of them are inside.
+    const others = Array.from({ length: n }, (_, i) => w.login(`${tag}one${i}`));
+    const pending = Promise.all(others.map((_, i) => refresh(i, one, others)));
     const deadline = Date.now() + 120_000;
     while (listed() < before + n && Date.now() < deadline) await sleep(5);
     await sleep(300);
