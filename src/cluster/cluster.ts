@@ -2,7 +2,12 @@
 // coordination"): shared rate limits, one fetch per target user at a time, at most a few fetches
 // per destination, and a bus that tells the other replicas what changed. In-process (SQLite)
 // every one of these is today's local mechanism; on PostgreSQL they live in the database.
-import type { BucketSpec } from "../resync/rate-limit.ts";
+export interface BucketSpec {
+  /** Burst size. */
+  burst: number;
+  /** Tokens regained per second. */
+  perSecond: number;
+}
 
 /** A token bucket per key; the in-process one answers synchronously (no cost on the hot path). */
 export interface SharedLimiter {
@@ -33,8 +38,11 @@ export interface Landed {
 export interface Cluster {
   /** false: one process (SQLite); the local mechanisms are the whole truth. */
   readonly shared: boolean;
-  /** A token bucket shared by every replica, named (`requester`, `target`). */
-  limiter(name: string, spec: BucketSpec): SharedLimiter;
+  /**
+   * A token bucket shared by every replica, named (`requester`, `target`); undefined when this
+   * process's own buckets are the whole truth (resync/rate-limit.ts).
+   */
+  limiter(name: string, spec: BucketSpec): SharedLimiter | undefined;
   /**
    * One fetch for `key` across replicas. The replica holding the lease runs `run` and its
    * outcome lands for everyone; the others wait for it (or take over when the lease expires).

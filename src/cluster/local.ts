@@ -1,14 +1,13 @@
 // One process (the SQLite store): the local mechanisms are the whole truth. The Resyncer's
 // in-flight map is the single flight, the federation transport caps each destination, and
 // delivery wakes its own long-polls; nothing here costs a hot path anything.
-import { type BucketSpec, RateLimiter } from "../resync/rate-limit.ts";
 import type { Cluster, ClusterEvent, Landed } from "./cluster.ts";
 
 export class LocalCluster implements Cluster {
   readonly shared = false;
 
-  limiter(_name: string, spec: BucketSpec): RateLimiter {
-    return new RateLimiter(spec);
+  limiter(): undefined {
+    return undefined;
   }
 
   flight(_key: string, run: () => Promise<Landed>): Promise<Landed> {

@@ -5,9 +5,8 @@
 import { hostname } from "node:os";
 import postgres from "postgres";
 import type { Logger } from "../observe/log.ts";
-import type { BucketSpec } from "../resync/rate-limit.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
-import type { Cluster, ClusterEvent, Landed } from "./cluster.ts";
+import type { BucketSpec, Cluster, ClusterEvent, Landed } from "./cluster.ts";
 import { LocalCluster } from "./local.ts";
 import { PgBus, type Wire } from "./pg-bus.ts";
 import { flight, type LeaseDeps } from "./pg-flight.ts";

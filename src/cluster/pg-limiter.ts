@@ -1,8 +1,7 @@
 // A token bucket in PostgreSQL: one statement per take, the refill computed under the row lock
 // so that concurrent takes from any replica are serialised. Same arithmetic as RateLimiter.
 import type postgres from "postgres";
-import type { BucketSpec } from "../resync/rate-limit.ts";
-import type { SharedLimiter } from "./cluster.ts";
+import type { BucketSpec, SharedLimiter } from "./cluster.ts";
 
 // clock_timestamp(), not now(): the time the row lock was obtained, so `at` never goes back.
 const REFILL = "LEAST($3::float8, b.tokens + GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - b.at)) * $4::float8)";

@@ -12,9 +12,12 @@ import { createOpsApp, type Readiness } from "../admin/ops-app.ts";
 import { drain, type DrainResult, signalExitCode } from "./shutdown.ts";
 import { looseKeyFile } from "./key-permissions.ts";
 import { timedUpstream } from "../http/timed-upstream.ts";
-import { RateLimiter } from "../resync/rate-limit.ts";
+import { refreshLimiter } from "../resync/rate-limit.ts";
 import { Resyncer } from "../resync/resyncer.ts";
-import { instrumentedFetch } from "../resync/fetch-devices.ts";
+import { instrumentedFetch, perDestination } from "../resync/fetch-devices.ts";
+import type { Cluster } from "../cluster/cluster.ts";
+import { openCluster } from "../cluster/pg-cluster.ts";
+import { followReplicas } from "../delivery/replica-events.ts";
 import { Audit } from "../resync/audit.ts";
 import { Detector } from "../resync/detect.ts";
 import { Healer } from "../resync/heal.ts";
@@ -52,13 +55,25 @@ export interface RunningProxy {
   close(deadlineMs?: number): Promise<DrainResult>;
 }
 
+export interface StartOptions {
+  /** The cross-replica coordination to use instead of the one --database selects (tests). */
+  cluster?: Cluster;
+}
+
 /** Wire the proxy's parts together and start listening. Tests call this in-process. */
-export async function startProxy(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningProxy> {
+export async function startProxy(
+  config: Config,
+  log: Logger = createLogger(config.logLevel),
+  opts: StartOptions = {},
+): Promise<RunningProxy> {
   const engine = chooseEngine(config.engine); // first: `--engine bun` off Bun fails before anything opens
   const key = await loadKey(config);
   const loose = config.signingKey ? looseKeyFile(config.signingKey) : undefined;
   if (loose) log.warn(loose.message, { mode: loose.mode });
   const rawStore = await openSqliteStore(config.dataDir);
+  // Replicas on one PostgreSQL behave as one process (docs/architecture.md "Cross-replica
+  // coordination"); with SQLite, the in-process one: today's local mechanisms, nothing more.
+  const cluster = opts.cluster ?? (await openCluster((config as { database?: string }).database, { log }));
   // Declared before the metrics that count its failures: the guard reads them when one happens.
   let metrics: Metrics | undefined;
   const store = guardStore(rawStore, { log, onError: (operation) => metrics?.storeErrors.inc({ operation }) });
@@ -84,6 +99,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     trackerTtlMs: config.trackerTtlMs,
     maxTrackersPerDevice: config.maxTrackersPerDevice,
     onTrackDropped: (n, why) => metrics?.trackersDropped.inc({ reason: why }, n),
+    cluster,
   });
 
   let keyCheck: KeyCheck | undefined;
@@ -99,7 +115,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const resyncer = new Resyncer({
     store,
     serverName: config.serverName,
-    fetchDevices,
+    // The transport caps this process at 3 per destination; the cluster caps all replicas at 3.
+    fetchDevices: perDestination(fetchDevices, cluster, 3),
     onFresh: (s, ctx) => healer.onFresh(s, ctx),
     onStaleAnswer: () => metrics.staleAnswers.inc(),
     refreshCacheMs: config.refreshCacheMs,
@@ -107,20 +124,29 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     maxAttempts: config.retryMaxAttempts,
     probeIntervalMs: config.probeIntervalMs,
     limits: {
-      requester: new RateLimiter({ burst: config.rateUserBurst, perSecond: config.rateUserPerMinute / 60 }),
-      target: new RateLimiter({ burst: config.rateTargetBurst, perSecond: config.rateTargetPerMinute / 60 }),
+      requester: refreshLimiter(cluster, "requester", {
+        burst: config.rateUserBurst,
+        perSecond: config.rateUserPerMinute / 60,
+      }),
+      target: refreshLimiter(cluster, "target", {
+        burst: config.rateTargetBurst,
+        perSecond: config.rateTargetPerMinute / 60,
+      }),
     },
+    cluster,
     log,
   });
   const overlays = new Overlays({
     store,
     maxAgeMs: config.snapshotMaxAgeMs,
     refetch: (u) => void resyncer.run(u, [], { trigger: "recheck", retry: true }).catch(() => {}),
+    cluster,
     log,
   });
   // Self-healing (docs/architecture.md "Self-healing"): the view and the heal rule always; the
   // signals and the audit unless --detect off.
-  const views = new Views({ store, paths, log });
+  const views = new Views({ store, paths, log, cluster });
+  const unfollow = followReplicas(cluster, { delivery, overlays, views, log });
   const parser = new ViewParser({ url: VIEW_WORKER, log });
   const healer = new Healer({ store, views, overlays, delivery, log, metrics });
   const detect = config.detect === "on";
@@ -260,7 +286,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     // Every commit is already on disk (synchronous=FULL); closing checkpoints the WAL. The views
     // still waiting for their coalesced write go first.
     storeFallback(() => views.close(), undefined);
+    unfollow();
     store.close();
+    await cluster.close();
     return result;
   };
   return {

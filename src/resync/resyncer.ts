@@ -6,8 +6,10 @@ import type { Logger } from "../observe/log.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import type { Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
-import type { RateLimiter } from "./rate-limit.ts";
+import type { Cluster, SharedLimiter } from "../cluster/cluster.ts";
 import { serverOf } from "../matrix/user-id.ts";
+import { StoreUnavailable } from "../store/store-guard.ts";
+import { decodeLanded, landedFailure, landedOk } from "./landed.ts";
 
 export type RefreshOutcome =
   /** `changed`: the list differs from what the requester's clients were shown (heal.ts). */
@@ -35,7 +37,12 @@ export interface ResyncOptions {
   retry: BackoffPolicy;
   maxAttempts: number;
   probeIntervalMs: number;
-  limits: { requester: RateLimiter; target: RateLimiter };
+  limits: { requester: SharedLimiter; target: SharedLimiter };
+  /**
+   * Replicas sharing a database (cluster/): one fetch per target across all of them. Absent or
+   * not shared: this process's in-flight map is the single flight.
+   */
+  cluster?: Cluster;
   log: Logger;
   now?: () => number;
 }
@@ -59,6 +66,15 @@ export interface ResyncContext {
 /** What a background check (a suspicion, the audit) did. */
 export type BackgroundStart = "started" | "joined" | "cached" | "limited" | "backoff" | "local";
 
+/** A shared limit refused the fetch a refresh was about to start (its joiners are refused too). */
+class Limited extends Error {
+  readonly retryAfterMs: number;
+  constructor(retryAfterMs: number) {
+    super("rate limited");
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
 class RefreshFailure extends Error {
   readonly error: FederationError;
   readonly nextRetryInMs?: number;
@@ -76,7 +92,10 @@ export class Resyncer {
   // The last outcome per user, for the cache window: an unchanged list is not stored as a
   // snapshot (it must not be served as an overlay), yet a second question within the window
   // must cost nothing either.
-  readonly #recent = new LRUCache<string, { snapshot: DeviceSnapshot; changed: boolean }>({ max: 50_000 });
+  // `elsewhere`: the outcome of a fetch another replica made (its lease, cluster/pg-flight.ts).
+  readonly #recent = new LRUCache<string, { snapshot: DeviceSnapshot; changed: boolean; elsewhere?: boolean }>({
+    max: 50_000,
+  });
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = true;
 
@@ -104,7 +123,8 @@ export class Resyncer {
   ): Promise<RefreshOutcome> {
     const o = this.#o;
     if (serverOf(target) === o.serverName) return { kind: "local" };
-    const wait = o.limits.requester.take(requester);
+    const taken = o.limits.requester.take(requester);
+    const wait = typeof taken === "number" ? taken : await taken; // a shared bucket (cluster/)
     if (wait > 0) return { kind: "limited", retryAfterMs: wait };
     const admitted = await admit?.();
 
@@ -117,13 +137,44 @@ export class Resyncer {
         return { kind: "ok", snapshot: cached.snapshot, fromCache: true, changed: cached.changed };
       }
       const waitTarget = o.limits.target.take(target);
-      if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
-      admitted?.();
-      const blocked = this.#backedOff(target, requester, true);
-      if (blocked) return blocked;
-      running = this.run(target, [requester], ctx);
+      if (typeof waitTarget !== "number") running = this.#startShared(target, requester, ctx, waitTarget, admitted);
+      else {
+        if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
+        admitted?.();
+        const blocked = this.#backedOff(target, requester, true);
+        if (blocked) return blocked;
+        running = this.run(target, [requester], ctx, o.refreshCacheMs);
+      }
     } else admitted?.();
     return this.#await(target, running, waitMs);
+  }
+
+  /**
+   * refresh() past the local cache with a shared target limit (cluster/): the limit's answer is
+   * a database round trip, so the start is itself the in-flight entry that concurrent refreshes
+   * of the target join; a refusal refuses them all.
+   */
+  #startShared(
+    target: string,
+    requester: string,
+    ctx: ResyncContext,
+    taken: Promise<number>,
+    admitted: (() => void) | undefined,
+  ): Promise<DeviceSnapshot> {
+    const p = (async () => {
+      const wait = await taken;
+      if (wait > 0) throw new Limited(wait);
+      admitted?.();
+      const blocked = this.#backedOff(target, requester, true);
+      if (blocked?.kind === "failed") throw new RefreshFailure(blocked.error, blocked.nextRetryInMs);
+      return this.#flight(target, [requester], ctx, this.#o.refreshCacheMs);
+    })().finally(() => {
+      this.#inflight.delete(target);
+      this.#schedule();
+    });
+    p.catch(() => {});
+    this.#inflight.set(target, p);
+    return p;
   }
 
   /** The last outcome for target, if within the cache window. */
@@ -149,8 +200,17 @@ export class Resyncer {
     if (this.#cached(target)) return "cached";
     const b = o.store.getBackoff(serverOf(target));
     if (b && b.retryAt > this.#now()) return "backoff";
-    if (o.limits.target.take(target) > 0) return "limited";
-    void this.run(target, [], { ...ctx, retry: false }).catch(() => {});
+    const taken = o.limits.target.take(target);
+    if (typeof taken !== "number") {
+      // A shared bucket answers later: started, unless it then refuses (a background check's
+      // outcome is never waited on).
+      void taken
+        .then((w) => (w > 0 ? undefined : this.run(target, [], { ...ctx, retry: false }, o.refreshCacheMs)))
+        .catch(() => {});
+      return "started";
+    }
+    if (taken > 0) return "limited";
+    void this.run(target, [], { ...ctx, retry: false }, o.refreshCacheMs).catch(() => {});
     return "started";
   }
 
@@ -162,21 +222,68 @@ export class Resyncer {
     return this.#await(target, this.run(target, requestedBy, ctx), waitMs);
   }
 
-  /** Start (or join) the single fetch for target. Failures are recorded and rescheduled here. */
+  /**
+   * Start (or join) the single fetch for target. Failures are recorded and rescheduled here.
+   * `freshMs`: with replicas, an outcome another one landed that recently is taken as is.
+   */
   run(
     target: string,
     requestedBy: string[],
     ctx: ResyncContext = { trigger: "retry", retry: true },
+    freshMs = 0,
   ): Promise<DeviceSnapshot> {
     const existing = this.#inflight.get(target);
     if (existing) return existing;
-    const p = this.#fetch(target, requestedBy, ctx).finally(() => {
+    const p = this.#flight(target, requestedBy, ctx, freshMs).finally(() => {
       this.#inflight.delete(target);
       this.#schedule();
     });
     p.catch(() => {}); // the outcome is recorded in the store; callers that wait observe it
     this.#inflight.set(target, p);
     return p;
+  }
+
+  /**
+   * The fetch, through the cluster's lease when replicas share a database: the holder fetches,
+   * stores and delivers; a replica that waited answers with the outcome that landed.
+   */
+  #flight(target: string, requestedBy: string[], ctx: ResyncContext, freshMs: number): Promise<DeviceSnapshot> {
+    const cluster = this.#o.cluster;
+    if (!cluster?.shared) return this.#fetch(target, requestedBy, ctx);
+    return this.#sharedFlight(cluster, target, requestedBy, ctx, freshMs);
+  }
+
+  async #sharedFlight(
+    cluster: Cluster,
+    target: string,
+    requestedBy: string[],
+    ctx: ResyncContext,
+    freshMs: number,
+  ): Promise<DeviceSnapshot> {
+    let own: { snapshot: DeviceSnapshot } | { error: unknown } | undefined;
+    const landed = await cluster.flight(
+      `devices:${target}`,
+      async () => {
+        try {
+          const snapshot = await this.#fetch(target, requestedBy, ctx);
+          own = { snapshot };
+          return landedOk(snapshot, this.#recent.get(target)?.changed ?? true);
+        } catch (e) {
+          own = { error: e };
+          return e instanceof RefreshFailure ? landedFailure(e, e.error, e.nextRetryInMs) : landedFailure(e);
+        }
+      },
+      freshMs,
+    );
+    if (own && "snapshot" in own) return own.snapshot;
+    if (own) throw own.error;
+    const d = decodeLanded(landed);
+    if (d.ok) {
+      this.#recent.set(target, { snapshot: d.snapshot, changed: d.changed, elsewhere: true });
+      return d.snapshot;
+    }
+    if ("unavailable" in d) throw d.unavailable;
+    throw new RefreshFailure(d.error, d.nextRetryInMs);
   }
 
   async #fetch(target: string, requestedBy: string[], ctx: ResyncContext): Promise<DeviceSnapshot> {
@@ -209,6 +316,8 @@ export class Resyncer {
       this.#recent.set(target, { snapshot, changed });
       return snapshot;
     } catch (err) {
+      // The database the replicas share failed (a destination slot, cluster/): not the remote's fault.
+      if (err instanceof StoreUnavailable) throw err;
       const e =
         err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
       const now = this.#now();
@@ -296,11 +405,13 @@ export class Resyncer {
     const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), waitMs)));
     try {
       const r = await Promise.race([p, deadline]);
-      return r === "pending"
-        ? { kind: "pending" }
-        : { kind: "ok", snapshot: r, fromCache: false, changed: this.#recent.get(target)?.changed ?? true };
+      if (r === "pending") return { kind: "pending" };
+      const recent = this.#recent.get(target);
+      // Another replica's fetch is, to this one, a cache hit: the asker's devices are told here.
+      return { kind: "ok", snapshot: r, fromCache: recent?.elsewhere === true, changed: recent?.changed ?? true };
     } catch (e) {
       if (e instanceof RefreshFailure) return { kind: "failed", error: e.error, nextRetryInMs: e.nextRetryInMs };
+      if (e instanceof Limited) return { kind: "limited", retryAfterMs: e.retryAfterMs };
       throw e;
     } finally {
       clearTimeout(timer);
