@@ -204,10 +204,7 @@ export class PgCluster implements Cluster {
 }
 
 /** The cluster for a --database URL: PostgreSQL for postgres://, otherwise one process. */
-export async function openCluster(
-  database: string | undefined,
-  o: Omit<PgClusterOptions, "url">,
-): Promise<Cluster> {
+export async function openCluster(database: string | undefined, o: Omit<PgClusterOptions, "url">): Promise<Cluster> {
   if (database && /^postgres(ql)?:\/\//.test(database)) return PgCluster.open({ ...o, url: database });
   return new LocalCluster();
 }

@@ -19,12 +19,7 @@ export class PgLimiter implements SharedLimiter {
   readonly #spec: BucketSpec;
   readonly #guard: <T>(op: string, p: Promise<T>) => Promise<T>;
 
-  constructor(
-    sql: postgres.Sql,
-    name: string,
-    spec: BucketSpec,
-    guard: <T>(op: string, p: Promise<T>) => Promise<T>,
-  ) {
+  constructor(sql: postgres.Sql, name: string, spec: BucketSpec, guard: <T>(op: string, p: Promise<T>) => Promise<T>) {
     this.#sql = sql;
     this.#name = name;
     this.#spec = spec;

@@ -40,8 +40,8 @@ export async function slot(
       if (got !== undefined) {
         let release!: () => void;
         const held = new Promise<void>((r) => (release = r));
-        void whileHeld(held, d.leaseMs, () => d.sql.unsafe(RENEW, [destination, got, d.holder, d.leaseMs])).then(
-          () => d.sql.unsafe(FREE, [destination, got, d.holder, d.channel, wire("s", [destination])]).catch(() => {}),
+        void whileHeld(held, d.leaseMs, () => d.sql.unsafe(RENEW, [destination, got, d.holder, d.leaseMs])).then(() =>
+          d.sql.unsafe(FREE, [destination, got, d.holder, d.channel, wire("s", [destination])]).catch(() => {}),
         );
         return release;
       }

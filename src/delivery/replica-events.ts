@@ -21,24 +21,28 @@ export function followReplicas(cluster: Cluster, r: ReplicaReaders): () => void 
   if (!cluster.shared) return () => {};
   return cluster.subscribe((e: ClusterEvent) => {
     switch (e.kind) {
-      case "pending":
-        r.onWake?.(r.delivery.waiters.wake(e.devices));
+      case "pending": {
+        const n = r.delivery.waiters.wake(e.devices); // not inside `?.()`: it must run either way
+        r.onWake?.(n);
         return;
+      }
       case "snapshots":
         r.overlays.changedElsewhere(e.users);
         return;
       case "views":
         r.views.changedElsewhere(e.users);
         return;
-      case "resubscribed":
+      case "resubscribed": {
         // Anything sent while the bus was down was missed: every held poll answers at once with
         // what is pending for it (perhaps nothing; the client polls again), and the caches start
         // again from the store.
         r.log.info("re-checking every held long-poll and cache after the cluster bus came back");
         storeFallback(() => r.overlays.reload(), undefined);
         storeFallback(() => r.views.resync(), undefined);
-        r.onWake?.(r.delivery.waiters.wakeAll());
+        const n = r.delivery.waiters.wakeAll();
+        r.onWake?.(n);
         return;
+      }
     }
   });
 }

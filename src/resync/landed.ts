@@ -21,7 +21,10 @@ export function landedFailure(e: unknown, error?: FederationError, nextRetryInMs
   const f: Failure =
     error !== undefined
       ? { kind: error.kind, message: error.message, status: error.status, nextRetryInMs }
-      : { kind: e instanceof StoreUnavailable ? "unavailable" : "transport", message: String((e as Error)?.message ?? e) };
+      : {
+          kind: e instanceof StoreUnavailable ? "unavailable" : "transport",
+          message: String((e as Error)?.message ?? e),
+        };
   return { ok: false, result: JSON.stringify(f) };
 }
 
@@ -36,7 +39,8 @@ export function decodeLanded(l: Landed): Decoded {
     return { ok: true, snapshot: r.snapshot, changed: r.changed };
   }
   const f = JSON.parse(l.result) as Failure;
-  if (f.kind === "unavailable") return { ok: false, unavailable: new StoreUnavailable("refresh on another replica", f.message) };
+  if (f.kind === "unavailable")
+    return { ok: false, unavailable: new StoreUnavailable("refresh on another replica", f.message) };
   const out: Decoded = { ok: false, error: new FederationError(f.kind, f.message, f.status) };
   if (f.nextRetryInMs !== undefined) out.nextRetryInMs = f.nextRetryInMs;
   return out;
