@@ -233,8 +233,8 @@ console.log(
   console.log(
     `1c. the checks of its ${clues.length} clues against the view, in this process: p50 ${ms(pct(checkMs, 50))}  p99 ${ms(pct(checkMs, 99))}`,
   );
-  dviews.close();
-  store.close();
+  await dviews.close();
+  await store.close();
 }
 
 // 2. A 1000-device /keys/query answer, new each time (a repeated one is only digested).
@@ -288,15 +288,15 @@ for (let k = 0; k < rounds; k++) {
     if (i >= 20) main.push(send + performance.now() - t2);
     if (i % 20 === 19) {
       const t3 = performance.now();
-      views.flush();
+      await views.flush();
       flushes.push(performance.now() - t3);
     }
   }
   share.push([pct(main, 50), pct(main, 99)]);
 }
 parser.close();
-views.close();
-viewStore.close();
+await views.close();
+await viewStore.close();
 console.log(
   `   main thread's share of a new answer (copy + record): p50 ${over(share.map((x) => x[0]!))}  p99 ${over(share.map((x) => x[1]!))}   budget: ≤ 2 ms p99`,
 );
@@ -311,8 +311,9 @@ await off.stop();
 const dataDir = mkdtempSync(join(tmpdir(), "bench-heal-audit-"));
 const pre = await openSqliteStore(dataDir);
 const users = Array.from({ length: 10_000 }, (_, i) => `@u${i}:${remote.serverName}`);
-for (let i = 0; i < users.length; i += 500) pre.track("@alice:hs.test", "ALICE", users.slice(i, i + 500), Date.now());
-pre.close();
+for (let i = 0; i < users.length; i += 500)
+  await pre.track("@alice:hs.test", "ALICE", users.slice(i, i + 500), Date.now());
+await pre.close();
 for (const u of users.slice(0, 200)) remote.setUser(makeUser(u, { devices: ["D"] }));
 const audit = await proxyChild(["--audit-interval-ms", "1000", "--audit-max-per-second", "2"], dataDir);
 await new Promise((r) => setTimeout(r, 3_000));

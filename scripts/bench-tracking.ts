@@ -126,7 +126,7 @@ async function measure(engine: string, label: string, extra: string[], body: str
   await unrelated;
   h.disable();
   clearInterval(probe);
-  const rows = proxy.services.store.trackerCounts().reduce((n, c) => n + c.count, 0);
+  const rows = (await proxy.services.store.trackerCounts()).reduce((n, c) => n + c.count, 0);
   await proxy.close(1000);
   hs.stop();
   const ms = (ns: number) => (ns / 1e6).toFixed(1);

@@ -43,19 +43,22 @@ export class ServerJobs {
   }
 
   /** Users tracked on the server, with a snapshot there, or waiting for a retry there. */
-  usersOn(server: string): string[] {
+  async usersOn(server: string): Promise<string[]> {
     const { store } = this.#o;
-    const all = new Set(store.trackedUsersOn(server));
-    for (const u of store.listSnapshotUsers()) if (serverOf(u) === server) all.add(u);
-    for (const r of store.listRetries()) if (serverOf(r.userId) === server) all.add(r.userId);
+    const all = new Set(await store.trackedUsersOn(server));
+    for (const u of await store.listSnapshotUsers()) if (serverOf(u) === server) all.add(u);
+    for (const r of await store.listRetries()) if (serverOf(r.userId) === server) all.add(r.userId);
     return [...all].sort();
   }
 
   /** Starts a job, or returns the one still running for this server (started: false). */
-  start(server: string, requestedBy: string): { job: ServerJob; started: boolean } {
-    const running = this.#jobs.get(server);
-    if (running && running.finished_at === undefined) return { job: running, started: false };
-    const users = this.usersOn(server);
+  async start(server: string, requestedBy: string): Promise<{ job: ServerJob; started: boolean }> {
+    const running = this.#running(server);
+    if (running) return { job: running, started: false };
+    const users = await this.usersOn(server);
+    // Another operator's request may have started it meanwhile.
+    const started = this.#running(server);
+    if (started) return { job: started, started: false };
     const job: ServerJob = {
       server,
       total: users.length,
@@ -68,9 +71,16 @@ export class ServerJobs {
     this.#jobs.set(server, job);
     // The operator says the server is back: a backoff left from the outage must not hold the
     // job (or the retry queue) back. If it is still down, the first failures set a new one.
-    this.#o.store.clearBackoff(server);
-    void this.#run(job, users, [requestedBy]);
+    void this.#o.store
+      .clearBackoff(server)
+      .catch(() => {}) // a failing store: the job's first fetch finds the backoff and defers
+      .then(() => this.#run(job, users, [requestedBy]));
     return { job, started: true };
+  }
+
+  #running(server: string): ServerJob | undefined {
+    const job = this.#jobs.get(server);
+    return job && job.finished_at === undefined ? job : undefined;
   }
 
   async #run(job: ServerJob, users: string[], requestedBy: string[]): Promise<void> {
@@ -79,11 +89,11 @@ export class ServerJobs {
     const worker = async () => {
       while (next < users.length) {
         const userId = users[next++]!;
-        const b = store.getBackoff(job.server);
+        const b = await store.getBackoff(job.server);
         if (b && b.retryAt > this.#now()) {
           // Down again: hand the rest to the retry queue, due when the backoff ends.
-          const prev = store.getRetry(userId);
-          store.putRetry({
+          const prev = await store.getRetry(userId);
+          await store.putRetry({
             userId,
             attempts: prev?.attempts ?? 0,
             dueAt: b.retryAt,

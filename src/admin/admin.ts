@@ -57,13 +57,13 @@ export function createAdmin(o: AdminOptions): (req: IncomingMessage, res: Server
         if (!job) throw new MatrixError("M_NOT_FOUND", `No refresh of ${name} has run since the proxy started`);
         return { status: 200, body: job };
       }
-      const { job, started } = jobs.start(name, `admin:${admin}`);
+      const { job, started } = await jobs.start(name, `admin:${admin}`);
       svc.log.info("admin: refresh every user of a server", { admin, server: name, users: job.total, started });
       return { status: 202, body: { ...job, status: started ? "started" : "already_running" } };
     }
     if (rest === "retries" && method === "GET") {
       const t = now();
-      const retries = svc.store.listRetries().map((r) => ({
+      const retries = (await svc.store.listRetries()).map((r) => ({
         user_id: r.userId,
         attempts: r.attempts,
         due_in_ms: Math.max(0, r.dueAt - t),
@@ -74,7 +74,7 @@ export function createAdmin(o: AdminOptions): (req: IncomingMessage, res: Server
     }
     if (rest === "backoffs" && method === "GET") {
       const t = now();
-      const destinations = svc.store.listBackoffs().map((b) => ({
+      const destinations = (await svc.store.listBackoffs()).map((b) => ({
         destination: b.destination,
         failures: b.failures,
         in_backoff: b.retryAt > t,

@@ -26,7 +26,7 @@ export async function readiness(r: Readiness): Promise<{ ready: boolean; checks:
   const checks: Record<string, string> = {};
   if (r.draining?.()) checks.shutdown = "draining: finishing requests in flight";
   try {
-    r.store.ping();
+    await r.store.ping();
     checks.store = "ok";
   } catch (e) {
     checks.store = `not writable: ${(e as Error).message}`;

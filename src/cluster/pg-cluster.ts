@@ -7,7 +7,6 @@ import postgres from "postgres";
 import type { Logger } from "../observe/log.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
 import type { BucketSpec, Cluster, ClusterEvent, Landed } from "./cluster.ts";
-import { LocalCluster } from "./local.ts";
 import { PgBus, type Wire } from "./pg-bus.ts";
 import { flight, type LeaseDeps } from "./pg-flight.ts";
 import { PgLimiter } from "./pg-limiter.ts";
@@ -201,10 +200,4 @@ export class PgCluster implements Cluster {
       clearTimeout(timer);
     }
   }
-}
-
-/** The cluster for a --database URL: PostgreSQL for postgres://, otherwise one process. */
-export async function openCluster(database: string | undefined, o: Omit<PgClusterOptions, "url">): Promise<Cluster> {
-  if (database && /^postgres(ql)?:\/\//.test(database)) return PgCluster.open({ ...o, url: database });
-  return new LocalCluster();
 }

@@ -1,4 +1,7 @@
+import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
 import type { Server } from "node:http";
+import { hostname } from "node:os";
 import type { Config } from "../config/config.ts";
 import { Delivery } from "../delivery/delivery.ts";
 import { Overlays } from "../delivery/overlays.ts";
@@ -16,7 +19,8 @@ import { refreshLimiter } from "../resync/rate-limit.ts";
 import { Resyncer } from "../resync/resyncer.ts";
 import { instrumentedFetch, perDestination } from "../resync/fetch-devices.ts";
 import type { Cluster } from "../cluster/cluster.ts";
-import { openCluster } from "../cluster/pg-cluster.ts";
+import { LocalCluster } from "../cluster/local.ts";
+import { PgCluster } from "../cluster/pg-cluster.ts";
 import { followReplicas } from "../delivery/replica-events.ts";
 import { Audit } from "../resync/audit.ts";
 import { Detector } from "../resync/detect.ts";
@@ -35,7 +39,7 @@ import { chooseEngine, type Engine, newFrontSecret, startBunEngine } from "../en
 import { boundAddress, listen } from "../http/listen.ts";
 import { buildRoutes } from "../routes/table.ts";
 import { createUpstream } from "../http/upstream.ts";
-import { openSqliteStore } from "../store/sqlite.ts";
+import { openStore, storeLocation } from "../store/open.ts";
 import { guardStore, storeFallback } from "../store/store-guard.ts";
 import { VERSION } from "../config/version.ts";
 import { FRONT_WORKER, VIEW_WORKER } from "../front-worker-url.ts";
@@ -60,6 +64,11 @@ export interface StartOptions {
   cluster?: Cluster;
 }
 
+/** This process among the replicas sharing a database: whose lease a claimed retry is (resyncer.ts). */
+function replicaId(): string {
+  return `${hostname()}/${process.pid}/${randomBytes(4).toString("hex")}`;
+}
+
 /** Wire the proxy's parts together and start listening. Tests call this in-process. */
 export async function startProxy(
   config: Config,
@@ -70,18 +79,31 @@ export async function startProxy(
   const key = await loadKey(config);
   const loose = config.signingKey ? looseKeyFile(config.signingKey) : undefined;
   if (loose) log.warn(loose.message, { mode: loose.mode });
-  const rawStore = await openSqliteStore(config.dataDir);
+  const location = storeLocation(config.database, config.dataDir);
+  // With PostgreSQL, --data-dir still holds the Bun front end's internal socket (0700: who may
+  // reach the app behind it).
+  if (location.kind === "postgres") mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const rawStore = await openStore(location);
   // Replicas on one PostgreSQL behave as one process (docs/architecture.md "Cross-replica
   // coordination"); with SQLite, the in-process one: today's local mechanisms, nothing more.
-  const cluster = opts.cluster ?? (await openCluster((config as { database?: string }).database, { log }));
+  const cluster =
+    opts.cluster ??
+    (location.kind === "postgres"
+      ? await PgCluster.open({ url: location.url, log, deadlineMs: config.databaseTimeoutMs })
+      : new LocalCluster());
   // Declared before the metrics that count its failures: the guard reads them when one happens.
   let metrics: Metrics | undefined;
-  const store = guardStore(rawStore, { log, onError: (operation) => metrics?.storeErrors.inc({ operation }) });
+  const store = guardStore(rawStore, {
+    log,
+    onError: (operation) => metrics?.storeErrors.inc({ operation }),
+    // A database across the network that is down or slow: requests fall back after this.
+    deadlineMs: location.kind === "postgres" ? config.databaseTimeoutMs : undefined,
+  });
   metrics = createMetrics(undefined, {
     // NaN while the store fails: a scrape must not fail with it, nor show a false zero.
-    retryQueueDepth: () => storeFallback(() => store.listRetries().length, NaN),
+    retryQueueDepth: () => storeFallback(async () => (await store.listRetries()).length, NaN),
     destinationsInBackoff: () =>
-      storeFallback(() => store.listBackoffs().filter((b) => b.retryAt > Date.now()).length, NaN),
+      storeFallback(async () => (await store.listBackoffs()).filter((b) => b.retryAt > Date.now()).length, NaN),
     pendingDeliveries: () => storeFallback(() => store.countPending(), NaN),
     openLongPolls: () => delivery.waiters.count,
     auditBehindSeconds: () => audit?.behindSeconds() ?? 0,
@@ -123,6 +145,7 @@ export async function startProxy(
     retry: { initialMs: config.retryInitialMs, maxMs: config.retryMaxMs },
     maxAttempts: config.retryMaxAttempts,
     probeIntervalMs: config.probeIntervalMs,
+    retryLease: { holder: replicaId(), ms: config.retryLeaseMs },
     limits: {
       requester: refreshLimiter(cluster, "requester", {
         burst: config.rateUserBurst,
@@ -143,6 +166,7 @@ export async function startProxy(
     cluster,
     log,
   });
+  await overlays.ready;
   // Self-healing (docs/architecture.md "Self-healing"): the view and the heal rule always; the
   // signals and the audit unless --detect off.
   const views = new Views({ store, paths, log, cluster });
@@ -238,9 +262,10 @@ export async function startProxy(
 
   resyncer.start();
   audit?.start();
-  const housekeeping = setInterval(() => {
-    views.flush(); // a view written after the expiry would outlive its trackers
-    if (storeFallback(() => delivery.expireTrackers(), 0) > 0) storeFallback(() => views.resync(), undefined);
+  const housekeeping = setInterval(async () => {
+    await views.flush(); // a view written after the expiry would outlive its trackers
+    if ((await storeFallback(() => delivery.expireTrackers(), 0)) > 0)
+      await storeFallback(() => views.resync(), undefined);
   }, 3_600_000);
   housekeeping.unref();
   const reducer = startMemoryReducer(log);
@@ -285,9 +310,9 @@ export async function startProxy(
     fed.transport.close();
     // Every commit is already on disk (synchronous=FULL); closing checkpoints the WAL. The views
     // still waiting for their coalesced write go first.
-    storeFallback(() => views.close(), undefined);
+    await storeFallback(() => views.close(), undefined);
     unfollow();
-    store.close();
+    await store.close();
     await cluster.close();
     return result;
   };

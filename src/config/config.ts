@@ -22,7 +22,7 @@ export type CliAction = { kind: "help" } | { kind: "version" } | { kind: "run"; 
 const camel = (kebab: string) => kebab.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 const envName = (kebab: string) => `RESYNC_${kebab.toUpperCase().replace(/-/g, "_")}`;
 const byName = new Map<string, OptionSpec>(OPTIONS.map((o) => [o.name, o]));
-const COMMANDS: readonly Command[] = ["serve", "doctor", "healthcheck"];
+const COMMANDS: readonly Command[] = ["serve", "doctor", "healthcheck", "migrate-store"];
 
 interface Raw {
   value: unknown;
@@ -155,7 +155,7 @@ function validate(command: Command, raw: Map<string, Raw>): Config {
     throw new ConfigError(
       `--retry-max-ms: expected a value >= --retry-initial-ms (${c.retryInitialMs}), got ${c.retryMaxMs}`,
     );
-  if (command !== "healthcheck" && !c.signingKey && !(c.signingKeySeed && c.signingKeyId))
+  if ((command === "serve" || command === "doctor") && !c.signingKey && !(c.signingKeySeed && c.signingKeyId))
     throw new ConfigError(
       "--signing-key (or RESYNC_SIGNING_KEY) is required: expected a path to a Synapse *.signing.key or Dendrite matrix_key.pem (or --signing-key-seed with --signing-key-id)",
     );
@@ -171,11 +171,12 @@ export function helpText(version: string): string {
   return [
     `matrix-resync-proxy ${version}: MSC2638 device-list refresh in front of any Matrix homeserver`,
     "",
-    "Usage: matrix-resync-proxy [serve|doctor|healthcheck] [flags]",
+    "Usage: matrix-resync-proxy [serve|doctor|healthcheck|migrate-store] [flags]",
     "",
     "  serve        run the proxy (default)",
     "  doctor [SERVER…]  check the signing key is published, the homeserver, and discovery of SERVER",
     "  healthcheck  exit 0 when the running proxy answers its health endpoint, else 1",
+    "  migrate-store --from sqlite:DIR --to postgres://…  copy a store's state into PostgreSQL, counts verified",
     "",
     "Flags (each also read from env RESYNC_<NAME> and from --config FILE, YAML or JSON):",
     `  --${"config FILE".padEnd(28)} read options from a YAML/JSON file (camelCase or kebab-case keys)`,

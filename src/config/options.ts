@@ -19,6 +19,9 @@ const text = v.pipe(v.string(), v.trim(), v.nonEmpty());
 const url = v.pipe(text, v.url(), v.regex(/^https?:\/\//i));
 const listenAddr = v.pipe(text, v.regex(/^(unix:\/.+|(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5})$/));
 const serverName = v.pipe(text, v.regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/));
+// sqlite: is the file under --data-dir; sqlite:DIR names another directory (migrate-store's source).
+const database = v.pipe(text, v.regex(/^(sqlite:.*|postgres(ql)?:\/\/.+)$/i));
+const DATABASE_EXPECTED = "sqlite: (the file under --data-dir), sqlite:DIR, or postgres://user:password@host:port/db";
 const list = v.pipe(
   v.union([
     v.array(v.string()),
@@ -30,7 +33,7 @@ const list = v.pipe(
   v.transform((a) => a.map((s) => s.trim()).filter(Boolean)),
 );
 
-export type Command = "serve" | "doctor" | "healthcheck";
+export type Command = "serve" | "doctor" | "healthcheck" | "migrate-store";
 
 export interface OptionSpec {
   name: string; // kebab-case flag name
@@ -87,6 +90,48 @@ export const OPTIONS = [
     expected: "a directory path",
     help: "durable state (SQLite file inside)",
     default: "./data",
+  },
+  {
+    name: "database",
+    schema: database,
+    expected: DATABASE_EXPECTED,
+    help: "where durable state lives: SQLite under --data-dir, or PostgreSQL shared by replicas",
+    default: "sqlite:",
+  },
+  {
+    name: "database-timeout-ms",
+    schema: int(50, 60_000),
+    expected: "an integer from 50 to 60000",
+    help: "PostgreSQL: a store call not answered within this fails over to plain pass-through",
+    default: 2000,
+  },
+  {
+    name: "retry-lease-ms",
+    schema: int(1000, 3_600_000),
+    expected: "an integer from 1000 to 3600000",
+    help: "a due retry is claimed for this long: another replica takes it over after that",
+    default: 60_000,
+  },
+  {
+    name: "from",
+    schema: database,
+    expected: DATABASE_EXPECTED,
+    help: "migrate-store: the store to copy from (sqlite:DIR)",
+    requiredFor: ["migrate-store"],
+  },
+  {
+    name: "to",
+    schema: database,
+    expected: DATABASE_EXPECTED,
+    help: "migrate-store: the store to copy into (postgres://…)",
+    requiredFor: ["migrate-store"],
+  },
+  {
+    name: "existing-target",
+    schema: v.picklist(["refuse", "replace"]),
+    expected: "refuse or replace",
+    help: "migrate-store: a target that already holds state is refused, or emptied and replaced",
+    default: "refuse",
   },
   {
     name: "metrics-listen",

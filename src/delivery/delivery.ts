@@ -12,6 +12,11 @@ import type { Cluster } from "../cluster/cluster.ts";
 import { TrackerWriter, type TrackerWriterOptions } from "./tracker-writer.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
 
+/** How long a fresh list waits at most for queued trackers of its user to be written. */
+const TRACKERS_WAIT_MS = 2000;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
+
 export interface DeliveryOptions {
   store: Store;
   upstream: Upstream;
@@ -49,6 +54,12 @@ export class Delivery {
    * device is never driven into a loop of timeout=0 polls that make no progress.
    */
   readonly #unforced = new LRUCache<string, Set<string>>({ max: 100_000 });
+  /**
+   * Per delivery stream, the booking of the token a spliced answer carried: written once the
+   * body has gone out (sync-plan.ts injectPending), so the client's next poll may arrive
+   * first. That poll's acknowledgement waits for it (carried()).
+   */
+  readonly #carrying = new Map<string, Promise<unknown>>();
 
   constructor(o: DeliveryOptions) {
     this.#o = o;
@@ -72,8 +83,8 @@ export class Delivery {
   }
 
   /** These devices follow the target from now on (so a later success reaches them). */
-  trackDevices(devices: { userId: string; deviceId: string }[], target: string): void {
-    for (const d of devices) this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
+  async trackDevices(devices: { userId: string; deviceId: string }[], target: string): Promise<void> {
+    for (const d of devices) await this.#o.store.track(d.userId, d.deviceId, [target], this.#now());
   }
 
   /** A device queried these users' keys: it will hear about their refreshes (once written, soon). */
@@ -90,13 +101,18 @@ export class Delivery {
   }
 
   /** A fresh snapshot: tell every tracking device. */
-  onSnapshot(s: DeviceSnapshot): void {
-    this.deliver(this.#o.store.trackersOf(s.userId), s.userId);
+  async onSnapshot(s: DeviceSnapshot): Promise<void> {
+    // A device that queried the user's keys a moment ago may not be written yet (the writer
+    // takes a turn, and a networked store a round trip): it is told too. Bounded, so a flood of
+    // queued trackers delays no delivery for long.
+    if (this.trackers.holds(s.userId)) await Promise.race([this.trackers.idle(), sleep(TRACKERS_WAIT_MS)]);
+    await this.deliver(await this.#o.store.trackersOf(s.userId), s.userId);
   }
 
-  deliver(devices: { userId: string; deviceId: string }[], target: string): void {
+  /** Pending rows for these devices, committed; then their long-polls are woken. */
+  async deliver(devices: { userId: string; deviceId: string }[], target: string): Promise<void> {
     if (devices.length === 0) return;
-    this.#o.store.addPending(
+    await this.#o.store.addPending(
       devices.map((d) => ({ ...d, target })),
       this.#now(),
     );
@@ -105,6 +121,20 @@ export class Delivery {
     this.waiters.wake(keys);
     // After the rows are written: a replica woken by this finds them.
     if (this.#o.cluster?.shared) this.#o.cluster.publish({ kind: "pending", devices: keys });
+  }
+
+  /** A spliced answer's booking (markCarried) is on its way for this stream. */
+  carrying(userId: string, deviceId: string, stream: string, write: Promise<unknown>): void {
+    const key = `${deviceKey(userId, deviceId)}|${stream}`;
+    const done = write.finally(() => {
+      if (this.#carrying.get(key) === done) this.#carrying.delete(key);
+    });
+    this.#carrying.set(key, done);
+  }
+
+  /** Settles once the stream's booking on its way, if any, has been written (or failed). */
+  carried(userId: string, deviceId: string, stream: string): Promise<unknown> | undefined {
+    return this.#carrying.get(`${deviceKey(userId, deviceId)}|${stream}`)?.catch(() => {});
   }
 
   /** May this stream's next poll with something pending be asked to answer at once? */
@@ -126,19 +156,19 @@ export class Delivery {
    * A sliding-sync connection that asked for the e2ee extension (routes/sync.ts). Its last_seen
    * is written once per tenth of the TTL, as trackers are: not a durable write per poll.
    */
-  openConn(userId: string, deviceId: string, conn: string): void {
+  async openConn(userId: string, deviceId: string, conn: string): Promise<void> {
     const key = `${userId}|${deviceId}|${conn}`;
     const now = this.#now();
     const every = Math.min(this.#o.trackerTtlMs / 10, 3_600_000);
     if (now - (this.#connWritten.get(key) ?? -Infinity) < every) return;
-    this.#o.store.openConn(userId, deviceId, conn, now);
+    await this.#o.store.openConn(userId, deviceId, conn, now);
     this.#connWritten.set(key, now);
   }
 
-  expireTrackers(): number {
+  async expireTrackers(): Promise<number> {
     this.trackers.forget();
     const olderThan = this.#now() - this.#o.trackerTtlMs;
-    this.#o.store.expireConns(olderThan);
+    await this.#o.store.expireConns(olderThan);
     this.#connWritten.clear();
     return this.#o.store.expireTrackers(olderThan);
   }

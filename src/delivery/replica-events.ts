@@ -37,8 +37,8 @@ export function followReplicas(cluster: Cluster, r: ReplicaReaders): () => void 
         // what is pending for it (perhaps nothing; the client polls again), and the caches start
         // again from the store.
         r.log.info("re-checking every held long-poll and cache after the cluster bus came back");
-        storeFallback(() => r.overlays.reload(), undefined);
-        storeFallback(() => r.views.resync(), undefined);
+        void storeFallback(() => r.overlays.reload(), undefined);
+        void storeFallback(() => r.views.resync(), undefined);
         const n = r.delivery.waiters.wakeAll();
         r.onWake?.(n);
         return;

@@ -11,7 +11,7 @@ import type { Delivery } from "./delivery.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "./json/sync-splice.ts";
 import type { Overlays } from "./overlays.ts";
 import { type SyncFlavour, wakeResponse } from "./json/sync-inject.ts";
-import { wrapToken } from "./tokens.ts";
+import { isWrapped, wrapToken } from "./tokens.ts";
 
 /** What the plan reads and writes (the routes' Services has all of it). */
 export interface SyncDeps {
@@ -46,18 +46,50 @@ export interface SyncDecision {
   inject: boolean;
   /** Hold the long-poll so a refresh that lands may answer it early (docs/architecture.md "Early wake"). */
   hold: boolean;
+  /** The users pending for this device (or connection) when planned: what an injection carries. */
+  targets: string[];
+  /** Waiters' wake count when planned: a hold compares it (holdAfterPlan). */
+  wakes: number;
 }
 
-export function planSync(d: SyncDeps, a: SyncAsk): SyncDecision {
-  const pending = storeFallback(() => {
-    if (a.asked && a.conn !== undefined) d.delivery.openConn(a.userId, a.deviceId, a.conn);
-    if (a.asked && a.since) d.store.ackToken(a.userId, a.deviceId, a.since, a.conn);
-    return a.asked && a.since !== "" && d.store.hasPending(a.userId, a.deviceId, a.conn);
+export async function planSync(d: SyncDeps, a: SyncAsk): Promise<SyncDecision> {
+  // Before the store is read: a wake after this point may have found no waiter to answer.
+  const wakes = d.delivery.waiters.wakes;
+  const targets = await storeFallback(async () => {
+    if (a.asked && a.conn !== undefined) await d.delivery.openConn(a.userId, a.deviceId, a.conn);
+    // Only positions of ours ever carry a delivery (tokens.ts): the homeserver's own token, what
+    // nearly every poll resumes from, acknowledges nothing, and costs no write.
+    if (a.asked && isWrapped(a.since)) {
+      // The answer that carried this token may still be being booked (injectPending).
+      await d.delivery.carried(a.userId, a.deviceId, a.conn ?? "");
+      await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn);
+    }
+    if (!a.asked || a.since === "" || !(await d.store.hasPending(a.userId, a.deviceId, a.conn))) return [];
+    // The rows themselves: an injection carries these, so the splice that books them needs no
+    // read of its own once the homeserver answers.
+    return pendingTargets(d, a, a.conn);
   }, undefined);
-  const storeOk = pending !== undefined;
-  const answerHere = pending === true && !d.delivery.mayForce(a.userId, a.deviceId, a.conn ?? "");
-  const inject = pending === true && !answerHere;
-  return { storeOk, answerHere, inject, hold: a.longPoll && a.asked && storeOk && !inject && !answerHere };
+  const storeOk = targets !== undefined;
+  const pending = storeOk && targets.length > 0;
+  const answerHere = pending && !d.delivery.mayForce(a.userId, a.deviceId, a.conn ?? "");
+  const inject = pending && !answerHere;
+  const hold = a.longPoll && a.asked && storeOk && !inject && !answerHere;
+  return { storeOk, answerHere, inject, hold, targets: targets ?? [], wakes };
+}
+
+/**
+ * The long-poll is held now, some turns after its plan read the store: a refresh that landed in
+ * between found no waiter to wake. Look again then (rarely: only when some wake happened).
+ */
+export function holdAfterPlan(
+  d: SyncDeps,
+  who: { userId: string; deviceId: string },
+  plan: SyncDecision,
+  wake: () => void,
+  conn?: string,
+): void {
+  if (d.delivery.waiters.wakes === plan.wakes) return;
+  void storeFallback(() => d.store.hasPending(who.userId, who.deviceId, conn), false).then((p) => p && wake());
 }
 
 /**
@@ -70,8 +102,12 @@ export function spliceStarts(d: SyncDeps, who: { userId: string; deviceId: strin
 }
 
 /** The users whose changes are pending for this device (and sliding-sync connection). */
-export function pendingTargets(d: SyncDeps, who: { userId: string; deviceId: string }, conn?: string): string[] {
-  return d.store.pendingFor(who.userId, who.deviceId, conn).map((p) => p.target);
+export async function pendingTargets(
+  d: SyncDeps,
+  who: { userId: string; deviceId: string },
+  conn?: string,
+): Promise<string[]> {
+  return (await d.store.pendingFor(who.userId, who.deviceId, conn)).map((p) => p.target);
 }
 
 /** Reads the homeserver's own device_lists.changed while overlays exist (overlays.ts). */
@@ -90,16 +126,17 @@ export function answerAtOnce(target: string): string {
  * Its position is the request's own, with our suffix (tokens.ts): the client asks again from
  * the same point, so no event is skipped, and that request acknowledges exactly this answer.
  */
-function wakeAnswer(
+async function wakeAnswer(
   svc: SyncDeps,
   who: { userId: string; deviceId: string },
   since: string,
   flavour: SyncFlavour,
   conn?: string,
-): Record<string, unknown> {
-  const targets = pendingTargets(svc, who, conn);
+): Promise<Record<string, unknown>> {
+  const targets = await pendingTargets(svc, who, conn);
   const token = wrapToken(since);
-  svc.store.markCarried(who.userId, who.deviceId, targets, token, conn);
+  // Committed before the answer goes out: the token it carries acknowledges these rows.
+  await svc.store.markCarried(who.userId, who.deviceId, targets, token, conn);
   svc.metrics?.wakes.inc();
   svc.metrics?.injections.inc({ endpoint: flavour }, targets.length);
   return wakeResponse(token, targets, flavour);
@@ -109,14 +146,17 @@ function wakeAnswer(
  * wakeAnswer, or on a failing store an answer with nothing in it at the request's own position:
  * the poll has been taken from the homeserver already, and the client simply asks again.
  */
-export function safeWakeAnswer(
+export async function safeWakeAnswer(
   svc: SyncDeps,
   who: { userId: string; deviceId: string },
   since: string,
   flavour: SyncFlavour,
   conn?: string,
-): Record<string, unknown> {
-  return storeFallback(() => wakeAnswer(svc, who, since, flavour, conn), undefined) ?? wakeResponse(since, [], flavour);
+): Promise<Record<string, unknown>> {
+  return (
+    (await storeFallback(() => wakeAnswer(svc, who, since, flavour, conn), undefined)) ??
+    wakeResponse(since, [], flavour)
+  );
 }
 
 /**
@@ -125,11 +165,13 @@ export function safeWakeAnswer(
  * which each is marked as carried by once the whole body has gone through (the client can only
  * ask with that token after it has).
  */
-export function injectPending(svc: SyncDeps, who: Requester, flavour: SyncFlavour, conn?: string): BodySplice {
-  const targets = storeFallback(() => pendingTargets(svc, who, conn), undefined);
-  // A store that failed since the plan: the body goes out as the homeserver sent it, with its
-  // own token, so nothing is acknowledged and the rows are carried by a later poll.
-  if (targets === undefined) return new SyncSplice([], flavour, () => {});
+export function injectPending(
+  svc: SyncDeps,
+  who: Requester,
+  targets: string[],
+  flavour: SyncFlavour,
+  conn?: string,
+): BodySplice {
   return new SyncSplice(
     targets,
     flavour,
@@ -138,7 +180,14 @@ export function injectPending(svc: SyncDeps, who: Requester, flavour: SyncFlavou
       // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
       if (spliced.token === undefined) return;
       // Unmarked on a failing store: the rows stay pending and the next poll carries them again.
-      storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn), undefined);
+      // The body has gone out already: the client's next poll may come before this write lands,
+      // and its acknowledgement waits for it here (Delivery.carried).
+      svc.delivery.carrying(
+        who.userId,
+        who.deviceId,
+        conn ?? "",
+        storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn), undefined),
+      );
       svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", false);
       svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
     },

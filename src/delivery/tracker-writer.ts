@@ -37,6 +37,8 @@ export class TrackerWriter {
   #counts: Map<string, number> | undefined;
   #scheduled = false;
   #idle: (() => void)[] = [];
+  /** Targets of the batch being written now. */
+  #writing = new Set<string>();
 
   constructor(o: TrackerWriterOptions) {
     this.#o = o;
@@ -78,24 +80,36 @@ export class TrackerWriter {
     return this.#queued;
   }
 
+  /** Is a tracker of this target queued or being written (not yet in the store)? */
+  holds(target: string): boolean {
+    if (this.#writing.has(target)) return true;
+    for (const q of this.#queue.values()) if (q.targets.has(target)) return true;
+    return false;
+  }
+
   #schedule(): void {
     if (this.#scheduled || this.#queued === 0) return;
     this.#scheduled = true;
     setImmediate(() => {
-      this.#scheduled = false;
-      this.#flushBatch();
-      if (this.#queued > 0) this.#schedule();
-      else this.#idle.splice(0).forEach((r) => r());
+      // One batch at a time: the next is scheduled once this one has been written.
+      void this.#flushBatch()
+        .catch((e) => this.#o.log.error("could not write trackers", { error: String(e) }))
+        .then(() => {
+          this.#scheduled = false;
+          if (this.#queued > 0) this.#schedule();
+          else this.#idle.splice(0).forEach((r) => r());
+        });
     });
   }
 
   /** Write one batch: up to BATCH_ROWS rows, from as many devices as that takes. */
-  #flushBatch(): void {
+  async #flushBatch(): Promise<void> {
     let budget = BATCH_ROWS;
     try {
-      const counts = (this.#counts ??= new Map(
-        this.#o.store.trackerCounts().map((c) => [`${c.userId}|${c.deviceId}`, c.count]),
-      ));
+      this.#counts ??= new Map(
+        (await this.#o.store.trackerCounts()).map((c) => [`${c.userId}|${c.deviceId}`, c.count]),
+      );
+      const counts = this.#counts;
       for (const [key, q] of this.#queue) {
         if (budget <= 0) break;
         const take: string[] = [];
@@ -104,13 +118,10 @@ export class TrackerWriter {
           take.push(t);
         }
         const have = counts.get(key) ?? 0;
-        const { added, refused } = this.#o.store.track(
-          q.userId,
-          q.deviceId,
-          take,
-          q.at,
-          Math.max(0, this.#o.maxPerDevice - have),
-        );
+        this.#writing = new Set(take);
+        const { added, refused } = await this.#o.store
+          .track(q.userId, q.deviceId, take, q.at, Math.max(0, this.#o.maxPerDevice - have))
+          .finally(() => void (this.#writing = new Set()));
         counts.set(key, have + added);
         for (const t of take) q.targets.delete(t);
         this.#queued -= take.length;

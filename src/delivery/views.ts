@@ -54,7 +54,12 @@ export class Views {
     this.#now = o.now ?? Date.now;
     this.#max = o.maxViews ?? 200_000;
     this.#flushMs = o.flushMs ?? 1000;
-    this.#count = o.store.countViews();
+    this.#count = 0;
+    // Added to what is learned meanwhile; a failing store (logged by its guard) counts from 0.
+    o.store.countViews().then(
+      (n) => void (this.#count += n),
+      () => {},
+    );
   }
 
   /** Views recorded (kept in step with our writes; recounted after an expiry). */
@@ -62,12 +67,19 @@ export class Views {
     return this.#count;
   }
 
-  get(userId: string): HsView | undefined {
-    const hit = this.#cache.get(userId) ?? this.#dirty.get(userId);
+  async get(userId: string): Promise<HsView | undefined> {
+    const hit = this.#memory(userId);
     if (hit) return hit;
-    const v = this.#o.store.getView(userId);
+    const v = await this.#o.store.getView(userId);
+    // Learned meanwhile: what we learned is newer than the row just read.
+    const now = this.#memory(userId);
+    if (now) return now;
     if (v) this.#cache.set(userId, v);
     return v;
+  }
+
+  #memory(userId: string): HsView | undefined {
+    return this.#cache.get(userId) ?? this.#dirty.get(userId);
   }
 
   /**
@@ -86,10 +98,25 @@ export class Views {
   }
 
   #put(v: HsView): void {
-    const old = this.get(v.userId);
+    const known = this.#memory(v.userId);
+    // In memory at once: a question asked right after learning gets what was learned.
     this.#cache.set(v.userId, v);
-    if (old && sameView(old, v)) return;
-    if (!old) {
+    if (known) {
+      if (!sameView(known, v)) this.#dirtyOne(v, false);
+      return;
+    }
+    // Not in memory: the row decides whether this is new, changed, or the same again.
+    this.#o.store.getView(v.userId).then(
+      (old) => {
+        if (old && sameView(old, v)) return;
+        this.#dirtyOne(this.#memory(v.userId) ?? v, !old);
+      },
+      (e) => this.#o.log.warn("could not read the homeserver's view", { userId: v.userId, error: String(e) }),
+    );
+  }
+
+  #dirtyOne(v: HsView, isNew: boolean): void {
+    if (isNew) {
       if (this.#count >= this.#max) return; // bounded: the cache still answers while it holds it
       this.#count++;
     }
@@ -100,14 +127,14 @@ export class Views {
   }
 
   /** Write the changed views now, in one transaction. */
-  flush(): void {
+  async flush(): Promise<void> {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#dirty.size === 0) return;
     const batch = [...this.#dirty.values()];
     this.#dirty.clear();
     try {
-      this.#o.store.putViews(batch);
+      await this.#o.store.putViews(batch);
       const cluster = this.#o.cluster;
       if (cluster?.shared) cluster.publish({ kind: "views", users: batch.map((v) => v.userId) });
     } catch (e) {
@@ -117,14 +144,14 @@ export class Views {
   }
 
   /** Write what is waiting (a clean shutdown, before the store closes). */
-  close(): void {
-    this.flush();
+  close(): Promise<void> {
+    return this.flush();
   }
 
   /** The homeserver's answer for these users, read at `at`, repeated what we hold. */
-  seen(users: readonly string[], at: number): void {
+  async seen(users: readonly string[], at: number): Promise<void> {
     for (const u of users) {
-      const v = this.get(u);
+      const v = await this.get(u);
       // Memory only, like the reports `behind` compares it with.
       if (v && v.seenAt < at) this.#cache.set(u, { ...v, seenAt: at });
     }
@@ -137,10 +164,11 @@ export class Views {
   }
 
   /** Has the homeserver reported a change of this user since we last read its answer? */
-  behind(userId: string): boolean {
+  async behind(userId: string): Promise<boolean> {
     const at = this.#reportedAt.get(userId);
-    const v = this.get(userId);
-    return at !== undefined && (v === undefined || at >= v.seenAt);
+    if (at === undefined) return false;
+    const v = await this.get(userId);
+    return v === undefined || at >= v.seenAt;
   }
 
   /** Another replica wrote these users' views: read them from the store on next use. */
@@ -149,10 +177,10 @@ export class Views {
   }
 
   /** Trackers expired: so did some views; recount. */
-  resync(): void {
-    this.flush();
+  async resync(): Promise<void> {
+    await this.flush();
     this.#cache.clear();
-    this.#count = this.#o.store.countViews();
+    this.#count = await this.#o.store.countViews();
   }
 
   /**
@@ -161,7 +189,7 @@ export class Views {
    * device's client would see). Undefined when the homeserver cannot say.
    */
   async getOrQuery(userId: string, token: string | undefined): Promise<HsView | undefined> {
-    const have = this.get(userId);
+    const have = await this.get(userId);
     if (have || !token) return have;
     return this.query(userId, token);
   }

@@ -14,9 +14,15 @@ export class Waiters {
   // on every poll would keep each ended poll's objects for young collections (slots.ts).
   readonly #byDevice = new Map<string, Waiter | Set<Waiter> | undefined>();
   #count = 0;
+  #wakes = 0;
 
   get count(): number {
     return this.#count;
+  }
+
+  /** Calls of wake() so far: a poll planned before a wake and held after it looks again. */
+  get wakes(): number {
+    return this.#wakes;
   }
 
   add(key: string, w: Waiter): void {
@@ -50,6 +56,7 @@ export class Waiters {
 
   /** Wake every long-poll of these devices; returns how many were woken. */
   wake(keys: Iterable<string>): number {
+    this.#wakes++;
     let n = 0;
     for (const k of keys) {
       const cur = this.#byDevice.get(k);

@@ -4,9 +4,10 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import { FastHistogram, SummedCounter } from "./fast-metrics.ts";
 
 export interface MetricSources {
-  retryQueueDepth?: () => number;
-  destinationsInBackoff?: () => number;
-  pendingDeliveries?: () => number;
+  // Read from the store: prom-client awaits a collect() that returns a promise.
+  retryQueueDepth?: () => Promise<number>;
+  destinationsInBackoff?: () => Promise<number>;
+  pendingDeliveries?: () => Promise<number>;
   openLongPolls?: () => number;
   auditBehindSeconds?: () => number;
   homeserverViews?: () => number;
@@ -14,13 +15,13 @@ export interface MetricSources {
 
 export function createMetrics(registry: Registry = new Registry(), sources: MetricSources = {}) {
   const registers = [registry];
-  const gauge = (name: string, help: string, read?: () => number) =>
+  const gauge = (name: string, help: string, read?: () => number | Promise<number>) =>
     new Gauge({
       name,
       help,
       registers,
-      collect() {
-        if (read) this.set(read());
+      async collect() {
+        if (read) this.set(await read());
       },
     });
   // The event-loop delay monitor samples on a timer: prom-client's default 10 ms woke the idle

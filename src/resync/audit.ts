@@ -56,8 +56,9 @@ export class Audit {
   start(): void {
     if (!this.enabled || this.#running) return;
     this.#running = true;
-    this.#newPass();
-    this.#schedule(this.#passTotal === 0 ? Math.min(this.#o.intervalMs, IDLE_LOOK_MS) : this.#gap());
+    void this.#newPass()
+      .catch((e) => this.#o.log.warn("audit step failed", { error: String((e as Error)?.message ?? e) }))
+      .then(() => this.#schedule(this.#passTotal === 0 ? Math.min(this.#o.intervalMs, IDLE_LOOK_MS) : this.#gap()));
   }
 
   stop(): void {
@@ -65,12 +66,13 @@ export class Audit {
     clearTimeout(this.#timer);
   }
 
-  #newPass(): void {
+  async #newPass(): Promise<void> {
     this.#cursor = "";
     this.#page = [];
     this.#passStartedAt = this.#now();
     this.#passDone = 0;
-    this.#passTotal = this.#o.store.countTrackedTargets();
+    this.#passTotal = 0;
+    this.#passTotal = await this.#o.store.countTrackedTargets();
   }
 
   /** Even spacing over the interval, never under the budget's spacing. */
@@ -81,23 +83,23 @@ export class Audit {
 
   #schedule(ms: number): void {
     if (!this.#running) return;
-    this.#timer = setTimeout(() => this.#tick(), ms);
+    this.#timer = setTimeout(() => void this.#tick(), ms);
     this.#timer.unref?.();
   }
 
   // A pass checks its users one gap apart; the tick that finds the pass done starts the next
   // one and checks its first user at once, so each user comes round once per interval.
-  #tick(): void {
+  async #tick(): Promise<void> {
     try {
-      let next = this.#next();
+      let next = await this.#next();
       if (next === undefined) {
-        this.#newPass();
-        next = this.#next();
+        await this.#newPass();
+        next = await this.#next();
         if (next === undefined) return this.#schedule(Math.min(this.#o.intervalMs, IDLE_LOOK_MS));
       }
       this.#passDone++;
       this.#o.metrics?.auditChecked.inc();
-      const r = this.#o.resyncer.background(next, { trigger: "audit", why: "periodic audit" });
+      const r = await this.#o.resyncer.background(next, { trigger: "audit", why: "periodic audit" });
       this.#o.log.debug("audit check", { userId: next, check: r });
     } catch (e) {
       this.#o.log.warn("audit step failed", { error: String((e as Error)?.message ?? e) });
@@ -106,10 +108,10 @@ export class Audit {
   }
 
   /** The next remote target of the walk, or undefined at the end of the pass. */
-  #next(): string | undefined {
+  async #next(): Promise<string | undefined> {
     for (;;) {
       if (this.#page.length === 0) {
-        this.#page = this.#o.store.trackedTargetsAfter(this.#cursor, PAGE);
+        this.#page = await this.#o.store.trackedTargetsAfter(this.#cursor, PAGE);
         if (this.#page.length === 0) return undefined;
         this.#cursor = this.#page[this.#page.length - 1]!;
       }

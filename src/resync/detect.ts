@@ -88,7 +88,7 @@ export class Detector {
   async #checkSender(who: Requester, sender: string, clues: ToDeviceClue[]): Promise<void> {
     const { views } = this.#o;
     const device = `${who.userId}|${who.deviceId}`;
-    let view = views.get(sender);
+    let view = await views.get(sender);
     let asked = false;
     if (!view && this.#lookups.take(device) === 0) {
       view = await views.query(sender, who.token);
@@ -97,14 +97,14 @@ export class Detector {
     // The homeserver cannot say anything about this sender: nobody here tracks them, and a
     // client that does not track a user does not re-query their keys anyway.
     if (!view) return;
-    let unknown = this.#firstUnknown(sender, clues, view);
+    let unknown = await this.#firstUnknown(sender, clues, view);
     // Our record may be behind the homeserver: in a healthy exchange the homeserver hears of a
     // new device (and names its owner in device_lists.changed) before the client has re-queried
     // through us. Ask it again before suspecting; a record younger than RECHECK_MS is current.
     const now = (this.#o.now ?? Date.now)();
     if (unknown && !asked && now - view.seenAt >= RECHECK_MS && this.#lookups.take(device) === 0) {
       const current = await views.query(sender, who.token);
-      if (current) unknown = this.#firstUnknown(sender, clues, current);
+      if (current) unknown = await this.#firstUnknown(sender, clues, current);
     }
     if (!unknown) return;
     const { clue, signal } = unknown;
@@ -114,12 +114,12 @@ export class Detector {
   }
 
   /** The first clue naming a key or device that neither the view nor our overlay knows. */
-  #firstUnknown(
+  async #firstUnknown(
     sender: string,
     clues: ToDeviceClue[],
     view: HsView,
-  ): { clue: ToDeviceClue; signal: Signal } | undefined {
-    const served = this.#o.store.getSnapshot(sender);
+  ): Promise<{ clue: ToDeviceClue; signal: Signal } | undefined> {
+    const served = await this.#o.store.getSnapshot(sender);
     const known: HsView[] = served ? [view, viewOfSnapshot(served)] : [view];
     // A device sends many events with the same key or device id: each is looked up once.
     const seen = new Set<string>();
@@ -175,7 +175,9 @@ export class Detector {
     if (o.tracker) this.#o.track(o.tracker, [userId]);
     const trigger =
       signal === "cross_signing_incomplete" || signal === "keys_query_failure" ? "keys_query" : "to_device";
-    const started = resyncer.background(userId, { trigger, why: `${signal}: ${o.why}`, token: o.token });
-    this.#o.log.debug("suspicion", { userId, signal, check: started });
+    void resyncer.background(userId, { trigger, why: `${signal}: ${o.why}`, token: o.token }).then(
+      (check) => this.#o.log.debug("suspicion", { userId, signal, check }),
+      (e) => this.#o.log.debug("suspicion not checked", { userId, signal, error: String((e as Error)?.message ?? e) }),
+    );
   }
 }

@@ -82,7 +82,7 @@ export function perDestination(
 /** What learns of a fresh snapshot once it is stored. */
 export interface SnapshotReaders {
   overlays: { noteSnapshot(s: DeviceSnapshot): void };
-  delivery: { onSnapshot(s: DeviceSnapshot): void };
+  delivery: { onSnapshot(s: DeviceSnapshot): Promise<void> };
 }
 
 /**
@@ -90,7 +90,7 @@ export interface SnapshotReaders {
  * pending changes and wakes the long-polls, so a client woken by /sync that asks /keys/query
  * at once already sees the new keys.
  */
-export function fanOutSnapshot(s: DeviceSnapshot, to: SnapshotReaders): void {
+export function fanOutSnapshot(s: DeviceSnapshot, to: SnapshotReaders): Promise<void> {
   to.overlays.noteSnapshot(s);
-  to.delivery.onSnapshot(s);
+  return to.delivery.onSnapshot(s);
 }

@@ -52,9 +52,9 @@ export class Healer {
   /** A validated fresh list: deliver it when it is a real change; true when it was delivered. */
   async onFresh(s: DeviceSnapshot, ctx: ResyncContext): Promise<boolean> {
     const { store, views, overlays, delivery, metrics } = this.#o;
-    const served = store.getSnapshot(s.userId); // the overlay clients are being shown, if any
+    const served = await store.getSnapshot(s.userId); // the overlay clients are being shown, if any
     let view = await views.getOrQuery(s.userId, ctx.token);
-    if (!served && view && views.behind(s.userId)) {
+    if (!served && view && (await views.behind(s.userId))) {
       // The homeserver named this user in a device_lists.changed since we read its answer: it
       // knows something our record lacks, and its clients re-query on its word. Compare with
       // its answer now; with no token to ask for it, leave it to them (the next check will see
@@ -75,7 +75,7 @@ export class Healer {
       if (isEmptyDiff(diff)) {
         // Nothing new for clients. An overlay still being served stays fresh for its max age.
         if (served) {
-          store.putSnapshot(s);
+          await store.putSnapshot(s);
           overlays.noteSnapshot(s);
         }
         metrics?.freshLists.inc({ outcome: "unchanged" });
@@ -85,21 +85,21 @@ export class Healer {
       if (backToHomeserver) {
         // The remote now says what the homeserver says: the overlay steps aside, and clients are
         // told to look again (they were shown the overlay, which differs).
-        overlays.caughtUp([s.userId]);
+        await overlays.caughtUp([s.userId]);
       } else {
-        store.putSnapshot(s);
+        await store.putSnapshot(s);
         overlays.noteSnapshot(s);
       }
-      delivery.onSnapshot(s);
+      await delivery.onSnapshot(s);
       this.#record(s.userId, ctx, describeDiff(diff));
       return true;
     }
     // No record at all of what the homeserver served for this user, and no token to ask it
     // with: deliver, as before there was a view (a spurious "changed" costs a client one query;
     // a missed change leaves it unable to decrypt).
-    store.putSnapshot(s);
+    await store.putSnapshot(s);
     overlays.noteSnapshot(s);
-    delivery.onSnapshot(s);
+    await delivery.onSnapshot(s);
     this.#record(
       s.userId,
       ctx,

@@ -4,16 +4,20 @@ import { LRUCache } from "lru-cache";
 import { FederationError } from "../federation/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
-import type { Store } from "../store/store.ts";
+import type { Backoff, Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
+import { Bookings } from "./bookings.ts";
 import type { Cluster, SharedLimiter } from "../cluster/cluster.ts";
 import { serverOf } from "../matrix/user-id.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
 import { decodeLanded, landedFailure, landedOk } from "./landed.ts";
 
 export type RefreshOutcome =
-  /** `changed`: the list differs from what the requester's clients were shown (heal.ts). */
-  | { kind: "ok"; snapshot: DeviceSnapshot; fromCache: boolean; changed: boolean }
+  /**
+   * `changed`: the list differs from what the requester's clients were shown (heal.ts). `late`:
+   * joined a fetch whose fan-out had begun, so the requester's devices were not told by it.
+   */
+  | { kind: "ok"; snapshot: DeviceSnapshot; fromCache: boolean; changed: boolean; late?: boolean }
   | { kind: "local" }
   | { kind: "pending" }
   | { kind: "limited"; retryAfterMs: number }
@@ -24,7 +28,7 @@ export interface ResyncOptions {
   serverName: string;
   fetchDevices: (userId: string) => Promise<{ snapshot: DeviceSnapshot }>;
   /** Called after every fresh snapshot is stored: delivery adds pending rows and wakes long-polls. */
-  onSnapshot?: (s: DeviceSnapshot) => void;
+  onSnapshot?: (s: DeviceSnapshot) => void | Promise<void>;
   /**
    * When set, replaces storing + onSnapshot: decides whether the fresh list is a real change
    * (heal.ts) and delivers it only then. Returns whether it did.
@@ -37,6 +41,11 @@ export interface ResyncOptions {
   retry: BackoffPolicy;
   maxAttempts: number;
   probeIntervalMs: number;
+  /**
+   * Due retries are claimed for this long under this holder's name (Store.claimDueRetries):
+   * with replicas sharing the store, one runs each, and another takes it over after the lease.
+   */
+  retryLease?: { holder: string; ms: number };
   limits: { requester: SharedLimiter; target: SharedLimiter };
   /**
    * Replicas sharing a database (cluster/): one fetch per target across all of them. Absent or
@@ -89,6 +98,7 @@ export class Resyncer {
   readonly #o: ResyncOptions;
   readonly #now: () => number;
   readonly #inflight = new Map<string, Promise<DeviceSnapshot>>();
+  readonly #bookings = new Bookings();
   // The last outcome per user, for the cache window: an unchanged list is not stored as a
   // snapshot (it must not be served as an overlay), yet a second question within the window
   // must cost nothing either.
@@ -97,6 +107,7 @@ export class Resyncer {
     max: 50_000,
   });
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #scheduled = 0;
   #stopped = true;
 
   constructor(o: ResyncOptions) {
@@ -111,14 +122,15 @@ export class Resyncer {
   /**
    * A client's refresh: answers within waitMs, leaving the fetch (and retries) running.
    * `admit` prepares (it may wait, and must not write) once the requester's rate limit lets
-   * the refresh through; the write it returns runs only once the target's limit has too, just
-   * before the fetch starts or the snapshot answers: a refused (429) refresh writes nothing.
+   * the refresh through; the write it returns starts only once the target's limit has too, just
+   * before the fetch starts or the snapshot answers (a refused (429) refresh writes nothing), and
+   * is committed before the outcome is returned.
    */
   async refresh(
     target: string,
     requester: string,
     waitMs: number,
-    admit?: () => Promise<() => void>,
+    admit?: () => Promise<() => void | Promise<void>>,
     ctx: ResyncContext = { trigger: "endpoint", retry: true },
   ): Promise<RefreshOutcome> {
     const o = this.#o;
@@ -127,26 +139,43 @@ export class Resyncer {
     const wait = typeof taken === "number" ? taken : await taken; // a shared bucket (cluster/)
     if (wait > 0) return { kind: "limited", retryAfterMs: wait };
     const admitted = await admit?.();
+    // What the store holds is read first; the decision below then runs with no await up to
+    // run(): concurrent refreshes of one target must find its fetch.
+    const stored = this.#inflight.has(target) || this.#recentHit(target) ? undefined : await this.#stored(target);
 
-    // No await from here to run(): concurrent refreshes of one target must find its fetch.
     let running = this.#inflight.get(target);
+    let booked: void | Promise<void> = undefined;
+    let late = false;
     if (!running) {
-      const cached = this.#cached(target);
+      const cached = this.#cached(target, stored?.snapshot);
       if (cached) {
-        admitted?.();
+        await admitted?.();
         return { kind: "ok", snapshot: cached.snapshot, fromCache: true, changed: cached.changed };
       }
       const waitTarget = o.limits.target.take(target);
-      if (typeof waitTarget !== "number") running = this.#startShared(target, requester, ctx, waitTarget, admitted);
+      if (typeof waitTarget !== "number")
+        running = this.#startShared(target, requester, ctx, waitTarget, admitted, stored?.backoff);
       else {
         if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
-        admitted?.();
-        const blocked = this.#backedOff(target, requester, true);
-        if (blocked) return blocked;
-        running = this.run(target, [requester], ctx, o.refreshCacheMs);
+        booked = admitted?.();
+        this.#bookings.add(target, booked);
+        const b = stored?.backoff;
+        const now = this.#now();
+        if (b && b.retryAt > now) {
+          // A destination in backoff: an explicit refresh may probe it once per probe interval.
+          if (now - b.lastProbeAt < o.probeIntervalMs) {
+            await booked;
+            return this.#backedOff(target, requester, b);
+          }
+          running = this.run(target, [requester], ctx, o.store.putBackoff({ ...b, lastProbeAt: now }));
+        } else running = this.run(target, [requester], ctx);
       }
-    } else admitted?.();
-    return this.#await(target, running, waitMs);
+    } else {
+      booked = admitted?.();
+      late = !this.#bookings.add(target, booked);
+    }
+    await booked;
+    return this.#await(target, running, waitMs, late);
   }
 
   /**
@@ -159,17 +188,30 @@ export class Resyncer {
     requester: string,
     ctx: ResyncContext,
     taken: Promise<number>,
-    admitted: (() => void) | undefined,
+    admitted: (() => void | Promise<void>) | undefined,
+    b: Backoff | undefined,
   ): Promise<DeviceSnapshot> {
+    const o = this.#o;
     const p = (async () => {
       const wait = await taken;
       if (wait > 0) throw new Limited(wait);
-      admitted?.();
-      const blocked = this.#backedOff(target, requester, true);
-      if (blocked?.kind === "failed") throw new RefreshFailure(blocked.error, blocked.nextRetryInMs);
-      return this.#flight(target, [requester], ctx, this.#o.refreshCacheMs);
+      const booked = admitted?.();
+      this.#bookings.add(target, booked);
+      await booked;
+      const now = this.#now();
+      let after: Promise<unknown> | undefined;
+      if (b && b.retryAt > now) {
+        // A destination in backoff: an explicit refresh may probe it once per probe interval.
+        if (now - b.lastProbeAt < o.probeIntervalMs) {
+          const out = await this.#backedOff(target, requester, b);
+          if (out.kind === "failed") throw new RefreshFailure(out.error, out.nextRetryInMs);
+        }
+        after = o.store.putBackoff({ ...b, lastProbeAt: now });
+      }
+      return this.#flight(target, [requester], ctx, after, o.refreshCacheMs);
     })().finally(() => {
       this.#inflight.delete(target);
+      this.#bookings.end(target);
       this.#schedule();
     });
     p.catch(() => {});
@@ -177,12 +219,28 @@ export class Resyncer {
     return p;
   }
 
-  /** The last outcome for target, if within the cache window. */
-  #cached(target: string): { snapshot: DeviceSnapshot; changed: boolean } | undefined {
+  #recentHit(target: string): boolean {
+    const r = this.#recent.get(target);
+    return r !== undefined && this.#now() - r.snapshot.fetchedAt < this.#o.refreshCacheMs;
+  }
+
+  /** The stored snapshot and the destination's backoff, read together. */
+  async #stored(target: string): Promise<{ snapshot: DeviceSnapshot | undefined; backoff: Backoff | undefined }> {
+    const [snapshot, backoff] = await Promise.all([
+      this.#o.store.getSnapshot(target),
+      this.#o.store.getBackoff(serverOf(target)),
+    ]);
+    return { snapshot, backoff };
+  }
+
+  /** The last outcome for target, if within the cache window (`snap`: the stored snapshot, read before). */
+  #cached(
+    target: string,
+    snap: DeviceSnapshot | undefined,
+  ): { snapshot: DeviceSnapshot; changed: boolean } | undefined {
     const window = this.#o.refreshCacheMs;
     const r = this.#recent.get(target);
     if (r && this.#now() - r.snapshot.fetchedAt < window) return r;
-    const snap = this.#o.store.getSnapshot(target);
     if (snap && this.#now() - snap.fetchedAt < window) return { snapshot: snap, changed: true };
     return undefined;
   }
@@ -193,24 +251,28 @@ export class Resyncer {
    * destination and never queueing retries, so no flood of questions can cost more fetches than
    * the per-target limit allows, nor grow the store.
    */
-  background(target: string, ctx: ResyncContext): BackgroundStart {
+  async background(target: string, ctx: ResyncContext): Promise<BackgroundStart> {
     const o = this.#o;
     if (serverOf(target) === o.serverName) return "local";
     if (this.#inflight.has(target)) return "joined";
-    if (this.#cached(target)) return "cached";
-    const b = o.store.getBackoff(serverOf(target));
+    if (this.#recentHit(target)) return "cached";
+    const stored = await this.#stored(target);
+    // From here to run() no await: the check above may have been overtaken meanwhile.
+    if (this.#inflight.has(target)) return "joined";
+    if (this.#cached(target, stored.snapshot)) return "cached";
+    const b = stored.backoff;
     if (b && b.retryAt > this.#now()) return "backoff";
     const taken = o.limits.target.take(target);
     if (typeof taken !== "number") {
       // A shared bucket answers later: started, unless it then refuses (a background check's
       // outcome is never waited on).
       void taken
-        .then((w) => (w > 0 ? undefined : this.run(target, [], { ...ctx, retry: false }, o.refreshCacheMs)))
+        .then((w) => (w > 0 ? undefined : this.run(target, [], { ...ctx, retry: false }, undefined, o.refreshCacheMs)))
         .catch(() => {});
       return "started";
     }
     if (taken > 0) return "limited";
-    void this.run(target, [], { ...ctx, retry: false }, o.refreshCacheMs).catch(() => {});
+    void this.run(target, [], { ...ctx, retry: false }).catch(() => {});
     return "started";
   }
 
@@ -224,18 +286,21 @@ export class Resyncer {
 
   /**
    * Start (or join) the single fetch for target. Failures are recorded and rescheduled here.
-   * `freshMs`: with replicas, an outcome another one landed that recently is taken as is.
+   * `after`: a write (the probe's) that is committed before the fetch starts. `freshMs`: with
+   * replicas, an outcome another one landed that recently is taken as is.
    */
   run(
     target: string,
     requestedBy: string[],
     ctx: ResyncContext = { trigger: "retry", retry: true },
+    after?: Promise<unknown>,
     freshMs = 0,
   ): Promise<DeviceSnapshot> {
     const existing = this.#inflight.get(target);
     if (existing) return existing;
-    const p = this.#flight(target, requestedBy, ctx, freshMs).finally(() => {
+    const p = this.#flight(target, requestedBy, ctx, after, freshMs).finally(() => {
       this.#inflight.delete(target);
+      this.#bookings.end(target);
       this.#schedule();
     });
     p.catch(() => {}); // the outcome is recorded in the store; callers that wait observe it
@@ -247,10 +312,16 @@ export class Resyncer {
    * The fetch, through the cluster's lease when replicas share a database: the holder fetches,
    * stores and delivers; a replica that waited answers with the outcome that landed.
    */
-  #flight(target: string, requestedBy: string[], ctx: ResyncContext, freshMs: number): Promise<DeviceSnapshot> {
+  #flight(
+    target: string,
+    requestedBy: string[],
+    ctx: ResyncContext,
+    after: Promise<unknown> | undefined,
+    freshMs: number,
+  ): Promise<DeviceSnapshot> {
     const cluster = this.#o.cluster;
-    if (!cluster?.shared) return this.#fetch(target, requestedBy, ctx);
-    return this.#sharedFlight(cluster, target, requestedBy, ctx, freshMs);
+    if (!cluster?.shared) return this.#fetch(target, requestedBy, ctx, after);
+    return this.#sharedFlight(cluster, target, requestedBy, ctx, after, freshMs);
   }
 
   async #sharedFlight(
@@ -258,6 +329,7 @@ export class Resyncer {
     target: string,
     requestedBy: string[],
     ctx: ResyncContext,
+    after: Promise<unknown> | undefined,
     freshMs: number,
   ): Promise<DeviceSnapshot> {
     let own: { snapshot: DeviceSnapshot } | { error: unknown } | undefined;
@@ -265,7 +337,7 @@ export class Resyncer {
       `devices:${target}`,
       async () => {
         try {
-          const snapshot = await this.#fetch(target, requestedBy, ctx);
+          const snapshot = await this.#fetch(target, requestedBy, ctx, after);
           own = { snapshot };
           return landedOk(snapshot, this.#recent.get(target)?.changed ?? true);
         } catch (e) {
@@ -286,18 +358,24 @@ export class Resyncer {
     throw new RefreshFailure(d.error, d.nextRetryInMs);
   }
 
-  async #fetch(target: string, requestedBy: string[], ctx: ResyncContext): Promise<DeviceSnapshot> {
+  async #fetch(
+    target: string,
+    requestedBy: string[],
+    ctx: ResyncContext,
+    after?: Promise<unknown>,
+  ): Promise<DeviceSnapshot> {
     const o = this.#o;
     const dest = serverOf(target);
     try {
+      await after;
       const { snapshot } = await o.fetchDevices(target);
-      o.store.clearBackoff(dest);
-      o.store.deleteRetry(target);
+      await o.store.clearBackoff(dest);
+      await o.store.deleteRetry(target);
       // The spec promises only that stream_id differs when the list changed (server-server API
       // §GET /user/devices/{userId}); Synapse, Dendrite and Conduit all hand out increasing ones.
       // A lower one is an older list (a lagging replica, a restored backup, a reordered answer)
       // and must not replace the newer one we hold. The destination did answer: no retry.
-      const have = o.store.getSnapshot(target);
+      const have = await o.store.getSnapshot(target);
       if (have && snapshot.streamId < have.streamId) {
         o.log.warn("the remote answered with an older device list than the one stored; keeping the stored one", {
           userId: target,
@@ -308,28 +386,30 @@ export class Resyncer {
         return have;
       }
       let changed = true;
+      await this.#bookings.seal(target);
       if (o.onFresh) changed = await this.#decide(snapshot, ctx);
       else {
-        o.store.putSnapshot(snapshot);
-        o.onSnapshot?.(snapshot);
+        await o.store.putSnapshot(snapshot);
+        await o.onSnapshot?.(snapshot);
       }
       this.#recent.set(target, { snapshot, changed });
       return snapshot;
     } catch (err) {
-      // The database the replicas share failed (a destination slot, cluster/): not the remote's fault.
+      // The store or the database the replicas share failed (a destination slot, cluster/): not
+      // the remote's fault, and no backoff or retry can be written anyway. The route answers 503.
       if (err instanceof StoreUnavailable) throw err;
       const e =
         err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
       const now = this.#now();
       let destRetryAt = 0;
       if (backsOffDestination(e)) {
-        const b = o.store.getBackoff(dest);
+        const b = await o.store.getBackoff(dest);
         const failures = (b?.failures ?? 0) + 1;
         destRetryAt = now + backoffDelay(o.retry, failures);
         // A background check (ctx.retry false: a suspicion, the audit) does not use up the probe
         // an explicit refresh may make: a person asking next gets the server tried for them.
         const firstProbe = ctx.retry === false ? 0 : now;
-        o.store.putBackoff({
+        await o.store.putBackoff({
           destination: dest,
           failures,
           retryAt: destRetryAt,
@@ -339,19 +419,19 @@ export class Resyncer {
       o.onFailure?.(target, e);
       if (ctx.retry === false) throw new RefreshFailure(e);
       if (!isRetryable(e)) {
-        o.store.deleteRetry(target);
+        await o.store.deleteRetry(target);
         throw new RefreshFailure(e);
       }
-      const prev = o.store.getRetry(target);
+      const prev = await o.store.getRetry(target);
       const attempts = (prev?.attempts ?? 0) + 1;
       if (attempts > o.maxAttempts) {
-        o.store.deleteRetry(target);
+        await o.store.deleteRetry(target);
         o.log.warn("giving up refreshing a device list", { userId: target, attempts: attempts - 1, error: e.message });
         throw new RefreshFailure(e);
       }
       const dueAt = Math.max(now + backoffDelay(o.retry, attempts), destRetryAt);
       const who = [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50);
-      o.store.putRetry({ userId: target, attempts, dueAt, requestedBy: who, lastError: e.message });
+      await o.store.putRetry({ userId: target, attempts, dueAt, requestedBy: who, lastError: e.message });
       o.log.info("device list refresh failed; retry scheduled", {
         userId: target,
         attempts,
@@ -375,20 +455,14 @@ export class Resyncer {
     }
   }
 
-  /** A destination in backoff: an explicit refresh may probe it once per probe interval. */
-  #backedOff(target: string, requester: string, explicit: boolean): RefreshOutcome | undefined {
+  /** A destination in backoff, its probe used: the refresh waits in the retry queue. */
+  async #backedOff(target: string, requester: string, b: Backoff): Promise<RefreshOutcome> {
     const o = this.#o;
     const dest = serverOf(target);
-    const b = o.store.getBackoff(dest);
     const now = this.#now();
-    if (!b || b.retryAt <= now) return undefined;
-    if (explicit && now - b.lastProbeAt >= o.probeIntervalMs) {
-      o.store.putBackoff({ ...b, lastProbeAt: now });
-      return undefined;
-    }
-    const prev = o.store.getRetry(target);
+    const prev = await o.store.getRetry(target);
     const requestedBy = [...new Set([...(prev?.requestedBy ?? []), requester])].slice(-50);
-    o.store.putRetry({
+    await o.store.putRetry({
       userId: target,
       attempts: prev?.attempts ?? 0,
       dueAt: b.retryAt,
@@ -400,7 +474,7 @@ export class Resyncer {
     return { kind: "failed", error, nextRetryInMs: b.retryAt - now };
   }
 
-  async #await(target: string, p: Promise<DeviceSnapshot>, waitMs: number): Promise<RefreshOutcome> {
+  async #await(target: string, p: Promise<DeviceSnapshot>, waitMs: number, late = false): Promise<RefreshOutcome> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), waitMs)));
     try {
@@ -408,7 +482,13 @@ export class Resyncer {
       if (r === "pending") return { kind: "pending" };
       const recent = this.#recent.get(target);
       // Another replica's fetch is, to this one, a cache hit: the asker's devices are told here.
-      return { kind: "ok", snapshot: r, fromCache: recent?.elsewhere === true, changed: recent?.changed ?? true };
+      return {
+        kind: "ok",
+        snapshot: r,
+        fromCache: recent?.elsewhere === true,
+        changed: recent?.changed ?? true,
+        ...(late ? { late } : {}),
+      };
     } catch (e) {
       if (e instanceof RefreshFailure) return { kind: "failed", error: e.error, nextRetryInMs: e.nextRetryInMs };
       if (e instanceof Limited) return { kind: "limited", retryAfterMs: e.retryAfterMs };
@@ -434,26 +514,32 @@ export class Resyncer {
   #schedule(): void {
     if (this.#stopped) return;
     clearTimeout(this.#timer);
-    let next: number | undefined;
-    try {
-      next = this.#o.store.nextRetryAt();
-    } catch {
-      next = this.#now() + 5_000; // a failing store (logged by its guard): look again soon
-    }
+    // Only the latest call sets the timer: an earlier read may answer after a later one.
+    const seq = ++this.#scheduled;
+    this.#o.store.nextRetryAt().then(
+      (next) => this.#arm(seq, next),
+      () => this.#arm(seq, this.#now() + 5_000), // a failing store (logged by its guard): look again soon
+    );
+  }
+
+  #arm(seq: number, next: number | undefined): void {
+    if (this.#stopped || seq !== this.#scheduled) return;
+    clearTimeout(this.#timer);
     // At least 50 ms: a due entry whose fetch is still in flight must not spin the loop.
     const delay = next === undefined ? 30_000 : Math.min(30_000, Math.max(50, next - this.#now()));
-    this.#timer = setTimeout(() => this.#tick(), delay);
+    this.#timer = setTimeout(() => void this.#tick(), delay);
     this.#timer.unref?.();
   }
 
-  #tick(): void {
+  async #tick(): Promise<void> {
     const now = this.#now();
     try {
-      for (const r of this.#o.store.dueRetries(now, 200)) {
+      const lease = this.#o.retryLease ?? { holder: "local", ms: 60_000 };
+      for (const r of await this.#o.store.claimDueRetries(now, 200, lease.holder, lease.ms)) {
         if (this.#inflight.has(r.userId)) continue;
-        const b = this.#o.store.getBackoff(serverOf(r.userId));
+        const b = await this.#o.store.getBackoff(serverOf(r.userId));
         if (b && b.retryAt > now) {
-          this.#o.store.putRetry({ ...r, dueAt: b.retryAt });
+          await this.#o.store.putRetry({ ...r, dueAt: b.retryAt });
           continue;
         }
         void this.run(r.userId, r.requestedBy).catch(() => {});

@@ -94,7 +94,7 @@ export function watchKeysQuery(
         (summary) => {
           // A repeat of the last answer teaches nothing, but it is the homeserver's answer as of
           // now: a change it reported before this is no longer ahead of our record.
-          if (summary === "same") h.views.seen(remote, at);
+          if (summary === "same") void h.views.seen(remote, at).catch(() => {});
           else if (summary) use(h, who, remote, summary);
         },
         () => {},

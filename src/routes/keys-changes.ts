@@ -13,7 +13,7 @@ export async function keysChangesRoute(ctx: RouteContext): Promise<void> {
   const { req, res, deps } = ctx;
   const svc = deps.services;
   const who = await whoIfKnown(ctx);
-  const pending = who ? storeFallback(() => pendingTargets(svc, who), []) : [];
+  const pending = who ? await storeFallback(() => pendingTargets(svc, who), []) : [];
   if (pending.length === 0)
     return passThrough(req, res, {
       upstream: deps.upstream,

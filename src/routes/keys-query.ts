@@ -50,7 +50,7 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
   // Tracked: the first --max-tracked-per-query of them; the rest are answered, never written.
   const tracked = remote.slice(0, deps.config.maxTrackedPerQuery);
   svc.delivery.trackQuery(who, tracked);
-  const snapshots = storeFallback(() => svc.overlays.servable(remote), new Map());
+  const snapshots = await storeFallback(() => svc.overlays.servable(remote), new Map());
 
   const headers = upstreamHeaders(req, ctx.forwarded);
   headers["content-length"] = String(requestBody.length);
@@ -75,7 +75,7 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
     await sendRewritten(up, res, 64 * 1024 * 1024, (answer) => {
       if (heal) afterKeysQuery(heal, who, wanted, tracked, answerParts(answer));
       const { overlaid, caughtUp } = overlayKeysQuery(answer, wanted, snapshots);
-      storeFallback(() => svc.overlays.caughtUp(caughtUp), undefined);
+      void storeFallback(() => svc.overlays.caughtUp(caughtUp), undefined);
       svc.metrics?.overlaysServed.inc(overlaid.length);
     });
   } catch (e) {

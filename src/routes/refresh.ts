@@ -39,7 +39,7 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
         const devices = await svc.delivery.requesterDevices(who);
         return () => {
           mine = devices;
-          svc.delivery.trackDevices(devices, target);
+          return svc.delivery.trackDevices(devices, target);
         };
       },
       { trigger: "endpoint", token: who.token, retry: true },
@@ -47,9 +47,10 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
     // The asker asked explicitly: while we serve a list that differs from the homeserver's (an
     // overlay), their devices are told, even when it is not news to the other trackers (a cache
     // hit, or a list equal to the one already served). A list equal to the homeserver's own is
-    // not news to anyone (resync/heal.ts).
-    if (out.kind === "ok" && (out.fromCache || !out.changed) && svc.store.getSnapshot(target))
-      svc.delivery.deliver(mine, target);
+    // not news to anyone (resync/heal.ts). Nor were they told when they joined a fetch whose
+    // fan-out had begun (resync/bookings.ts).
+    if (out.kind === "ok" && (out.fromCache || !out.changed || out.late) && (await svc.store.getSnapshot(target)))
+      await svc.delivery.deliver(mine, target);
   } catch (e) {
     if (!(e instanceof StoreUnavailable)) throw e;
     // Nothing was promised: the client asks again, as for a 429 (docs/operations.md, "When the store fails").

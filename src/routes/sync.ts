@@ -8,6 +8,7 @@ import { deviceKey } from "../delivery/waiters.ts";
 import type { SyncFlavour } from "../delivery/json/sync-inject.ts";
 import {
   answerAtOnce,
+  holdAfterPlan,
   injectPending,
   planSync,
   reportedWatch,
@@ -65,7 +66,7 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     const longPoll = since !== "" && Number(q.get("timeout") ?? 0) > 0;
     // A failing store: nothing is acknowledged, injected or held for a wake, and the request
     // goes through plain (docs/operations.md, "When the store fails").
-    const plan = planSync(svc, {
+    const plan = await planSync(svc, {
       userId: who.userId,
       deviceId: who.deviceId,
       since,
@@ -74,7 +75,7 @@ export function syncRoute(flavour: SyncFlavour): Handler {
       longPoll,
     });
     // At the position the client asked from: the next request acknowledges exactly this answer.
-    if (plan.answerHere) return sendJson(res, 200, safeWakeAnswer(svc, who, since, flavour, conn));
+    if (plan.answerHere) return sendJson(res, 200, await safeWakeAnswer(svc, who, since, flavour, conn));
     const inject = plan.inject;
     if (inject) spliceStarts(svc, who, conn);
     // Detection reads the to-device events of every body (resync/detect.ts), after it has gone out.
@@ -90,9 +91,12 @@ export function syncRoute(flavour: SyncFlavour): Handler {
         abort.abort();
       },
     };
-    if (plan.hold) svc.delivery.waiters.add(key, waiter);
+    if (plan.hold) {
+      svc.delivery.waiters.add(key, waiter);
+      holdAfterPlan(svc, who, plan, () => waiter.wake(), conn);
+    }
     const unwait = () => svc.delivery.waiters.remove(key, waiter);
-    const answerWake = () => sendJson(res, 200, safeWakeAnswer(svc, who, since, flavour, conn));
+    const answerWake = async () => sendJson(res, 200, await safeWakeAnswer(svc, who, since, flavour, conn));
 
     // With news to deliver, do not let the homeserver hold the poll for its whole timeout
     // (it has nothing new, so it would): ask it to answer at once, which carries the injection
@@ -135,7 +139,12 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     if (inject) {
       const decoder = up.statusCode === 200 ? decoderFor(encoding) : undefined;
       if (!readable && !decoder) return pipeResponse(up, res);
-      return pipeSpliced(up, res, watchedSplice(injectPending(svc, who, flavour, conn), toDevice), decoder);
+      return pipeSpliced(
+        up,
+        res,
+        watchedSplice(injectPending(svc, who, plan.targets, flavour, conn), toDevice),
+        decoder,
+      );
     }
     if (!readable || !observe) return pipeResponse(up, res);
     const reported = svc.overlays.active ? reportedWatch(svc, flavour) : undefined;

@@ -93,6 +93,11 @@ export const MIGRATIONS: readonly string[] = [
     seen_at INTEGER NOT NULL
   );
   `,
+  // 5: the retry lease (Store.claimDueRetries): who runs a due retry, and until when.
+  `
+  ALTER TABLE retries ADD COLUMN holder TEXT;
+  ALTER TABLE retries ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,37 +1,15 @@
 // SQL for each Store method. Instances are made by openSqliteStore (sqlite.ts), which has
-// already configured the connection and migrated the schema.
+// already configured the connection and migrated the schema. The driver is synchronous: each
+// method does its work at once and returns a settled promise (a throw becomes a rejection).
 
 import { type SqlDatabase, type SqlRow, writeTransaction } from "./sqlite-driver.ts";
+import { CARRIED_KEEP, CONNS_KEEP, fromRetryRow, fromSnapshotRow, num, snapshotColumns } from "./rows.ts";
 import type { Backoff, PendingDelivery, RetryEntry, Store } from "./store.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import { serverOf } from "../matrix/user-id.ts";
 import type { HsView } from "../matrix/device.ts";
 
-/** How many sync tokens a pending row remembers: a client may retry a few old `since` values. */
-const CARRIED_KEEP = 8;
-/** Sliding-sync connections remembered per device (the least recently seen go first). */
-const CONNS_KEEP = 16;
-
 const str = (v: unknown): string => String(v);
-const num = (v: unknown): number => Number(v);
-const obj = (v: unknown): Record<string, unknown> | undefined =>
-  typeof v === "string" ? (JSON.parse(v) as Record<string, unknown>) : undefined;
-
-function toSnapshot(r: SqlRow): DeviceSnapshot {
-  const s: DeviceSnapshot = {
-    userId: str(r["user_id"]),
-    streamId: num(r["stream_id"]),
-    devices: JSON.parse(str(r["devices"])) as DeviceSnapshot["devices"],
-    fetchedAt: num(r["fetched_at"]),
-  };
-  const mk = obj(r["master_key"]);
-  const ssk = obj(r["self_signing_key"]);
-  if (mk) s.masterKey = mk;
-  if (ssk) s.selfSigningKey = ssk;
-  const invalid = r["invalid_devices"];
-  if (typeof invalid === "string") s.invalidDevices = JSON.parse(invalid) as string[];
-  return s;
-}
 
 function toBackoff(r: SqlRow): Backoff {
   return {
@@ -40,17 +18,6 @@ function toBackoff(r: SqlRow): Backoff {
     retryAt: num(r["retry_at"]),
     lastProbeAt: num(r["last_probe_at"]),
   };
-}
-
-function toRetry(r: SqlRow): RetryEntry {
-  const e: RetryEntry = {
-    userId: str(r["user_id"]),
-    attempts: num(r["attempts"]),
-    dueAt: num(r["due_at"]),
-    requestedBy: JSON.parse(str(r["requested_by"])) as string[],
-  };
-  if (r["last_error"] !== null && r["last_error"] !== undefined) e.lastError = str(r["last_error"]);
-  return e;
 }
 
 export class SqliteStore implements Store {
@@ -69,38 +36,31 @@ export class SqliteStore implements Store {
     writeTransaction(this.#db, fn);
   }
 
-  getSnapshot(userId: string) {
+  async getSnapshot(userId: string) {
     const r = this.#q("SELECT * FROM snapshots WHERE user_id = ?").get(userId);
-    return r ? toSnapshot(r) : undefined;
+    return r ? fromSnapshotRow(r) : undefined;
   }
-  putSnapshot(s: DeviceSnapshot) {
+  async putSnapshot(s: DeviceSnapshot) {
+    const c = snapshotColumns(s);
     this.#q(
       `INSERT OR REPLACE INTO snapshots (user_id, stream_id, devices, master_key, self_signing_key, fetched_at, invalid_devices)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      s.userId,
-      s.streamId,
-      JSON.stringify(s.devices),
-      s.masterKey ? JSON.stringify(s.masterKey) : null,
-      s.selfSigningKey ? JSON.stringify(s.selfSigningKey) : null,
-      s.fetchedAt,
-      s.invalidDevices?.length ? JSON.stringify(s.invalidDevices) : null,
-    );
+    ).run(c.userId, c.streamId, c.devices, c.masterKey, c.selfSigningKey, c.fetchedAt, c.invalidDevices);
   }
-  deleteSnapshot(userId: string) {
+  async deleteSnapshot(userId: string) {
     this.#q("DELETE FROM snapshots WHERE user_id = ?").run(userId);
   }
-  listSnapshotUsers() {
+  async listSnapshotUsers() {
     return this.#q("SELECT user_id FROM snapshots ORDER BY user_id")
       .all()
       .map((r) => str(r["user_id"]));
   }
 
-  getBackoff(destination: string) {
+  async getBackoff(destination: string) {
     const r = this.#q("SELECT * FROM backoffs WHERE destination = ?").get(destination);
     return r ? toBackoff(r) : undefined;
   }
-  putBackoff(b: Backoff) {
+  async putBackoff(b: Backoff) {
     this.#q("INSERT OR REPLACE INTO backoffs (destination, failures, retry_at, last_probe_at) VALUES (?, ?, ?, ?)").run(
       b.destination,
       b.failures,
@@ -108,42 +68,55 @@ export class SqliteStore implements Store {
       b.lastProbeAt,
     );
   }
-  clearBackoff(destination: string) {
+  async clearBackoff(destination: string) {
     this.#q("DELETE FROM backoffs WHERE destination = ?").run(destination);
   }
-  listBackoffs() {
+  async listBackoffs() {
     return this.#q("SELECT * FROM backoffs ORDER BY destination").all().map(toBackoff);
   }
 
-  putRetry(r: RetryEntry) {
-    // ON CONFLICT DO UPDATE (not REPLACE) keeps the rowid, our tie-break for equal dueAt.
+  async putRetry(r: RetryEntry) {
+    // ON CONFLICT DO UPDATE (not REPLACE) keeps the rowid, our tie-break for equal dueAt. A
+    // rescheduled entry is nobody's until it is due again: the lease goes with the upsert.
     this.#q(
       `INSERT INTO retries (user_id, attempts, due_at, requested_by, last_error) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (user_id) DO UPDATE SET attempts = excluded.attempts, due_at = excluded.due_at,
-         requested_by = excluded.requested_by, last_error = excluded.last_error`,
+         requested_by = excluded.requested_by, last_error = excluded.last_error, holder = NULL, lease_until = 0`,
     ).run(r.userId, r.attempts, r.dueAt, JSON.stringify(r.requestedBy), r.lastError ?? null);
   }
-  getRetry(userId: string) {
+  async getRetry(userId: string) {
     const r = this.#q("SELECT * FROM retries WHERE user_id = ?").get(userId);
-    return r ? toRetry(r) : undefined;
+    return r ? fromRetryRow(r) : undefined;
   }
-  deleteRetry(userId: string) {
+  async deleteRetry(userId: string) {
     this.#q("DELETE FROM retries WHERE user_id = ?").run(userId);
   }
-  dueRetries(now: number, limit: number) {
+  async dueRetries(now: number, limit: number) {
     return this.#q("SELECT * FROM retries WHERE due_at <= ? ORDER BY due_at, rowid LIMIT ?")
       .all(now, Math.max(0, Math.trunc(limit)))
-      .map(toRetry);
+      .map(fromRetryRow);
   }
-  listRetries() {
-    return this.#q("SELECT * FROM retries ORDER BY due_at, rowid").all().map(toRetry);
+  async claimDueRetries(now: number, limit: number, holder: string, leaseMs: number) {
+    // One process holds the file: a transaction is all the exclusion claiming needs here.
+    const due = this.#q("SELECT * FROM retries WHERE due_at <= ? AND lease_until <= ? ORDER BY due_at, rowid LIMIT ?");
+    const claim = this.#q("UPDATE retries SET holder = ?, lease_until = ? WHERE user_id = ?");
+    let rows: SqlRow[] = [];
+    this.#tx(() => {
+      rows = due.all(now, now, Math.max(0, Math.trunc(limit)));
+      for (const r of rows) claim.run(holder, now + leaseMs, str(r["user_id"]));
+    });
+    return rows.map(fromRetryRow);
   }
-  nextRetryAt() {
-    const v = this.#q("SELECT min(due_at) AS m FROM retries").get()?.["m"];
+  async listRetries() {
+    return this.#q("SELECT * FROM retries ORDER BY due_at, rowid").all().map(fromRetryRow);
+  }
+  async nextRetryAt() {
+    // A claimed entry comes round again when its lease ends, not while it runs.
+    const v = this.#q("SELECT min(max(due_at, lease_until)) AS m FROM retries").get()?.["m"];
     return v === null || v === undefined ? undefined : num(v);
   }
 
-  addPending(rows: { userId: string; deviceId: string; target: string }[], now = Date.now()) {
+  async addPending(rows: { userId: string; deviceId: string; target: string }[], now = Date.now()) {
     const st = this.#q(
       `INSERT INTO pending (user_id, device_id, target, carried_in, added_at) VALUES (?, ?, ?, '[]', ?)
        ON CONFLICT (user_id, device_id, target) DO UPDATE SET carried_in = '[]', added_at = excluded.added_at`,
@@ -160,7 +133,7 @@ export class SqliteStore implements Store {
       }),
     );
   }
-  pendingFor(userId: string, deviceId: string, conn?: string): PendingDelivery[] {
+  async pendingFor(userId: string, deviceId: string, conn?: string): Promise<PendingDelivery[]> {
     const rows =
       conn === undefined
         ? this.#q("SELECT target, carried_in FROM pending WHERE user_id = ? AND device_id = ? ORDER BY rowid").all(
@@ -172,7 +145,7 @@ export class SqliteStore implements Store {
           ).all(userId, deviceId, conn);
     return rows.map((r) => ({ target: str(r["target"]), carriedIn: JSON.parse(str(r["carried_in"])) as string[] }));
   }
-  hasPending(userId: string, deviceId: string, conn?: string) {
+  async hasPending(userId: string, deviceId: string, conn?: string) {
     return conn === undefined
       ? this.#q("SELECT 1 AS x FROM pending WHERE user_id = ? AND device_id = ? LIMIT 1").get(userId, deviceId) !==
           undefined
@@ -182,7 +155,7 @@ export class SqliteStore implements Store {
           conn,
         ) !== undefined;
   }
-  markCarried(userId: string, deviceId: string, targets: string[], token: string, conn?: string) {
+  async markCarried(userId: string, deviceId: string, targets: string[], token: string, conn?: string) {
     const [table, extra] = conn === undefined ? ["pending", ""] : ["sliding_pending", " AND conn_id = ?"];
     const keys = conn === undefined ? [userId, deviceId] : [userId, deviceId, conn];
     const read = this.#q(`SELECT carried_in FROM ${table} WHERE user_id = ? AND device_id = ?${extra} AND target = ?`);
@@ -200,7 +173,7 @@ export class SqliteStore implements Store {
       }
     });
   }
-  ackToken(userId: string, deviceId: string, token: string, conn?: string) {
+  async ackToken(userId: string, deviceId: string, token: string, conn?: string) {
     if (conn !== undefined) {
       return this.#q(
         `DELETE FROM sliding_pending WHERE user_id = ? AND device_id = ? AND conn_id = ?
@@ -212,7 +185,7 @@ export class SqliteStore implements Store {
          AND EXISTS (SELECT 1 FROM json_each(pending.carried_in) WHERE value = ?)`,
     ).run(userId, deviceId, token).changes;
   }
-  openConn(userId: string, deviceId: string, conn: string, now: number) {
+  async openConn(userId: string, deviceId: string, conn: string, now: number) {
     const seen = this.#q("UPDATE sliding_conns SET last_seen = ? WHERE user_id = ? AND device_id = ? AND conn_id = ?");
     this.#tx(() => {
       if (seen.run(now, userId, deviceId, conn).changes > 0) return;
@@ -248,7 +221,7 @@ export class SqliteStore implements Store {
       }
     });
   }
-  expireConns(olderThan: number) {
+  async expireConns(olderThan: number) {
     let n = 0;
     this.#tx(() => {
       n += this.#q(
@@ -263,11 +236,11 @@ export class SqliteStore implements Store {
     });
     return n;
   }
-  countPending() {
+  async countPending() {
     return num(this.#q("SELECT count(*) AS n FROM pending").get()?.["n"]);
   }
 
-  track(userId: string, deviceId: string, targets: string[], now: number, maxNew = Infinity) {
+  async track(userId: string, deviceId: string, targets: string[], now: number, maxNew = Infinity) {
     // Refresh first, insert only what is new: the caller's cap counts rows added, not touched.
     const touch = this.#q("UPDATE trackers SET last_seen = ? WHERE target = ? AND user_id = ? AND device_id = ?");
     const add = this.#q(
@@ -287,22 +260,22 @@ export class SqliteStore implements Store {
     });
     return { added, refused };
   }
-  trackerCounts() {
+  async trackerCounts() {
     return this.#q("SELECT user_id, device_id, count(*) AS n FROM trackers GROUP BY user_id, device_id")
       .all()
       .map((r) => ({ userId: str(r["user_id"]), deviceId: str(r["device_id"]), count: num(r["n"]) }));
   }
-  trackersOf(target: string) {
+  async trackersOf(target: string) {
     return this.#q("SELECT user_id, device_id FROM trackers WHERE target = ? ORDER BY user_id, device_id")
       .all(target)
       .map((r) => ({ userId: str(r["user_id"]), deviceId: str(r["device_id"]) }));
   }
-  trackedUsersOn(serverName: string) {
+  async trackedUsersOn(serverName: string) {
     return this.#q("SELECT DISTINCT target FROM trackers WHERE server_name = ? ORDER BY target")
       .all(serverName)
       .map((r) => str(r["target"]));
   }
-  expireTrackers(olderThan: number) {
+  async expireTrackers(olderThan: number) {
     let n = 0;
     this.#tx(() => {
       n = this.#q("DELETE FROM trackers WHERE last_seen < ?").run(olderThan).changes;
@@ -311,16 +284,16 @@ export class SqliteStore implements Store {
     });
     return n;
   }
-  trackedTargetsAfter(after: string, limit: number) {
+  async trackedTargetsAfter(after: string, limit: number) {
     return this.#q("SELECT DISTINCT target FROM trackers WHERE target > ? ORDER BY target LIMIT ?")
       .all(after, Math.max(0, Math.trunc(limit)))
       .map((r) => str(r["target"]));
   }
-  countTrackedTargets() {
+  async countTrackedTargets() {
     return num(this.#q("SELECT count(DISTINCT target) AS n FROM trackers").get()?.["n"]);
   }
 
-  getView(userId: string): HsView | undefined {
+  async getView(userId: string): Promise<HsView | undefined> {
     const r = this.#q("SELECT body, seen_at FROM hs_views WHERE user_id = ?").get(userId);
     if (!r) return undefined;
     const b = JSON.parse(str(r["body"])) as { d: HsView["devices"]; m?: string; s?: string };
@@ -329,26 +302,26 @@ export class SqliteStore implements Store {
     if (b.s !== undefined) v.selfSigning = b.s;
     return v;
   }
-  putView(v: HsView) {
-    this.putViews([v]);
+  async putView(v: HsView) {
+    await this.putViews([v]);
   }
-  putViews(vs: readonly HsView[]) {
+  async putViews(vs: readonly HsView[]) {
     if (vs.length === 0) return;
     const st = this.#q("INSERT OR REPLACE INTO hs_views (user_id, body, seen_at) VALUES (?, ?, ?)");
     this.#tx(() => {
       for (const v of vs) st.run(v.userId, JSON.stringify({ d: v.devices, m: v.master, s: v.selfSigning }), v.seenAt);
     });
   }
-  countViews() {
+  async countViews() {
     return num(this.#q("SELECT count(*) AS n FROM hs_views").get()?.["n"]);
   }
 
-  ping() {
+  async ping() {
     this.#q("INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at").run(
       Date.now(),
     );
   }
-  close() {
+  async close() {
     if (this.#closed) return;
     this.#closed = true;
     this.#db.close();

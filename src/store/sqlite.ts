@@ -88,7 +88,7 @@ export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions 
       migrate(db);
     }
     const store = new SqliteStore(db);
-    if (!readonly) store.ping(); // prove at start-up that the file really takes writes
+    if (!readonly) await store.ping(); // prove at start-up that the file really takes writes
     return store;
   } catch (e) {
     db.close();

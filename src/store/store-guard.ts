@@ -1,7 +1,7 @@
 // A store that fails (a full disk, an I/O error, a write lock another process holds) must cost
 // requests only what the proxy adds to them, never the process (docs/operations.md, "When the
 // store fails"). Every Store call goes through this guard: a failure is logged, counted and
-// rethrown as StoreUnavailable, which the request paths catch to fall back to plain
+// rethrown (as a rejection) as StoreUnavailable, which the request paths catch to fall back to plain
 // pass-through (/sync, /keys/query) or to answer 503 (a refresh). After a failure the guard
 // refuses calls at once for a short cool-down: each failing call may first wait out SQLite's
 // busy timeout, and a wait is a stall of the whole event loop.
@@ -22,6 +22,11 @@ export interface GuardOptions {
   onError?: (operation: string) => void;
   /** How long calls are refused after a failure. Default 1000 ms. */
   coolDownMs?: number;
+  /**
+   * A call not settled within this fails (a networked store that is down or slow must cost a
+   * request no more than this). Unset: no deadline (SQLite answers at once, or fails).
+   */
+  deadlineMs?: number;
   now?: () => number;
 }
 
@@ -40,15 +45,16 @@ export function guardStore(store: Store, o: GuardOptions): Store {
       guarded[name] = () => store.close();
       continue;
     }
-    guarded[name] = (...args: unknown[]) => {
-      const t = now();
-      if (t < refuseUntil && name !== "ping") {
+    guarded[name] = async (...args: unknown[]) => {
+      if (now() < refuseUntil && name !== "ping") {
         o.onError?.(name);
         throw new StoreUnavailable(name, lastError);
       }
       try {
-        return (method as (...a: unknown[]) => unknown).apply(store, args);
+        const call = (method as (...a: unknown[]) => unknown).apply(store, args);
+        return await (o.deadlineMs === undefined ? call : withDeadline(call, o.deadlineMs));
       } catch (e) {
+        const t = now();
         lastError = e;
         refuseUntil = t + coolDown;
         o.onError?.(name);
@@ -68,13 +74,24 @@ export function guardStore(store: Store, o: GuardOptions): Store {
   return guarded as unknown as Store;
 }
 
+function withDeadline(call: unknown, ms: number): Promise<unknown> {
+  const p = Promise.resolve(call);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  // The call goes on in the client (it may still commit); its outcome is no longer awaited.
+  p.catch(() => {});
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 /**
  * fn's result, or `fallback` when the store is unavailable: the request then gets what it
  * would get without the proxy's additions.
  */
-export function storeFallback<T>(fn: () => T, fallback: T): T {
+export async function storeFallback<T>(fn: () => T | Promise<T>, fallback: T): Promise<T> {
   try {
-    return fn();
+    return await fn();
   } catch (e) {
     if (e instanceof StoreUnavailable) return fallback;
     throw e;

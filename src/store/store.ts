@@ -1,7 +1,8 @@
 // Durable state of the proxy (docs/architecture.md "Durable state"): everything here must survive
 // `kill -9`, and every write that matters is committed before the client is answered.
-// The API is synchronous: the embedded SQLite store is local and fast, and callers stay
-// simple. A multi-replica Redis store will implement the same interface.
+// The API is asynchronous so that a networked back end (PostgreSQL, shared by several replicas)
+// implements it too; the embedded SQLite store answers at once with settled promises. A write
+// has happened when its promise resolves: callers await it before answering a client.
 import type { HsView } from "../matrix/device.ts";
 
 import type { DeviceSnapshot } from "../matrix/device.ts";
@@ -32,50 +33,58 @@ export interface PendingDelivery {
 }
 
 export interface Store {
-  getSnapshot(userId: string): DeviceSnapshot | undefined;
-  putSnapshot(s: DeviceSnapshot): void;
-  deleteSnapshot(userId: string): void;
-  listSnapshotUsers(): string[];
+  getSnapshot(userId: string): Promise<DeviceSnapshot | undefined>;
+  putSnapshot(s: DeviceSnapshot): Promise<void>;
+  deleteSnapshot(userId: string): Promise<void>;
+  listSnapshotUsers(): Promise<string[]>;
 
-  getBackoff(destination: string): Backoff | undefined;
-  putBackoff(b: Backoff): void;
-  clearBackoff(destination: string): void;
-  listBackoffs(): Backoff[];
+  getBackoff(destination: string): Promise<Backoff | undefined>;
+  putBackoff(b: Backoff): Promise<void>;
+  clearBackoff(destination: string): Promise<void>;
+  listBackoffs(): Promise<Backoff[]>;
 
   /** Upsert by userId. */
-  putRetry(r: RetryEntry): void;
-  getRetry(userId: string): RetryEntry | undefined;
-  deleteRetry(userId: string): void;
+  putRetry(r: RetryEntry): Promise<void>;
+  getRetry(userId: string): Promise<RetryEntry | undefined>;
+  deleteRetry(userId: string): Promise<void>;
   /** Entries with dueAt <= now, earliest dueAt first, at most `limit`. */
-  dueRetries(now: number, limit: number): RetryEntry[];
-  listRetries(): RetryEntry[];
-  nextRetryAt(): number | undefined;
+  dueRetries(now: number, limit: number): Promise<RetryEntry[]>;
+  /**
+   * Due entries nobody holds (no lease, or an expired one), earliest first, at most `limit`:
+   * each is leased to `holder` until now + leaseMs, so one replica runs a due retry, and
+   * another takes it over once the lease ends if that one dies. putRetry and deleteRetry end
+   * the lease. Replicas claiming at once get disjoint entries.
+   */
+  claimDueRetries(now: number, limit: number, holder: string, leaseMs: number): Promise<RetryEntry[]>;
+  listRetries(): Promise<RetryEntry[]>;
+  /** When the retry loop must look next: the earliest due time, a leased entry's at its lease's end. */
+  nextRetryAt(): Promise<number | undefined>;
 
   /**
    * Idempotent. Re-adding an existing row RESETS its carriedIn: a newer change must be
    * delivered again, so a token that carried the older change no longer acknowledges it.
    * Each sliding-sync connection the device has opened (openConn) gets the row too.
    */
-  addPending(rows: { userId: string; deviceId: string; target: string }[], now?: number): void;
+  addPending(rows: { userId: string; deviceId: string; target: string }[], now?: number): Promise<void>;
   // `conn`: a simplified-sliding-sync connection's own rows (MSC4186 conn_id); without it, the
   // device's rows, which classic /sync delivers and acknowledges.
-  pendingFor(userId: string, deviceId: string, conn?: string): PendingDelivery[];
-  hasPending(userId: string, deviceId: string, conn?: string): boolean;
+  pendingFor(userId: string, deviceId: string, conn?: string): Promise<PendingDelivery[]>;
+  hasPending(userId: string, deviceId: string, conn?: string): Promise<boolean>;
   /** Appends `token` to carriedIn of the named rows that still exist (keeps the last 8). */
-  markCarried(userId: string, deviceId: string, targets: string[], token: string, conn?: string): void;
+  markCarried(userId: string, deviceId: string, targets: string[], token: string, conn?: string): Promise<void>;
   /** Deletes this device's (or connection's) rows whose carriedIn contains `token`; returns how many. */
-  ackToken(userId: string, deviceId: string, token: string, conn?: string): number;
+  ackToken(userId: string, deviceId: string, token: string, conn?: string): Promise<number>;
   /**
    * A sliding-sync connection that asked for the e2ee extension: from now on it gets every
    * delivery of its own. One seen for the first time starts with the device's pending rows.
    */
-  openConn(userId: string, deviceId: string, conn: string, now: number): void;
+  openConn(userId: string, deviceId: string, conn: string, now: number): Promise<void>;
   /**
    * Connections not seen since `olderThan` go, with their rows; so do the device's own rows
    * older than that of devices that have connections (nothing else would ever acknowledge them).
    */
-  expireConns(olderThan: number): number;
-  countPending(): number;
+  expireConns(olderThan: number): Promise<number>;
+  countPending(): Promise<number>;
 
   /**
    * Upserts last_seen for each (device, target): the device queried target's keys. Adds at
@@ -88,26 +97,26 @@ export interface Store {
     targets: string[],
     now: number,
     maxNew?: number,
-  ): { added: number; refused: number };
+  ): Promise<{ added: number; refused: number }>;
   /** How many trackers each device has. */
-  trackerCounts(): { userId: string; deviceId: string; count: number }[];
-  trackersOf(target: string): { userId: string; deviceId: string }[];
+  trackerCounts(): Promise<{ userId: string; deviceId: string; count: number }[]>;
+  trackersOf(target: string): Promise<{ userId: string; deviceId: string }[]>;
   /** Distinct tracked targets whose server name (after the first ':') equals serverName. */
-  trackedUsersOn(serverName: string): string[];
+  trackedUsersOn(serverName: string): Promise<string[]>;
   /** Deletes trackers with last_seen < olderThan, and the views of users no longer tracked; returns how many trackers. */
-  expireTrackers(olderThan: number): number;
+  expireTrackers(olderThan: number): Promise<number>;
   /** Distinct tracked targets sorted after `after` (exclusive), at most `limit`: the audit's walk. */
-  trackedTargetsAfter(after: string, limit: number): string[];
-  countTrackedTargets(): number;
+  trackedTargetsAfter(after: string, limit: number): Promise<string[]>;
+  countTrackedTargets(): Promise<number>;
 
   /** The homeserver's view of a remote user (delivery/hs-view.ts). */
-  getView(userId: string): HsView | undefined;
-  putView(v: HsView): void;
+  getView(userId: string): Promise<HsView | undefined>;
+  putView(v: HsView): Promise<void>;
   /** Several views in one write transaction (delivery/views.ts coalesces them). */
-  putViews(vs: readonly HsView[]): void;
-  countViews(): number;
+  putViews(vs: readonly HsView[]): Promise<void>;
+  countViews(): Promise<number>;
 
-  /** A real write (heartbeat row); throws when the store is not writable. */
-  ping(): void;
-  close(): void;
+  /** A real write (heartbeat row); rejects when the store is not writable. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
 }

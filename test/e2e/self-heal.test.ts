@@ -153,7 +153,7 @@ describe("the audit, and no false alarms", () => {
     // the criterion: no heal, no injected entry.
     log(`suspicions during the healthy exchange: ${await total(proxy, "resync_suspicions_total")}`);
     expect(await total(proxy, "resync_device_list_injections_total")).toBe(0);
-    expect(proxy.running.services.store.countPending()).toBe(0);
+    expect(await proxy.running.services.store.countPending()).toBe(0);
   }, 120_000);
 
   test("the audit heals a stale list within one interval, nobody calling anything; hs1 stays stale", async ({

@@ -24,7 +24,22 @@ export function useTestEngine(engine: TestEngine): void {
   defaultEngine = engine;
 }
 
+// The store tests run against when they name none: SQLite under the data dir, or with
+// useTestDatabase() a PostgreSQL database per data dir (test/helpers/stores.ts), so one test
+// file can be run again on the other back end.
+let databaseFor: ((dataDir: string) => string) | undefined;
+
+export function useTestDatabase(f: ((dataDir: string) => string) | undefined): void {
+  databaseFor = f;
+}
+
 export function testConfig(upstream: string, extra: string[] = [], engine: TestEngine = defaultEngine): Config {
+  const dataDir = mkdtempSync(join(tmpdir(), "resync-data-"));
+  const at = extra.lastIndexOf("--data-dir");
+  const database =
+    databaseFor && !extra.includes("--database")
+      ? ["--database", databaseFor(at === -1 ? dataDir : extra[at + 1]!)]
+      : [];
   const action = parseCli(
     [
       "--upstream",
@@ -36,13 +51,14 @@ export function testConfig(upstream: string, extra: string[] = [], engine: TestE
       "--listen",
       "127.0.0.1:0",
       "--data-dir",
-      mkdtempSync(join(tmpdir(), "resync-data-")),
+      dataDir,
       "--log-level",
       "error",
       "--engine",
       engine,
       // RESYNC_TEST_FRONT_THREADS=N runs the suite through N front-end threads (threads.ts).
       ...(process.env.RESYNC_TEST_FRONT_THREADS ? ["--front-threads", process.env.RESYNC_TEST_FRONT_THREADS] : []),
+      ...database,
       ...extra,
     ],
     {},

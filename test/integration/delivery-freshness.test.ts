@@ -33,7 +33,7 @@ test("once the homeserver's own answer equals the snapshot, the overlay is dropp
   hsAnswer = () => ({ device_keys: { [bob.userId]: { A: bob.devices[0]!.keys } } }); // stale: only A
   expect((await w.refresh(bob.userId, alice)).status).toBe(202);
   expect(Object.keys((await keysQuery(bob.userId)).device_keys[bob.userId]!).sort()).toEqual(["A", "B"]);
-  expect(w.proxy.services.store.getSnapshot(bob.userId)).toBeDefined();
+  expect(await w.proxy.services.store.getSnapshot(bob.userId)).toBeDefined();
   // The homeserver catches up on its own: same devices, same keys.
   hsAnswer = () => ({
     device_keys: { [bob.userId]: { A: bob.devices[0]!.keys, B: bob.devices[1]!.keys } },
@@ -41,7 +41,7 @@ test("once the homeserver's own answer equals the snapshot, the overlay is dropp
     self_signing_keys: { [bob.userId]: bob.selfSigningKey },
   });
   await keysQuery(bob.userId);
-  expect(w.proxy.services.store.getSnapshot(bob.userId)).toBeUndefined();
+  expect(await w.proxy.services.store.getSnapshot(bob.userId)).toBeUndefined();
   // From now on the homeserver's answer is served as is, even if it later changes.
   hsAnswer = () => ({
     device_keys: { [bob.userId]: { A: bob.devices[0]!.keys, B: bob.devices[1]!.keys, C: { device_id: "C" } } },

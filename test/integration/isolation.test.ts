@@ -53,6 +53,6 @@ test("a hanging destination and a hanging user do not hold up refreshes elsewher
   expect((await w.refresh(flaky, asker)).status).toBe(502);
   await healthy.waitFor(() => healthy.count({ userId: flaky }) >= 2, 10_000); // retried while destination 1 still hangs
   healthy.clearBehaviours();
-  await expect.poll(() => w.proxy.services.store.getSnapshot(flaky), { timeout: 10_000 }).toBeDefined();
+  await expect.poll(async () => await w.proxy.services.store.getSnapshot(flaky), { timeout: 10_000 }).toBeDefined();
   held.release();
 });

@@ -122,7 +122,7 @@ describe("refresh a user", () => {
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ user_id: u, status: "ok", devices: 2 });
     expect(w.remote.count({ userId: u, endpoint: "devices" })).toBe(1);
-    expect(Object.keys(w.proxy.services.store.getSnapshot(u)!.devices).sort()).toEqual(["DEV0", "DEV1"]);
+    expect(Object.keys((await w.proxy.services.store.getSnapshot(u))!.devices).sort()).toEqual(["DEV0", "DEV1"]);
   });
 
   test("GET /heals lists it, newest first, with what changed and why; admins only", async () => {
@@ -159,12 +159,12 @@ describe("refresh every user of a server", () => {
     });
     expect(q.status).toBe(200);
     const store = w.proxy.services.store;
-    for (const u of users) expect(store.trackedUsersOn(w.remote.serverName)).toContain(u);
+    for (const u of users) expect(await store.trackedUsersOn(w.remote.serverName)).toContain(u);
     // Users with a snapshot there count too (adminbob, refreshed above).
     const known = [
       ...new Set([
-        ...store.trackedUsersOn(w.remote.serverName),
-        ...store.listSnapshotUsers().filter((u) => u.endsWith(`:${w.remote.serverName}`)),
+        ...(await store.trackedUsersOn(w.remote.serverName)),
+        ...(await store.listSnapshotUsers()).filter((u) => u.endsWith(`:${w.remote.serverName}`)),
       ]),
     ];
     expect(known).toContain(user("adminbob"));
@@ -193,7 +193,7 @@ describe("refresh every user of a server", () => {
     expect((await progress()).finished_at).toBeGreaterThan(0);
     for (const u of known) {
       expect(w.remote.count({ userId: u, endpoint: "devices" })).toBe(1);
-      expect(w.proxy.services.store.getSnapshot(u)).toBeDefined();
+      expect(await w.proxy.services.store.getSnapshot(u)).toBeDefined();
     }
     expect(w.remote.maxInFlight).toBe(3);
   });
@@ -222,7 +222,7 @@ describe("retries and backoffs", () => {
 
   test("a server refresh clears an outage's backoff first; if the server fails again the rest wait for the retry queue", async () => {
     const server = w.remote.serverName;
-    expect(w.proxy.services.store.getBackoff(server)!.retryAt).toBeGreaterThan(Date.now());
+    expect((await w.proxy.services.store.getBackoff(server))!.retryAt).toBeGreaterThan(Date.now());
     w.remote.clearBehaviours();
     w.remote.setBehaviour({ kind: "status", status: 503 }, { endpoint: "devices" }); // still down
     w.remote.resetStats();
@@ -238,7 +238,7 @@ describe("retries and backoffs", () => {
     expect(job.failed).toBeLessThanOrEqual(3); // the first failures set a new backoff
     expect(job.deferred).toBe(total - job.failed);
     expect(w.remote.count({ endpoint: "devices" })).toBe(job.failed);
-    const retried = new Set(w.proxy.services.store.listRetries().map((r) => r.userId));
+    const retried = new Set((await w.proxy.services.store.listRetries()).map((r) => r.userId));
     expect(retried.size).toBeGreaterThanOrEqual(total);
   });
 });

@@ -182,7 +182,10 @@ describe("refresh and federation", () => {
       expect((await w.refresh(user("tampered"), alice)).status).toBe(202),
     );
     expect(d).toEqual([1]);
-    expect(Object.keys(w.proxy.services.store.getSnapshot(user("tampered"))!.devices).sort()).toEqual(["DEV0", "DEV2"]);
+    expect(Object.keys((await w.proxy.services.store.getSnapshot(user("tampered")))!.devices).sort()).toEqual([
+      "DEV0",
+      "DEV2",
+    ]);
   });
 });
 
@@ -215,7 +218,7 @@ describe("delivery", () => {
         sample(before, "resync_device_list_injections_total", { endpoint: "sync" }),
     ).toBe(1);
     expect(sample(mid, "resync_pending_deliveries")).toBeGreaterThanOrEqual(1);
-    expect(sample(mid, "resync_pending_deliveries")).toBe(w.proxy.services.store.countPending());
+    expect(sample(mid, "resync_pending_deliveries")).toBe(await w.proxy.services.store.countPending());
 
     const keys = await (
       await api(watcher, "/_matrix/client/v3/keys/query", {

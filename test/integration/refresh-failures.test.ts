@@ -41,7 +41,7 @@ describe("slow and dead remotes", () => {
     expect(took).toBeLessThan(3900); // answered by the wait deadline, not by the 4 s timeout
     held.release();
     // The fetch went on after the 202, and its result is kept.
-    await expect.poll(() => w.proxy.services.store.getSnapshot(u), { timeout: 5000 }).toBeDefined();
+    await expect.poll(async () => await w.proxy.services.store.getSnapshot(u), { timeout: 5000 }).toBeDefined();
   });
 
   test("a timeout known within the wait → 504 with next_retry_in_ms (federation timeout < wait)", async () => {
@@ -68,7 +68,7 @@ describe("slow and dead remotes", () => {
       const body = await res.json();
       expect(body.errcode).toBe("M_UNKNOWN");
       expect(body.next_retry_in_ms).toBeGreaterThan(0);
-      expect(p.services.store.getRetry(u)).toBeDefined();
+      expect(await p.services.store.getRetry(u)).toBeDefined();
     } finally {
       await p.close();
     }
@@ -93,7 +93,7 @@ describe("slow and dead remotes", () => {
     try {
       w.remote.setBehaviour({ kind: "status", status: 503 });
       expect((await refresh(user("down1"))).status).toBe(502);
-      expect(p.services.store.getBackoff(w.remote.serverName)?.failures).toBe(1);
+      expect((await p.services.store.getBackoff(w.remote.serverName))?.failures).toBe(1);
       w.remote.clearBehaviours();
       w.remote.setUser(makeUser(user("down2")));
       const before = w.remote.requests.length;
@@ -103,7 +103,7 @@ describe("slow and dead remotes", () => {
       expect(body.error).toMatch(/backoff/);
       expect(body.next_retry_in_ms).toBeGreaterThan(40_000); // 60 s backoff × jitter 0.8–1.4
       expect(w.remote.requests.length).toBe(before); // not contacted
-      expect(p.services.store.getRetry(user("down2"))?.requestedBy).toContain("@asker:hs.test");
+      expect((await p.services.store.getRetry(user("down2")))?.requestedBy).toContain("@asker:hs.test");
     } finally {
       w.remote.clearBehaviours();
       await p.close();
@@ -130,15 +130,15 @@ describe("slow and dead remotes", () => {
       });
     try {
       w.remote.setBehaviour({ kind: "status", status: 503 });
-      expect(p.services.resyncer.background(user("bg1"), { trigger: "audit", why: "test" })).toBe("started");
-      await expect.poll(() => p.services.store.getBackoff(w.remote.serverName)?.failures).toBe(1);
-      expect(p.services.resyncer.background(user("bg2"), { trigger: "audit", why: "test" })).toBe("backoff");
+      expect(await p.services.resyncer.background(user("bg1"), { trigger: "audit", why: "test" })).toBe("started");
+      await expect.poll(async () => (await p.services.store.getBackoff(w.remote.serverName))?.failures).toBe(1);
+      expect(await p.services.resyncer.background(user("bg2"), { trigger: "audit", why: "test" })).toBe("backoff");
       w.remote.clearBehaviours();
       w.remote.setUser(makeUser(user("bg3")));
       const before = w.remote.requests.length;
       expect((await refresh(user("bg3"))).status).toBe(202);
       expect(w.remote.requests.length).toBeGreaterThan(before);
-      expect(p.services.store.getBackoff(w.remote.serverName)).toBeUndefined();
+      expect(await p.services.store.getBackoff(w.remote.serverName)).toBeUndefined();
     } finally {
       w.remote.clearBehaviours();
       await p.close();
@@ -167,7 +167,7 @@ describe("slow and dead remotes", () => {
       w.remote.clearBehaviours();
       w.remote.setUser(makeUser(user("probe2")));
       expect((await refresh(user("probe2"))).status).toBe(202);
-      expect(p.services.store.getBackoff(w.remote.serverName)).toBeUndefined();
+      expect(await p.services.store.getBackoff(w.remote.serverName)).toBeUndefined();
     } finally {
       await p.close();
     }

@@ -40,7 +40,7 @@ describe("routes", () => {
     const req = w.remote.requests.find((r) => r.userId === user(name))!;
     expect(req.authorized).toBe(true); // the remote verified our X-Matrix signature itself
     expect(req.url).toBe(`/_matrix/federation/v1/user/devices/${encodeURIComponent(user(name))}`);
-    expect(w.proxy.services.store.getSnapshot(user(name))?.devices).toHaveProperty("DEV1");
+    expect((await w.proxy.services.store.getSnapshot(user(name)))?.devices).toHaveProperty("DEV1");
   });
 
   test("a trailing slash and a raw (unencoded) user id are accepted", async () => {
@@ -115,7 +115,7 @@ describe("errors", () => {
     const res = await w.refresh(user("nobody"), alice);
     expect(res.status).toBe(404);
     expect((await res.json()).errcode).toBe("M_NOT_FOUND");
-    expect(w.proxy.services.store.getRetry(user("nobody"))).toBeUndefined();
+    expect(await w.proxy.services.store.getRetry(user("nobody"))).toBeUndefined();
   });
 
   test("a remote 5xx → 502 with remote_status and next_retry_in_ms; the retry lands with no further client call", async () => {
@@ -127,12 +127,12 @@ describe("errors", () => {
     const body = await res.json();
     expect(body).toMatchObject({ errcode: "M_UNKNOWN", remote_status: 500 });
     expect(body.next_retry_in_ms).toBeGreaterThan(0);
-    expect(w.proxy.services.store.getRetry(u)?.attempts).toBe(1);
+    expect((await w.proxy.services.store.getRetry(u))?.attempts).toBe(1);
     await w.remote.waitFor(() => w.remote.count({ userId: u, endpoint: "devices" }) >= 2, 10_000);
     w.remote.clearBehaviours(); // the third attempt succeeds
-    await expect.poll(() => w.proxy.services.store.getSnapshot(u), { timeout: 10_000 }).toBeDefined();
+    await expect.poll(async () => await w.proxy.services.store.getSnapshot(u), { timeout: 10_000 }).toBeDefined();
     expect(w.remote.count({ userId: u, endpoint: "devices" })).toBeGreaterThanOrEqual(3);
-    expect(w.proxy.services.store.getRetry(u)).toBeUndefined();
+    expect(await w.proxy.services.store.getRetry(u)).toBeUndefined();
   });
 
   test("a remote 4xx other than 401/429 is final: 502 without a retry", async () => {
@@ -144,7 +144,7 @@ describe("errors", () => {
     const body = await (await w.refresh(u, w.login("fasker"))).json();
     expect(body).toMatchObject({ errcode: "M_UNKNOWN", remote_status: 403 });
     expect(body.next_retry_in_ms).toBeUndefined();
-    expect(w.proxy.services.store.getRetry(u)).toBeUndefined();
+    expect(await w.proxy.services.store.getRetry(u)).toBeUndefined();
   });
 });
 

@@ -32,14 +32,14 @@ let dbUrl: string;
 let hs: FakeHomeserver;
 let remote: FakeRemote;
 let ca: TestCa;
-let dataDir: string;
 let caPath: string;
 const replicas: Replica[] = [];
 let n = 0;
 
-// Engine node: the Bun engine's internal socket lives in --data-dir, which the replicas share
-// here (see below).
-async function startReplica(engine: TestEngine = "node"): Promise<Replica> {
+// The cluster is opened here rather than by startProxy only to shorten its lease (a crash is
+// simulated below) and to see whether it listens; its deadline is long because three replicas,
+// the fakes and a thousand clients share this one event loop.
+async function startReplica(engine: TestEngine = "auto"): Promise<Replica> {
   const cluster = await PgCluster.open({ url: dbUrl, log, leaseMs: LEASE_MS, deadlineMs: 10_000 });
   const config = testConfig(
     hs.url,
@@ -48,10 +48,10 @@ async function startReplica(engine: TestEngine = "node"): Promise<Replica> {
       caPath,
       "--federation-allow-cidrs",
       "127.0.0.0/8",
-      // One data dir for all (SQLite in WAL mode, one connection per replica) until the store
-      // itself can live in PostgreSQL: what is shared here is what the cluster coordinates.
-      "--data-dir",
-      dataDir,
+      "--database",
+      dbUrl,
+      "--database-timeout-ms",
+      "10000",
       "--refresh-wait-ms",
       "3000",
       "--refresh-cache-ms",
@@ -92,7 +92,6 @@ beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), "replicas-"));
   caPath = join(dir, "ca.pem");
   writeFileSync(caPath, ca.caPem);
-  dataDir = join(dir, "data");
   hs = await startFakeHomeserver("hs.test");
   // The homeserver's own answer knows no device of anyone: every fresh list is news.
   hs.on(
@@ -164,40 +163,48 @@ describe("replicas on one PostgreSQL", () => {
     expect(remote.maxInFlight).toBe(3);
   });
 
-  test("a refresh answered by one replica wakes the long-poll another replica holds", async () => {
-    const target = user(`wake${++n}`);
-    remote.setUser(makeUser(target, { devices: 3 }));
-    const token = login(`waker${n}`);
-    const [a, b] = replicas;
-    const first = await sync(b!, token);
-    const poll = sync(b!, token, first.next_batch, 20_000);
-    await expect
-      .poll(() =>
-        hs.seen.some((s) => s.target.includes(`since=${first.next_batch}`) && s.target.includes("timeout=20000")),
-      )
-      .toBe(true); // B holds it
-    expect((await refresh(a!, target, token)).status).toBe(202);
-    const woken = await poll;
-    expect(woken.device_lists?.changed).toEqual([target]);
-    // Acknowledged on the next request, whichever replica gets it.
-    const next = await sync(replicas[2]!, token, woken.next_batch);
-    expect(next.device_lists?.changed ?? []).toEqual([]);
-  });
+  test.each(["bun", "node"] as const)(
+    "a refresh answered by one replica wakes the long-poll another replica (engine %s) holds",
+    async (engine) => {
+      const target = user(`wake${++n}`);
+      remote.setUser(makeUser(target, { devices: 3 }));
+      const token = login(`waker${n}`);
+      const a = replicas[0]!;
+      const b = engine === "bun" ? replicas[1]! : await startReplica("node");
+      const first = await sync(b!, token);
+      const poll = sync(b!, token, first.next_batch, 20_000);
+      await expect
+        .poll(() =>
+          hs.seen.some((s) => s.target.includes(`since=${first.next_batch}`) && s.target.includes("timeout=20000")),
+        )
+        .toBe(true); // B holds it
+      expect((await refresh(a!, target, token)).status).toBe(202);
+      const woken = await poll;
+      expect(woken.device_lists?.changed).toEqual([target]);
+      // Acknowledged on the next request, whichever replica gets it.
+      const next = await sync(replicas[2]!, token, woken.next_batch);
+      expect(next.device_lists?.changed ?? []).toEqual([]);
+    },
+  );
 
   test("a snapshot or a view written by one replica is what every replica serves next", async () => {
     const target = user(`cache${++n}`);
     const [a, b] = replicas as [Replica, Replica];
     // B has read (and cached) the absence of a view and a snapshot first.
-    expect(b.proxy.services.heal!.views.get(target)).toBeUndefined();
-    expect(b.proxy.services.overlays.servable([target]).size).toBe(0);
+    expect(await b.proxy.services.heal!.views.get(target)).toBeUndefined();
+    expect((await b.proxy.services.overlays.servable([target])).size).toBe(0);
     remote.setUser(makeUser(target, { devices: 2 }));
     expect((await refresh(a, target, login(`cacher${n}`))).status).toBe(202);
-    await expect.poll(() => b.proxy.services.overlays.servable([target]).get(target)?.devices).toHaveProperty("DEV1");
+    await expect
+      .poll(async () => (await b.proxy.services.overlays.servable([target])).get(target)?.devices)
+      .toHaveProperty("DEV1");
     // A view A learns and writes reaches B's cache.
     const views = a.proxy.services.heal!.views;
     views.record([{ userId: target, devices: { X: { "ed25519:X": "k" } }, seenAt: Date.now() }]);
-    views.flush();
-    await expect.poll(() => b.proxy.services.heal!.views.get(target)?.devices).toEqual({ X: { "ed25519:X": "k" } });
+    await views.flush();
+    await expect
+      .poll(async () => (await b.proxy.services.heal!.views.get(target))?.devices)
+      .toEqual({ X: { "ed25519:X": "k" } });
   });
 
   test("a replica killed in the middle of a fetch: another takes the fetch over when its lease expires", async () => {
@@ -214,7 +221,7 @@ describe("replicas on one PostgreSQL", () => {
     const res = await refresh(replicas[0]!, target, login(`survivor${n}`));
     expect(res.status).toBe(202);
     expect(remote.count({ userId: target, endpoint: "devices" })).toBe(2);
-    expect(replicas[0]!.proxy.services.store.getSnapshot(target)?.devices).toHaveProperty("DEV1");
+    expect((await replicas[0]!.proxy.services.store.getSnapshot(target))?.devices).toHaveProperty("DEV1");
     await first.catch(() => {});
     await doomed.proxy.close(500).catch(() => {});
   });

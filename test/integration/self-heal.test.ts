@@ -112,11 +112,11 @@ describe("to-device signals", () => {
     h.hsUsers.set(fay, after);
     w.remote.setUser(after);
     const views = w.proxy.services.heal!.views;
-    views.record([{ ...views.get(fay)!, seenAt: Date.now() - 60_000 }]);
+    views.record([{ ...(await views.get(fay))!, seenAt: Date.now() - 60_000 }]);
     const suspected = await h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" });
     h.toDevice.set(alice, [olmEvent(fay, curveKeyOf(after, "F1"))]);
     await sync(w, alice);
-    await expect.poll(() => Object.keys(views.get(fay)!.devices).sort()).toEqual(["F0", "F1"]);
+    await expect.poll(async () => Object.keys((await views.get(fay))!.devices).sort()).toEqual(["F0", "F1"]);
     await new Promise((res) => setTimeout(res, 300));
     expect(await h.metric("resync_suspicions_total", { signal: "olm_unknown_sender_key" })).toBe(suspected);
     expect(w.remote.count({ userId: fay, endpoint: "devices" })).toBe(0);
@@ -450,7 +450,9 @@ describe("the audit", () => {
     expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(healed);
     // Once the client re-queries (what the homeserver told it to do), the record is current again.
     await keysQuery(w, alice, [gus]);
-    await expect.poll(() => Object.keys(w.proxy.services.heal!.views.get(gus)!.devices).sort()).toEqual(["G0", "G1"]);
+    await expect
+      .poll(async () => Object.keys((await w.proxy.services.heal!.views.get(gus))!.devices).sort())
+      .toEqual(["G0", "G1"]);
   });
 });
 
@@ -470,7 +472,7 @@ describe("the homeserver's views on disk", () => {
     // Changed views are written together once a second (delivery/views.ts); the restart comes
     // sooner, so what survives it was written by the clean close.
     await w.restartProxy();
-    expect(Object.keys(w.proxy.services.store.getView(ivy)?.devices ?? {}).sort()).toEqual(["I0", "I1"]);
+    expect(Object.keys((await w.proxy.services.store.getView(ivy))?.devices ?? {}).sort()).toEqual(["I0", "I1"]);
     expect(w.proxy.services.heal!.views.count).toBeGreaterThanOrEqual(1);
   });
 });

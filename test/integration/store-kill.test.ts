@@ -16,25 +16,25 @@ const childSource = `
 import process from "node:process";
 import { openSqliteStore } from ${JSON.stringify(storeModule)};
 const store = await openSqliteStore(process.env.STORE_DIR);
-store.putSnapshot({ userId: "@alice:remote.example", streamId: 42,
+await store.putSnapshot({ userId: "@alice:remote.example", streamId: 42,
   devices: { DEV: { device_id: "DEV", unsigned: { device_display_name: "laptop" } } },
   masterKey: { usage: ["master"] }, fetchedAt: 1234 });
-store.putRetry({ userId: "@bob:remote.example", attempts: 3, dueAt: 5678, requestedBy: ["@me:local"], lastError: "timeout" });
-store.addPending([{ userId: "@me:local", deviceId: "D1", target: "@alice:remote.example" },
+await store.putRetry({ userId: "@bob:remote.example", attempts: 3, dueAt: 5678, requestedBy: ["@me:local"], lastError: "timeout" });
+await store.addPending([{ userId: "@me:local", deviceId: "D1", target: "@alice:remote.example" },
   { userId: "@me:local", deviceId: "D2", target: "@alice:remote.example" }]);
-store.markCarried("@me:local", "D1", ["@alice:remote.example"], "s_99");
-store.track("@me:local", "D1", ["@alice:remote.example"], 999);
-store.putBackoff({ destination: "remote.example", failures: 2, retryAt: 777, lastProbeAt: 666 });
+await store.markCarried("@me:local", "D1", ["@alice:remote.example"], "s_99");
+await store.track("@me:local", "D1", ["@alice:remote.example"], 999);
+await store.putBackoff({ destination: "remote.example", failures: 2, retryAt: 777, lastProbeAt: 666 });
 let n = 0;
-store.putSnapshot({ userId: "@loop:remote.example", streamId: n, devices: {}, fetchedAt: 0 });
+await store.putSnapshot({ userId: "@loop:remote.example", streamId: n, devices: {}, fetchedAt: 0 });
 const runtime = typeof Bun !== "undefined" ? "bun" : "Deno" in globalThis ? "deno" : "node";
 process.stdout.write("written by " + runtime + "\\n");
 // Keep writing until killed, so the kill lands between or inside transactions.
-setInterval(() => { n++; store.putSnapshot({ userId: "@loop:remote.example", streamId: n, devices: {}, fetchedAt: 0 }); }, 1);
+setInterval(() => { n++; void store.putSnapshot({ userId: "@loop:remote.example", streamId: n, devices: {}, fetchedAt: 0 }); }, 1);
 `;
 
 let base = "";
-afterEach(() => {
+afterEach(async () => {
   if (base) rmSync(base, { recursive: true, force: true });
 });
 
@@ -80,35 +80,37 @@ it("keeps committed rows after the writer is killed with SIGKILL", async () => {
 
   const store = await openSqliteStore(dataDir);
   try {
-    expect(store.getSnapshot("@alice:remote.example")).toEqual({
+    expect(await store.getSnapshot("@alice:remote.example")).toEqual({
       userId: "@alice:remote.example",
       streamId: 42,
       devices: { DEV: { device_id: "DEV", unsigned: { device_display_name: "laptop" } } },
       masterKey: { usage: ["master"] },
       fetchedAt: 1234,
     });
-    expect(store.getRetry("@bob:remote.example")).toEqual({
+    expect(await store.getRetry("@bob:remote.example")).toEqual({
       userId: "@bob:remote.example",
       attempts: 3,
       dueAt: 5678,
       requestedBy: ["@me:local"],
       lastError: "timeout",
     });
-    expect(store.pendingFor("@me:local", "D1")).toEqual([{ target: "@alice:remote.example", carriedIn: ["s_99"] }]);
-    expect(store.pendingFor("@me:local", "D2")).toEqual([{ target: "@alice:remote.example", carriedIn: [] }]);
-    expect(store.trackersOf("@alice:remote.example")).toEqual([{ userId: "@me:local", deviceId: "D1" }]);
-    expect(store.getBackoff("remote.example")).toEqual({
+    expect(await store.pendingFor("@me:local", "D1")).toEqual([
+      { target: "@alice:remote.example", carriedIn: ["s_99"] },
+    ]);
+    expect(await store.pendingFor("@me:local", "D2")).toEqual([{ target: "@alice:remote.example", carriedIn: [] }]);
+    expect(await store.trackersOf("@alice:remote.example")).toEqual([{ userId: "@me:local", deviceId: "D1" }]);
+    expect(await store.getBackoff("remote.example")).toEqual({
       destination: "remote.example",
       failures: 2,
       retryAt: 777,
       lastProbeAt: 666,
     });
-    expect(store.getSnapshot("@loop:remote.example")?.streamId).toBeGreaterThanOrEqual(0);
+    expect((await store.getSnapshot("@loop:remote.example"))?.streamId).toBeGreaterThanOrEqual(0);
     // And the store keeps working after recovery.
-    store.ping();
-    expect(store.ackToken("@me:local", "D1", "s_99")).toBe(1);
+    await store.ping();
+    expect(await store.ackToken("@me:local", "D1", "s_99")).toBe(1);
   } finally {
-    store.close();
+    await store.close();
   }
   const raw = await openSqliteDatabase(join(dataDir, STORE_FILE));
   expect(raw.prepare("PRAGMA integrity_check").get()?.["integrity_check"]).toBe("ok");

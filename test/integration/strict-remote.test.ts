@@ -91,9 +91,9 @@ test("a device the remote breaks is shown as the homeserver has it; a new invali
     self_signing_keys: { [bob.userId]: bob.selfSigningKey },
   };
   hsAnswer = () => caughtUp;
-  expect(w.proxy.services.store.getSnapshot(bob.userId)).toBeDefined();
+  expect(await w.proxy.services.store.getSnapshot(bob.userId)).toBeDefined();
   await keysQuery(bob.userId);
-  expect(w.proxy.services.store.getSnapshot(bob.userId)).toBeUndefined();
+  expect(await w.proxy.services.store.getSnapshot(bob.userId)).toBeUndefined();
   expect((await keysQuery(bob.userId)).device_keys[bob.userId]).toEqual(caughtUp.device_keys[bob.userId]);
 });
 

@@ -53,7 +53,7 @@ describe.each(ENGINES)("tracking limits (engine %s)", (engine) => {
     });
   const rows = async () => {
     await proxy.services.delivery.trackers.idle();
-    return proxy.services.store.trackerCounts().find((c) => c.deviceId === "ALICE")?.count ?? 0;
+    return (await proxy.services.store.trackerCounts()).find((c) => c.deviceId === "ALICE")?.count ?? 0;
   };
 
   it("tracks at most --max-tracked-per-query users of one query, and --max-trackers-per-device in all", async () => {
@@ -106,9 +106,9 @@ describe.each(ENGINES)("tracking limits (engine %s)", (engine) => {
     expect((await refresh("@first:remote.invalid")).status).toBe(202);
     const refused = await refresh("@second:remote.invalid");
     expect(refused.status).toBe(429);
-    expect(proxy.services.store.trackersOf("@first:remote.invalid")).toEqual([
+    expect(await proxy.services.store.trackersOf("@first:remote.invalid")).toEqual([
       { userId: "@alice:hs.test", deviceId: "ALICE" },
     ]);
-    expect(proxy.services.store.trackersOf("@second:remote.invalid")).toEqual([]);
+    expect(await proxy.services.store.trackersOf("@second:remote.invalid")).toEqual([]);
   });
 });

@@ -29,11 +29,11 @@ describe("the audit", () => {
   beforeEach(() => void vi.useFakeTimers({ now: 0 }));
   afterEach(() => void vi.useRealTimers());
 
-  test("each remote user once per interval, evenly spread; local users skipped", () => {
+  test("each remote user once per interval, evenly spread; local users skipped", async () => {
     const remote = Array.from({ length: 10 }, (_, i) => `@u${i}:remote.test`);
     const { audit, checks } = world([...remote, "@me:hs.test"], 10_000, 100);
     audit.start();
-    vi.advanceTimersByTime(30_500);
+    await vi.advanceTimersByTimeAsync(30_500);
     audit.stop();
     for (const u of remote) {
       const at = checks.filter(([, t]) => t === u).map(([a]) => a);
@@ -48,24 +48,24 @@ describe("the audit", () => {
     expect(Math.max(...gaps) - Math.min(...gaps)).toBeLessThanOrEqual(1_000);
   });
 
-  test("never faster than the budget, and the lag shows when it cannot keep up", () => {
+  test("never faster than the budget, and the lag shows when it cannot keep up", async () => {
     const { audit, checks } = world(
       Array.from({ length: 100 }, (_, i) => `@u${String(i).padStart(3, "0")}:remote.test`),
       10_000,
       2,
     );
     audit.start();
-    vi.advanceTimersByTime(20_000);
+    await vi.advanceTimersByTimeAsync(20_000);
     expect(checks.length).toBeLessThanOrEqual(40);
     expect(checks.length).toBeGreaterThanOrEqual(39);
     expect(audit.behindSeconds()).toBeGreaterThan(0);
     audit.stop();
   });
 
-  test("an interval of 0 never starts", () => {
+  test("an interval of 0 never starts", async () => {
     const { audit, checks } = world(["@u:remote.test"], 0, 2);
     audit.start();
-    vi.advanceTimersByTime(60_000);
+    await vi.advanceTimersByTimeAsync(60_000);
     expect(audit.enabled).toBe(false);
     expect(checks).toEqual([]);
   });

@@ -36,8 +36,8 @@ beforeEach(async () => {
   });
   now = 1_000_000;
 });
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -65,7 +65,7 @@ test("repeated queries write a tracker once per tenth of the TTL (at most hourly
   d.trackQuery(me, ["@a:x"]);
   await d.trackers.idle();
   expect(writes).toEqual([["@a:x", "@b:x"], ["@c:x"], ["@a:x"]]);
-  expect(store.trackersOf("@a:x")).toEqual([{ userId: "@me:hs", deviceId: "D1" }]);
+  expect(await store.trackersOf("@a:x")).toEqual([{ userId: "@me:hs", deviceId: "D1" }]);
 });
 
 test("the throttle follows a short TTL, so a device that keeps querying is never expired", async () => {
@@ -75,34 +75,34 @@ test("the throttle follows a short TTL, so a device that keeps querying is never
     d.trackQuery(me, ["@a:x"]);
     await d.trackers.idle();
     now += 900;
-    d.expireTrackers();
-    expect(store.trackersOf("@a:x")).toHaveLength(1);
+    await d.expireTrackers();
+    expect(await store.trackersOf("@a:x")).toHaveLength(1);
   }
   expect(writes.length).toBe(15); // every second query (1.8 s apart): the first one ≥1 s (TTL/10) after the last write
   now += ttl + 1;
-  d.expireTrackers();
-  expect(store.trackersOf("@a:x")).toHaveLength(0);
+  await d.expireTrackers();
+  expect(await store.trackersOf("@a:x")).toHaveLength(0);
 });
 
 const users = (n: number, from = 0) => Array.from({ length: n }, (_, i) => `@u${from + i}:remote.example`);
-const rowsOf = (d: string) => store.trackerCounts().find((c) => c.deviceId === d)?.count ?? 0;
+const rowsOf = async (d: string) => (await store.trackerCounts()).find((c) => c.deviceId === d)?.count ?? 0;
 
 test("one device holds at most --max-trackers-per-device rows; queries past it refresh rows but add none", async () => {
   const d = delivery(7 * DAY, 150);
   d.trackQuery(me, users(100));
   await d.trackers.idle();
-  expect(rowsOf("D1")).toBe(100);
+  expect(await rowsOf("D1")).toBe(100);
   d.trackQuery(me, users(100, 100));
   await d.trackers.idle();
-  expect(rowsOf("D1")).toBe(150);
+  expect(await rowsOf("D1")).toBe(150);
   d.trackQuery({ ...me, deviceId: "D2" }, users(10));
   await d.trackers.idle();
-  expect(rowsOf("D2")).toBe(10); // another device has its own allowance
+  expect(await rowsOf("D2")).toBe(10); // another device has its own allowance
   now += DAY;
   d.trackQuery(me, users(10)); // already tracked: refreshed, not refused
   await d.trackers.idle();
-  expect(rowsOf("D1")).toBe(150);
-  expect(store.trackersOf("@u0:remote.example")).toContainEqual({ userId: "@me:hs", deviceId: "D1" });
+  expect(await rowsOf("D1")).toBe(150);
+  expect(await store.trackersOf("@u0:remote.example")).toContainEqual({ userId: "@me:hs", deviceId: "D1" });
 });
 
 test("a query naming 20,000 users is written in transactions of at most 500 rows, none of them inside the call", async () => {
@@ -112,5 +112,5 @@ test("a query naming 20,000 users is written in transactions of at most 500 rows
   await d.trackers.idle();
   expect(writes.length).toBe(40);
   expect(Math.max(...writes.map((w) => w.length))).toBe(500);
-  expect(rowsOf("D1")).toBe(20_000);
+  expect(await rowsOf("D1")).toBe(20_000);
 });

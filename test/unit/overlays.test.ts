@@ -40,50 +40,51 @@ beforeEach(async () => {
   reads = 0;
   refetched = [];
 });
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
 describe("Overlays serves snapshots without parsing them from the store each time", () => {
-  test("a snapshot just fetched is served as it is, with no store read", () => {
+  test("a snapshot just fetched is served as it is, with no store read", async () => {
     const o = overlays();
     const s = snapshotFor("@bob:remote", 1000, { fetchedAt: NOW });
-    store.putSnapshot(s);
+    await store.putSnapshot(s);
     o.noteSnapshot(s);
-    for (let i = 0; i < 3; i++) expect(o.servable(["@bob:remote"]).get("@bob:remote")).toBe(s);
+    for (let i = 0; i < 3; i++) expect((await o.servable(["@bob:remote"])).get("@bob:remote")).toBe(s);
     expect(reads).toBe(0);
   });
 
-  test("after a restart the store is read once, then the parsed snapshot is kept", () => {
-    store.putSnapshot(snapshotFor("@bob:remote", 3, { fetchedAt: NOW }));
+  test("after a restart the store is read once, then the parsed snapshot is kept", async () => {
+    await store.putSnapshot(snapshotFor("@bob:remote", 3, { fetchedAt: NOW }));
     const o = overlays();
-    const first = o.servable(["@bob:remote"]).get("@bob:remote");
+    await o.ready;
+    const first = (await o.servable(["@bob:remote"])).get("@bob:remote");
     expect(first?.devices).toEqual(snapshotFor("@bob:remote", 3).devices);
-    expect(o.servable(["@bob:remote"]).get("@bob:remote")).toBe(first);
+    expect((await o.servable(["@bob:remote"])).get("@bob:remote")).toBe(first);
     expect(reads).toBe(1);
   });
 
-  test("a newer snapshot replaces the kept one; a dropped one is not served again", () => {
+  test("a newer snapshot replaces the kept one; a dropped one is not served again", async () => {
     const o = overlays();
     const old = snapshotFor("@bob:remote", 2, { fetchedAt: NOW, streamId: 1 });
-    store.putSnapshot(old);
+    await store.putSnapshot(old);
     o.noteSnapshot(old);
     const fresh = snapshotFor("@bob:remote", 3, { fetchedAt: NOW, streamId: 2 });
-    store.putSnapshot(fresh);
+    await store.putSnapshot(fresh);
     o.noteSnapshot(fresh);
-    expect(o.servable(["@bob:remote"]).get("@bob:remote")).toBe(fresh);
-    o.caughtUp(["@bob:remote"]);
-    expect(o.servable(["@bob:remote"]).size).toBe(0);
-    expect(store.getSnapshot("@bob:remote")).toBeUndefined();
+    expect((await o.servable(["@bob:remote"])).get("@bob:remote")).toBe(fresh);
+    await o.caughtUp(["@bob:remote"]);
+    expect((await o.servable(["@bob:remote"])).size).toBe(0);
+    expect(await store.getSnapshot("@bob:remote")).toBeUndefined();
   });
 
-  test("too old: not served, fetched again", () => {
+  test("too old: not served, fetched again", async () => {
     const o = overlays();
     const s = snapshotFor("@bob:remote", 2, { fetchedAt: NOW - 61_000 });
-    store.putSnapshot(s);
+    await store.putSnapshot(s);
     o.noteSnapshot(s);
-    expect(o.servable(["@bob:remote"]).size).toBe(0);
+    expect((await o.servable(["@bob:remote"])).size).toBe(0);
     expect(refetched).toEqual(["@bob:remote"]);
   });
 });

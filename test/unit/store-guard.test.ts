@@ -17,26 +17,29 @@ beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), "guard-"));
   real = await openSqliteStore(dir);
 });
-afterEach(() => {
-  real.close();
+afterEach(async () => {
+  await real.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-test("fails, refuses during the cool-down (ping excepted), then serves again", () => {
+test("fails, refuses during the cool-down (ping excepted), then serves again", async () => {
   let now = 1000;
   let broken = true;
   const calls: string[] = [];
   const lines: string[] = [];
   const errors: string[] = [];
-  // The real store, made to fail on demand.
+  // The real store, made to fail on demand: one method throws as it is called, the other rejects.
   const flaky = Object.create(Object.getPrototypeOf(real)) as Store;
-  for (const name of ["hasPending", "ping"] as const) {
-    (flaky as unknown as Record<string, unknown>)[name] = (...a: never[]) => {
-      calls.push(name);
-      if (broken) throw new Error("disk I/O error");
-      return (real[name] as (...x: never[]) => unknown).apply(real, a);
-    };
-  }
+  (flaky as unknown as Record<string, unknown>).hasPending = (...a: never[]) => {
+    calls.push("hasPending");
+    if (broken) throw new Error("disk I/O error");
+    return (real.hasPending as (...x: never[]) => unknown).apply(real, a);
+  };
+  (flaky as unknown as Record<string, unknown>).ping = async () => {
+    calls.push("ping");
+    if (broken) throw new Error("disk I/O error");
+    return real.ping();
+  };
   const store = guardStore(flaky, {
     log: createLogger("info", (l) => void lines.push(l)),
     onError: (op) => errors.push(op),
@@ -44,23 +47,41 @@ test("fails, refuses during the cool-down (ping excepted), then serves again", (
     now: () => now,
   });
 
-  expect(() => store.hasPending("@a:x", "D")).toThrow(StoreUnavailable);
-  expect(() => store.hasPending("@a:x", "D")).toThrow(/disk I\/O error/);
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(StoreUnavailable);
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(/disk I\/O error/);
   expect(calls).toEqual(["hasPending"]); // the second was refused without a call
-  expect(() => store.ping()).toThrow(StoreUnavailable);
+  await expect(store.ping()).rejects.toThrow(StoreUnavailable);
   expect(calls).toEqual(["hasPending", "ping"]);
   expect(errors).toEqual(["hasPending", "hasPending", "ping"]);
   expect(lines.filter((l) => l.includes("store failure"))).toHaveLength(1);
-  expect(storeFallback<boolean | string>(() => store.hasPending("@a:x", "D"), "fallback")).toBe("fallback");
+  expect(await storeFallback<boolean | string>(() => store.hasPending("@a:x", "D"), "fallback")).toBe("fallback");
 
   broken = false;
   now += 1000;
-  expect(store.hasPending("@a:x", "D")).toBe(false);
-  expect(storeFallback(() => store.hasPending("@a:x", "D"), true)).toBe(false);
+  expect(await store.hasPending("@a:x", "D")).toBe(false);
+  expect(await storeFallback(() => store.hasPending("@a:x", "D"), true)).toBe(false);
   // Other errors are not the store's: storeFallback lets them through.
-  expect(() =>
+  await expect(
     storeFallback(() => {
       throw new TypeError("a bug");
     }, 0),
-  ).toThrow(TypeError);
+  ).rejects.toThrow(TypeError);
+});
+
+test("a call not settled within the deadline fails as StoreUnavailable, and starts the cool-down", async () => {
+  let now = 1000;
+  const calls: string[] = [];
+  // A networked store that is down or slow: its calls never settle.
+  const stuck = Object.create(Object.getPrototypeOf(real)) as Store;
+  (stuck as unknown as Record<string, unknown>).hasPending = () => {
+    calls.push("hasPending");
+    return new Promise(() => {});
+  };
+  const store = guardStore(stuck, { log: createLogger("error", () => {}), deadlineMs: 50, now: () => now });
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(/no answer within 50 ms/);
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(StoreUnavailable);
+  expect(calls).toEqual(["hasPending"]);
+  now += 1000;
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(StoreUnavailable);
+  expect(calls).toEqual(["hasPending", "hasPending"]);
 });

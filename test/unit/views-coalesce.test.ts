@@ -14,7 +14,7 @@ import type { Store } from "../../src/store/store.ts";
 
 let dir: string;
 beforeEach(() => void (dir = mkdtempSync(join(tmpdir(), "views-coalesce-"))));
-afterEach(() => {
+afterEach(async () => {
   vi.useRealTimers();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -54,20 +54,20 @@ describe("view writes", () => {
     views.record([view("@b:r.test", "k2")]);
     views.record([view("@b:r.test", "k3")]);
     expect(writes).toEqual([]); // nothing on the request path
-    expect(views.get("@b:r.test")?.devices.A?.["curve25519:A"]).toBe("k3"); // read back before the write
+    expect((await views.get("@b:r.test"))?.devices.A?.["curve25519:A"]).toBe("k3"); // read back before the write
     expect(views.count).toBe(2);
-    vi.advanceTimersByTime(1000);
+    await vi.advanceTimersByTimeAsync(1000);
     expect(writes.length).toBe(1);
     expect(writes[0]!.map((v) => `${v.userId} ${v.devices.A!["curve25519:A"]}`).sort()).toEqual([
       "@b:r.test k3",
       "@c:r.test k1",
     ]);
-    expect(raw.getView("@b:r.test")?.devices.A?.["curve25519:A"]).toBe("k3");
+    expect((await raw.getView("@b:r.test"))?.devices.A?.["curve25519:A"]).toBe("k3");
     views.record([view("@b:r.test", "k3")]); // unchanged: nothing to write
-    vi.advanceTimersByTime(5000);
+    await vi.advanceTimersByTimeAsync(5000);
     expect(writes.length).toBe(1);
-    views.close();
-    raw.close();
+    await views.close();
+    await raw.close();
   });
 
   it("still waiting at a clean close are written, and survive the restart", async () => {
@@ -79,9 +79,10 @@ describe("view writes", () => {
       flushMs: 60_000,
     });
     views.record([view("@b:r.test", "k9")]);
+    await Promise.resolve(); // the read that finds it new
     expect(writes).toEqual([]);
-    views.close();
-    store.close();
+    await views.close();
+    await store.close();
     expect(writes.length).toBe(1);
     const again = await openSqliteStore(dir);
     const reopened = new Views({
@@ -89,9 +90,10 @@ describe("view writes", () => {
       paths: undefined as unknown as ClientPaths,
       log: createLogger("error"),
     });
+    await Promise.resolve(); // the count is read at construction
     expect(reopened.count).toBe(1);
-    expect(reopened.get("@b:r.test")?.devices.A?.["curve25519:A"]).toBe("k9");
-    reopened.close();
-    again.close();
+    expect((await reopened.get("@b:r.test"))?.devices.A?.["curve25519:A"]).toBe("k9");
+    await reopened.close();
+    await again.close();
   });
 });

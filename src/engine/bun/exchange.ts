@@ -219,9 +219,21 @@ export class Exchange implements ConnOwner, RelayHooks, Expiring {
   wake(): void {
     const poll = this.#i.longPoll;
     if (this.#over || this.#res.statusSent !== undefined || !poll) return;
+    const body = poll.wakeBody();
+    if (typeof body === "string") return this.#answerWake(body);
+    // The body is booked in the store first (its token acknowledges what it carries); the
+    // homeserver's answer may begin meanwhile, and then goes out instead.
+    body.then(
+      (b) => this.#answerWake(b),
+      () => {},
+    );
+  }
+
+  #answerWake(body: string): void {
+    if (this.#over || this.#res.statusSent !== undefined) return;
     this.#conn?.destroy();
     const keep = this.#keepAfterOwnAnswer();
-    this.#i.client.send(jsonResponse(200, poll.wakeBody(), this.#i.requestId, this.#persistence(keep)));
+    this.#i.client.send(jsonResponse(200, body, this.#i.requestId, this.#persistence(keep)));
     this.#end(200, false);
     this.#i.client.done(keep);
   }

@@ -14,6 +14,7 @@ import {
   reportedWatch,
   safeWakeAnswer,
   type SyncDecision,
+  holdAfterPlan,
   spliceStarts,
 } from "../../delivery/sync-plan.ts";
 import type { Services } from "../../routes/context.ts";
@@ -38,8 +39,8 @@ export interface SyncPlan {
 export interface LongPoll {
   hold(w: Waiter): void;
   release(w: Waiter): void;
-  /** The body of the early answer, built when the wake comes. */
-  wakeBody(): string;
+  /** The body of the early answer, built when the wake comes (the store books what it carries). */
+  wakeBody(): string | Promise<string>;
 }
 
 /** "app": the node:http app's sync route serves it (front-end threads other than the main one). */
@@ -82,8 +83,8 @@ export function syncRequest(head: RequestHead): SyncRequest | undefined {
 }
 
 /** The early answer's body (docs/architecture.md "Early wake"). */
-export function wakeBodyFor(svc: Services, t: Ticket): string {
-  return JSON.stringify(safeWakeAnswer(svc, t, t.since, "sync"));
+export async function wakeBodyFor(svc: Services, t: Ticket): Promise<string> {
+  return JSON.stringify(await safeWakeAnswer(svc, t, t.since, "sync"));
 }
 
 // One per request, held as long as a long-poll is: a class rather than closures, which cost
@@ -93,6 +94,7 @@ export class DevicePoll implements SyncPlan, LongPoll {
   readonly #who: Requester;
   readonly #key: string;
   readonly #since: string;
+  readonly #plan: SyncDecision;
   readonly longPoll: LongPoll | undefined;
   readonly inject: SyncPlan["inject"];
 
@@ -101,11 +103,13 @@ export class DevicePoll implements SyncPlan, LongPoll {
     this.#who = who;
     this.#key = deviceKey(who.userId, who.deviceId);
     this.#since = since;
+    this.#plan = plan;
     // The homeserver never sees our suffix on `since` (tokens.ts).
     this.inject = plan.inject
       ? {
           target: answerAtOnce(upstreamTarget(target)),
-          splice: () => watchedSplice(injectPending(svc, who, "sync"), toDeviceWatch(svc.heal, who, "sync")),
+          splice: () =>
+            watchedSplice(injectPending(svc, who, plan.targets, "sync"), toDeviceWatch(svc.heal, who, "sync")),
         }
       : undefined;
     this.longPoll = plan.hold ? this : undefined;
@@ -145,13 +149,14 @@ export class DevicePoll implements SyncPlan, LongPoll {
 
   hold(w: Waiter): void {
     this.#svc.delivery.waiters.add(this.#key, w);
+    holdAfterPlan(this.#svc, this.#who, this.#plan, () => w.wake());
   }
 
   release(w: Waiter): void {
     this.#svc.delivery.waiters.remove(this.#key, w);
   }
 
-  wakeBody(): string {
+  wakeBody(): Promise<string> {
     return wakeBodyFor(this.#svc, this.ticket);
   }
 }
@@ -165,10 +170,10 @@ export interface MainSyncGate extends SyncGate {
 export type PlanFor = DevicePoll | typeof PLAIN | "app";
 
 export function createSyncGate(svc: Services): MainSyncGate {
-  const decide = (who: Requester, r: SyncRequest): PlanFor => {
+  const decide = async (who: Requester, r: SyncRequest): Promise<PlanFor> => {
     // Appservice and some admin tokens have no device: nothing can be pending for them.
     if (!who.deviceId) return PLAIN;
-    const plan = planSync(svc, {
+    const plan = await planSync(svc, {
       userId: who.userId,
       deviceId: who.deviceId,
       since: r.since,
@@ -190,7 +195,7 @@ export function createSyncGate(svc: Services): MainSyncGate {
     if (known) return decide(known, r);
     return svc.auth.resolveToken(r.token).then(
       (who) => decide(who, r),
-      () => PLAIN,
+      (): PlanFor => PLAIN,
     );
   }
   return {

@@ -152,12 +152,16 @@ class Thread {
   #hold(id: number, ticket: Ticket): void {
     const { svc } = this.#o;
     const key = deviceKey(ticket.userId, ticket.deviceId);
-    const waiter = { wake: () => this.post({ t: "wake", id, body: wakeBodyFor(svc, ticket) }) };
+    const waiter = {
+      wake: () => void wakeBodyFor(svc, ticket).then((body) => this.post({ t: "wake", id, body })),
+    };
     svc.delivery.waiters.add(key, waiter);
     this.#held.set(id, { key, waiter });
     // A refresh that landed between the plan and this hold found no waiter: answer it now, as
     // the single-threaded front end would have (its plan and hold happen in one turn).
-    if (storeFallback(() => svc.store.hasPending(ticket.userId, ticket.deviceId), false)) waiter.wake();
+    void storeFallback(() => svc.store.hasPending(ticket.userId, ticket.deviceId), false).then((p) => {
+      if (p && this.#held.get(id)?.waiter === waiter) waiter.wake();
+    });
   }
 }
 

@@ -1,0 +1,52 @@
+// The shared Store: a PostgreSQL database every replica uses (--database postgres://…).
+// Connecting, the schema and start-up checks live here; the queries live in postgres-store.ts.
+// The `postgres` client reconnects by itself: a database that goes away and comes back needs
+// no restart of ours (store-guard.ts bounds each call meanwhile).
+import postgres from "postgres";
+import { migratePostgres, PG_SCHEMA_VERSION, pgSchemaVersion } from "./pg-migrations.ts";
+import { PostgresStore } from "./postgres-store.ts";
+
+export interface PostgresStoreOptions {
+  /** Connections in the pool. Default 10. */
+  max?: number;
+  /** Open without migrating (migrate-store's source, tools): the schema must be this build's. */
+  noMigrate?: boolean;
+}
+
+const oneLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ");
+
+/** The URL without its password, for messages and logs. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/?#@:]*)(:[^/?#@]*)?@/i, (_m, scheme, user, pw) =>
+    pw ? `${scheme}${user}:<redacted>@` : `${scheme}${user}@`,
+  );
+}
+
+/** Connects, migrates the schema and proves a write; errors are one line. */
+export async function openPostgresStore(url: string, opts: PostgresStoreOptions = {}): Promise<PostgresStore> {
+  const sql = postgres(url, {
+    max: opts.max ?? 10,
+    // A database that cannot be reached fails the call rather than queueing it for 30 s;
+    // the guard's own deadline is shorter still on the request path.
+    connect_timeout: 5,
+    // Idle connections go (a replica at rest holds none); each lives at most 30 minutes, so a
+    // failover behind a DNS name is picked up.
+    idle_timeout: 60,
+    max_lifetime: 30 * 60,
+    onnotice: () => {},
+    // Our queries use bigint for epoch milliseconds; the store converts them (rows.ts).
+    connection: { application_name: "matrix-resync-proxy" },
+  });
+  try {
+    if (opts.noMigrate) {
+      const v = await pgSchemaVersion(sql);
+      if (v !== PG_SCHEMA_VERSION) throw new Error(`schema version ${v}, this build needs ${PG_SCHEMA_VERSION}`);
+    } else await migratePostgres(sql);
+    const store = new PostgresStore(sql);
+    if (!opts.noMigrate) await store.ping(); // prove at start-up that the database takes writes
+    return store;
+  } catch (e) {
+    await sql.end({ timeout: 1 }).catch(() => {});
+    throw new Error(`store: ${redactUrl(url)} is not usable: ${oneLine(e)}`);
+  }
+}
