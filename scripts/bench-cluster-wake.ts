@@ -69,28 +69,47 @@ async function wake(i: number, holder: ProxyChild, refresher: ProxyChild): Promi
   const first = (await (await get(`${holder.url}/_matrix/client/v3/sync?since=s1&timeout=0`, token)).json()) as {
     next_batch: string;
   };
-  const held = new Promise<void>((r) => (onHeld = r));
+  // As a client does: poll again from each answer until one names the user. An answer that does
+  // not (a wake meant for an earlier round, its notification still on the way) is counted.
+  let since = first.next_batch;
   let woke = 0;
-  const poll = get(`${holder.url}/_matrix/client/v3/sync?since=${first.next_batch}&timeout=30000`, token).then(
-    async (r) => {
+  let answered = Number.POSITIVE_INFINITY;
+  let refreshed: Promise<void> | undefined;
+  for (;;) {
+    const held = new Promise<void>((r) => (onHeld = r));
+    const poll = get(
+      `${holder.url}/_matrix/client/v3/sync?since=${encodeURIComponent(since)}&timeout=30000`,
+      token,
+    ).then(async (r) => {
       woke = performance.now();
-      return (await r.json()) as { device_lists?: { changed?: string[] } };
-    },
-  );
-  await held;
-  const res = await fetch(`${refresher.url}/_matrix/client/v3/user/${encodeURIComponent(target)}/devices/refresh`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: "{}",
-  });
-  const answered = performance.now();
-  if (res.status !== 202) throw new Error(`refresh answered ${res.status}: ${await res.text()}`);
-  const body = await poll;
-  if (!body.device_lists?.changed?.includes(target)) throw new Error(`the woken long-poll does not name ${target}`);
+      return (await r.json()) as { next_batch: string; device_lists?: { changed?: string[] } };
+    });
+    if (!refreshed) {
+      await Promise.race([held, poll]);
+      refreshed = (async () => {
+        const res = await fetch(
+          `${refresher.url}/_matrix/client/v3/user/${encodeURIComponent(target)}/devices/refresh`,
+          {
+            method: "POST",
+            headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+            body: "{}",
+          },
+        );
+        answered = performance.now();
+        if (res.status !== 202) throw new Error(`refresh answered ${res.status}: ${await res.text()}`);
+      })();
+    }
+    const body = await poll;
+    if (body.device_lists?.changed?.includes(target)) break;
+    spurious++;
+    since = body.next_batch;
+  }
+  await refreshed;
   // The answer may come before the 202 is read (the poll is woken before the refresh answers).
   return Math.max(0, woke - answered);
 }
 
+let spurious = 0;
 const same: number[] = [];
 const cross: number[] = [];
 for (let i = 0; i < rounds + 2; i++) {
@@ -109,7 +128,7 @@ console.log(
       family: "replicas",
       figure: `refresh's 202 on A → answer of the long-poll held by B, ms (${rounds} wakes)`,
       value: show(cross),
-      reference: `held by A itself: ${show(same)}`,
+      reference: `held by A itself: ${show(same)}; answers without the user (polled again): ${spurious}`,
       target: "<100 ms (p99)",
       met: percentile(cross, 99) < 100,
     },

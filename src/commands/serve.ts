@@ -170,7 +170,7 @@ export async function startProxy(
   // Self-healing (docs/architecture.md "Self-healing"): the view and the heal rule always; the
   // signals and the audit unless --detect off.
   const views = new Views({ store, paths, log, cluster });
-  const unfollow = followReplicas(cluster, { delivery, overlays, views, log });
+  const unfollow = followReplicas(cluster, { delivery, overlays, views, store, log });
   const parser = new ViewParser({ url: VIEW_WORKER, log });
   const healer = new Healer({ store, views, overlays, delivery, log, metrics });
   const detect = config.detect === "on";

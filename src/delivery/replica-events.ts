@@ -6,12 +6,14 @@ import type { Logger } from "../observe/log.ts";
 import { storeFallback } from "../store/store-guard.ts";
 import type { Delivery } from "./delivery.ts";
 import type { Overlays } from "./overlays.ts";
+import type { Store } from "../store/store.ts";
 import type { Views } from "./views.ts";
 
 export interface ReplicaReaders {
   delivery: Delivery;
   overlays: Overlays;
   views: Views;
+  store: Store;
   log: Logger;
   /** Each long-poll woken by another replica's news (the cross-replica wake metric). */
   onWake?: (n: number) => void;
@@ -21,11 +23,9 @@ export function followReplicas(cluster: Cluster, r: ReplicaReaders): () => void 
   if (!cluster.shared) return () => {};
   return cluster.subscribe((e: ClusterEvent) => {
     switch (e.kind) {
-      case "pending": {
-        const n = r.delivery.waiters.wake(e.devices); // not inside `?.()`: it must run either way
-        r.onWake?.(n);
+      case "pending":
+        void wakePending(r, e.devices);
         return;
-      }
       case "snapshots":
         r.overlays.changedElsewhere(e.users);
         return;
@@ -45,4 +45,25 @@ export function followReplicas(cluster: Cluster, r: ReplicaReaders): () => void 
       }
     }
   });
+}
+
+/**
+ * Wake this replica's long-polls of these devices that still have something pending. A
+ * notification can arrive late, after the client already took the rows from another replica and
+ * acknowledged them: waking then would answer its next poll at once with nothing in it. Only the
+ * devices with a poll held here cost a read; a failing store wakes (the poll then goes plain).
+ */
+async function wakePending(r: ReplicaReaders, devices: readonly string[]): Promise<void> {
+  const held = devices.filter((k) => r.delivery.waiters.has(k));
+  if (held.length === 0) return;
+  const due = await Promise.all(
+    held.map(async (k) => {
+      // deviceKey(): a user id never contains "|" (its grammar), a device id may.
+      const bar = k.indexOf("|");
+      const pending = await storeFallback(() => r.store.hasPending(k.slice(0, bar), k.slice(bar + 1)), true);
+      return pending ? k : undefined;
+    }),
+  );
+  const n = r.delivery.waiters.wake(due.filter((k): k is string => k !== undefined));
+  r.onWake?.(n);
 }

@@ -187,6 +187,26 @@ describe("replicas on one PostgreSQL", () => {
     },
   );
 
+  test("a late notification for rows already acknowledged does not answer a long-poll early", async () => {
+    const target = user(`late${++n}`);
+    remote.setUser(makeUser(target, { devices: 2 }));
+    const token = login(`lately${n}`);
+    const [a, b] = replicas as [Replica, Replica];
+    const first = await sync(b, token);
+    const poll = sync(b, token, first.next_batch, 20_000);
+    await expect
+      .poll(() =>
+        hs.seen.some((s) => s.target.includes(`since=${first.next_batch}`) && s.target.includes("timeout=20000")),
+      )
+      .toBe(true);
+    // As a notification of an earlier delivery, already acknowledged, arriving late: nothing is
+    // pending for the device, so its poll keeps waiting for the refresh below.
+    a.cluster.publish({ kind: "pending", devices: [`@lately${n}:hs.test|LATELY${n}DEV`] });
+    await a.cluster.flush();
+    expect((await refresh(a, target, token)).status).toBe(202);
+    expect((await poll).device_lists?.changed).toEqual([target]);
+  });
+
   test("a snapshot or a view written by one replica is what every replica serves next", async () => {
     const target = user(`cache${++n}`);
     const [a, b] = replicas as [Replica, Replica];
@@ -198,13 +218,20 @@ describe("replicas on one PostgreSQL", () => {
     await expect
       .poll(async () => (await b.proxy.services.overlays.servable([target])).get(target)?.devices)
       .toHaveProperty("DEV1");
-    // A view A learns and writes reaches B's cache.
+    // A view A learns and writes replaces the one B has cached.
     const views = a.proxy.services.heal!.views;
-    views.record([{ userId: target, devices: { X: { "ed25519:X": "k" } }, seenAt: Date.now() }]);
-    await views.flush();
-    await expect
-      .poll(async () => (await b.proxy.services.heal!.views.get(target))?.devices)
-      .toEqual({ X: { "ed25519:X": "k" } });
+    const seenAtB = () =>
+      expect.poll(
+        async () => {
+          await views.flush(); // written behind (views.ts): now rather than in a second
+          return (await b.proxy.services.heal!.views.get(target))?.devices;
+        },
+        { timeout: 5_000 },
+      );
+    views.record([{ userId: target, devices: { X: { "ed25519:X": "one" } }, seenAt: Date.now() }]);
+    await seenAtB().toEqual({ X: { "ed25519:X": "one" } }); // now in B's cache
+    views.record([{ userId: target, devices: { X: { "ed25519:X": "two" } }, seenAt: Date.now() }]);
+    await seenAtB().toEqual({ X: { "ed25519:X": "two" } });
   });
 
   test("a replica killed in the middle of a fetch: another takes the fetch over when its lease expires", async () => {
