@@ -2,7 +2,7 @@
 // beside its reference measured in the same run (alternating with the proxy where there is
 // one), so machine noise cancels. See docs/performance.md for the method and the limits.
 //
-//   npx bun scripts/bench.ts > /tmp/bench.txt          every family (about 2 minutes on 2 cores)
+//   npx bun scripts/bench.ts > /tmp/bench.txt          every family (about 4 minutes on 2 cores)
 //   npx bun scripts/bench.ts --only=delivery,storms    a subset
 //   BENCH_REF=HEAD …     build a committed revision rather than the working tree
 //   BENCH_BINARY=path …  measure an existing binary

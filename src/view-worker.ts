@@ -7,6 +7,7 @@ import { parentPort } from "node:worker_threads";
 import { LRUCache } from "lru-cache";
 import { summarize } from "./delivery/keys-answer.ts";
 import type { ParseRequest, ParseResult } from "./delivery/view-parser.ts";
+import { toWire } from "./delivery/view-wire.ts";
 
 const port = parentPort!;
 // The last answer's digest per set of users queried: clients repeat the same query, and the
@@ -24,7 +25,7 @@ port.on("message", (m: ParseRequest) => {
       const answer = JSON.parse(decoder.decode(m.buf)) as unknown;
       out =
         typeof answer === "object" && answer !== null && !Array.isArray(answer)
-          ? { id: m.id, summary: summarize(answer as Record<string, unknown>, m.requested, m.users, m.now) }
+          ? { id: m.id, summary: toWire(summarize(answer as Record<string, unknown>, m.requested, m.users, m.now)) }
           : { id: m.id };
     }
   } catch {

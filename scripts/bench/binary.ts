@@ -132,6 +132,8 @@ export interface ProxyOptions {
   /** Extra environment (BUN_JSC_logGC for the young-collection row). */
   env?: Record<string, string>;
   tailLines?: number;
+  /** Run this build rather than the bench's own (scripts/bench-ab.ts compares two). */
+  binaryPath?: string;
 }
 
 /** Start the compiled proxy on an ephemeral loopback port in front of `upstream`. */
@@ -141,7 +143,7 @@ export async function startProxyChild(upstream: string, o: ProxyOptions): Promis
   const profile = process.env.BENCH_PROFILE;
   const [cmd, ...pre] = profile
     ? [BUN, "--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200", join(ROOT, "src", "main.ts")]
-    : [binary().path];
+    : [o.binaryPath ?? binary().path];
   const proc = startProc(
     cmd!,
     [

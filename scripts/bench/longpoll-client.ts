@@ -1,11 +1,14 @@
 // Holds N /sync long-polls open against the proxy, one raw keep-alive socket each (node:net,
 // so a socket costs a file descriptor and nothing else). Run as its own process with a raised
-// open-files limit. Usage: bun longpoll-client.ts PORT N TIMEOUT_MS
+// open-files limit. Usage: bun longpoll-client.ts PORT N TIMEOUT_MS [SOURCES]
+// SOURCES (default 1): the sockets come from 127.0.0.1 … 127.0.0.SOURCES in turn. One source
+// address can hold at most one connection per ephemeral port to the same destination (about
+// 28,000 with Linux's default ip_local_port_range), so 100,000 polls need at least four.
 // stdin: "status ID" prints a status line tagged ID; "quit" closes every socket and exits.
 import net from "node:net";
 import { createInterface } from "node:readline";
 
-const [port, n, timeoutMs] = process.argv.slice(2).map(Number) as [number, number, number];
+const [port, n, timeoutMs, sources = 1] = process.argv.slice(2).map(Number) as [number, number, number, number?];
 const BATCH = 250; // a burst of 10,000 SYNs would overflow the listen backlog
 const sockets: net.Socket[] = [];
 let connected = 0;
@@ -16,7 +19,7 @@ let firstAnswer = "";
 
 function open(i: number): Promise<void> {
   return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1");
+    const s = net.connect({ port, host: "127.0.0.1", localAddress: `127.0.0.${1 + (i % sources)}` });
     sockets.push(s);
     let gotData = false;
     s.once("connect", () => {

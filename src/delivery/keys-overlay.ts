@@ -97,18 +97,38 @@ function keepOldSignatures(fresh: Json, old: Json): void {
 }
 
 /** A requested device list of [] (or a malformed one) means "all devices" (spec: "an empty list indicates all devices"). */
-function wanted(ids: unknown): Set<string> | undefined {
+export function wanted(ids: unknown): Set<string> | undefined {
   if (!Array.isArray(ids) || ids.length === 0) return undefined;
   return new Set(ids.filter((x): x is string => typeof x === "string"));
 }
 
-function freshDevices(snap: DeviceSnapshot, only: Set<string> | undefined, old: unknown): Json {
+/**
+ * A snapshot device's copy for an answer that is serialised at once and never changed after
+ * (keys-splice.ts): only the parts freshDevices changes (`unsigned`, `signatures`) are copied,
+ * the rest is shared with the snapshot. A deep copy of 1000 devices cost more than a
+ * millisecond.
+ */
+export function copyForEncoding(dev: unknown): Json {
+  const d = dev as Json;
+  const out: Json = { ...d };
+  if (isObject(d.unsigned)) out.unsigned = { ...d.unsigned };
+  if (isObject(d.signatures)) out.signatures = cloneJson(d.signatures);
+  return out;
+}
+
+/** `copy`: how a snapshot's device is copied before it is changed (default: deeply). */
+export function freshDevices(
+  snap: DeviceSnapshot,
+  only: Set<string> | undefined,
+  old: unknown,
+  copy: (dev: unknown) => Json = (dev) => cloneJson(dev) as Json,
+): Json {
   const hs: Json = isObject(old) ? old : {};
   const out: Json = {};
   for (const [id, dev] of Object.entries(snap.devices)) {
     if (only && !only.has(id)) continue;
-    // Cloned: the snapshot may be shared (cache) and the answer is mutated further downstream.
-    const fresh = cloneJson(dev) as Json;
+    // Copied: the snapshot may be shared (cache) and the answer is mutated further downstream.
+    const fresh = copy(dev);
     const hsDev = Object.hasOwn(hs, id) ? hs[id] : undefined;
     if (isObject(hsDev)) {
       // The homeserver's display name is the one the user set and the homeserver is allowed to
@@ -143,7 +163,7 @@ function keepHomeserverCopies(out: Json, snap: DeviceSnapshot, only: Set<string>
   }
 }
 
-function overlayCrossSigning(answer: Json, key: string, user: string, fresh: Json | undefined): void {
+export function overlayCrossSigning(answer: Json, key: string, user: string, fresh: Json | undefined): void {
   // A snapshot without this key leaves the homeserver's copy alone: a federation answer that
   // omits a cross-signing key is not proof that the user deleted it (Synapse sends null when it
   // has none cached, older servers omit the field), and dropping a key the requester verified
@@ -158,14 +178,20 @@ function overlayCrossSigning(answer: Json, key: string, user: string, fresh: Jso
 
 /**
  * True when the homeserver's own answer for `user` already equals the snapshot: the same
- * device ids with the same `keys`, and the same master/self-signing key material. A key the
- * snapshot lacks is not compared: the overlay leaves the homeserver's copy in place anyway.
- * Neither is a device that failed validation: the overlay shows the homeserver's copy of it
- * (or none), so whether the homeserver lists it changes nothing the overlay would show.
+ * device ids with the same `keys` (devicesCaughtUp), and the same master/self-signing key
+ * material (crossCaughtUp). A key the snapshot lacks is not compared: the overlay leaves the
+ * homeserver's copy in place anyway. Neither is a device that failed validation: the overlay
+ * shows the homeserver's copy of it (or none), so whether the homeserver lists it changes
+ * nothing the overlay would show.
  */
 function caughtUp(answer: Json, user: string, snap: DeviceSnapshot): boolean {
   const dk = answer.device_keys;
   const hs = isObject(dk) && Object.hasOwn(dk, user) ? dk[user] : undefined;
+  return devicesCaughtUp(hs, snap) && crossCaughtUp(answer, user, snap);
+}
+
+/** `hs`: the homeserver's `device_keys[user]`. */
+export function devicesCaughtUp(hs: unknown, snap: DeviceSnapshot): boolean {
   if (!isObject(hs)) return false;
   const ids = Object.keys(snap.devices);
   if (!snap.invalidDevices?.length) {
@@ -179,6 +205,10 @@ function caughtUp(answer: Json, user: string, snap: DeviceSnapshot): boolean {
   for (const id of ids) {
     if (!Object.hasOwn(hs, id) || !sameKeys(hs[id], snap.devices[id])) return false;
   }
+  return true;
+}
+
+export function crossCaughtUp(answer: Json, user: string, snap: DeviceSnapshot): boolean {
   for (const [key, fresh] of [
     ["master_keys", snap.masterKey],
     ["self_signing_keys", snap.selfSigningKey],
@@ -221,7 +251,7 @@ export function overlayKeysQuery(
  * A server's failure entry tells the client "these users' keys may be missing". Remove it only
  * when we answered for EVERY requested user of that server; one user left without data keeps it.
  */
-function dropAnsweredFailures(answer: Json, requested: Record<string, string[]>, done: Set<string>): void {
+export function dropAnsweredFailures(answer: Json, requested: Record<string, string[]>, done: Set<string>): void {
   const failures = answer.failures;
   if (!isObject(failures) || done.size === 0) return;
   const pending = new Map<string, boolean>();

@@ -1,20 +1,28 @@
 // Reads a /sync body's top-level `to_device` member (sliding sync: `extensions.to_device`) for
-// detection, after the body has gone out (json/read-behind.ts): a body that names none of the event
-// types detection checks is not read at all.
+// detection, and the homeserver's own device_lists.changed (json/read-behind.ts): the parse
+// goes past a member only when it names one of the event types detection checks, or a user.
 import { ReadBehind } from "./json/read-behind.ts";
+import type { ReportedWatch } from "./json/sync-splice.ts";
 import type { SyncFlavour } from "./json/sync-inject.ts";
 import { cluesOf, OLM, slidingToDevice, type ToDeviceClue } from "./to-device-clues.ts";
 
-// Each checked event type names one of these; `\u` escapes, which could spell them, are caught by
-// the name test itself.
-const NEEDLES = [OLM, "m.room_key_request", "m.secret.request", "m.key.verification.", "device_lists"];
+// Each checked event type names one of these, unless spelled with `\u` escapes.
+const NEEDLES = [OLM, "m.room_key_request", "m.secret.request", "m.key.verification.", "\\u"].map((n) =>
+  Buffer.from(n),
+);
 const MEMBERS = { sync: ["to_device", "device_lists"], sliding: ["extensions"] } as const;
+/** A user id starts with `@` (or its escape): a device_lists with none lists nobody. */
+const USER = [Buffer.from("@"), Buffer.from("\\u")];
+const names = (raw: Buffer, needles: readonly Buffer[]) => needles.some((n) => raw.indexOf(n) !== -1);
+const worthReading = (key: string, raw: Buffer): boolean =>
+  key === "device_lists" ? names(raw, USER) : names(raw, NEEDLES) || (key === "extensions" && names(raw, USER));
 
 export class ToDeviceWatch {
   readonly #reader: ReadBehind;
   readonly #flavour: SyncFlavour;
   readonly #report: (clues: ToDeviceClue[]) => void;
   readonly #changed: ((users: string[]) => void) | undefined;
+  #alsoChanged: ((users: string[]) => void) | undefined;
 
   /** `changed`: told the homeserver's own device_lists.changed, when the body has one. */
   constructor(
@@ -25,11 +33,18 @@ export class ToDeviceWatch {
     this.#report = report;
     this.#changed = changed;
     this.#flavour = flavour;
-    this.#reader = new ReadBehind(MEMBERS[flavour], NEEDLES, (found) => this.#finish(found));
+    this.#reader = new ReadBehind(MEMBERS[flavour], worthReading, (found) => this.#finish(found));
   }
 
-  data(buf: Uint8Array, start: number, end: number): void {
-    this.#reader.data(buf, start, end);
+  /** `changed` is told a second party too (bothObservers). */
+  alsoChanged(changed: (users: string[]) => void): this {
+    this.#alsoChanged = changed;
+    return this;
+  }
+
+  /** True when `buf` is kept by reference (json/read-behind.ts). */
+  data(buf: Uint8Array, start: number, end: number): boolean {
+    return this.#reader.data(buf, start, end);
   }
 
   end(): void {
@@ -60,7 +75,10 @@ export class ToDeviceWatch {
       isObject(lists) && Array.isArray(lists.changed)
         ? lists.changed.filter((u): u is string => typeof u === "string").slice(0, 10_000)
         : [];
-    if (changed.length > 0) this.#changed?.(changed);
+    if (changed.length > 0) {
+      this.#changed?.(changed);
+      this.#alsoChanged?.(changed);
+    }
     const clues = cluesOf(toDevice);
     if (clues.length > 0) this.#report(clues);
   }
@@ -69,12 +87,20 @@ export class ToDeviceWatch {
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
 export interface Observer {
-  data(buf: Uint8Array, start: number, end: number): void;
+  /** True when `buf` is kept by reference. */
+  data(buf: Uint8Array, start: number, end: number): boolean;
   end(): void;
 }
 
-/** Two observers of one body (the front end takes one). */
-export function bothObservers(a: Observer | undefined, b: Observer | undefined): Observer | undefined {
-  if (!a || !b) return a ?? b;
-  return { data: (buf, s, e) => (a.data(buf, s, e), b.data(buf, s, e)), end: () => (a.end(), b.end()) };
+/**
+ * The one observer of a body that both the overlays' report and detection want read (of the same
+ * flavour): detection's reader reads device_lists too, so it reports to both, and the body is
+ * searched and parsed once.
+ */
+export function bothObservers(
+  reported: ReportedWatch | undefined,
+  toDevice: ToDeviceWatch | undefined,
+): Observer | undefined {
+  if (!reported || !toDevice) return reported ?? toDevice;
+  return toDevice.alsoChanged(reported.report);
 }

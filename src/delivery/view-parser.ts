@@ -7,6 +7,7 @@ import { Worker } from "node:worker_threads";
 import { LRUCache } from "lru-cache";
 import type { Logger } from "../observe/log.ts";
 import { type AnswerSummary, summarize } from "./keys-answer.ts";
+import { fromWire, toWire, type WireSummary } from "./view-wire.ts";
 
 export interface ParseRequest {
   id: number;
@@ -21,7 +22,7 @@ export interface ParseRequest {
 
 export interface ParseResult {
   id: number;
-  summary?: AnswerSummary;
+  summary?: WireSummary;
   /** The same bytes as the last answer for these users: nothing new. */
   same?: true;
 }
@@ -81,7 +82,8 @@ export class ViewParser {
     };
     const worker = this.#thread();
     const r = worker ? await this.#ask(worker, req, chunks) : this.#here(req);
-    return r.same ? "same" : r.summary;
+    if (r.same) return "same";
+    return r.summary && fromWire(r.summary);
   }
 
   close(): void {
@@ -142,7 +144,10 @@ export class ViewParser {
         Buffer.from(req.buf.buffer, req.buf.byteOffset, req.buf.length).toString("utf8"),
       ) as unknown;
       if (typeof answer !== "object" || answer === null || Array.isArray(answer)) return { id: req.id };
-      return { id: req.id, summary: summarize(answer as Record<string, unknown>, req.requested, req.users, req.now) };
+      return {
+        id: req.id,
+        summary: toWire(summarize(answer as Record<string, unknown>, req.requested, req.users, req.now)),
+      };
     } catch {
       return { id: req.id };
     }

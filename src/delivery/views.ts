@@ -9,6 +9,7 @@ import type { Store } from "../store/store.ts";
 import type { HsView } from "../matrix/device.ts";
 import type { Cluster } from "../cluster/cluster.ts";
 import { sameView, viewsFromAnswer } from "./hs-view.ts";
+import { deviceCount, seenAgain } from "./view-wire.ts";
 
 export interface ViewsOptions {
   store: Store;
@@ -32,7 +33,7 @@ export class Views {
   readonly #now: () => number;
   readonly #cache = new LRUCache<string, HsView>({
     maxSize: 50_000,
-    sizeCalculation: (v) => Object.keys(v.devices).length + 1,
+    sizeCalculation: (v) => deviceCount(v) + 1,
   });
   readonly #max: number;
   #count: number;
@@ -153,7 +154,7 @@ export class Views {
     for (const u of users) {
       const v = await this.get(u);
       // Memory only, like the reports `behind` compares it with.
-      if (v && v.seenAt < at) this.#cache.set(u, { ...v, seenAt: at });
+      if (v && v.seenAt < at) this.#cache.set(u, seenAgain(v, at));
     }
   }
 

@@ -23,25 +23,8 @@ export interface SelfHeal {
   audit?: Audit;
 }
 
-type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
-
 // A /keys/query answer larger than this is not read for learning (it still streams through).
 const LEARN_MAX_BYTES = 32 * 1024 * 1024;
-
-/**
- * The parts of a /keys/query answer learning reads, copied shallowly before an overlay replaces
- * entries (the overlay puts new objects in; it does not change the homeserver's).
- */
-export function answerParts(answer: Json): Json {
-  const copy = (k: string) => (isObject(answer[k]) ? { ...(answer[k] as Json) } : undefined);
-  return {
-    device_keys: copy("device_keys"),
-    master_keys: copy("master_keys"),
-    self_signing_keys: copy("self_signing_keys"),
-    failures: copy("failures"),
-  };
-}
 
 function use(h: SelfHeal, who: Requester, remote: readonly string[], summary: AnswerSummary): void {
   try {
@@ -52,15 +35,18 @@ function use(h: SelfHeal, who: Requester, remote: readonly string[], summary: An
   }
 }
 
-/** An answer already parsed (to overlay it): learn and look for signals once the client has it. */
-export function afterKeysQuery(
+/**
+ * The homeserver's part of an answer the overlay has parsed already (delivery/keys-splice.ts):
+ * learn from it once the client has been answered, with no second parse.
+ */
+export function learnParsedKeysQuery(
   h: SelfHeal,
   who: Requester,
   requested: Record<string, string[]>,
   remote: readonly string[],
-  answer: Json,
+  homeserver: Record<string, unknown>,
 ): void {
-  setImmediate(() => use(h, who, remote, summarize(answer, requested, remote, Date.now())));
+  setImmediate(() => use(h, who, remote, summarize(homeserver, requested, remote, Date.now())));
 }
 
 /**
@@ -87,19 +73,36 @@ export function watchKeysQuery(
   up.on("end", () => {
     const held = chunks;
     chunks = undefined;
-    if (!held) return;
-    setImmediate(() => {
-      const at = Date.now();
-      void h.parser.summarize(held, requested, [...remote]).then(
-        (summary) => {
-          // A repeat of the last answer teaches nothing, but it is the homeserver's answer as of
-          // now: a change it reported before this is no longer ahead of our record.
-          if (summary === "same") void h.views.seen(remote, at).catch(() => {});
-          else if (summary) use(h, who, remote, summary);
-        },
-        () => {},
-      );
-    });
+    if (held) learnKeysQuery(h, who, requested, remote, held);
+  });
+}
+
+/**
+ * Learn from the homeserver's answer (its bytes, before any overlay of ours) once the client
+ * has been answered: read in the reading thread (delivery/view-parser.ts), so neither this
+ * client nor any other waits for the parse.
+ */
+export function learnKeysQuery(
+  h: SelfHeal,
+  who: Requester,
+  requested: Record<string, string[]>,
+  remote: readonly string[],
+  chunks: readonly Uint8Array[],
+): void {
+  let size = 0;
+  for (const c of chunks) size += c.length;
+  if (size > LEARN_MAX_BYTES) return;
+  setImmediate(() => {
+    const at = Date.now();
+    void h.parser.summarize(chunks, requested, [...remote]).then(
+      (summary) => {
+        // A repeat of the last answer teaches nothing, but it is the homeserver's answer as of
+        // now: a change it reported before this is no longer ahead of our record.
+        if (summary === "same") void h.views.seen(remote, at).catch(() => {});
+        else if (summary) use(h, who, remote, summary);
+      },
+      () => {},
+    );
   });
 }
 

@@ -1,6 +1,6 @@
 // POST /_matrix/client/{r0,v3}/keys/query: for requested users with a fresh snapshot, the
 // answer carries the snapshot instead of the homeserver's stale copy. Parsed only then.
-import { overlayKeysQuery } from "../delivery/keys-overlay.ts";
+import { overlayAnswer } from "../delivery/keys-splice.ts";
 import type { RouteContext } from "./context.ts";
 import { accessToken, type Requester, UpstreamAuthError } from "../http/auth.ts";
 import { parseJsonObject, readBody } from "../http/body.ts";
@@ -8,9 +8,10 @@ import { MatrixError } from "../matrix/errors.ts";
 import { sendError } from "../http/reply.ts";
 import { corsHeaders } from "../http/cors.ts";
 import { passThrough, pipeResponse, upstreamHeaders } from "../http/passthrough.ts";
-import { sendRewritten } from "./rewrite.ts";
+import { homeserverAnswerFailed } from "../http/reply.ts";
+import { stripHopByHop } from "../http/upstream.ts";
 import { serverOf } from "../matrix/user-id.ts";
-import { afterKeysQuery, answerParts, watchKeysQuery } from "../resync/self-heal.ts";
+import { learnKeysQuery, learnParsedKeysQuery, watchKeysQuery } from "../resync/self-heal.ts";
 import { storeFallback } from "../store/store-guard.ts";
 import { upstreamTarget } from "../delivery/tokens.ts";
 
@@ -19,6 +20,8 @@ import { upstreamTarget } from "../delivery/tokens.ts";
 // Clients batch their queries far smaller (matrix-rust-sdk sends 250 users at a time). A larger
 // body with a Content-Length streams through unread; a chunked one is refused.
 const MAX_PARSED = 256 * 1024;
+// The largest homeserver answer we overlay; a larger one fails as the homeserver's answer would.
+const MAX_ANSWER = 64 * 1024 * 1024;
 
 export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
   const { req, res, deps } = ctx;
@@ -72,12 +75,23 @@ export async function keysQueryRoute(ctx: RouteContext): Promise<void> {
       if (heal) watchKeysQuery(heal, up, who, wanted, tracked);
       return pipeResponse(up, res);
     }
-    await sendRewritten(up, res, 64 * 1024 * 1024, (answer) => {
-      if (heal) afterKeysQuery(heal, who, wanted, tracked, answerParts(answer));
-      const { overlaid, caughtUp } = overlayKeysQuery(answer, wanted, snapshots);
-      void storeFallback(() => svc.overlays.caughtUp(caughtUp), undefined);
-      svc.metrics?.overlaysServed.inc(overlaid.length);
-    });
+    // Anything we cannot safely rewrite (not 200, still compressed) goes to the client as it
+    // came: a compressed answer means the homeserver ignored our accept-encoding.
+    if (up.statusCode !== 200 || up.headers["content-encoding"]) return pipeResponse(up, res);
+    const raw = await readBody(up, MAX_ANSWER).catch((e: unknown) =>
+      Promise.reject(homeserverAnswerFailed(e, MAX_ANSWER)),
+    );
+    const { body, overlaid, caughtUp, homeserver } = overlayAnswer(raw, wanted, snapshots, heal ? tracked : []);
+    const out = stripHopByHop(up.headers);
+    out["content-length"] = String(body.length);
+    res.writeHead(200, out);
+    res.end(body);
+    // Learning reads the homeserver's part of the answer: as the overlay parsed it when it parsed
+    // all of it, else from the bytes, in the reading thread.
+    if (heal && homeserver) learnParsedKeysQuery(heal, who, wanted, tracked, homeserver);
+    else if (heal) learnKeysQuery(heal, who, wanted, tracked, [raw]);
+    void storeFallback(() => svc.overlays.caughtUp(caughtUp), undefined);
+    svc.metrics?.overlaysServed.inc(overlaid.length);
   } catch (e) {
     if (!res.destroyed) sendError(res, e);
   }

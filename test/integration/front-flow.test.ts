@@ -245,6 +245,7 @@ describe.skipIf(!isBun)("front end splices a large /sync for a client that reads
     let booked: Spliced | undefined;
     const syncGate: SyncGate = {
       plan: (head) => ({
+        observes: false,
         observer: () => undefined,
         longPoll: undefined,
         inject: { target: head.target, splice: () => new SyncSplice(["@new:x"], "sync", (r) => (booked = r)) },
@@ -267,6 +268,52 @@ describe.skipIf(!isBun)("front end splices a large /sync for a client that reads
     } finally {
       front.closeAllConnections();
       await stop(server);
+    }
+  });
+});
+
+describe.skipIf(!isBun)("a /sync body's reader", () => {
+  test("is made when the answer's head arrives, not while the poll is held; it sees every byte", async () => {
+    const payload = Buffer.from(`{"next_batch":"s2","pad":"${"x".repeat(300_000)}"}`);
+    let made = 0;
+    let seen = 0;
+    let ended = false;
+    let arrived!: (acceptEncoding: string | undefined) => void;
+    const held = new Promise<string | undefined>((r) => (arrived = r));
+    let release!: () => void;
+    const upstream = await listen((req, res) => {
+      // The poll is held here: the front end must not have made its reader yet.
+      release = () => {
+        res.writeHead(200, { "content-type": "application/json", "content-length": String(payload.length) });
+        res.end(payload);
+      };
+      arrived(req.headers["accept-encoding"]);
+    });
+    const syncGate: SyncGate = {
+      plan: () => ({
+        observes: true,
+        observer: () => {
+          made++;
+          return { data: (_b, s, e) => ((seen += e - s), false), end: () => void (ended = true) };
+        },
+        inject: undefined,
+        longPoll: undefined,
+      }),
+    };
+    const { front, port } = bareFront(upstream.url, { syncGate });
+    try {
+      const c = await RawClient.connect(port);
+      c.write("GET /_matrix/client/v3/sync?since=s1&timeout=30000 HTTP/1.1\r\nHost: hs.test\r\n\r\n");
+      expect(await held).toBe("identity");
+      expect(made).toBe(0);
+      release();
+      const m = await c.read({ timeoutMs: 10_000 });
+      c.close();
+      expect(m.body.equals(payload)).toBe(true);
+      expect([made, seen, ended]).toEqual([1, payload.length, true]);
+    } finally {
+      front.closeAllConnections();
+      await stop(upstream.server);
     }
   });
 });

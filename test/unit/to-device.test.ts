@@ -3,7 +3,8 @@
 // events skipped; any chunking gives the same clues; bodies without checked types not scanned.
 import { describe, expect, test } from "vitest";
 import { cluesOf } from "../../src/delivery/to-device-clues.ts";
-import { ToDeviceWatch } from "../../src/delivery/to-device-watch.ts";
+import { bothObservers, ToDeviceWatch } from "../../src/delivery/to-device-watch.ts";
+import { ReportedWatch } from "../../src/delivery/json/sync-splice.ts";
 import type { ToDeviceClue } from "../../src/delivery/to-device-clues.ts";
 
 const KEY = Buffer.alloc(32, 1).toString("base64").replace(/=+$/, "");
@@ -161,6 +162,33 @@ describe("reading to_device from a streaming body", () => {
       await changed({ pos: "p", extensions: { e2ee: { device_lists: { changed: ["@c:r"] } } } }, "sliding"),
     ).toEqual(["@c:r"]);
     expect(await changed({ next_batch: "n", device_lists: { changed: "x" } }, "sync")).toEqual([]);
+  });
+
+  test("with the overlays' watch as well, one reader tells both the homeserver's changed, and the clues", async () => {
+    const doc = Buffer.from(
+      JSON.stringify({
+        next_batch: "n",
+        device_lists: { changed: ["@a:r"] },
+        to_device: { events: [olm("@b:r.test", KEY)] },
+      }),
+    );
+    const told: Record<string, unknown> = {};
+    const w = bothObservers(
+      new ReportedWatch((users) => (told.overlays = users)),
+      new ToDeviceWatch(
+        (clues) => (told.clues = clues),
+        "sync",
+        (users) => (told.views = users),
+      ),
+    )!;
+    for (let at = 0; at < doc.length; at += 7) w.data(doc, at, Math.min(doc.length, at + 7));
+    w.end();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(told).toEqual({
+      overlays: ["@a:r"],
+      views: ["@a:r"],
+      clues: [{ sender: "@b:r.test", type: "m.room.encrypted", senderKey: KEY }],
+    });
   });
 
   test("a body without a checked type, or not JSON, reports nothing", async () => {

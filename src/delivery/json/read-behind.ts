@@ -1,88 +1,145 @@
-// Reading members of a body after it has gone out, so the client never waits for our reading.
-// The chunks are kept by reference meanwhile (no copy); beyond BEHIND_BYTES they are read as
-// they stream instead, so no more than that is held. A body that names none of the needles (a
-// memchr-speed test) is not read at all. Used by the homeserver's own device_lists.changed
-// (sync-splice.ts ReportedWatch) and by detection's to-device reading (to-device-watch.ts).
-import { TopLevelCapture } from "./json-capture.ts";
+// Reading a few top-level members of a body as it streams past, for the homeserver's own
+// device_lists.changed (sync-splice.ts ReportedWatch) and detection's to-device reading
+// (to-device-watch.ts). Most bodies have nothing for us, and a whole-body parse costs more than
+// the relay itself (docs/performance.md, seventh session), so the parse starts only where a
+// wanted member's name occurs (key-finder.ts), as if that were a top-level key: its value is read
+// there, and a value with nothing in it for the reader ends the parse. Only a value worth reading
+// makes the parse go on to the body's end, since only the end shows that the key was a top-level
+// one: a key nested deeper closes its object before the body ends. That rest is read after the
+// body has gone out, its reads kept by reference meanwhile, up to BEHIND_BYTES of them (counted
+// by the buffers they keep alive); beyond that they are read as they stream.
+import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
+import { KeyFinder } from "./key-finder.ts";
 
-const EMPTY = new Uint8Array(0);
-const ESCAPE = Buffer.from("\\u");
+const OPEN = Uint8Array.of(0x7b);
+/** A wanted value longer than this is not read (it cannot be a client's normal traffic). */
+const MAX_VALUE = 4 * 1024 * 1024;
+const SLICE = 4096;
 // Reads kept for a scan behind (here and in the splice): beyond this they are scanned as they
 // come, which bounds memory but puts the scan back on the client's wait.
 export const BEHIND_BYTES = 8 * 1024 * 1024;
 
-/**
- * Could bytes streaming past hold a member named `name`? Only if the name occurs in them, or a
- * \u escape that could spell it (no other escape yields its characters), including where a read
- * boundary splits either. A memchr-speed test, where finding the member itself means a scan.
- */
-export class NameSighting {
-  readonly #name: Buffer;
-  /** The last bytes seen, where a name may have started. */
-  #edge: Uint8Array = EMPTY;
-
-  constructor(name: string) {
-    this.#name = Buffer.from(name);
-  }
-
-  test(buf: Uint8Array, start: number, end: number): boolean {
-    const b = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
-    const span = this.#name.length - 1;
-    const edge = Buffer.concat([this.#edge, b.subarray(0, span)]);
-    this.#edge =
-      b.length >= span
-        ? Uint8Array.prototype.slice.call(b, b.length - span)
-        : Buffer.concat([this.#edge, b]).subarray(-span);
-    return (
-      b.indexOf(this.#name) !== -1 ||
-      b.indexOf(ESCAPE) !== -1 ||
-      edge.indexOf(this.#name) !== -1 ||
-      edge.indexOf(ESCAPE) !== -1
-    );
-  }
-}
-
-export class ReadBehind {
-  readonly #sightings: NameSighting[];
-  readonly #capture: TopLevelCapture;
+export class ReadBehind implements CaptureEvents {
+  readonly #members: readonly string[];
+  readonly #interesting: (key: string, raw: Buffer) => boolean;
   readonly #done: (found: Map<string, Buffer>) => void;
-  #sighted = false;
-  #held: Uint8Array[] | undefined = [];
+  // Made on the first read: a held long-poll has no body yet (docs/performance.md, idle long-polls).
+  #finder: KeyFinder | undefined;
+  /** The parse from a candidate key, as if it were a top-level one; undefined between candidates. */
+  #parse: TopLevelCapture | undefined;
+  /** Its first value is worth reading: it goes on to the end of the body. */
+  #keen = false;
+  #held: Uint8Array[] | undefined;
   #heldBytes = 0;
+  #lastHeld: ArrayBufferLike | undefined;
+  /** Past BEHIND_BYTES: the rest is read as it comes. */
+  #over = false;
+  // Where, in the read being parsed, the parse found its value not worth reading, or its object closed.
+  #dullAt = -1;
+  #closedAt = -1;
 
-  /** `done` gets the captured members, once, when a needle was seen and the body parsed whole. */
-  constructor(members: readonly string[], needles: readonly string[], done: (found: Map<string, Buffer>) => void) {
-    this.#capture = new TopLevelCapture(members);
-    this.#sightings = needles.map((n) => new NameSighting(n));
+  /**
+   * `members`: the top-level members to read; `interesting`: is a member's value (raw JSON) worth
+   * reading; `done` gets the members' values, once, when one was and the body is one JSON object.
+   */
+  constructor(
+    members: readonly string[],
+    interesting: (key: string, raw: Buffer) => boolean,
+    done: (found: Map<string, Buffer>) => void,
+  ) {
+    this.#members = members;
+    this.#interesting = interesting;
     this.#done = done;
   }
 
-  data(buf: Uint8Array, start: number, end: number): void {
-    if (start >= end) return;
-    if (!this.#sighted) for (const s of this.#sightings) if (s.test(buf, start, end)) this.#sighted = true;
-    if (!this.#held) return this.#capture.feed(buf, start, end);
-    this.#held.push(buf.subarray(start, end));
-    this.#heldBytes += end - start;
-    if (this.#heldBytes > BEHIND_BYTES) this.#catchUp();
+  /** True when `buf` is kept by reference (it must not be released or reused). */
+  data(buf: Uint8Array, start: number, end: number): boolean {
+    if (start >= end) return false;
+    if (this.#keen && !this.#over) return this.#hold(buf, start, end);
+    this.#run(buf, start, end);
+    return false;
   }
 
   end(): void {
-    if (!this.#held) return this.#finish();
-    if (!this.#sighted) return void (this.#held = undefined);
-    setImmediate(() => {
-      this.#catchUp();
-      this.#finish();
-    });
+    if (this.#held)
+      return void setImmediate(() => {
+        this.#catchUp();
+        this.#finish();
+      });
+    this.#finish();
+  }
+
+  valueStart(): void {}
+
+  valueEnd(key: string, at: number): void {
+    if (this.#keen || this.#dullAt >= 0) return;
+    const raw = this.#parse?.value(key);
+    if (raw !== undefined && this.#interesting(key, raw)) this.#keen = true;
+    else this.#dullAt = at;
+  }
+
+  closed(at: number): void {
+    if (this.#closedAt < 0) this.#closedAt = at;
+  }
+
+  #hold(buf: Uint8Array, start: number, end: number): boolean {
+    (this.#held ??= []).push(buf.subarray(start, end));
+    // A view keeps its whole read alive: count that.
+    if (buf.buffer !== this.#lastHeld) this.#heldBytes += buf.buffer.byteLength;
+    this.#lastHeld = buf.buffer;
+    if (this.#heldBytes <= BEHIND_BYTES) return true;
+    this.#over = true;
+    this.#catchUp();
+    return false;
+  }
+
+  /** Parse buf[start, end): find candidates, and read from each until it is ruled out. */
+  #run(buf: Uint8Array, start: number, end: number): void {
+    while (start < end) {
+      let parse = this.#parse;
+      let floor = start;
+      if (!parse) {
+        const f = (this.#finder ??= new KeyFinder(this.#members));
+        const at = f.find(buf, start, end);
+        if (at < 0) return;
+        parse = this.#parse = new TopLevelCapture(this.#members, MAX_VALUE, this);
+        this.#keen = false;
+        parse.feed(OPEN);
+        if (f.lead) parse.feed(f.lead);
+        start = at;
+        floor = f.lead ? at : at + 1;
+      }
+      this.#dullAt = this.#closedAt = -1;
+      // Until its first value is found worth reading, in slices: a read can be half a megabyte,
+      // and a value found dull (or a key found nested) ends the parse within a slice of it.
+      for (let from = start; from < end; ) {
+        const to = this.#keen ? end : Math.min(end, from + SLICE);
+        parse.feed(buf, from, to);
+        from = to;
+        if (this.#dullAt >= 0 || parse.failed) break;
+      }
+      if (this.#dullAt >= 0) start = this.#dullAt;
+      else if (parse.failed) start = this.#closedAt >= 0 ? this.#closedAt + 1 : floor;
+      else return;
+      // Ruled out: look for the next candidate from there.
+      this.#parse = undefined;
+      this.#keen = false;
+      this.#finder!.reset();
+    }
   }
 
   #catchUp(): void {
-    for (const b of this.#held ?? []) this.#capture.feed(b);
+    const held = this.#held ?? [];
     this.#held = undefined;
+    this.#heldBytes = 0;
+    this.#lastHeld = undefined;
+    for (const b of held) this.#run(b, 0, b.length);
   }
 
   #finish(): void {
-    if (!this.#sighted) return;
-    const found = this.#capture.finish();
+    const parse = this.#parse;
+    if (!parse || !this.#keen) return;
+    const found = parse.finish();
     if (found) this.#done(found);
   }
 }

@@ -6,13 +6,14 @@
 // Finding the member means scanning the JSON (json-capture.ts, ~1 ms per MB), and scanning
 // ahead of every send put that on the client's wait. A read that cannot hold the member goes
 // out first and is scanned afterwards ("behind"): it cannot if neither the member's name nor a
-// \u escape (which could spell it) occurs in it, a memchr-speed test. Only a read that may
+// \u escape that could spell it occurs in it (key-finder.ts, memchr speed). Only a read that may
 // hold it is scanned ahead. The closing brace needs no scan: in a well-formed body it is the
 // last byte that is not whitespace, so a read ending in `}` keeps that byte back until more
 // comes or the body ends. After the last send, the scan behind goes as far as the token, which
 // the bookkeeping needs (docs/performance.md, delivery).
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
-import { BEHIND_BYTES, NameSighting, ReadBehind } from "./read-behind.ts";
+import { KeyFinder } from "./key-finder.ts";
+import { BEHIND_BYTES, ReadBehind } from "./read-behind.ts";
 
 const EMPTY = new Uint8Array(0);
 import { injectChanged, reportedChanged, type SyncFlavour } from "./sync-inject.ts";
@@ -60,18 +61,19 @@ const CLOSE_OBJ = 0x7d,
 const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 // At the end, this much is still scanned before the closing brace goes out.
 const SCAN_AT_END = 64 * 1024;
+const SLICE = 4096;
 
 export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #users: readonly string[];
   readonly #done: (s: Spliced) => void;
   readonly #flavour: SyncFlavour;
   readonly #member: string;
-  readonly #sighting: NameSighting;
+  /** Where the member's name, or the token's when it is rewritten, may occur as a key. */
+  readonly #sighting: KeyFinder;
   readonly #capture: TopLevelCapture;
   /** Gives the token the client gets instead of the homeserver's (tokens.ts), when set. */
   readonly #wrap: ((token: string) => string) | undefined;
   readonly #tokenKey: string;
-  readonly #tokenSighting: NameSighting;
   /** Which member's value is held: the device lists', or the token's. */
   #holding: string | undefined;
   /** The token as it went out, when it was rewritten; a token that passed unrewritten books nothing. */
@@ -112,20 +114,17 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#done = done;
     this.#flavour = flavour;
     this.#member = MEMBER[flavour];
-    this.#sighting = new NameSighting(this.#member);
     this.#wrap = wrap;
     this.#tokenKey = TOKEN[flavour];
-    this.#tokenSighting = new NameSighting(this.#tokenKey);
+    this.#sighting = new KeyFinder(wrap ? [this.#member, this.#tokenKey] : [this.#member]);
     this.#capture = new TopLevelCapture([this.#member, TOKEN[flavour]], 4 * 1024 * 1024, this);
   }
 
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void {
     if (start >= end) return;
     this.#notePrefix(buf, start, end);
-    // Both tests run on every read: each keeps the read's last bytes for the next one.
-    const memberMay = this.#sighting.test(buf, start, end);
-    const tokenMay = this.#wrap !== undefined && this.#tokenSighting.test(buf, start, end);
-    const mayHold = memberMay || tokenMay;
+    // The test runs on every read: it keeps the read's last bytes for the next one.
+    const mayHold = this.#sighting.find(buf, start, end) !== -1;
     if (this.#capture.failed) {
       this.#flushTail(out);
       return out(buf, start, end);
@@ -270,7 +269,20 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#from = start;
     this.#holdFrom = start;
     this.#out = out;
-    this.#capture.feed(buf, start, end);
+    // In slices: once nothing is held or awaited and the rest of the read cannot hold a member,
+    // the rest goes out before its scan, like a read that never could (a read can be half a
+    // megabyte, and the token is usually in its first bytes).
+    for (let from = start; from < end; ) {
+      const to = Math.min(end, from + SLICE);
+      this.#capture.feed(buf, from, to);
+      from = to;
+      if (to === end || this.#capture.failed || this.#held) continue;
+      const c = this.#capture;
+      if (c.awaiting !== undefined || c.inKey || this.#sighting.holds(buf, to, end)) continue;
+      this.#emit(buf, this.#from, to);
+      this.#buf = EMPTY;
+      return this.#passBehind(buf, to, end, out);
+    }
     if (this.#capture.failed) {
       // Not a JSON object after all: what is held goes out as it came, and so does the rest.
       const rest = this.#held ? this.#holdFrom : this.#from;
@@ -319,15 +331,18 @@ export class SyncSplice implements BodySplice, CaptureEvents {
 }
 
 // The homeserver's own device_lists.changed (docs/architecture.md: a user the homeserver reports as
-// changed may have a newer list there than our snapshot), read once the body has gone out
-// (read-behind.ts). Most bodies never name the member (Synapse omits it when nothing changed):
-// those are not scanned at all.
+// changed may have a newer list there than our snapshot), read where the member is (read-behind.ts).
+// Most bodies never name the member (Synapse omits it when nothing changed) and most that do
+// list nobody: those are not parsed beyond it.
 export class ReportedWatch {
   readonly #reader: ReadBehind;
+  /** Told the users, when the body lists some. */
+  readonly report: (users: string[]) => void;
 
   constructor(report: (users: string[]) => void, flavour: SyncFlavour = "sync") {
+    this.report = report;
     const key = MEMBER[flavour];
-    this.#reader = new ReadBehind([key], [key], (found) => {
+    this.#reader = new ReadBehind([key], listsSomeone, (found) => {
       const raw = found.get(key);
       if (!raw) return;
       let lists: unknown;
@@ -341,11 +356,17 @@ export class ReportedWatch {
     });
   }
 
-  data(buf: Uint8Array, start: number, end: number): void {
-    this.#reader.data(buf, start, end);
+  /** True when `buf` is kept by reference (read-behind.ts). */
+  data(buf: Uint8Array, start: number, end: number): boolean {
+    return this.#reader.data(buf, start, end);
   }
 
   end(): void {
     this.#reader.end();
   }
 }
+
+const AT = Buffer.from("@"),
+  ESCAPED = Buffer.from("\\u");
+/** A user id starts with `@` (or its escape): a value with neither lists nobody. */
+const listsSomeone = (_key: string, raw: Buffer) => raw.indexOf(AT) !== -1 || raw.indexOf(ESCAPED) !== -1;

@@ -70,7 +70,8 @@ export function dispatch(
   // The app applies http/request-log.ts's X-Request-Id rule itself; this id is only for an error
   // the front end answers in its place.
   const requestId = access.requestId(intercepted ? undefined : fieldValue(head, NAME.X_REQUEST_ID), peer);
-  const observe = sync?.observer();
+  // Its reader is made when the response head arrives: a held long-poll carries none.
+  const observe = sync?.observes ? sync : undefined;
   const reqHead = hop.requestHead(head, {
     peer,
     requestId,

@@ -4,7 +4,7 @@ import { cancelExpiry, type Expiring, expireIn } from "./deadlines.ts";
 import type { Body } from "./framing.ts";
 import { Outbox, release } from "./flow.ts";
 import type { Conn, ConnOwner } from "./pool.ts";
-import { type BodyObserver, type RelayHooks, ResponseRelay } from "./response.ts";
+import { type BodyWatch, type RelayHooks, ResponseRelay } from "./response.ts";
 import type { ClientSide, Hop } from "./hop.ts";
 import { jsonResponse, type Persistence } from "./rewrite-head.ts";
 import type { LongPoll } from "./sync-gate.ts";
@@ -30,8 +30,8 @@ export interface ExchangeInit {
   requestId: string;
   /** Told when the response head arrives and when the exchange is over (the access log). */
   record?: ExchangeRecord;
-  /** Reads the response body as it streams past (response.ts). */
-  observe?: BodyObserver;
+  /** Gives the reader of the response body as it streams past (response.ts). */
+  observe?: BodyWatch;
   /** Rewrites a 200's body as it streams (response.ts). */
   splice?: () => BodySplice;
   /** A long-poll a refresh may answer early (sync-gate.ts). */

@@ -27,16 +27,22 @@ export interface RelayRequest {
   /** The request's body: a response that starts before it is complete closes the connection. */
   body: Body;
   requestId: string;
-  /** Reads a 200's uncompressed payload as it streams past (the bytes go out unchanged). */
-  observe?: BodyObserver;
+  /** Gives the reader of a 200's uncompressed payload as it streams past (the bytes go out
+   *  unchanged): asked only once such a head arrives, so a held long-poll carries no reader. */
+  observe?: BodyWatch;
   /** Rewrites a 200's uncompressed payload as it streams (/sync injection). */
   splice?: () => BodySplice;
 }
 
 export interface BodyObserver {
-  data: OnData;
+  /** True when it keeps `buf` by reference: the read is then not released once sent. */
+  data(buf: Buffer, start: number, end: number): boolean;
   /** The whole body went past. */
   end(): void;
+}
+
+export interface BodyWatch {
+  observer(): BodyObserver | undefined;
 }
 
 export interface RelayHooks {
@@ -170,8 +176,8 @@ export class ResponseRelay {
     this.#body = body;
     if (splicing) this.#splice = new SplicedBody(this.#r.splice!());
     else if (this.#r.observe && readable) {
-      this.#observer = this.#r.observe;
-      this.#spans = [];
+      this.#observer = this.#r.observe.observer();
+      if (this.#observer) this.#spans = [];
     }
     return true;
   }
@@ -196,16 +202,19 @@ export class ResponseRelay {
           const spans = this.#spans;
           end = body.feed(buf, at, buf.length, spans && ((_b, s, e) => void spans.push(s, e)));
           const stop = end === -1 ? buf.length : end;
+          // The whole read went to the kernel: its memory can be freed now (flow.ts release).
+          let whole = false;
           if (this.#head) this.#send(this.#takeHead(buf, at, stop));
-          else if (at === 0 && stop === buf.length) {
-            // The whole read went to the kernel, and no observer is to read it: free it now.
-            if (this.#send(buf) && !spans) release(buf);
-          } else if (stop > at) this.#send(buf.subarray(at, stop));
+          else if (at === 0 && stop === buf.length) whole = this.#send(buf);
+          else if (stop > at) this.#send(buf.subarray(at, stop));
           // Read after sending: the client's bytes do not wait for our look at them.
           if (spans) {
-            for (let k = 0; k < spans.length; k += 2) seen!.data(buf, spans[k]!, spans[k + 1]!);
+            let kept = false;
+            for (let k = 0; k < spans.length; k += 2) kept = seen!.data(buf, spans[k]!, spans[k + 1]!) || kept;
             spans.length = 0;
+            if (kept) whole = false;
           }
+          if (whole) release(buf);
         }
       } catch (e) {
         return this.#hooks.fail(502, e instanceof HeadError ? e.message : "bad response body");

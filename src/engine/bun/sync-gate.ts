@@ -28,7 +28,13 @@ import type { BodyObserver } from "./response.ts";
 
 /** How the front end serves one GET /sync: always through the homeserver hop. */
 export interface SyncPlan {
-  /** Overlays exist: ask for an uncompressed body and read its device_lists.changed. */
+  /** The body is to be read (observer()): ask for it uncompressed. */
+  readonly observes: boolean;
+  /**
+   * Overlays exist: read its device_lists.changed; detection is on: its to-device events. Asked
+   * only once a readable 200 head arrives: a held long-poll would otherwise keep a reader, its
+   * buffers and its closures for minutes (docs/performance.md, idle long-polls).
+   */
   observer(): BodyObserver | undefined;
   /** Deliveries are pending: ask the homeserver to answer at once, and splice into its body. */
   readonly inject: { target: string; splice(): BodySplice } | undefined;
@@ -65,7 +71,7 @@ export interface Ticket {
   since: string;
 }
 
-export const PLAIN: SyncPlan = { observer: () => undefined, inject: undefined, longPoll: undefined };
+export const PLAIN: SyncPlan = { observes: false, observer: () => undefined, inject: undefined, longPoll: undefined };
 
 /** The request's `since`, token and timeout; undefined when it is not one we act on. */
 export function syncRequest(head: RequestHead): SyncRequest | undefined {

@@ -185,6 +185,10 @@ class RemotePoll implements SyncPlan, LongPoll {
     this.longPoll = longPoll ? this : undefined;
   }
 
+  get observes(): boolean {
+    return this.#observe || this.#detect;
+  }
+
   observer(): BodyObserver | undefined {
     const reported = this.#observe
       ? new ReportedWatch((users) => this.#link.post({ t: "reported", users }))
