@@ -44,10 +44,13 @@ export class PgCluster implements Cluster {
   private constructor(o: PgClusterOptions) {
     this.#deadlineMs = o.deadlineMs ?? 2_000;
     const common = { onnotice: () => {}, connect_timeout: Math.ceil(this.#deadlineMs / 1000) };
-    this.#sql = postgres(o.url, { ...common, max: o.poolSize ?? 4 });
+    // Named in pg_stat_activity (63 bytes at most), so an operator or a test tells them apart.
+    const named = (role: string) => ({ connection: { application_name: `mrp-${role} ${this.holder}`.slice(0, 63) } });
+    this.#sql = postgres(o.url, { ...common, ...named("cluster"), max: o.poolSize ?? 4 });
     const channel = o.channel ?? "matrix_resync_proxy";
     this.#listenSql = postgres(o.url, {
       ...common,
+      ...named("bus"),
       max: 1,
       idle_timeout: 0,
       max_lifetime: null,

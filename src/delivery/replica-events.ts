@@ -15,8 +15,6 @@ export interface ReplicaReaders {
   views: Views;
   store: Store;
   log: Logger;
-  /** Each long-poll woken by another replica's news (the cross-replica wake metric). */
-  onWake?: (n: number) => void;
 }
 
 export function followReplicas(cluster: Cluster, r: ReplicaReaders): () => void {
@@ -39,8 +37,7 @@ export function followReplicas(cluster: Cluster, r: ReplicaReaders): () => void 
         r.log.info("re-checking every held long-poll and cache after the cluster bus came back");
         void storeFallback(() => r.overlays.reload(), undefined);
         void storeFallback(() => r.views.resync(), undefined);
-        const n = r.delivery.waiters.wakeAll();
-        r.onWake?.(n);
+        r.delivery.waiters.wakeAll();
         return;
       }
     }
@@ -64,6 +61,5 @@ async function wakePending(r: ReplicaReaders, devices: readonly string[]): Promi
       return pending ? k : undefined;
     }),
   );
-  const n = r.delivery.waiters.wake(due.filter((k): k is string => k !== undefined));
-  r.onWake?.(n);
+  r.delivery.waiters.wake(due.filter((k): k is string => k !== undefined));
 }

@@ -7,6 +7,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import postgres from "postgres";
 import { PgCluster } from "../../src/cluster/pg-cluster.ts";
 import { startProxy, type RunningProxy } from "../../src/commands/serve.ts";
 import { createLogger } from "../../src/observe/log.ts";
@@ -204,6 +205,30 @@ describe("replicas on one PostgreSQL", () => {
     a.cluster.publish({ kind: "pending", devices: [`@lately${n}:hs.test|LATELY${n}DEV`] });
     await a.cluster.flush();
     expect((await refresh(a, target, token)).status).toBe(202);
+    expect((await poll).device_lists?.changed).toEqual([target]);
+  });
+
+  test("a replica whose bus session was lost re-checks every held long-poll once it listens again", async () => {
+    const target = user(`missed${++n}`);
+    const token = login(`misser${n}`);
+    const b = replicas[1]!;
+    const first = await sync(b, token);
+    const poll = sync(b, token, first.next_batch, 20_000);
+    await expect
+      .poll(() =>
+        hs.seen.some((s) => s.target.includes(`since=${first.next_batch}`) && s.target.includes("timeout=20000")),
+      )
+      .toBe(true);
+    // A row whose notification B never got (written straight into the shared store).
+    await b.proxy.services.store.addPending([{ userId: `@misser${n}:hs.test`, deviceId: `MISSER${n}DEV`, target }]);
+    const admin = postgres(dbUrl, { max: 1, onnotice: () => {} });
+    try {
+      const killed = await admin`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+        WHERE application_name = ${`mrp-bus ${b.cluster.holder}`.slice(0, 63)}`;
+      expect(killed.length).toBe(1);
+    } finally {
+      await admin.end();
+    }
     expect((await poll).device_lists?.changed).toEqual([target]);
   });
 
