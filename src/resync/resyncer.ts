@@ -144,7 +144,7 @@ export class Resyncer {
     const stored = this.#inflight.has(target) || this.#recentHit(target) ? undefined : await this.#stored(target);
 
     let running = this.#inflight.get(target);
-    let booked: void | Promise<void> = undefined;
+    let booked: void | Promise<void>;
     let late = false;
     if (!running) {
       const cached = this.#cached(target, stored?.snapshot);
@@ -153,9 +153,11 @@ export class Resyncer {
         return { kind: "ok", snapshot: cached.snapshot, fromCache: true, changed: cached.changed };
       }
       const waitTarget = o.limits.target.take(target);
-      if (typeof waitTarget !== "number")
+      if (typeof waitTarget !== "number") {
+        // The start books the requester's write itself, once the shared limit has answered.
+        booked = undefined;
         running = this.#startShared(target, requester, ctx, waitTarget, admitted, stored?.backoff);
-      else {
+      } else {
         if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
         booked = admitted?.();
         this.#bookings.add(target, booked);
