@@ -40,7 +40,7 @@ let n = 0;
 // The cluster is opened here rather than by startProxy only to shorten its lease (a crash is
 // simulated below) and to see whether it listens; its deadline is long because three replicas,
 // the fakes and a thousand clients share this one event loop.
-async function startReplica(engine: TestEngine = "auto"): Promise<Replica> {
+async function startReplica(engine: TestEngine = "auto", cacheMs = 60_000): Promise<Replica> {
   const cluster = await PgCluster.open({ url: dbUrl, log, leaseMs: LEASE_MS, deadlineMs: 10_000 });
   const config = testConfig(
     hs.url,
@@ -56,7 +56,7 @@ async function startReplica(engine: TestEngine = "auto"): Promise<Replica> {
       "--refresh-wait-ms",
       "3000",
       "--refresh-cache-ms",
-      "60000",
+      String(cacheMs),
     ],
     engine,
   );
@@ -147,6 +147,20 @@ describe("replicas on one PostgreSQL", () => {
       expect((await res.json()).errcode).toBe("M_LIMIT_EXCEEDED");
       expect(res.headers.get("retry-after")).not.toBeNull();
     }
+  });
+
+  test("a target's burst of 3 fetches holds across replicas: the 4th refresh gets 429 whichever replica serves it", async () => {
+    // Replicas without the refresh cache: every refresh past the limits is a fetch.
+    const uncached = [await startReplica("auto", 0), await startReplica("auto", 0), await startReplica("auto", 0)];
+    const target = user(`hot${++n}`);
+    remote.setUser(makeUser(target));
+    for (let i = 0; i < 3; i++) expect((await refresh(uncached[i]!, target, login(`fan${n}x${i}`))).status).toBe(202);
+    for (const r of uncached) {
+      const res = await refresh(r, target, login(`fan${n}late`));
+      expect(res.status).toBe(429);
+      expect((await res.json()).errcode).toBe("M_LIMIT_EXCEEDED");
+    }
+    expect(remote.count({ userId: target, endpoint: "devices" })).toBe(3);
   });
 
   test("at most 3 fetches in flight per destination across all replicas", async () => {
