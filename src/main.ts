@@ -4,6 +4,7 @@ import { ConfigError, helpText, parseCli } from "./config/config.ts";
 import { VERSION } from "./config/version.ts";
 import { runDoctor } from "./commands/doctor.ts";
 import { runHealthcheck } from "./commands/healthcheck.ts";
+import { runMigrateStore } from "./commands/migrate-store.ts";
 import { serve } from "./commands/serve.ts";
 
 async function main(): Promise<number> {
@@ -20,6 +21,7 @@ async function main(): Promise<number> {
   const { config } = action;
   if (config.command === "healthcheck") return runHealthcheck(config);
   if (config.command === "doctor") return runDoctor(config);
+  if (config.command === "migrate-store") return runMigrateStore(config);
   await serve(config);
   return -1; // keep running; shutdown exits
 }

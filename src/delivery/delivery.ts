@@ -30,6 +30,11 @@ export interface DeliveryOptions {
   onTrackDropped?: TrackerWriterOptions["onDropped"];
   /** Replicas (cluster/): their long-polls of these devices are woken too. */
   cluster?: Cluster;
+  /**
+   * With replicas sharing the store: how long a poll whose position acknowledged nothing waits
+   * for another replica's booking of it (sync-plan.ts). 0 (one process): it never has to.
+   */
+  ackGraceMs?: number;
   now?: () => number;
 }
 
@@ -121,6 +126,10 @@ export class Delivery {
     this.waiters.wake(keys);
     // After the rows are written: a replica woken by this finds them.
     if (this.#o.cluster?.shared) this.#o.cluster.publish({ kind: "pending", devices: keys });
+  }
+
+  get ackGraceMs(): number {
+    return this.#o.ackGraceMs ?? 0;
   }
 
   /** A spliced answer's booking (markCarried) is on its way for this stream. */

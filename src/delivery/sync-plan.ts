@@ -62,7 +62,7 @@ export async function planSync(d: SyncDeps, a: SyncAsk): Promise<SyncDecision> {
     if (a.asked && isWrapped(a.since)) {
       // The answer that carried this token may still be being booked (injectPending).
       await d.delivery.carried(a.userId, a.deviceId, a.conn ?? "");
-      await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn);
+      if ((await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn)) === 0) await ackLate(d, a);
     }
     if (!a.asked || a.since === "" || !(await d.store.hasPending(a.userId, a.deviceId, a.conn))) return [];
     // The rows themselves: an injection carries these, so the splice that books them needs no
@@ -76,6 +76,22 @@ export async function planSync(d: SyncDeps, a: SyncAsk): Promise<SyncDecision> {
   const hold = a.longPoll && a.asked && storeOk && !inject && !answerHere;
   return { storeOk, answerHere, inject, hold, targets: targets ?? [], wakes };
 }
+
+/**
+ * Nothing acknowledged, though the position is ours: with replicas sharing the store, another
+ * may have sent that answer and not yet booked its token (injectPending books it once the body
+ * has gone out). While rows are pending, look again a few times within the grace.
+ */
+async function ackLate(d: SyncDeps, a: SyncAsk): Promise<void> {
+  const grace = d.delivery.ackGraceMs;
+  for (let waited = 0; waited < grace; waited += ACK_RETRY_MS) {
+    if (!(await d.store.hasPending(a.userId, a.deviceId, a.conn))) return;
+    await new Promise((r) => setTimeout(r, ACK_RETRY_MS));
+    if ((await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn)) > 0) return;
+  }
+}
+
+const ACK_RETRY_MS = 25;
 
 /**
  * The long-poll is held now, some turns after its plan read the store: a refresh that landed in

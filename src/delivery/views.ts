@@ -27,6 +27,9 @@ export interface ViewsOptions {
 
 // An answer for one user fits in far less (1000 devices is ~1 MB); a larger one is not read.
 const QUERY_MAX_BYTES = 8 * 1024 * 1024;
+// How long a decision waits at most for an answer still being read (settled()): the reading
+// thread answers in milliseconds; a stuck one must not hold a fresh list back for good.
+const SETTLE_MAX_MS = 2_000;
 
 export class Views {
   readonly #o: ViewsOptions;
@@ -49,6 +52,10 @@ export class Views {
   // When the homeserver last named each user in a device_lists.changed (read from /sync bodies):
   // a record of its answer older than that is behind it. Memory only; bounded.
   readonly #reportedAt = new LRUCache<string, number>({ max: 100_000 });
+  // Answers already on their way to clients but not yet learned from (read after the client is
+  // answered, in the reading thread), per user. A client may act on such an answer before we
+  // have read it: a decision about the user waits for them (settled()). Emptied as they settle.
+  readonly #learning = new Map<string, Set<Promise<void>>>();
 
   constructor(o: ViewsOptions) {
     this.#o = o;
@@ -156,6 +163,40 @@ export class Views {
       // Memory only, like the reports `behind` compares it with.
       if (v && v.seenAt < at) this.#cache.set(u, seenAgain(v, at));
     }
+  }
+
+  /**
+   * An answer of the homeserver naming these users is being served; `done` settles once what it
+   * teaches has been recorded (or it could not be read).
+   */
+  learning(users: readonly string[], done: Promise<unknown>): void {
+    if (users.length === 0) return;
+    const p = done.then(
+      () => {},
+      () => {},
+    );
+    for (const u of users) {
+      let set = this.#learning.get(u);
+      if (!set) this.#learning.set(u, (set = new Set()));
+      set.add(p);
+    }
+    void p.then(() => {
+      for (const u of users) {
+        const set = this.#learning.get(u);
+        set?.delete(p);
+        if (set?.size === 0) this.#learning.delete(u);
+      }
+    });
+  }
+
+  /** Once the answers about this user served so far have been learned from (at most SETTLE_MAX_MS). */
+  async settled(userId: string): Promise<void> {
+    const set = this.#learning.get(userId);
+    if (!set) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bound = new Promise<void>((r) => (timer = setTimeout(r, SETTLE_MAX_MS)));
+    await Promise.race([Promise.all(set), bound]);
+    clearTimeout(timer);
   }
 
   /** The homeserver named these users in a device_lists.changed just now. */

@@ -52,6 +52,9 @@ export class Healer {
   /** A validated fresh list: deliver it when it is a real change; true when it was delivered. */
   async onFresh(s: DeviceSnapshot, ctx: ResyncContext): Promise<boolean> {
     const { store, views, overlays, delivery, metrics } = this.#o;
+    // An answer of the homeserver that clients have been shown may still be being read (resync/
+    // self-heal.ts): the comparison below must be with it, not with the answer before it.
+    await views.settled(s.userId);
     const served = await store.getSnapshot(s.userId); // the overlay clients are being shown, if any
     let view = await views.getOrQuery(s.userId, ctx.token);
     if (!served && view && (await views.behind(s.userId))) {

@@ -4,12 +4,12 @@ import { LRUCache } from "lru-cache";
 import { FederationError } from "../federation/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
+import { StoreUnavailable } from "../store/store-guard.ts";
 import type { Backoff, Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
 import { Bookings } from "./bookings.ts";
 import type { Cluster, SharedLimiter } from "../cluster/cluster.ts";
 import { serverOf } from "../matrix/user-id.ts";
-import { StoreUnavailable } from "../store/store-guard.ts";
 import { decodeLanded, landedFailure, landedOk } from "./landed.ts";
 
 export type RefreshOutcome =
@@ -176,8 +176,15 @@ export class Resyncer {
       booked = admitted?.();
       late = !this.#bookings.add(target, booked);
     }
-    await booked;
-    return this.#await(target, running, waitMs, late);
+    // The wait for the fetch starts now; the answer goes once the booking is written too.
+    const answer = this.#await(target, running, waitMs, late);
+    try {
+      await booked;
+    } catch (e) {
+      answer.catch(() => {}); // the booking's failure is the answer
+      throw e;
+    }
+    return answer;
   }
 
   /**
@@ -397,8 +404,9 @@ export class Resyncer {
       this.#recent.set(target, { snapshot, changed });
       return snapshot;
     } catch (err) {
-      // The store or the database the replicas share failed (a destination slot, cluster/): not
-      // the remote's fault, and no backoff or retry can be written anyway. The route answers 503.
+      // Our store failed, or the database the replicas share (a destination slot, cluster/), not
+      // the remote: nothing is recorded against the destination (the caller answers 503, a retry
+      // entry stays as it was).
       if (err instanceof StoreUnavailable) throw err;
       const e =
         err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));

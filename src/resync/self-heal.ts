@@ -46,7 +46,13 @@ export function learnParsedKeysQuery(
   remote: readonly string[],
   homeserver: Record<string, unknown>,
 ): void {
-  setImmediate(() => use(h, who, remote, summarize(homeserver, requested, remote, Date.now())));
+  const learned = new Promise<void>((done) =>
+    setImmediate(() => {
+      use(h, who, remote, summarize(homeserver, requested, remote, Date.now()));
+      done();
+    }),
+  );
+  h.views.learning(remote, learned);
 }
 
 /**
@@ -62,6 +68,10 @@ export function watchKeysQuery(
   remote: readonly string[],
 ): void {
   if (up.statusCode !== 200 || up.headers["content-encoding"]) return;
+  // Known from the first byte the client may see until the answer has been learned from.
+  let learned!: (p: Promise<void>) => void;
+  h.views.learning(remote, new Promise<void>((r) => (learned = r)));
+  for (const ev of ["close", "error", "aborted"]) up.on(ev, () => learned(Promise.resolve())); // ended early: nothing to learn
   let chunks: Buffer[] | undefined = [];
   let size = 0;
   up.on("data", (c: Buffer) => {
@@ -73,7 +83,7 @@ export function watchKeysQuery(
   up.on("end", () => {
     const held = chunks;
     chunks = undefined;
-    if (held) learnKeysQuery(h, who, requested, remote, held);
+    learned(held ? read(h, who, requested, remote, held) : Promise.resolve());
   });
 }
 
@@ -89,16 +99,27 @@ export function learnKeysQuery(
   remote: readonly string[],
   chunks: readonly Uint8Array[],
 ): void {
+  h.views.learning(remote, read(h, who, requested, remote, chunks));
+}
+
+/** learnKeysQuery's reading: settles once what the answer teaches is recorded. */
+function read(
+  h: SelfHeal,
+  who: Requester,
+  requested: Record<string, string[]>,
+  remote: readonly string[],
+  chunks: readonly Uint8Array[],
+): Promise<void> {
   let size = 0;
   for (const c of chunks) size += c.length;
-  if (size > LEARN_MAX_BYTES) return;
-  setImmediate(() => {
+  if (size > LEARN_MAX_BYTES) return Promise.resolve();
+  return new Promise<void>((r) => setImmediate(r)).then(() => {
     const at = Date.now();
-    void h.parser.summarize(chunks, requested, [...remote]).then(
-      (summary) => {
+    return h.parser.summarize(chunks, requested, [...remote]).then(
+      async (summary) => {
         // A repeat of the last answer teaches nothing, but it is the homeserver's answer as of
         // now: a change it reported before this is no longer ahead of our record.
-        if (summary === "same") void h.views.seen(remote, at).catch(() => {});
+        if (summary === "same") await h.views.seen(remote, at).catch(() => {});
         else if (summary) use(h, who, remote, summary);
       },
       () => {},

@@ -2,6 +2,7 @@
 // sliding-sync connection's (`sliding_pending`, MSC4186 conn_id). Same semantics as the SQLite
 // store (store.ts has the contract). carried_in is a text[]: acknowledging is `token = ANY(...)`.
 import type { Sql } from "postgres";
+import { textList } from "./rows.ts";
 import type { PendingDelivery } from "./store.ts";
 
 type Target = { userId: string; deviceId: string; target: string };
@@ -17,19 +18,17 @@ export class PgDeliveries {
     // One row per (device, target): an upsert may not touch a row twice in one statement.
     const unique = [...new Map(rows.map((r) => [`${r.userId}\u0000${r.deviceId}\u0000${r.target}`, r])).values()];
     if (unique.length === 0) return;
-    const users = unique.map((r) => r.userId);
-    const devices = unique.map((r) => r.deviceId);
-    const targets = unique.map((r) => r.target);
+    const json = JSON.stringify(unique.map((r) => ({ u: r.userId, d: r.deviceId, t: r.target })));
     await this.#sql.begin(async (tx) => {
-      const rows = tx`unnest(${tx.array(users)}::text[], ${tx.array(devices)}::text[], ${tx.array(targets)}::text[])`;
+      const rows = tx`json_to_recordset(${json}::text::json)`;
       await tx`
         INSERT INTO pending (user_id, device_id, target, carried_in, added_at)
-        SELECT u, d, t, '{}', ${now} FROM ${rows} AS r(u, d, t)
+        SELECT u, d, t, '{}', ${now} FROM ${rows} AS r(u text, d text, t text)
         ON CONFLICT (user_id, device_id, target) DO UPDATE SET carried_in = '{}', added_at = excluded.added_at`;
       await tx`
         INSERT INTO sliding_pending (user_id, device_id, conn_id, target, carried_in)
         SELECT c.user_id, c.device_id, c.conn_id, r.t, '{}'
-        FROM ${rows} AS r(u, d, t) JOIN sliding_conns c ON c.user_id = r.u AND c.device_id = r.d
+        FROM ${rows} AS r(u text, d text, t text) JOIN sliding_conns c ON c.user_id = r.u AND c.device_id = r.d
         ON CONFLICT (user_id, device_id, conn_id, target) DO UPDATE SET carried_in = '{}'`;
     });
   }
@@ -37,11 +36,11 @@ export class PgDeliveries {
   async of(userId: string, deviceId: string, conn?: string): Promise<PendingDelivery[]> {
     const rows =
       conn === undefined
-        ? await this.#sql`SELECT target, carried_in FROM pending
+        ? await this.#sql`SELECT target, array_to_json(carried_in)::text AS carried FROM pending
             WHERE user_id = ${userId} AND device_id = ${deviceId} ORDER BY seq`
-        : await this.#sql`SELECT target, carried_in FROM sliding_pending
+        : await this.#sql`SELECT target, array_to_json(carried_in)::text AS carried FROM sliding_pending
             WHERE user_id = ${userId} AND device_id = ${deviceId} AND conn_id = ${conn} ORDER BY seq`;
-    return rows.map((r) => ({ target: String(r.target), carriedIn: (r.carried_in as string[]).slice() }));
+    return rows.map((r) => ({ target: String(r.target), carriedIn: JSON.parse(String(r.carried)) as string[] }));
   }
 
   async has(userId: string, deviceId: string, conn?: string): Promise<boolean> {
@@ -68,13 +67,13 @@ export class PgDeliveries {
       SELECT coalesce(array_agg(x ORDER BY o), '{}') FROM (
         SELECT x, o FROM unnest(array_remove(carried_in, ${token}::text) || ${token}::text) WITH ORDINALITY AS u(x, o)
         ORDER BY o DESC LIMIT ${keep}) s)`;
-    const list = this.#sql.array(targets);
+    const list = textList(this.#sql, targets);
     if (conn === undefined)
       await this.#sql`UPDATE pending SET carried_in = ${carried}
-        WHERE user_id = ${userId} AND device_id = ${deviceId} AND target = ANY(${list}::text[])`;
+        WHERE user_id = ${userId} AND device_id = ${deviceId} AND target = ANY(${list})`;
     else
       await this.#sql`UPDATE sliding_pending SET carried_in = ${carried}
-        WHERE user_id = ${userId} AND device_id = ${deviceId} AND conn_id = ${conn} AND target = ANY(${list}::text[])`;
+        WHERE user_id = ${userId} AND device_id = ${deviceId} AND conn_id = ${conn} AND target = ANY(${list})`;
   }
 
   async ack(userId: string, deviceId: string, token: string, conn?: string): Promise<number> {
@@ -107,11 +106,10 @@ export class PgDeliveries {
           ORDER BY last_seen DESC, seq DESC OFFSET ${keep}`
       ).map((r) => String(r.conn_id));
       if (stale.length === 0) return;
-      const gone = tx.array(stale);
       await tx`DELETE FROM sliding_pending
-        WHERE user_id = ${userId} AND device_id = ${deviceId} AND conn_id = ANY(${gone}::text[])`;
+        WHERE user_id = ${userId} AND device_id = ${deviceId} AND conn_id = ANY(${textList(tx, stale)})`;
       await tx`DELETE FROM sliding_conns
-        WHERE user_id = ${userId} AND device_id = ${deviceId} AND conn_id = ANY(${gone}::text[])`;
+        WHERE user_id = ${userId} AND device_id = ${deviceId} AND conn_id = ANY(${textList(tx, stale)})`;
     });
   }
 

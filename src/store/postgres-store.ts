@@ -4,7 +4,7 @@
 import type { Sql } from "postgres";
 import type { DeviceSnapshot, HsView } from "../matrix/device.ts";
 import { serverOf } from "../matrix/user-id.ts";
-import { CARRIED_KEEP, CONNS_KEEP, fromRetryRow, fromSnapshotRow, num, snapshotColumns } from "./rows.ts";
+import { CARRIED_KEEP, CONNS_KEEP, fromRetryRow, fromSnapshotRow, num, snapshotColumns, textList } from "./rows.ts";
 import type { Backoff, PendingDelivery, RetryEntry, Store } from "./store.ts";
 import { PgDeliveries } from "./postgres-pending.ts";
 
@@ -25,6 +25,11 @@ export class PostgresStore implements Store {
   constructor(sql: Sql) {
     this.#sql = sql;
     this.#pending = new PgDeliveries(sql);
+  }
+
+  /** The connection pool itself: for migrate-store's bulk copy, never the request path. */
+  get sql(): Sql {
+    return this.#sql;
   }
 
   async getSnapshot(userId: string) {
@@ -141,7 +146,7 @@ export class PostgresStore implements Store {
       // Refresh first, insert only what is new: the caller's cap counts rows added, not touched.
       const touched = await tx`
         UPDATE trackers SET last_seen = ${now}
-        WHERE user_id = ${userId} AND device_id = ${deviceId} AND target = ANY(${tx.array(targets)})
+        WHERE user_id = ${userId} AND device_id = ${deviceId} AND target = ANY(${textList(tx, targets)})
         RETURNING target`;
       const had = new Set(touched.map((r) => String(r.target)));
       const fresh = [...new Set(targets.filter((t) => !had.has(t)))];

@@ -34,6 +34,12 @@ export async function openPostgresStore(url: string, opts: PostgresStoreOptions 
     idle_timeout: 60,
     max_lifetime: 30 * 60,
     onnotice: () => {},
+    // Lists travel as JSON (rows.ts textList), so no array types are fetched: that query, run
+    // as each connection opens, rejects unhandled when the server goes away meanwhile.
+    fetch_types: false,
+    // Reconnect attempts back off to at most a second (the client's default grows to 20 s): a
+    // database back from a restart is used again within a second, not after a long wait.
+    backoff: (attempts: number) => Math.min(0.05 * 2 ** attempts, 1),
     // Our queries use bigint for epoch milliseconds; the store converts them (rows.ts).
     connection: { application_name: "matrix-resync-proxy" },
   });

@@ -1,5 +1,6 @@
 // Rows of both back ends (sqlite-store.ts, postgres-store.ts) to and from the Store's types:
 // JSON columns hold values the store never queries inside.
+import type { Sql, TransactionSql } from "postgres";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import type { RetryEntry } from "./store.ts";
 
@@ -9,6 +10,14 @@ export const CARRIED_KEEP = 8;
 export const CONNS_KEEP = 16;
 
 type Row = Record<string, unknown>;
+
+/**
+ * A list of strings as a PostgreSQL text[] expression, sent as one JSON parameter: the client
+ * then needs no array types (postgres.ts turns fetch_types off).
+ */
+export function textList(sql: Sql | TransactionSql, xs: readonly string[]) {
+  return sql`ARRAY(SELECT json_array_elements_text(${JSON.stringify(xs)}::text::json))`;
+}
 
 /** PostgreSQL hands bigint columns and counts over as strings. */
 export const num = (v: unknown): number => Number(v);

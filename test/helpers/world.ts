@@ -19,10 +19,13 @@ export interface World {
   ca: TestCa;
   caPath: string;
   proxy: Awaited<ReturnType<typeof startTestProxy>>;
+  /** The proxy's --data-dir (its SQLite store, unless --database says otherwise). */
+  dataDir: string;
   /** Register a local user with a device; returns its access token. */
   login(localpart: string, deviceId?: string): string;
   refresh(userId: string, token: string, opts?: { prefix?: string; method?: string }): Promise<Response>;
-  restartProxy(extra?: string[]): Promise<void>;
+  /** Stops the proxy, runs `whileStopped` if given, and starts it again with more flags. */
+  restartProxy(extra?: string[], whileStopped?: () => Promise<void>): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -51,6 +54,7 @@ export async function startWorld(extra: string[] = []): Promise<World> {
     ca,
     caPath,
     proxy: await startTestProxy(hs.url, flags()),
+    dataDir,
     login(localpart, deviceId = `${localpart.toUpperCase()}DEV`) {
       const token = `token_${localpart}_${deviceId}`;
       hs.tokens.set(token, [`@${localpart}:hs.test`, deviceId]);
@@ -67,8 +71,9 @@ export async function startWorld(extra: string[] = []): Promise<World> {
         body: (opts.method ?? "POST") === "POST" ? "{}" : undefined,
       });
     },
-    async restartProxy(more = []) {
+    async restartProxy(more = [], whileStopped) {
       await world.proxy.close();
+      await whileStopped?.();
       world.proxy = await startTestProxy(hs.url, [...flags(), ...more]);
     },
     async close() {

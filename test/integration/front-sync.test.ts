@@ -162,13 +162,28 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
       res.end(gz);
     };
     const m = await get(alice, "/_matrix/client/v3/sync?since=s4&timeout=0");
-    expect(m.body.equals(gz)).toBe(true);
     answer = (_req, res) => {
       res.writeHead(200, { "content-type": "application/json" });
       res.end('{"next_batch":"s6"}');
     };
-    const next = JSON.parse((await get(alice, "/_matrix/client/v3/sync?since=s5&timeout=0")).body.toString());
-    expect(next.device_lists.changed).toEqual([bob]);
+    // With --front-threads above 1 the connection may land on another front-end thread, which
+    // hands an injection to the app's sync route (engine/bun/threads.ts): that route inflates
+    // the body and injects into it (README "How it works", item 8). Either way bob reaches the
+    // client exactly once.
+    const threads = Number(process.env.RESYNC_TEST_FRONT_THREADS ?? 1);
+    if (threads <= 1 || m.headers["content-encoding"] === "gzip") {
+      expect(m.body.equals(gz)).toBe(true);
+      const next = JSON.parse((await get(alice, "/_matrix/client/v3/sync?since=s5&timeout=0")).body.toString());
+      expect(next.device_lists.changed).toEqual([bob]);
+    } else {
+      const body = JSON.parse(m.body.toString());
+      expect(body).toEqual({ next_batch: expect.stringMatching(/^s5\.mrp_/), device_lists: { changed: [bob] } });
+      // Its token acknowledges the delivery: nothing is delivered twice.
+      const next = JSON.parse(
+        (await get(alice, `/_matrix/client/v3/sync?since=${body.next_batch}&timeout=0`)).body.toString(),
+      );
+      expect(next).toEqual({ next_batch: "s6" });
+    }
   });
 
   test("overlays exist: a passing /sync is read as it streams, and the homeserver's own report drops the overlay", async () => {

@@ -135,3 +135,27 @@ describe("configuration", () => {
     expect(run([...base, "--listen", "unix:/run/resync.sock"]).listen).toBe("unix:/run/resync.sock");
   });
 });
+
+describe("--database and migrate-store", () => {
+  test("sqlite: by default; postgres:// from a flag, RESYNC_DATABASE or the config file; a bad URL's password is not shown", () => {
+    expect(run(base).database).toBe("sqlite:");
+    const url = "postgres://resync:pw@db.internal:5432/resync";
+    expect(run([...base, "--database", url]).database).toBe(url);
+    expect(run(base, { RESYNC_DATABASE: url }).database).toBe(url);
+    const file = join(mkdtempSync(join(tmpdir(), "cfg-db-")), "c.yaml");
+    writeFileSync(file, `database: ${url}\n`);
+    expect(run([...base, "--config", file]).database).toBe(url);
+    const msg = fails([...base, "--database", "mysql://resync:hunter2@db/resync"]);
+    expect(msg).toContain("--database: expected sqlite:");
+    expect(msg).not.toContain("hunter2");
+  });
+
+  test("migrate-store needs --from and --to, and no signing key", () => {
+    expect(fails(["migrate-store", "--to", "postgres://h/db"])).toMatch(/^--from \(or RESYNC_FROM\) is required/);
+    const c = run(["migrate-store", "--from", "sqlite:/var/lib/x", "--to", "postgres://h/db"]);
+    expect(c).toMatchObject({ command: "migrate-store", from: "sqlite:/var/lib/x", existingTarget: "refuse" });
+    expect(
+      fails(["migrate-store", "--from", "sqlite:", "--to", "postgres://h/db", "--existing-target", "merge"]),
+    ).toContain("expected refuse or replace");
+  });
+});
