@@ -15,9 +15,13 @@ import { createOpsApp, type Readiness } from "../admin/ops-app.ts";
 import { drain, type DrainResult, signalExitCode } from "./shutdown.ts";
 import { looseKeyFile } from "./key-permissions.ts";
 import { timedUpstream } from "../http/timed-upstream.ts";
-import { RateLimiter } from "../resync/rate-limit.ts";
+import { refreshLimiter } from "../resync/rate-limit.ts";
 import { Resyncer } from "../resync/resyncer.ts";
-import { instrumentedFetch } from "../resync/fetch-devices.ts";
+import { instrumentedFetch, perDestination } from "../resync/fetch-devices.ts";
+import type { Cluster } from "../cluster/cluster.ts";
+import { LocalCluster } from "../cluster/local.ts";
+import { PgCluster } from "../cluster/pg-cluster.ts";
+import { followReplicas } from "../delivery/replica-events.ts";
 import { Audit } from "../resync/audit.ts";
 import { Detector } from "../resync/detect.ts";
 import { Healer } from "../resync/heal.ts";
@@ -55,13 +59,22 @@ export interface RunningProxy {
   close(deadlineMs?: number): Promise<DrainResult>;
 }
 
+export interface StartOptions {
+  /** The cross-replica coordination to use instead of the one --database selects (tests). */
+  cluster?: Cluster;
+}
+
 /** This process among the replicas sharing a database: whose lease a claimed retry is (resyncer.ts). */
 function replicaId(): string {
   return `${hostname()}/${process.pid}/${randomBytes(4).toString("hex")}`;
 }
 
 /** Wire the proxy's parts together and start listening. Tests call this in-process. */
-export async function startProxy(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningProxy> {
+export async function startProxy(
+  config: Config,
+  log: Logger = createLogger(config.logLevel),
+  opts: StartOptions = {},
+): Promise<RunningProxy> {
   const engine = chooseEngine(config.engine); // first: `--engine bun` off Bun fails before anything opens
   const key = await loadKey(config);
   const loose = config.signingKey ? looseKeyFile(config.signingKey) : undefined;
@@ -71,6 +84,13 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   // reach the app behind it).
   if (location.kind === "postgres") mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const rawStore = await openStore(location);
+  // Replicas on one PostgreSQL behave as one process (docs/architecture.md "Cross-replica
+  // coordination"); with SQLite, the in-process one: today's local mechanisms, nothing more.
+  const cluster =
+    opts.cluster ??
+    (location.kind === "postgres"
+      ? await PgCluster.open({ url: location.url, log, deadlineMs: config.databaseTimeoutMs })
+      : new LocalCluster());
   // Declared before the metrics that count its failures: the guard reads them when one happens.
   let metrics: Metrics | undefined;
   const store = guardStore(rawStore, {
@@ -104,6 +124,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     ackGraceMs: location.kind === "postgres" ? 250 : 0,
     maxTrackersPerDevice: config.maxTrackersPerDevice,
     onTrackDropped: (n, why) => metrics?.trackersDropped.inc({ reason: why }, n),
+    cluster,
   });
 
   let keyCheck: KeyCheck | undefined;
@@ -119,7 +140,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const resyncer = new Resyncer({
     store,
     serverName: config.serverName,
-    fetchDevices,
+    // The transport caps this process at 3 per destination; the cluster caps all replicas at 3.
+    fetchDevices: perDestination(fetchDevices, cluster, 3),
     onFresh: (s, ctx) => healer.onFresh(s, ctx),
     onStaleAnswer: () => metrics.staleAnswers.inc(),
     refreshCacheMs: config.refreshCacheMs,
@@ -128,21 +150,30 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     probeIntervalMs: config.probeIntervalMs,
     retryLease: { holder: replicaId(), ms: config.retryLeaseMs },
     limits: {
-      requester: new RateLimiter({ burst: config.rateUserBurst, perSecond: config.rateUserPerMinute / 60 }),
-      target: new RateLimiter({ burst: config.rateTargetBurst, perSecond: config.rateTargetPerMinute / 60 }),
+      requester: refreshLimiter(cluster, "requester", {
+        burst: config.rateUserBurst,
+        perSecond: config.rateUserPerMinute / 60,
+      }),
+      target: refreshLimiter(cluster, "target", {
+        burst: config.rateTargetBurst,
+        perSecond: config.rateTargetPerMinute / 60,
+      }),
     },
+    cluster,
     log,
   });
   const overlays = new Overlays({
     store,
     maxAgeMs: config.snapshotMaxAgeMs,
     refetch: (u) => void resyncer.run(u, [], { trigger: "recheck", retry: true }).catch(() => {}),
+    cluster,
     log,
   });
   await overlays.ready;
   // Self-healing (docs/architecture.md "Self-healing"): the view and the heal rule always; the
   // signals and the audit unless --detect off.
-  const views = new Views({ store, paths, log });
+  const views = new Views({ store, paths, log, cluster });
+  const unfollow = followReplicas(cluster, { delivery, overlays, views, store, log });
   const parser = new ViewParser({ url: VIEW_WORKER, log });
   const healer = new Healer({ store, views, overlays, delivery, log, metrics });
   const detect = config.detect === "on";
@@ -283,7 +314,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     // Every commit is already on disk (synchronous=FULL); closing checkpoints the WAL. The views
     // still waiting for their coalesced write go first.
     await storeFallback(() => views.close(), undefined);
+    unfollow();
     await store.close();
+    await cluster.close();
     return result;
   };
   return {

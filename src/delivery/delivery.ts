@@ -8,6 +8,7 @@ import { type ClientPaths, createClientPaths } from "../http/client-paths.ts";
 import type { Upstream } from "../http/upstream.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import type { Store } from "../store/store.ts";
+import type { Cluster } from "../cluster/cluster.ts";
 import { TrackerWriter, type TrackerWriterOptions } from "./tracker-writer.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
 
@@ -27,6 +28,8 @@ export interface DeliveryOptions {
   maxTrackersPerDevice?: number;
   /** Told of (device, target) pairs not tracked (tracker-writer.ts). */
   onTrackDropped?: TrackerWriterOptions["onDropped"];
+  /** Replicas (cluster/): their long-polls of these devices are woken too. */
+  cluster?: Cluster;
   /**
    * With replicas sharing the store: how long a poll whose position acknowledged nothing waits
    * for another replica's booking of it (sync-plan.ts). 0 (one process): it never has to.
@@ -119,7 +122,10 @@ export class Delivery {
       this.#now(),
     );
     for (const d of devices) this.#unforced.delete(deviceKey(d.userId, d.deviceId));
-    this.waiters.wake(devices.map((d) => deviceKey(d.userId, d.deviceId)));
+    const keys = devices.map((d) => deviceKey(d.userId, d.deviceId));
+    this.waiters.wake(keys);
+    // After the rows are written: a replica woken by this finds them.
+    if (this.#o.cluster?.shared) this.#o.cluster.publish({ kind: "pending", devices: keys });
   }
 
   get ackGraceMs(): number {

@@ -5,12 +5,15 @@ import type { Logger } from "../observe/log.ts";
 import { storeFallback } from "../store/store-guard.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import type { Store } from "../store/store.ts";
+import type { Cluster } from "../cluster/cluster.ts";
 
 export interface OverlayOptions {
   store: Store;
   maxAgeMs: number;
   /** Start a background fetch of the user's list (the resyncer's single-flight run). */
   refetch: (userId: string) => void;
+  /** Replicas (cluster/): told of every snapshot written or dropped here, and tell us theirs. */
+  cluster?: Cluster;
   log: Logger;
   now?: () => number;
 }
@@ -47,6 +50,30 @@ export class Overlays {
   noteSnapshot(s: DeviceSnapshot): void {
     this.#known.add(s.userId);
     this.#parsed.set(s.userId, s);
+    this.#tell(s.userId);
+  }
+
+  /**
+   * Another replica wrote or deleted these users' snapshots: the store has the truth, read
+   * again on next use (a deleted one is then forgotten, as after a restart).
+   */
+  changedElsewhere(users: readonly string[]): void {
+    for (const u of users) {
+      this.#parsed.delete(u);
+      this.#known.add(u);
+    }
+  }
+
+  /** Whatever other replicas did meanwhile is unknown (the bus was down): start from the store. */
+  async reload(): Promise<void> {
+    const users = await this.#o.store.listSnapshotUsers();
+    this.#parsed.clear();
+    this.#known.clear();
+    for (const u of users) this.#known.add(u);
+  }
+
+  #tell(userId: string): void {
+    if (this.#o.cluster?.shared) this.#o.cluster.publish({ kind: "snapshots", users: [userId] });
   }
 
   /** Snapshots fit to serve for these users. Too old: not served, and fetched again. */
@@ -95,6 +122,7 @@ export class Overlays {
     if (!this.#known.delete(u)) return;
     // A failing store keeps the row; it is simply no longer served (known again after a restart).
     await storeFallback(() => this.#o.store.deleteSnapshot(u), undefined);
+    this.#tell(u);
     this.#o.log.info("overlay dropped", { userId: u, why });
   }
 }

@@ -7,6 +7,7 @@ import type { Logger } from "../observe/log.ts";
 import type { ClientPaths } from "../http/client-paths.ts";
 import type { Store } from "../store/store.ts";
 import type { HsView } from "../matrix/device.ts";
+import type { Cluster } from "../cluster/cluster.ts";
 import { sameView, viewsFromAnswer } from "./hs-view.ts";
 import { deviceCount, seenAgain } from "./view-wire.ts";
 
@@ -20,6 +21,8 @@ export interface ViewsOptions {
   now?: () => number;
   /** Changed views wait this long to be written together (default 1000 ms). */
   flushMs?: number;
+  /** Replicas (cluster/): told which views we wrote, and tell us theirs. */
+  cluster?: Cluster;
 }
 
 // An answer for one user fits in far less (1000 devices is ~1 MB); a larger one is not read.
@@ -140,6 +143,8 @@ export class Views {
     this.#dirty.clear();
     try {
       await this.#o.store.putViews(batch);
+      const cluster = this.#o.cluster;
+      if (cluster?.shared) cluster.publish({ kind: "views", users: batch.map((v) => v.userId) });
     } catch (e) {
       // Disk full or the like: the views stay in memory and are learned again after a restart.
       this.#o.log.warn("could not write the homeserver's views", { count: batch.length, error: String(e) });
@@ -206,6 +211,11 @@ export class Views {
     if (at === undefined) return false;
     const v = await this.get(userId);
     return v === undefined || at >= v.seenAt;
+  }
+
+  /** Another replica wrote these users' views: read them from the store on next use. */
+  changedElsewhere(users: readonly string[]): void {
+    for (const u of users) if (!this.#dirty.has(u)) this.#cache.delete(u);
   }
 
   /** Trackers expired: so did some views; recount. */

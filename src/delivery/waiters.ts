@@ -46,6 +46,19 @@ export class Waiters {
     }
   }
 
+  /** Is a long-poll of this device held here? */
+  has(key: string): boolean {
+    return this.#byDevice.get(key) !== undefined;
+  }
+
+  /**
+   * Wake every long-poll (another replica's news may have been missed: cluster/pg-bus.ts); each
+   * answers at once at its own position, carrying whatever is pending, and the client polls again.
+   */
+  wakeAll(): number {
+    return this.wake([...this.#byDevice.keys()]);
+  }
+
   /** Wake every long-poll of these devices; returns how many were woken. */
   wake(keys: Iterable<string>): number {
     this.#wakes++;

@@ -2,6 +2,7 @@
 // request (federation/devices.ts), refused up front while our key is known not to be the
 // homeserver's, and counted. Lives here rather than in the wiring so the refresh flow reads
 // from the route (routes/refresh.ts) through the Resyncer to the store without a detour.
+import type { Cluster } from "../cluster/cluster.ts";
 import { fetchUserDevices, logDroppedParts } from "../federation/devices.ts";
 import { FederationError } from "../federation/errors.ts";
 import type { KeyCheck } from "../federation/key-check.ts";
@@ -54,6 +55,26 @@ export function instrumentedFetch(o: FetchDevicesOptions): (userId: string) => P
       if (outcome !== "not_found") metrics.federationFailures.inc({ destination: destinationLabel(serverOf(userId)) });
       metrics.federationLatency.observe({ outcome }, (performance.now() - started) / 1000);
       throw e;
+    }
+  };
+}
+
+/**
+ * With replicas (cluster/), at most `limit` fetches in flight per destination across all of them
+ * (the transport caps each process alone at the same number). One process: `fetch` as is.
+ */
+export function perDestination(
+  fetch: (userId: string) => Promise<{ snapshot: DeviceSnapshot }>,
+  cluster: Cluster,
+  limit: number,
+): (userId: string) => Promise<{ snapshot: DeviceSnapshot }> {
+  if (!cluster.shared) return fetch;
+  return async (userId) => {
+    const release = await cluster.slot(serverOf(userId), limit);
+    try {
+      return await fetch(userId);
+    } finally {
+      release();
     }
   };
 }

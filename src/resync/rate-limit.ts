@@ -1,11 +1,5 @@
 import { LRUCache } from "lru-cache";
-
-export interface BucketSpec {
-  /** Burst size. */
-  burst: number;
-  /** Tokens regained per second. */
-  perSecond: number;
-}
+import type { BucketSpec, Cluster, SharedLimiter } from "../cluster/cluster.ts";
 
 interface Bucket {
   tokens: number;
@@ -40,4 +34,12 @@ export class RateLimiter {
     this.#buckets.set(key, b);
     return Math.ceil(((1 - b.tokens) / this.#spec.perSecond) * 1000);
   }
+}
+
+/**
+ * The limiter for one of the refresh limits: the cluster's shared bucket when replicas share a
+ * database (one user's burst holds whichever replica serves each refresh), else this process's.
+ */
+export function refreshLimiter(cluster: Cluster, name: string, spec: BucketSpec): SharedLimiter {
+  return cluster.limiter(name, spec) ?? new RateLimiter(spec);
 }

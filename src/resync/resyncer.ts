@@ -8,8 +8,9 @@ import { StoreUnavailable } from "../store/store-guard.ts";
 import type { Backoff, Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
 import { Bookings } from "./bookings.ts";
-import type { RateLimiter } from "./rate-limit.ts";
+import type { Cluster, SharedLimiter } from "../cluster/cluster.ts";
 import { serverOf } from "../matrix/user-id.ts";
+import { decodeLanded, landedFailure, landedOk } from "./landed.ts";
 
 export type RefreshOutcome =
   /**
@@ -45,7 +46,12 @@ export interface ResyncOptions {
    * with replicas sharing the store, one runs each, and another takes it over after the lease.
    */
   retryLease?: { holder: string; ms: number };
-  limits: { requester: RateLimiter; target: RateLimiter };
+  limits: { requester: SharedLimiter; target: SharedLimiter };
+  /**
+   * Replicas sharing a database (cluster/): one fetch per target across all of them. Absent or
+   * not shared: this process's in-flight map is the single flight.
+   */
+  cluster?: Cluster;
   log: Logger;
   now?: () => number;
 }
@@ -69,6 +75,15 @@ export interface ResyncContext {
 /** What a background check (a suspicion, the audit) did. */
 export type BackgroundStart = "started" | "joined" | "cached" | "limited" | "backoff" | "local";
 
+/** A shared limit refused the fetch a refresh was about to start (its joiners are refused too). */
+class Limited extends Error {
+  readonly retryAfterMs: number;
+  constructor(retryAfterMs: number) {
+    super("rate limited");
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
 class RefreshFailure extends Error {
   readonly error: FederationError;
   readonly nextRetryInMs?: number;
@@ -87,7 +102,10 @@ export class Resyncer {
   // The last outcome per user, for the cache window: an unchanged list is not stored as a
   // snapshot (it must not be served as an overlay), yet a second question within the window
   // must cost nothing either.
-  readonly #recent = new LRUCache<string, { snapshot: DeviceSnapshot; changed: boolean }>({ max: 50_000 });
+  // `elsewhere`: the outcome of a fetch another replica made (its lease, cluster/pg-flight.ts).
+  readonly #recent = new LRUCache<string, { snapshot: DeviceSnapshot; changed: boolean; elsewhere?: boolean }>({
+    max: 50_000,
+  });
   #timer: ReturnType<typeof setTimeout> | undefined;
   #scheduled = 0;
   #stopped = true;
@@ -117,7 +135,8 @@ export class Resyncer {
   ): Promise<RefreshOutcome> {
     const o = this.#o;
     if (serverOf(target) === o.serverName) return { kind: "local" };
-    const wait = o.limits.requester.take(requester);
+    const taken = o.limits.requester.take(requester);
+    const wait = typeof taken === "number" ? taken : await taken; // a shared bucket (cluster/)
     if (wait > 0) return { kind: "limited", retryAfterMs: wait };
     const admitted = await admit?.();
     // What the store holds is read first; the decision below then runs with no await up to
@@ -134,19 +153,25 @@ export class Resyncer {
         return { kind: "ok", snapshot: cached.snapshot, fromCache: true, changed: cached.changed };
       }
       const waitTarget = o.limits.target.take(target);
-      if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
-      booked = admitted?.();
-      this.#bookings.add(target, booked);
-      const b = stored?.backoff;
-      const now = this.#now();
-      if (b && b.retryAt > now) {
-        // A destination in backoff: an explicit refresh may probe it once per probe interval.
-        if (now - b.lastProbeAt < o.probeIntervalMs) {
-          await booked;
-          return this.#backedOff(target, requester, b);
-        }
-        running = this.run(target, [requester], ctx, o.store.putBackoff({ ...b, lastProbeAt: now }));
-      } else running = this.run(target, [requester], ctx);
+      if (typeof waitTarget !== "number") {
+        // The start books the requester's write itself, once the shared limit has answered.
+        booked = undefined;
+        running = this.#startShared(target, requester, ctx, waitTarget, admitted, stored?.backoff);
+      } else {
+        if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
+        booked = admitted?.();
+        this.#bookings.add(target, booked);
+        const b = stored?.backoff;
+        const now = this.#now();
+        if (b && b.retryAt > now) {
+          // A destination in backoff: an explicit refresh may probe it once per probe interval.
+          if (now - b.lastProbeAt < o.probeIntervalMs) {
+            await booked;
+            return this.#backedOff(target, requester, b);
+          }
+          running = this.run(target, [requester], ctx, o.store.putBackoff({ ...b, lastProbeAt: now }));
+        } else running = this.run(target, [requester], ctx);
+      }
     } else {
       booked = admitted?.();
       late = !this.#bookings.add(target, booked);
@@ -160,6 +185,47 @@ export class Resyncer {
       throw e;
     }
     return answer;
+  }
+
+  /**
+   * refresh() past the local cache with a shared target limit (cluster/): the limit's answer is
+   * a database round trip, so the start is itself the in-flight entry that concurrent refreshes
+   * of the target join; a refusal refuses them all.
+   */
+  #startShared(
+    target: string,
+    requester: string,
+    ctx: ResyncContext,
+    taken: Promise<number>,
+    admitted: (() => void | Promise<void>) | undefined,
+    b: Backoff | undefined,
+  ): Promise<DeviceSnapshot> {
+    const o = this.#o;
+    const p = (async () => {
+      const wait = await taken;
+      if (wait > 0) throw new Limited(wait);
+      const booked = admitted?.();
+      this.#bookings.add(target, booked);
+      await booked;
+      const now = this.#now();
+      let after: Promise<unknown> | undefined;
+      if (b && b.retryAt > now) {
+        // A destination in backoff: an explicit refresh may probe it once per probe interval.
+        if (now - b.lastProbeAt < o.probeIntervalMs) {
+          const out = await this.#backedOff(target, requester, b);
+          if (out.kind === "failed") throw new RefreshFailure(out.error, out.nextRetryInMs);
+        }
+        after = o.store.putBackoff({ ...b, lastProbeAt: now });
+      }
+      return this.#flight(target, [requester], ctx, after, o.refreshCacheMs);
+    })().finally(() => {
+      this.#inflight.delete(target);
+      this.#bookings.end(target);
+      this.#schedule();
+    });
+    p.catch(() => {});
+    this.#inflight.set(target, p);
+    return p;
   }
 
   #recentHit(target: string): boolean {
@@ -205,7 +271,16 @@ export class Resyncer {
     if (this.#cached(target, stored.snapshot)) return "cached";
     const b = stored.backoff;
     if (b && b.retryAt > this.#now()) return "backoff";
-    if (o.limits.target.take(target) > 0) return "limited";
+    const taken = o.limits.target.take(target);
+    if (typeof taken !== "number") {
+      // A shared bucket answers later: started, unless it then refuses (a background check's
+      // outcome is never waited on).
+      void taken
+        .then((w) => (w > 0 ? undefined : this.run(target, [], { ...ctx, retry: false }, undefined, o.refreshCacheMs)))
+        .catch(() => {});
+      return "started";
+    }
+    if (taken > 0) return "limited";
     void this.run(target, [], { ...ctx, retry: false }).catch(() => {});
     return "started";
   }
@@ -220,17 +295,19 @@ export class Resyncer {
 
   /**
    * Start (or join) the single fetch for target. Failures are recorded and rescheduled here.
-   * `after`: a write (the probe's) that is committed before the fetch starts.
+   * `after`: a write (the probe's) that is committed before the fetch starts. `freshMs`: with
+   * replicas, an outcome another one landed that recently is taken as is.
    */
   run(
     target: string,
     requestedBy: string[],
     ctx: ResyncContext = { trigger: "retry", retry: true },
     after?: Promise<unknown>,
+    freshMs = 0,
   ): Promise<DeviceSnapshot> {
     const existing = this.#inflight.get(target);
     if (existing) return existing;
-    const p = this.#fetch(target, requestedBy, ctx, after).finally(() => {
+    const p = this.#flight(target, requestedBy, ctx, after, freshMs).finally(() => {
       this.#inflight.delete(target);
       this.#bookings.end(target);
       this.#schedule();
@@ -238,6 +315,56 @@ export class Resyncer {
     p.catch(() => {}); // the outcome is recorded in the store; callers that wait observe it
     this.#inflight.set(target, p);
     return p;
+  }
+
+  /**
+   * The fetch, through the cluster's lease when replicas share a database: the holder fetches,
+   * stores and delivers; a replica that waited answers with the outcome that landed.
+   */
+  #flight(
+    target: string,
+    requestedBy: string[],
+    ctx: ResyncContext,
+    after: Promise<unknown> | undefined,
+    freshMs: number,
+  ): Promise<DeviceSnapshot> {
+    const cluster = this.#o.cluster;
+    if (!cluster?.shared) return this.#fetch(target, requestedBy, ctx, after);
+    return this.#sharedFlight(cluster, target, requestedBy, ctx, after, freshMs);
+  }
+
+  async #sharedFlight(
+    cluster: Cluster,
+    target: string,
+    requestedBy: string[],
+    ctx: ResyncContext,
+    after: Promise<unknown> | undefined,
+    freshMs: number,
+  ): Promise<DeviceSnapshot> {
+    let own: { snapshot: DeviceSnapshot } | { error: unknown } | undefined;
+    const landed = await cluster.flight(
+      `devices:${target}`,
+      async () => {
+        try {
+          const snapshot = await this.#fetch(target, requestedBy, ctx, after);
+          own = { snapshot };
+          return landedOk(snapshot, this.#recent.get(target)?.changed ?? true);
+        } catch (e) {
+          own = { error: e };
+          return e instanceof RefreshFailure ? landedFailure(e, e.error, e.nextRetryInMs) : landedFailure(e);
+        }
+      },
+      freshMs,
+    );
+    if (own && "snapshot" in own) return own.snapshot;
+    if (own) throw own.error;
+    const d = decodeLanded(landed);
+    if (d.ok) {
+      this.#recent.set(target, { snapshot: d.snapshot, changed: d.changed, elsewhere: true });
+      return d.snapshot;
+    }
+    if ("unavailable" in d) throw d.unavailable;
+    throw new RefreshFailure(d.error, d.nextRetryInMs);
   }
 
   async #fetch(
@@ -277,8 +404,9 @@ export class Resyncer {
       this.#recent.set(target, { snapshot, changed });
       return snapshot;
     } catch (err) {
-      // Our store failed, not the remote: nothing is recorded against the destination (the
-      // caller answers 503, a retry entry stays as it was).
+      // Our store failed, or the database the replicas share (a destination slot, cluster/), not
+      // the remote: nothing is recorded against the destination (the caller answers 503, a retry
+      // entry stays as it was).
       if (err instanceof StoreUnavailable) throw err;
       const e =
         err instanceof FederationError ? err : new FederationError("transport", String((err as Error)?.message ?? err));
@@ -361,17 +489,19 @@ export class Resyncer {
     const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), waitMs)));
     try {
       const r = await Promise.race([p, deadline]);
-      return r === "pending"
-        ? { kind: "pending" }
-        : {
-            kind: "ok",
-            snapshot: r,
-            fromCache: false,
-            changed: this.#recent.get(target)?.changed ?? true,
-            ...(late ? { late } : {}),
-          };
+      if (r === "pending") return { kind: "pending" };
+      const recent = this.#recent.get(target);
+      // Another replica's fetch is, to this one, a cache hit: the asker's devices are told here.
+      return {
+        kind: "ok",
+        snapshot: r,
+        fromCache: recent?.elsewhere === true,
+        changed: recent?.changed ?? true,
+        ...(late ? { late } : {}),
+      };
     } catch (e) {
       if (e instanceof RefreshFailure) return { kind: "failed", error: e.error, nextRetryInMs: e.nextRetryInMs };
+      if (e instanceof Limited) return { kind: "limited", retryAfterMs: e.retryAfterMs };
       throw e;
     } finally {
       clearTimeout(timer);

@@ -1,0 +1,59 @@
+// What makes several replicas behave as one process (docs/architecture.md "Cross-replica
+// coordination"): shared rate limits, one fetch per target user at a time, at most a few fetches
+// per destination, and a bus that tells the other replicas what changed. In-process (SQLite)
+// every one of these is today's local mechanism; on PostgreSQL they live in the database.
+export interface BucketSpec {
+  /** Burst size. */
+  burst: number;
+  /** Tokens regained per second. */
+  perSecond: number;
+}
+
+/** A token bucket per key; the in-process one answers synchronously (no cost on the hot path). */
+export interface SharedLimiter {
+  /** Takes a token: 0 when allowed, else the milliseconds until one is available. */
+  take(key: string): number | Promise<number>;
+}
+
+/** What one replica tells the others. Payloads stay small: ids only, never device lists. */
+export type ClusterEvent =
+  /** Pending rows were added for these devices (`deviceKey`s): wake their long-polls. */
+  | { kind: "pending"; devices: string[] }
+  /** These users' stored snapshots (overlays) were written or deleted. */
+  | { kind: "snapshots"; users: string[] }
+  /** These users' views of the homeserver's answer were written or dropped. */
+  | { kind: "views"; users: string[] }
+  /**
+   * The bus was (re)connected: anything sent while it was down was missed, so every replica
+   * re-checks everything (wakes all long-polls, drops its caches).
+   */
+  | { kind: "resubscribed" };
+
+/** The outcome of a fetch as the other replicas see it (flight.ts); opaque text to the cluster. */
+export interface Landed {
+  ok: boolean;
+  result: string;
+}
+
+export interface Cluster {
+  /** false: one process (SQLite); the local mechanisms are the whole truth. */
+  readonly shared: boolean;
+  /**
+   * A token bucket shared by every replica, named (`requester`, `target`); undefined when this
+   * process's own buckets are the whole truth (resync/rate-limit.ts).
+   */
+  limiter(name: string, spec: BucketSpec): SharedLimiter | undefined;
+  /**
+   * One fetch for `key` across replicas. The replica holding the lease runs `run` and its
+   * outcome lands for everyone; the others wait for it (or take over when the lease expires).
+   * `freshMs`: an outcome that landed that recently is returned without running anything.
+   */
+  flight(key: string, run: () => Promise<Landed>, freshMs: number): Promise<Landed>;
+  /** At most `limit` slots per destination across replicas; resolves with the release. */
+  slot(destination: string, limit: number): Promise<() => void>;
+  /** Tell the other replicas (never this one: it acted already). */
+  publish(e: ClusterEvent): void;
+  /** Events from the other replicas (and `resubscribed`). */
+  subscribe(fn: (e: ClusterEvent) => void): () => void;
+  close(): Promise<void>;
+}
