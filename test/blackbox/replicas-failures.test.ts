@@ -89,21 +89,23 @@ describe("retries", () => {
     expect(holder, `the retry's fetch came from pid ${pid}, not a replica`).toBeDefined();
     await holder!.kill();
     held.release(); // its request died with it
-
-    // Another replica takes the retry over once the dead one's lease runs out, and finishes it:
-    // the fresh list is served and erin is told, by the replicas still alive.
-    const alive = w.replicas.filter((r) => r !== holder);
-    await expect
-      .poll(async () => devicesOf(await w.keysQuery(alive[0]!.port, erin, [flaky]), flaky), {
-        // The lease, then the retry loop's next look (it sleeps at most until the lease ends)
-        // and one fetch: the bound is generous for a shared 2-core machine, not a timing claim.
-        timeout: RETRY_LEASE_MS + 25_000,
-        interval: 500,
-      })
-      .toEqual(["F1", "F2"]);
-    expect(fetches().some((r) => r.remotePort !== claimed.remotePort)).toBe(true);
-    expect([...(await syncUntil(alive[1]!.port, erin, since, [flaky]))]).toContain(flaky);
-    await holder!.start();
+    try {
+      // Another replica takes the retry over once the dead one's lease runs out, and finishes it:
+      // the fresh list is served and erin is told, by the replicas still alive.
+      const alive = w.replicas.filter((r) => r !== holder);
+      await expect
+        .poll(async () => devicesOf(await w.keysQuery(alive[0]!.port, erin, [flaky]), flaky), {
+          // The lease, then the retry loop's next look (it sleeps at most until the lease ends)
+          // and one fetch: the bound is generous for a shared 2-core machine, not a timing claim.
+          timeout: RETRY_LEASE_MS + 25_000,
+          interval: 500,
+        })
+        .toEqual(["F1", "F2"]);
+      expect(fetches().some((r) => r.remotePort !== claimed.remotePort)).toBe(true);
+      expect([...(await syncUntil(alive[1]!.port, erin, since, [flaky]))]).toContain(flaky);
+    } finally {
+      await holder!.start(); // back for the next tests, whatever happened here
+    }
   }, 180_000);
 });
 
