@@ -13,7 +13,7 @@ const RETRY_LEASE_MS = 5000;
 let front: number;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const devicesOf = (a: CallAnswer, u: string) =>
-  Object.keys(((a.json?.device_keys as Record<string, object> | undefined) ?? {})[u] ?? {}).sort();
+  Object.keys((a.json?.device_keys as Record<string, object> | undefined)?.[u] ?? {}).sort();
 /** /readyz's status, with its body when it is not 200 (which check failed). */
 const readyz = async (opsPort: number) => {
   const res = await fetch(`http://127.0.0.1:${opsPort}/readyz`);

@@ -188,7 +188,7 @@ describe("acks", () => {
 
 describe("caches", () => {
   const devicesOf = (a: { json?: Record<string, unknown> }, u: string) =>
-    Object.keys(((a.json?.device_keys as Record<string, object> | undefined) ?? {})[u] ?? {}).sort();
+    Object.keys((a.json?.device_keys as Record<string, object> | undefined)?.[u] ?? {}).sort();
 
   test("snapshots and overlays: a refresh on one replica is served at once by the others", async () => {
     const target = user("cached");
