@@ -99,9 +99,6 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     paths,
     log,
     trackerTtlMs: config.trackerTtlMs,
-    // Replicas share PostgreSQL: a poll may reach this one before the replica that answered it
-    // has booked that answer (sync-plan.ts ackLate). A few of its round trips.
-    ackGraceMs: location.kind === "postgres" ? 250 : 0,
     maxTrackersPerDevice: config.maxTrackersPerDevice,
     onTrackDropped: (n, why) => metrics?.trackersDropped.inc({ reason: why }, n),
   });
