@@ -64,8 +64,8 @@ export async function planSync(d: SyncDeps, a: SyncAsk): Promise<SyncDecision> {
     const mark = a.asked ? markOf(a.since) : undefined;
     if (mark !== undefined) await d.store.ackToken(a.userId, a.deviceId, mark, a.conn);
     if (!a.asked || a.since === "" || !(await d.store.hasPending(a.userId, a.deviceId, a.conn))) return [];
-    // The rows themselves: an injection carries these, so the splice that books them needs no
-    // read of its own once the homeserver answers.
+    // The rows themselves: an injection carries these, so its booking (bookInjection) needs no
+    // read of its own.
     return pendingTargets(d, a, a.conn);
   }, undefined);
   const storeOk = targets !== undefined;
@@ -107,6 +107,8 @@ export function bookInjection(
   conn?: string,
 ): Promise<string | undefined> {
   const mark = newMark();
+  // Users the homeserver lists in `left` are skipped by the splice but booked too: the client
+  // no longer tracks them.
   return storeFallback(async () => {
     await d.store.markCarried(who.userId, who.deviceId, targets, mark, conn);
     return mark;
@@ -114,8 +116,8 @@ export function bookInjection(
 }
 
 /**
- * The engine splices the answer itself: counted as no progress until the splice books the
- * delivery (injectPending), so an answer that cannot be spliced, or one cut short, leaves the
+ * The engine splices the answer itself: counted as no progress until the splice reports the
+ * delivery carried under our suffix (injectPending), so an answer that cannot be spliced, or one cut short, leaves the
  * stream to be answered by us next time.
  */
 export function spliceStarts(d: SyncDeps, who: { userId: string; deviceId: string }, conn?: string): void {
