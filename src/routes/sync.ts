@@ -115,6 +115,8 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     // The answer's suffix is booked while the homeserver answers, and committed before any of
     // the answer goes out (sync-plan.ts bookInjection).
     const booking = inject ? bookInjection(svc, who, plan.targets, conn) : undefined;
+    // Not awaited when the homeserver fails to answer: never an unhandled rejection then.
+    booking?.catch(() => {});
     let up: IncomingMessage;
     try {
       up = await deps.upstream.open({
@@ -143,7 +145,10 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     if (booking) {
       const decoder = up.statusCode === 200 ? decoderFor(encoding) : undefined;
       if (!readable && !decoder) return pipeResponse(up, res);
+      // The answer waits, unread, for its booking (already done, unless the store is slow).
+      up.on("error", () => res.destroy());
       const mark = await booking;
+      if (res.destroyed) return void up.destroy();
       // A failing store: the answer goes through as the homeserver gave it, nothing injected.
       if (mark === undefined) return pipeResponse(up, res);
       return pipeSpliced(
