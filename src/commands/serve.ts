@@ -119,9 +119,6 @@ export async function startProxy(
     paths,
     log,
     trackerTtlMs: config.trackerTtlMs,
-    // Replicas share PostgreSQL: a poll may reach this one before the replica that answered it
-    // has booked that answer (sync-plan.ts ackLate). A few of its round trips.
-    ackGraceMs: location.kind === "postgres" ? 250 : 0,
     maxTrackersPerDevice: config.maxTrackersPerDevice,
     onTrackDropped: (n, why) => metrics?.trackersDropped.inc({ reason: why }, n),
     cluster,

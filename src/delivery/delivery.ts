@@ -30,11 +30,6 @@ export interface DeliveryOptions {
   onTrackDropped?: TrackerWriterOptions["onDropped"];
   /** Replicas (cluster/): their long-polls of these devices are woken too. */
   cluster?: Cluster;
-  /**
-   * With replicas sharing the store: how long a poll whose position acknowledged nothing waits
-   * for another replica's booking of it (sync-plan.ts). 0 (one process): it never has to.
-   */
-  ackGraceMs?: number;
   now?: () => number;
 }
 
@@ -59,13 +54,6 @@ export class Delivery {
    * device is never driven into a loop of timeout=0 polls that make no progress.
    */
   readonly #unforced = new LRUCache<string, Set<string>>({ max: 100_000 });
-  /**
-   * Per delivery stream, the booking of the token a spliced answer carried: written once the
-   * body has gone out (sync-plan.ts injectPending), so the client's next poll may arrive
-   * first. That poll's acknowledgement waits for it (carried()).
-   */
-  readonly #carrying = new Map<string, Promise<unknown>>();
-
   constructor(o: DeliveryOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
@@ -126,24 +114,6 @@ export class Delivery {
     this.waiters.wake(keys);
     // After the rows are written: a replica woken by this finds them.
     if (this.#o.cluster?.shared) this.#o.cluster.publish({ kind: "pending", devices: keys });
-  }
-
-  get ackGraceMs(): number {
-    return this.#o.ackGraceMs ?? 0;
-  }
-
-  /** A spliced answer's booking (markCarried) is on its way for this stream. */
-  carrying(userId: string, deviceId: string, stream: string, write: Promise<unknown>): void {
-    const key = `${deviceKey(userId, deviceId)}|${stream}`;
-    const done = write.finally(() => {
-      if (this.#carrying.get(key) === done) this.#carrying.delete(key);
-    });
-    this.#carrying.set(key, done);
-  }
-
-  /** Settles once the stream's booking on its way, if any, has been written (or failed). */
-  carried(userId: string, deviceId: string, stream: string): Promise<unknown> | undefined {
-    return this.#carrying.get(`${deviceKey(userId, deviceId)}|${stream}`)?.catch(() => {});
   }
 
   /** May this stream's next poll with something pending be asked to answer at once? */

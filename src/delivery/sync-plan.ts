@@ -11,7 +11,7 @@ import type { Delivery } from "./delivery.ts";
 import { type BodySplice, ReportedWatch, SyncSplice } from "./json/sync-splice.ts";
 import type { Overlays } from "./overlays.ts";
 import { type SyncFlavour, wakeResponse } from "./json/sync-inject.ts";
-import { isWrapped, wrapToken } from "./tokens.ts";
+import { markOf, newMark, withMark } from "./tokens.ts";
 
 /** What the plan reads and writes (the routes' Services has all of it). */
 export interface SyncDeps {
@@ -58,15 +58,14 @@ export async function planSync(d: SyncDeps, a: SyncAsk): Promise<SyncDecision> {
   const targets = await storeFallback(async () => {
     if (a.asked && a.conn !== undefined) await d.delivery.openConn(a.userId, a.deviceId, a.conn);
     // Only positions of ours ever carry a delivery (tokens.ts): the homeserver's own token, what
-    // nearly every poll resumes from, acknowledges nothing, and costs no write.
-    if (a.asked && isWrapped(a.since)) {
-      // The answer that carried this token may still be being booked (injectPending).
-      await d.delivery.carried(a.userId, a.deviceId, a.conn ?? "");
-      if ((await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn)) === 0) await ackLate(d, a);
-    }
+    // nearly every poll resumes from, acknowledges nothing, and costs no write. The answer that
+    // gave this position booked its suffix before any of it went out (bookInjection), so the
+    // booking is committed, whichever replica wrote it, by the time the client can send it.
+    const mark = a.asked ? markOf(a.since) : undefined;
+    if (mark !== undefined) await d.store.ackToken(a.userId, a.deviceId, mark, a.conn);
     if (!a.asked || a.since === "" || !(await d.store.hasPending(a.userId, a.deviceId, a.conn))) return [];
-    // The rows themselves: an injection carries these, so the splice that books them needs no
-    // read of its own once the homeserver answers.
+    // The rows themselves: an injection carries these, so its booking (bookInjection) needs no
+    // read of its own.
     return pendingTargets(d, a, a.conn);
   }, undefined);
   const storeOk = targets !== undefined;
@@ -76,22 +75,6 @@ export async function planSync(d: SyncDeps, a: SyncAsk): Promise<SyncDecision> {
   const hold = a.longPoll && a.asked && storeOk && !inject && !answerHere;
   return { storeOk, answerHere, inject, hold, targets: targets ?? [], wakes };
 }
-
-/**
- * Nothing acknowledged, though the position is ours: with replicas sharing the store, another
- * may have sent that answer and not yet booked its token (injectPending books it once the body
- * has gone out). While rows are pending, look again a few times within the grace.
- */
-async function ackLate(d: SyncDeps, a: SyncAsk): Promise<void> {
-  const grace = d.delivery.ackGraceMs;
-  for (let waited = 0; waited < grace; waited += ACK_RETRY_MS) {
-    if (!(await d.store.hasPending(a.userId, a.deviceId, a.conn))) return;
-    await new Promise((r) => setTimeout(r, ACK_RETRY_MS));
-    if ((await d.store.ackToken(a.userId, a.deviceId, a.since, a.conn)) > 0) return;
-  }
-}
-
-const ACK_RETRY_MS = 25;
 
 /**
  * The long-poll is held now, some turns after its plan read the store: a refresh that landed in
@@ -109,8 +92,32 @@ export function holdAfterPlan(
 }
 
 /**
- * The engine splices the answer itself: counted as no progress until the splice books the
- * delivery (injectPending), so an answer that cannot be spliced, or one cut short, leaves the
+ * Before an injected answer's first byte goes to the client: its position's suffix of ours
+ * (tokens.ts) is chosen now and booked on the pending rows it carries, committed. The client
+ * can acknowledge the answer only with a position it has read, so its next poll finds the
+ * booking on the shared store whichever replica, or connection, it arrives on (docs/architecture.md
+ * "Exact acknowledgements"). A suffix booked for an answer that never reaches the client is
+ * never sent back, and acknowledges nothing. Undefined on a failing store: the answer then
+ * goes through without injection (docs/operations.md, "When the store fails").
+ */
+export function bookInjection(
+  d: SyncDeps,
+  who: { userId: string; deviceId: string },
+  targets: string[],
+  conn?: string,
+): Promise<string | undefined> {
+  const mark = newMark();
+  // Users the homeserver lists in `left` are skipped by the splice but booked too: the client
+  // no longer tracks them.
+  return storeFallback(async () => {
+    await d.store.markCarried(who.userId, who.deviceId, targets, mark, conn);
+    return mark;
+  }, undefined);
+}
+
+/**
+ * The engine splices the answer itself: counted as no progress until the splice reports the
+ * delivery carried under our suffix (injectPending), so an answer that cannot be spliced, or one cut short, leaves the
  * stream to be answered by us next time.
  */
 export function spliceStarts(d: SyncDeps, who: { userId: string; deviceId: string }, conn?: string): void {
@@ -150,9 +157,10 @@ async function wakeAnswer(
   conn?: string,
 ): Promise<Record<string, unknown>> {
   const targets = await pendingTargets(svc, who, conn);
-  const token = wrapToken(since);
-  // Committed before the answer goes out: the token it carries acknowledges these rows.
-  await svc.store.markCarried(who.userId, who.deviceId, targets, token, conn);
+  const mark = newMark();
+  // Committed before the answer goes out: the suffix of the token it carries acknowledges these rows.
+  await svc.store.markCarried(who.userId, who.deviceId, targets, mark, conn);
+  const token = withMark(since, mark);
   svc.metrics?.wakes.inc();
   svc.metrics?.injections.inc({ endpoint: flavour }, targets.length);
   return wakeResponse(token, targets, flavour);
@@ -177,15 +185,15 @@ export async function safeWakeAnswer(
 
 /**
  * A sync response body with deliveries pending for the requester: the pending users spliced
- * into device_lists.changed as it streams, and its token replaced by one of ours (tokens.ts),
- * which each is marked as carried by once the whole body has gone through (the client can only
- * ask with that token after it has).
+ * into device_lists.changed as it streams, and its token given our suffix `mark`, which
+ * bookInjection booked on those rows before the answer started.
  */
 export function injectPending(
   svc: SyncDeps,
   who: Requester,
   targets: string[],
   flavour: SyncFlavour,
+  mark: string,
   conn?: string,
 ): BodySplice {
   return new SyncSplice(
@@ -193,20 +201,12 @@ export function injectPending(
     flavour,
     (spliced) => {
       svc.overlays.homeserverReported(spliced.reported);
-      // Users the homeserver lists in `left` are skipped but marked too: the client no longer tracks them.
+      // A body whose token went out unchanged carried nothing the client can acknowledge: the
+      // stream stays "no progress", and the next poll is answered by us.
       if (spliced.token === undefined) return;
-      // Unmarked on a failing store: the rows stay pending and the next poll carries them again.
-      // The body has gone out already: the client's next poll may come before this write lands,
-      // and its acknowledgement waits for it here (Delivery.carried).
-      svc.delivery.carrying(
-        who.userId,
-        who.deviceId,
-        conn ?? "",
-        storeFallback(() => svc.store.markCarried(who.userId, who.deviceId, targets, spliced.token!, conn), undefined),
-      );
       svc.delivery.forcedWithoutProgress(who.userId, who.deviceId, conn ?? "", false);
       svc.metrics?.injections.inc({ endpoint: flavour }, spliced.added.length);
     },
-    wrapToken,
+    (token) => withMark(token, mark),
   );
 }

@@ -23,9 +23,28 @@ function randomId(): string {
   return s;
 }
 
-/** A new position for an answer we added to: the homeserver's own token plus our suffix. */
+/**
+ * A new suffix (`.mrp_` and 12 random characters) for an answer we add to. It is chosen, and
+ * booked as what acknowledges the answer's deliveries, before the answer goes out: the
+ * homeserver's half of the position is known only once its body streams, ours is known at once.
+ */
+export function newMark(): string {
+  return MARK + randomId();
+}
+
+/** The homeserver's token with this suffix of ours (newMark) in place of any it had. */
+export function withMark(token: string, mark: string): string {
+  return unwrapToken(token) + mark;
+}
+
+/** A new position for an answer we added to: the homeserver's own token plus a new suffix. */
 export function wrapToken(token: string): string {
-  return unwrapToken(token) + MARK + randomId();
+  return withMark(token, newMark());
+}
+
+/** Our suffix of a position of ours (what the store books, newMark); undefined for any other. */
+export function markOf(token: string): string | undefined {
+  return WRAPPED.test(token) ? token.slice(-(MARK.length + ID_LENGTH)) : undefined;
 }
 
 /** The homeserver's token inside one of ours; any other token as it is. */

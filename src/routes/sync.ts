@@ -8,6 +8,7 @@ import { deviceKey } from "../delivery/waiters.ts";
 import type { SyncFlavour } from "../delivery/json/sync-inject.ts";
 import {
   answerAtOnce,
+  bookInjection,
   holdAfterPlan,
   injectPending,
   planSync,
@@ -111,6 +112,11 @@ export function syncRoute(flavour: SyncFlavour): Handler {
       delete headers["transfer-encoding"];
       headers["content-length"] = String(body.length);
     }
+    // The answer's suffix is booked while the homeserver answers, and committed before any of
+    // the answer goes out (sync-plan.ts bookInjection).
+    const booking = inject ? bookInjection(svc, who, plan.targets, conn) : undefined;
+    // Not awaited when the homeserver fails to answer: never an unhandled rejection then.
+    booking?.catch(() => {});
     let up: IncomingMessage;
     try {
       up = await deps.upstream.open({
@@ -136,13 +142,19 @@ export function syncRoute(flavour: SyncFlavour): Handler {
     }
     const encoding = up.headers["content-encoding"];
     const readable = up.statusCode === 200 && !encoding;
-    if (inject) {
+    if (booking) {
       const decoder = up.statusCode === 200 ? decoderFor(encoding) : undefined;
       if (!readable && !decoder) return pipeResponse(up, res);
+      // The answer waits, unread, for its booking (already done, unless the store is slow).
+      up.on("error", () => res.destroy());
+      const mark = await booking;
+      if (res.destroyed) return void up.destroy();
+      // A failing store: the answer goes through as the homeserver gave it, nothing injected.
+      if (mark === undefined) return pipeResponse(up, res);
       return pipeSpliced(
         up,
         res,
-        watchedSplice(injectPending(svc, who, plan.targets, flavour, conn), toDevice),
+        watchedSplice(injectPending(svc, who, plan.targets, flavour, mark, conn), toDevice),
         decoder,
       );
     }

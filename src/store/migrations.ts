@@ -98,6 +98,16 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE retries ADD COLUMN holder TEXT;
   ALTER TABLE retries ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
   `,
+  // 6: carried_in holds the suffix of ours (`.mrp_` and 12 characters, delivery/tokens.ts) that
+  // an answer's position ends with, booked before the answer goes out, rather than the whole
+  // position, booked after it: existing entries keep their last 17 characters, that suffix.
+  `
+  UPDATE pending SET carried_in = (SELECT json_group_array(substr(value, -17)) FROM json_each(pending.carried_in))
+    WHERE carried_in <> '[]';
+  UPDATE sliding_pending
+    SET carried_in = (SELECT json_group_array(substr(value, -17)) FROM json_each(sliding_pending.carried_in))
+    WHERE carried_in <> '[]';
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

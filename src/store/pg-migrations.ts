@@ -84,6 +84,16 @@ export const PG_MIGRATIONS: readonly string[] = [
     seen_at bigint NOT NULL
   );
   `,
+  // 2: as SQLite's 6: carried_in holds the suffix of ours (`.mrp_` and 12 characters,
+  // delivery/tokens.ts) an answer's position ends with, not the whole position.
+  `
+  UPDATE pending SET carried_in = ARRAY(
+      SELECT right(x, 17) FROM unnest(carried_in) WITH ORDINALITY AS u(x, o) ORDER BY o)
+    WHERE cardinality(carried_in) > 0;
+  UPDATE sliding_pending SET carried_in = ARRAY(
+      SELECT right(x, 17) FROM unnest(carried_in) WITH ORDINALITY AS u(x, o) ORDER BY o)
+    WHERE cardinality(carried_in) > 0;
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;

@@ -28,7 +28,10 @@ export interface RetryEntry {
 /** "This device must be told that `target`'s device list changed". */
 export interface PendingDelivery {
   target: string;
-  /** The sync tokens (next_batch) of responses that carried this injection, oldest first. */
+  /**
+   * What acknowledges this delivery, oldest first: the suffixes of ours (delivery/tokens.ts) of
+   * the positions of answers that carried it, each booked before its answer went out.
+   */
   carriedIn: string[];
 }
 
@@ -70,7 +73,7 @@ export interface Store {
   // device's rows, which classic /sync delivers and acknowledges.
   pendingFor(userId: string, deviceId: string, conn?: string): Promise<PendingDelivery[]>;
   hasPending(userId: string, deviceId: string, conn?: string): Promise<boolean>;
-  /** Appends `token` to carriedIn of the named rows that still exist (keeps the last 8). */
+  /** Appends `token` (a suffix of ours) to carriedIn of the named rows that still exist (keeps the last 8). */
   markCarried(userId: string, deviceId: string, targets: string[], token: string, conn?: string): Promise<void>;
   /** Deletes this device's (or connection's) rows whose carriedIn contains `token`; returns how many. */
   ackToken(userId: string, deviceId: string, token: string, conn?: string): Promise<number>;

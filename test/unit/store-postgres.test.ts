@@ -3,7 +3,7 @@
 // one line, before anything is written.
 import postgres from "postgres";
 import { afterAll, expect, it } from "vitest";
-import { PG_SCHEMA_VERSION } from "../../src/store/pg-migrations.ts";
+import { PG_MIGRATIONS, PG_SCHEMA_VERSION } from "../../src/store/pg-migrations.ts";
 import { closeTestStores, freshDatabase, openDatabase } from "../helpers/stores.ts";
 
 afterAll(closeTestStores);
@@ -35,4 +35,27 @@ it("refuses a database a newer build migrated, in one line, and leaves it as it 
   expect(await sql`SELECT version FROM schema_version`).toEqual([{ version: PG_SCHEMA_VERSION + 1 }]);
   expect(await sql`SELECT count(*)::int AS n FROM heartbeat`).toEqual([{ n: 0 }]);
   await sql.end();
+});
+
+it("a version-1 database's carried positions become their suffixes of ours, which acknowledge them", async () => {
+  const db = await freshDatabase("postgres");
+  const sql = postgres(db, { onnotice: () => {} });
+  await sql.unsafe(PG_MIGRATIONS[0]!);
+  await sql`CREATE TABLE schema_version (version integer NOT NULL)`;
+  await sql`INSERT INTO schema_version (version) VALUES (1)`;
+  await sql`INSERT INTO pending (user_id, device_id, target, carried_in, added_at)
+    VALUES ('@me:h', 'D', '@a:x', ${["s1.mrp_aaaaaaaaaaaa", "s_2.long_token.mrp_bbbbbbbbbbbb"]}::text[], 1),
+           ('@me:h', 'D', '@b:x', '{}', 1)`;
+  await sql`INSERT INTO sliding_pending (user_id, device_id, conn_id, target, carried_in)
+    VALUES ('@me:h', 'D', 'c', '@a:x', ${["p9.mrp_cccccccccccc"]}::text[])`;
+  await sql.end();
+  const s = await openDatabase(db);
+  expect(await s.pendingFor("@me:h", "D")).toEqual([
+    { target: "@a:x", carriedIn: [".mrp_aaaaaaaaaaaa", ".mrp_bbbbbbbbbbbb"] },
+    { target: "@b:x", carriedIn: [] },
+  ]);
+  expect(await s.pendingFor("@me:h", "D", "c")).toEqual([{ target: "@a:x", carriedIn: [".mrp_cccccccccccc"] }]);
+  expect(await s.ackToken("@me:h", "D", ".mrp_bbbbbbbbbbbb")).toBe(1);
+  expect(await s.ackToken("@me:h", "D", ".mrp_cccccccccccc", "c")).toBe(1);
+  await s.close();
 });

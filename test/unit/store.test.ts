@@ -413,6 +413,33 @@ describe("opening, migrations, durability", () => {
     expect(await s.ackToken("@me:h", "D", "s5")).toBe(1);
   });
 
+  it("a version-5 database's carried positions become their suffixes of ours, which acknowledge them", async () => {
+    const d = join(dir, "..", "v5");
+    mkdirSync(d, { recursive: true });
+    const raw = await openSqliteDatabase(join(d, STORE_FILE));
+    for (const m of MIGRATIONS.slice(0, 5)) raw.exec(m);
+    raw.exec("PRAGMA user_version = 5");
+    const carried = JSON.stringify(["s1.mrp_aaaaaaaaaaaa", "s_2.long_token.mrp_bbbbbbbbbbbb"]);
+    raw
+      .prepare("INSERT INTO pending (user_id, device_id, target, carried_in, added_at) VALUES (?, ?, ?, ?, 1)")
+      .run("@me:h", "D", "@a:x", carried);
+    raw
+      .prepare("INSERT INTO pending (user_id, device_id, target, carried_in, added_at) VALUES (?, ?, ?, '[]', 1)")
+      .run("@me:h", "D", "@b:x");
+    raw
+      .prepare("INSERT INTO sliding_pending (user_id, device_id, conn_id, target, carried_in) VALUES (?, ?, ?, ?, ?)")
+      .run("@me:h", "D", "c", "@a:x", JSON.stringify(["p9.mrp_cccccccccccc"]));
+    raw.close();
+    const s = await open(d);
+    expect(await s.pendingFor("@me:h", "D")).toEqual([
+      { target: "@a:x", carriedIn: [".mrp_aaaaaaaaaaaa", ".mrp_bbbbbbbbbbbb"] },
+      { target: "@b:x", carriedIn: [] },
+    ]);
+    expect(await s.pendingFor("@me:h", "D", "c")).toEqual([{ target: "@a:x", carriedIn: [".mrp_cccccccccccc"] }]);
+    expect(await s.ackToken("@me:h", "D", ".mrp_bbbbbbbbbbbb")).toBe(1);
+    expect(await s.ackToken("@me:h", "D", ".mrp_cccccccccccc", "c")).toBe(1);
+  });
+
   it("migrates a fresh database from 0 and refuses a newer schema", async () => {
     const file = join(dir, "fresh.sqlite3");
     const raw = await openSqliteDatabase(file);

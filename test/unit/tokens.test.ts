@@ -1,5 +1,14 @@
 import { describe, expect, test } from "vitest";
-import { isWrapped, unwrapTarget, unwrapToken, upstreamTarget, wrapToken } from "../../src/delivery/tokens.ts";
+import {
+  isWrapped,
+  markOf,
+  newMark,
+  unwrapTarget,
+  unwrapToken,
+  upstreamTarget,
+  withMark,
+  wrapToken,
+} from "../../src/delivery/tokens.ts";
 
 describe("positions of ours", () => {
   test("wrap adds a fresh suffix to the homeserver's token; unwrap gives that token back", () => {
@@ -12,6 +21,17 @@ describe("positions of ours", () => {
     expect(unwrapToken("s1.mrp_short")).toBe("s1.mrp_short");
     expect(isWrapped(a)).toBe(true);
     expect(isWrapped("s1")).toBe(false);
+  });
+
+  test("a suffix chosen before the homeserver's token is known: the position ends with it, and markOf reads it back", () => {
+    const mark = newMark();
+    expect(mark).toMatch(/^\.mrp_[0-9a-z]{12}$/);
+    const pos = withMark("s5_1", mark);
+    expect(pos).toBe(`s5_1${mark}`);
+    expect(withMark(pos, mark)).toBe(pos); // never two suffixes
+    expect(markOf(pos)).toBe(mark);
+    expect(markOf("s5_1")).toBeUndefined();
+    expect(markOf("s1.mrp_short")).toBeUndefined();
   });
 
   test("the suffix comes off every position parameter, and nothing else changes", () => {

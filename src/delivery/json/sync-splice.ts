@@ -10,7 +10,7 @@
 // hold it is scanned ahead. The closing brace needs no scan: in a well-formed body it is the
 // last byte that is not whitespace, so a read ending in `}` keeps that byte back until more
 // comes or the body ends. After the last send, the scan behind goes as far as the token, which
-// the bookkeeping needs (docs/performance.md, delivery).
+// the report of what the answer carried needs (docs/performance.md, delivery).
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
 import { KeyFinder } from "./key-finder.ts";
 import { BEHIND_BYTES, ReadBehind } from "./read-behind.ts";
@@ -40,7 +40,7 @@ export interface BodySplice {
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void;
   /** The whole body went through: anything still held goes to `out`. */
   end(out: Emit): void;
-  /** After the output has been sent: finish reading the body, and book what it carried. */
+  /** After the output has been sent: finish reading the body, and report what it carried. */
   settle(): void;
 }
 
@@ -76,14 +76,14 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #tokenKey: string;
   /** Which member's value is held: the device lists', or the token's. */
   #holding: string | undefined;
-  /** The token as it went out, when it was rewritten; a token that passed unrewritten books nothing. */
+  /** The token as it went out, when it was rewritten; a token that passed unrewritten carried nothing. */
   #wrapped: string | undefined;
   #tokenMissed = false;
   #added: string[] = [];
   #reported: string[] = [];
   /** The member went out, rewritten or added: nothing is left to change (a duplicate would be scanned ahead). */
   #seen = false;
-  /** A member's value passed during a scan behind: it went out unchanged, so nothing is booked. */
+  /** A member's value passed during a scan behind: it went out unchanged, so nothing is reported. */
   #missed = false;
   /** Non-whitespace so far: 0 none; 1 `{`; 2 `{}` (an empty object, if that is all); 3 more. */
   #opened = 0;
@@ -102,7 +102,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   /**
    * `done`: called by settle() unless what was read of the body shows it is not one JSON object.
    * `wrap`: the token member is rewritten too (a position of ours, tokens.ts), and `done` gets
-   * the rewritten one; a body whose token could not be rewritten is not booked.
+   * the rewritten one; a body whose token could not be rewritten is not reported.
    */
   constructor(
     users: readonly string[],
@@ -150,7 +150,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     // The body's last byte that is not whitespace is a `}`: the object's own, if the body is
     // well-formed. No member was seen, so it goes in just before. Whether the body is indeed
     // well-formed is known now when little is left to scan, else only to settle(): a body that
-    // is not gets the member too, and then it is not booked (its client cannot parse it anyway).
+    // is not gets the member too, and then it is not reported (its client cannot parse it anyway).
     if (this.#behindBytes <= SCAN_AT_END) this.#catchUp();
     const value = this.#seen || this.#capture.failed ? undefined : this.#rewritten(undefined);
     if (value !== undefined)
@@ -161,7 +161,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   settle(): void {
     // What went out behind is read only as far as the token: the rest cannot hold the member
     // (the sighting test), and only a body's token says which request acknowledges it. A body
-    // that would have failed to parse further on is booked all the same, harmlessly: its client
+    // that would have failed to parse further on is reported all the same, harmlessly: its client
     // cannot read the token, asks again from its old position, and the delivery is carried again.
     const key = TOKEN[this.#flavour];
     this.#muted = true;
@@ -184,7 +184,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     const token = key === this.#tokenKey && key !== this.#member;
     if (!token && key !== this.#member) return;
     if (token && !this.#wrap) return;
-    // Ruled out by the sighting tests; a token that went out as it came books nothing.
+    // Ruled out by the sighting tests; a token that went out as it came carried nothing.
     if (this.#muted) return void (token ? (this.#tokenMissed = true) : (this.#missed = true));
     this.#emit(this.#buf, this.#from, at);
     this.#held = [];

@@ -9,6 +9,7 @@ import { deviceKey, type Waiter } from "../../delivery/waiters.ts";
 import type { BodySplice } from "../../delivery/json/sync-splice.ts";
 import {
   answerAtOnce,
+  bookInjection,
   injectPending,
   planSync,
   reportedWatch,
@@ -101,6 +102,8 @@ export class DevicePoll implements SyncPlan, LongPoll {
   readonly #key: string;
   readonly #since: string;
   readonly #plan: SyncDecision;
+  /** The suffix of ours the spliced answer's token gets, once booked (book()). */
+  #mark = "";
   readonly longPoll: LongPoll | undefined;
   readonly inject: SyncPlan["inject"];
 
@@ -115,7 +118,10 @@ export class DevicePoll implements SyncPlan, LongPoll {
       ? {
           target: answerAtOnce(upstreamTarget(target)),
           splice: () =>
-            watchedSplice(injectPending(svc, who, plan.targets, "sync"), toDeviceWatch(svc.heal, who, "sync")),
+            watchedSplice(
+              injectPending(svc, who, plan.targets, "sync", this.#mark),
+              toDeviceWatch(svc.heal, who, "sync"),
+            ),
         }
       : undefined;
     this.longPoll = plan.hold ? this : undefined;
@@ -141,7 +147,18 @@ export class DevicePoll implements SyncPlan, LongPoll {
   }
 
   /**
-   * This front end splices the answer: no progress until the splice books it. An answer it
+   * Books the injected answer's suffix (sync-plan.ts bookInjection) before the request even
+   * goes to the homeserver, so before its head can reach the client; false on a failing store.
+   */
+  async book(): Promise<boolean> {
+    const mark = await bookInjection(this.#svc, this.#who, this.#plan.targets);
+    if (mark === undefined) return false;
+    this.#mark = mark;
+    return true;
+  }
+
+  /**
+   * This front end splices the answer: no progress until the splice carries it. An answer it
    * cannot read (a compressed one) leaves the next poll to the app's route, which answers it
    * itself (routes/sync.ts).
    */
@@ -192,9 +209,14 @@ export function createSyncGate(svc: Services): MainSyncGate {
     if (plan.answerHere) return "app";
     return new DevicePoll(svc, who, r.target, r.since, plan);
   };
-  const here = (p: PlanFor): SyncRoute => {
-    if (p instanceof DevicePoll && p.inject) p.splicesHere();
-    return p;
+  const here = (p: PlanFor): SyncRoute | Promise<SyncRoute> => {
+    if (!(p instanceof DevicePoll && p.inject)) return p;
+    // A failing store: the poll goes through plain, as when the plan could not read it.
+    return p.book().then((booked) => {
+      if (!booked) return PLAIN;
+      p.splicesHere();
+      return p;
+    });
   };
   function planFor(r: SyncRequest) {
     const known = svc.auth.cached(r.token);
