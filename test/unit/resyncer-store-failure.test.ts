@@ -1,0 +1,59 @@
+// A store that fails mid-fetch (after the remote answered, on clearing the destination's backoff)
+// while the requester's booking is still being written: the refresh must reject with
+// StoreUnavailable (the route answers 503 + Retry-After), and nothing may escape as an
+// unhandled rejection, which a real process would log as a crash (observe/last-resort.ts).
+import { afterAll, expect, test } from "vitest";
+import { createLogger } from "../../src/observe/log.ts";
+import { Resyncer } from "../../src/resync/resyncer.ts";
+import type { Store } from "../../src/store/store.ts";
+import { StoreUnavailable } from "../../src/store/store-guard.ts";
+import { closeTestStores, freshDatabase, openDatabase } from "../helpers/stores.ts";
+
+afterAll(closeTestStores);
+
+/** The store, except that clearBackoff fails as a stopped PostgreSQL makes it fail. */
+function failingClearBackoff(store: Store): Store {
+  return new Proxy(store, {
+    get(t, k) {
+      if (k === "clearBackoff")
+        return () =>
+          Promise.reject(new StoreUnavailable("clearBackoff", new Error("terminating connection due to administrator command")));
+      const v = Reflect.get(t, k);
+      return typeof v === "function" ? v.bind(t) : v;
+    },
+  });
+}
+
+test("a store failure mid-fetch while the booking is written: StoreUnavailable to the caller, no unhandled rejection", async () => {
+  const escaped: unknown[] = [];
+  const onEscape = (e: unknown) => void escaped.push(e);
+  process.on("unhandledRejection", onEscape);
+  const store = failingClearBackoff(await openDatabase(await freshDatabase("sqlite")));
+  const free = { take: () => 0 };
+  const resyncer = new Resyncer({
+    store,
+    serverName: "hs.test",
+    fetchDevices: async (userId) => ({ snapshot: { userId, streamId: 1, devices: {}, fetchedAt: Date.now() } }),
+    refreshCacheMs: 0,
+    retry: { initialMs: 1000, maxMs: 10_000 },
+    maxAttempts: 3,
+    probeIntervalMs: 1000,
+    limits: { requester: free, target: free },
+    log: createLogger("error", () => {}),
+  });
+  try {
+    // The booking (tracking the requester's devices) is slower than the failing fetch.
+    const slowBooking = async () => () => new Promise<void>((r) => setTimeout(r, 200));
+    const outcome = resyncer.refresh("@bob:remote.test", "@alice:hs.test", 5_000, slowBooking);
+    await expect(outcome).rejects.toBeInstanceOf(StoreUnavailable);
+    // Joiners of the same flight see the same: the second one joins while the first still books.
+    const first = resyncer.refresh("@carol:remote.test", "@alice:hs.test", 5_000, slowBooking);
+    const joiner = resyncer.refresh("@carol:remote.test", "@dave:hs.test", 5_000, slowBooking);
+    await expect(first).rejects.toBeInstanceOf(StoreUnavailable);
+    await expect(joiner).rejects.toBeInstanceOf(StoreUnavailable);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(escaped).toEqual([]);
+  } finally {
+    process.off("unhandledRejection", onEscape);
+  }
+});
