@@ -3,6 +3,7 @@
 // StoreUnavailable (the route answers 503 + Retry-After), and nothing may escape as an
 // unhandled rejection, which a real process would log as a crash (observe/last-resort.ts).
 import { afterAll, expect, test } from "vitest";
+import { ServerJobs } from "../../src/admin/admin-jobs.ts";
 import { createLogger } from "../../src/observe/log.ts";
 import { Resyncer } from "../../src/resync/resyncer.ts";
 import type { Store } from "../../src/store/store.ts";
@@ -11,13 +12,13 @@ import { closeTestStores, freshDatabase, openDatabase } from "../helpers/stores.
 
 afterAll(closeTestStores);
 
-/** The store, except that clearBackoff fails as a stopped PostgreSQL makes it fail. */
-function failingClearBackoff(store: Store): Store {
+/** The store, except that these methods fail as a stopped PostgreSQL makes them fail. */
+function failing(store: Store, methods: string[], overrides: Record<string, unknown> = {}): Store {
   return new Proxy(store, {
     get(t, k) {
-      if (k === "clearBackoff")
-        return () =>
-          Promise.reject(new StoreUnavailable("clearBackoff", new Error("terminating connection due to administrator command")));
+      if (typeof k === "string" && k in overrides) return overrides[k];
+      if (typeof k === "string" && methods.includes(k))
+        return () => Promise.reject(new StoreUnavailable(k, new Error("terminating connection due to administrator command")));
       const v = Reflect.get(t, k);
       return typeof v === "function" ? v.bind(t) : v;
     },
@@ -28,7 +29,7 @@ test("a store failure mid-fetch while the booking is written: StoreUnavailable t
   const escaped: unknown[] = [];
   const onEscape = (e: unknown) => void escaped.push(e);
   process.on("unhandledRejection", onEscape);
-  const store = failingClearBackoff(await openDatabase(await freshDatabase("sqlite")));
+  const store = failing(await openDatabase(await freshDatabase("sqlite")), ["clearBackoff"]);
   const free = { take: () => 0 };
   const resyncer = new Resyncer({
     store,
@@ -52,6 +53,25 @@ test("a store failure mid-fetch while the booking is written: StoreUnavailable t
     await expect(first).rejects.toBeInstanceOf(StoreUnavailable);
     await expect(joiner).rejects.toBeInstanceOf(StoreUnavailable);
     await new Promise((r) => setTimeout(r, 50));
+    expect(escaped).toEqual([]);
+  } finally {
+    process.off("unhandledRejection", onEscape);
+  }
+});
+
+test("an operator's server job on a failing store: counted as failed and finished, no unhandled rejection", async () => {
+  const escaped: unknown[] = [];
+  const onEscape = (e: unknown) => void escaped.push(e);
+  process.on("unhandledRejection", onEscape);
+  const store = failing(await openDatabase(await freshDatabase("sqlite")), ["clearBackoff", "getBackoff"], {
+    trackedUsersOn: async () => ["@bob:remote.test", "@carol:remote.test"],
+  });
+  const resyncer = { run: async () => ({}) } as unknown as Resyncer;
+  const jobs = new ServerJobs({ store, resyncer, log: createLogger("error", () => {}) });
+  try {
+    const { job } = await jobs.start("remote.test", "@admin:hs.test");
+    await expect.poll(() => job.finished_at).toBeDefined();
+    expect(job).toMatchObject({ total: 2, done: 2, failed: 2, ok: 0 });
     expect(escaped).toEqual([]);
   } finally {
     process.off("unhandledRejection", onEscape);
