@@ -327,6 +327,9 @@ export class Resyncer {
     after: Promise<unknown> | undefined,
     freshMs: number,
   ): Promise<DeviceSnapshot> {
+    // The fetch awaits `after` only once it runs: a lease that cannot be taken (a failing shared
+    // database) never gets there, and the write's own failure must not then escape unhandled.
+    after?.catch(() => {});
     const cluster = this.#o.cluster;
     if (!cluster?.shared) return this.#fetch(target, requestedBy, ctx, after);
     return this.#sharedFlight(cluster, target, requestedBy, ctx, after, freshMs);

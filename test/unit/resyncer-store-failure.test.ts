@@ -5,6 +5,7 @@
 import { afterAll, expect, test } from "vitest";
 import { ServerJobs } from "../../src/admin/admin-jobs.ts";
 import { createLogger } from "../../src/observe/log.ts";
+import type { Cluster } from "../../src/cluster/cluster.ts";
 import { Resyncer } from "../../src/resync/resyncer.ts";
 import type { Store } from "../../src/store/store.ts";
 import { StoreUnavailable } from "../../src/store/store-guard.ts";
@@ -72,6 +73,39 @@ test("an operator's server job on a failing store: counted as failed and finishe
     const { job } = await jobs.start("remote.test", "@admin:hs.test");
     await expect.poll(() => job.finished_at).toBeDefined();
     expect(job).toMatchObject({ total: 2, done: 2, failed: 2, ok: 0 });
+    expect(escaped).toEqual([]);
+  } finally {
+    process.off("unhandledRejection", onEscape);
+  }
+});
+
+test("a probe of a backed-off destination whose cluster lease cannot be taken: 503 for the caller, the probe's failed write not unhandled", async () => {
+  const escaped: unknown[] = [];
+  const onEscape = (e: unknown) => void escaped.push(e);
+  process.on("unhandledRejection", onEscape);
+  // The destination is in backoff with its probe due; recording the probe fails, and so does the
+  // shared database's lease (cluster/pg-flight.ts), before the fetch would have awaited the write.
+  const store = failing(await openDatabase(await freshDatabase("sqlite")), ["putBackoff"], {
+    getBackoff: async (destination: string) => ({ destination, failures: 1, retryAt: Date.now() + 60_000, lastProbeAt: 0 }),
+  });
+  const down = () => Promise.reject(new StoreUnavailable("cluster single-flight lease", new Error("down")));
+  const cluster = { shared: true, flight: down, slot: down, limiter: () => undefined } as unknown as Cluster;
+  const free = { take: () => 0 };
+  const resyncer = new Resyncer({
+    store,
+    serverName: "hs.test",
+    fetchDevices: async (userId) => ({ snapshot: { userId, streamId: 1, devices: {}, fetchedAt: Date.now() } }),
+    refreshCacheMs: 0,
+    retry: { initialMs: 1000, maxMs: 10_000 },
+    maxAttempts: 3,
+    probeIntervalMs: 1000,
+    limits: { requester: free, target: free },
+    cluster,
+    log: createLogger("error", () => {}),
+  });
+  try {
+    await expect(resyncer.refresh("@bob:remote.test", "@alice:hs.test", 5_000)).rejects.toBeInstanceOf(StoreUnavailable);
+    await new Promise((r) => setTimeout(r, 50));
     expect(escaped).toEqual([]);
   } finally {
     process.off("unhandledRejection", onEscape);
