@@ -144,7 +144,8 @@ test("PostgreSQL stopped and started while clients sync and refresh: no failure 
   const clientFault = (e: unknown) =>
     e instanceof TypeError &&
     (/socket\.write/.test(e.message) || (/reading 'write'/.test(e.message) && /postgres/.test(e.stack ?? "")));
-  const onPanic = (e: unknown) => void panics.push(clientFault(e) ? "the postgres client's socket.write fault" : String(e));
+  const onPanic = (e: unknown) =>
+    void panics.push(clientFault(e) ? "the postgres client's socket.write fault" : String(e));
   process.on("uncaughtException", onPanic);
   process.on("unhandledRejection", onPanic);
   const database = await freshDatabase("postgres");

@@ -19,7 +19,8 @@ function failing(store: Store, methods: string[], overrides: Record<string, unkn
     get(t, k) {
       if (typeof k === "string" && k in overrides) return overrides[k];
       if (typeof k === "string" && methods.includes(k))
-        return () => Promise.reject(new StoreUnavailable(k, new Error("terminating connection due to administrator command")));
+        return () =>
+          Promise.reject(new StoreUnavailable(k, new Error("terminating connection due to administrator command")));
       const v = Reflect.get(t, k);
       return typeof v === "function" ? v.bind(t) : v;
     },
@@ -86,7 +87,12 @@ test("a probe of a backed-off destination whose cluster lease cannot be taken: 5
   // The destination is in backoff with its probe due; recording the probe fails, and so does the
   // shared database's lease (cluster/pg-flight.ts), before the fetch would have awaited the write.
   const store = failing(await openDatabase(await freshDatabase("sqlite")), ["putBackoff"], {
-    getBackoff: async (destination: string) => ({ destination, failures: 1, retryAt: Date.now() + 60_000, lastProbeAt: 0 }),
+    getBackoff: async (destination: string) => ({
+      destination,
+      failures: 1,
+      retryAt: Date.now() + 60_000,
+      lastProbeAt: 0,
+    }),
   });
   const down = () => Promise.reject(new StoreUnavailable("cluster single-flight lease", new Error("down")));
   const cluster = { shared: true, flight: down, slot: down, limiter: () => undefined } as unknown as Cluster;
@@ -104,7 +110,9 @@ test("a probe of a backed-off destination whose cluster lease cannot be taken: 5
     log: createLogger("error", () => {}),
   });
   try {
-    await expect(resyncer.refresh("@bob:remote.test", "@alice:hs.test", 5_000)).rejects.toBeInstanceOf(StoreUnavailable);
+    await expect(resyncer.refresh("@bob:remote.test", "@alice:hs.test", 5_000)).rejects.toBeInstanceOf(
+      StoreUnavailable,
+    );
     await new Promise((r) => setTimeout(r, 50));
     expect(escaped).toEqual([]);
   } finally {
