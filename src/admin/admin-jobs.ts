@@ -84,34 +84,18 @@ export class ServerJobs {
   }
 
   async #run(job: ServerJob, users: string[], requestedBy: string[]): Promise<void> {
-    const { store, resyncer, log } = this.#o;
+    const { log } = this.#o;
     let next = 0;
     const worker = async () => {
       while (next < users.length) {
         const userId = users[next++]!;
-        const b = await store.getBackoff(job.server);
-        if (b && b.retryAt > this.#now()) {
-          // Down again: hand the rest to the retry queue, due when the backoff ends.
-          const prev = await store.getRetry(userId);
-          await store.putRetry({
-            userId,
-            attempts: prev?.attempts ?? 0,
-            dueAt: b.retryAt,
-            requestedBy: [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50),
-            lastError: prev?.lastError ?? "destination in backoff",
-          });
-          job.deferred++;
-        } else {
-          try {
-            await resyncer.run(userId, requestedBy, {
-              trigger: "admin",
-              why: `server refresh of ${job.server}`,
-              retry: true,
-            });
-            job.ok++;
-          } catch {
-            job.failed++; // recorded by the resyncer: retry entry and destination backoff
-          }
+        try {
+          await this.#one(job, userId, requestedBy);
+        } catch {
+          // A failing store (its guard logs it): this user is not done, and the job goes on (it
+          // is started in the background: a rejection here would escape unhandled, and the job
+          // would never finish).
+          job.failed++;
         }
         job.done++;
       }
@@ -125,5 +109,34 @@ export class ServerJobs {
       failed: job.failed,
       deferred: job.deferred,
     });
+  }
+
+  /** One user of the job: deferred to the retry queue while the destination is in backoff, else fetched. */
+  async #one(job: ServerJob, userId: string, requestedBy: string[]): Promise<void> {
+    const { store, resyncer } = this.#o;
+    const b = await store.getBackoff(job.server);
+    if (b && b.retryAt > this.#now()) {
+      // Down again: hand the rest to the retry queue, due when the backoff ends.
+      const prev = await store.getRetry(userId);
+      await store.putRetry({
+        userId,
+        attempts: prev?.attempts ?? 0,
+        dueAt: b.retryAt,
+        requestedBy: [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50),
+        lastError: prev?.lastError ?? "destination in backoff",
+      });
+      job.deferred++;
+    } else {
+      try {
+        await resyncer.run(userId, requestedBy, {
+          trigger: "admin",
+          why: `server refresh of ${job.server}`,
+          retry: true,
+        });
+        job.ok++;
+      } catch {
+        job.failed++; // recorded by the resyncer: retry entry and destination backoff
+      }
+    }
   }
 }

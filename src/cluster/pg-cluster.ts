@@ -43,7 +43,15 @@ export class PgCluster implements Cluster {
 
   private constructor(o: PgClusterOptions) {
     this.#deadlineMs = o.deadlineMs ?? 2_000;
-    const common = { onnotice: () => {}, connect_timeout: Math.ceil(this.#deadlineMs / 1000) };
+    const common = {
+      onnotice: () => {},
+      connect_timeout: Math.ceil(this.#deadlineMs / 1000),
+      // Reconnect attempts back off to at most a second, as the store's do (store/postgres.ts):
+      // the client's default grows to 20 s, so after an outage of a few seconds under traffic
+      // every rate limit and lease call, and so every refresh (503), kept failing that long
+      // after the database was back.
+      backoff: (attempts: number) => Math.min(0.05 * 2 ** attempts, 1),
+    };
     // Named in pg_stat_activity (63 bytes at most), so an operator or a test tells them apart.
     const named = (role: string) => ({ connection: { application_name: `mrp-${role} ${this.holder}`.slice(0, 63) } });
     this.#sql = postgres(o.url, { ...common, ...named("cluster"), max: o.poolSize ?? 4 });

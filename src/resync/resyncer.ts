@@ -178,12 +178,11 @@ export class Resyncer {
     }
     // The wait for the fetch starts now; the answer goes once the booking is written too.
     const answer = this.#await(target, running, waitMs, late);
-    try {
-      await booked;
-    } catch (e) {
-      answer.catch(() => {}); // the booking's failure is the answer
-      throw e;
-    }
+    // Handled from the start: the fetch may fail (a StoreUnavailable mid-fetch) while the booking
+    // is still being written, and a rejection with no handler by then escapes the process as
+    // unhandled. It still reaches the caller through the return below.
+    answer.catch(() => {});
+    await booked; // its failure is the answer
     return answer;
   }
 
@@ -328,6 +327,9 @@ export class Resyncer {
     after: Promise<unknown> | undefined,
     freshMs: number,
   ): Promise<DeviceSnapshot> {
+    // The fetch awaits `after` only once it runs: a lease that cannot be taken (a failing shared
+    // database) never gets there, and the write's own failure must not then escape unhandled.
+    after?.catch(() => {});
     const cluster = this.#o.cluster;
     if (!cluster?.shared) return this.#fetch(target, requestedBy, ctx, after);
     return this.#sharedFlight(cluster, target, requestedBy, ctx, after, freshMs);

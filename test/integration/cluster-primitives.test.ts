@@ -194,4 +194,24 @@ describe("when PostgreSQL is down", () => {
     await until(() => a!.listening, 15_000);
     expect(await lim.take("k")).toBe(0);
   });
+
+  it("after an outage long enough to back its reconnects off, works again soon after PostgreSQL returns", async () => {
+    // As in a busy proxy (--database-timeout-ms 300): calls keep coming while the database is
+    // down, and each one has the client try to connect again. The client's own back-off between
+    // attempts would grow to 20 s; a refresh would answer 503 that long after the database is back.
+    const [a] = await replicas(1, { deadlineMs: 300 });
+    const lim = a!.limiter("requester", { burst: 1000, perSecond: 1 });
+    expect(await lim.take("k")).toBe(0);
+    await pg.stop();
+    try {
+      const end = Date.now() + 4_500;
+      while (Date.now() < end) await lim.take("k").catch(() => {});
+    } finally {
+      await pg.start();
+    }
+    // Its reconnect back-off is capped at a second, like the store's (src/store/postgres.ts).
+    let ok = false;
+    for (const end = Date.now() + 2_500; !ok && Date.now() < end; ) ok = (await lim.take("k").catch(() => -1)) === 0;
+    expect(ok).toBe(true);
+  });
 });
