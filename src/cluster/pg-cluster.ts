@@ -33,6 +33,7 @@ export class PgCluster implements Cluster {
   readonly shared = true;
   readonly holder = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`;
   readonly #sql: postgres.Sql;
+  readonly #leaseSql: postgres.Sql;
   readonly #listenSql: postgres.Sql;
   readonly #bus: PgBus;
   readonly #subs = new Set<(e: ClusterEvent) => void>();
@@ -47,6 +48,11 @@ export class PgCluster implements Cluster {
     // Named in pg_stat_activity (63 bytes at most), so an operator or a test tells them apart.
     const named = (role: string) => ({ connection: { application_name: `mrp-${role} ${this.holder}`.slice(0, 63) } });
     this.#sql = postgres(o.url, { ...common, ...named("cluster"), max: o.poolSize ?? 4 });
+    // Leases and slots get sessions of their own: a storm's per-request statements (a rate-limit
+    // take per refresh) would otherwise queue the few lease statements past the deadline, and a
+    // whole replica's joiners of one fetch would answer 503 with the database healthy. Their
+    // number is bounded by the targets in flight (joiners share one flight per replica).
+    this.#leaseSql = postgres(o.url, { ...common, ...named("lease"), max: o.poolSize ?? 4 });
     const channel = o.channel ?? "matrix_resync_proxy";
     this.#listenSql = postgres(o.url, {
       ...common,
@@ -68,7 +74,7 @@ export class PgCluster implements Cluster {
     });
     const guard = <T>(op: string, p: Promise<T>) => this.#guard(op, p);
     this.#deps = {
-      sql: this.#sql,
+      sql: this.#leaseSql,
       holder: this.holder,
       leaseMs: o.leaseMs ?? 30_000,
       channel,
@@ -127,7 +133,11 @@ export class PgCluster implements Cluster {
     clearInterval(this.#sweeper);
     await this.#bus.flush().catch(() => {});
     this.#bus.close();
-    await Promise.all([this.#sql.end({ timeout: 1 }), this.#listenSql.end({ timeout: 1 })]);
+    await Promise.all([
+      this.#sql.end({ timeout: 1 }),
+      this.#leaseSql.end({ timeout: 1 }),
+      this.#listenSql.end({ timeout: 1 }),
+    ]);
   }
 
   #wire(k: string, ids: string[]): string {

@@ -1,5 +1,6 @@
 // The cluster's primitives against a real PostgreSQL, two or three PgCluster instances on one
 // database standing in for replicas.
+import postgres from "postgres";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ClusterEvent } from "../../src/cluster/cluster.ts";
 import { PgCluster } from "../../src/cluster/pg-cluster.ts";
@@ -138,6 +139,47 @@ describe("single flight", () => {
     expect(await a!.flight("k", run, 10_000)).toEqual({ ok: false, result: "failure 1" });
     expect(await b!.flight("k", run, 10_000)).toEqual({ ok: false, result: "failure 1" });
     expect(await b!.flight("k", run, 0)).toEqual({ ok: false, result: "failure 2" });
+  });
+
+  it("a lease is taken and its outcome read while per-request statements fill the pool past the deadline", async () => {
+    // A storm's per-request statements (rate-limit takes) must not queue the lease statements
+    // past the deadline: that turned every joiner of a replica into a 503 (issue 18 storm).
+    const [a, b] = await replicas(2, { deadlineMs: 800 });
+    const limit = a!.limiter("requester", { burst: 10, perSecond: 1 });
+    await limit.take("hot");
+    const locker = postgres(pg.url.replace(/\/postgres$/, `/cluster_${n}`), { max: 1, onnotice: () => {} });
+    let unlock!: () => void;
+    const locked = new Promise<void>((r) => (unlock = r));
+    let holding!: () => void;
+    const held = new Promise<void>((r) => (holding = r));
+    const tx = locker.begin(async (t) => {
+      await t`SELECT 1 FROM cluster_buckets WHERE key = 'hot' FOR UPDATE`;
+      holding();
+      await locked;
+    });
+    try {
+      await held;
+      // Blocked on the row lock: they hold every session of a's statement pool.
+      const stuck = Array.from({ length: 12 }, () => limit.take("hot").catch((e) => e));
+      await new Promise((r) => setTimeout(r, 100));
+      let release!: () => void;
+      const fetching = new Promise<void>((r) => (release = r));
+      const holder = b!.flight("@t:remote", async () => (await fetching, { ok: true, result: "from b" }), 0);
+      await new Promise((r) => setTimeout(r, 100));
+      const joiner = a!.flight("@t:remote", async () => ({ ok: true, result: "from a" }), 0);
+      joiner.catch(() => {}); // asserted below
+      // The joiner waits on b's fetch far longer than the deadline: that is not a database failure.
+      await new Promise((r) => setTimeout(r, 1_500));
+      release();
+      expect(await holder).toEqual({ ok: true, result: "from b" });
+      expect(await joiner).toEqual({ ok: true, result: "from b" });
+      unlock();
+      await Promise.all(stuck);
+    } finally {
+      unlock();
+      await tx.catch(() => {});
+      await locker.end({ timeout: 1 });
+    }
   });
 
   it("a killed holder's lease expires and another replica takes over", async () => {
