@@ -11,7 +11,7 @@ import { PgBus, type Wire } from "./pg-bus.ts";
 import { flight, type LeaseDeps } from "./pg-flight.ts";
 import { PgLimiter } from "./pg-limiter.ts";
 import { ensureSchema, sweep } from "./pg-schema.ts";
-import { slot } from "./pg-slots.ts";
+import { PgSlots } from "./pg-slots.ts";
 
 export interface PgClusterOptions {
   url: string;
@@ -39,6 +39,7 @@ export class PgCluster implements Cluster {
   readonly #subs = new Set<(e: ClusterEvent) => void>();
   readonly #watches = new Map<string, Set<() => void>>();
   readonly #deps: LeaseDeps;
+  readonly #slots: PgSlots;
   readonly #deadlineMs: number;
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
@@ -81,6 +82,7 @@ export class PgCluster implements Cluster {
       guard,
       watch: (kind, id) => this.#watch(kind, id),
     };
+    this.#slots = new PgSlots(this.#deps, (k, ids) => this.#wire(k, ids));
   }
 
   static async open(o: PgClusterOptions): Promise<PgCluster> {
@@ -106,7 +108,7 @@ export class PgCluster implements Cluster {
   }
 
   slot(destination: string, limit: number): Promise<() => void> {
-    return slot(this.#deps, destination, limit, (k, ids) => this.#wire(k, ids));
+    return this.#slots.slot(destination, limit);
   }
 
   publish(e: ClusterEvent): void {
