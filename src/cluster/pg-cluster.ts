@@ -45,7 +45,14 @@ export class PgCluster implements Cluster {
 
   private constructor(o: PgClusterOptions) {
     this.#deadlineMs = o.deadlineMs ?? 2_000;
-    const common = { onnotice: () => {}, connect_timeout: Math.ceil(this.#deadlineMs / 1000) };
+    const common = {
+      onnotice: () => {},
+      connect_timeout: Math.ceil(this.#deadlineMs / 1000),
+      // Reconnect attempts back off to at most a second, as the store's do (store/postgres.ts):
+      // the client's default grows to 20 s, and every refresh takes a shared rate-limit token
+      // here, so a replica answered 503 for that long after the database was back.
+      backoff: (attempts: number) => Math.min(0.05 * 2 ** attempts, 1),
+    };
     // Named in pg_stat_activity (63 bytes at most), so an operator or a test tells them apart.
     const named = (role: string) => ({ connection: { application_name: `mrp-${role} ${this.holder}`.slice(0, 63) } });
     this.#sql = postgres(o.url, { ...common, ...named("cluster"), max: o.poolSize ?? 4 });

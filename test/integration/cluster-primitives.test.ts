@@ -273,4 +273,29 @@ describe("when PostgreSQL is down", () => {
     await until(() => a!.listening, 15_000);
     expect(await lim.take("k")).toBe(0);
   });
+
+  it("after an outage of several seconds, calls work again as soon as the database is back, not after a long back-off", async () => {
+    // The client's own reconnect back-off grows to 20 s: a replica stayed degraded (503 to
+    // refreshes) long after PostgreSQL returned (issue 18, rolling restart after a restart).
+    const [a] = await replicas(1, { deadlineMs: 500 });
+    const lim = a!.limiter("requester", { burst: 50, perSecond: 10 });
+    expect(await lim.take("k")).toBe(0);
+    await pg.stop();
+    try {
+      const end = performance.now() + 6_000;
+      while (performance.now() < end) {
+        await Promise.all([
+          lim.take("k").catch(() => {}),
+          a!.flight("x", async () => ({ ok: true, result: "" }), 0).catch(() => {}),
+        ]);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      await pg.start();
+    }
+    // Accepting connections now; the client's next attempt is at most a second away.
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(await lim.take("k")).toBe(0);
+    expect(await a!.flight("y", async () => ({ ok: true, result: "back" }), 0)).toEqual({ ok: true, result: "back" });
+  });
 });
