@@ -106,6 +106,32 @@ describe("shared rate limits", () => {
     expect(await rs[1]!.limiter("target", spec).take("@alice:x")).toBe(0);
   });
 
+  it("a storm's takes on one replica are coalesced: a statement serves many requesters", async () => {
+    // 1,000 refreshes by 1,000 requesters each took a token in a statement of its own, queued on
+    // a few sessions past the deadline: whole shares of a storm answered 503 (issue 18).
+    const [a] = await replicas(1);
+    const url = pg.url.replace(/\/postgres$/, `/cluster_${n}`);
+    const stats = postgres(url, { max: 1, onnotice: () => {} });
+    const commits = async () =>
+      Number(
+        (await stats`SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`)[0]!.xact_commit,
+      );
+    try {
+      const lim = a!.limiter("requester", { burst: 1, perSecond: 0.001 });
+      const before = await commits();
+      const first = await Promise.all(Array.from({ length: 500 }, (_, i) => lim.take(`@fan${i}:x`)));
+      // The same keys again (each bucket now empty), twice in one batch for one of them.
+      const again = await Promise.all([lim.take("@fan1:x"), lim.take("@fan1:x"), lim.take("@fan2:x")]);
+      expect(first.every((w) => w === 0)).toBe(true);
+      expect(again.every((w) => w > 0)).toBe(true);
+      await a!.close();
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await commits()) - before).toBeLessThan(100);
+    } finally {
+      await stats.end({ timeout: 1 });
+    }
+  });
+
   it("refills at the bucket's rate", async () => {
     const [a, b] = await replicas(2);
     const spec = { burst: 1, perSecond: 20 };
