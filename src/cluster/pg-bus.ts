@@ -110,7 +110,7 @@ export class PgBus {
         this.#o.log.info("the cluster bus is listening again; re-checking everything pending");
         this.#o.onResubscribed();
       } catch {
-        this.#relisten(Math.min(delay * 2, 2_000));
+        this.#relisten(Math.min(delay * 2, 1_000));
       }
     }, delay);
     this.#retry.unref?.();

@@ -11,7 +11,7 @@ import { PgBus, type Wire } from "./pg-bus.ts";
 import { flight, type LeaseDeps } from "./pg-flight.ts";
 import { PgLimiter } from "./pg-limiter.ts";
 import { ensureSchema, sweep } from "./pg-schema.ts";
-import { slot } from "./pg-slots.ts";
+import { PgSlots } from "./pg-slots.ts";
 
 export interface PgClusterOptions {
   url: string;
@@ -33,11 +33,13 @@ export class PgCluster implements Cluster {
   readonly shared = true;
   readonly holder = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`;
   readonly #sql: postgres.Sql;
+  readonly #leaseSql: postgres.Sql;
   readonly #listenSql: postgres.Sql;
   readonly #bus: PgBus;
   readonly #subs = new Set<(e: ClusterEvent) => void>();
   readonly #watches = new Map<string, Set<() => void>>();
   readonly #deps: LeaseDeps;
+  readonly #slots: PgSlots;
   readonly #deadlineMs: number;
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
@@ -47,14 +49,18 @@ export class PgCluster implements Cluster {
       onnotice: () => {},
       connect_timeout: Math.ceil(this.#deadlineMs / 1000),
       // Reconnect attempts back off to at most a second, as the store's do (store/postgres.ts):
-      // the client's default grows to 20 s, so after an outage of a few seconds under traffic
-      // every rate limit and lease call, and so every refresh (503), kept failing that long
-      // after the database was back.
+      // the client's default grows to 20 s, and every refresh takes a shared rate-limit token
+      // here, so a replica answered 503 for that long after the database was back.
       backoff: (attempts: number) => Math.min(0.05 * 2 ** attempts, 1),
     };
     // Named in pg_stat_activity (63 bytes at most), so an operator or a test tells them apart.
     const named = (role: string) => ({ connection: { application_name: `mrp-${role} ${this.holder}`.slice(0, 63) } });
     this.#sql = postgres(o.url, { ...common, ...named("cluster"), max: o.poolSize ?? 4 });
+    // Leases and slots get sessions of their own: a storm's per-request statements (a rate-limit
+    // take per refresh) would otherwise queue the few lease statements past the deadline, and a
+    // whole replica's joiners of one fetch would answer 503 with the database healthy. Their
+    // number is bounded by the targets in flight (joiners share one flight per replica).
+    this.#leaseSql = postgres(o.url, { ...common, ...named("lease"), max: o.poolSize ?? 4 });
     const channel = o.channel ?? "matrix_resync_proxy";
     this.#listenSql = postgres(o.url, {
       ...common,
@@ -76,13 +82,14 @@ export class PgCluster implements Cluster {
     });
     const guard = <T>(op: string, p: Promise<T>) => this.#guard(op, p);
     this.#deps = {
-      sql: this.#sql,
+      sql: this.#leaseSql,
       holder: this.holder,
       leaseMs: o.leaseMs ?? 30_000,
       channel,
       guard,
       watch: (kind, id) => this.#watch(kind, id),
     };
+    this.#slots = new PgSlots(this.#deps, (k, ids) => this.#wire(k, ids));
   }
 
   static async open(o: PgClusterOptions): Promise<PgCluster> {
@@ -108,7 +115,7 @@ export class PgCluster implements Cluster {
   }
 
   slot(destination: string, limit: number): Promise<() => void> {
-    return slot(this.#deps, destination, limit, (k, ids) => this.#wire(k, ids));
+    return this.#slots.slot(destination, limit);
   }
 
   publish(e: ClusterEvent): void {
@@ -135,7 +142,11 @@ export class PgCluster implements Cluster {
     clearInterval(this.#sweeper);
     await this.#bus.flush().catch(() => {});
     this.#bus.close();
-    await Promise.all([this.#sql.end({ timeout: 1 }), this.#listenSql.end({ timeout: 1 })]);
+    await Promise.all([
+      this.#sql.end({ timeout: 1 }),
+      this.#leaseSql.end({ timeout: 1 }),
+      this.#listenSql.end({ timeout: 1 }),
+    ]);
   }
 
   #wire(k: string, ids: string[]): string {

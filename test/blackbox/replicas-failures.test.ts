@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
 import { call, type CallAnswer } from "../helpers/http-call.ts";
 import { pidOfLocalPort } from "../helpers/replicas.ts";
-import { changedIn, type HsDevices, type ReplicaWorld, startReplicaWorld } from "./replicas-world.ts";
+import { changedIn, type HsDevices, type ReplicaWorld, startReplicaWorld, storeFailures } from "./replicas-world.ts";
 
 let w: ReplicaWorld & { hsDevices: HsDevices };
 const RETRY_LEASE_MS = 5000;
@@ -252,7 +252,7 @@ describe("rolling restart", () => {
     running = false;
     await Promise.all([syncer, refresher]);
     expect(exits).toEqual([0, 0, 0]);
-    expect(problems).toEqual([]);
+    expect(problems, storeFailures(w.replicas).join("; ")).toEqual([]);
     expect(refreshed.length).toBeGreaterThan(20);
     // Every refresh that was accepted reaches the client.
     const rest = await syncUntil(
