@@ -19,7 +19,11 @@ export type RefreshOutcome =
    */
   | { kind: "ok"; snapshot: DeviceSnapshot; fromCache: boolean; changed: boolean; late?: boolean }
   | { kind: "local" }
-  | { kind: "pending" }
+  /**
+   * `landed`: the outcome once the fetch ends (never rejects), for the caller to tell the
+   * requester's devices when the fan-out could not have (a late join, another replica's fetch).
+   */
+  | { kind: "pending"; landed?: Promise<RefreshOutcome> }
   | { kind: "limited"; retryAfterMs: number }
   | { kind: "failed"; error: FederationError; nextRetryInMs?: number };
 
@@ -491,23 +495,40 @@ export class Resyncer {
     const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), waitMs)));
     try {
       const r = await Promise.race([p, deadline]);
-      if (r === "pending") return { kind: "pending" };
-      const recent = this.#recent.get(target);
-      // Another replica's fetch is, to this one, a cache hit: the asker's devices are told here.
-      return {
-        kind: "ok",
-        snapshot: r,
-        fromCache: recent?.elsewhere === true,
-        changed: recent?.changed ?? true,
-        ...(late ? { late } : {}),
-      };
+      if (r === "pending") {
+        // Answered before the fetch ended: its outcome still decides who must be told.
+        const landed = p.then(
+          (s) => this.#ok(target, s, late),
+          (e) => this.#notOk(e, { kind: "pending" }),
+        );
+        return { kind: "pending", landed };
+      }
+      return this.#ok(target, r, late);
     } catch (e) {
-      if (e instanceof RefreshFailure) return { kind: "failed", error: e.error, nextRetryInMs: e.nextRetryInMs };
-      if (e instanceof Limited) return { kind: "limited", retryAfterMs: e.retryAfterMs };
-      throw e;
+      return this.#notOk(e);
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  #ok(target: string, snapshot: DeviceSnapshot, late: boolean): RefreshOutcome {
+    const recent = this.#recent.get(target);
+    // Another replica's fetch is, to this one, a cache hit: the asker's devices are told here.
+    return {
+      kind: "ok",
+      snapshot,
+      fromCache: recent?.elsewhere === true,
+      changed: recent?.changed ?? true,
+      ...(late ? { late } : {}),
+    };
+  }
+
+  /** A failed fetch's outcome; anything else is rethrown, or with `otherwise` given, that. */
+  #notOk(e: unknown, otherwise?: RefreshOutcome): RefreshOutcome {
+    if (e instanceof RefreshFailure) return { kind: "failed", error: e.error, nextRetryInMs: e.nextRetryInMs };
+    if (e instanceof Limited) return { kind: "limited", retryAfterMs: e.retryAfterMs };
+    if (otherwise) return otherwise;
+    throw e;
   }
 
   // The retry loop: one timer, set for the earliest due retry (at most 30 s away, so an entry

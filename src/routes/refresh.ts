@@ -51,6 +51,23 @@ export async function refreshRoute(ctx: RouteContext): Promise<void> {
     // fan-out had begun (resync/bookings.ts).
     if (out.kind === "ok" && (out.fromCache || !out.changed || out.late) && (await svc.store.getSnapshot(target)))
       await svc.delivery.deliver(mine, target);
+    // Answered 202 while the fetch runs: when it lands, the asker's devices are told if its
+    // fan-out could not have covered them (a late join; another replica's fetch, whose fan-out
+    // may have read the trackers before ours were written), and only of a real change
+    // (resync/heal.ts). A device the fan-out did tell still holds that pending row (this runs
+    // right after it): adding it again is a no-op.
+    if (out.kind === "pending" && out.landed) {
+      void out.landed
+        .then((o) =>
+          o.kind === "ok" && o.changed && (o.late || o.fromCache) ? svc.delivery.deliver(mine, target) : undefined,
+        )
+        .catch((e) =>
+          svc.log.warn("could not tell the requester's devices of a refresh that landed after its answer", {
+            userId: target,
+            error: String((e as Error)?.message ?? e),
+          }),
+        );
+    }
   } catch (e) {
     if (!(e instanceof StoreUnavailable)) throw e;
     // Nothing was promised: the client asks again, as for a 429 (docs/operations.md, "When the store fails").
