@@ -32,7 +32,10 @@ beforeAll(async () => {
   writeFileSync(caPath, ca.caPem);
   hs = await startFakeHomeserver("hs.test");
   // The homeserver's own answer knows no device of anyone: every fresh list is news.
-  hs.on("/_matrix/client/v3/keys/query", (_req, res) => void res.end(JSON.stringify({ device_keys: {}, failures: {} })));
+  hs.on(
+    "/_matrix/client/v3/keys/query",
+    (_req, res) => void res.end(JSON.stringify({ device_keys: {}, failures: {} })),
+  );
   remote = await startFakeRemote({ ca, trustedKeys: { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } } });
   for (let i = 0; i < 2; i++) {
     const flags = ["--federation-ca", caPath, "--federation-allow-cidrs", "127.0.0.0/8", "--database", dbUrl];
