@@ -3,7 +3,7 @@
 // noticed closed by the client (seen on Bun with postgres 3.4.9): the next statement on such a
 // session fails with 57P01 "terminating connection due to administrator command", or is written
 // to a dead socket and never answered. Each such session cost a failed call (and the store
-// guard's cool-down of 503s) up to idle_timeout after the restart (docs/scaling.md, "Failures").
+// guard's cool-down of 503s) up to idle_timeout after the restart (docs/scaling.md, "When something fails").
 // On the first sign of one, every session of the pool is suspect: the pool is replaced, so the
 // next call connects afresh.
 import postgres from "postgres";

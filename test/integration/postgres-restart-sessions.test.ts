@@ -1,5 +1,5 @@
 // After a PostgreSQL restart, the sessions that had a statement in flight when the server went
-// down must not fail the calls made once it is back (docs/scaling.md, "Failures"): postgres
+// down must not fail the calls made once it is back (docs/scaling.md, "When something fails"): postgres
 // 3.4.9 keeps such a session's error and hands it to the first statement of its next connection
 // (57P01 "terminating connection due to administrator command"), which then never returns to
 // the pool. Both the store's pool (through the guard, as the request paths use it) and the
