@@ -5,6 +5,7 @@
 import { hostname } from "node:os";
 import postgres from "postgres";
 import type { Logger } from "../observe/log.ts";
+import { endedByServer, type ResettablePool, resettablePool, sessionLost } from "../store/pg-pool.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
 import type { BucketSpec, Cluster, ClusterEvent, Landed } from "./cluster.ts";
 import { PgBus, type Wire } from "./pg-bus.ts";
@@ -41,6 +42,8 @@ export class PgCluster implements Cluster {
   readonly #deps: LeaseDeps;
   readonly #slots: PgSlots;
   readonly #deadlineMs: number;
+  // The statement pools, replaced when a call finds a session a database restart left dead.
+  readonly #pools: ResettablePool[];
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
   private constructor(o: PgClusterOptions) {
@@ -55,12 +58,15 @@ export class PgCluster implements Cluster {
     };
     // Named in pg_stat_activity (63 bytes at most), so an operator or a test tells them apart.
     const named = (role: string) => ({ connection: { application_name: `mrp-${role} ${this.holder}`.slice(0, 63) } });
-    this.#sql = postgres(o.url, { ...common, ...named("cluster"), max: o.poolSize ?? 4 });
+    const pool = resettablePool(o.url, { ...common, ...named("cluster"), max: o.poolSize ?? 4 });
+    this.#sql = pool.sql;
     // Leases and slots get sessions of their own: a storm's per-request statements (a rate-limit
     // take per refresh) would otherwise queue the few lease statements past the deadline, and a
     // whole replica's joiners of one fetch would answer 503 with the database healthy. Their
     // number is bounded by the targets in flight (joiners share one flight per replica).
-    this.#leaseSql = postgres(o.url, { ...common, ...named("lease"), max: o.poolSize ?? 4 });
+    const leasePool = resettablePool(o.url, { ...common, ...named("lease"), max: o.poolSize ?? 4 });
+    this.#leaseSql = leasePool.sql;
+    this.#pools = [pool, leasePool];
     const channel = o.channel ?? "matrix_resync_proxy";
     this.#listenSql = postgres(o.url, {
       ...common,
@@ -80,7 +86,7 @@ export class PgCluster implements Cluster {
       onMessage: (w) => this.#onWire(w),
       onResubscribed: () => this.#emit({ kind: "resubscribed" }),
     });
-    const guard = <T>(op: string, p: Promise<T>) => this.#guard(op, p);
+    const guard = <T>(op: string, call: () => Promise<T>) => this.#guard(op, call);
     this.#deps = {
       sql: this.#leaseSql,
       holder: this.holder,
@@ -107,7 +113,7 @@ export class PgCluster implements Cluster {
   }
 
   limiter(name: string, spec: BucketSpec): PgLimiter {
-    return new PgLimiter(this.#sql, name, spec, (op, p) => this.#guard(op, p));
+    return new PgLimiter(this.#sql, name, spec, (op, call) => this.#guard(op, call));
   }
 
   flight(key: string, run: () => Promise<Landed>, freshMs: number): Promise<Landed> {
@@ -208,18 +214,45 @@ export class PgCluster implements Cluster {
     };
   }
 
-  async #guard<T>(op: string, p: Promise<T>): Promise<T> {
+  /**
+   * `call` under the deadline. A failure that says its session is gone (or no answer in time)
+   * replaces the statement pools (store/pg-pool.ts); a statement the server refused before it
+   * ran goes once more, on a fresh session.
+   */
+  async #guard<T>(op: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await this.#once(call());
+    } catch (e) {
+      const timedOut = e instanceof ClusterDeadline;
+      if (!sessionLost(e, timedOut)) throw new StoreUnavailable(`cluster ${op}`, e);
+      for (const p of this.#pools) p.reset();
+      if (timedOut || !endedByServer(e)) throw new StoreUnavailable(`cluster ${op}`, e);
+      try {
+        return await this.#once(call());
+      } catch (e2) {
+        throw new StoreUnavailable(`cluster ${op}`, e2);
+      }
+    }
+  }
+
+  async #once<T>(p: Promise<T>): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${this.#deadlineMs} ms`)), this.#deadlineMs);
+      timer = setTimeout(() => reject(new ClusterDeadline(this.#deadlineMs)), this.#deadlineMs);
     });
     try {
       return await Promise.race([p, late]);
     } catch (e) {
       p.catch(() => {}); // a late failure of the abandoned statement is not unhandled
-      throw new StoreUnavailable(`cluster ${op}`, e);
+      throw e;
     } finally {
       clearTimeout(timer);
     }
+  }
+}
+
+class ClusterDeadline extends Error {
+  constructor(ms: number) {
+    super(`no answer within ${ms} ms`);
   }
 }

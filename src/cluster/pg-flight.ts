@@ -10,7 +10,7 @@ export interface LeaseDeps {
   holder: string;
   leaseMs: number;
   channel: string;
-  guard: <T>(op: string, p: Promise<T>) => Promise<T>;
+  guard: <T>(op: string, call: () => Promise<T>) => Promise<T>;
   /**
    * Starts listening for a notification of `kind` for `id` now (before the read that decides to
    * wait, so one arriving in between is not missed); `wait` resolves on it or after `ms`.
@@ -72,7 +72,7 @@ export async function flight(
   for (;;) {
     // After waiting for another holder, its outcome is ours even when it is older than freshMs.
     const fresh = waited ? Math.max(freshMs, performance.now() - started + 1_000) : freshMs;
-    const mine = await d.guard("single-flight lease", d.sql.unsafe(ACQUIRE, [key, d.holder, d.leaseMs, fresh]));
+    const mine = await d.guard("single-flight lease", () => d.sql.unsafe(ACQUIRE, [key, d.holder, d.leaseMs, fresh]));
     if (mine.length > 0) {
       let landed: Landed;
       try {
@@ -84,14 +84,14 @@ export async function flight(
       await d
         .guard(
           "single-flight outcome",
-          d.sql.unsafe(LAND, [key, d.holder, landed.ok, landed.result, d.channel, wire("l", [key])]),
+          () => d.sql.unsafe(LAND, [key, d.holder, landed.ok, landed.result, d.channel, wire("l", [key])]),
         )
         .catch(() => {});
       return landed;
     }
     const watch = d.watch("l", key);
     try {
-      const [row] = await d.guard("single-flight lease", d.sql.unsafe<Row[]>(READ, [key]));
+      const [row] = await d.guard("single-flight lease", () => d.sql.unsafe<Row[]>(READ, [key]));
       if (!row) continue; // swept between the two statements
       if (!row.held && row.landed_ago_ms !== null && row.landed_ago_ms <= fresh && row.result !== null)
         return { ok: row.ok === true, result: row.result };

@@ -29,12 +29,12 @@ export class PgLimiter implements SharedLimiter {
   readonly #sql: postgres.Sql;
   readonly #name: string;
   readonly #spec: BucketSpec;
-  readonly #guard: <T>(op: string, p: Promise<T>) => Promise<T>;
+  readonly #guard: <T>(op: string, call: () => Promise<T>) => Promise<T>;
   // Takes waiting for the next statement, in arrival order; one statement runs at a time.
   #queue: { key: string; w: Waiter }[] = [];
   #running = false;
 
-  constructor(sql: postgres.Sql, name: string, spec: BucketSpec, guard: <T>(op: string, p: Promise<T>) => Promise<T>) {
+  constructor(sql: postgres.Sql, name: string, spec: BucketSpec, guard: <T>(op: string, call: () => Promise<T>) => Promise<T>) {
     this.#sql = sql;
     this.#name = name;
     this.#spec = spec;
@@ -74,7 +74,7 @@ export class PgLimiter implements SharedLimiter {
     try {
       const rows = await this.#guard(
         "rate limit",
-        this.#sql.unsafe<{ key: string; tokens: number; granted: boolean }[]>(TAKE, [
+        () => this.#sql.unsafe<{ key: string; tokens: number; granted: boolean }[]>(TAKE, [
           this.#name,
           // A json parameter: the client serialises the array itself.
           keys as unknown as string,

@@ -68,7 +68,7 @@ export class PgSlots {
         try {
           const rows = await d.guard(
             "destination slot",
-            d.sql.unsafe<{ slot: number }[]>(ACQUIRE, [destination, d.holder, d.leaseMs, limit]),
+            () => d.sql.unsafe<{ slot: number }[]>(ACQUIRE, [destination, d.holder, d.leaseMs, limit]),
           );
           const got = rows[0]?.slot;
           if (got !== undefined) {

@@ -7,6 +7,7 @@ import { serverOf } from "../matrix/user-id.ts";
 import { CARRIED_KEEP, CONNS_KEEP, fromRetryRow, fromSnapshotRow, num, snapshotColumns, textList } from "./rows.ts";
 import type { Backoff, PendingDelivery, RetryEntry, Store } from "./store.ts";
 import { PgDeliveries } from "./postgres-pending.ts";
+import { endedByServer, type ResettablePool, sessionLost } from "./pg-pool.ts";
 
 type Row = Record<string, unknown>;
 
@@ -20,11 +21,25 @@ const toBackoff = (r: Row): Backoff => ({
 export class PostgresStore implements Store {
   readonly #sql: Sql;
   readonly #pending: PgDeliveries;
+  readonly #pool: ResettablePool | undefined;
   #closed: Promise<void> | undefined;
 
-  constructor(sql: Sql) {
+  /** `pool`: `sql` is its handle, and recover() may replace the pool behind it. */
+  constructor(sql: Sql, pool?: ResettablePool) {
     this.#sql = sql;
+    this.#pool = pool;
     this.#pending = new PgDeliveries(sql);
+  }
+
+  /**
+   * After a failed call (store-guard.ts): when the failure says its session is gone, or the call
+   * was not answered in time, the pool is replaced (pg-pool.ts). True when the statement
+   * certainly did not run, so the guard may send it again once, on the new pool.
+   */
+  recover(e: unknown, timedOut: boolean): boolean {
+    if (!this.#pool || this.#closed || !sessionLost(e, timedOut)) return false;
+    this.#pool.reset();
+    return !timedOut && endedByServer(e);
   }
 
   /** The connection pool itself: for migrate-store's bulk copy, never the request path. */

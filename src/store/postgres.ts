@@ -1,8 +1,9 @@
 // The shared Store: a PostgreSQL database every replica uses (--database postgres://…).
 // Connecting, the schema and start-up checks live here; the queries live in postgres-store.ts.
 // The `postgres` client reconnects by itself: a database that goes away and comes back needs
-// no restart of ours (store-guard.ts bounds each call meanwhile).
-import postgres from "postgres";
+// no restart of ours (store-guard.ts bounds each call meanwhile; pg-pool.ts replaces a pool
+// whose sessions the restart left dead).
+import { resettablePool } from "./pg-pool.ts";
 import { migratePostgres, PG_SCHEMA_VERSION, pgSchemaVersion } from "./pg-migrations.ts";
 import { PostgresStore } from "./postgres-store.ts";
 
@@ -24,7 +25,7 @@ export function redactUrl(url: string): string {
 
 /** Connects, migrates the schema and proves a write; errors are one line. */
 export async function openPostgresStore(url: string, opts: PostgresStoreOptions = {}): Promise<PostgresStore> {
-  const sql = postgres(url, {
+  const pool = resettablePool(url, {
     max: opts.max ?? 10,
     // A database that cannot be reached fails the call rather than queueing it for 30 s;
     // the guard's own deadline is shorter still on the request path.
@@ -43,12 +44,13 @@ export async function openPostgresStore(url: string, opts: PostgresStoreOptions 
     // Our queries use bigint for epoch milliseconds; the store converts them (rows.ts).
     connection: { application_name: "matrix-resync-proxy" },
   });
+  const sql = pool.sql;
   try {
     if (opts.noMigrate) {
       const v = await pgSchemaVersion(sql);
       if (v !== PG_SCHEMA_VERSION) throw new Error(`schema version ${v}, this build needs ${PG_SCHEMA_VERSION}`);
     } else await migratePostgres(sql);
-    const store = new PostgresStore(sql);
+    const store = new PostgresStore(sql, pool);
     if (!opts.noMigrate) await store.ping(); // prove at start-up that the database takes writes
     return store;
   } catch (e) {

@@ -45,14 +45,26 @@ export function guardStore(store: Store, o: GuardOptions): Store {
       guarded[name] = () => store.close();
       continue;
     }
+    if (name === "recover") continue;
     guarded[name] = async (...args: unknown[]) => {
       if (now() < refuseUntil && name !== "ping") {
         o.onError?.(name);
         throw new StoreUnavailable(name, lastError);
       }
-      try {
+      const attempt = () => {
         const call = (method as (...a: unknown[]) => unknown).apply(store, args);
-        return await (o.deadlineMs === undefined ? call : withDeadline(call, o.deadlineMs));
+        return o.deadlineMs === undefined ? call : withDeadline(call, o.deadlineMs);
+      };
+      try {
+        try {
+          return await attempt();
+        } catch (e) {
+          // A networked store replaces sessions a database restart left dead (store/pg-pool.ts);
+          // a statement the server refused before it ran goes once more, on a fresh session,
+          // rather than costing this request (and the cool-down's) a 503.
+          if (!store.recover?.(e, e instanceof DeadlineMissed)) throw e;
+          return await attempt();
+        }
       } catch (e) {
         const t = now();
         lastError = e;
@@ -74,11 +86,17 @@ export function guardStore(store: Store, o: GuardOptions): Store {
   return guarded as unknown as Store;
 }
 
+class DeadlineMissed extends Error {
+  constructor(ms: number) {
+    super(`no answer within ${ms} ms`);
+  }
+}
+
 function withDeadline(call: unknown, ms: number): Promise<unknown> {
   const p = Promise.resolve(call);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new DeadlineMissed(ms)), ms);
   });
   // The call goes on in the client (it may still commit); its outcome is no longer awaited.
   p.catch(() => {});

@@ -122,4 +122,9 @@ export interface Store {
   /** A real write (heartbeat row); rejects when the store is not writable. */
   ping(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * A networked store's repair after a failed call (store-guard.ts calls it, never a request
+   * path): true when the call may be sent once more (it certainly did not run).
+   */
+  recover?(e: unknown, timedOut: boolean): boolean;
 }
