@@ -82,9 +82,8 @@ export async function flight(
       }
       // A failure here leaves the lease to expire: the waiters then take over.
       await d
-        .guard(
-          "single-flight outcome",
-          () => d.sql.unsafe(LAND, [key, d.holder, landed.ok, landed.result, d.channel, wire("l", [key])]),
+        .guard("single-flight outcome", () =>
+          d.sql.unsafe(LAND, [key, d.holder, landed.ok, landed.result, d.channel, wire("l", [key])]),
         )
         .catch(() => {});
       return landed;

@@ -34,7 +34,12 @@ export class PgLimiter implements SharedLimiter {
   #queue: { key: string; w: Waiter }[] = [];
   #running = false;
 
-  constructor(sql: postgres.Sql, name: string, spec: BucketSpec, guard: <T>(op: string, call: () => Promise<T>) => Promise<T>) {
+  constructor(
+    sql: postgres.Sql,
+    name: string,
+    spec: BucketSpec,
+    guard: <T>(op: string, call: () => Promise<T>) => Promise<T>,
+  ) {
     this.#sql = sql;
     this.#name = name;
     this.#spec = spec;
@@ -72,9 +77,8 @@ export class PgLimiter implements SharedLimiter {
     const { burst, perSecond } = this.#spec;
     const keys = [...batch.keys()].sort();
     try {
-      const rows = await this.#guard(
-        "rate limit",
-        () => this.#sql.unsafe<{ key: string; tokens: number; granted: boolean }[]>(TAKE, [
+      const rows = await this.#guard("rate limit", () =>
+        this.#sql.unsafe<{ key: string; tokens: number; granted: boolean }[]>(TAKE, [
           this.#name,
           // A json parameter: the client serialises the array itself.
           keys as unknown as string,

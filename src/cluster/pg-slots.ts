@@ -66,9 +66,8 @@ export class PgSlots {
         if (!q || q.length === 0) break;
         const watch = d.watch("s", destination);
         try {
-          const rows = await d.guard(
-            "destination slot",
-            () => d.sql.unsafe<{ slot: number }[]>(ACQUIRE, [destination, d.holder, d.leaseMs, limit]),
+          const rows = await d.guard("destination slot", () =>
+            d.sql.unsafe<{ slot: number }[]>(ACQUIRE, [destination, d.holder, d.leaseMs, limit]),
           );
           const got = rows[0]?.slot;
           if (got !== undefined) {

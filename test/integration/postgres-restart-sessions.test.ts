@@ -50,7 +50,12 @@ test("store: every call after the restart is answered (none fails with the sessi
     await restartUnder("hs_views", () => [store.countViews()]);
     const outcomes: string[] = [];
     for (let i = 0; i < 6; i++)
-      outcomes.push(await store.countViews().then((n) => `ok ${n}`, (e: Error) => e.message));
+      outcomes.push(
+        await store.countViews().then(
+          (n) => `ok ${n}`,
+          (e: Error) => e.message,
+        ),
+      );
     expect(outcomes).toEqual(Array(6).fill("ok 0"));
   } finally {
     await store.close();
@@ -65,7 +70,12 @@ test("cluster: every rate-limit take after the restart is answered", async () =>
     await restartUnder("cluster_buckets", () => [lim.take("held")]);
     const outcomes: string[] = [];
     for (let i = 0; i < 6; i++)
-      outcomes.push(await lim.take(`after${i}`).then(() => "ok", (e: Error) => e.message));
+      outcomes.push(
+        await lim.take(`after${i}`).then(
+          () => "ok",
+          (e: Error) => e.message,
+        ),
+      );
     expect(outcomes).toEqual(Array(6).fill("ok"));
   } finally {
     await c.close();
