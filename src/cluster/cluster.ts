@@ -49,6 +49,12 @@ export interface Cluster {
    * `freshMs`: an outcome that landed that recently is returned without running anything.
    */
   flight(key: string, run: () => Promise<Landed>, freshMs: number): Promise<Landed>;
+  /**
+   * What the last `flight` of `key` on any replica left, without taking part: `running` while a
+   * replica holds its lease, its outcome if that landed within `freshMs`, else undefined. Lets a
+   * replica answer as the one that fetched would (a cache hit, a join) without a target token.
+   */
+  peek(key: string, freshMs: number): Promise<Landed | "running" | undefined>;
   /** At most `limit` slots per destination across replicas; resolves with the release. */
   slot(destination: string, limit: number): Promise<() => void>;
   /** Tell the other replicas (never this one: it acted already). */

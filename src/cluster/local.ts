@@ -14,6 +14,10 @@ export class LocalCluster implements Cluster {
     return run();
   }
 
+  peek(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+
   slot(): Promise<() => void> {
     return Promise.resolve(() => {});
   }

@@ -9,7 +9,7 @@ import { endedByServer, type ResettablePool, resettablePool, sessionLost } from 
 import { StoreUnavailable } from "../store/store-guard.ts";
 import type { BucketSpec, Cluster, ClusterEvent, Landed } from "./cluster.ts";
 import { PgBus, type Wire } from "./pg-bus.ts";
-import { flight, type LeaseDeps } from "./pg-flight.ts";
+import { flight, type LeaseDeps, type LeaseRow, peeked, readLease } from "./pg-flight.ts";
 import { PgLimiter } from "./pg-limiter.ts";
 import { ensureSchema, sweep } from "./pg-schema.ts";
 import { PgSlots } from "./pg-slots.ts";
@@ -39,6 +39,9 @@ export class PgCluster implements Cluster {
   readonly #bus: PgBus;
   readonly #subs = new Set<(e: ClusterEvent) => void>();
   readonly #watches = new Map<string, Set<() => void>>();
+  // Concurrent peeks of one key share one read: a storm's refreshes of a user miss this
+  // replica's cache together, and each would otherwise cost a statement.
+  readonly #peeks = new Map<string, Promise<LeaseRow | undefined>>();
   readonly #deps: LeaseDeps;
   readonly #slots: PgSlots;
   readonly #deadlineMs: number;
@@ -118,6 +121,17 @@ export class PgCluster implements Cluster {
 
   flight(key: string, run: () => Promise<Landed>, freshMs: number): Promise<Landed> {
     return flight(this.#deps, key, run, freshMs, (k, ids) => this.#wire(k, ids));
+  }
+
+  peek(key: string, freshMs: number): Promise<Landed | "running" | undefined> {
+    let read = this.#peeks.get(key);
+    if (!read) {
+      // The statement pool, not the lease one: this runs per refresh, the lease statements must
+      // not queue behind it.
+      read = readLease(this.#sql, (op, call) => this.#guard(op, call), key).finally(() => this.#peeks.delete(key));
+      this.#peeks.set(key, read);
+    }
+    return read.then((row) => peeked(row, freshMs));
   }
 
   slot(destination: string, limit: number): Promise<() => void> {

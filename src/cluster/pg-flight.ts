@@ -26,7 +26,7 @@ const ACQUIRE = `INSERT INTO cluster_flights AS f (key, holder, expires_at)
     AND (f.landed_at IS NULL OR f.landed_at <= clock_timestamp() - make_interval(secs => $4::float8 / 1000))
   RETURNING 1`;
 
-interface Row {
+export interface LeaseRow {
   held: boolean;
   wait_ms: number;
   landed_ago_ms: number | null;
@@ -90,7 +90,7 @@ export async function flight(
     }
     const watch = d.watch("l", key);
     try {
-      const [row] = await d.guard("single-flight lease", () => d.sql.unsafe<Row[]>(READ, [key]));
+      const [row] = await d.guard("single-flight lease", () => d.sql.unsafe<LeaseRow[]>(READ, [key]));
       if (!row) continue; // swept between the two statements
       if (!row.held && row.landed_ago_ms !== null && row.landed_ago_ms <= fresh && row.result !== null)
         return { ok: row.ok === true, result: row.result };
@@ -101,4 +101,23 @@ export async function flight(
       watch.cancel();
     }
   }
+}
+
+/** The lease row of `key` as it stands, for Cluster.peek. */
+export async function readLease(
+  sql: postgres.Sql,
+  guard: LeaseDeps["guard"],
+  key: string,
+): Promise<LeaseRow | undefined> {
+  const [row] = await guard("single-flight lease", () => sql.unsafe<LeaseRow[]>(READ, [key]));
+  return row;
+}
+
+/** A lease row as Cluster.peek answers: running, an outcome landed within freshMs, or nothing. */
+export function peeked(row: LeaseRow | undefined, freshMs: number): Landed | "running" | undefined {
+  if (!row) return undefined;
+  if (row.held) return "running";
+  if (row.landed_ago_ms !== null && row.landed_ago_ms <= freshMs && row.result !== null)
+    return { ok: row.ok === true, result: row.result };
+  return undefined;
 }

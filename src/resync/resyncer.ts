@@ -8,7 +8,7 @@ import { StoreUnavailable } from "../store/store-guard.ts";
 import type { Backoff, Store } from "../store/store.ts";
 import { type BackoffPolicy, backoffDelay, backsOffDestination, isRetryable } from "./backoff.ts";
 import { Bookings } from "./bookings.ts";
-import type { Cluster, SharedLimiter } from "../cluster/cluster.ts";
+import type { Cluster, Landed, SharedLimiter } from "../cluster/cluster.ts";
 import { serverOf } from "../matrix/user-id.ts";
 import { decodeLanded, landedFailure, landedOk } from "./landed.ts";
 
@@ -151,16 +151,20 @@ export class Resyncer {
     let booked: void | Promise<void>;
     let late = false;
     if (!running) {
-      const cached = this.#cached(target, stored?.snapshot);
+      const cached = this.#cached(target, stored?.snapshot, stored?.elsewhere);
       if (cached) {
         await admitted?.();
         return { kind: "ok", snapshot: cached.snapshot, fromCache: true, changed: cached.changed };
       }
-      const waitTarget = o.limits.target.take(target);
+      // Another replica's fetch is running: joined with no target token, as a fetch running here
+      // would be (one process's joiners take none).
+      const joining = stored?.elsewhere === "running" ? stored.at : undefined;
+      const waitTarget = joining !== undefined ? Promise.resolve(0) : o.limits.target.take(target);
       if (typeof waitTarget !== "number") {
         // The start books the requester's write itself, once the shared limit has answered.
         booked = undefined;
-        running = this.#startShared(target, requester, ctx, waitTarget, admitted, stored?.backoff);
+        const how = joining !== undefined ? { joining } : { backoff: stored?.backoff };
+        running = this.#startShared(target, requester, ctx, waitTarget, admitted, how);
       } else {
         if (waitTarget > 0) return { kind: "limited", retryAfterMs: waitTarget };
         booked = admitted?.();
@@ -193,7 +197,9 @@ export class Resyncer {
   /**
    * refresh() past the local cache with a shared target limit (cluster/): the limit's answer is
    * a database round trip, so the start is itself the in-flight entry that concurrent refreshes
-   * of the target join; a refusal refuses them all.
+   * of the target join; a refusal refuses them all. `how.joining`: another replica's fetch was
+   * seen running at that time (Cluster.peek); it is joined, never probing a backed-off
+   * destination.
    */
   #startShared(
     target: string,
@@ -201,7 +207,7 @@ export class Resyncer {
     ctx: ResyncContext,
     taken: Promise<number>,
     admitted: (() => void | Promise<void>) | undefined,
-    b: Backoff | undefined,
+    how: { backoff: Backoff | undefined } | { joining: number },
   ): Promise<DeviceSnapshot> {
     const o = this.#o;
     const p = (async () => {
@@ -211,6 +217,11 @@ export class Resyncer {
       this.#bookings.add(target, booked);
       await booked;
       const now = this.#now();
+      // A join takes the outcome that landed since the fetch was seen running, however short the
+      // cache window (0 included): a fetch of its own here would have spent no token.
+      if ("joining" in how)
+        return this.#flight(target, [requester], ctx, undefined, Math.max(o.refreshCacheMs, now - how.joining + 1_000));
+      const b = how.backoff;
       let after: Promise<unknown> | undefined;
       if (b && b.retryAt > now) {
         // A destination in backoff: an explicit refresh may probe it once per probe interval.
@@ -236,23 +247,50 @@ export class Resyncer {
     return r !== undefined && this.#now() - r.snapshot.fetchedAt < this.#o.refreshCacheMs;
   }
 
-  /** The stored snapshot and the destination's backoff, read together. */
-  async #stored(target: string): Promise<{ snapshot: DeviceSnapshot | undefined; backoff: Backoff | undefined }> {
-    const [snapshot, backoff] = await Promise.all([
-      this.#o.store.getSnapshot(target),
-      this.#o.store.getBackoff(serverOf(target)),
+  /**
+   * The stored snapshot and the destination's backoff, read together; with replicas, what the
+   * last fetch of target on any of them left (Cluster.peek), read at `at`.
+   */
+  async #stored(target: string): Promise<{
+    snapshot: DeviceSnapshot | undefined;
+    backoff: Backoff | undefined;
+    elsewhere: Landed | "running" | undefined;
+    at: number;
+  }> {
+    const o = this.#o;
+    const at = this.#now();
+    const [snapshot, backoff, elsewhere] = await Promise.all([
+      o.store.getSnapshot(target),
+      o.store.getBackoff(serverOf(target)),
+      // A failing read only costs what it would have saved: the refresh then takes a target
+      // token, and the lease's own statements report the database.
+      o.cluster?.shared ? o.cluster.peek(`devices:${target}`, o.refreshCacheMs).catch(() => undefined) : undefined,
     ]);
-    return { snapshot, backoff };
+    return { snapshot, backoff, elsewhere, at };
   }
 
-  /** The last outcome for target, if within the cache window (`snap`: the stored snapshot, read before). */
+  /**
+   * The last outcome for target, if within the cache window (`snap`: the stored snapshot,
+   * `elsewhere`: what another replica's fetch left, both read before). An unchanged list is not
+   * stored, so without the outcome another replica landed this replica would fetch again, where
+   * one process answers from its cache.
+   */
   #cached(
     target: string,
     snap: DeviceSnapshot | undefined,
+    elsewhere?: Landed | "running",
   ): { snapshot: DeviceSnapshot; changed: boolean } | undefined {
     const window = this.#o.refreshCacheMs;
     const r = this.#recent.get(target);
     if (r && this.#now() - r.snapshot.fetchedAt < window) return r;
+    if (elsewhere !== undefined && elsewhere !== "running") {
+      const d = decodeLanded(elsewhere);
+      if (d.ok) {
+        const landed = { snapshot: d.snapshot, changed: d.changed, elsewhere: true };
+        this.#recent.set(target, landed);
+        return landed;
+      }
+    }
     if (snap && this.#now() - snap.fetchedAt < window) return { snapshot: snap, changed: true };
     return undefined;
   }
@@ -270,8 +308,8 @@ export class Resyncer {
     if (this.#recentHit(target)) return "cached";
     const stored = await this.#stored(target);
     // From here to run() no await: the check above may have been overtaken meanwhile.
-    if (this.#inflight.has(target)) return "joined";
-    if (this.#cached(target, stored.snapshot)) return "cached";
+    if (this.#inflight.has(target) || stored.elsewhere === "running") return "joined";
+    if (this.#cached(target, stored.snapshot, stored.elsewhere)) return "cached";
     const b = stored.backoff;
     if (b && b.retryAt > this.#now()) return "backoff";
     const taken = o.limits.target.take(target);

@@ -95,7 +95,13 @@ test("a probe of a backed-off destination whose cluster lease cannot be taken: 5
     }),
   });
   const down = () => Promise.reject(new StoreUnavailable("cluster single-flight lease", new Error("down")));
-  const cluster = { shared: true, flight: down, slot: down, limiter: () => undefined } as unknown as Cluster;
+  const cluster = {
+    shared: true,
+    flight: down,
+    slot: down,
+    peek: down,
+    limiter: () => undefined,
+  } as unknown as Cluster;
   const free = { take: () => 0 };
   const resyncer = new Resyncer({
     store,
