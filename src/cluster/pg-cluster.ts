@@ -6,12 +6,13 @@ import { hostname } from "node:os";
 import postgres from "postgres";
 import type { Logger } from "../observe/log.ts";
 import { endedByServer, type ResettablePool, resettablePool, sessionLost } from "../store/pg-pool.ts";
+import { migratePostgres } from "../store/pg-migrations.ts";
 import { StoreUnavailable } from "../store/store-guard.ts";
 import type { BucketSpec, Cluster, ClusterEvent, Landed } from "./cluster.ts";
 import { PgBus, type Wire } from "./pg-bus.ts";
 import { flight, type LeaseDeps, type LeaseRow, peeked, readLease } from "./pg-flight.ts";
 import { PgLimiter } from "./pg-limiter.ts";
-import { ensureSchema, sweep } from "./pg-schema.ts";
+import { sweep } from "./pg-sweep.ts";
 import { PgSlots } from "./pg-slots.ts";
 
 export interface PgClusterOptions {
@@ -104,7 +105,10 @@ export class PgCluster implements Cluster {
   static async open(o: PgClusterOptions): Promise<PgCluster> {
     const c = new PgCluster(o);
     try {
-      await ensureSchema(c.#sql);
+      // Its tables are the store's (store/pg-migrations.ts), migrated here too, so a cluster
+      // opened on its own (tests, tools) finds them; at this build's version, one short
+      // transaction that changes nothing.
+      await migratePostgres(c.#sql);
       await c.#bus.start();
     } catch (e) {
       await c.close();

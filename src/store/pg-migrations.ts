@@ -94,6 +94,36 @@ export const PG_MIGRATIONS: readonly string[] = [
       SELECT right(x, 17) FROM unnest(carried_in) WITH ORDINALITY AS u(x, o) ORDER BY o)
     WHERE cardinality(carried_in) > 0;
   `,
+  // 3: the cluster's coordination tables (src/cluster/): buckets, leases and slots are worth
+  // nothing after a crash of the database, hence UNLOGGED (no write-ahead log, emptied by crash
+  // recovery; a lease lost that way only lets one more fetch through). IF NOT EXISTS: builds
+  // before this migration created them outside the versions, so a database at version 2 that
+  // replicas have used has them already (same shape), and one migrate-store filled has not.
+  `
+  CREATE UNLOGGED TABLE IF NOT EXISTS cluster_buckets (
+    name   text NOT NULL,
+    key    text NOT NULL,
+    tokens double precision NOT NULL,
+    at     timestamptz NOT NULL,
+    granted boolean NOT NULL,
+    PRIMARY KEY (name, key)
+  );
+  CREATE UNLOGGED TABLE IF NOT EXISTS cluster_flights (
+    key        text PRIMARY KEY,
+    holder     text,
+    expires_at timestamptz NOT NULL,
+    landed_at  timestamptz,
+    ok         boolean,
+    result     text
+  );
+  CREATE UNLOGGED TABLE IF NOT EXISTS cluster_slots (
+    destination text NOT NULL,
+    slot        integer NOT NULL,
+    holder      text NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (destination, slot)
+  );
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
