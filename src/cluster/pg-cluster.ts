@@ -1,19 +1,20 @@
-// The PostgreSQL cluster (cluster.ts): its own sessions, separate from the store's, so a long
-// lease or a burst of notifications never queues behind the store's statements, and the
-// listening session is never lent out. Every call has a deadline and fails as StoreUnavailable,
-// which the request paths already turn into a 503 or a plain pass-through.
+// The PostgreSQL cluster (cluster.ts): sessions of its own (pg-sessions.ts), every call under a
+// deadline and failing as StoreUnavailable (pg-guard.ts), which the request paths already turn
+// into a 503 or a plain pass-through. This file wires the parts and carries the bus's messages:
+// the shared events out to the subscribers, the internal ones to the lease and slot waiters.
 import { hostname } from "node:os";
-import postgres from "postgres";
+import type postgres from "postgres";
 import type { Logger } from "../observe/log.ts";
-import { endedByServer, type ResettablePool, resettablePool, sessionLost } from "../store/pg-pool.ts";
 import { migratePostgres } from "../store/pg-migrations.ts";
-import { StoreUnavailable } from "../store/store-guard.ts";
 import type { BucketSpec, Cluster, ClusterEvent, Landed } from "./cluster.ts";
 import { PgBus, type Wire } from "./pg-bus.ts";
 import { flight, type LeaseDeps, type LeaseRow, peeked, readLease } from "./pg-flight.ts";
+import { clusterGuard, type Guard } from "./pg-guard.ts";
 import { PgLimiter } from "./pg-limiter.ts";
-import { sweep } from "./pg-sweep.ts";
+import { openSessions } from "./pg-sessions.ts";
 import { PgSlots } from "./pg-slots.ts";
+import { sweep } from "./pg-sweep.ts";
+import { Watches } from "./pg-watches.ts";
 
 export interface PgClusterOptions {
   url: string;
@@ -39,48 +40,31 @@ export class PgCluster implements Cluster {
   readonly #listenSql: postgres.Sql;
   readonly #bus: PgBus;
   readonly #subs = new Set<(e: ClusterEvent) => void>();
-  readonly #watches = new Map<string, Set<() => void>>();
+  readonly #watches = new Watches();
   // Concurrent peeks of one key share one read: a storm's refreshes of a user miss this
   // replica's cache together, and each would otherwise cost a statement.
   readonly #peeks = new Map<string, Promise<LeaseRow | undefined>>();
+  readonly #guard: Guard;
   readonly #deps: LeaseDeps;
   readonly #slots: PgSlots;
-  readonly #deadlineMs: number;
-  // The statement pools, replaced when a call finds a session a database restart left dead.
-  readonly #pools: ResettablePool[];
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
   private constructor(o: PgClusterOptions) {
-    this.#deadlineMs = o.deadlineMs ?? 2_000;
-    const common = {
-      onnotice: () => {},
-      connect_timeout: Math.ceil(this.#deadlineMs / 1000),
-      // Reconnect attempts back off to at most a second, as the store's do (store/postgres.ts):
-      // the client's default grows to 20 s, and every refresh takes a shared rate-limit token
-      // here, so a replica answered 503 for that long after the database was back.
-      backoff: (attempts: number) => Math.min(0.05 * 2 ** attempts, 1),
-    };
-    // Named in pg_stat_activity (63 bytes at most), so an operator or a test tells them apart.
-    const named = (role: string) => ({ connection: { application_name: `mrp-${role} ${this.holder}`.slice(0, 63) } });
-    const pool = resettablePool(o.url, { ...common, ...named("cluster"), max: o.poolSize ?? 4 });
-    this.#sql = pool.sql;
-    // Leases and slots get sessions of their own: a storm's per-request statements (a rate-limit
-    // take per refresh) would otherwise queue the few lease statements past the deadline, and a
-    // whole replica's joiners of one fetch would answer 503 with the database healthy. Their
-    // number is bounded by the targets in flight (joiners share one flight per replica).
-    const leasePool = resettablePool(o.url, { ...common, ...named("lease"), max: o.poolSize ?? 4 });
-    this.#leaseSql = leasePool.sql;
-    this.#pools = [pool, leasePool];
-    const channel = o.channel ?? "matrix_resync_proxy";
-    this.#listenSql = postgres(o.url, {
-      ...common,
-      ...named("bus"),
-      max: 1,
-      idle_timeout: 0,
-      max_lifetime: null,
-      onnotify: (c: string, payload: string) => this.#bus.notified(c, payload),
+    const deadlineMs = o.deadlineMs ?? 2_000;
+    const sessions = openSessions({
+      url: o.url,
+      holder: this.holder,
+      deadlineMs,
+      poolSize: o.poolSize ?? 4,
+      onnotify: (c, payload) => this.#bus.notified(c, payload),
       onclose: () => this.#bus.closed(),
-    } as postgres.Options<Record<string, postgres.PostgresType>>);
+    });
+    this.#sql = sessions.statements.sql;
+    this.#leaseSql = sessions.leases.sql;
+    this.#listenSql = sessions.listen;
+    // The statement pools are replaced when a call finds a session a database restart left dead.
+    this.#guard = clusterGuard([sessions.statements, sessions.leases], deadlineMs);
+    const channel = o.channel ?? "matrix_resync_proxy";
     this.#bus = new PgBus({
       sql: this.#sql,
       listenSql: this.#listenSql,
@@ -90,14 +74,13 @@ export class PgCluster implements Cluster {
       onMessage: (w) => this.#onWire(w),
       onResubscribed: () => this.#emit({ kind: "resubscribed" }),
     });
-    const guard = <T>(op: string, call: () => Promise<T>) => this.#guard(op, call);
     this.#deps = {
       sql: this.#leaseSql,
       holder: this.holder,
       leaseMs: o.leaseMs ?? 30_000,
       channel,
-      guard,
-      watch: (kind, id) => this.#watch(kind, id),
+      guard: this.#guard,
+      watch: (kind, id) => this.#watches.watch(kind, id),
     };
     this.#slots = new PgSlots(this.#deps, (k, ids) => this.#wire(k, ids));
   }
@@ -120,7 +103,7 @@ export class PgCluster implements Cluster {
   }
 
   limiter(name: string, spec: BucketSpec): PgLimiter {
-    return new PgLimiter(this.#sql, name, spec, (op, call) => this.#guard(op, call));
+    return new PgLimiter(this.#sql, name, spec, this.#guard);
   }
 
   flight(key: string, run: () => Promise<Landed>, freshMs: number): Promise<Landed> {
@@ -132,7 +115,7 @@ export class PgCluster implements Cluster {
     if (!read) {
       // The statement pool, not the lease one: this runs per refresh, the lease statements must
       // not queue behind it.
-      read = readLease(this.#sql, (op, call) => this.#guard(op, call), key).finally(() => this.#peeks.delete(key));
+      read = readLease(this.#sql, this.#guard, key).finally(() => this.#peeks.delete(key));
       this.#peeks.set(key, read);
     }
     return read.then((row) => peeked(row, freshMs));
@@ -182,7 +165,7 @@ export class PgCluster implements Cluster {
     // A lease's waiters may be on the holder's own replica; everything else this replica did
     // itself already.
     if (w.k === "l" || w.k === "s") {
-      for (const id of ids) for (const wake of this.#watches.get(`${w.k}|${id}`) ?? []) wake();
+      this.#watches.notified(w.k, ids);
       return;
     }
     if (w.o === this.holder) return;
@@ -193,7 +176,7 @@ export class PgCluster implements Cluster {
   }
 
   #emit(e: ClusterEvent): void {
-    if (e.kind === "resubscribed") for (const wake of [...this.#watches.values()].flatMap((s) => [...s])) wake();
+    if (e.kind === "resubscribed") this.#watches.wakeAll();
     for (const fn of this.#subs) {
       try {
         fn(e);
@@ -201,76 +184,5 @@ export class PgCluster implements Cluster {
         // a subscriber's fault must not stop the others hearing it
       }
     }
-  }
-
-  #watch(kind: string, id: string): { wait(ms: number): Promise<void>; cancel(): void } {
-    const key = `${kind}|${id}`;
-    let fired = false;
-    let resolve: (() => void) | undefined;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const wake = () => {
-      fired = true;
-      resolve?.();
-    };
-    let set = this.#watches.get(key);
-    if (!set) this.#watches.set(key, (set = new Set()));
-    set.add(wake);
-    const cancel = () => {
-      clearTimeout(timer);
-      const s = this.#watches.get(key);
-      if (s?.delete(wake) && s.size === 0) this.#watches.delete(key);
-    };
-    return {
-      wait: (ms) =>
-        fired
-          ? Promise.resolve()
-          : new Promise<void>((r) => {
-              resolve = r;
-              timer = setTimeout(r, ms);
-            }),
-      cancel,
-    };
-  }
-
-  /**
-   * `call` under the deadline. A failure that says its session is gone (or no answer in time)
-   * replaces the statement pools (store/pg-pool.ts); a statement the server refused before it
-   * ran goes once more, on a fresh session.
-   */
-  async #guard<T>(op: string, call: () => Promise<T>): Promise<T> {
-    try {
-      return await this.#once(call());
-    } catch (e) {
-      const timedOut = e instanceof ClusterDeadline;
-      if (!sessionLost(e, timedOut)) throw new StoreUnavailable(`cluster ${op}`, e);
-      for (const p of this.#pools) p.reset();
-      if (timedOut || !endedByServer(e)) throw new StoreUnavailable(`cluster ${op}`, e);
-      try {
-        return await this.#once(call());
-      } catch (e2) {
-        throw new StoreUnavailable(`cluster ${op}`, e2);
-      }
-    }
-  }
-
-  async #once<T>(p: Promise<T>): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new ClusterDeadline(this.#deadlineMs)), this.#deadlineMs);
-    });
-    try {
-      return await Promise.race([p, late]);
-    } catch (e) {
-      p.catch(() => {}); // a late failure of the abandoned statement is not unhandled
-      throw e;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-}
-
-class ClusterDeadline extends Error {
-  constructor(ms: number) {
-    super(`no answer within ${ms} ms`);
   }
 }

@@ -1,0 +1,48 @@
+// Every call the PostgreSQL cluster makes has a deadline and fails as StoreUnavailable, which the
+// request paths already turn into a 503 or a plain pass-through. A failure that says its session
+// is gone (or no answer in time) replaces the statement pools (store/pg-pool.ts); a statement the
+// server refused before it ran goes once more, on a fresh session.
+import { endedByServer, type ResettablePool, sessionLost } from "../store/pg-pool.ts";
+import { StoreUnavailable } from "../store/store-guard.ts";
+
+/** `call` under the deadline, named `op` in the error. */
+export type Guard = <T>(op: string, call: () => Promise<T>) => Promise<T>;
+
+export function clusterGuard(pools: readonly ResettablePool[], deadlineMs: number): Guard {
+  return async <T>(op: string, call: () => Promise<T>): Promise<T> => {
+    try {
+      return await withDeadline(call(), deadlineMs);
+    } catch (e) {
+      const timedOut = e instanceof ClusterDeadline;
+      if (!sessionLost(e, timedOut)) throw new StoreUnavailable(`cluster ${op}`, e);
+      for (const p of pools) p.reset();
+      if (timedOut || !endedByServer(e)) throw new StoreUnavailable(`cluster ${op}`, e);
+      try {
+        return await withDeadline(call(), deadlineMs);
+      } catch (e2) {
+        throw new StoreUnavailable(`cluster ${op}`, e2);
+      }
+    }
+  };
+}
+
+async function withDeadline<T>(p: Promise<T>, deadlineMs: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ClusterDeadline(deadlineMs)), deadlineMs);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } catch (e) {
+    p.catch(() => {}); // a late failure of the abandoned statement is not unhandled
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+class ClusterDeadline extends Error {
+  constructor(ms: number) {
+    super(`no answer within ${ms} ms`);
+  }
+}
