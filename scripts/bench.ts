@@ -30,7 +30,7 @@ const families: [string, string, () => Promise<Row[]>][] = [
   ["storms", "5 storms", () => runStorms()],
   ["startup", "6 start-up", () => runStartup(5)],
   // Needs Debian's postgresql (a throw-away cluster, test/helpers/postgres.ts).
-  ["replicas", "7 replicas", () => runReplicas({ seconds: 3, rounds: 5, wakes: 40, storm: 1000 })],
+  ["replicas", "7 replicas", () => runReplicas({ seconds: 3, rounds: 5, wakes: 60, storm: 1000 })],
 ];
 
 const only = process.argv

@@ -1,30 +1,25 @@
 // Family 7, replicas on PostgreSQL (docs/scaling.md), all in one run:
 //  a) pass-through: nginx with the block of docs/scaling.md in front of 2 replicas, against
 //     the same nginx block pointed straight at the upstream (nginx alone); wrk, alternating rounds;
-//  b) a refresh answered by replica A wakes a long-poll held by replica B: from sending the
-//     refresh to B's answer, against the same on one replica (A wakes A), alternating;
+//  b) a refresh answered by replica A wakes a long-poll held by replica B: from A's 202, and from
+//     sending the refresh, to B's answer, against the same on one replica (A wakes A),
+//     alternating (replicas-wake.ts);
 //  c) the refresh storm (1,000 concurrent refreshes of 1,000 users on one destination, and of
 //     one user) on SQLite (one process) against PostgreSQL (one replica, and two sharing it).
-import type { ServerResponse } from "node:http";
-import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeUser } from "../../test/helpers/fake-devices.ts";
-import { startFakeHomeserver, type FakeHomeserver } from "../../test/helpers/fake-homeserver.ts";
-import { startFakeRemote, type FakeRemote } from "../../test/helpers/fake-remote.ts";
 import { startPostgres, type TestPostgres } from "../../test/helpers/postgres.ts";
 import { startScalingNginx } from "../../test/helpers/scaling-nginx.ts";
-import { createTestCa } from "../../test/helpers/tls.ts";
-import { BUN, benchKey, benchTmp, keyDocument, type ProxyChild, ROOT, startProxyChild } from "./binary.ts";
-import { timedGet, timedRequest } from "./client.ts";
+import { BUN, type ProxyChild, ROOT, startProxyChild } from "./binary.ts";
+import { timedRequest } from "./client.ts";
 import { startProc } from "./procs.ts";
-import { failedRow, fmt, median, percentile, type Row } from "./table.ts";
-import { sendJson } from "./world.ts";
+import { startWorld, type World } from "./replicas-world.ts";
+import { wakes } from "./replicas-wake.ts";
+import { failedRow, fmt, median, type Row } from "./table.ts";
 import { waitForHttp, wrk, type WrkResult } from "./wrk.ts";
 
 const FAM = "7 replicas";
-const HS = "hs.test";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const pp = (xs: number[]) => `p50 ${fmt(median(xs), 1)} / p99 ${fmt(percentile(xs, 99), 1)}`;
 
 export interface ReplicasOptions {
   seconds: number;
@@ -115,83 +110,17 @@ async function passthrough(pg: TestPostgres, o: ReplicasOptions): Promise<Row[]>
   }
 }
 
-interface World {
-  hs: FakeHomeserver;
-  remote: FakeRemote;
-  flags: string[];
-  login(localpart: string): string;
-  onHeld?: () => void;
-}
-
-async function startWorld(): Promise<World> {
-  const ca = createTestCa("matrix-resync-proxy bench CA");
-  const caPath = join(mkdtempSync(join(benchTmp(), "ca-")), "ca.pem");
-  writeFileSync(caPath, ca.caPem);
-  const hs = await startFakeHomeserver(HS);
-  const key = benchKey();
-  const remote = await startFakeRemote({ ca, trustedKeys: { [HS]: { [key.keyId]: key.publicKey } } });
-  const keyDoc = keyDocument(HS);
-  hs.on("/_matrix/key/v2/server", (_q, res) => sendJson(res, keyDoc));
-  hs.on("/_matrix/client/v3/devices", (req, res) => {
-    const who = hs.tokens.get(req.headers.authorization?.slice(7) ?? "");
-    if (!who) return sendJson(res, '{"errcode":"M_UNKNOWN_TOKEN","error":"Unknown token"}', 401);
-    sendJson(res, JSON.stringify({ devices: [{ device_id: who[1] }] }));
-  });
-  hs.on("/_matrix/client/v3/keys/query", (_req, res, body) => {
-    const asked = Object.keys((JSON.parse(body.toString() || "{}") as { device_keys?: object }).device_keys ?? {});
-    sendJson(res, JSON.stringify({ device_keys: Object.fromEntries(asked.map((u) => [u, {}])), failures: {} }));
-  });
-  const w: World = {
-    hs,
-    remote,
-    flags: [
-      "--federation-ca",
-      caPath,
-      "--federation-allow-cidrs",
-      "127.0.0.0/8",
-      // Every refresh waits for its fetch, however long the storm takes to get in, and a held
-      // fetch does not time out meanwhile.
-      "--refresh-wait-ms",
-      "60000",
-      "--federation-timeout-ms",
-      "120000",
-    ],
-    login(localpart) {
-      const token = `token_${localpart}`;
-      hs.tokens.set(token, [`@${localpart}:${HS}`, `${localpart.toUpperCase()}DEV`]);
-      return token;
-    },
-  };
-  let batch = 0;
-  hs.on("/_matrix/client/v3/sync", (req, res: ServerResponse) => {
-    const q = new URL(req.url ?? "/", "http://x").searchParams;
-    const answer = () => sendJson(res, JSON.stringify({ next_batch: `nb_${++batch}`, rooms: { join: {} } }));
-    const timeout = Number(q.get("timeout") ?? 0);
-    if (timeout <= 0) return answer();
-    const t = setTimeout(answer, timeout);
-    res.on("close", () => clearTimeout(t));
-    w.onHeld?.();
-  });
-  return w;
-}
-
 async function withWorld(pg: TestPostgres, o: ReplicasOptions): Promise<Row[]> {
   const w = await startWorld();
-  const started: ProxyChild[] = [];
-  const start = async (extra: string[]) => {
-    const p = await startProxyChild(w.hs.url, { serverName: HS, extra: [...w.flags, ...extra], raiseFdLimit: true });
-    started.push(p);
-    return p;
-  };
   try {
     const database = await pg.createDatabase("bench_replicas");
-    const [a, b] = [await start(["--database", database]), await start(["--database", database])];
+    const [a, b] = [await w.start(["--database", database]), await w.start(["--database", database])];
     // Each part reports on its own: one that fails is a failed row, the others still run.
     const rows = await wakes(w, a!, b!, o.wakes).catch((e: unknown) => [failedRow(`${FAM} (wake)`, e)]);
-    const sqlite = await start([]);
-    const pgOne = await start(["--database", await pg.createDatabase("bench_storm_one")]);
+    const sqlite = await w.start([]);
+    const pgOne = await w.start(["--database", await pg.createDatabase("bench_storm_one")]);
     const stormDb = await pg.createDatabase("bench_storm_two");
-    const pgTwo = [await start(["--database", stormDb]), await start(["--database", stormDb])];
+    const pgTwo = [await w.start(["--database", stormDb]), await w.start(["--database", stormDb])];
     rows.push(
       ...(await storms(
         w,
@@ -201,72 +130,8 @@ async function withWorld(pg: TestPostgres, o: ReplicasOptions): Promise<Row[]> {
     );
     return rows;
   } finally {
-    await Promise.all(started.map((p) => p.stop()));
-    await w.remote.close();
-    await w.hs.close();
+    await w.close();
   }
-}
-
-// A device's long-poll waits at the homeserver through replica `poller`; another device asks
-// replica `refresher` to refresh a remote user the first one tracks. Measured: from sending the
-// refresh to the long-poll's answer naming that user.
-async function wakeOnce(w: World, refresher: ProxyChild, poller: ProxyChild, i: number): Promise<number> {
-  const token = w.login(`waker${i}`);
-  const target = `@wake${i}:${w.remote.serverName}`;
-  w.remote.setUser(makeUser(target, { devices: 2 }));
-  const auth = { Authorization: `Bearer ${token}` };
-  await timedRequest(
-    poller.port,
-    "POST",
-    "/_matrix/client/v3/keys/query",
-    auth,
-    JSON.stringify({ device_keys: { [target]: [] } }),
-  );
-  const first = await timedGet(poller.port, "/_matrix/client/v3/sync?timeout=0", auth);
-  const nb = /"next_batch":"([^"]+)"/.exec(first.bodyHead)?.[1];
-  const held = new Promise<void>((r) => (w.onHeld = r));
-  let woke = 0;
-  const poll = timedGet(poller.port, `/_matrix/client/v3/sync?since=${nb}&timeout=30000`, auth).then((r) => {
-    woke = performance.now();
-    return r;
-  });
-  await held;
-  await sleep(5);
-  const t0 = performance.now();
-  const res = await timedRequest(
-    refresher.port,
-    "POST",
-    `/_matrix/client/v3/user/${encodeURIComponent(target)}/devices/refresh`,
-    { Authorization: `Bearer ${w.login(`wakeasker${i}`)}` },
-    "{}",
-  );
-  if (res.status !== 202) throw new Error(`replicas: refresh answered ${res.status}: ${res.bodyHead}`);
-  const answer = await poll;
-  if (!answer.bodyHead.includes(target)) throw new Error(`replicas: the woken long-poll does not name ${target}`);
-  return woke - t0;
-}
-
-async function wakes(w: World, a: ProxyChild, b: ProxyChild, n: number): Promise<Row[]> {
-  const cross: number[] = [];
-  const same: number[] = [];
-  for (let i = 0; i < n + 2; i++) {
-    const x = await wakeOnce(w, a, b, 2 * i);
-    const y = await wakeOnce(w, a, a, 2 * i + 1);
-    if (i < 2) continue; // warm-up
-    cross.push(x);
-    same.push(y);
-  }
-  return [
-    {
-      family: FAM,
-      figure: `refresh on A → wake of a long-poll held by B, ms (${n} wakes, loopback federation fetch included)`,
-      value: pp(cross),
-      reference: `A → A (same replica) ${pp(same)}`,
-      ratio: `+${fmt(median(cross) - median(same), 1)} ms p50`,
-      target: "p99 < 100 ms",
-      met: percentile(cross, 99) < 100,
-    },
-  ];
 }
 
 async function storms(w: World, setups: Record<string, ProxyChild[]>, n: number): Promise<Row[]> {
