@@ -79,6 +79,9 @@ export interface ResyncContext {
 /** What a background check (a suspicion, the audit) did. */
 export type BackgroundStart = "started" | "joined" | "cached" | "limited" | "backoff" | "local";
 
+/** The key of a target's fetch among the replicas (Cluster.flight, Cluster.peek). */
+const flightKey = (target: string) => `devices:${target}`;
+
 /** A shared limit refused the fetch a refresh was about to start (its joiners are refused too). */
 class Limited extends Error {
   readonly retryAfterMs: number;
@@ -264,7 +267,7 @@ export class Resyncer {
       o.store.getBackoff(serverOf(target)),
       // A failing read only costs what it would have saved: the refresh then takes a target
       // token, and the lease's own statements report the database.
-      o.cluster?.shared ? o.cluster.peek(`devices:${target}`, o.refreshCacheMs).catch(() => undefined) : undefined,
+      o.cluster?.shared ? o.cluster.peek(flightKey(target), o.refreshCacheMs).catch(() => undefined) : undefined,
     ]);
     return { snapshot, backoff, elsewhere, at };
   }
@@ -387,7 +390,7 @@ export class Resyncer {
   ): Promise<DeviceSnapshot> {
     let own: { snapshot: DeviceSnapshot } | { error: unknown } | undefined;
     const landed = await cluster.flight(
-      `devices:${target}`,
+      flightKey(target),
       async () => {
         try {
           const snapshot = await this.#fetch(target, requestedBy, ctx, after);
