@@ -1,7 +1,9 @@
 // The replicas family's wake rows (scripts/bench/replicas.ts; scripts/bench-cluster-wake.ts runs
-// them alone): a device's long-poll waits at the homeserver through replica B; another device
-// asks replica A to refresh a remote user the first one tracks. Against the same with the poll
-// held by A itself, round by round. Two figures from the same wakes: from A's `202` to B's
+// them alone): a device's long-poll waits at the homeserver through replica B; the same device
+// asks replica A to refresh a remote user. Against the same with the poll held by A itself,
+// round by round. The asker is the poller: a refresh books its devices as trackers before the
+// fan-out (resync/bookings.ts), where a tracker written by another request (a /keys/query) may
+// land after it under load, and that poll would then never be woken. Two figures from the same wakes: from A's `202` to B's
 // answer naming the user (the bus alone: LISTEN/NOTIFY; the answer often comes before the 202
 // is read: 0), and from sending the refresh (the loopback federation fetch included).
 import { makeUser } from "../../test/helpers/fake-devices.ts";
@@ -29,13 +31,6 @@ async function wakeOnce(w: World, refresher: ProxyChild, poller: ProxyChild, i: 
   const target = `@wake${i}:${w.remote.serverName}`;
   w.remote.setUser(makeUser(target, { devices: 2 }));
   const auth = { Authorization: `Bearer ${token}` };
-  await timedRequest(
-    poller.port,
-    "POST",
-    "/_matrix/client/v3/keys/query",
-    auth,
-    JSON.stringify({ device_keys: { [target]: [] } }),
-  );
   const first = await timedGet(poller.port, "/_matrix/client/v3/sync?timeout=0", auth);
   let since = /"next_batch":"([^"]+)"/.exec(first.bodyHead)?.[1];
   let woke = 0;
@@ -55,7 +50,7 @@ async function wakeOnce(w: World, refresher: ProxyChild, poller: ProxyChild, i: 
     refresher.port,
     "POST",
     `/_matrix/client/v3/user/${encodeURIComponent(target)}/devices/refresh`,
-    { Authorization: `Bearer ${w.login(`wakeasker${i}`)}` },
+    auth,
     "{}",
   );
   const answered = performance.now();
