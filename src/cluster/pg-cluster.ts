@@ -8,9 +8,10 @@ import type { Logger } from "../observe/log.ts";
 import { migratePostgres } from "../store/pg-migrations.ts";
 import type { BucketSpec, Cluster, ClusterEvent, Landed } from "./cluster.ts";
 import { PgBus, type Wire } from "./pg-bus.ts";
-import { flight, type LeaseDeps, type LeaseRow, peeked, readLease } from "./pg-flight.ts";
+import { flight, type LeaseDeps } from "./pg-flight.ts";
 import { clusterGuard, type Guard } from "./pg-guard.ts";
 import { PgLimiter } from "./pg-limiter.ts";
+import { LeasePeeks } from "./pg-peek.ts";
 import { openSessions } from "./pg-sessions.ts";
 import { PgSlots } from "./pg-slots.ts";
 import { sweep } from "./pg-sweep.ts";
@@ -41,9 +42,7 @@ export class PgCluster implements Cluster {
   readonly #bus: PgBus;
   readonly #subs = new Set<(e: ClusterEvent) => void>();
   readonly #watches = new Watches();
-  // Concurrent peeks of one key share one read: a storm's refreshes of a user miss this
-  // replica's cache together, and each would otherwise cost a statement.
-  readonly #peeks = new Map<string, Promise<LeaseRow | undefined>>();
+  readonly #peeks: LeasePeeks;
   readonly #guard: Guard;
   readonly #deps: LeaseDeps;
   readonly #slots: PgSlots;
@@ -83,6 +82,9 @@ export class PgCluster implements Cluster {
       watch: (kind, id) => this.#watches.watch(kind, id),
     };
     this.#slots = new PgSlots(this.#deps, (k, ids) => this.#wire(k, ids));
+    // The statement pool, not the lease one: peeks come per refresh, the lease statements must
+    // not queue behind them.
+    this.#peeks = new LeasePeeks(this.#sql, this.#guard);
   }
 
   static async open(o: PgClusterOptions): Promise<PgCluster> {
@@ -111,14 +113,7 @@ export class PgCluster implements Cluster {
   }
 
   peek(key: string, freshMs: number): Promise<Landed | "running" | undefined> {
-    let read = this.#peeks.get(key);
-    if (!read) {
-      // The statement pool, not the lease one: this runs per refresh, the lease statements must
-      // not queue behind it.
-      read = readLease(this.#sql, this.#guard, key).finally(() => this.#peeks.delete(key));
-      this.#peeks.set(key, read);
-    }
-    return read.then((row) => peeked(row, freshMs));
+    return this.#peeks.peek(key, freshMs);
   }
 
   slot(destination: string, limit: number): Promise<() => void> {

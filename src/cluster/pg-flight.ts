@@ -102,22 +102,3 @@ export async function flight(
     }
   }
 }
-
-/** The lease row of `key` as it stands, for Cluster.peek. */
-export async function readLease(
-  sql: postgres.Sql,
-  guard: LeaseDeps["guard"],
-  key: string,
-): Promise<LeaseRow | undefined> {
-  const [row] = await guard("single-flight lease", () => sql.unsafe<LeaseRow[]>(READ, [key]));
-  return row;
-}
-
-/** A lease row as Cluster.peek answers: running, an outcome landed within freshMs, or nothing. */
-export function peeked(row: LeaseRow | undefined, freshMs: number): Landed | "running" | undefined {
-  if (!row) return undefined;
-  if (row.held) return "running";
-  if (row.landed_ago_ms !== null && row.landed_ago_ms <= freshMs && row.result !== null)
-    return { ok: row.ok === true, result: row.result };
-  return undefined;
-}
