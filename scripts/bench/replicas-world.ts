@@ -18,8 +18,8 @@ export interface World {
   login(localpart: string): string;
   /** Called as the homeserver starts holding a long-poll (timeout > 0). */
   onHeld?: () => void;
-  /** A compiled replica against these fakes, with `extra` flags; stopped by close(). */
-  start(extra: string[]): Promise<ProxyChild>;
+  /** A compiled replica against these fakes, with `extra` flags (of another build: A/B runs); stopped by close(). */
+  start(extra: string[], binaryPath?: string): Promise<ProxyChild>;
   close(): Promise<void>;
 }
 
@@ -62,8 +62,13 @@ export async function startWorld(): Promise<World> {
       hs.tokens.set(token, [`@${localpart}:${HS}`, `${localpart.toUpperCase()}DEV`]);
       return token;
     },
-    async start(extra) {
-      const p = await startProxyChild(hs.url, { serverName: HS, extra: [...flags, ...extra], raiseFdLimit: true });
+    async start(extra, binaryPath) {
+      const p = await startProxyChild(hs.url, {
+        serverName: HS,
+        extra: [...flags, ...extra],
+        raiseFdLimit: true,
+        ...(binaryPath ? { binaryPath } : {}),
+      });
       started.push(p);
       return p;
     },

@@ -134,7 +134,7 @@ async function withWorld(pg: TestPostgres, o: ReplicasOptions): Promise<Row[]> {
   }
 }
 
-async function storms(w: World, setups: Record<string, ProxyChild[]>, n: number): Promise<Row[]> {
+export async function storms(w: World, setups: Record<string, ProxyChild[]>, n: number): Promise<Row[]> {
   const tokens = Array.from({ length: n }, (_, i) => w.login(`storm${i}`));
   const results: Record<string, { many: number; one: number; fetches: number; tally: string }> = {};
   for (const [name, procs] of Object.entries(setups)) {
