@@ -36,7 +36,11 @@ async function wakeOnce(w: World, refresher: ProxyChild, poller: ProxyChild, i: 
   let woke = 0;
   const poll = () => {
     const held = new Promise<void>((r) => (w.onHeld = r));
-    const answer = timedGet(poller.port, `/_matrix/client/v3/sync?since=${since}&timeout=30000`, auth).then((r) => {
+    const answer = timedGet(
+      poller.port,
+      `/_matrix/client/v3/sync?since=${encodeURIComponent(since ?? "")}&timeout=30000`,
+      auth,
+    ).then((r) => {
       woke = performance.now();
       return r;
     });
@@ -61,7 +65,7 @@ async function wakeOnce(w: World, refresher: ProxyChild, poller: ProxyChild, i: 
   for (;;) {
     const body = (await p.answer).bodyHead;
     if (body.includes(target)) break;
-    if (++spurious > 5) throw new Error(`replicas: no long-poll answer names ${target}`);
+    if (++spurious > 2) throw new Error(`replicas: no long-poll answer names ${target}`);
     since = /"next_batch":"([^"]+)"/.exec(body)?.[1];
     p = poll();
   }
