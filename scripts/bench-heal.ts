@@ -9,9 +9,14 @@
 //      byte through both proxies, and the main thread's share of learning (in this process);
 //   3. the audit of 10,000 tracked users at 2/s against the fake remote: the proxy's CPU share
 //      and RSS growth.
-// Usage: npx bun scripts/bench-heal.ts [samples] [auditSeconds] [rounds]      (binds 127.0.0.1 only)
+// Usage: npx bun scripts/bench-heal.ts [samples] [auditSeconds] [rounds] [only]      (binds 127.0.0.1 only)
+// `only` = 1 runs part 1 alone. In part 1 the proxies are asked in turn per request (the order
+// rotating), and p99 is also given over all rounds' requests pooled (samples × rounds of them).
+// BENCH_HEAL_BASE=<commit> adds to part 1 a --detect on proxy run from that commit's source, in
+// the same rotation: before and after side by side in one run.
 // BENCH_PROFILE=dir runs the proxies under Bun's sampling profiler (scripts/bench/profile-summary.ts).
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { execSync } from "node:child_process";
+import { mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -37,6 +42,7 @@ import { cpuSeconds, rssBytes, startProc } from "./bench/procs.ts";
 const samples = Number(process.argv[2] ?? 400);
 const auditSeconds = Number(process.argv[3] ?? 30);
 const rounds = Number(process.argv[4] ?? 3);
+const only = process.argv[5];
 const pct = (a: number[], p: number) =>
   [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor((p / 100) * a.length))]!;
 const ms = (n: number) => `${n.toFixed(3)} ms`;
@@ -79,12 +85,12 @@ const hs = await startFakeHomeserver("hs.test");
 const remote = await startFakeRemote({ ca, trustedKeys: { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } } });
 
 /** A proxy in a process of its own, from source, in front of the fake homeserver. */
-async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-"))) {
+async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-")), root = ROOT) {
   const profile = process.env.BENCH_PROFILE;
   const pre = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200"] : [];
   const p = startProc(BUN, [
     ...pre,
-    join(ROOT, "src", "main.ts"),
+    join(root, "src", "main.ts"),
     "--upstream",
     hs.url,
     "--server-name",
@@ -111,6 +117,20 @@ const token = "token_alice";
 hs.tokens.set(token, ["@alice:hs.test", "ALICE"]);
 const on = await proxyChild(["--audit-interval-ms", "0"]);
 const off = await proxyChild(["--detect", "off", "--audit-interval-ms", "0"]);
+/** A commit's source beside ours, for a proxy run from it (node_modules shared). */
+function sourceOf(ref: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "bench-heal-base-"));
+  execSync(`git -C '${ROOT}' archive '${ref}' src package.json tsconfig.json | tar -x -C '${dir}'`);
+  symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
+  return dir;
+}
+const baseRef = process.env.BENCH_HEAL_BASE;
+const base = baseRef ? await proxyChild(["--audit-interval-ms", "0"], undefined, sourceOf(baseRef)) : undefined;
+const arms = [
+  { name: "detect on", ...on },
+  { name: "detect off", ...off },
+  ...(base ? [{ name: `on ${baseRef}`, ...base }] : []),
+];
 const serve = (path: string, body: () => string) =>
   hs.on(path, (_req, res) => {
     const b = body();
@@ -151,28 +171,62 @@ serve("/_matrix/client/v3/keys/query", () =>
     self_signing_keys: { [bob.userId]: bob.selfSigningKey },
   }),
 );
-for (const p of [on, off])
+for (const p of arms)
   await timed(p.url, "/_matrix/client/v3/keys/query", token, JSON.stringify({ device_keys: { [bob.userId]: [] } }));
 
-/** One round of alternating /sync requests: [p50 on, p99 on, p50 off, p99 off]. */
-async function syncRound(): Promise<number[]> {
-  const a: number[] = [],
-    b: number[] = [];
+/**
+ * One round of /sync requests, each step asking every proxy once in an order that rotates, so
+ * each follows each as often (a proxy's work after its answer overlaps the next request): per
+ * proxy, every request's time to the end (ms), and its CPU per request (ms, all threads).
+ */
+async function syncRound(): Promise<{ times: number[][]; cpu: number[] }> {
+  const times: number[][] = arms.map(() => []);
+  let c0: number[] = [];
   for (let i = 0; i < samples + 50; i++) {
-    const [, x] = await timed(on.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
-    const [, y] = await timed(off.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
-    if (i >= 50) a.push(x), b.push(y);
+    if (i === 50) c0 = arms.map((a) => cpuSeconds(a.pid));
+    for (let k = 0; k < arms.length; k++) {
+      const j = (i + k) % arms.length;
+      const [, x] = await timed(arms[j]!.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
+      if (i >= 50) times[j]!.push(x);
+    }
   }
-  return [pct(a, 50), pct(a, 99), pct(b, 50), pct(b, 99)];
+  return { times, cpu: arms.map((a, j) => ((cpuSeconds(a.pid) - c0[j]!) / samples) * 1000) };
 }
-function printSync(title: string, r: number[][]) {
+const us = (n: number) => `${(n * 1000).toFixed(0)} µs`;
+/** Per proxy: p50 and p99 over the rounds (median, range) and over all rounds' requests pooled. */
+function printSync(title: string, r: { times: number[][]; cpu: number[] }[]) {
   console.log(title);
-  console.log(`   detect on : p50 ${over(r.map((x) => x[0]!))}  p99 ${over(r.map((x) => x[1]!))}`);
-  console.log(`   detect off: p50 ${over(r.map((x) => x[2]!))}  p99 ${over(r.map((x) => x[3]!))}`);
-  console.log(`   extra     : p50 ${over(r.map((x) => x[0]! - x[2]!))}  p99 ${over(r.map((x) => x[1]! - x[3]!))}`);
+  const p = (j: number, q: number) => r.map((x) => pct(x.times[j]!, q));
+  const pooled = (j: number, q: number) =>
+    pct(
+      r.flatMap((x) => x.times[j]!),
+      q,
+    );
+  arms.forEach((a, j) =>
+    console.log(
+      `   ${a.name.padEnd(10)}: p50 ${over(p(j, 50))}  p99 ${over(p(j, 99))}, pooled ${ms(pooled(j, 99))}; CPU/request ${over(
+        r.map((x) => x.cpu[j]!),
+        us,
+      )}`,
+    ),
+  );
+  arms.forEach((a, j) => {
+    if (a.name === "detect off") return;
+    const less = (xs: number[], ys: number[]) => xs.map((x, k) => x - ys[k]!);
+    const off = arms.findIndex((b) => b.name === "detect off");
+    console.log(
+      `   extra (${a.name}): p50 ${over(less(p(j, 50), p(off, 50)))}  p99 ${over(less(p(j, 99), p(off, 99)))}, pooled ${ms(pooled(j, 99) - pooled(off, 99))}; CPU ${over(
+        less(
+          r.map((x) => x.cpu[j]!),
+          r.map((x) => x.cpu[off]!),
+        ),
+        us,
+      )}`,
+    );
+  });
 }
-const loud: number[][] = [],
-  quiet: number[][] = [];
+const loud: { times: number[][]; cpu: number[] }[] = [],
+  quiet: { times: number[][]; cpu: number[] }[] = [];
 for (let k = 0; k < rounds; k++) {
   current = syncBody;
   loud.push(await syncRound());
@@ -236,6 +290,15 @@ console.log(
   await dviews.close();
   await store.close();
 }
+
+if (only === "1") {
+  for (const a of arms) await a.stop();
+  await remote.close();
+  await hs.close();
+  ca.cleanup();
+  process.exit(0);
+}
+await base?.stop();
 
 // 2. A 1000-device /keys/query answer, new each time (a repeated one is only digested).
 const big = `@big:${remote.serverName}`;
