@@ -12,11 +12,12 @@
 // Usage: npx bun scripts/bench-heal.ts [samples] [auditSeconds] [rounds] [only]      (binds 127.0.0.1 only)
 // `only` = 1 runs part 1 alone. In part 1 the proxies are asked in turn per request (the order
 // rotating), and p99 is also given over all rounds' requests pooled (samples × rounds of them).
-// BENCH_HEAL_BASE=<commit> adds to part 1 a --detect on proxy run from that commit's source, in
-// the same rotation: before and after side by side in one run.
+// BENCH_HEAL_BASE=<commit>[,<commit>…] adds to part 1 a --detect on proxy run from each commit's
+// source (or from a directory holding a src/), in the same rotation: before and after side by
+// side in one run.
 // BENCH_PROFILE=dir runs the proxies under Bun's sampling profiler (scripts/bench/profile-summary.ts).
 import { execSync } from "node:child_process";
-import { mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -119,18 +120,19 @@ const on = await proxyChild(["--audit-interval-ms", "0"]);
 const off = await proxyChild(["--detect", "off", "--audit-interval-ms", "0"]);
 /** A commit's source beside ours, for a proxy run from it (node_modules shared). */
 function sourceOf(ref: string): string {
+  if (existsSync(join(ref, "src", "main.ts"))) return ref;
   const dir = mkdtempSync(join(tmpdir(), "bench-heal-base-"));
   execSync(`git -C '${ROOT}' archive '${ref}' src package.json tsconfig.json | tar -x -C '${dir}'`);
   symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
   return dir;
 }
-const baseRef = process.env.BENCH_HEAL_BASE;
-const base = baseRef ? await proxyChild(["--audit-interval-ms", "0"], undefined, sourceOf(baseRef)) : undefined;
-const arms = [
-  { name: "detect on", ...on },
-  { name: "detect off", ...off },
-  ...(base ? [{ name: `on ${baseRef}`, ...base }] : []),
-];
+const bases = await Promise.all(
+  (process.env.BENCH_HEAL_BASE?.split(",") ?? []).map(async (ref) => ({
+    name: `on ${ref.split("/").pop()}`,
+    ...(await proxyChild(["--audit-interval-ms", "0"], undefined, sourceOf(ref))),
+  })),
+);
+const arms = [{ name: "detect on", ...on }, { name: "detect off", ...off }, ...bases];
 const serve = (path: string, body: () => string) =>
   hs.on(path, (_req, res) => {
     const b = body();
@@ -298,7 +300,7 @@ if (only === "1") {
   ca.cleanup();
   process.exit(0);
 }
-await base?.stop();
+for (const b of bases) await b.stop();
 
 // 2. A 1000-device /keys/query answer, new each time (a repeated one is only digested).
 const big = `@big:${remote.serverName}`;
