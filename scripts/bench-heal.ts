@@ -10,8 +10,8 @@
 //   3. the audit of 10,000 tracked users at 2/s against the fake remote: the proxy's CPU share
 //      and RSS growth.
 // Usage: npx bun scripts/bench-heal.ts [samples] [auditSeconds] [rounds] [only]      (binds 127.0.0.1 only)
-// `only` = 1 runs part 1 alone. In part 1 the proxies are asked in turn per request (the order
-// rotating), and p99 is also given over all rounds' requests pooled (samples × rounds of them).
+// `only` = 1 runs part 1 alone. In part 1 the proxies are asked in turn per request (in a
+// shuffled order), and p99 is also given over all rounds' requests pooled (samples × rounds).
 // BENCH_HEAL_BASE=<commit>[,<commit>…] adds to part 1 a --detect on proxy run from each commit's
 // source (or from a directory holding a src/), in the same rotation: before and after side by
 // side in one run.
@@ -177,17 +177,22 @@ for (const p of arms)
   await timed(p.url, "/_matrix/client/v3/keys/query", token, JSON.stringify({ device_keys: { [bob.userId]: [] } }));
 
 /**
- * One round of /sync requests, each step asking every proxy once in an order that rotates, so
- * each follows each as often (a proxy's work after its answer overlaps the next request): per
- * proxy, every request's time to the end (ms), and its CPU per request (ms, all threads).
+ * One round of /sync requests, each step asking every proxy once in a shuffled order, so each
+ * follows each as often (a proxy's work after its answer overlaps the next request, on the
+ * next proxy's cores): per proxy, every request's time to the end (ms), and its CPU per request
+ * (ms, all threads).
  */
 async function syncRound(): Promise<{ times: number[][]; cpu: number[] }> {
   const times: number[][] = arms.map(() => []);
   let c0: number[] = [];
   for (let i = 0; i < samples + 50; i++) {
     if (i === 50) c0 = arms.map((a) => cpuSeconds(a.pid));
-    for (let k = 0; k < arms.length; k++) {
-      const j = (i + k) % arms.length;
+    const order = arms.map((_, j) => j);
+    for (let k = order.length - 1; k > 0; k--) {
+      const r = Math.floor(Math.random() * (k + 1));
+      [order[k], order[r]] = [order[r]!, order[k]!];
+    }
+    for (const j of order) {
       const [, x] = await timed(arms[j]!.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
       if (i >= 50) times[j]!.push(x);
     }
