@@ -13,8 +13,9 @@
 // `only` = 1 runs part 1 alone. In part 1 the proxies are asked in turn per request (in a
 // shuffled order), and p99 is also given over all rounds' requests pooled (samples × rounds).
 // BENCH_HEAL_BASE=<commit>[,<commit>…] adds to part 1 a --detect on proxy run from each commit's
-// source (or from a directory holding a src/), in the same rotation: before and after side by
-// side in one run.
+// source (or from a directory holding a src/), asked in the same turns: before and after side
+// by side in one run. BENCH_HEAL_GC=1 has part 1's proxies log their collections (JSC's
+// BUN_JSC_logGC) and counts them per 1,000 requests: a young collection is the usual p99 request.
 // BENCH_PROFILE=dir runs the proxies under Bun's sampling profiler (scripts/bench/profile-summary.ts).
 import { execSync } from "node:child_process";
 import { existsSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
@@ -89,29 +90,34 @@ const remote = await startFakeRemote({ ca, trustedKeys: { "hs.test": { [OUR_KEY_
 async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-")), root = ROOT) {
   const profile = process.env.BENCH_PROFILE;
   const pre = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200"] : [];
-  const p = startProc(BUN, [
-    ...pre,
-    join(root, "src", "main.ts"),
-    "--upstream",
-    hs.url,
-    "--server-name",
-    "hs.test",
-    "--signing-key",
-    writeTestKey(),
-    "--listen",
-    "127.0.0.1:0",
-    "--data-dir",
-    dataDir,
-    "--log-level",
-    "info",
-    "--federation-ca",
-    caPath,
-    "--federation-allow-cidrs",
-    "127.0.0.0/8",
-    ...flags,
-  ]);
+  const gcLog = process.env.BENCH_HEAL_GC ? { env: { BUN_JSC_logGC: "1" }, tailLines: 1_000_000 } : {};
+  const p = startProc(
+    BUN,
+    [
+      ...pre,
+      join(root, "src", "main.ts"),
+      "--upstream",
+      hs.url,
+      "--server-name",
+      "hs.test",
+      "--signing-key",
+      writeTestKey(),
+      "--listen",
+      "127.0.0.1:0",
+      "--data-dir",
+      dataDir,
+      "--log-level",
+      "info",
+      "--federation-ca",
+      caPath,
+      "--federation-allow-cidrs",
+      "127.0.0.0/8",
+      ...flags,
+    ],
+    gcLog,
+  );
   const m = await p.waitLine(/"msg":"listening".*"listen":"127\.0\.0\.1:(\d+)"/);
-  return { pid: p.pid, url: `http://127.0.0.1:${m[1]}`, stop: () => p.stop(5000) };
+  return { pid: p.pid, proc: p, url: `http://127.0.0.1:${m[1]}`, stop: () => p.stop(5000) };
 }
 
 const token = "token_alice";
@@ -182,11 +188,12 @@ for (const p of arms)
  * next proxy's cores): per proxy, every request's time to the end (ms), and its CPU per request
  * (ms, all threads).
  */
-async function syncRound(): Promise<{ times: number[][]; cpu: number[] }> {
+async function syncRound(): Promise<Round> {
   const times: number[][] = arms.map(() => []);
-  let c0: number[] = [];
+  let c0: number[] = [],
+    log0: number[] = [];
   for (let i = 0; i < samples + 50; i++) {
-    if (i === 50) c0 = arms.map((a) => cpuSeconds(a.pid));
+    if (i === 50) (c0 = arms.map((a) => cpuSeconds(a.pid))), (log0 = arms.map((a) => a.proc.tail.length));
     const order = arms.map((_, j) => j);
     for (let k = order.length - 1; k > 0; k--) {
       const r = Math.floor(Math.random() * (k + 1));
@@ -197,11 +204,27 @@ async function syncRound(): Promise<{ times: number[][]; cpu: number[] }> {
       if (i >= 50) times[j]!.push(x);
     }
   }
-  return { times, cpu: arms.map((a, j) => ((cpuSeconds(a.pid) - c0[j]!) / samples) * 1000) };
+  const cpu = arms.map((a, j) => ((cpuSeconds(a.pid) - c0[j]!) / samples) * 1000);
+  if (!process.env.BENCH_HEAL_GC) return { times, cpu, gc: [] };
+  await new Promise((r) => setTimeout(r, 100)); // the last lines
+  return { times, cpu, gc: arms.map((a, j) => collections(a.proc.tail.slice(log0[j]))) };
+}
+interface Round {
+  times: number[][];
+  cpu: number[];
+  /** Per proxy (BENCH_HEAL_GC): [collections per 1,000 requests, median ms of one]. */
+  gc: number[][];
+}
+// One collection's summary, e.g. "START M 51996kb => EdenCollection, … => 35637kb, p=1.66ms (max 3.4), cycle 7.98ms".
+const GC_LINE = /START M \d+kb => (Eden|Full)Collection[\s\S]*?=> \d+kb, p=[\d.]+ms \(max [\d.]+\), cycle ([\d.]+)ms/g;
+function collections(lines: string[]): number[] {
+  const log = lines.join("\n").replaceAll("\0", "").replace(/\s+/g, " ");
+  const ms = [...log.matchAll(GC_LINE)].map((m) => Number(m[2]));
+  return [(ms.length / samples) * 1000, ms.length > 0 ? pct(ms, 50) : 0];
 }
 const us = (n: number) => `${(n * 1000).toFixed(0)} µs`;
 /** Per proxy: p50 and p99 over the rounds (median, range) and over all rounds' requests pooled. */
-function printSync(title: string, r: { times: number[][]; cpu: number[] }[]) {
+function printSync(title: string, r: Round[]) {
   console.log(title);
   const p = (j: number, q: number) => r.map((x) => pct(x.times[j]!, q));
   const pooled = (j: number, q: number) =>
@@ -209,12 +232,24 @@ function printSync(title: string, r: { times: number[][]; cpu: number[] }[]) {
       r.flatMap((x) => x.times[j]!),
       q,
     );
+  const gc = (j: number) =>
+    r[0]!.gc.length === 0
+      ? ""
+      : `; collections per 1,000 requests ${over(
+          r.map((x) => x.gc[j]![0]!),
+          (n) => n.toFixed(1),
+        )}, ${ms(
+          pct(
+            r.map((x) => x.gc[j]![1]!),
+            50,
+          ),
+        )} each`;
   arms.forEach((a, j) =>
     console.log(
       `   ${a.name.padEnd(10)}: p50 ${over(p(j, 50))}  p99 ${over(p(j, 99))}, pooled ${ms(pooled(j, 99))}; CPU/request ${over(
         r.map((x) => x.cpu[j]!),
         us,
-      )}`,
+      )}${gc(j)}`,
     ),
   );
   arms.forEach((a, j) => {
@@ -232,8 +267,8 @@ function printSync(title: string, r: { times: number[][]; cpu: number[] }[]) {
     );
   });
 }
-const loud: { times: number[][]; cpu: number[] }[] = [],
-  quiet: { times: number[][]; cpu: number[] }[] = [];
+const loud: Round[] = [],
+  quiet: Round[] = [];
 for (let k = 0; k < rounds; k++) {
   current = syncBody;
   loud.push(await syncRound());
