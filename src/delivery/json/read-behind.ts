@@ -7,7 +7,9 @@
 // makes the parse go on to the body's end, since only the end shows that the key was a top-level
 // one: a key nested deeper closes its object before the body ends. That rest is read after the
 // body has gone out, its reads kept by reference meanwhile, up to BEHIND_BYTES of them (counted
-// by the buffers they keep alive); beyond that they are read as they stream.
+// by the buffers they keep alive); beyond that they are read as they stream. The wanted values
+// are captured by reference (json-capture.ts byReference): a read holding one is kept too, at
+// most twice the value's size (MAX_VALUE), beyond that count.
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
 import { KeyFinder } from "./key-finder.ts";
 
