@@ -38,7 +38,7 @@ import type { Requester } from "../src/http/auth.ts";
 import { Views } from "../src/delivery/views.ts";
 import { createLogger } from "../src/observe/log.ts";
 import { openSqliteStore } from "../src/store/sqlite.ts";
-import { BUN, ROOT } from "./bench/binary.ts";
+import { BUN, ROOT, tempDir } from "./bench/binary.ts";
 import { cpuSeconds, rssBytes, startProc } from "./bench/procs.ts";
 
 const samples = Number(process.argv[2] ?? 400);
@@ -127,7 +127,7 @@ const off = await proxyChild(["--detect", "off", "--audit-interval-ms", "0"]);
 /** A commit's source beside ours, for a proxy run from it (node_modules shared). */
 function sourceOf(ref: string): string {
   if (existsSync(join(ref, "src", "main.ts"))) return ref;
-  const dir = mkdtempSync(join(tmpdir(), "bench-heal-base-"));
+  const dir = tempDir(tmpdir(), "bench-heal-base-");
   execSync(`git -C '${ROOT}' archive '${ref}' src package.json tsconfig.json | tar -x -C '${dir}'`);
   symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
   return dir;
