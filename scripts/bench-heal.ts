@@ -9,9 +9,16 @@
 //      byte through both proxies, and the main thread's share of learning (in this process);
 //   3. the audit of 10,000 tracked users at 2/s against the fake remote: the proxy's CPU share
 //      and RSS growth.
-// Usage: npx bun scripts/bench-heal.ts [samples] [auditSeconds] [rounds]      (binds 127.0.0.1 only)
+// Usage: npx bun scripts/bench-heal.ts [samples] [auditSeconds] [rounds] [only]      (binds 127.0.0.1 only)
+// `only` = 1 runs part 1 alone. In part 1 the proxies are asked in turn per request (in a
+// shuffled order), and p99 is also given over all rounds' requests pooled (samples × rounds).
+// BENCH_HEAL_BASE=<commit>[,<commit>…] adds to part 1 a --detect on proxy run from each commit's
+// source (or from a directory holding a src/), asked in the same turns: before and after side
+// by side in one run. BENCH_HEAL_GC=1 has part 1's proxies log their collections (JSC's
+// BUN_JSC_logGC) and counts them per 1,000 requests: a young collection is the usual p99 request.
 // BENCH_PROFILE=dir runs the proxies under Bun's sampling profiler (scripts/bench/profile-summary.ts).
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { execSync } from "node:child_process";
+import { existsSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -31,12 +38,13 @@ import type { Requester } from "../src/http/auth.ts";
 import { Views } from "../src/delivery/views.ts";
 import { createLogger } from "../src/observe/log.ts";
 import { openSqliteStore } from "../src/store/sqlite.ts";
-import { BUN, ROOT } from "./bench/binary.ts";
+import { BUN, ROOT, tempDir } from "./bench/binary.ts";
 import { cpuSeconds, rssBytes, startProc } from "./bench/procs.ts";
 
 const samples = Number(process.argv[2] ?? 400);
 const auditSeconds = Number(process.argv[3] ?? 30);
 const rounds = Number(process.argv[4] ?? 3);
+const only = process.argv[5];
 const pct = (a: number[], p: number) =>
   [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor((p / 100) * a.length))]!;
 const ms = (n: number) => `${n.toFixed(3)} ms`;
@@ -79,38 +87,58 @@ const hs = await startFakeHomeserver("hs.test");
 const remote = await startFakeRemote({ ca, trustedKeys: { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } } });
 
 /** A proxy in a process of its own, from source, in front of the fake homeserver. */
-async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-"))) {
+async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-")), root = ROOT) {
   const profile = process.env.BENCH_PROFILE;
   const pre = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200"] : [];
-  const p = startProc(BUN, [
-    ...pre,
-    join(ROOT, "src", "main.ts"),
-    "--upstream",
-    hs.url,
-    "--server-name",
-    "hs.test",
-    "--signing-key",
-    writeTestKey(),
-    "--listen",
-    "127.0.0.1:0",
-    "--data-dir",
-    dataDir,
-    "--log-level",
-    "info",
-    "--federation-ca",
-    caPath,
-    "--federation-allow-cidrs",
-    "127.0.0.0/8",
-    ...flags,
-  ]);
+  const gcLog = process.env.BENCH_HEAL_GC ? { env: { BUN_JSC_logGC: "1" }, tailLines: 1_000_000 } : {};
+  const p = startProc(
+    BUN,
+    [
+      ...pre,
+      join(root, "src", "main.ts"),
+      "--upstream",
+      hs.url,
+      "--server-name",
+      "hs.test",
+      "--signing-key",
+      writeTestKey(),
+      "--listen",
+      "127.0.0.1:0",
+      "--data-dir",
+      dataDir,
+      "--log-level",
+      "info",
+      "--federation-ca",
+      caPath,
+      "--federation-allow-cidrs",
+      "127.0.0.0/8",
+      ...flags,
+    ],
+    gcLog,
+  );
   const m = await p.waitLine(/"msg":"listening".*"listen":"127\.0\.0\.1:(\d+)"/);
-  return { pid: p.pid, url: `http://127.0.0.1:${m[1]}`, stop: () => p.stop(5000) };
+  return { pid: p.pid, proc: p, url: `http://127.0.0.1:${m[1]}`, stop: () => p.stop(5000) };
 }
 
 const token = "token_alice";
 hs.tokens.set(token, ["@alice:hs.test", "ALICE"]);
 const on = await proxyChild(["--audit-interval-ms", "0"]);
 const off = await proxyChild(["--detect", "off", "--audit-interval-ms", "0"]);
+/** A commit's source beside ours, for a proxy run from it (node_modules shared). */
+function sourceOf(ref: string): string {
+  if (existsSync(join(ref, "src", "main.ts"))) return ref;
+  const dir = tempDir(tmpdir(), "bench-heal-base-");
+  execSync(`git -C '${ROOT}' archive '${ref}' src package.json tsconfig.json | tar -x -C '${dir}'`);
+  symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
+  return dir;
+}
+const bases = await Promise.all(
+  (process.env.BENCH_HEAL_BASE?.split(",") ?? []).map(async (ref) => ({
+    name: `on ${ref.split("/").pop()}`,
+    ...(await proxyChild(["--audit-interval-ms", "0"], undefined, sourceOf(ref))),
+  })),
+);
+const arms = [{ name: "detect on", ...on }, { name: "detect off", ...off }, ...bases];
 const serve = (path: string, body: () => string) =>
   hs.on(path, (_req, res) => {
     const b = body();
@@ -151,28 +179,96 @@ serve("/_matrix/client/v3/keys/query", () =>
     self_signing_keys: { [bob.userId]: bob.selfSigningKey },
   }),
 );
-for (const p of [on, off])
+for (const p of arms)
   await timed(p.url, "/_matrix/client/v3/keys/query", token, JSON.stringify({ device_keys: { [bob.userId]: [] } }));
 
-/** One round of alternating /sync requests: [p50 on, p99 on, p50 off, p99 off]. */
-async function syncRound(): Promise<number[]> {
-  const a: number[] = [],
-    b: number[] = [];
+/**
+ * One round of /sync requests, each step asking every proxy once in a shuffled order, so each
+ * follows each as often (a proxy's work after its answer overlaps the next request, on the
+ * next proxy's cores): per proxy, every request's time to the end (ms), and its CPU per request
+ * (ms, all threads).
+ */
+async function syncRound(): Promise<Round> {
+  const times: number[][] = arms.map(() => []);
+  let c0: number[] = [],
+    log0: number[] = [];
   for (let i = 0; i < samples + 50; i++) {
-    const [, x] = await timed(on.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
-    const [, y] = await timed(off.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
-    if (i >= 50) a.push(x), b.push(y);
+    if (i === 50) (c0 = arms.map((a) => cpuSeconds(a.pid))), (log0 = arms.map((a) => a.proc.tail.length));
+    const order = arms.map((_, j) => j);
+    for (let k = order.length - 1; k > 0; k--) {
+      const r = Math.floor(Math.random() * (k + 1));
+      [order[k], order[r]] = [order[r]!, order[k]!];
+    }
+    for (const j of order) {
+      const [, x] = await timed(arms[j]!.url, "/_matrix/client/v3/sync?since=s&timeout=0", token);
+      if (i >= 50) times[j]!.push(x);
+    }
   }
-  return [pct(a, 50), pct(a, 99), pct(b, 50), pct(b, 99)];
+  const cpu = arms.map((a, j) => ((cpuSeconds(a.pid) - c0[j]!) / samples) * 1000);
+  if (!process.env.BENCH_HEAL_GC) return { times, cpu, gc: [] };
+  await new Promise((r) => setTimeout(r, 100)); // the last lines
+  return { times, cpu, gc: arms.map((a, j) => collections(a.proc.tail.slice(log0[j]))) };
 }
-function printSync(title: string, r: number[][]) {
+interface Round {
+  times: number[][];
+  cpu: number[];
+  /** Per proxy (BENCH_HEAL_GC): [collections per 1,000 requests, median ms of one]. */
+  gc: number[][];
+}
+// One collection's summary, e.g. "START M 51996kb => EdenCollection, … => 35637kb, p=1.66ms (max 3.4), cycle 7.98ms".
+const GC_LINE = /START M \d+kb => (Eden|Full)Collection[\s\S]*?=> \d+kb, p=[\d.]+ms \(max [\d.]+\), cycle ([\d.]+)ms/g;
+function collections(lines: string[]): number[] {
+  const log = lines.join("\n").replaceAll("\0", "").replace(/\s+/g, " ");
+  const ms = [...log.matchAll(GC_LINE)].map((m) => Number(m[2]));
+  return [(ms.length / samples) * 1000, ms.length > 0 ? pct(ms, 50) : 0];
+}
+const us = (n: number) => `${(n * 1000).toFixed(0)} µs`;
+/** Per proxy: p50 and p99 over the rounds (median, range) and over all rounds' requests pooled. */
+function printSync(title: string, r: Round[]) {
   console.log(title);
-  console.log(`   detect on : p50 ${over(r.map((x) => x[0]!))}  p99 ${over(r.map((x) => x[1]!))}`);
-  console.log(`   detect off: p50 ${over(r.map((x) => x[2]!))}  p99 ${over(r.map((x) => x[3]!))}`);
-  console.log(`   extra     : p50 ${over(r.map((x) => x[0]! - x[2]!))}  p99 ${over(r.map((x) => x[1]! - x[3]!))}`);
+  const p = (j: number, q: number) => r.map((x) => pct(x.times[j]!, q));
+  const pooled = (j: number, q: number) =>
+    pct(
+      r.flatMap((x) => x.times[j]!),
+      q,
+    );
+  const gc = (j: number) =>
+    r[0]!.gc.length === 0
+      ? ""
+      : `; collections per 1,000 requests ${over(
+          r.map((x) => x.gc[j]![0]!),
+          (n) => n.toFixed(1),
+        )}, ${ms(
+          pct(
+            r.map((x) => x.gc[j]![1]!),
+            50,
+          ),
+        )} each`;
+  arms.forEach((a, j) =>
+    console.log(
+      `   ${a.name.padEnd(10)}: p50 ${over(p(j, 50))}  p99 ${over(p(j, 99))}, pooled ${ms(pooled(j, 99))}; CPU/request ${over(
+        r.map((x) => x.cpu[j]!),
+        us,
+      )}${gc(j)}`,
+    ),
+  );
+  arms.forEach((a, j) => {
+    if (a.name === "detect off") return;
+    const less = (xs: number[], ys: number[]) => xs.map((x, k) => x - ys[k]!);
+    const off = arms.findIndex((b) => b.name === "detect off");
+    console.log(
+      `   extra (${a.name}): p50 ${over(less(p(j, 50), p(off, 50)))}  p99 ${over(less(p(j, 99), p(off, 99)))}, pooled ${ms(pooled(j, 99) - pooled(off, 99))}; CPU ${over(
+        less(
+          r.map((x) => x.cpu[j]!),
+          r.map((x) => x.cpu[off]!),
+        ),
+        us,
+      )}`,
+    );
+  });
 }
-const loud: number[][] = [],
-  quiet: number[][] = [];
+const loud: Round[] = [],
+  quiet: Round[] = [];
 for (let k = 0; k < rounds; k++) {
   current = syncBody;
   loud.push(await syncRound());
@@ -236,6 +332,15 @@ console.log(
   await dviews.close();
   await store.close();
 }
+
+if (only === "1") {
+  for (const a of arms) await a.stop();
+  await remote.close();
+  await hs.close();
+  ca.cleanup();
+  process.exit(0);
+}
+for (const b of bases) await b.stop();
 
 // 2. A 1000-device /keys/query answer, new each time (a repeated one is only digested).
 const big = `@big:${remote.serverName}`;

@@ -33,31 +33,36 @@ const DEVICE_ID = /^[\x21-\x7E]{1,255}$/;
 /** A user id we will look up (user-id.ts checks it fully later): bounded and printable. */
 const SENDER = /^@[\x21-\x7E]{1,254}$/;
 /** Events looked at per response: a body with more is not a client's normal traffic. */
-const MAX_EVENTS = 1000;
+export const MAX_EVENTS = 1000;
 
 /** The clues in a `to_device` value (`{events: [...]}`); malformed events are skipped. */
 export function cluesOf(toDevice: unknown): ToDeviceClue[] {
   const out: ToDeviceClue[] = [];
   if (!isObject(toDevice) || !Array.isArray(toDevice.events)) return out;
   for (const ev of toDevice.events.slice(0, MAX_EVENTS)) {
-    if (!isObject(ev) || !isObject(ev.content)) continue;
-    const { sender, type, content } = ev;
-    if (typeof sender !== "string" || !SENDER.test(sender) || typeof type !== "string") continue;
-    if (type === "m.room.encrypted") {
-      if (content.algorithm !== OLM || typeof content.sender_key !== "string" || !CURVE_KEY.test(content.sender_key))
-        continue;
-      out.push({ sender, type, senderKey: content.sender_key });
-      continue;
-    }
-    const field = Object.hasOwn(DEVICE_FIELD, type) ? DEVICE_FIELD[type]! : undefined;
-    if (!field) continue;
-    // A cancellation names a device too, but asks nothing of it.
-    if ((type === "m.room_key_request" || type === "m.secret.request") && content.action !== "request") continue;
-    const id = content[field];
-    if (typeof id !== "string" || !DEVICE_ID.test(id)) continue;
-    out.push({ sender, type, deviceId: id });
+    const clue = clueOf(ev);
+    if (clue) out.push(clue);
   }
   return out;
+}
+
+/** The clue of one event, or undefined when it is malformed or of a type not checked. */
+export function clueOf(ev: unknown): ToDeviceClue | undefined {
+  if (!isObject(ev) || !isObject(ev.content)) return undefined;
+  const { sender, type, content } = ev;
+  if (typeof sender !== "string" || !SENDER.test(sender) || typeof type !== "string") return undefined;
+  if (type === "m.room.encrypted") {
+    if (content.algorithm !== OLM || typeof content.sender_key !== "string" || !CURVE_KEY.test(content.sender_key))
+      return undefined;
+    return { sender, type, senderKey: content.sender_key };
+  }
+  const field = Object.hasOwn(DEVICE_FIELD, type) ? DEVICE_FIELD[type]! : undefined;
+  if (!field) return undefined;
+  // A cancellation names a device too, but asks nothing of it.
+  if ((type === "m.room_key_request" || type === "m.secret.request") && content.action !== "request") return undefined;
+  const id = content[field];
+  if (typeof id !== "string" || !DEVICE_ID.test(id)) return undefined;
+  return { sender, type, deviceId: id };
 }
 
 /** The to_device value of a sliding-sync `extensions` member (MSC3885's to_device extension). */

@@ -1,6 +1,7 @@
 // Reads a /sync body's top-level `to_device` member (sliding sync: `extensions.to_device`) for
 // detection, and the homeserver's own device_lists.changed (json/read-behind.ts): the parse
 // goes past a member only when it names one of the event types detection checks, or a user.
+import { cluesIn } from "./json/clue-scan.ts";
 import { ReadBehind } from "./json/read-behind.ts";
 import type { ReportedWatch } from "./json/sync-splice.ts";
 import type { SyncFlavour } from "./json/sync-inject.ts";
@@ -61,13 +62,15 @@ export class ToDeviceWatch {
         return undefined;
       }
     };
-    let toDevice: unknown, lists: unknown;
+    let clues: ToDeviceClue[], lists: unknown;
     if (this.#flavour === "sync") {
-      toDevice = member("to_device");
+      // Read from its bytes: parsing it would make garbage of every ciphertext (json/clue-scan.ts).
+      const raw = found.get("to_device");
+      clues = raw ? cluesIn(raw) : [];
       lists = member("device_lists");
     } else {
       const ext = member("extensions");
-      toDevice = slidingToDevice(ext);
+      clues = cluesOf(slidingToDevice(ext));
       const e2ee = isObject(ext) ? ext.e2ee : undefined;
       lists = isObject(e2ee) ? e2ee.device_lists : undefined;
     }
@@ -79,7 +82,6 @@ export class ToDeviceWatch {
       this.#changed?.(changed);
       this.#alsoChanged?.(changed);
     }
-    const clues = cluesOf(toDevice);
     if (clues.length > 0) this.#report(clues);
   }
 }

@@ -7,7 +7,15 @@ export const DL = "device_lists";
 const rand = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) / 2 ** 24;
 const hex4 = (c: number) => c.toString(16).padStart(4, "0");
 
-/** JSON text for `entries` (duplicate keys allowed) with random whitespace and random \uXXXX
+/** An object written member by member, duplicate keys and all (serialise). */
+export class Members {
+  readonly entries: [string, unknown][];
+  constructor(entries: [string, unknown][]) {
+    this.entries = entries;
+  }
+}
+
+/** JSON text for `entries` (duplicate keys allowed, and in nested Members) with random whitespace and random \uXXXX
  *  escapes in keys and strings, so escapes and spaces land on every kind of chunk boundary. */
 export function serialise(entries: [string, unknown][], seed: number): string {
   const r = rand(seed);
@@ -25,6 +33,7 @@ export function serialise(entries: [string, unknown][], seed: number): string {
   };
   const val = (v: unknown): string => {
     if (typeof v === "string") return str(v);
+    if (v instanceof Members) return obj(v.entries);
     if (Array.isArray(v)) return `[${ws()}${v.map((x) => val(x)).join(`${ws()},${ws()}`)}${ws()}]`;
     if (v !== null && typeof v === "object") return obj(Object.entries(v));
     return JSON.stringify(v);

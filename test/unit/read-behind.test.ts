@@ -4,6 +4,8 @@ import { BEHIND_BYTES, ReadBehind } from "../../src/delivery/json/read-behind.ts
 import { KeyFinder } from "../../src/delivery/json/key-finder.ts";
 import { chunking, DL, serialise, value } from "../helpers/json-text.ts";
 
+/** Detach a read's memory, as the front end frees a read nobody keeps (flow.ts release). */
+const free = (b: Uint8Array) => void (b.buffer as ArrayBuffer & { transfer(n: number): ArrayBuffer }).transfer(0);
 const TD = "to_device";
 /** The test's "worth reading": the value names a user (escapes decoded). */
 const named = (raw: Buffer): boolean => {
@@ -14,7 +16,10 @@ const named = (raw: Buffer): boolean => {
   }
 };
 
-/** `doc` in reads of the given sizes (cycled), each in a buffer of its own; the reader's result. */
+/**
+ * `doc` in reads of the given sizes (cycled), each in a buffer of its own; the reader's result.
+ * A read the reader does not keep is detached at once, as the front end frees it (flow.ts release).
+ */
 async function read(doc: Buffer, sizes: readonly number[], members = [DL, TD]) {
   let got: Map<string, Buffer> | undefined;
   let calls = 0;
@@ -25,7 +30,9 @@ async function read(doc: Buffer, sizes: readonly number[], members = [DL, TD]) {
   );
   for (let at = 0, n = 0; at < doc.length; n++) {
     const len = Math.min(sizes[n % sizes.length]!, doc.length - at);
-    r.data(Buffer.from(doc.subarray(at, at + len)), 0, len);
+    const own = new Uint8Array(len);
+    own.set(doc.subarray(at, at + len));
+    if (!r.data(own, 0, len)) free(own);
     at += len;
   }
   r.end();

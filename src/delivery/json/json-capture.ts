@@ -85,8 +85,24 @@ export interface CaptureEvents {
   closed(at: number, empty: boolean): void;
 }
 
+type Wanted = { key: string; bytes: Uint8Array | undefined }[];
+// Made once per list of keys: a capture is made per body (read-behind.ts).
+const wantedMade = new WeakMap<readonly string[], Wanted>();
+function wantedOf(keys: readonly string[]): Wanted {
+  let w = wantedMade.get(keys);
+  if (w) return w;
+  // Raw-byte comparison only for keys that survive UTF-8 (a lone surrogate does not); escaped
+  // document keys are decoded and compared as strings. \uXXXX is 6 bytes per UTF-16 unit.
+  w = keys.map((key) => {
+    const bytes = Buffer.from(key);
+    return { key, bytes: bytes.toString() === key ? bytes : undefined };
+  });
+  wantedMade.set(keys, w);
+  return w;
+}
+
 export class TopLevelCapture {
-  private readonly wanted: { key: string; bytes: Uint8Array | undefined }[];
+  private readonly wanted: Wanted;
   private readonly maxKeyBytes: number; // a raw key longer than this cannot decode to a wanted key
   private readonly maxValueBytes: number;
   private readonly found = new Map<string, Buffer>();
@@ -103,17 +119,21 @@ export class TopLevelCapture {
   private capLen = 0; // -1 once over maxValueBytes
   private done = false;
   private readonly events: CaptureEvents | undefined;
+  private readonly byReference: boolean;
 
-  /** keys: top-level member names to capture; maxValueBytes: a longer value is not kept. */
-  constructor(keys: readonly string[], maxValueBytes = 4 * 1024 * 1024, events?: CaptureEvents) {
+  /**
+   * keys: top-level member names to capture; maxValueBytes: a longer value is not kept.
+   * byReference: a value being captured is a view of the bytes fed, not a copy, and so is one
+   * read whole from one read that it fills at least half of (else it is copied when it ends):
+   * the caller keeps a buffer unchanged and alive while viewsOf() says so.
+   */
+  constructor(keys: readonly string[], maxValueBytes = 4 * 1024 * 1024, events?: CaptureEvents, byReference = false) {
     this.events = events;
-    // Raw-byte comparison only for keys that survive UTF-8 (a lone surrogate does not); escaped
-    // document keys are decoded and compared as strings. \uXXXX is 6 bytes per UTF-16 unit.
-    this.wanted = keys.map((key) => {
-      const bytes = Buffer.from(key);
-      return { key, bytes: bytes.toString() === key ? bytes : undefined };
-    });
-    this.maxKeyBytes = Math.max(0, ...keys.map((k) => 6 * k.length));
+    this.byReference = byReference;
+    this.wanted = wantedOf(keys);
+    let maxKey = 0;
+    for (const k of keys) maxKey = Math.max(maxKey, 6 * k.length);
+    this.maxKeyBytes = maxKey;
     this.maxValueBytes = maxValueBytes;
   }
 
@@ -131,6 +151,14 @@ export class TopLevelCapture {
     } catch {
       this.state = ERROR;
     }
+  }
+
+  /** Do the values kept (byReference) view bytes of `buffer`? */
+  viewsOf(buffer: ArrayBufferLike): boolean {
+    if (!this.byReference) return false;
+    for (const p of this.capParts) if (p.buffer === buffer) return true;
+    for (const v of this.found.values()) if (v.buffer === buffer) return true;
+    return false;
   }
 
   /** A wanted key has been read and its value has not started yet. */
@@ -288,8 +316,13 @@ export class TopLevelCapture {
       this.capParts = [];
       return;
     }
-    this.capParts.push(copy(data, from, to));
     this.capLen += to - from;
+    if (!this.byReference) return void this.capParts.push(copy(data, from, to));
+    // Slices of one read, fed in turn, make one view (read-behind.ts feeds a read in slices).
+    const last = this.capParts[this.capParts.length - 1];
+    if (last !== undefined && last.buffer === data.buffer && last.byteOffset + last.length === data.byteOffset + from)
+      this.capParts[this.capParts.length - 1] = new Uint8Array(last.buffer, last.byteOffset, last.length + to - from);
+    else this.capParts.push(data.subarray(from, to));
   }
 
   /** The captured value ends at `to`: the last occurrence of a key wins, as in JSON.parse. */
@@ -297,11 +330,12 @@ export class TopLevelCapture {
     this.keep(data, from, to);
     const key = this.capKey!;
     if (this.capLen < 0) this.found.delete(key);
-    else
-      this.found.set(
-        key,
-        this.capParts.length === 1 ? Buffer.from(this.capParts[0]!.buffer) : Buffer.concat(this.capParts),
-      );
+    else {
+      const one = this.capParts.length === 1 ? this.capParts[0]! : undefined;
+      // A view keeps its whole read alive: only one it fills at least half of stays a view.
+      const view = one !== undefined && (!this.byReference || one.buffer.byteLength <= 2 * one.length);
+      this.found.set(key, view ? Buffer.from(one.buffer, one.byteOffset, one.length) : Buffer.concat(this.capParts));
+    }
     this.capKey = undefined;
     this.capParts = [];
     this.events?.valueEnd(key, to);

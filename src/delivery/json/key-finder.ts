@@ -12,11 +12,39 @@ const EMPTY = new Uint8Array(0);
 
 const lowerHex = (b: number | undefined): number => (b !== undefined && b >= 0x41 && b <= 0x46 ? b + 0x20 : (b ?? 0));
 
+/** What a finder needs of its names, made once per list of names (a finder is made per body). */
+interface Names {
+  quoted: Buffer[];
+  /** The names' bytes as the two lowercase hex digits a \u00XX escape spells them with. */
+  chars: Set<number>;
+  /** The longest raw string that can still decode to a name: every character escaped, and its quotes. */
+  maxKey: number;
+  keep: number;
+  /** The longest match less one: a match straddling two reads has at most this much on either side. */
+  span: number;
+}
+const made = new WeakMap<readonly string[], Names>();
+
+function namesOf(names: readonly string[]): Names {
+  const known = made.get(names);
+  if (known) return known;
+  const quoted = names.map((n) => Buffer.from(JSON.stringify(n)));
+  const chars = new Set<number>();
+  for (const n of names)
+    for (const b of Buffer.from(n)) {
+      const hex = b.toString(16).padStart(2, "0");
+      chars.add((hex.charCodeAt(0) << 8) | hex.charCodeAt(1));
+    }
+  const maxKey = Math.max(0, ...names.map((n) => 6 * n.length)) + 2;
+  const span = Math.max(ESCAPE.length + 2, ...quoted.map((q) => q.length)) - 1;
+  const out = { quoted, chars, maxKey, keep: maxKey + 16, span };
+  made.set(names, out);
+  return out;
+}
+
 export class KeyFinder {
   readonly #quoted: Buffer[];
-  /** The names' bytes as the two lowercase hex digits a \u00XX escape spells them with. */
-  readonly #chars = new Set<number>();
-  /** The longest raw string that can still decode to a name: every character escaped, and its quotes. */
+  readonly #chars: Set<number>;
   readonly #maxKey: number;
   readonly #keep: number;
   /** The last bytes of the reads before (a copy). */
@@ -24,21 +52,18 @@ export class KeyFinder {
   // While find() runs: the read, and the tail it follows.
   #chunk: Uint8Array = EMPTY;
   #prev: Uint8Array = EMPTY;
-  /** The longest match less one: a match straddling two reads has at most this much on either side. */
   readonly #span: number;
   /** Set by find() when the candidate began in an earlier read: its bytes from there (a copy). */
   lead: Uint8Array | undefined;
 
+  /** `names`: keep passing the same array for the same names (what is made of it is kept). */
   constructor(names: readonly string[]) {
-    this.#quoted = names.map((n) => Buffer.from(JSON.stringify(n)));
-    for (const n of names)
-      for (const b of Buffer.from(n)) {
-        const hex = b.toString(16).padStart(2, "0");
-        this.#chars.add((hex.charCodeAt(0) << 8) | hex.charCodeAt(1));
-      }
-    this.#maxKey = Math.max(0, ...names.map((n) => 6 * n.length)) + 2;
-    this.#keep = this.#maxKey + 16;
-    this.#span = Math.max(ESCAPE.length + 2, ...this.#quoted.map((q) => q.length)) - 1;
+    const n = namesOf(names);
+    this.#quoted = n.quoted;
+    this.#chars = n.chars;
+    this.#maxKey = n.maxKey;
+    this.#keep = n.keep;
+    this.#span = n.span;
   }
 
   /** Forget the bytes kept from earlier reads: the next find() starts afresh at its `start`. */

@@ -7,7 +7,9 @@
 // makes the parse go on to the body's end, since only the end shows that the key was a top-level
 // one: a key nested deeper closes its object before the body ends. That rest is read after the
 // body has gone out, its reads kept by reference meanwhile, up to BEHIND_BYTES of them (counted
-// by the buffers they keep alive); beyond that they are read as they stream.
+// by the buffers they keep alive); beyond that they are read as they stream. The wanted values
+// are captured by reference (json-capture.ts byReference): a read holding one is kept too, at
+// most twice the value's size (MAX_VALUE), beyond that count.
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
 import { KeyFinder } from "./key-finder.ts";
 
@@ -56,8 +58,7 @@ export class ReadBehind implements CaptureEvents {
   data(buf: Uint8Array, start: number, end: number): boolean {
     if (start >= end) return false;
     if (this.#keen && !this.#over) return this.#hold(buf, start, end);
-    this.#run(buf, start, end);
-    return false;
+    return this.#run(buf, start, end);
   }
 
   end(): void {
@@ -89,20 +90,25 @@ export class ReadBehind implements CaptureEvents {
     this.#lastHeld = buf.buffer;
     if (this.#heldBytes <= BEHIND_BYTES) return true;
     this.#over = true;
-    this.#catchUp();
-    return false;
+    // The read in hand is the last one caught up: it is kept if the parse keeps views of it.
+    return this.#catchUp();
   }
 
-  /** Parse buf[start, end): find candidates, and read from each until it is ruled out. */
-  #run(buf: Uint8Array, start: number, end: number): void {
+  /**
+   * Parse buf[start, end): find candidates, and read from each until it is ruled out. True when
+   * the parse keeps views of buf: the wanted values are captured by reference, not copied (a
+   * copy of a to_device member, and the joining of its copies, were most of the garbage each
+   * /sync body made: docs/performance.md, eighth session).
+   */
+  #run(buf: Uint8Array, start: number, end: number): boolean {
     while (start < end) {
       let parse = this.#parse;
       let floor = start;
       if (!parse) {
         const f = (this.#finder ??= new KeyFinder(this.#members));
         const at = f.find(buf, start, end);
-        if (at < 0) return;
-        parse = this.#parse = new TopLevelCapture(this.#members, MAX_VALUE, this);
+        if (at < 0) return false;
+        parse = this.#parse = new TopLevelCapture(this.#members, MAX_VALUE, this, true);
         this.#keen = false;
         parse.feed(OPEN);
         if (f.lead) parse.feed(f.lead);
@@ -120,20 +126,24 @@ export class ReadBehind implements CaptureEvents {
       }
       if (this.#dullAt >= 0) start = this.#dullAt;
       else if (parse.failed) start = this.#closedAt >= 0 ? this.#closedAt + 1 : floor;
-      else return;
+      else return parse.viewsOf(buf.buffer);
       // Ruled out: look for the next candidate from there.
       this.#parse = undefined;
       this.#keen = false;
       this.#finder!.reset();
     }
+    return false;
   }
 
-  #catchUp(): void {
+  /** True when the parse keeps views of the held reads (of the last one, say). */
+  #catchUp(): boolean {
     const held = this.#held ?? [];
     this.#held = undefined;
     this.#heldBytes = 0;
     this.#lastHeld = undefined;
-    for (const b of held) this.#run(b, 0, b.length);
+    let kept = false;
+    for (const b of held) kept = this.#run(b, 0, b.length) || kept;
+    return kept;
   }
 
   #finish(): void {

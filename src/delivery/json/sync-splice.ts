@@ -56,6 +56,9 @@ function stringOf(raw: Uint8Array | undefined): string | undefined {
   }
 }
 const TOKEN = { sync: "next_batch", sliding: "pos" } as const;
+// The lists of names, one array each: finders and captures make their tables once per array.
+const ALONE = { sync: [MEMBER.sync], sliding: [MEMBER.sliding] } as const;
+const BOTH = { sync: [MEMBER.sync, TOKEN.sync], sliding: [MEMBER.sliding, TOKEN.sliding] } as const;
 const CLOSE_OBJ = 0x7d,
   OPEN_OBJ = 0x7b;
 const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
@@ -116,8 +119,8 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#member = MEMBER[flavour];
     this.#wrap = wrap;
     this.#tokenKey = TOKEN[flavour];
-    this.#sighting = new KeyFinder(wrap ? [this.#member, this.#tokenKey] : [this.#member]);
-    this.#capture = new TopLevelCapture([this.#member, TOKEN[flavour]], 4 * 1024 * 1024, this);
+    this.#sighting = new KeyFinder(wrap ? BOTH[flavour] : ALONE[flavour]);
+    this.#capture = new TopLevelCapture(BOTH[flavour], 4 * 1024 * 1024, this);
   }
 
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void {
@@ -342,7 +345,7 @@ export class ReportedWatch {
   constructor(report: (users: string[]) => void, flavour: SyncFlavour = "sync") {
     this.report = report;
     const key = MEMBER[flavour];
-    this.#reader = new ReadBehind([key], listsSomeone, (found) => {
+    this.#reader = new ReadBehind(ALONE[flavour], listsSomeone, (found) => {
       const raw = found.get(key);
       if (!raw) return;
       let lists: unknown;
