@@ -21,6 +21,8 @@ export const F_LINE = 0,
 export interface Head {
   readonly buf: Buffer;
   readonly fields: number[];
+  /** The Connection options it lists (connectionOptions), read once when parsed. */
+  readonly conn: number;
 }
 
 export interface RequestHead extends Head {
@@ -135,6 +137,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   return {
     buf,
     fields,
+    conn: readConnection(buf, fields),
     start,
     method,
     target: latin1(buf, targetStart, targetEnd),
@@ -159,7 +162,15 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
     if ((c < 32 && c !== HTAB) || c === 127) throw new HeadError(502, "malformed status line from upstream");
   if (buf[i + 1] !== LF) throw new HeadError(502, "malformed status line from upstream");
   const fields = parseFields(buf, i + 2, end, 502);
-  return { buf, fields, status: d0 * 100 + d1 * 10 + d2, minor, statusStart: s, lineEnd: i };
+  return {
+    buf,
+    fields,
+    conn: readConnection(buf, fields),
+    status: d0 * 100 + d1 * 10 + d2,
+    minor,
+    statusStart: s,
+    lineEnd: i,
+  };
 }
 
 /** All values of the field with name id `id`, comma-joined (RFC 9110 §5.3); undefined if absent. */
@@ -243,15 +254,18 @@ function tokenIs(buf: Buffer, s: number, e: number, lower: Buffer): boolean {
 }
 
 /**
- * The options the Connection fields list, read from their bytes: every head we relay asks, and
- * the string path (fieldValue, split, trim, lower-case) cost more than the rest of the head.
- * Elements are split on commas and trimmed of SP and HTAB, the only whitespace parseFields lets
- * into a value; any byte beyond ASCII answers CONN_UNSURE, since String trim() and
- * toLowerCase() treat some of those as space or letters and the string path must decide.
+ * The options the Connection fields list (CONN_* bits), read from their bytes when the head is
+ * parsed: every head we relay is asked up to twice, and the string path (fieldValue, split,
+ * trim, lower-case) cost more than the rest of the head. Elements are split on commas and
+ * trimmed of SP and HTAB, the only whitespace parseFields lets into a value; any byte beyond
+ * ASCII answers CONN_UNSURE, since String trim() and toLowerCase() treat some of those as
+ * space or letters, and the string path decides.
  */
 export function connectionOptions(h: Head): number {
-  const f = h.fields,
-    buf = h.buf;
+  return h.conn;
+}
+
+function readConnection(buf: Buffer, f: number[]): number {
   let out = 0;
   for (let k = 0; k < f.length; k += F_STRIDE) {
     if (f[k + F_ID] !== NAME.CONNECTION) continue;

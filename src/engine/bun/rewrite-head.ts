@@ -149,9 +149,7 @@ export function nextHopRequestHead(h: RequestHead, o: NextHopRequest): Buffer {
   // /rooms/{roomId}/messages): every request, intercepted or not, loses our suffix here.
   const target = o.unwrap ? (o.target === undefined ? unwrapTarget(h.target) : upstreamTarget(o.target)) : o.target;
   const targetSize = target === undefined ? h.targetEnd - h.targetStart : Buffer.byteLength(target, "latin1");
-  const out = Buffer.allocUnsafe(
-    h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + ours,
-  );
+  const out = Buffer.allocUnsafe(h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + ours);
   let p = h.buf.copy(out, 0, h.start, h.targetStart); // "METHOD "
   if (o.prefix.length > 0) p += out.write(o.prefix, p, "latin1");
   p += target === undefined ? h.buf.copy(out, p, h.targetStart, h.targetEnd) : out.write(target, p, "latin1");
