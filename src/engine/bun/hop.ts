@@ -4,7 +4,7 @@ import { isIP } from "node:net";
 import { FRONT_PEER_HEADER, FRONT_SECRET_HEADER } from "../../http/forwarded.ts";
 import { forwardedFor } from "../../http/forwarded.ts";
 import { headerTimeoutFor } from "../../http/passthrough.ts";
-import { fieldNamed, type RequestHead } from "./head.ts";
+import { fieldNamed, fieldValue, type RequestHead } from "./head.ts";
 import { mask, NAME } from "./names.ts";
 import { type Destination, Pool } from "./pool.ts";
 import { errorResponse, nextHopRequestHead, type Persistence } from "./rewrite-head.ts";
@@ -87,21 +87,22 @@ export function homeserverHop(o: HomeserverHopOptions): Hop {
     headerTimeoutMs: (target) =>
       target.includes("timeout=") ? headerTimeoutFor(target, o.headerTimeoutMs) : o.headerTimeoutMs,
     requestHead(h, c) {
-      // A trusted peer's X-Forwarded-* are extended (forwardedFor); anyone else's are replaced,
-      // written by nextHopRequestHead from the head's bytes.
-      const trusted = o.trusted(c.peer);
-      let add = "";
-      if (trusted) {
+      let add: string;
+      if (o.trusted(c.peer)) {
         const f = forwardedFor(c.peer, (n) => fieldNamed(h, n), o.trusted);
         add = `x-forwarded-for: ${f["x-forwarded-for"]}\r\nx-forwarded-proto: ${f["x-forwarded-proto"]}\r\nx-forwarded-host: ${f["x-forwarded-host"]}\r\n`;
+      } else {
+        // What forwardedFor answers for a peer we do not trust (the usual case), without its
+        // object and reader: the peer alone, plain http, and the Host as the client sent it.
+        add = `x-forwarded-for: ${c.peer}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ${fieldValue(h, NAME.HOST) ?? ""}\r\n`;
       }
+      add += `x-request-id: ${c.requestId}\r\n`;
+      if (c.identity) add += "accept-encoding: identity\r\n";
       return nextHopRequestHead(h, {
         prefix,
         defaultHost,
         replace: c.identity ? REPLACED_IDENTITY : REPLACED_UPSTREAM,
-        add: c.identity ? `${add}accept-encoding: identity\r\n` : add,
-        untrustedPeer: trusted ? undefined : c.peer,
-        requestId: c.requestId,
+        add,
         chunked: c.chunked,
         target: c.target,
         unwrap: true,

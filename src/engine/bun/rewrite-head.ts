@@ -12,8 +12,6 @@ import {
   F_LINE_END,
   F_NAME_END,
   F_STRIDE,
-  F_VALUE,
-  F_VALUE_END,
   fieldValue,
   type Head,
   type RequestHead,
@@ -65,8 +63,6 @@ const LENGTH = mask(NAME.CONTENT_LENGTH);
 const CR = 13,
   LF = 10;
 const ID_NAME = Buffer.from("x-request-id: ", "latin1");
-const XFF_NAME = Buffer.from("x-forwarded-for: ", "latin1");
-const XFP_XFH_NAMES = Buffer.from("\r\nx-forwarded-proto: http\r\nx-forwarded-host: ", "latin1");
 const CHUNKED_LINE = Buffer.from("transfer-encoding: chunked\r\n", "latin1");
 const CLOSE_LINE = Buffer.from("connection: close\r\n", "latin1");
 const KEEP_ALIVE_LINE = Buffer.from("connection: keep-alive\r\n", "latin1");
@@ -107,16 +103,8 @@ export interface NextHopRequest {
   defaultHost: string;
   /** Name ids (a names.ts mask) replaced by `add`: never forwarded from the client. */
   replace: number;
-  /** Field lines of ours, each ending in CRLF, after those below. */
+  /** Field lines of ours, each ending in CRLF. */
   add: string;
-  /**
-   * A peer whose X-Forwarded-* we do not trust: X-Forwarded-For, -Proto and -Host are written
-   * as http/forwarded.ts forwardedFor gives them for one (the peer alone, http, the Host as
-   * sent), with the Host's bytes copied from the head: no strings to build per request.
-   */
-  untrustedPeer?: string;
-  /** X-Request-Id to send. */
-  requestId?: string;
   /** The body is chunked: Transfer-Encoding (hop-by-hop) is restated for this hop. */
   chunked: boolean;
   /** A target to send instead of the client's (only ever a changed `timeout` parameter, and our suffix off positions). */
@@ -131,46 +119,21 @@ export interface NextHopRequest {
  */
 export function nextHopRequestHead(h: RequestHead, o: NextHopRequest): Buffer {
   const ks = forwarded(h, o.replace);
-  const hostLine = forwards(h, ks, NAME.HOST) ? "" : `host: ${o.defaultHost}\r\n`;
-  const tail = o.chunked ? `${o.add}transfer-encoding: chunked\r\n` : o.add;
-  const peer = o.untrustedPeer;
-  // The Host field's value: at most one (client.ts refuses a request with more).
-  let hostAt = -1;
-  if (peer !== undefined)
-    for (let k = 0; k < h.fields.length; k += F_STRIDE) if (h.fields[k + F_ID] === NAME.HOST) hostAt = k;
-  const hostSize = hostAt === -1 ? 0 : h.fields[hostAt + F_VALUE_END]! - h.fields[hostAt + F_VALUE]!;
-  const ours =
-    hostLine.length +
-    (peer === undefined ? 0 : XFF_NAME.length + peer.length + XFP_XFH_NAMES.length + hostSize + 2) +
-    (o.requestId === undefined ? 0 : ID_NAME.length + o.requestId.length + 2) +
-    tail.length +
-    2;
+  let tail = forwards(h, ks, NAME.HOST) ? o.add : `host: ${o.defaultHost}\r\n${o.add}`;
+  if (o.chunked) tail += "transfer-encoding: chunked\r\n";
   // The spec lets a client reuse a /sync next_batch as `from`/`to` elsewhere (GET /keys/changes,
   // /rooms/{roomId}/messages): every request, intercepted or not, loses our suffix here.
   const target = o.unwrap ? (o.target === undefined ? unwrapTarget(h.target) : upstreamTarget(o.target)) : o.target;
   const targetSize = target === undefined ? h.targetEnd - h.targetStart : Buffer.byteLength(target, "latin1");
-  const out = Buffer.allocUnsafe(h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + ours);
+  const out = Buffer.allocUnsafe(
+    h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + tail.length + 2,
+  );
   let p = h.buf.copy(out, 0, h.start, h.targetStart); // "METHOD "
   if (o.prefix.length > 0) p += out.write(o.prefix, p, "latin1");
   p += target === undefined ? h.buf.copy(out, p, h.targetStart, h.targetEnd) : out.write(target, p, "latin1");
   p += HTTP11_LINE_END.copy(out, p);
   p = copyLines(h, ks, out, p);
-  if (hostLine.length > 0) p += out.write(hostLine, p, "latin1");
-  if (peer !== undefined) {
-    p += XFF_NAME.copy(out, p);
-    p += out.write(peer, p, "latin1");
-    p += XFP_XFH_NAMES.copy(out, p);
-    if (hostAt !== -1) p += h.buf.copy(out, p, h.fields[hostAt + F_VALUE]!, h.fields[hostAt + F_VALUE_END]!);
-    out[p++] = CR;
-    out[p++] = LF;
-  }
-  if (o.requestId !== undefined) {
-    p += ID_NAME.copy(out, p);
-    p += out.write(o.requestId, p, "latin1");
-    out[p++] = CR;
-    out[p++] = LF;
-  }
-  if (tail.length > 0) p += out.write(tail, p, "latin1");
+  p += out.write(tail, p, "latin1");
   out[p] = CR;
   out[p + 1] = LF;
   return out;
