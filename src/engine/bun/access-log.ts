@@ -45,7 +45,8 @@ export function createAccessLog(o: AccessLogOptions): AccessLog {
   const newId = o.newId ?? randomUUID;
   // Label sets resolved once: prom-client hashes a label object on every inc() and observe(),
   // a visible share of a small request's cost here. Both label sets are small and bounded.
-  const counted = new Map<string, { inc(): void }>();
+  // By route, then by status: a key string per request cost more than the count.
+  const counted = new Map<RouteClass, { inc(): void }[]>();
   const timed = new Map<RouteClass, { observe(v: number): void }>();
   return {
     requestId: (inbound, peer) => requestIdFor(inbound, peer, o.trusted, newId),
@@ -61,9 +62,10 @@ export function createAccessLog(o: AccessLogOptions): AccessLog {
       const status = f.status ?? CLIENT_CLOSED;
       const m = o.metrics;
       if (m) {
-        const key = `${r} ${status}`;
-        let child = counted.get(key);
-        if (!child) counted.set(key, (child = m.requests.labels({ route: r, status: String(status) })));
+        let byStatus = counted.get(r);
+        if (!byStatus) counted.set(r, (byStatus = []));
+        let child = byStatus[status];
+        if (!child) byStatus[status] = child = m.requests.labels({ route: r, status: String(status) });
         child.inc();
       }
       // Most requests are not logged at the default level: build no record for them (one

@@ -103,7 +103,9 @@ export function dispatch(
 
 // A request's log line and metrics, for the requests the front end serves itself: the record
 // the access log reads at the end. Fields, not closures: a held long-poll keeps this for
-// minutes, and two closures and their scope cost more.
+// minutes, and two closures and their scope cost more. Every field is set in the constructor:
+// initialisers and a private field made JavaScriptCore run a second function per object,
+// which cost as much again as the object (docs/performance.md, eighth session).
 class Logged implements ExchangeRecord, Finished {
   readonly id: string;
   readonly route: RouteClass;
@@ -113,28 +115,31 @@ class Logged implements ExchangeRecord, Finished {
   // Read now, so the line at the end needs no reference to the head: a held long-poll would
   // otherwise keep the whole request head alive for its minutes.
   readonly forwardedFor: string | undefined;
-  readonly started = performance.now();
+  readonly started: number;
   status: number | undefined;
-  aborted = false;
-  readonly #access: AccessLog;
+  aborted: boolean;
+  readonly access: AccessLog;
 
   constructor(access: AccessLog, route: RouteClass, head: RequestHead, id: string, peer: string) {
-    this.#access = access;
+    this.access = access;
     this.route = route;
     this.method = head.method;
     this.target = head.target;
     this.id = id;
     this.peer = peer;
     this.forwardedFor = fieldValue(head, NAME.X_FORWARDED_FOR);
+    this.started = performance.now();
+    this.status = undefined;
+    this.aborted = false;
   }
 
   head(): void {
-    this.#access.upstreamLatency(this.route, (performance.now() - this.started) / 1000);
+    this.access.upstreamLatency(this.route, (performance.now() - this.started) / 1000);
   }
 
   end(status: number | undefined, aborted: boolean): void {
     this.status = status;
     this.aborted = aborted;
-    this.#access.finished(this);
+    this.access.finished(this);
   }
 }

@@ -21,6 +21,8 @@ export const F_LINE = 0,
 export interface Head {
   readonly buf: Buffer;
   readonly fields: number[];
+  /** The Connection options it lists (connectionOptions), read once when parsed. */
+  readonly conn: number;
 }
 
 export interface RequestHead extends Head {
@@ -65,13 +67,18 @@ const CRLF_CRLF = Buffer.from("\r\n\r\n");
 // Common methods are returned as constants: no string is built for them per request.
 const METHODS = ["GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS"].map((m) => [m, Buffer.from(m)] as const);
 
+// Bun's Buffer has node's latin1Slice: the same string as toString("latin1", …) without its
+// encoding dispatch, which cost twice the copy for the short values read per request.
+const latin1 = (buf: Buffer, start: number, end: number): string =>
+  (buf as Buffer & { latin1Slice(start: number, end: number): string }).latin1Slice(start, end);
+
 function methodAt(buf: Buffer, start: number, end: number): string {
   next: for (const [name, bytes] of METHODS) {
     if (bytes.length !== end - start) continue;
     for (let i = 0; i < bytes.length; i++) if (buf[start + i] !== bytes[i]) continue next;
     return name;
   }
-  return buf.toString("latin1", start, end);
+  return latin1(buf, start, end);
 }
 const HTTP1 = Buffer.from("HTTP/1.");
 const ID_OF = new Map(NAMES.map((n, id) => [n, id] as const).filter(([n]) => n !== ""));
@@ -130,9 +137,10 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   return {
     buf,
     fields,
+    conn: readConnection(buf, fields),
     start,
     method,
-    target: buf.toString("latin1", targetStart, targetEnd),
+    target: latin1(buf, targetStart, targetEnd),
     targetStart,
     targetEnd,
     minor,
@@ -154,7 +162,15 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
     if ((c < 32 && c !== HTAB) || c === 127) throw new HeadError(502, "malformed status line from upstream");
   if (buf[i + 1] !== LF) throw new HeadError(502, "malformed status line from upstream");
   const fields = parseFields(buf, i + 2, end, 502);
-  return { buf, fields, status: d0 * 100 + d1 * 10 + d2, minor, statusStart: s, lineEnd: i };
+  return {
+    buf,
+    fields,
+    conn: readConnection(buf, fields),
+    status: d0 * 100 + d1 * 10 + d2,
+    minor,
+    statusStart: s,
+    lineEnd: i,
+  };
 }
 
 /** All values of the field with name id `id`, comma-joined (RFC 9110 §5.3); undefined if absent. */
@@ -163,7 +179,7 @@ export function fieldValue(h: Head, id: number): string | undefined {
   let out: string | undefined;
   for (let k = 0; k < f.length; k += F_STRIDE) {
     if (f[k + F_ID] !== id) continue;
-    const v = h.buf.toString("latin1", f[k + F_VALUE]!, f[k + F_VALUE_END]!);
+    const v = latin1(h.buf, f[k + F_VALUE]!, f[k + F_VALUE_END]!);
     out = out === undefined ? v : `${out}, ${v}`;
   }
   return out;
@@ -203,7 +219,7 @@ export function fieldNamed(h: Head, name: string): string | undefined {
   let out: string | undefined;
   for (let k = 0; k < f.length; k += F_STRIDE) {
     if (!nameIs(h.buf, f[k + F_LINE]!, f[k + F_NAME_END]!, name)) continue;
-    const v = h.buf.toString("latin1", f[k + F_VALUE]!, f[k + F_VALUE_END]!);
+    const v = latin1(h.buf, f[k + F_VALUE]!, f[k + F_VALUE_END]!);
     out = out === undefined ? v : `${out}, ${v}`;
   }
   return out;
@@ -216,6 +232,59 @@ export function fieldCount(h: Head, id: number): number {
   return n;
 }
 
+/** connectionOptions bits: which Connection options (RFC 9110 §7.6.1) a head lists. */
+export const CONN_CLOSE = 1,
+  CONN_KEEP_ALIVE = 2,
+  /** A name besides close, keep-alive and content-length: a field to strip (rewrite-head.ts). */
+  CONN_NAMES = 4,
+  /** A byte beyond ASCII: the caller reads the value as a string (hasToken) instead. */
+  CONN_UNSURE = 8;
+
+const CLOSE = Buffer.from("close"),
+  KEEP_ALIVE = Buffer.from("keep-alive"),
+  CONTENT_LENGTH = Buffer.from("content-length");
+
+function tokenIs(buf: Buffer, s: number, e: number, lower: Buffer): boolean {
+  if (e - s !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    const c = buf[s + i]!;
+    if ((c >= 65 && c <= 90 ? c + 32 : c) !== lower[i]) return false;
+  }
+  return true;
+}
+
+/**
+ * The options the Connection fields list (CONN_* bits), read from their bytes when the head is
+ * parsed: every head we relay is asked up to twice, and the string path (fieldValue, split,
+ * trim, lower-case) cost more than the rest of the head. Elements are split on commas and
+ * trimmed of SP and HTAB, the only whitespace parseFields lets into a value; any byte beyond
+ * ASCII answers CONN_UNSURE, since String trim() and toLowerCase() treat some of those as
+ * space or letters, and the string path decides.
+ */
+export function connectionOptions(h: Head): number {
+  return h.conn;
+}
+
+function readConnection(buf: Buffer, f: number[]): number {
+  let out = 0;
+  for (let k = 0; k < f.length; k += F_STRIDE) {
+    if (f[k + F_ID] !== NAME.CONNECTION) continue;
+    const end = f[k + F_VALUE_END]!;
+    for (let i = f[k + F_VALUE]!; i <= end; i++) {
+      let s = i;
+      while (i < end && buf[i] !== 44) if (buf[i++]! >= 128) return CONN_UNSURE;
+      let e = i;
+      while (s < e && (buf[s] === SP || buf[s] === HTAB)) s++;
+      while (e > s && (buf[e - 1] === SP || buf[e - 1] === HTAB)) e--;
+      if (s === e) continue;
+      if (tokenIs(buf, s, e, CLOSE)) out |= CONN_CLOSE;
+      else if (tokenIs(buf, s, e, KEEP_ALIVE)) out |= CONN_KEEP_ALIVE;
+      else if (!tokenIs(buf, s, e, CONTENT_LENGTH)) out |= CONN_NAMES;
+    }
+  }
+  return out;
+}
+
 /** Does a comma-separated field (Connection, Transfer-Encoding) list `token`? */
 export function hasToken(value: string | undefined, token: string): boolean {
   if (value === undefined) return false;
@@ -225,6 +294,11 @@ export function hasToken(value: string | undefined, token: string): boolean {
 
 /** Does the client want the connection kept after this request? (RFC 9112 §9.3) */
 export function clientKeepsAlive(h: RequestHead): boolean {
+  const o = connectionOptions(h);
+  if ((o & CONN_UNSURE) === 0) {
+    if ((o & CONN_CLOSE) !== 0) return false;
+    return h.minor === 1 || (o & CONN_KEEP_ALIVE) !== 0;
+  }
   const conn = fieldValue(h, NAME.CONNECTION);
   if (conn === undefined) return h.minor === 1;
   if (hasToken(conn, "close")) return false;

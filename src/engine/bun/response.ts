@@ -2,6 +2,11 @@
 // the client's head with our own framing, then stream the body as it arrives.
 import { type Body, type OnData, responseBody } from "./framing.ts";
 import {
+  CONN_CLOSE,
+  CONN_KEEP_ALIVE,
+  CONN_UNSURE,
+  connectionOptions,
+  fieldCount,
   fieldValue,
   HeadError,
   headEnd,
@@ -51,6 +56,20 @@ export interface RelayHooks {
   complete(reusable: boolean): void;
   fail(status: number, message: string): void;
   pauseUpstream(): void;
+}
+
+/** May the hop's connection carry another request after this response? (RFC 9112 §9.3) */
+function hopKeepsAlive(head: ResponseHead): boolean {
+  const o = connectionOptions(head);
+  if ((o & CONN_UNSURE) === 0) {
+    if ((o & CONN_CLOSE) !== 0) return false;
+    return head.minor === 1 || ((o & CONN_KEEP_ALIVE) !== 0 && fieldCount(head, NAME.TRANSFER_ENCODING) === 0);
+  }
+  const conn = fieldValue(head, NAME.CONNECTION);
+  return (
+    !hasToken(conn, "close") &&
+    (head.minor === 1 || (hasToken(conn, "keep-alive") && fieldValue(head, NAME.TRANSFER_ENCODING) === undefined))
+  );
 }
 
 export class ResponseRelay {
@@ -149,12 +168,9 @@ export class ResponseRelay {
       this.#hooks.fail(502, e instanceof HeadError ? e.message : "bad response framing");
       return false;
     }
-    const conn = fieldValue(head, NAME.CONNECTION);
     // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing, and the
     // connection closes after it: a body we did not read (a HEAD's answer) could still follow.
-    this.#hopKeepsAlive =
-      !hasToken(conn, "close") &&
-      (head.minor === 1 || (hasToken(conn, "keep-alive") && fieldValue(head, NAME.TRANSFER_ENCODING) === undefined));
+    this.#hopKeepsAlive = hopKeepsAlive(head);
     // A compressed body (the homeserver ignored our identity request) is not ours to read.
     const readable = head.status === 200 && fieldValue(head, NAME.CONTENT_ENCODING) === undefined;
     const splicing = this.#r.splice !== undefined && readable;

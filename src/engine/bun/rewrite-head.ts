@@ -4,6 +4,9 @@
 import { unwrapTarget, upstreamTarget } from "../../delivery/tokens.ts";
 import { corsHeaders } from "../../http/cors.ts";
 import {
+  CONN_NAMES,
+  CONN_UNSURE,
+  connectionOptions,
   F_ID,
   F_LINE,
   F_LINE_END,
@@ -18,6 +21,8 @@ import { HOP_BY_HOP, mask, NAME, nameIs } from "./names.ts";
 
 /** Names a Connection field lists besides close/keep-alive: hop-by-hop for this message too. */
 function connectionNamed(h: Head): string[] | undefined {
+  // Most heads name nothing (no Connection field, or close / keep-alive): no strings for them.
+  if ((connectionOptions(h) & (CONN_NAMES | CONN_UNSURE)) === 0) return undefined;
   const v = fieldValue(h, NAME.CONNECTION);
   if (v === undefined) return undefined;
   // Content-Length frames the body we relay verbatim: it goes with that body whatever
@@ -37,18 +42,38 @@ function forwarded(h: Head, drop: number): number[] {
   for (let k = 0; k < f.length; k += F_STRIDE) {
     const id = f[k + F_ID]!;
     if (HOP_BY_HOP[id] || (drop & (1 << id)) !== 0) continue;
-    if (named?.some((n) => nameIs(h.buf, f[k + F_LINE]!, f[k + F_NAME_END]!, n))) continue;
+    if (named !== undefined && isNamed(h, k, named)) continue;
     out.push(k);
   }
   return out;
 }
 
+function isNamed(h: Head, k: number, named: string[]): boolean {
+  for (const n of named) if (nameIs(h.buf, h.fields[k + F_LINE]!, h.fields[k + F_NAME_END]!, n)) return true;
+  return false;
+}
+
+/** Is a field with name id `id` among the forwarded ones? */
+function forwards(h: Head, ks: number[], id: number): boolean {
+  for (const k of ks) if (h.fields[k + F_ID] === id) return true;
+  return false;
+}
+
 const LENGTH = mask(NAME.CONTENT_LENGTH);
+const CR = 13,
+  LF = 10;
+const ID_NAME = Buffer.from("x-request-id: ", "latin1");
+const CHUNKED_LINE = Buffer.from("transfer-encoding: chunked\r\n", "latin1");
+const CLOSE_LINE = Buffer.from("connection: close\r\n", "latin1");
+const KEEP_ALIVE_LINE = Buffer.from("connection: keep-alive\r\n", "latin1");
 const HTTP11_LINE_END = Buffer.from(" HTTP/1.1\r\n", "latin1");
 const HTTP11 = Buffer.from("HTTP/1.1 ", "latin1");
 
-const linesSize = (h: Head, ks: number[]) =>
-  ks.reduce((n, k) => n + h.fields[k + F_LINE_END]! - h.fields[k + F_LINE]! + 2, 0);
+function linesSize(h: Head, ks: number[]): number {
+  let n = 0;
+  for (const k of ks) n += h.fields[k + F_LINE_END]! - h.fields[k + F_LINE]! + 2;
+  return n;
+}
 
 // Lines that follow one another in the received head go out in one copy: a copy is a call
 // into the runtime, and most heads forward every line.
@@ -78,7 +103,8 @@ export interface NextHopRequest {
   defaultHost: string;
   /** Name ids (a names.ts mask) replaced by `add`: never forwarded from the client. */
   replace: number;
-  add: Record<string, string>;
+  /** Field lines of ours, each ending in CRLF. */
+  add: string;
   /** The body is chunked: Transfer-Encoding (hop-by-hop) is restated for this hop. */
   chunked: boolean;
   /** A target to send instead of the client's (only ever a changed `timeout` parameter, and our suffix off positions). */
@@ -93,23 +119,23 @@ export interface NextHopRequest {
  */
 export function nextHopRequestHead(h: RequestHead, o: NextHopRequest): Buffer {
   const ks = forwarded(h, o.replace);
-  let tail = ks.some((k) => h.fields[k + F_ID] === NAME.HOST) ? "" : `host: ${o.defaultHost}\r\n`;
-  for (const name in o.add) tail += `${name}: ${o.add[name]}\r\n`;
+  let tail = forwards(h, ks, NAME.HOST) ? o.add : `host: ${o.defaultHost}\r\n${o.add}`;
   if (o.chunked) tail += "transfer-encoding: chunked\r\n";
-  tail += "\r\n";
   // The spec lets a client reuse a /sync next_batch as `from`/`to` elsewhere (GET /keys/changes,
   // /rooms/{roomId}/messages): every request, intercepted or not, loses our suffix here.
   const target = o.unwrap ? (o.target === undefined ? unwrapTarget(h.target) : upstreamTarget(o.target)) : o.target;
   const targetSize = target === undefined ? h.targetEnd - h.targetStart : Buffer.byteLength(target, "latin1");
   const out = Buffer.allocUnsafe(
-    h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + tail.length,
+    h.targetStart - h.start + o.prefix.length + targetSize + 11 + linesSize(h, ks) + tail.length + 2,
   );
   let p = h.buf.copy(out, 0, h.start, h.targetStart); // "METHOD "
   if (o.prefix.length > 0) p += out.write(o.prefix, p, "latin1");
   p += target === undefined ? h.buf.copy(out, p, h.targetStart, h.targetEnd) : out.write(target, p, "latin1");
   p += HTTP11_LINE_END.copy(out, p);
   p = copyLines(h, ks, out, p);
-  out.write(tail, p, "latin1");
+  p += out.write(tail, p, "latin1");
+  out[p] = CR;
+  out[p + 1] = LF;
   return out;
 }
 
@@ -135,16 +161,27 @@ export function clientResponseHead(
 ): Buffer {
   const ks = forwarded(h, o.reframed ? LENGTH : 0);
   // The homeserver's own id wins, as on the node:http path (its fields override ours there).
-  let tail = ks.some((k) => h.fields[k + F_ID] === NAME.X_REQUEST_ID) ? "" : `x-request-id: ${o.requestId}\r\n`;
-  if (o.chunked) tail += "transfer-encoding: chunked\r\n";
-  if (o.connection) tail += `connection: ${o.connection}\r\n`;
-  tail += "\r\n";
+  const id = forwards(h, ks, NAME.X_REQUEST_ID) ? undefined : o.requestId;
+  // Our lines are constants but for the id: copied as bytes, no string is built per response.
+  const framing = o.chunked ? CHUNKED_LINE : undefined;
+  const conn = o.connection === undefined ? undefined : o.connection === "close" ? CLOSE_LINE : KEEP_ALIVE_LINE;
+  const tailSize =
+    (id === undefined ? 0 : ID_NAME.length + id.length + 2) + (framing?.length ?? 0) + (conn?.length ?? 0) + 2;
   const bodySize = body ? bodyEnd - bodyStart : 0;
-  const out = Buffer.allocUnsafe(9 + h.lineEnd - h.statusStart + 2 + linesSize(h, ks) + tail.length + bodySize);
+  const out = Buffer.allocUnsafe(9 + h.lineEnd - h.statusStart + 2 + linesSize(h, ks) + tailSize + bodySize);
   let p = HTTP11.copy(out, 0);
   p += h.buf.copy(out, p, h.statusStart, h.lineEnd + 2);
   p = copyLines(h, ks, out, p);
-  p += out.write(tail, p, "latin1");
+  if (id !== undefined) {
+    p += ID_NAME.copy(out, p);
+    p += out.write(id, p, "latin1");
+    out[p++] = CR;
+    out[p++] = LF;
+  }
+  if (framing) p += framing.copy(out, p);
+  if (conn) p += conn.copy(out, p);
+  out[p++] = CR;
+  out[p++] = LF;
   if (body) body.copy(out, p, bodyStart, bodyEnd);
   return out;
 }

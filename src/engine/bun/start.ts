@@ -51,15 +51,23 @@ export function remembered<T>(
   decide: (method: string, path: string) => T,
   max = 4096,
 ): (method: string, path: string) => T {
-  const memo = new Map<string, T>();
+  // By method, then path: a joined key was a new string to build and hash per request.
+  const memo = new Map<string, Map<string, T>>();
+  let size = 0;
   return (method, path) => {
     if (path.length > 256) return decide(method, path);
-    const key = `${method} ${path}`;
-    let v = memo.get(key);
+    let byPath = memo.get(method);
+    let v = byPath?.get(path);
     if (v === undefined) {
       v = decide(method, path);
-      if (memo.size >= max) memo.clear();
-      memo.set(key, v);
+      if (size >= max) {
+        memo.clear();
+        size = 0;
+        byPath = undefined;
+      }
+      if (!byPath) memo.set(method, (byPath = new Map()));
+      byPath.set(path, v);
+      size++;
     }
     return v;
   };
