@@ -33,7 +33,7 @@ export function sendJson(res: ServerResponse, body: string | Buffer, status = 20
   res.end(body);
 }
 
-export async function startBenchWorld(extraFlags: string[] = []): Promise<BenchWorld> {
+export async function startBenchWorld(extraFlags: string[] = [], binaryPath?: string): Promise<BenchWorld> {
   const ca: TestCa = createTestCa("matrix-resync-proxy bench CA");
   const caPath = join(mkdtempSync(join(benchTmp(), "ca-")), "ca.pem");
   writeFileSync(caPath, ca.caPem);
@@ -58,6 +58,7 @@ export async function startBenchWorld(extraFlags: string[] = []): Promise<BenchW
   const proxy = await startProxyChild(hs.url, {
     serverName: HS,
     extra: ["--federation-ca", caPath, "--federation-allow-cidrs", "127.0.0.0/8", ...extraFlags],
+    binaryPath,
   });
   return {
     hs,

@@ -62,6 +62,8 @@ const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0
 // At the end, this much is still scanned before the closing brace goes out.
 const SCAN_AT_END = 64 * 1024;
 const SLICE = 4096;
+/** More than a key finder keeps of a read for the next (key-finder.ts: 6 bytes a character, and some). */
+const PRIME = 256;
 
 export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #users: readonly string[];
@@ -69,7 +71,10 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #flavour: SyncFlavour;
   readonly #member: string;
   /** Where the member's name, or the token's when it is rewritten, may occur as a key. */
-  readonly #sighting: KeyFinder;
+  #sighting: KeyFinder;
+  #narrowed = false;
+  /** Past the splice point: the rest of the body goes out unread (#afterRead). */
+  #past = false;
   readonly #capture: TopLevelCapture;
   /** Gives the token the client gets instead of the homeserver's (tokens.ts), when set. */
   readonly #wrap: ((token: string) => string) | undefined;
@@ -123,8 +128,35 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void {
     if (start >= end) return;
     this.#notePrefix(buf, start, end);
+    // Past the splice point the rest goes out as it comes, unread (#spliced).
+    if (this.#past) return out(buf, start, end);
     // The test runs on every read: it keeps the read's last bytes for the next one.
     const mayHold = this.#sighting.find(buf, start, end) !== -1;
+    this.#route(buf, start, end, out, mayHold);
+    this.#afterRead(buf, start, end);
+  }
+
+  /**
+   * Past the splice point, the member gone out and the token settled, nothing more is looked for:
+   * a homeserver names each top-level member once (a second `device_lists` after that point would
+   * go out as it came), and any look-alike further on is inside some other member. Once only the
+   * token is settled, only the member's name is looked for (one search of every byte less).
+   */
+  #afterRead(buf: Uint8Array, start: number, end: number): void {
+    const c = this.#capture;
+    if (this.#held || c.failed) return;
+    const tokenSettled = this.#wrap ? this.#wrapped !== undefined : c.value(this.#tokenKey) !== undefined;
+    if (!tokenSettled) return;
+    if (this.#seen) this.#past = true;
+    else if (this.#wrap && !this.#narrowed && end - start >= PRIME) {
+      // Primed with this read's last bytes: a name cut by the next read boundary is still found.
+      this.#sighting = new KeyFinder([this.#member]);
+      this.#sighting.find(buf, end - PRIME, end);
+      this.#narrowed = true;
+    }
+  }
+
+  #route(buf: Uint8Array, start: number, end: number, out: Emit, mayHold: boolean): void {
     if (this.#capture.failed) {
       this.#flushTail(out);
       return out(buf, start, end);
@@ -169,7 +201,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     for (; read < this.#behind.length && this.#capture.value(key) === undefined; read++)
       this.#capture.feed(this.#behind[read]!);
     this.#muted = false;
-    if (read === this.#behind.length) this.#capture.finish();
+    if (read === this.#behind.length && !this.#past) this.#capture.finish();
     this.#behind = [];
     if (this.#capture.failed || this.#missed) return;
     if (this.#wrap) {

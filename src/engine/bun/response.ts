@@ -18,6 +18,10 @@ import type { BodySplice } from "../../delivery/json/sync-splice.ts";
 
 const CRLF = Buffer.from("\r\n");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n");
+/** A spliced part this large is written as it is rather than copied into one buffer with the rest. */
+const WRITE_AS_IS = 16 * 1024;
+const asBuffer = (b: Uint8Array): Buffer =>
+  b instanceof Buffer ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 
 export interface RelayRequest {
   client: ClientSide;
@@ -267,8 +271,19 @@ export class ResponseRelay {
     if (chunked && bytes > 0) parts.push(Buffer.from(`${bytes.toString(16)}\r\n`), ...body, CRLF);
     else parts.push(...body);
     if (last && chunked) parts.push(LAST_CHUNK);
-    const out = Buffer.concat(parts);
-    if (this.#send(out)) release(out);
+    // Small parts go out gathered in one write; a large one (most of a read, passed on as it
+    // came) as the view it is: copying it cost as much as the splice's own look at the bytes.
+    let from = 0;
+    for (let i = 0; i <= parts.length; i++) {
+      const big = i < parts.length && parts[i]!.length >= WRITE_AS_IS;
+      if (i < parts.length && !big) continue;
+      if (i > from) {
+        const out = i - from === 1 ? asBuffer(parts[from]!) : Buffer.concat(parts.slice(from, i));
+        if (this.#send(out) && i - from > 1) release(out);
+      }
+      if (big) this.#send(asBuffer(parts[i]!));
+      from = i + 1;
+    }
   }
 
   /** True when everything is already with the kernel. */
