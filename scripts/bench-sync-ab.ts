@@ -23,9 +23,9 @@ async function world(bin: string): Promise<{ w: BenchWorld; token: string }> {
   const token = w.login("injected");
   const r = await w.refresh(alice.userId, token);
   if (r.status !== 202) throw new Error(`refresh answered ${r.status}`);
-  const probe = (await (
-    await fetch(w.proxy.url + path, { headers: { authorization: `Bearer ${token}` } })
-  ).json()) as { device_lists?: { changed?: string[] } };
+  const probe = (await (await fetch(w.proxy.url + path, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+    device_lists?: { changed?: string[] };
+  };
   if (!probe.device_lists?.changed?.includes(alice.userId)) throw new Error("no injection for alice");
   return { w, token };
 }

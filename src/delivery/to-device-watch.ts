@@ -2,7 +2,7 @@
 // detection, and the homeserver's own device_lists.changed (json/read-behind.ts): the parse
 // goes past a member only when it names one of the event types detection checks, or a user.
 import { ReadBehind } from "./json/read-behind.ts";
-import type { ReportedWatch } from "./json/sync-splice.ts";
+import type { ReportedWatch } from "./json/reported-watch.ts";
 import type { SyncFlavour } from "./json/sync-inject.ts";
 import { cluesOf, OLM, slidingToDevice, type ToDeviceClue } from "./to-device-clues.ts";
 
