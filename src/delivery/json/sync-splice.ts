@@ -137,10 +137,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
    * token is settled, only the member's name is looked for (one search of every byte less).
    */
   #afterRead(buf: Uint8Array, start: number, end: number): void {
-    const c = this.#capture;
-    if (this.#held || c.failed) return;
-    const tokenSettled = this.#wrap ? this.#wrapped !== undefined : c.value(this.#tokenKey) !== undefined;
-    if (!tokenSettled) return;
+    if (!this.#tokenSettled()) return;
     if (this.#seen) this.#past = true;
     else if (this.#wrap && !this.#narrowed && end - start >= PRIME) {
       // Primed with this read's last bytes: a name cut by the next read boundary is still found.
@@ -148,6 +145,12 @@ export class SyncSplice implements BodySplice, CaptureEvents {
       this.#sighting.find(buf, end - PRIME, end);
       this.#narrowed = true;
     }
+  }
+
+  #tokenSettled(): boolean {
+    const c = this.#capture;
+    if (this.#held || c.failed) return false;
+    return this.#wrap ? this.#wrapped !== undefined : c.value(this.#tokenKey) !== undefined;
   }
 
   #route(buf: Uint8Array, start: number, end: number, out: Emit, mayHold: boolean): void {
@@ -272,6 +275,12 @@ export class SyncSplice implements BodySplice, CaptureEvents {
       this.#capture.feed(buf, from, to);
       from = to;
       if (to === end || this.#capture.failed || this.#held) continue;
+      if (this.#seen && this.#tokenSettled()) {
+        this.#emit(buf, this.#from, end);
+        this.#buf = EMPTY;
+        this.#past = true;
+        return;
+      }
       const c = this.#capture;
       if (c.awaiting !== undefined || c.inKey || this.#sighting.holds(buf, to, end)) continue;
       this.#emit(buf, this.#from, to);
