@@ -8,10 +8,12 @@ import { bigSyncBody } from "../test/helpers/bodies.ts";
 import { makeUser } from "../test/helpers/fake-devices.ts";
 import { cpuSeconds } from "./bench/procs.ts";
 import { fmt, median, percentile } from "./bench/table.ts";
-import { type BenchWorld, sendJson, startBenchWorld } from "./bench/world.ts";
+import { type BenchWorld, sendAsSynapse, sendJson, startBenchWorld } from "./bench/world.ts";
 
 const [a, b, rounds = "5", samples = "50", bytes = "5000000"] = process.argv.slice(2);
 if (!a || !b) throw new Error("usage: bun scripts/bench-sync-ab.ts BINARY_A BINARY_B [rounds] [samples] [bytes]");
+// SYNC_FRAMING=synapse: the homeserver answers chunked in 4 KiB pieces, as Synapse does (world.ts).
+const synapse = process.env.SYNC_FRAMING === "synapse";
 const body = Buffer.from(JSON.stringify(bigSyncBody(Number(bytes), { nextBatch: "s2" })));
 const path = "/_matrix/client/v3/sync?since=s1&timeout=0";
 
@@ -19,7 +21,7 @@ async function world(bin: string): Promise<{ w: BenchWorld; token: string }> {
   const w = await startBenchWorld(["--rate-user-burst", "1000", "--rate-user-per-minute", "60000"], bin);
   const alice = makeUser(`@alice:${w.remote.serverName}`, { devices: 10 });
   w.remote.setUser(alice);
-  w.onSync((_req, res) => sendJson(res, body));
+  w.onSync((_req, res) => (synapse ? sendAsSynapse(res, body) : sendJson(res, body)));
   const token = w.login("injected");
   const r = await w.refresh(alice.userId, token);
   if (r.status !== 202) throw new Error(`refresh answered ${r.status}`);
