@@ -153,8 +153,8 @@ export function toDeviceWatch(
 /**
  * `splice`, with its input also read by `watch` (the bytes the homeserver sent, decoded). The
  * watch reads after the body has gone out (settle()): read as each read came, its search of every
- * byte sat on the client's wait (docs/performance.md, eighth session). The splice keeps its reads
- * alive until then anyway; beyond BEHIND_BYTES of them the watch reads as they come.
+ * byte sat on the client's wait (docs/performance.md, eighth session). The reads are kept until
+ * then (the splice mostly keeps them too); beyond BEHIND_BYTES of them the watch reads as they come.
  */
 export function watchedSplice(splice: BodySplice, watch: ToDeviceWatch | undefined): BodySplice {
   if (!watch) return splice;
