@@ -4,7 +4,6 @@ import type { IncomingMessage } from "node:http";
 import { type AnswerSummary, summarize } from "../delivery/keys-answer.ts";
 import type { ViewParser } from "../delivery/view-parser.ts";
 import type { SyncFlavour } from "../delivery/json/sync-inject.ts";
-import { BEHIND_BYTES } from "../delivery/json/read-behind.ts";
 import type { BodySplice } from "../delivery/json/sync-splice.ts";
 import type { ToDeviceClue } from "../delivery/to-device-clues.ts";
 import { ToDeviceWatch } from "../delivery/to-device-watch.ts";
@@ -150,32 +149,17 @@ export function toDeviceWatch(
   );
 }
 
-/**
- * `splice`, with its input also read by `watch` (the bytes the homeserver sent, decoded). The
- * watch reads after the body has gone out (settle()): read as each read came, its search of every
- * byte sat on the client's wait (docs/performance.md, eighth session). The reads are kept until
- * then (the splice mostly keeps them too); beyond BEHIND_BYTES of them the watch reads as they come.
- */
+/** `splice`, with its input also read by `watch` (the bytes the homeserver sent, decoded). */
 export function watchedSplice(splice: BodySplice, watch: ToDeviceWatch | undefined): BodySplice {
   if (!watch) return splice;
-  let queued: [Uint8Array, number, number][] = [];
-  let bytes = 0;
-  const catchUp = () => {
-    for (const [b, s, e] of queued) watch.data(b, s, e);
-    queued = [];
-  };
   return {
     feed(buf, start, end, out) {
+      watch.data(buf, start, end);
       splice.feed(buf, start, end, out);
-      if (bytes > BEHIND_BYTES) return void watch.data(buf, start, end);
-      queued.push([buf, start, end]);
-      bytes += end - start;
-      if (bytes > BEHIND_BYTES) catchUp();
     },
     end: (out) => splice.end(out),
     settle() {
       splice.settle();
-      catchUp();
       watch.end();
     },
   };
