@@ -14,7 +14,9 @@ const [a, b, rounds = "5", samples = "50", bytes = "5000000"] = process.argv.sli
 if (!a || !b) throw new Error("usage: bun scripts/bench-sync-ab.ts BINARY_A BINARY_B [rounds] [samples] [bytes]");
 // SYNC_FRAMING=synapse: the homeserver answers chunked in 4 KiB pieces, as Synapse does (world.ts).
 const synapse = process.env.SYNC_FRAMING === "synapse";
-const body = Buffer.from(JSON.stringify(bigSyncBody(Number(bytes), { nextBatch: "s2" })));
+// SYNC_CHANGED=1: the body names device_lists (Synapse does when a list changed), before `rooms`.
+const changed = process.env.SYNC_CHANGED ? ["@someone:example.org"] : undefined;
+const body = Buffer.from(JSON.stringify(bigSyncBody(Number(bytes), { nextBatch: "s2", changed })));
 const path = "/_matrix/client/v3/sync?since=s1&timeout=0";
 
 async function world(bin: string): Promise<{ w: BenchWorld; token: string }> {
