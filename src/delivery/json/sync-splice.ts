@@ -10,7 +10,8 @@
 // hold it is scanned ahead. The closing brace needs no scan: in a well-formed body it is the
 // last byte that is not whitespace, so a read ending in `}` keeps that byte back until more
 // comes or the body ends. After the last send, the scan behind goes as far as the token, which
-// the report of what the answer carried needs (docs/performance.md, delivery).
+// the report of what the answer carried needs (docs/performance.md, delivery). Past the splice
+// point (the member and the token gone out) the rest is not looked at (#afterRead).
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
 import { KeyFinder } from "./key-finder.ts";
 import { BEHIND_BYTES } from "./read-behind.ts";
