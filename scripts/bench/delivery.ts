@@ -7,7 +7,7 @@ import { bigSyncBody, keysQueryAnswer } from "../../test/helpers/bodies.ts";
 import { makeUser } from "../../test/helpers/fake-devices.ts";
 import { cpuSeconds } from "./procs.ts";
 import { fmt, median, percentile, type Row } from "./table.ts";
-import { type BenchWorld, sendJson, startBenchWorld } from "./world.ts";
+import { type BenchWorld, sendAsSynapse, sendJson, startBenchWorld } from "./world.ts";
 import { startNginx } from "./wrk.ts";
 
 export interface DeliveryOptions {
@@ -77,7 +77,12 @@ async function syncAndKeys(w: BenchWorld, nginxPort: number, o: DeliveryOptions)
     alice: Buffer.from(JSON.stringify(keysQueryAnswer([alice.userId], 1000))),
     bob: Buffer.from(JSON.stringify(keysQueryAnswer([bob], 1000))),
   };
-  w.onSync((_req, res, q) => sendJson(res, bodies[q.get("bench") ?? ""] ?? '{"next_batch":"s2"}'));
+  // "5mb-synapse": the same 5 MB framed as Synapse sends /sync (chunked, 4 KiB pieces: world.ts).
+  w.onSync((_req, res, q) =>
+    q.get("bench") === "5mb-synapse"
+      ? sendAsSynapse(res, bodies["5mb"]!)
+      : sendJson(res, bodies[q.get("bench") ?? ""] ?? '{"next_batch":"s2"}'),
+  );
   // Alice's stale answer changed on every request (one display name differs), 64 of them in
   // turn: the overlay's cache of overlaid entries (delivery/keys-splice.ts) never holds the
   // next one, so each is parsed and encoded anew, as after a new snapshot or a new answer.
@@ -130,6 +135,7 @@ async function syncAndKeys(w: BenchWorld, nginxPort: number, o: DeliveryOptions)
   for (const [size, n] of [
     ["1mb", o.samples],
     ["5mb", Math.ceil(o.samples / 3)],
+    ["5mb-synapse", Math.ceil(o.samples / 3)],
   ] as const) {
     const path = `/_matrix/client/v3/sync?since=s1&timeout=0&bench=${size}`;
     const t = await alternate(
@@ -142,7 +148,7 @@ async function syncAndKeys(w: BenchWorld, nginxPort: number, o: DeliveryOptions)
       n,
     );
     const extra99 = percentile(t.inject!, 99) - percentile(t.direct!, 99);
-    const label = size === "1mb" ? "1 MB" : "5 MB";
+    const label = { "1mb": "1 MB", "5mb": "5 MB", "5mb-synapse": "5 MB framed as Synapse's (chunked, 4 KiB)" }[size];
     rows.push({
       family: "4 delivery",
       figure: `/sync ${label}, nothing to inject, overlays exist (read after it has gone out), ms (${n} each)`,
@@ -156,7 +162,10 @@ async function syncAndKeys(w: BenchWorld, nginxPort: number, o: DeliveryOptions)
       value: pp(t.inject!),
       reference: `direct ${pp(t.direct!)}; proxy, nothing to inject ${pp(t.plain!)}`,
       ratio: `+${fmt(extra99, 2)} ms p99 (+${fmt(median(t.inject!) - median(t.direct!), 2)} p50)`,
-      ...(size === "1mb" ? { target: "<10 ms extra p99", met: extra99 < 10 } : {}),
+      // Issue 19 item 5: the 5 MB's extra p99 (either framing).
+      ...(size === "1mb"
+        ? { target: "<10 ms extra p99", met: extra99 < 10 }
+        : { target: "≤5 ms extra p99", met: extra99 <= 5 }),
     });
   }
 

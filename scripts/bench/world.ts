@@ -33,7 +33,21 @@ export function sendJson(res: ServerResponse, body: string | Buffer, status = 20
   res.end(body);
 }
 
-export async function startBenchWorld(extraFlags: string[] = []): Promise<BenchWorld> {
+/**
+ * A JSON answer framed as Synapse frames its /sync: no Content-Length, so chunked (HTTP/1.1), in
+ * the 4 KiB pieces its producer writes (synapse/http/server.py, respond_with_json and
+ * _write_bytes_to_request: chunk_size = 4096). A client reading it direct pays the de-chunking
+ * too, as it does from a real homeserver.
+ */
+export function sendAsSynapse(res: ServerResponse, body: Buffer): void {
+  res.writeHead(200, { "content-type": "application/json" });
+  res.cork();
+  for (let at = 0; at < body.length; at += 4096) res.write(body.subarray(at, at + 4096));
+  res.end();
+  res.uncork();
+}
+
+export async function startBenchWorld(extraFlags: string[] = [], binaryPath?: string): Promise<BenchWorld> {
   const ca: TestCa = createTestCa("matrix-resync-proxy bench CA");
   const caPath = join(mkdtempSync(join(benchTmp(), "ca-")), "ca.pem");
   writeFileSync(caPath, ca.caPem);
@@ -58,6 +72,7 @@ export async function startBenchWorld(extraFlags: string[] = []): Promise<BenchW
   const proxy = await startProxyChild(hs.url, {
     serverName: HS,
     extra: ["--federation-ca", caPath, "--federation-allow-cidrs", "127.0.0.0/8", ...extraFlags],
+    binaryPath,
   });
   return {
     hs,

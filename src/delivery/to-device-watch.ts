@@ -3,7 +3,7 @@
 // goes past a member only when it names one of the event types detection checks, or a user.
 import { cluesIn } from "./json/clue-scan.ts";
 import { ReadBehind } from "./json/read-behind.ts";
-import type { ReportedWatch } from "./json/sync-splice.ts";
+import type { ReportedWatch } from "./json/reported-watch.ts";
 import type { SyncFlavour } from "./json/sync-inject.ts";
 import { cluesOf, OLM, slidingToDevice, type ToDeviceClue } from "./to-device-clues.ts";
 

@@ -88,6 +88,27 @@ describe.skipIf(!isBun)("/sync in the Bun front end", () => {
     expect(lastSync().target).toBe("/_matrix/client/v3/sync?since=s3&timeout=0");
   });
 
+  test("pending, a body in many small chunks per read (as Synapse writes /sync): fed to the splice as one, injected", async () => {
+    const user = w.login("hank", "HANK1");
+    expect((await w.refresh(bob, user)).status).toBe(202);
+    const filler = `"rooms":{"join":{"!r:hs.test":{"timeline":{"events":[{"content":{"body":"\\"device_lists\\":1"}}]}}}}`;
+    const doc = `{"next_batch":"h2","device_lists":{"changed":["@carol:hs.test"]},${filler},"pad":"${"p".repeat(20_000)}"}`;
+    answer = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      // 7-byte chunks written together: one read brings hundreds, names cut across them.
+      res.cork();
+      for (let at = 0; at < doc.length; at += 7) res.write(doc.slice(at, at + 7));
+      res.end();
+      res.uncork();
+    };
+    const m = await get(user, "/_matrix/client/v3/sync?since=h1&timeout=0");
+    const body = JSON.parse(m.body.toString());
+    const want = JSON.parse(doc);
+    want.device_lists.changed.push(bob);
+    expect({ ...body, next_batch: "h2" }).toEqual(want);
+    expect(body.next_batch).toMatch(/^h2\.mrp_/);
+  });
+
   test("pending, with a Content-Length body: it streams to the client before the homeserver has finished, re-framed chunked", async () => {
     const user = w.login("gina", "GINA1");
     expect((await w.refresh(bob, user)).status).toBe(202);

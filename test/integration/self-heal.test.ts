@@ -206,6 +206,37 @@ describe("to-device signals", () => {
   });
 });
 
+describe("to-device signals in a spliced answer", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
+  afterAll(() => h.w.close());
+
+  test("in an answer being spliced (an injection pending), the to-device events are read too", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const stale = makeUser(bob, { devices: ["DEV0"] });
+    h.hsUsers.set(bob, stale);
+    const real = { ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] };
+    w.remote.setUser(real);
+    // carol's refresh finds a device the homeserver does not list: a delivery pending for alice.
+    const carol = fresh(h, "carol");
+    const carolOld = makeUser(carol, { devices: ["DEV0"] });
+    h.hsUsers.set(carol, carolOld);
+    w.remote.setUser({ ...carolOld, devices: [...carolOld.devices, makeUser(carol, { devices: ["C2"] }).devices[0]!] });
+    const alice = w.login("alice", "ALICE1");
+    await keysQuery(w, alice, [bob]);
+    await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
+    expect((await w.refresh(carol, alice)).status).toBe(202);
+    const before = await h.metric("resync_heals_total", { trigger: "to_device" });
+
+    h.toDevice.set(alice, [olmEvent(bob, curveKeyOf(real, "NEWDEV"))]);
+    const answer = await sync(w, alice);
+    expect(answer.body.device_lists?.changed).toContain(carol);
+    await expect.poll(() => h.metric("resync_heals_total", { trigger: "to_device" })).toBe(before + 1);
+    expect(w.proxy.services.heal!.healer.recent()[0]).toMatchObject({ user_id: bob, trigger: "to_device" });
+  });
+});
+
 describe("simplified sliding sync", () => {
   let h: HealWorld;
   beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { ReportedWatch, type Spliced, SyncSplice } from "../../src/delivery/json/sync-splice.ts";
+import { ReportedWatch } from "../../src/delivery/json/reported-watch.ts";
+import { type Spliced, SyncSplice } from "../../src/delivery/json/sync-splice.ts";
 import { injectChanged, type SyncFlavour } from "../../src/delivery/json/sync-inject.ts";
 import { bigSyncBody } from "../helpers/bodies.ts";
 import { chunking, DL, entries, serialise } from "../helpers/json-text.ts";

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "vitest";
 import { cluesOf } from "../../src/delivery/to-device-clues.ts";
 import { bothObservers, ToDeviceWatch } from "../../src/delivery/to-device-watch.ts";
-import { ReportedWatch } from "../../src/delivery/json/sync-splice.ts";
+import { ReportedWatch } from "../../src/delivery/json/reported-watch.ts";
 import type { ToDeviceClue } from "../../src/delivery/to-device-clues.ts";
 
 /** Detach a read's memory, as the front end frees a read nobody keeps (flow.ts release). */

@@ -1,5 +1,5 @@
 // Reading a few top-level members of a body as it streams past, for the homeserver's own
-// device_lists.changed (sync-splice.ts ReportedWatch) and detection's to-device reading
+// device_lists.changed (reported-watch.ts) and detection's to-device reading
 // (to-device-watch.ts). Most bodies have nothing for us, and a whole-body parse costs more than
 // the relay itself (docs/performance.md, seventh session), so the parse starts only where a
 // wanted member's name occurs (key-finder.ts), as if that were a top-level key: its value is read

@@ -107,3 +107,37 @@ export function wakeResponse(since: string, users: readonly string[], flavour: S
   if (flavour === "sync") return { next_batch: since, device_lists: deviceLists };
   return { pos: since, lists: {}, rooms: {}, extensions: { e2ee: { device_lists: deviceLists } } };
 }
+
+/** What a streamed body's member (device_lists, or extensions) becomes (json/sync-splice.ts). */
+export interface MemberRewrite {
+  /** Its new JSON text; undefined when it stays as the homeserver sent it. */
+  value: string | undefined;
+  /** The homeserver's own `changed`, before we touched it. */
+  reported: string[];
+  /** Users now in `changed` (added, or already there). */
+  added: string[];
+}
+
+/** `original`: the member's raw value; undefined when the body has none (it is then added). */
+export function rewriteMember(
+  original: Buffer | undefined,
+  users: readonly string[],
+  flavour: SyncFlavour,
+): MemberRewrite | undefined {
+  let value: unknown;
+  if (original !== undefined) {
+    try {
+      value = JSON.parse(original.toString("utf8"));
+    } catch {
+      return undefined; // only a bad escape gets past the grammar: JSON.parse of the body fails too
+    }
+  }
+  const key = flavour === "sync" ? "device_lists" : "extensions";
+  const shell: Json = value === undefined ? {} : { [key]: value };
+  // The last occurrence of a duplicated member is the one clients read (JSON.parse keeps it).
+  const reported = reportedChanged(shell, flavour);
+  const before = JSON.stringify(shell[key]);
+  const added = injectChanged(shell, users, flavour);
+  const after = JSON.stringify(shell[key]);
+  return { value: after === before ? undefined : after, reported, added };
+}

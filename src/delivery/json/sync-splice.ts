@@ -10,13 +10,15 @@
 // hold it is scanned ahead. The closing brace needs no scan: in a well-formed body it is the
 // last byte that is not whitespace, so a read ending in `}` keeps that byte back until more
 // comes or the body ends. After the last send, the scan behind goes as far as the token, which
-// the report of what the answer carried needs (docs/performance.md, delivery).
+// the report of what the answer carried needs (docs/performance.md, delivery). Past the splice
+// point (the member and the token gone out) the rest is not looked at (#afterRead).
 import { type CaptureEvents, TopLevelCapture } from "./json-capture.ts";
 import { KeyFinder } from "./key-finder.ts";
-import { BEHIND_BYTES, ReadBehind } from "./read-behind.ts";
+import { BEHIND_BYTES } from "./read-behind.ts";
+import { rewriteMember, type SyncFlavour } from "./sync-inject.ts";
+import { Unscanned } from "./unscanned.ts";
 
 const EMPTY = new Uint8Array(0);
-import { injectChanged, reportedChanged, type SyncFlavour } from "./sync-inject.ts";
 
 /** Receives the output bytes buf[start, end): a view, to be copied or sent before it returns. */
 export type Emit = (buf: Uint8Array, start: number, end: number) => void;
@@ -59,12 +61,11 @@ const TOKEN = { sync: "next_batch", sliding: "pos" } as const;
 // The lists of names, one array each: finders and captures make their tables once per array.
 const ALONE = { sync: [MEMBER.sync], sliding: [MEMBER.sliding] } as const;
 const BOTH = { sync: [MEMBER.sync, TOKEN.sync], sliding: [MEMBER.sliding, TOKEN.sliding] } as const;
-const CLOSE_OBJ = 0x7d,
-  OPEN_OBJ = 0x7b;
-const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 // At the end, this much is still scanned before the closing brace goes out.
 const SCAN_AT_END = 64 * 1024;
 const SLICE = 4096;
+/** More than a key finder keeps of a read for the next (key-finder.ts: 6 bytes a character, and some). */
+const PRIME = 256;
 
 export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #users: readonly string[];
@@ -72,7 +73,10 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   readonly #flavour: SyncFlavour;
   readonly #member: string;
   /** Where the member's name, or the token's when it is rewritten, may occur as a key. */
-  readonly #sighting: KeyFinder;
+  #sighting: KeyFinder;
+  #narrowed = false;
+  /** Past the splice point: the rest of the body goes out unread (#afterRead). */
+  #past = false;
   readonly #capture: TopLevelCapture;
   /** Gives the token the client gets instead of the homeserver's (tokens.ts), when set. */
   readonly #wrap: ((token: string) => string) | undefined;
@@ -84,12 +88,10 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   #tokenMissed = false;
   #added: string[] = [];
   #reported: string[] = [];
-  /** The member went out, rewritten or added: nothing is left to change (a duplicate would be scanned ahead). */
+  /** The member went out, rewritten or added: nothing is left to change. */
   #seen = false;
   /** A member's value passed during a scan behind: it went out unchanged, so nothing is reported. */
   #missed = false;
-  /** Non-whitespace so far: 0 none; 1 `{`; 2 `{}` (an empty object, if that is all); 3 more. */
-  #opened = 0;
   // Scan ahead: the read being fed, its next byte not yet emitted, and the held member's bytes.
   #buf: Uint8Array = EMPTY;
   #from = 0;
@@ -97,10 +99,8 @@ export class SyncSplice implements BodySplice, CaptureEvents {
   #held: Uint8Array[] | undefined;
   #holdFrom = 0;
   // Scan behind: reads sent but not yet scanned, and the trailing `}` (and whitespace) kept back.
-  #behind: Uint8Array[] = [];
-  #behindBytes = 0;
+  readonly #sent = new Unscanned();
   #muted = false;
-  #tail: Uint8Array | undefined;
 
   /**
    * `done`: called by settle() unless what was read of the body shows it is not one JSON object.
@@ -125,11 +125,41 @@ export class SyncSplice implements BodySplice, CaptureEvents {
 
   feed(buf: Uint8Array, start: number, end: number, out: Emit): void {
     if (start >= end) return;
-    this.#notePrefix(buf, start, end);
+    this.#sent.notePrefix(buf, start, end);
+    // Past the splice point the rest goes out as it comes, unread (#afterRead).
+    if (this.#past) return out(buf, start, end);
     // The test runs on every read: it keeps the read's last bytes for the next one.
     const mayHold = this.#sighting.find(buf, start, end) !== -1;
+    this.#route(buf, start, end, out, mayHold);
+    this.#afterRead(buf, start, end);
+  }
+
+  /**
+   * Past the splice point, the member gone out and the token settled, nothing more is looked for:
+   * a homeserver names each top-level member once (a second `device_lists` after that point would
+   * go out as it came), and any look-alike further on is inside some other member. Once only the
+   * token is settled, only the member's name is looked for (one search of every byte less).
+   */
+  #afterRead(buf: Uint8Array, start: number, end: number): void {
+    if (!this.#tokenSettled()) return;
+    if (this.#seen) this.#past = true;
+    else if (this.#wrap && !this.#narrowed && end - start >= PRIME) {
+      // Primed with this read's last bytes: a name cut by the next read boundary is still found.
+      this.#sighting = new KeyFinder(ALONE[this.#flavour]);
+      this.#sighting.find(buf, end - PRIME, end);
+      this.#narrowed = true;
+    }
+  }
+
+  #tokenSettled(): boolean {
+    const c = this.#capture;
+    if (this.#held || c.failed) return false;
+    return this.#wrap ? this.#wrapped !== undefined : c.value(this.#tokenKey) !== undefined;
+  }
+
+  #route(buf: Uint8Array, start: number, end: number, out: Emit, mayHold: boolean): void {
     if (this.#capture.failed) {
-      this.#flushTail(out);
+      this.#sent.flushTail(out);
       return out(buf, start, end);
     }
     // Behind only when the member is not being held, nor coming: its name read ahead, or a key
@@ -139,7 +169,7 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     const awaited = c.awaiting === this.#member || (this.#wrap !== undefined && c.awaiting === this.#tokenKey);
     if (!mayHold && !this.#held && !awaited && !c.inKey) return this.#passBehind(buf, start, end, out);
     this.#catchUp();
-    this.#flushTail(out);
+    this.#sent.flushTail(out);
     this.#scanAhead(buf, start, end, out);
   }
 
@@ -147,17 +177,16 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     // Cut short inside the member: it goes out as it came, and the body is not one object.
     for (const b of this.#held ?? []) out(b, 0, b.length);
     this.#held = undefined;
-    const tail = this.#tail;
+    const tail = this.#sent.takeTail();
     if (!tail) return;
-    this.#tail = undefined;
     // The body's last byte that is not whitespace is a `}`: the object's own, if the body is
     // well-formed. No member was seen, so it goes in just before. Whether the body is indeed
     // well-formed is known now when little is left to scan, else only to settle(): a body that
     // is not gets the member too, and then it is not reported (its client cannot parse it anyway).
-    if (this.#behindBytes <= SCAN_AT_END) this.#catchUp();
+    if (this.#sent.bytes <= SCAN_AT_END) this.#catchUp();
     const value = this.#seen || this.#capture.failed ? undefined : this.#rewritten(undefined);
     if (value !== undefined)
-      this.#emitText(out, `${this.#opened === 2 ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
+      this.#emitText(out, `${this.#sent.empty ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
     out(tail, 0, tail.length);
   }
 
@@ -168,12 +197,11 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     // cannot read the token, asks again from its old position, and the delivery is carried again.
     const key = TOKEN[this.#flavour];
     this.#muted = true;
+    const behind = this.#sent.take();
     let read = 0;
-    for (; read < this.#behind.length && this.#capture.value(key) === undefined; read++)
-      this.#capture.feed(this.#behind[read]!);
+    for (; read < behind.length && this.#capture.value(key) === undefined; read++) this.#capture.feed(behind[read]!);
     this.#muted = false;
-    if (read === this.#behind.length) this.#capture.finish();
-    this.#behind = [];
+    if (read === behind.length && !this.#past) this.#capture.finish();
     if (this.#capture.failed || this.#missed) return;
     if (this.#wrap) {
       if (this.#tokenMissed) return;
@@ -225,46 +253,17 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#emitText(this.#out, `${empty ? "" : ","}${JSON.stringify(this.#member)}:${value}`);
   }
 
-  /** Whether the object has anything in it, from its first bytes (for the comma before ours). */
-  #notePrefix(buf: Uint8Array, start: number, end: number): void {
-    for (let i = start; i < end && this.#opened < 3; i++) {
-      const b = buf[i];
-      if (isSpace(b)) continue;
-      if (this.#opened === 0) this.#opened = b === OPEN_OBJ ? 1 : 3;
-      else this.#opened = this.#opened === 1 && b === CLOSE_OBJ ? 2 : 3;
-    }
-  }
-
   #passBehind(buf: Uint8Array, start: number, end: number, out: Emit): void {
-    this.#behind.push(buf.subarray(start, end));
-    this.#behindBytes += end - start;
-    if (this.#seen) out(buf, start, end);
-    else {
-      let last = end - 1;
-      while (last >= start && isSpace(buf[last])) last--;
-      if (last < start) {
-        // Whitespace only: after a kept-back `}` it stays with it.
-        if (this.#tail) this.#tail = Buffer.concat([this.#tail, buf.subarray(start, end)]);
-        else out(buf, start, end);
-      } else {
-        this.#flushTail(out);
-        if (buf[last] === CLOSE_OBJ) {
-          if (last > start) out(buf, start, last);
-          this.#tail = Uint8Array.prototype.slice.call(buf, last, end);
-        } else out(buf, start, end);
-      }
-    }
-    if (this.#behindBytes > BEHIND_BYTES) this.#catchUp();
+    this.#sent.pass(buf, start, end, out, !this.#seen);
+    if (this.#sent.bytes > BEHIND_BYTES) this.#catchUp();
   }
 
   /** Scan what went out behind, with the events muted: they concern bytes already sent. */
   #catchUp(): void {
-    if (this.#behind.length === 0) return;
+    if (this.#sent.reads.length === 0) return;
     this.#muted = true;
-    for (const b of this.#behind) this.#capture.feed(b);
+    for (const b of this.#sent.take()) this.#capture.feed(b);
     this.#muted = false;
-    this.#behind = [];
-    this.#behindBytes = 0;
   }
 
   #scanAhead(buf: Uint8Array, start: number, end: number, out: Emit): void {
@@ -280,6 +279,12 @@ export class SyncSplice implements BodySplice, CaptureEvents {
       this.#capture.feed(buf, from, to);
       from = to;
       if (to === end || this.#capture.failed || this.#held) continue;
+      if (this.#seen && this.#tokenSettled()) {
+        this.#emit(buf, this.#from, end);
+        this.#buf = EMPTY;
+        this.#past = true;
+        return;
+      }
       const c = this.#capture;
       if (c.awaiting !== undefined || c.inKey || this.#sighting.holds(buf, to, end)) continue;
       this.#emit(buf, this.#from, to);
@@ -297,30 +302,13 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     this.#buf = EMPTY;
   }
 
-  #flushTail(out: Emit): void {
-    if (!this.#tail) return;
-    out(this.#tail, 0, this.#tail.length);
-    this.#tail = undefined;
-  }
-
   /** The member's new JSON text, or undefined when it stays as the homeserver sent it. */
   #rewritten(original: Buffer | undefined): string | undefined {
-    let value: unknown;
-    if (original !== undefined) {
-      try {
-        value = JSON.parse(original.toString("utf8"));
-      } catch {
-        return undefined; // only a bad escape gets past the grammar: JSON.parse of the body fails too
-      }
-    }
-    const key = this.#member;
-    const shell: Record<string, unknown> = value === undefined ? {} : { [key]: value };
-    // The last occurrence of a duplicated member is the one clients read (JSON.parse keeps it).
-    this.#reported = reportedChanged(shell, this.#flavour);
-    const before = JSON.stringify(shell[key]);
-    this.#added = injectChanged(shell, this.#users, this.#flavour);
-    const after = JSON.stringify(shell[key]);
-    return after === before ? undefined : after;
+    const r = rewriteMember(original, this.#users, this.#flavour);
+    if (!r) return undefined;
+    this.#reported = r.reported;
+    this.#added = r.added;
+    return r.value;
   }
 
   #emit(buf: Uint8Array, start: number, end: number): void {
@@ -332,44 +320,3 @@ export class SyncSplice implements BodySplice, CaptureEvents {
     out(bytes, 0, bytes.length);
   }
 }
-
-// The homeserver's own device_lists.changed (docs/architecture.md: a user the homeserver reports as
-// changed may have a newer list there than our snapshot), read where the member is (read-behind.ts).
-// Most bodies never name the member (Synapse omits it when nothing changed) and most that do
-// list nobody: those are not parsed beyond it.
-export class ReportedWatch {
-  readonly #reader: ReadBehind;
-  /** Told the users, when the body lists some. */
-  readonly report: (users: string[]) => void;
-
-  constructor(report: (users: string[]) => void, flavour: SyncFlavour = "sync") {
-    this.report = report;
-    const key = MEMBER[flavour];
-    this.#reader = new ReadBehind(ALONE[flavour], listsSomeone, (found) => {
-      const raw = found.get(key);
-      if (!raw) return;
-      let lists: unknown;
-      try {
-        lists = JSON.parse(raw.toString("utf8"));
-      } catch {
-        return;
-      }
-      const users = reportedChanged({ [key]: lists }, flavour);
-      if (users.length > 0) report(users);
-    });
-  }
-
-  /** True when `buf` is kept by reference (read-behind.ts). */
-  data(buf: Uint8Array, start: number, end: number): boolean {
-    return this.#reader.data(buf, start, end);
-  }
-
-  end(): void {
-    this.#reader.end();
-  }
-}
-
-const AT = Buffer.from("@"),
-  ESCAPED = Buffer.from("\\u");
-/** A user id starts with `@` (or its escape): a value with neither lists nobody. */
-const listsSomeone = (_key: string, raw: Buffer) => raw.indexOf(AT) !== -1 || raw.indexOf(ESCAPED) !== -1;

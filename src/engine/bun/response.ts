@@ -23,6 +23,10 @@ import type { BodySplice } from "../../delivery/json/sync-splice.ts";
 
 const CRLF = Buffer.from("\r\n");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n");
+/** A spliced part this large is written as it is rather than copied into one buffer with the rest. */
+const WRITE_AS_IS = 16 * 1024;
+const asBuffer = (b: Uint8Array): Buffer =>
+  b instanceof Buffer ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 
 export interface RelayRequest {
   client: ClientSide;
@@ -251,6 +255,7 @@ export class ResponseRelay {
     const body = this.#body!;
     try {
       const end = body.feed(buf, at, buf.length, this.#splice!.payload);
+      this.#splice!.fed();
       if (end !== -1 && end < buf.length) this.#hopKeepsAlive = false;
     } catch (e) {
       return this.#hooks.fail(502, e instanceof HeadError ? e.message : "bad response body");
@@ -283,8 +288,19 @@ export class ResponseRelay {
     if (chunked && bytes > 0) parts.push(Buffer.from(`${bytes.toString(16)}\r\n`), ...body, CRLF);
     else parts.push(...body);
     if (last && chunked) parts.push(LAST_CHUNK);
-    const out = Buffer.concat(parts);
-    if (this.#send(out)) release(out);
+    // Small parts go out gathered in one write; a large one (most of a read, passed on as it
+    // came) as the view it is: copying it cost as much as the splice's own look at the bytes.
+    let from = 0;
+    for (let i = 0; i <= parts.length; i++) {
+      const big = i < parts.length && parts[i]!.length >= WRITE_AS_IS;
+      if (i < parts.length && !big) continue;
+      if (i > from) {
+        const out = i - from === 1 ? asBuffer(parts[from]!) : Buffer.concat(parts.slice(from, i));
+        if (this.#send(out) && i - from > 1) release(out);
+      }
+      if (big) this.#send(asBuffer(parts[i]!));
+      from = i + 1;
+    }
   }
 
   /** True when everything is already with the kernel. */
@@ -316,10 +332,28 @@ class SplicedBody {
     this.#out.push(b.subarray(s, e));
     this.#bytes += e - s;
   };
-  readonly payload: OnData = (b, s, e) => this.#splice.feed(b, s, e, this.#collect);
+  // The payload of the read in hand: a chunked body (Synapse writes /sync in 4 KiB chunks) gives
+  // one piece per chunk, and each piece fed alone cost the splice's search and the readers' more
+  // in calls than in bytes (docs/performance.md, eighth session). They are fed as one.
+  #pieces: Buffer[] = [];
+  #pieceBytes = 0;
+  readonly payload: OnData = (b, s, e) => {
+    this.#pieces.push(s === 0 && e === b.length ? b : b.subarray(s, e));
+    this.#pieceBytes += e - s;
+  };
 
   constructor(splice: BodySplice) {
     this.#splice = splice;
+  }
+
+  /** The read's payload went past: the splice gets it, in one piece (copied, when it came in several). */
+  fed(): void {
+    const pieces = this.#pieces;
+    if (pieces.length === 0) return;
+    const joined = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, this.#pieceBytes);
+    this.#pieces = [];
+    this.#pieceBytes = 0;
+    this.#splice.feed(joined, 0, joined.length, this.#collect);
   }
 
   end(): void {

@@ -6,7 +6,7 @@ import { enabled, type Level, type Logger } from "../../observe/log.ts";
 import type { Waiter } from "../../delivery/waiters.ts";
 import type { AccessMetrics } from "./access-log.ts";
 import type { BodyObserver } from "./response.ts";
-import { ReportedWatch } from "../../delivery/json/sync-splice.ts";
+import { ReportedWatch } from "../../delivery/json/reported-watch.ts";
 import type { ToDeviceClue } from "../../delivery/to-device-clues.ts";
 import { bothObservers, ToDeviceWatch } from "../../delivery/to-device-watch.ts";
 import {
