@@ -1,7 +1,7 @@
 // Reads a /sync body's top-level `to_device` member (sliding sync: `extensions.to_device`) for
 // detection, and the homeserver's own device_lists.changed (json/read-behind.ts): the parse
 // goes past a member only when it names one of the event types detection checks, or a user.
-import { cluesIn } from "./json/clue-scan.ts";
+import { cluesIn } from "./to-device-scan.ts";
 import { ReadBehind } from "./json/read-behind.ts";
 import type { ReportedWatch } from "./json/reported-watch.ts";
 import type { SyncFlavour } from "./json/sync-inject.ts";
@@ -64,7 +64,7 @@ export class ToDeviceWatch {
     };
     let clues: ToDeviceClue[], lists: unknown;
     if (this.#flavour === "sync") {
-      // Read from its bytes: parsing it would make garbage of every ciphertext (json/clue-scan.ts).
+      // Read from its bytes: parsing it would make garbage of every ciphertext (to-device-scan.ts).
       const raw = found.get("to_device");
       clues = raw ? cluesIn(raw) : [];
       lists = member("device_lists");

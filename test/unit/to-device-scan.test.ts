@@ -1,9 +1,9 @@
-// Detection's clues read from the raw bytes of a to_device value (src/delivery/json/clue-scan.ts)
+// Detection's clues read from the raw bytes of a to_device value (src/delivery/to-device-scan.ts)
 // are exactly those of cluesOf(JSON.parse(raw)): duplicate keys, escaped keys and strings,
 // whitespace, look-alike keys nested deeper, any value where an object or a string is expected.
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { cluesIn } from "../../src/delivery/json/clue-scan.ts";
+import { cluesIn } from "../../src/delivery/to-device-scan.ts";
 import { cluesOf, OLM } from "../../src/delivery/to-device-clues.ts";
 import { Members, serialise, value } from "../helpers/json-text.ts";
 

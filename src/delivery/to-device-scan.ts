@@ -7,7 +7,7 @@
 // the last of duplicate keys wins, escaped keys and strings decode as JSON.parse decodes them.
 // The value's structure has been checked by json-capture.ts (RFC 8259 §2–§6); as there, string
 // contents are not, except those of the strings decoded here.
-import { clueOf, MAX_EVENTS, type ToDeviceClue } from "../to-device-clues.ts";
+import { clueOf, MAX_EVENTS, type ToDeviceClue } from "./to-device-clues.ts";
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
