@@ -124,6 +124,7 @@ export class ServerJobs {
         dueAt: b.retryAt,
         requestedBy: [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50),
         lastError: prev?.lastError ?? "destination in backoff",
+        trigger: "admin",
       });
       job.deferred++;
     } else {

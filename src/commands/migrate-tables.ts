@@ -57,6 +57,7 @@ const TABLES: Record<string, Column[]> = {
     ["due_at", "bigint"],
     ["requested_by", "text"],
     ["last_error", "text"],
+    ["heal_trigger", "text"],
   ],
   backoffs: [
     ["destination", "text"],

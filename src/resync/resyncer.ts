@@ -60,8 +60,17 @@ export interface ResyncOptions {
   now?: () => number;
 }
 
-/** Why a fetch was started: the `trigger` label of resync_heals_total. */
-export type Trigger = "endpoint" | "to_device" | "keys_query" | "audit" | "admin" | "retry" | "recheck";
+/**
+ * Why a fetch was started: the `trigger` label of resync_heals_total (docs/operations.md). A
+ * retry keeps the trigger of the fetch that failed (stored with the retry entry).
+ */
+export const TRIGGERS = ["endpoint", "to_device", "keys_query", "audit", "admin"] as const;
+export type Trigger = (typeof TRIGGERS)[number];
+
+/** A stored retry's trigger; entries written before it was stored came from explicit refreshes. */
+export function triggerOf(stored: string | undefined): Trigger {
+  return (TRIGGERS as readonly string[]).includes(stored ?? "") ? (stored as Trigger) : "endpoint";
+}
 
 export interface ResyncContext {
   trigger: Trigger;
@@ -178,7 +187,7 @@ export class Resyncer {
           // A destination in backoff: an explicit refresh may probe it once per probe interval.
           if (now - b.lastProbeAt < o.probeIntervalMs) {
             await booked;
-            return this.#backedOff(target, requester, b);
+            return this.#backedOff(target, requester, b, ctx.trigger);
           }
           running = this.run(target, [requester], ctx, o.store.putBackoff({ ...b, lastProbeAt: now }));
         } else running = this.run(target, [requester], ctx);
@@ -229,7 +238,7 @@ export class Resyncer {
       if (b && b.retryAt > now) {
         // A destination in backoff: an explicit refresh may probe it once per probe interval.
         if (now - b.lastProbeAt < o.probeIntervalMs) {
-          const out = await this.#backedOff(target, requester, b);
+          const out = await this.#backedOff(target, requester, b, ctx.trigger);
           if (out.kind === "failed") throw new RefreshFailure(out.error, out.nextRetryInMs);
         }
         after = o.store.putBackoff({ ...b, lastProbeAt: now });
@@ -333,7 +342,7 @@ export class Resyncer {
    * An operator's refresh (admin API): start or join the fetch with no rate limit or backoff
    * in the way, and answer within waitMs as refresh() does.
    */
-  runWithin(target: string, requestedBy: string[], waitMs: number, ctx?: ResyncContext): Promise<RefreshOutcome> {
+  runWithin(target: string, requestedBy: string[], waitMs: number, ctx: ResyncContext): Promise<RefreshOutcome> {
     return this.#await(target, this.run(target, requestedBy, ctx), waitMs);
   }
 
@@ -345,7 +354,7 @@ export class Resyncer {
   run(
     target: string,
     requestedBy: string[],
-    ctx: ResyncContext = { trigger: "retry", retry: true },
+    ctx: ResyncContext,
     after?: Promise<unknown>,
     freshMs = 0,
   ): Promise<DeviceSnapshot> {
@@ -488,7 +497,14 @@ export class Resyncer {
       }
       const dueAt = Math.max(now + backoffDelay(o.retry, attempts), destRetryAt);
       const who = [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50);
-      await o.store.putRetry({ userId: target, attempts, dueAt, requestedBy: who, lastError: e.message });
+      await o.store.putRetry({
+        userId: target,
+        attempts,
+        dueAt,
+        requestedBy: who,
+        lastError: e.message,
+        trigger: ctx.trigger,
+      });
       o.log.info("device list refresh failed; retry scheduled", {
         userId: target,
         attempts,
@@ -513,7 +529,7 @@ export class Resyncer {
   }
 
   /** A destination in backoff, its probe used: the refresh waits in the retry queue. */
-  async #backedOff(target: string, requester: string, b: Backoff): Promise<RefreshOutcome> {
+  async #backedOff(target: string, requester: string, b: Backoff, trigger: Trigger): Promise<RefreshOutcome> {
     const o = this.#o;
     const dest = serverOf(target);
     const now = this.#now();
@@ -525,6 +541,7 @@ export class Resyncer {
       dueAt: b.retryAt,
       requestedBy,
       lastError: prev?.lastError ?? "destination in backoff",
+      trigger,
     });
     this.#schedule();
     const error = new FederationError("transport", `${dest} is unreachable and in backoff; not contacting it yet`);
@@ -616,7 +633,7 @@ export class Resyncer {
           await this.#o.store.putRetry({ ...r, dueAt: b.retryAt });
           continue;
         }
-        void this.run(r.userId, r.requestedBy).catch(() => {});
+        void this.run(r.userId, r.requestedBy, { trigger: triggerOf(r.trigger), retry: true }).catch(() => {});
       }
     } catch {
       // A failing store (its guard logs it): the loop carries on, and the entries stay due.

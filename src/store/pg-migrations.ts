@@ -124,6 +124,10 @@ export const PG_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (destination, slot)
   );
   `,
+  // 4: as SQLite's 7: what started a refresh that failed, so its retry is counted under it.
+  `
+  ALTER TABLE retries ADD COLUMN heal_trigger text;
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;

@@ -88,10 +88,12 @@ export class PostgresStore implements Store {
   async putRetry(r: RetryEntry) {
     // A rescheduled entry is nobody's until it is due again: the lease goes with the upsert.
     await this.#sql`
-      INSERT INTO retries (user_id, attempts, due_at, requested_by, last_error)
-      VALUES (${r.userId}, ${r.attempts}, ${r.dueAt}, ${JSON.stringify(r.requestedBy)}, ${r.lastError ?? null})
+      INSERT INTO retries (user_id, attempts, due_at, requested_by, last_error, heal_trigger)
+      VALUES (${r.userId}, ${r.attempts}, ${r.dueAt}, ${JSON.stringify(r.requestedBy)}, ${r.lastError ?? null},
+        ${r.trigger ?? null})
       ON CONFLICT (user_id) DO UPDATE SET attempts = excluded.attempts, due_at = excluded.due_at,
-        requested_by = excluded.requested_by, last_error = excluded.last_error, holder = NULL, lease_until = 0`;
+        requested_by = excluded.requested_by, last_error = excluded.last_error,
+        heal_trigger = excluded.heal_trigger, holder = NULL, lease_until = 0`;
   }
   async getRetry(userId: string) {
     const [r] = await this.#sql`SELECT * FROM retries WHERE user_id = ${userId}`;

@@ -60,5 +60,6 @@ export function fromRetryRow(r: Row): RetryEntry {
     requestedBy: JSON.parse(String(r.requested_by)) as string[],
   };
   if (r.last_error !== null && r.last_error !== undefined) e.lastError = String(r.last_error);
+  if (r.heal_trigger !== null && r.heal_trigger !== undefined) e.trigger = String(r.heal_trigger);
   return e;
 }

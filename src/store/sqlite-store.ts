@@ -79,10 +79,11 @@ export class SqliteStore implements Store {
     // ON CONFLICT DO UPDATE (not REPLACE) keeps the rowid, our tie-break for equal dueAt. A
     // rescheduled entry is nobody's until it is due again: the lease goes with the upsert.
     this.#q(
-      `INSERT INTO retries (user_id, attempts, due_at, requested_by, last_error) VALUES (?, ?, ?, ?, ?)
+      `INSERT INTO retries (user_id, attempts, due_at, requested_by, last_error, heal_trigger) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (user_id) DO UPDATE SET attempts = excluded.attempts, due_at = excluded.due_at,
-         requested_by = excluded.requested_by, last_error = excluded.last_error, holder = NULL, lease_until = 0`,
-    ).run(r.userId, r.attempts, r.dueAt, JSON.stringify(r.requestedBy), r.lastError ?? null);
+         requested_by = excluded.requested_by, last_error = excluded.last_error,
+         heal_trigger = excluded.heal_trigger, holder = NULL, lease_until = 0`,
+    ).run(r.userId, r.attempts, r.dueAt, JSON.stringify(r.requestedBy), r.lastError ?? null, r.trigger ?? null);
   }
   async getRetry(userId: string) {
     const r = this.#q("SELECT * FROM retries WHERE user_id = ?").get(userId);

@@ -23,6 +23,8 @@ export interface RetryEntry {
   /** Who asked for the refresh; opaque strings chosen by the caller, kept in order. */
   requestedBy: string[];
   lastError?: string;
+  /** What started the refresh (resync/resyncer.ts Trigger): the retry's heal counts under it. */
+  trigger?: string;
 }
 
 /** "This device must be told that `target`'s device list changed". */

@@ -12,6 +12,8 @@ export interface HealWorld {
   hsUsers: Map<string, FakeUser>;
   /** Users the homeserver answers with a master key but no self-signing key. */
   noSelfSigning: Set<string>;
+  /** Users the homeserver answers with a self-signing key but no master key. */
+  noMaster: Set<string>;
   /** To-device events the next /sync of a token carries (then cleared). */
   toDevice: Map<string, unknown[]>;
   /** Users the next /sync of a token names in device_lists.changed (then cleared). */
@@ -30,6 +32,7 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
   const w = await startWorld(["--metrics-listen", "127.0.0.1:0", "--refresh-cache-ms", "0", ...flags]);
   const hsUsers = new Map<string, FakeUser>();
   const noSelfSigning = new Set<string>();
+  const noMaster = new Set<string>();
   const toDevice = new Map<string, unknown[]>();
   const changed = new Map<string, string[]>();
   const syncBodies = new Map<string, string[]>();
@@ -51,7 +54,7 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
         continue;
       }
       out.device_keys[u] = deviceMap(user);
-      if (user.masterKey) out.master_keys[u] = user.masterKey;
+      if (user.masterKey && !noMaster.has(u)) out.master_keys[u] = user.masterKey;
       if (user.selfSigningKey && !noSelfSigning.has(u)) out.self_signing_keys[u] = user.selfSigningKey;
     }
     json(res, 200, out);
@@ -76,6 +79,7 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
     w,
     hsUsers,
     noSelfSigning,
+    noMaster,
     toDevice,
     changed,
     syncBodies,

@@ -103,6 +103,30 @@ describe("configuration", () => {
     );
   });
 
+  test("self-healing: detection on, the audit every 6 hours at 2 a second, unless told otherwise", () => {
+    expect(run(base)).toMatchObject({ detect: "on", auditIntervalMs: 21_600_000, auditMaxPerSecond: 2 });
+    expect(
+      run([...base, "--detect", "off", "--audit-interval-ms", "0", "--audit-max-per-second", "0.5"]),
+    ).toMatchObject({ detect: "off", auditIntervalMs: 0, auditMaxPerSecond: 0.5 });
+    expect(run(base, { RESYNC_DETECT: "off", RESYNC_AUDIT_INTERVAL_MS: "1000" })).toMatchObject({
+      detect: "off",
+      auditIntervalMs: 1000,
+    });
+  });
+
+  test("bad self-healing values get one clear error naming the flag", () => {
+    expect(fails([...base, "--detect", "maybe"])).toBe('--detect: expected on or off, got "maybe"');
+    expect(fails(base, { RESYNC_DETECT: "yes" })).toBe('RESYNC_DETECT: expected on or off, got "yes"');
+    for (const bad of ["-1", "6h", "1.5", ""])
+      expect(fails([...base, `--audit-interval-ms=${bad}`])).toBe(
+        `--audit-interval-ms: expected a non-negative integer (0 = off), got "${bad}"`,
+      );
+    for (const bad of ["-2", "0", "fast", "1e3", "1001"])
+      expect(fails([...base, "--audit-max-per-second", bad])).toBe(
+        `--audit-max-per-second: expected a number from 0.001 to 1000, got "${bad}"`,
+      );
+  });
+
   test("a signing key is required, as a file or as seed + key id", () => {
     expect(fails(["--upstream", "http://x", "--server-name", "a"])).toMatch(/^--signing-key/);
     expect(

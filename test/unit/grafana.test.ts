@@ -1,10 +1,14 @@
 // The operator's dashboard (docs/grafana/matrix-resync-proxy.json) and alert rules
 // (docs/grafana/alerts.yml): well-formed, and every metric they query is one the proxy exports.
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Registry } from "prom-client";
 import { describe, expect, test } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { createMetrics } from "../../src/observe/metrics.ts";
+import { TRIGGERS } from "../../src/resync/resyncer.ts";
 
 const dashboard = JSON.parse(
   readFileSync(new URL("../../docs/grafana/matrix-resync-proxy.json", import.meta.url), "utf8"),
@@ -98,5 +102,65 @@ describe("Prometheus alert rules", () => {
       expect(balanced(r.expr), r.expr).toBe(true);
       for (const u of metricsIn(r.expr)) expect(names.has(u), `${r.alert}: ${u}`).toBe(true);
     }
+  });
+});
+
+// promtool (Prometheus's own checker; .ci/run installs Debian's prometheus package for it) parses
+// every expression as Prometheus will: the alert rules as they are, and the dashboard's queries
+// as recording rules, with Grafana's $job variable filled in.
+const RULES_FILE = new URL("../../docs/grafana/alerts.yml", import.meta.url).pathname;
+function promtool(file: string): { status: number | null; out: string } {
+  const r = spawnSync("promtool", ["check", "rules", file], { encoding: "utf8" });
+  if (r.error) throw new Error(`promtool is needed (apt-get install prometheus; see .ci/run): ${r.error.message}`);
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+describe("promtool", () => {
+  test("accepts the alert rules", () => {
+    const r = promtool(RULES_FILE);
+    expect(r.status, r.out).toBe(0);
+  });
+
+  test("accepts every dashboard query, and rejects a broken one (so the check has teeth)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "promtool-"));
+    try {
+      const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr.replaceAll("$job", ".*")));
+      const file = (list: string[]) => {
+        const f = join(dir, `r${Math.random().toString(36).slice(2)}.yml`);
+        const rules = list.map((e, i) => `      - record: dashboard:q${i}\n        expr: ${JSON.stringify(e)}`);
+        writeFileSync(f, `groups:\n  - name: dashboard\n    rules:\n${rules.join("\n")}\n`);
+        return f;
+      };
+      const ok = promtool(file(exprs));
+      expect(ok.status, ok.out).toBe(0);
+      expect(ok.out).toContain(`${exprs.length} rules found`);
+      expect(promtool(file(["sum by (signal (rate(resync_suspicions_total[5m]))"])).status).not.toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the labels the issue asks to see", () => {
+  const panel = (title: RegExp) => dashboard.panels.find((p) => title.test(p.title))!.targets.map((t) => t.expr);
+  const rule = (metric: string) => rules.groups.flatMap((g) => g.rules).find((r) => r.expr.includes(metric))!.expr;
+
+  test("heals by trigger, suspicions by signal, federation failures by destination", () => {
+    expect(panel(/^Heals/)).toEqual([expect.stringMatching(/sum by \(trigger\)/)]);
+    expect(panel(/^Suspicions/)).toEqual([expect.stringMatching(/sum by \(signal\)/)]);
+    expect(panel(/^Federation failures/)).toEqual([expect.stringMatching(/sum by \(destination\)/)]);
+    expect(rule("resync_suspicions_total")).toMatch(/by \([^)]*\bsignal\b[^)]*\)/);
+    expect(rule("resync_federation_failures_total")).toMatch(/by \([^)]*\bdestination\b[^)]*\)/);
+  });
+
+  test("the trigger values documented are exactly the five the proxy uses", () => {
+    expect([...TRIGGERS].sort()).toEqual(["admin", "audit", "endpoint", "keys_query", "to_device"]);
+    const ops = readFileSync(new URL("../../docs/operations.md", import.meta.url), "utf8");
+    const row = ops.split("\n").find((l) => l.startsWith("| `resync_heals_total`"))!;
+    const listed = [...row.match(/`trigger` \(([^)]*)\)/)![1]!.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]);
+    expect(listed).toEqual([...TRIGGERS]);
+    const heals = dashboard.panels.find((p) => /^Heals/.test(p.title)) as unknown as { description: string };
+    for (const t of TRIGGERS) expect(heals.description).toContain(t);
+    expect(heals.description).not.toMatch(/\b(retry|recheck)\b,/);
   });
 });

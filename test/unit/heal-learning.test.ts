@@ -58,7 +58,7 @@ describe("a fresh list after the homeserver reported a change", () => {
       devices: { DEV0: device("DEV0"), DEV1: device("DEV1") },
       fetchedAt: Date.now(),
     };
-    const outcome = healer.onFresh(fresh, { trigger: "recheck" } as Parameters<Healer["onFresh"]>[1]);
+    const outcome = healer.onFresh(fresh, { trigger: "audit" } as Parameters<Healer["onFresh"]>[1]);
     expect(await outcome).toBe(true);
     expect(delivered).toEqual([bob]);
   });

@@ -7,6 +7,7 @@ import { openSqliteStore, STORE_FILE } from "../../src/store/sqlite.ts";
 import { openSqliteDatabase } from "../../src/store/sqlite-driver.ts";
 import type { DeviceSnapshot } from "../../src/matrix/device.ts";
 import type { Store } from "../../src/store/store.ts";
+import { triggerOf } from "../../src/resync/resyncer.ts";
 import { BACKENDS, freshDatabase, openDatabase, closeTestStores } from "../helpers/stores.ts";
 
 let dir: string;
@@ -118,6 +119,17 @@ describe.each(BACKENDS)("the %s store", (kind) => {
   });
 
   describe("retries", () => {
+    it("keep the trigger that started the refresh, through upserts", async () => {
+      await store.putRetry({ userId: "@t:x", attempts: 1, dueAt: 100, requestedBy: ["admin:@a:h"], trigger: "admin" });
+      expect((await store.getRetry("@t:x"))?.trigger).toBe("admin");
+      await store.putRetry({ userId: "@t:x", attempts: 2, dueAt: 200, requestedBy: [], trigger: "audit" });
+      expect((await store.claimDueRetries(300, 10, "me", 1000)).map((r) => r.trigger)).toEqual(["audit"]);
+      await store.putRetry({ userId: "@t:x", attempts: 3, dueAt: 300, requestedBy: [] });
+      const r = await store.getRetry("@t:x");
+      expect(r && "trigger" in r).toBe(false);
+      await store.deleteRetry("@t:x");
+    });
+
     it("upserts by user, keeps or drops lastError, deletes", async () => {
       expect(await store.getRetry("@a:x")).toBeUndefined();
       await store.putRetry({ userId: "@a:x", attempts: 1, dueAt: 100, requestedBy: ["@me:h|D1"], lastError: "502" });
@@ -411,6 +423,23 @@ describe("opening, migrations, durability", () => {
     await s.openConn("@me:h", "D", "encryption", Date.now());
     expect(await s.expireConns(Date.now() - 60_000)).toBe(0);
     expect(await s.ackToken("@me:h", "D", "s5")).toBe(1);
+  });
+
+  it("a version-6 database's retries are kept, without a trigger (counted as endpoint)", async () => {
+    const d = join(dir, "..", "v6");
+    mkdirSync(d, { recursive: true });
+    const raw = await openSqliteDatabase(join(d, STORE_FILE));
+    for (const m of MIGRATIONS.slice(0, 6)) raw.exec(m);
+    raw.exec("PRAGMA user_version = 6");
+    raw
+      .prepare("INSERT INTO retries (user_id, attempts, due_at, requested_by) VALUES (?, 1, 5, ?)")
+      .run("@a:x", JSON.stringify(["@me:h|D"]));
+    raw.close();
+    const s = await open(d);
+    expect(await s.getRetry("@a:x")).toEqual({ userId: "@a:x", attempts: 1, dueAt: 5, requestedBy: ["@me:h|D"] });
+    expect(triggerOf((await s.getRetry("@a:x"))?.trigger)).toBe("endpoint");
+    await s.putRetry({ userId: "@a:x", attempts: 2, dueAt: 6, requestedBy: [], trigger: "to_device" });
+    expect(triggerOf((await s.getRetry("@a:x"))?.trigger)).toBe("to_device");
   });
 
   it("a version-5 database's carried positions become their suffixes of ours, which acknowledge them", async () => {
