@@ -88,10 +88,12 @@ const refresh = (p: RunningProxy, target: string, token: string) =>
     body: "{}",
   });
 const keysQuery = async (p: RunningProxy, token: string, user: string) =>
-  (await api(p, token, "/_matrix/client/v3/keys/query", {
-    method: "POST",
-    body: JSON.stringify({ device_keys: { [user]: [] } }),
-  })).json();
+  (
+    await api(p, token, "/_matrix/client/v3/keys/query", {
+      method: "POST",
+      body: JSON.stringify({ device_keys: { [user]: [] } }),
+    })
+  ).json();
 type SyncBody = { next_batch: string; device_lists?: { changed?: string[] } };
 const sync = async (p: RunningProxy, token: string, since: string, timeout = 0) =>
   (await (await api(p, token, `/_matrix/client/v3/sync?timeout=${timeout}&since=${since}`)).json()) as SyncBody;
