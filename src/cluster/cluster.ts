@@ -24,6 +24,12 @@ export type ClusterEvent =
   /** These users' views of the homeserver's answer were written or dropped. */
   | { kind: "views"; users: string[] }
   /**
+   * A fresh list of `user` was delivered: its fan-out read the trackers at `at` (the sender's
+   * clock, ms). A tracker written later by another replica may have been missed by that read
+   * (delivery/late-trackers.ts).
+   */
+  | { kind: "fanout"; user: string; at: number }
+  /**
    * The bus was (re)connected: anything sent while it was down was missed, so every replica
    * re-checks everything (wakes all long-polls, drops its caches).
    */

@@ -30,8 +30,21 @@ export interface PgClusterOptions {
 }
 
 // Event kinds on the wire; "l" (a flight landed) and "s" (a slot freed) stay inside the cluster.
-const KIND: Record<string, ClusterEvent["kind"]> = { p: "pending", n: "snapshots", v: "views", r: "resubscribed" };
-const WIRE: Record<ClusterEvent["kind"], string> = { pending: "p", snapshots: "n", views: "v", resubscribed: "r" };
+// A fan-out ("f") travels as one id per user: "<at>|<user id>".
+const KIND: Record<string, ClusterEvent["kind"]> = {
+  p: "pending",
+  n: "snapshots",
+  v: "views",
+  f: "fanout",
+  r: "resubscribed",
+};
+const WIRE: Record<ClusterEvent["kind"], string> = {
+  pending: "p",
+  snapshots: "n",
+  views: "v",
+  fanout: "f",
+  resubscribed: "r",
+};
 
 export class PgCluster implements Cluster {
   readonly shared = true;
@@ -123,6 +136,7 @@ export class PgCluster implements Cluster {
   publish(e: ClusterEvent): void {
     if (e.kind === "resubscribed") this.#bus.send("r");
     else if (e.kind === "pending") this.#bus.send("p", e.devices);
+    else if (e.kind === "fanout") this.#bus.send("f", [`${e.at}|${e.user}`]);
     else this.#bus.send(WIRE[e.kind], e.users);
   }
 
@@ -167,6 +181,12 @@ export class PgCluster implements Cluster {
     const kind = KIND[w.k];
     if (kind === "pending") this.#emit({ kind, devices: ids });
     else if (kind === "snapshots" || kind === "views") this.#emit({ kind, users: ids });
+    else if (kind === "fanout")
+      for (const id of ids) {
+        const bar = id.indexOf("|");
+        const at = Number(id.slice(0, bar));
+        if (bar > 0 && Number.isFinite(at)) this.#emit({ kind, user: id.slice(bar + 1), at });
+      }
     else if (kind === "resubscribed") this.#emit({ kind });
   }
 

@@ -9,6 +9,7 @@ import type { Upstream } from "../http/upstream.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import type { Store } from "../store/store.ts";
 import type { Cluster } from "../cluster/cluster.ts";
+import { CLOCK_SLACK_MS, type Device, LateTrackers } from "./late-trackers.ts";
 import { TrackerWriter, type TrackerWriterOptions } from "./tracker-writer.ts";
 import { deviceKey, Waiters } from "./waiters.ts";
 
@@ -54,10 +55,13 @@ export class Delivery {
    * device is never driven into a loop of timeout=0 polls that make no progress.
    */
   readonly #unforced = new LRUCache<string, Set<string>>({ max: 100_000 });
+  /** Trackers written after a fan-out (here or on another replica) read them. */
+  readonly #late: LateTrackers;
   constructor(o: DeliveryOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
     this.#paths = o.paths ?? createClientPaths({ upstream: o.upstream, log: o.log });
+    this.#late = new LateTrackers(this.#now);
     this.trackers = new TrackerWriter({
       store: o.store,
       maxPerDevice: o.maxTrackersPerDevice ?? Infinity,
@@ -66,6 +70,10 @@ export class Delivery {
         // Lost to a failing store: the next query must write them again, not wait out #written.
         if (why === "store") this.#written.clear();
         o.onTrackDropped?.(n, why);
+      },
+      onWritten: (userId, deviceId, targets, since) => {
+        const device = { userId, deviceId };
+        for (const t of this.#late.written(device, targets, since, this.#now())) this.#tellLate([device], t);
       },
     });
   }
@@ -99,15 +107,38 @@ export class Delivery {
     // takes a turn, and a networked store a round trip): it is told too. Bounded, so a flood of
     // queued trackers delays no delivery for long.
     if (this.trackers.holds(s.userId)) await Promise.race([this.trackers.idle(), sleep(TRACKERS_WAIT_MS)]);
-    await this.deliver(await this.#o.store.trackersOf(s.userId), s.userId);
+    const at = this.#now();
+    const devices = await this.#o.store.trackersOf(s.userId);
+    // A tracker written after that read, here or on another replica, is told too (late-trackers.ts).
+    if (this.#o.cluster?.shared) this.#o.cluster.publish({ kind: "fanout", user: s.userId, at });
+    this.#tellLate(this.#late.fannedOut(s.userId, at, 0), s.userId);
+    await this.deliver(devices, s.userId);
+  }
+
+  /** Another replica's fan-out of `target` read its trackers at `at` (its clock). */
+  fannedOutElsewhere(target: string, at: number): void {
+    this.#tellLate(this.#late.fannedOut(target, at, CLOCK_SLACK_MS), target);
+  }
+
+  // The fan-out may have told them after all (the order is not known): a row it added stays as
+  // it is, so a client already given it is not told twice.
+  #tellLate(devices: Device[], target: string): void {
+    if (devices.length === 0) return;
+    this.deliver(devices, target, true).catch((e) =>
+      this.#o.log.warn("could not tell devices whose trackers were written after a fan-out", {
+        userId: target,
+        error: String((e as Error)?.message ?? e),
+      }),
+    );
   }
 
   /** Pending rows for these devices, committed; then their long-polls are woken. */
-  async deliver(devices: { userId: string; deviceId: string }[], target: string): Promise<void> {
+  async deliver(devices: { userId: string; deviceId: string }[], target: string, keep = false): Promise<void> {
     if (devices.length === 0) return;
     await this.#o.store.addPending(
       devices.map((d) => ({ ...d, target })),
       this.#now(),
+      keep,
     );
     for (const d of devices) this.#unforced.delete(deviceKey(d.userId, d.deviceId));
     const keys = devices.map((d) => deviceKey(d.userId, d.deviceId));

@@ -30,6 +30,9 @@ export function followReplicas(cluster: Cluster, r: ReplicaReaders): () => void 
       case "views":
         r.views.changedElsewhere(e.users);
         return;
+      case "fanout":
+        r.delivery.fannedOutElsewhere(e.user, e.at);
+        return;
       case "resubscribed": {
         // Anything sent while the bus was down was missed: every held poll answers at once with
         // what is pending for it (perhaps nothing; the client polls again), and the caches start

@@ -17,6 +17,8 @@ interface Queued {
   userId: string;
   deviceId: string;
   at: number;
+  /** When the oldest query still queued here was made. */
+  since: number;
   targets: Set<string>;
 }
 
@@ -26,6 +28,11 @@ export interface TrackerWriterOptions {
   log: Logger;
   /** Told how many (device, target) pairs were not tracked: over a cap, or the store failed. */
   onDropped?: (n: number, why: "device_cap" | "queue_full" | "store") => void;
+  /**
+   * A write of this device's trackers of `targets` (queried since `since`) committed, adding
+   * new rows (perhaps not all of them: existing rows were refreshed, some refused for the cap).
+   */
+  onWritten?: (userId: string, deviceId: string, targets: readonly string[], since: number) => void;
 }
 
 export class TrackerWriter {
@@ -48,7 +55,7 @@ export class TrackerWriter {
   enqueue(userId: string, deviceId: string, targets: Iterable<string>, now: number): void {
     const key = `${userId}|${deviceId}`;
     let q = this.#queue.get(key);
-    if (!q) this.#queue.set(key, (q = { userId, deviceId, at: now, targets: new Set() }));
+    if (!q) this.#queue.set(key, (q = { userId, deviceId, at: now, since: now, targets: new Set() }));
     q.at = now;
     let dropped = 0;
     for (const t of targets) {
@@ -123,6 +130,7 @@ export class TrackerWriter {
           .track(q.userId, q.deviceId, take, q.at, Math.max(0, this.#o.maxPerDevice - have))
           .finally(() => void (this.#writing = new Set()));
         counts.set(key, have + added);
+        if (added > 0) this.#o.onWritten?.(q.userId, q.deviceId, take, q.since);
         for (const t of take) q.targets.delete(t);
         this.#queued -= take.length;
         budget -= take.length;

@@ -14,7 +14,7 @@ export class PgDeliveries {
     this.#sql = sql;
   }
 
-  async add(rows: Target[], now: number): Promise<void> {
+  async add(rows: Target[], now: number, keep = false): Promise<void> {
     // One row per (device, target): an upsert may not touch a row twice in one statement.
     const unique = [...new Map(rows.map((r) => [`${r.userId}\u0000${r.deviceId}\u0000${r.target}`, r])).values()];
     if (unique.length === 0) return;
@@ -24,12 +24,12 @@ export class PgDeliveries {
       await tx`
         INSERT INTO pending (user_id, device_id, target, carried_in, added_at)
         SELECT u, d, t, '{}', ${now} FROM ${rows} AS r(u text, d text, t text)
-        ON CONFLICT (user_id, device_id, target) DO UPDATE SET carried_in = '{}', added_at = excluded.added_at`;
+        ON CONFLICT (user_id, device_id, target) DO ${keep ? tx`NOTHING` : tx`UPDATE SET carried_in = '{}', added_at = excluded.added_at`}`;
       await tx`
         INSERT INTO sliding_pending (user_id, device_id, conn_id, target, carried_in)
         SELECT c.user_id, c.device_id, c.conn_id, r.t, '{}'
         FROM ${rows} AS r(u text, d text, t text) JOIN sliding_conns c ON c.user_id = r.u AND c.device_id = r.d
-        ON CONFLICT (user_id, device_id, conn_id, target) DO UPDATE SET carried_in = '{}'`;
+        ON CONFLICT (user_id, device_id, conn_id, target) DO ${keep ? tx`NOTHING` : tx`UPDATE SET carried_in = '{}'`}`;
     });
   }
 

@@ -132,8 +132,8 @@ export class PostgresStore implements Store {
     return r?.m === null || r?.m === undefined ? undefined : num(r.m);
   }
 
-  addPending(rows: { userId: string; deviceId: string; target: string }[], now = Date.now()) {
-    return this.#pending.add(rows, now);
+  addPending(rows: { userId: string; deviceId: string; target: string }[], now = Date.now(), keep = false) {
+    return this.#pending.add(rows, now, keep);
   }
   pendingFor(userId: string, deviceId: string, conn?: string): Promise<PendingDelivery[]> {
     return this.#pending.of(userId, deviceId, conn);

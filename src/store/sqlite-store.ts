@@ -117,15 +117,15 @@ export class SqliteStore implements Store {
     return v === null || v === undefined ? undefined : num(v);
   }
 
-  async addPending(rows: { userId: string; deviceId: string; target: string }[], now = Date.now()) {
+  async addPending(rows: { userId: string; deviceId: string; target: string }[], now = Date.now(), keep = false) {
     const st = this.#q(
       `INSERT INTO pending (user_id, device_id, target, carried_in, added_at) VALUES (?, ?, ?, '[]', ?)
-       ON CONFLICT (user_id, device_id, target) DO UPDATE SET carried_in = '[]', added_at = excluded.added_at`,
+       ON CONFLICT (user_id, device_id, target) DO ${keep ? "NOTHING" : "UPDATE SET carried_in = '[]', added_at = excluded.added_at"}`,
     );
     const conns = this.#q(
       `INSERT INTO sliding_pending (user_id, device_id, conn_id, target, carried_in)
          SELECT user_id, device_id, conn_id, ?, '[]' FROM sliding_conns WHERE user_id = ? AND device_id = ?
-       ON CONFLICT (user_id, device_id, conn_id, target) DO UPDATE SET carried_in = '[]'`,
+       ON CONFLICT (user_id, device_id, conn_id, target) DO ${keep ? "NOTHING" : "UPDATE SET carried_in = '[]'"}`,
     );
     this.#tx(() =>
       rows.forEach((r) => {

@@ -69,8 +69,10 @@ export interface Store {
    * Idempotent. Re-adding an existing row RESETS its carriedIn: a newer change must be
    * delivered again, so a token that carried the older change no longer acknowledges it.
    * Each sliding-sync connection the device has opened (openConn) gets the row too.
+   * `keep`: a row that exists already is left as it is, carriedIn included (a delivery that may
+   * repeat one just made, delivery/late-trackers.ts: the client must not be told twice).
    */
-  addPending(rows: { userId: string; deviceId: string; target: string }[], now?: number): Promise<void>;
+  addPending(rows: { userId: string; deviceId: string; target: string }[], now?: number, keep?: boolean): Promise<void>;
   // `conn`: a simplified-sliding-sync connection's own rows (MSC4186 conn_id); without it, the
   // device's rows, which classic /sync delivers and acknowledges.
   pendingFor(userId: string, deviceId: string, conn?: string): Promise<PendingDelivery[]>;

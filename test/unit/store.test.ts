@@ -233,6 +233,25 @@ describe.each(BACKENDS)("the %s store", (kind) => {
       expect(await store.countPending()).toBe(3);
     });
 
+    it("with keep, an existing row stays as it is (its carried tokens too); a missing one is added", async () => {
+      await store.openConn(me, "D1", "c", 1);
+      await store.addPending([row("@a:x")]);
+      await store.markCarried(me, "D1", ["@a:x"], "s1");
+      await store.markCarried(me, "D1", ["@a:x"], "s1", "c");
+      await store.addPending([row("@a:x"), row("@b:y")], Date.now(), true);
+      expect(await store.pendingFor(me, "D1")).toEqual([
+        { target: "@a:x", carriedIn: ["s1"] },
+        { target: "@b:y", carriedIn: [] },
+      ]);
+      expect(await store.pendingFor(me, "D1", "c")).toEqual([
+        { target: "@a:x", carriedIn: ["s1"] },
+        { target: "@b:y", carriedIn: [] },
+      ]);
+      // Without keep, re-adding resets: a newer change is delivered again.
+      await store.addPending([row("@a:x")]);
+      expect((await store.pendingFor(me, "D1"))[0]).toEqual({ target: "@a:x", carriedIn: [] });
+    });
+
     it("marks carried tokens on the named rows only, keeps the last 8, moves a repeated token to the end", async () => {
       await store.addPending([row("@a:x"), row("@b:y")]);
       await store.markCarried(me, "D1", ["@a:x", "@gone:z"], "s1");
