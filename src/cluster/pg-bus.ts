@@ -86,12 +86,14 @@ export class PgBus {
 
   /** The first LISTEN: failing here fails the start. */
   async start(): Promise<void> {
-    await this.#listen();
+    // No deadline of ours here: the session is new (the client's connect_timeout applies).
+    await this.#o.listenSql.unsafe(`LISTEN ${quoteIdent(this.#o.channel)}`);
     this.#listening = true;
     this.#prober = setInterval(() => void this.#probe(), PROBE_MS);
     this.#prober.unref?.();
   }
 
+  /** LISTEN again, cancelled if not answered in time, so that the loop cannot stall on it. */
   #listen(): Promise<unknown> {
     return this.#o.listenSql.unsafe(`LISTEN ${quoteIdent(this.#o.channel)}`).signal(AbortSignal.timeout(ANSWER_MS));
   }
