@@ -4,7 +4,11 @@
 // per flush. The listening session is our own connection so that we see it close: the postgres
 // package re-issues LISTEN once after a close, and gives up for good if the server is still
 // down then; here LISTEN is retried until it succeeds, and each resubscription is reported, since
-// whatever was sent meanwhile was missed.
+// whatever was sent meanwhile was missed. A session can also die unheard (PostgreSQL restarted
+// or failed over and no FIN or RST reached us): the bus would then be deaf until TCP keep-alive
+// gave up, many minutes later. So the session is probed; an unanswered probe is cancelled, and
+// the client closes a session whose cancel goes unanswered too (postgres 4's cancel_timeout),
+// which ends up in closed() like any other loss (docs/scaling.md, "When something fails").
 import type postgres from "postgres";
 import type { Logger } from "../observe/log.ts";
 
@@ -14,6 +18,11 @@ export interface Wire {
   k: string;
   i?: string[];
 }
+
+// How often the listening session is probed, and how long a probe or a LISTEN may take before
+// it is cancelled. Detection takes at most PROBE_MS + ANSWER_MS + the client's cancel_timeout (5 s).
+const PROBE_MS = 5_000;
+const ANSWER_MS = 2_000;
 
 // Below NOTIFY's 8000-byte limit, with room for the envelope.
 const MAX_PAYLOAD = 7_800;
@@ -67,6 +76,8 @@ export class PgBus {
   #closed = false;
   #listening = false;
   #retry: ReturnType<typeof setTimeout> | undefined;
+  #prober: ReturnType<typeof setInterval> | undefined;
+  #probing = false;
   #lastWarn = -Infinity;
 
   constructor(o: BusOptions) {
@@ -75,8 +86,29 @@ export class PgBus {
 
   /** The first LISTEN: failing here fails the start. */
   async start(): Promise<void> {
+    // No deadline of ours here: the session is new (the client's connect_timeout applies).
     await this.#o.listenSql.unsafe(`LISTEN ${quoteIdent(this.#o.channel)}`);
     this.#listening = true;
+    this.#prober = setInterval(() => void this.#probe(), PROBE_MS);
+    this.#prober.unref?.();
+  }
+
+  /** LISTEN again, cancelled if not answered in time, so that the loop cannot stall on it. */
+  #listen(): Promise<unknown> {
+    return this.#o.listenSql.unsafe(`LISTEN ${quoteIdent(this.#o.channel)}`).signal(AbortSignal.timeout(ANSWER_MS));
+  }
+
+  /** A statement on the listening session: one that dies unheard gets closed (see the top). */
+  async #probe(): Promise<void> {
+    if (this.#closed || !this.#listening || this.#probing) return;
+    this.#probing = true;
+    try {
+      await this.#o.listenSql`SELECT 1`.signal(AbortSignal.timeout(ANSWER_MS));
+    } catch {
+      // A lost session is reported by closed(); a slow answer alone changes nothing.
+    } finally {
+      this.#probing = false;
+    }
   }
 
   /** Called by the listening session's onnotify. */
@@ -105,7 +137,7 @@ export class PgBus {
     this.#retry = setTimeout(async () => {
       if (this.#closed || this.#listening) return;
       try {
-        await this.#o.listenSql.unsafe(`LISTEN ${quoteIdent(this.#o.channel)}`);
+        await this.#listen();
         this.#listening = true;
         this.#o.log.info("the cluster bus is listening again; re-checking everything pending");
         this.#o.onResubscribed();
@@ -165,6 +197,7 @@ export class PgBus {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#retry);
+    clearInterval(this.#prober);
   }
 }
 

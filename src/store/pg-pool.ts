@@ -1,9 +1,12 @@
 // A `postgres` pool that can be swapped for a fresh one behind the same `Sql` handle. After a
-// PostgreSQL restart, pooled sessions the server terminated while they sat idle are not always
-// noticed closed by the client (seen on Bun with postgres 3.4.9): the next statement on such a
-// session fails with 57P01 "terminating connection due to administrator command", or is written
-// to a dead socket and never answered. Each such session cost a failed call (and the store
-// guard's cool-down of 503s) up to idle_timeout after the restart (docs/scaling.md, "When something fails").
+// PostgreSQL restart, a session may be dead without the client knowing: the next statement on it
+// fails with 57P01 "terminating connection due to administrator command", or is written to a
+// dead socket and never answered (a session that died unheard: no FIN or RST reached us, as after
+// a failover). Each such session cost a failed call (and the store guard's cool-down of 503s) up
+// to idle_timeout after the restart (docs/scaling.md, "When something fails"). postgres 3.4.9
+// also left such sessions behind itself (it kept a session's error across reconnects, and never
+// connected again one whose transaction it had rolled back on the closed socket); 4.2.0 does
+// neither, but nothing else notices a session that died unheard.
 // On the first sign of one, every session of the pool is suspect: the pool is replaced, so the
 // next call connects afresh.
 import postgres from "postgres";

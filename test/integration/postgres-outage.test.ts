@@ -136,16 +136,11 @@ describe.each(ENGINES)("PostgreSQL down or slow (engine %s)", (engine) => {
 });
 
 test("PostgreSQL stopped and started while clients sync and refresh: no failure beyond 503, then all resumes", async () => {
-  // As `serve` does (observe/last-resort.ts): the postgres client (3.4.9) may throw from a timer
-  // of its own (socket.write on a connection already gone) when a connection dies while it
-  // reconnects; a real process logs that and serves on, which is what this checks. Bun words it
-  // "socket.write", V8 (Deno) "reading 'write'"; only that one fault of the client is let through.
+  // `serve` logs and survives any fault no handler caught (observe/last-resort.ts), which would
+  // hide one here: every such fault, ours or the postgres client's (3.4.9 threw from its own
+  // timers when a connection died while it reconnected), fails this test, with its stack.
   const panics: string[] = [];
-  const clientFault = (e: unknown) =>
-    e instanceof TypeError &&
-    (/socket\.write/.test(e.message) || (/reading 'write'/.test(e.message) && /postgres/.test(e.stack ?? "")));
-  const onPanic = (e: unknown) =>
-    void panics.push(clientFault(e) ? "the postgres client's socket.write fault" : String(e));
+  const onPanic = (e: unknown) => void panics.push(e instanceof Error ? (e.stack ?? e.message) : String(e));
   process.on("uncaughtException", onPanic);
   process.on("unhandledRejection", onPanic);
   const database = await freshDatabase("postgres");
@@ -216,8 +211,8 @@ test("PostgreSQL stopped and started while clients sync and refresh: no failure 
       await fetch(`${w.proxy.url}/_matrix/client/v3/sync?since=${got.next_batch}&timeout=0`, { headers: auth(alice2) })
     ).json();
     expect(acked.device_lists?.changed ?? []).not.toContain(bob);
-    // Nothing of ours: a store failure never escapes as an unhandled rejection.
-    expect(panics.filter((p) => !p.includes("socket.write"))).toEqual([]);
+    // Nothing escaped: no store failure as an unhandled rejection, no fault of the client.
+    expect(panics).toEqual([]);
   } finally {
     await w.close();
     process.off("uncaughtException", onPanic);

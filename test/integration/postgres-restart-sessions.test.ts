@@ -4,8 +4,12 @@
 // (57P01 "terminating connection due to administrator command"), which then never returns to
 // the pool. Both the store's pool (through the guard, as the request paths use it) and the
 // cluster's pools (a rate-limit take per refresh) replace such a pool and send the statement again.
+// A transaction whose session dies under a statement (the backend terminated, or PostgreSQL
+// stopped): postgres 3.4.9 then wrote its ROLLBACK to the closed session and threw a TypeError
+// from a timer of its own (an uncaught exception, `socket.write` of null), and that session
+// never connected again; no fault may escape, and the next calls are answered.
 import postgres from "postgres";
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, expect, test } from "vitest";
 import { PgCluster } from "../../src/cluster/pg-cluster.ts";
 import { createLogger } from "../../src/observe/log.ts";
 import { openPostgresStore } from "../../src/store/postgres.ts";
@@ -22,6 +26,19 @@ beforeAll(async () => {
   url = await pg.createDatabase("restart_sessions");
 }, 60_000);
 afterAll(() => pg?.close(), 30_000);
+
+// Faults no caller can catch (thrown from the client's timers and sockets) fail the test.
+let faults: string[] = [];
+const onFault = (e: unknown) => void faults.push(e instanceof Error ? (e.stack ?? e.message) : String(e));
+beforeEach(() => {
+  faults = [];
+  process.on("uncaughtException", onFault);
+  process.on("unhandledRejection", onFault);
+});
+afterEach(() => {
+  process.off("uncaughtException", onFault);
+  process.off("unhandledRejection", onFault);
+});
 
 /**
  * Holds `table` locked from another session, runs `inFlight` (whose statements then wait on the
@@ -81,3 +98,58 @@ test("cluster: every rate-limit take after the restart is answered", async () =>
     await c.close();
   }
 }, 60_000);
+
+// On the store alone (the client's own recovery) and through the guard, as the request paths use it.
+test.each([
+  ["its session is terminated (pg_terminate_backend)", "alone", "terminate"],
+  ["its session is terminated (pg_terminate_backend)", "guarded", "terminate"],
+  ["PostgreSQL stops", "alone", "stop"],
+  ["PostgreSQL stops", "guarded", "stop"],
+])(
+  "store: a transaction in flight when %s fails as a call; nothing escapes, the next calls are answered (%s)",
+  async (_w, layer, how) => {
+    const raw = await openPostgresStore(url, { max: 1 });
+    const store = layer === "guarded" ? guardStore(raw, { log, deadlineMs: 5_000, coolDownMs: 0 }) : raw;
+    const admin = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      await store.countViews(); // its session is open
+      const locker = postgres(url, { max: 1, onnotice: () => {} });
+      const held = await locker.reserve();
+      await held`BEGIN`;
+      await held`LOCK TABLE trackers IN ACCESS EXCLUSIVE MODE`;
+      // track() is a transaction (BEGIN, UPDATE, INSERT, COMMIT): its UPDATE waits on the lock.
+      const call = store.track("@a:hs.test", "DEV", ["@t:remote.test"], 1).then(
+        () => "ok",
+        () => "failed",
+      );
+      await sleep(300);
+      if (how === "terminate") {
+        const killed = await admin`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+        WHERE application_name = 'matrix-resync-proxy' AND wait_event_type = 'Lock'`;
+        expect(killed.map((r) => r.ok)).toEqual([true]);
+        await locker.end({ timeout: 0 });
+        expect(["ok", "failed"]).toContain(await call);
+      } else {
+        await pg.stop();
+        expect(await call).toBe("failed");
+        await locker.end({ timeout: 0 }).catch(() => {});
+        await pg.start();
+      }
+      await sleep(300); // whatever the client scheduled on the dead session has run
+      const outcomes: string[] = [];
+      for (let i = 0; i < 4; i++)
+        outcomes.push(
+          await store.countViews().then(
+            (n) => `ok ${n}`,
+            (e: Error) => e.message,
+          ),
+        );
+      expect(outcomes).toEqual(Array(4).fill("ok 0"));
+      expect(faults).toEqual([]);
+    } finally {
+      await admin.end({ timeout: 0 }).catch(() => {});
+      await store.close();
+    }
+  },
+  60_000,
+);
