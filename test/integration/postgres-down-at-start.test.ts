@@ -9,7 +9,8 @@ import postgres from "postgres";
 import { chmodSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, it, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
-import { type TestEngine, testConfig, useTestEngine } from "../helpers/proxy.ts";
+import { startTestProxy, type TestEngine, testConfig, useTestEngine } from "../helpers/proxy.ts";
+import { startFakeHomeserver } from "../helpers/fake-homeserver.ts";
 import { closeTestStores, freshDatabase, testPostgres } from "../helpers/stores.ts";
 import { startWorld, type World } from "../helpers/world.ts";
 import { startProxy } from "../../src/commands/serve.ts";
@@ -108,6 +109,49 @@ describe.each(ENGINES)("PostgreSQL down when the replica starts (engine %s)", (e
     expect(got.device_lists?.changed).toContain(bob);
   }, 60_000);
 });
+
+test("down at start, then answering without the database: one line per change, and served once it exists", async () => {
+  const pg = await testPostgres();
+  const name = `late_${process.pid}`;
+  const url = pg.url.replace(/\/postgres$/, `/${name}`);
+  const hs = await startFakeHomeserver();
+  await pg.stop();
+  let down = true;
+  let proxy: Awaited<ReturnType<typeof startTestProxy>> | undefined;
+  try {
+    proxy = await startTestProxy(hs.url, [
+      "--database",
+      url,
+      "--database-timeout-ms",
+      "300",
+      "--metrics-listen",
+      "127.0.0.1:0",
+    ]);
+    const p = proxy;
+    const ops = `http://${p.opsAddress}`;
+    const count = (re: RegExp) => p.logs.filter((l) => re.test(l)).length;
+    await pg.start();
+    down = false;
+    // The server answers, and refuses: said once, however many attempts follow.
+    await expect
+      .poll(() => count(/PostgreSQL refuses this replica \(the database does not exist\)/), { timeout: 10_000 })
+      .toBe(1);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(count(/PostgreSQL refuses this replica/)).toBe(1);
+    expect((await (await fetch(`${ops}/readyz`)).json()).checks.store).toMatch(/does not exist/);
+    expect((await fetch(`${p.url}/_matrix/client/versions`)).status).toBe(200);
+    await pg.createDatabase(name);
+    await expect
+      .poll(async () => (await (await fetch(`${ops}/readyz`)).json()).checks.store, { timeout: 15_000 })
+      .toBe("ok");
+    expect(count(/PostgreSQL is reachable/)).toBe(1);
+    expect(count(/PostgreSQL is not reachable at start-up/)).toBe(1);
+  } finally {
+    if (down) await pg.start();
+    await proxy?.close(1000);
+    await hs.close();
+  }
+}, 60_000);
 
 // Each refuses at once (no wait would cure it): exit status 1, one line naming the cause.
 const REFUSALS: [string, (url: string) => Promise<string>, RegExp][] = [
