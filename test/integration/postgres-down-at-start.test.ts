@@ -153,6 +153,28 @@ test("down at start, then answering without the database: one line per change, a
   }
 }, 60_000);
 
+test("stopped while the database is still down: closes, and never connects afterwards", async () => {
+  const pg = await testPostgres();
+  const database = await freshDatabase("postgres");
+  const name = database.slice(database.lastIndexOf("/") + 1);
+  const hs = await startFakeHomeserver();
+  await pg.stop();
+  try {
+    const proxy = await startTestProxy(hs.url, ["--database", database, "--database-timeout-ms", "300"]);
+    expect((await fetch(`${proxy.url}/_matrix/client/versions`)).status).toBe(200);
+    expect((await proxy.close(1000)).drained).toBe(true);
+  } finally {
+    await pg.start();
+    await hs.close();
+  }
+  // Longer than the back-off's first steps: an attempt left running would have connected by now.
+  await new Promise((r) => setTimeout(r, 1500));
+  const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
+  const [row] = await sql`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ${name}`;
+  await sql.end();
+  expect(row?.n).toBe(0);
+}, 60_000);
+
 // Each refuses at once (no wait would cure it): exit status 1, one line naming the cause.
 const REFUSALS: [string, (url: string) => Promise<string>, RegExp][] = [
   [
