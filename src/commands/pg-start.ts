@@ -56,7 +56,7 @@ export function refusal(e: unknown): string | undefined {
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
-export async function startPostgres(o: PgStartOptions): Promise<PgStart> {
+export async function openPostgresAtStart(o: PgStartOptions): Promise<PgStart> {
   const open = async (): Promise<{ store: Store; cluster: Cluster }> => {
     const store = await openPostgresStore(o.url);
     try {
@@ -91,7 +91,8 @@ function degraded(o: PgStartOptions, open: () => Promise<{ store: Store; cluster
   let delay = initialMs;
   let stopped = false;
   let opened = false;
-  let refused: string | undefined; // the last refusal logged: one line per change, not per attempt
+  // The refusal last logged (undefined: unreachable): one line per change, not per attempt.
+  let said: string | undefined;
   let timer: ReturnType<typeof setTimeout> | undefined;
 
   const attempt = async () => {
@@ -113,7 +114,7 @@ function degraded(o: PgStartOptions, open: () => Promise<{ store: Store; cluster
       const why = refusal(e);
       // It answers now, and refuses us (another replica's upgrade, a changed password): a
       // restart would refuse to start, so this replica keeps serving plain traffic and says why.
-      if (why !== refused) {
+      if (why !== said) {
         if (why)
           o.log.error(`PostgreSQL refuses this replica (${why}): still serving plain traffic only`, {
             database: redactUrl(o.url),
@@ -124,7 +125,7 @@ function degraded(o: PgStartOptions, open: () => Promise<{ store: Store; cluster
             database: redactUrl(o.url),
             error: message(e),
           });
-        refused = why;
+        said = why;
       }
       if (stopped) return;
       timer = setTimeout(() => void attempt(), delay);

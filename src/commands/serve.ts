@@ -39,7 +39,7 @@ import { boundAddress, listen } from "../http/listen.ts";
 import { buildRoutes } from "../routes/table.ts";
 import { createUpstream } from "../http/upstream.ts";
 import { openStore, storeLocation } from "../store/open.ts";
-import { type PgStart, startPostgres } from "./pg-start.ts";
+import { type PgStart, openPostgresAtStart } from "./pg-start.ts";
 import { guardStore, storeFallback } from "../store/store-guard.ts";
 import { VERSION } from "../config/version.ts";
 import { FRONT_WORKER, VIEW_WORKER } from "../front-worker-url.ts";
@@ -89,7 +89,12 @@ export async function startProxy(
   // store that cannot open is this host's own fault, and refuses to start.
   const opened: PgStart =
     location.kind === "postgres"
-      ? await startPostgres({ url: location.url, log, deadlineMs: config.databaseTimeoutMs, cluster: opts.cluster })
+      ? await openPostgresAtStart({
+          url: location.url,
+          log,
+          deadlineMs: config.databaseTimeoutMs,
+          cluster: opts.cluster,
+        })
       : {
           store: await openStore(location),
           cluster: opts.cluster ?? new LocalCluster(),
