@@ -20,7 +20,6 @@ import { Resyncer } from "../resync/resyncer.ts";
 import { instrumentedFetch, perDestination } from "../resync/fetch-devices.ts";
 import type { Cluster } from "../cluster/cluster.ts";
 import { LocalCluster } from "../cluster/local.ts";
-import { PgCluster } from "../cluster/pg-cluster.ts";
 import { followReplicas } from "../delivery/replica-events.ts";
 import { Audit } from "../resync/audit.ts";
 import { Detector } from "../resync/detect.ts";
@@ -40,6 +39,7 @@ import { boundAddress, listen } from "../http/listen.ts";
 import { buildRoutes } from "../routes/table.ts";
 import { createUpstream } from "../http/upstream.ts";
 import { openStore, storeLocation } from "../store/open.ts";
+import { type PgStart, openPostgresAtStart } from "./pg-start.ts";
 import { guardStore, storeFallback } from "../store/store-guard.ts";
 import { VERSION } from "../config/version.ts";
 import { FRONT_WORKER, VIEW_WORKER } from "../front-worker-url.ts";
@@ -83,14 +83,25 @@ export async function startProxy(
   // With PostgreSQL, --data-dir still holds the Bun front end's internal socket (0700: who may
   // reach the app behind it).
   if (location.kind === "postgres") mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const rawStore = await openStore(location);
   // Replicas on one PostgreSQL behave as one process (docs/architecture.md "Cross-replica
-  // coordination"); with SQLite, the in-process one: today's local mechanisms, nothing more.
-  const cluster =
-    opts.cluster ??
-    (location.kind === "postgres"
-      ? await PgCluster.open({ url: location.url, log, deadlineMs: config.databaseTimeoutMs })
-      : new LocalCluster());
+  // coordination"); with SQLite, the in-process one: today's local mechanisms, nothing more. A
+  // PostgreSQL that is down at start-up costs plain traffic nothing (pg-start.ts); a SQLite
+  // store that cannot open is this host's own fault, and refuses to start.
+  const opened: PgStart =
+    location.kind === "postgres"
+      ? await openPostgresAtStart({
+          url: location.url,
+          log,
+          deadlineMs: config.databaseTimeoutMs,
+          cluster: opts.cluster,
+        })
+      : {
+          store: await openStore(location),
+          cluster: opts.cluster ?? new LocalCluster(),
+          whenOpen: (fn) => fn(),
+          stop: () => {},
+        };
+  const { store: rawStore, cluster } = opened;
   // Declared before the metrics that count its failures: the guard reads them when one happens.
   let metrics: Metrics | undefined;
   const store = guardStore(rawStore, {
@@ -262,8 +273,11 @@ export async function startProxy(
       )
     : undefined;
 
-  resyncer.start();
-  audit?.start();
+  // The retry loop and the audit read the store at once: they start when it is open.
+  opened.whenOpen(() => {
+    resyncer.start();
+    audit?.start();
+  });
   const housekeeping = setInterval(async () => {
     await views.flush(); // a view written after the expiry would outlive its trackers
     if ((await storeFallback(() => delivery.expireTrackers(), 0)) > 0)
@@ -296,6 +310,7 @@ export async function startProxy(
     // /readyz answers 503 from now on, so a load balancer stops sending new clients here while
     // the ones already connected are served; the ops listener closes last for that reason.
     draining = true;
+    opened.stop();
     resyncer.stop();
     audit?.stop();
     parser.close();

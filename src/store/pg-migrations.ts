@@ -144,6 +144,9 @@ export async function pgSchemaVersion(sql: Sql): Promise<number> {
   return Number(row?.version ?? 0);
 }
 
+/** A database a newer build migrated: waiting never makes it usable by this one. */
+export class NewerSchema extends Error {}
+
 /** Applies the missing migrations under an advisory lock; refuses a newer schema. */
 export async function migratePostgres(sql: Sql): Promise<{ from: number; to: number }> {
   return sql.begin(async (tx) => {
@@ -154,7 +157,7 @@ export async function migratePostgres(sql: Sql): Promise<{ from: number; to: num
     const from = Number(row?.version ?? 0);
     if (from > PG_SCHEMA_VERSION) {
       // A newer build migrated this database; running old code on it could corrupt its meaning.
-      throw new Error(`store schema version ${from} is newer than this build supports (${PG_SCHEMA_VERSION})`);
+      throw new NewerSchema(`store schema version ${from} is newer than this build supports (${PG_SCHEMA_VERSION})`);
     }
     for (let v = from; v < PG_SCHEMA_VERSION; v++) await tx.unsafe(PG_MIGRATIONS[v] as string);
     await tx`UPDATE schema_version SET version = ${PG_SCHEMA_VERSION}`;

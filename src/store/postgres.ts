@@ -25,7 +25,35 @@ export function redactUrl(url: string): string {
 
 /** Connects, migrates the schema and proves a write; errors are one line. */
 export async function openPostgresStore(url: string, opts: PostgresStoreOptions = {}): Promise<PostgresStore> {
-  const pool = resettablePool(url, {
+  let pool: ReturnType<typeof resettablePool>;
+  try {
+    pool = newPool(url, opts);
+  } catch (e) {
+    // The client parses the URL as it is made (a bad port, a bad %-escape).
+    throw new InvalidDatabaseUrl(`store: ${redactUrl(url)} is not a valid PostgreSQL URL: ${oneLine(e)}`);
+  }
+  const sql = pool.sql;
+  try {
+    if (opts.noMigrate) {
+      const v = await pgSchemaVersion(sql);
+      if (v !== PG_SCHEMA_VERSION) throw new Error(`schema version ${v}, this build needs ${PG_SCHEMA_VERSION}`);
+    } else await migratePostgres(sql);
+    const store = new PostgresStore(sql, pool);
+    if (!opts.noMigrate) await store.ping(); // prove at start-up that the database takes writes
+    return store;
+  } catch (e) {
+    await sql.end({ timeout: 1 }).catch(() => {});
+    // The cause keeps the client's error code (SQLSTATE, ECONNREFUSED): serve's start-up tells
+    // an outage from a refusal by it (commands/pg-start.ts).
+    throw new Error(`store: ${redactUrl(url)} is not usable: ${oneLine(e)}`, { cause: e });
+  }
+}
+
+/** --database is not a URL the client can use: no wait makes it one. */
+export class InvalidDatabaseUrl extends Error {}
+
+function newPool(url: string, opts: PostgresStoreOptions) {
+  return resettablePool(url, {
     max: opts.max ?? 10,
     // A database that cannot be reached fails the call rather than queueing it for 30 s;
     // the guard's own deadline is shorter still on the request path.
@@ -44,17 +72,4 @@ export async function openPostgresStore(url: string, opts: PostgresStoreOptions 
     // Our queries use bigint for epoch milliseconds; the store converts them (rows.ts).
     connection: { application_name: "matrix-resync-proxy" },
   });
-  const sql = pool.sql;
-  try {
-    if (opts.noMigrate) {
-      const v = await pgSchemaVersion(sql);
-      if (v !== PG_SCHEMA_VERSION) throw new Error(`schema version ${v}, this build needs ${PG_SCHEMA_VERSION}`);
-    } else await migratePostgres(sql);
-    const store = new PostgresStore(sql, pool);
-    if (!opts.noMigrate) await store.ping(); // prove at start-up that the database takes writes
-    return store;
-  } catch (e) {
-    await sql.end({ timeout: 1 }).catch(() => {});
-    throw new Error(`store: ${redactUrl(url)} is not usable: ${oneLine(e)}`);
-  }
 }

@@ -16,6 +16,12 @@ export class StoreUnavailable extends Error {
   }
 }
 
+/**
+ * The database has not been reachable since start-up (commands/pg-start.ts): calls fail as in
+ * any outage, but the guard logs none of them (the start-up logs each change of that state).
+ */
+export class StoreNotOpen extends Error {}
+
 export interface GuardOptions {
   log: Logger;
   /** Counts each failed call (a metric). */
@@ -66,6 +72,11 @@ export function guardStore(store: Store, o: GuardOptions): Store {
           return await attempt();
         }
       } catch (e) {
+        if (e instanceof StoreNotOpen) {
+          // Fails at once, so no cool-down is needed, and none may outlast the store's opening.
+          o.onError?.(name);
+          throw new StoreUnavailable(name, e);
+        }
         const t = now();
         lastError = e;
         refuseUntil = t + coolDown;
