@@ -27,6 +27,7 @@ export function redactUrl(url: string): string {
 export async function openPostgresStore(url: string, opts: PostgresStoreOptions = {}): Promise<PostgresStore> {
   let pool: ReturnType<typeof resettablePool>;
   try {
+    checkUrl(url);
     pool = newPool(url, opts);
   } catch (e) {
     // The client parses the URL as it is made (a bad port, a bad %-escape).
@@ -51,6 +52,20 @@ export async function openPostgresStore(url: string, opts: PostgresStoreOptions 
 
 /** --database is not a URL the client can use: no wait makes it one. */
 export class InvalidDatabaseUrl extends Error {}
+
+// The client (4.x) only finds a bad port when it connects, and then as a connection error like
+// any outage: a URL that can never work must refuse the start instead (commands/pg-start.ts).
+export function checkUrl(url: string): void {
+  // Not WHATWG URL: it refuses what the client takes (several hosts, no host with ?host=/socket).
+  const m = /^(postgres|postgresql):\/\/([^/?#]*)/i.exec(url);
+  if (!m) throw new Error("the scheme is not postgres:// or postgresql://");
+  const hosts = m[2]!.slice(m[2]!.lastIndexOf("@") + 1);
+  for (const host of hosts.split(",")) {
+    const port = /:([^:\]]*)$/.exec(host)?.[1];
+    if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && +port >= 1 && +port <= 65535))
+      throw new Error(`port ${port} is not a port number`);
+  }
+}
 
 function newPool(url: string, opts: PostgresStoreOptions) {
   return resettablePool(url, {

@@ -3,7 +3,7 @@
 import { expect, test } from "vitest";
 import { refusal } from "../../src/commands/pg-start.ts";
 import { NewerSchema } from "../../src/store/pg-migrations.ts";
-import { InvalidDatabaseUrl } from "../../src/store/postgres.ts";
+import { checkUrl, InvalidDatabaseUrl } from "../../src/store/postgres.ts";
 
 const wrapped = (code: string, msg = "from the server") =>
   new Error(`store: postgres://x@db/y is not usable: ${msg}`, { cause: Object.assign(new Error(msg), { code }) });
@@ -34,3 +34,21 @@ test("an error with no code is an outage", () => {
   expect(refusal(new Error("socket hang up"))).toBeUndefined();
   expect(refusal("a string")).toBeUndefined();
 });
+
+// The client only finds a bad port when it connects, as it would an outage; the URL is checked first.
+test.each([
+  "postgres://u:p@127.0.0.1:5432/db",
+  "postgresql://localhost/db",
+  "postgres://u@h1:5432,h2:5433/db",
+  "postgres://u@/db?host=/var/run/postgresql",
+  "postgres://[::1]:5432/db",
+])("the URL %s is taken", (url) => {
+  expect(() => checkUrl(url)).not.toThrow();
+});
+
+test.each(["postgres://127.0.0.1:99999/db", "postgres://h1:5432,h2:0/db", "postgres://h:port/db", "mysql://h/db"])(
+  "the URL %s is refused",
+  (url) => {
+    expect(() => checkUrl(url)).toThrow();
+  },
+);
