@@ -195,6 +195,8 @@ export async function startProxy(
           maxPerSecond: config.auditMaxPerSecond,
           log,
           metrics,
+          // One replica at a time walks, so N replicas audit at one budget (docs/scaling.md).
+          lease: cluster.lease("audit"),
         })
       : undefined;
   const auth = createAuth({
@@ -295,7 +297,8 @@ export async function startProxy(
     // the ones already connected are served; the ops listener closes last for that reason.
     draining = true;
     resyncer.stop();
-    audit?.stop();
+    // Released now, so another replica walks on while this one drains.
+    const auditStopped = audit?.stop();
     parser.close();
     clearInterval(housekeeping);
     reducer?.stop();
@@ -312,6 +315,7 @@ export async function startProxy(
     // still waiting for their coalesced write go first.
     await storeFallback(() => views.close(), undefined);
     unfollow();
+    await auditStopped;
     await store.close();
     await cluster.close();
     return result;
