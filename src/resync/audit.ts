@@ -117,16 +117,18 @@ export class Audit {
 
   async #claimOnce(): Promise<void> {
     let got: { state: string | null } | false;
+    let claimFailed = false;
     try {
       got = await this.#lease.claim();
     } catch (e) {
       // The database is away: whoever holds the lease when it is back walks on.
       this.#o.log.debug("audit lease claim failed", { error: String((e as Error)?.message ?? e) });
       got = false;
+      claimFailed = true;
     }
     if (!this.#running) return;
     if (got === false) {
-      if (this.#held) this.#lost();
+      if (this.#held) this.#lost(claimFailed ? "the database did not answer" : "another replica holds it");
       return;
     }
     if (this.#held) return; // renewed
@@ -152,10 +154,10 @@ export class Audit {
     if (shared) this.#o.log.info("audit lease taken: the pass goes on", { done: place.done, total: place.total });
   }
 
-  #lost(): void {
+  #lost(why: string): void {
     this.#held = false;
     clearTimeout(this.#timer);
-    this.#o.log.info("audit lease lost: another replica audits");
+    this.#o.log.info("audit lease lost", { why });
   }
 
   async #newPass(): Promise<void> {
@@ -201,7 +203,7 @@ export class Audit {
         done: this.#passDone,
         total: this.#passTotal,
       };
-      if (!(await this.#lease.save(JSON.stringify(place)))) return this.#lost();
+      if (!(await this.#lease.save(JSON.stringify(place)))) return this.#lost("another replica holds it");
       this.#o.metrics?.auditChecked.inc();
       const r = await this.#o.resyncer.background(next, { trigger: "audit", why: "periodic audit" });
       this.#o.log.debug("audit check", { userId: next, check: r });
