@@ -41,6 +41,24 @@ export interface Landed {
   result: string;
 }
 
+/**
+ * A named lease one replica at a time holds (the audit, resync/audit.ts), with a little state of
+ * its holder's kept beside it, so a replica that takes over carries on where the last one stood.
+ */
+export interface SharedLease {
+  /**
+   * Takes the lease when free or expired, or renews it when ours: then the state last saved
+   * with it (null: none yet); false while another replica holds it.
+   */
+  claim(): Promise<{ state: string | null } | false>;
+  /** Saves the holder's state and renews the lease; false when it is no longer ours. */
+  save(state: string): Promise<boolean>;
+  /** Gives the lease up (shutdown): another replica takes it at its next claim. */
+  release(): Promise<void>;
+  /** How often to claim: a holder renews, the others look (Infinity: one process holds it for good). */
+  readonly claimEveryMs: number;
+}
+
 export interface Cluster {
   /** false: one process (SQLite); the local mechanisms are the whole truth. */
   readonly shared: boolean;
@@ -63,6 +81,8 @@ export interface Cluster {
   peek(key: string, freshMs: number): Promise<Landed | "running" | undefined>;
   /** At most `limit` slots per destination across replicas; resolves with the release. */
   slot(destination: string, limit: number): Promise<() => void>;
+  /** The lease named `name`. Take one handle per name in a process: two would both hold it. */
+  lease(name: string): SharedLease;
   /** Tell the other replicas (never this one: it acted already). */
   publish(e: ClusterEvent): void;
   /** Events from the other replicas (and `resubscribed`). */

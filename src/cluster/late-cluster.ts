@@ -5,7 +5,7 @@
 // handed over, every call goes to it, and the subscribers hear `resubscribed`: whatever the other
 // replicas said meanwhile was missed, so the caches start again from the store.
 import { StoreNotOpen, StoreUnavailable } from "../store/store-guard.ts";
-import type { BucketSpec, Cluster, ClusterEvent, Landed, SharedLimiter } from "./cluster.ts";
+import type { BucketSpec, Cluster, ClusterEvent, Landed, SharedLease, SharedLimiter } from "./cluster.ts";
 
 export class LateCluster implements Cluster {
   readonly shared = true;
@@ -48,6 +48,22 @@ export class LateCluster implements Cluster {
 
   slot(destination: string, limit: number): Promise<() => void> {
     return this.#real ? this.#real.slot(destination, limit) : this.#notOpen("slot");
+  }
+
+  lease(name: string): SharedLease {
+    // Asked for once, at start-up (the audit, which only starts once the database is open).
+    let real: SharedLease | undefined;
+    const now = () => (real ??= this.#real?.lease(name));
+    return {
+      claim: () => now()?.claim() ?? this.#notOpen("lease"),
+      save: (state) => now()?.save(state) ?? this.#notOpen("lease"),
+      release: () => real?.release() ?? Promise.resolve(),
+      // The real lease's pace once there is one; until then a PostgreSQL lease's default
+      // (cluster/pg-lease.ts: a third of 30 s).
+      get claimEveryMs() {
+        return now()?.claimEveryMs ?? 10_000;
+      },
+    };
   }
 
   publish(e: ClusterEvent): void {

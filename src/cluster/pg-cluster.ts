@@ -6,10 +6,11 @@ import { hostname } from "node:os";
 import type postgres from "postgres";
 import type { Logger } from "../observe/log.ts";
 import { migratePostgres } from "../store/pg-migrations.ts";
-import type { BucketSpec, Cluster, ClusterEvent, Landed } from "./cluster.ts";
+import type { BucketSpec, Cluster, ClusterEvent, Landed, SharedLease } from "./cluster.ts";
 import { PgBus, type Wire } from "./pg-bus.ts";
 import { flight, type LeaseDeps } from "./pg-flight.ts";
 import { clusterGuard, type Guard } from "./pg-guard.ts";
+import { PgLease } from "./pg-lease.ts";
 import { PgLimiter } from "./pg-limiter.ts";
 import { LeasePeeks } from "./pg-peek.ts";
 import { openSessions } from "./pg-sessions.ts";
@@ -131,6 +132,10 @@ export class PgCluster implements Cluster {
 
   slot(destination: string, limit: number): Promise<() => void> {
     return this.#slots.slot(destination, limit);
+  }
+
+  lease(name: string): SharedLease {
+    return new PgLease(this.#deps, name);
   }
 
   publish(e: ClusterEvent): void {

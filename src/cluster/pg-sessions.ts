@@ -39,7 +39,10 @@ export function openSessions(o: SessionOptions): ClusterSessions {
   // take per refresh) would otherwise queue the few lease statements past the deadline, and a
   // whole replica's joiners of one fetch would answer 503 with the database healthy. Their
   // number is bounded by the targets in flight (joiners share one flight per replica).
-  const leases = resettablePool(o.url, { ...common, ...named("lease"), max: o.poolSize });
+  // No array types to fetch (their statements take none): that query, run as each connection
+  // opens, rejects unhandled when the server goes away meanwhile, and the audit's lease
+  // (pg-lease.ts) opens one every few seconds whatever the traffic.
+  const leases = resettablePool(o.url, { ...common, ...named("lease"), max: o.poolSize, fetch_types: false });
   const listen = postgres(o.url, {
     ...common,
     ...named("bus"),

@@ -208,6 +208,8 @@ export async function startProxy(
           maxPerSecond: config.auditMaxPerSecond,
           log,
           metrics,
+          // One replica at a time walks, so N replicas audit at one budget (docs/scaling.md).
+          lease: cluster.lease("audit"),
         })
       : undefined;
   const auth = createAuth({
@@ -312,7 +314,8 @@ export async function startProxy(
     draining = true;
     opened.stop();
     resyncer.stop();
-    audit?.stop();
+    // Released now, so another replica walks on while this one drains.
+    const auditStopped = audit?.stop();
     parser.close();
     clearInterval(housekeeping);
     reducer?.stop();
@@ -329,6 +332,7 @@ export async function startProxy(
     // still waiting for their coalesced write go first.
     await storeFallback(() => views.close(), undefined);
     unfollow();
+    await auditStopped;
     await store.close();
     await cluster.close();
     return result;

@@ -128,6 +128,17 @@ export const PG_MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE retries ADD COLUMN heal_trigger text;
   `,
+  // 5: named leases one replica at a time holds (cluster/pg-lease.ts: the audit), with the
+  // holder's state (the audit's place in its pass). UNLOGGED as the other cluster tables: a
+  // crash of the database costs at most the place, and the pass starts again.
+  `
+  CREATE UNLOGGED TABLE cluster_leases (
+    name       text PRIMARY KEY,
+    holder     text,
+    expires_at timestamptz NOT NULL,
+    state      text
+  );
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;

@@ -95,11 +95,12 @@ async function version2Database(clusterUsed: boolean): Promise<string> {
 /** The cluster's tables and whether each is UNLOGGED ('u'), by name. */
 async function clusterTables(sql: postgres.Sql): Promise<Record<string, string>> {
   const rows = await sql<{ relname: string; relpersistence: string }[]>`SELECT relname, relpersistence FROM pg_class
-    WHERE relkind = 'r' AND relname IN ('cluster_buckets', 'cluster_flights', 'cluster_slots') ORDER BY relname`;
+    WHERE relkind = 'r' AND relname IN ('cluster_buckets', 'cluster_flights', 'cluster_leases', 'cluster_slots')
+    ORDER BY relname`;
   return Object.fromEntries(rows.map((r) => [r.relname, r.relpersistence]));
 }
 
-const ALL_UNLOGGED = { cluster_buckets: "u", cluster_flights: "u", cluster_slots: "u" };
+const ALL_UNLOGGED = { cluster_buckets: "u", cluster_flights: "u", cluster_leases: "u", cluster_slots: "u" };
 
 it.each([
   ["replicas have used (the cluster's tables made outside the versions)", true],
