@@ -20,7 +20,7 @@ import { Watches } from "./pg-watches.ts";
 export interface PgClusterOptions {
   url: string;
   log: Logger;
-  /** How long a lease outlives a replica that stopped renewing it (killed). Default 30 s. */
+  /** How long a lease outlives a replica that stopped renewing it (killed). Default 30 s; serve.ts sets it from the fetch deadline. */
   leaseMs?: number;
   /** A coordination call slower than this fails (StoreUnavailable). Default 2 s. */
   deadlineMs?: number;
@@ -30,8 +30,20 @@ export interface PgClusterOptions {
 }
 
 // Event kinds on the wire; "l" (a flight landed) and "s" (a slot freed) stay inside the cluster.
-const KIND: Record<string, ClusterEvent["kind"]> = { p: "pending", n: "snapshots", v: "views", r: "resubscribed" };
-const WIRE: Record<ClusterEvent["kind"], string> = { pending: "p", snapshots: "n", views: "v", resubscribed: "r" };
+const KIND: Record<string, ClusterEvent["kind"]> = {
+  p: "pending",
+  n: "snapshots",
+  v: "views",
+  r: "resubscribed",
+  t: "retries",
+};
+const WIRE: Record<ClusterEvent["kind"], string> = {
+  pending: "p",
+  snapshots: "n",
+  views: "v",
+  resubscribed: "r",
+  retries: "t",
+};
 
 export class PgCluster implements Cluster {
   readonly shared = true;
@@ -121,7 +133,7 @@ export class PgCluster implements Cluster {
   }
 
   publish(e: ClusterEvent): void {
-    if (e.kind === "resubscribed") this.#bus.send("r");
+    if (e.kind === "resubscribed" || e.kind === "retries") this.#bus.send(WIRE[e.kind]);
     else if (e.kind === "pending") this.#bus.send("p", e.devices);
     else this.#bus.send(WIRE[e.kind], e.users);
   }
@@ -167,7 +179,7 @@ export class PgCluster implements Cluster {
     const kind = KIND[w.k];
     if (kind === "pending") this.#emit({ kind, devices: ids });
     else if (kind === "snapshots" || kind === "views") this.#emit({ kind, users: ids });
-    else if (kind === "resubscribed") this.#emit({ kind });
+    else if (kind === "resubscribed" || kind === "retries") this.#emit({ kind });
   }
 
   #emit(e: ClusterEvent): void {

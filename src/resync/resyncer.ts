@@ -116,6 +116,7 @@ export class Resyncer {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #scheduled = 0;
   #stopped = true;
+  #unfollow: (() => void) | undefined;
 
   constructor(o: ResyncOptions) {
     this.#o = o;
@@ -489,6 +490,7 @@ export class Resyncer {
       const dueAt = Math.max(now + backoffDelay(o.retry, attempts), destRetryAt);
       const who = [...new Set([...(prev?.requestedBy ?? []), ...requestedBy])].slice(-50);
       await o.store.putRetry({ userId: target, attempts, dueAt, requestedBy: who, lastError: e.message });
+      this.#retriesMoved();
       o.log.info("device list refresh failed; retry scheduled", {
         userId: target,
         attempts,
@@ -526,6 +528,7 @@ export class Resyncer {
       requestedBy,
       lastError: prev?.lastError ?? "destination in backoff",
     });
+    this.#retriesMoved();
     this.#schedule();
     const error = new FederationError("transport", `${dest} is unreachable and in backoff; not contacting it yet`);
     return { kind: "failed", error, nextRetryInMs: b.retryAt - now };
@@ -574,15 +577,29 @@ export class Resyncer {
 
   // The retry loop: one timer, set for the earliest due retry (at most 30 s away, so an entry
   // written by another process is seen too). Due entries start concurrently: one slow
-  // destination never holds up another (the transport caps each destination at 3).
+  // destination never holds up another (the transport caps each destination at 3). Replicas
+  // tell each other of every retry they schedule: each then knows when the entry is due, and
+  // when a claim on it ends, so one whose claimer died is taken over as its lease ends.
   start(): void {
     this.#stopped = false;
+    const cluster = this.#o.cluster;
+    this.#unfollow ??= cluster?.shared
+      ? cluster.subscribe((e) => {
+          if (e.kind === "retries" || e.kind === "resubscribed") this.#schedule();
+        })
+      : undefined;
     this.#schedule();
   }
 
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#unfollow?.();
+    this.#unfollow = undefined;
+  }
+
+  #retriesMoved(): void {
+    if (this.#o.cluster?.shared) this.#o.cluster.publish({ kind: "retries" });
   }
 
   #schedule(): void {
