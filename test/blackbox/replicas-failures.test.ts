@@ -90,7 +90,7 @@ describe("retries", () => {
     const before = fetches().length;
     await w.remote2.waitFor(() => fetches().length > before, 60_000);
     const claimed = fetches().at(-1)!;
-    const pid = pidOfLocalPort(claimed.remotePort!);
+    const pid = pidOfLocalPort(claimed.remotePort!, w.remote2.port);
     const holder = w.replicas.find((r) => r.pid === pid);
     expect(holder, `the retry's fetch came from pid ${pid}, not a replica`).toBeDefined();
     await holder!.kill();

@@ -57,7 +57,7 @@ test("kill -9 of the replica holding a retry's claim and its fetch: the other on
   const before = fetches().length;
   await w.remote.waitFor(() => fetches().length > before, 30_000);
   const claimed = fetches().at(-1)!;
-  const holder = w.replicas.find((r) => r.pid === pidOfLocalPort(claimed.remotePort!));
+  const holder = w.replicas.find((r) => r.pid === pidOfLocalPort(claimed.remotePort!, w.remote.port));
   expect(holder, "the retry's fetch came from a replica").toBeDefined();
   const alive = holder === a ? b : a;
 
