@@ -30,6 +30,11 @@ export type ClusterEvent =
    */
   | { kind: "fanout"; user: string; at: number }
   /**
+   * A retry was scheduled or moved: every replica's retry loop looks again at when the next one
+   * is due, so it can take over one whose claimer dies at the end of its lease.
+   */
+  | { kind: "retries" }
+  /**
    * The bus was (re)connected: anything sent while it was down was missed, so every replica
    * re-checks everything (wakes all long-polls, drops its caches).
    */

@@ -58,8 +58,8 @@ export class LateCluster implements Cluster {
       claim: () => now()?.claim() ?? this.#notOpen("lease"),
       save: (state) => now()?.save(state) ?? this.#notOpen("lease"),
       release: () => real?.release() ?? Promise.resolve(),
-      // The real lease's pace once there is one; until then a PostgreSQL lease's default
-      // (cluster/pg-lease.ts: a third of 30 s).
+      // The real lease's pace once there is one (cluster/pg-lease.ts: a third of the lease);
+      // until then, a look every 10 s.
       get claimEveryMs() {
         return now()?.claimEveryMs ?? 10_000;
       },

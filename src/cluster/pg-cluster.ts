@@ -21,7 +21,7 @@ import { Watches } from "./pg-watches.ts";
 export interface PgClusterOptions {
   url: string;
   log: Logger;
-  /** How long a lease outlives a replica that stopped renewing it (killed). Default 30 s. */
+  /** How long a lease outlives a replica that stopped renewing it (killed). Default 30 s; serve.ts sets it from the fetch deadline. */
   leaseMs?: number;
   /** A coordination call slower than this fails (StoreUnavailable). Default 2 s. */
   deadlineMs?: number;
@@ -38,6 +38,7 @@ const KIND: Record<string, ClusterEvent["kind"]> = {
   v: "views",
   f: "fanout",
   r: "resubscribed",
+  t: "retries",
 };
 const WIRE: Record<ClusterEvent["kind"], string> = {
   pending: "p",
@@ -45,6 +46,7 @@ const WIRE: Record<ClusterEvent["kind"], string> = {
   views: "v",
   fanout: "f",
   resubscribed: "r",
+  retries: "t",
 };
 
 export class PgCluster implements Cluster {
@@ -139,7 +141,7 @@ export class PgCluster implements Cluster {
   }
 
   publish(e: ClusterEvent): void {
-    if (e.kind === "resubscribed") this.#bus.send("r");
+    if (e.kind === "resubscribed" || e.kind === "retries") this.#bus.send(WIRE[e.kind]);
     else if (e.kind === "pending") this.#bus.send("p", e.devices);
     else if (e.kind === "fanout") this.#bus.send("f", [`${e.at}|${e.user}`]);
     else this.#bus.send(WIRE[e.kind], e.users);
@@ -192,7 +194,7 @@ export class PgCluster implements Cluster {
         const at = Number(id.slice(0, bar));
         if (bar > 0 && Number.isFinite(at)) this.#emit({ kind, user: id.slice(bar + 1), at });
       }
-    else if (kind === "resubscribed") this.#emit({ kind });
+    else if (kind === "resubscribed" || kind === "retries") this.#emit({ kind });
   }
 
   #emit(e: ClusterEvent): void {

@@ -27,6 +27,8 @@ export interface PgStartOptions {
   url: string;
   log: Logger;
   deadlineMs: number;
+  /** The cluster's fetch and slot leases (commands/serve.ts says why this long). */
+  leaseMs?: number;
   /** A cluster to use instead of opening one (tests). */
   cluster?: Cluster;
   /** The back-off between attempts: doubles from `initialMs` up to `maxMs`. Default 250 ms, 5 s. */
@@ -60,7 +62,8 @@ export async function openPostgresAtStart(o: PgStartOptions): Promise<PgStart> {
   const open = async (): Promise<{ store: Store; cluster: Cluster }> => {
     const store = await openPostgresStore(o.url);
     try {
-      const cluster = o.cluster ?? (await PgCluster.open({ url: o.url, log: o.log, deadlineMs: o.deadlineMs }));
+      const cluster =
+        o.cluster ?? (await PgCluster.open({ url: o.url, log: o.log, deadlineMs: o.deadlineMs, leaseMs: o.leaseMs }));
       return { store, cluster };
     } catch (e) {
       await store.close().catch(() => {});

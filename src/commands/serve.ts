@@ -93,6 +93,12 @@ export async function startProxy(
           url: location.url,
           log,
           deadlineMs: config.databaseTimeoutMs,
+          // A fetch lease is renewed every third of its length while the fetch runs. One
+          // federation request's time keeps a live fetch its own even if no renewal gets through
+          // for that long; three database deadlines, even if one renewal times out. A killed
+          // replica's fetch is taken over that long after its last renewal, so a retry it held
+          // is finished within its retry lease plus one fetch timeout.
+          leaseMs: Math.max(config.federationTimeoutMs, 3 * config.databaseTimeoutMs),
           cluster: opts.cluster,
         })
       : {

@@ -125,6 +125,7 @@ export class Resyncer {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #scheduled = 0;
   #stopped = true;
+  #unfollow: (() => void) | undefined;
 
   constructor(o: ResyncOptions) {
     this.#o = o;
@@ -505,6 +506,7 @@ export class Resyncer {
         lastError: e.message,
         trigger: ctx.trigger,
       });
+      this.#retriesMoved();
       o.log.info("device list refresh failed; retry scheduled", {
         userId: target,
         attempts,
@@ -543,6 +545,7 @@ export class Resyncer {
       lastError: prev?.lastError ?? "destination in backoff",
       trigger,
     });
+    this.#retriesMoved();
     this.#schedule();
     const error = new FederationError("transport", `${dest} is unreachable and in backoff; not contacting it yet`);
     return { kind: "failed", error, nextRetryInMs: b.retryAt - now };
@@ -591,15 +594,29 @@ export class Resyncer {
 
   // The retry loop: one timer, set for the earliest due retry (at most 30 s away, so an entry
   // written by another process is seen too). Due entries start concurrently: one slow
-  // destination never holds up another (the transport caps each destination at 3).
+  // destination never holds up another (the transport caps each destination at 3). Replicas
+  // tell each other of every retry they schedule: each then knows when the entry is due, and
+  // when a claim on it ends, so one whose claimer died is taken over as its lease ends.
   start(): void {
     this.#stopped = false;
+    const cluster = this.#o.cluster;
+    this.#unfollow ??= cluster?.shared
+      ? cluster.subscribe((e) => {
+          if (e.kind === "retries" || e.kind === "resubscribed") this.#schedule();
+        })
+      : undefined;
     this.#schedule();
   }
 
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#unfollow?.();
+    this.#unfollow = undefined;
+  }
+
+  #retriesMoved(): void {
+    if (this.#o.cluster?.shared) this.#o.cluster.publish({ kind: "retries" });
   }
 
   #schedule(): void {

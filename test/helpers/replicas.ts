@@ -153,9 +153,15 @@ export async function stopReplicas(rs: Replica[]): Promise<void> {
   await Promise.all(rs.map((r) => r.kill()));
 }
 
-/** The pid owning the loopback TCP socket bound to local `port`: who sent a request the fakes saw. */
-export function pidOfLocalPort(port: number): number | undefined {
-  const r = spawnSync("ss", ["-tnpH", "src", `127.0.0.1:${port}`], { encoding: "utf8" });
+/**
+ * The pid owning the loopback TCP socket bound to local `port`: who sent a request the fakes saw.
+ * `peerPort`, the server's port, narrows it to that connection: Linux hands the same ephemeral
+ * port to connections to different destinations, so the local port alone may name another
+ * process's socket.
+ */
+export function pidOfLocalPort(port: number, peerPort?: number): number | undefined {
+  const peer = peerPort === undefined ? [] : ["dst", `127.0.0.1:${peerPort}`];
+  const r = spawnSync("ss", ["-tnpH", "src", `127.0.0.1:${port}`, ...peer], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`ss failed: ${r.stderr}`);
   const m = /pid=(\d+)/.exec(r.stdout);
   return m ? Number(m[1]) : undefined;

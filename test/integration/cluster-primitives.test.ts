@@ -47,18 +47,20 @@ async function until(cond: () => boolean, ms = 5_000): Promise<void> {
 }
 
 describe("the bus", () => {
-  it("carries pending devices, snapshots and views to the other replicas, not back to the sender", async () => {
+  it("carries pending devices, snapshots, views and scheduled retries to the other replicas, not back to the sender", async () => {
     const [a, b] = await replicas(2);
     const atA = events(a!);
     const atB = events(b!);
     a!.publish({ kind: "pending", devices: ["@u:x|D1", "@u:x|D2"] });
     a!.publish({ kind: "snapshots", users: ["@t:remote"] });
     a!.publish({ kind: "views", users: ["@v:remote"] });
-    await until(() => atB.length === 3);
+    a!.publish({ kind: "retries" });
+    await until(() => atB.length === 4);
     expect(atB).toEqual([
       { kind: "pending", devices: ["@u:x|D1", "@u:x|D2"] },
       { kind: "snapshots", users: ["@t:remote"] },
       { kind: "views", users: ["@v:remote"] },
+      { kind: "retries" },
     ]);
     await new Promise((r) => setTimeout(r, 100));
     expect(atA).toEqual([]);

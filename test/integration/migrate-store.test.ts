@@ -1,8 +1,12 @@
 // migrate-store (src/commands/migrate-store.ts): a store filled through the real proxy (a
-// snapshot, the homeserver's view, trackers, pending deliveries, a retry and a destination's
-// backoff) is copied into PostgreSQL with its counts verified; the proxy started on PostgreSQL
-// then serves the same state (the overlay, the injection and its acknowledgement, the retry). A
-// target that already holds state is refused, unless --existing-target replace.
+// snapshot, the homeserver's view, trackers, pending deliveries, a sliding-sync connection with
+// its own pending delivery, a retry and a destination's backoff) is copied into PostgreSQL with
+// its counts verified; the proxy started on PostgreSQL then serves the same state (the overlay,
+// the injections and their acknowledgements, the retry). A target that already holds state is
+// refused, unless --existing-target replace; a target that does not keep what it is given fails
+// the count check. The compiled binary runs it too (exit code and output).
+import { spawnSync } from "node:child_process";
+import postgres from "postgres";
 import { afterAll, expect, test } from "vitest";
 import { parseCli } from "../../src/config/config.ts";
 import { runMigrateStore } from "../../src/commands/migrate-store.ts";
@@ -10,6 +14,7 @@ import { openSqliteStore } from "../../src/store/sqlite.ts";
 import { makeUser } from "../helpers/fake-devices.ts";
 import { closeTestStores, freshDatabase } from "../helpers/stores.ts";
 import { startWorld } from "../helpers/world.ts";
+import { BINARY, ensureBinary } from "../blackbox/runtimes.ts";
 
 afterAll(closeTestStores);
 
@@ -49,6 +54,7 @@ test("a store filled through the proxy moves to PostgreSQL, counts verified, and
     const alice = w.login("alice", "ALICE1");
     const alice2 = w.login("alice", "ALICE2");
     const carol = w.login("carol", "CAROL1");
+    const dave = w.login("dave", "DAVE1");
     const api = (token: string, path: string, body?: unknown) =>
       fetch(w.proxy.url + path, {
         method: body === undefined ? "GET" : "POST",
@@ -56,6 +62,27 @@ test("a store filled through the proxy moves to PostgreSQL, counts verified, and
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     await api(carol, "/_matrix/client/v3/keys/query", { device_keys: { [bob]: [] } });
+    // dave tracks bob and keeps a simplified sliding sync connection with the e2ee extension
+    // open: the refresh leaves a delivery pending for that connection too.
+    await api(dave, "/_matrix/client/v3/keys/query", { device_keys: { [bob]: [] } });
+    let slidePos = 0;
+    w.hs.on(
+      "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+      (_req, res) => void res.end(JSON.stringify({ pos: `p${++slidePos}`, lists: {}, rooms: {}, extensions: {} })),
+    );
+    const slide = async (pos: string) => {
+      const r = await fetch(
+        `${w.proxy.url}/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?pos=${pos}&timeout=0`,
+        {
+          method: "POST",
+          headers: { authorization: `Bearer ${dave}`, "content-type": "application/json" },
+          body: JSON.stringify({ conn_id: "encryption", lists: {}, extensions: { e2ee: { enabled: true } } }),
+        },
+      );
+      return (await r.json()) as { pos: string; extensions: { e2ee?: { device_lists?: { changed?: string[] } } } };
+    };
+    const opened = await slide("p0");
+    expect(opened.extensions.e2ee?.device_lists?.changed ?? []).toEqual([]);
     await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
     expect((await w.refresh(bob, alice)).status).toBe(202);
     // A destination answering 500: a retry entry, and the destination in backoff.
@@ -81,9 +108,12 @@ test("a store filled through the proxy moves to PostgreSQL, counts verified, and
     });
     expect(result!.code).toBe(0);
     expect(result!.lines.at(-1)).toBe("migrate-store: counts verified");
-    // alice's two devices and carol, the tracker.
-    expect(inSource).toEqual({ pending: 3, hs_views: 1, retries: 1, backoffs: 1, snapshots: 1 });
+    // alice's two devices, carol and dave, the trackers.
+    expect(inSource).toEqual({ pending: 4, hs_views: 1, retries: 1, backoffs: 1, snapshots: 1 });
     for (const [table, rows] of Object.entries(inSource)) expect(counted(result!.lines, table)).toEqual([rows, rows]);
+    // dave's connection, and bob's change pending on it.
+    expect(counted(result!.lines, "sliding_conns")).toEqual([1, 1]);
+    expect(counted(result!.lines, "sliding_pending")).toEqual([1, 1]);
     expect(counted(result!.lines, "trackers")![0]).toBeGreaterThanOrEqual(3);
 
     // Served from PostgreSQL now: the overlay, the pending delivery and its acknowledgement.
@@ -93,6 +123,10 @@ test("a store filled through the proxy moves to PostgreSQL, counts verified, and
     expect(got.device_lists.changed).toEqual([bob]);
     const acked = await (await api(alice2, `/_matrix/client/v3/sync?since=${got.next_batch}&timeout=0`)).json();
     expect(acked.device_lists?.changed ?? []).toEqual([]);
+    // The connection came along: its next request carries bob, the one after acknowledges it.
+    const carried = await slide(opened.pos);
+    expect(carried.extensions.e2ee?.device_lists?.changed).toEqual([bob]);
+    expect((await slide(carried.pos)).extensions.e2ee?.device_lists?.changed ?? []).toEqual([]);
     expect((await w.proxy.services.store.listRetries()).map((r) => r.userId)).toEqual([fay]);
     expect((await w.proxy.services.store.getBackoff(w.remote.serverName))?.failures).toBe(1);
 
@@ -111,8 +145,41 @@ test("a store filled through the proxy moves to PostgreSQL, counts verified, and
         "replace",
       ]);
       expect(replaced.code).toBe(0);
-      // The acknowledged row is back: the SQLite store never saw that acknowledgement.
-      expect(counted(replaced.lines, "pending")).toEqual([3, 3]);
+      // The acknowledged rows are back: the SQLite store never saw those acknowledgements.
+      expect(counted(replaced.lines, "pending")).toEqual([4, 4]);
+      expect(counted(replaced.lines, "sliding_pending")).toEqual([1, 1]);
+
+      // The compiled binary, into a target that silently drops the retries it is given (a
+      // trigger left on it): the copy commits, the counts differ, it says so and exits 1.
+      ensureBinary();
+      const cli = () =>
+        spawnSync(
+          BINARY,
+          ["migrate-store", "--from", `sqlite:${w.dataDir}`, "--to", database, "--existing-target", "replace"],
+          { encoding: "utf8", timeout: 60_000 },
+        );
+      const sql = postgres(database, { max: 1, onnotice: () => {} });
+      try {
+        await sql.unsafe(`CREATE FUNCTION drop_row() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+          CREATE TRIGGER lossy BEFORE INSERT ON retries FOR EACH ROW EXECUTE FUNCTION drop_row()`);
+        const lossy = cli();
+        expect([lossy.status, lossy.stderr]).toEqual([1, ""]);
+        const lines = lossy.stdout.trim().split("\n");
+        expect(lines.filter((l) => l.includes("MISMATCH"))).toEqual([
+          expect.stringMatching(/^ {2}retries +1 in source +0 in target {2}MISMATCH$/),
+        ]);
+        expect(lines.at(-1)).toBe("migrate-store: COUNTS DIFFER: do not start the proxy on the target");
+        await sql.unsafe("DROP TRIGGER lossy ON retries; DROP FUNCTION drop_row()");
+        const good = cli();
+        expect([good.status, good.stderr]).toEqual([0, ""]);
+        const out = good.stdout.trim().split("\n");
+        expect(out[0]).toMatch(/^migrate-store: sqlite:\S+ -> postgres:\/\/\S+$/);
+        expect(counted(out, "retries")).toEqual([1, 1]);
+        expect(counted(out, "sliding_conns")).toEqual([1, 1]);
+        expect(out.at(-1)).toBe("migrate-store: counts verified");
+      } finally {
+        await sql.end();
+      }
     });
   } finally {
     await w.close();
