@@ -1,0 +1,133 @@
+// A healthy exchange between two real clients (matrix-js-sdk, Rust crypto) in an encrypted room:
+// Megolm-encrypted messages both ways, whose room keys travel as Olm-encrypted to-device
+// messages between known devices (client-server API §End-to-End Encryption, "m.room_key"), and
+// an SAS verification of one device by the other over to-device messages (§Key verification
+// framework, §Short Authentication String (SAS) verification). What the self-healing proof runs
+// to show that normal traffic raises no alarm.
+import {
+  CryptoEvent,
+  VerificationPhase,
+  VerificationRequestEvent,
+  VerifierEvent,
+  type EmojiMapping,
+  type VerificationRequest,
+  type Verifier,
+} from "matrix-js-sdk/lib/crypto-api/index.js";
+import { waitFor } from "./client.ts";
+import type { SdkClient } from "./js-sdk.ts";
+
+const idOf = (c: SdkClient) => ({ userId: c.client.getUserId()!, deviceId: c.client.getDeviceId()! });
+
+/** Resolves once each client's crypto lists the other's device. */
+export async function knowEachOther(a: SdkClient, b: SdkClient, timeoutMs = 60_000): Promise<void> {
+  for (const [who, other] of [
+    [a, b],
+    [b, a],
+  ] as const) {
+    const { userId, deviceId } = idOf(other);
+    await waitFor(
+      `${idOf(who).deviceId} to list ${userId}'s device ${deviceId}`,
+      async () => ((await who.knownDeviceIds(userId)).includes(deviceId) ? true : undefined),
+      timeoutMs,
+      250,
+    );
+  }
+}
+
+/** The decrypted body of `body`'s message in the client's live timeline of `roomId`, once it decrypts. */
+async function decrypted(c: SdkClient, roomId: string, body: string, timeoutMs: number): Promise<string> {
+  return waitFor(
+    `${idOf(c).deviceId} to decrypt "${body}"`,
+    async () => {
+      const events = c.client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [];
+      const ev = events.find((e) => e.isEncrypted() && !e.isDecryptionFailure() && e.getContent().body === body);
+      return ev ? (ev.getContent().body as string) : undefined;
+    },
+    timeoutMs,
+    100,
+  );
+}
+
+/**
+ * `rounds` text messages each way, each one Megolm-encrypted by its sender's client and read
+ * (decrypted) by the other's: each side then holds the other's room key, which only an Olm
+ * to-device message from the sending device can have brought. Returns the bodies read.
+ */
+export async function megolmBothWays(a: SdkClient, b: SdkClient, roomId: string, rounds = 3): Promise<string[]> {
+  const read: string[] = [];
+  for (let i = 0; i < rounds; i++) {
+    for (const [from, to] of [
+      [a, b],
+      [b, a],
+    ] as const) {
+      const body = `healthy ${i} from ${idOf(from).deviceId}`;
+      await from.client.sendTextMessage(roomId, body);
+      read.push(await decrypted(to, roomId, body, 60_000));
+    }
+  }
+  return read;
+}
+
+function phase(req: VerificationRequest, want: VerificationPhase, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (req.phase === want) done(resolve);
+      else if (req.phase === VerificationPhase.Cancelled)
+        done(() => reject(new Error(`verification cancelled (${req.cancellationCode}) waiting for phase ${want}`)));
+    };
+    const timer = setTimeout(
+      () => done(() => reject(new Error(`verification still in phase ${req.phase}, not ${want}`))),
+      timeoutMs,
+    );
+    const done = (then: () => void) => {
+      clearTimeout(timer);
+      req.off(VerificationRequestEvent.Change, check);
+      then();
+    };
+    req.on(VerificationRequestEvent.Change, check);
+    check();
+  });
+}
+
+/** Confirms the SAS as a user would, once shown; resolves with the emoji shown. */
+function confirmSas(v: Verifier): Promise<EmojiMapping[]> {
+  return new Promise((resolve) => {
+    v.once(VerifierEvent.ShowSas, (sas) => {
+      void sas.confirm();
+      resolve(sas.sas.emoji ?? []);
+    });
+  });
+}
+
+/**
+ * `a` verifies `b`'s device by SAS, both users confirming: request (to-device), ready, start
+ * (m.sas.v1), accept, keys, MACs, done. Resolves with the emoji both sides showed (equal, or the
+ * MACs would not have matched).
+ */
+export async function verifyBySas(
+  a: SdkClient,
+  b: SdkClient,
+  timeoutMs = 60_000,
+): Promise<{ a: EmojiMapping[]; b: EmojiMapping[] }> {
+  const { userId, deviceId } = idOf(b);
+  const incoming = new Promise<VerificationRequest>((resolve) =>
+    b.client.once(CryptoEvent.VerificationRequestReceived, resolve),
+  );
+  const ours = await a.client.getCrypto()!.requestDeviceVerification(userId, deviceId);
+  const theirs = await Promise.race([
+    incoming,
+    new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error("b never received the verification request")), timeoutMs),
+    ),
+  ]);
+  await theirs.accept();
+  await phase(ours, VerificationPhase.Ready, timeoutMs);
+  const ourVerifier = await ours.startVerification("m.sas.v1");
+  await phase(theirs, VerificationPhase.Started, timeoutMs);
+  const theirVerifier = theirs.verifier!;
+  const shown = Promise.all([confirmSas(ourVerifier), confirmSas(theirVerifier)]);
+  await Promise.all([ourVerifier.verify(), theirVerifier.verify()]);
+  const [aEmoji, bEmoji] = await shown;
+  await phase(ours, VerificationPhase.Done, timeoutMs);
+  return { a: aEmoji, b: bEmoji };
+}
