@@ -12,6 +12,11 @@ export interface HealWorld {
   hsUsers: Map<string, FakeUser>;
   /** Users the homeserver answers with a master key but no self-signing key. */
   noSelfSigning: Set<string>;
+  /**
+   * Users the homeserver serves and whose server it lists in failures all the same, as Synapse
+   * does when its resync of a stale cache fails and its direct query of that server then succeeds.
+   */
+  servedButFailed: Set<string>;
   /** To-device events the next /sync of a token carries (then cleared). */
   toDevice: Map<string, unknown[]>;
   /** Users the next /sync of a token names in device_lists.changed (then cleared). */
@@ -30,6 +35,7 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
   const w = await startWorld(["--metrics-listen", "127.0.0.1:0", "--refresh-cache-ms", "0", ...flags]);
   const hsUsers = new Map<string, FakeUser>();
   const noSelfSigning = new Set<string>();
+  const servedButFailed = new Set<string>();
   const toDevice = new Map<string, unknown[]>();
   const changed = new Map<string, string[]>();
   const syncBodies = new Map<string, string[]>();
@@ -51,6 +57,8 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
         continue;
       }
       out.device_keys[u] = deviceMap(user);
+      if (servedButFailed.has(u))
+        out.failures[u.slice(u.indexOf(":") + 1)] = { status: 503, message: `Device resync failed for '${u}'` };
       if (user.masterKey) out.master_keys[u] = user.masterKey;
       if (user.selfSigningKey && !noSelfSigning.has(u)) out.self_signing_keys[u] = user.selfSigningKey;
     }
@@ -76,6 +84,7 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
     w,
     hsUsers,
     noSelfSigning,
+    servedButFailed,
     toDevice,
     changed,
     syncBodies,

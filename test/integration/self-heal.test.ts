@@ -392,6 +392,33 @@ describe("/keys/query signals", () => {
   });
 });
 
+describe("/keys/query failures for a server whose users the answer lists", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
+  afterAll(() => h.w.close());
+
+  // Synapse (handlers/e2e_keys.py, _query_devices_for_destination) lists a server in failures
+  // when its resync of a stale cached list fails, then asks that server directly and answers
+  // with its keys all the same: seen in a healthy exchange between two real Synapses, while a
+  // device-list update that required a resync was being handled (test/e2e/self-heal.test.ts).
+  test("is no suspicion: the client was given the server's own answer", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const user = makeUser(bob, { devices: ["DEV0", "DEV1"] });
+    h.hsUsers.set(bob, user);
+    h.servedButFailed.add(bob);
+    w.remote.setUser(user);
+    const alice = w.login("alice", "ALICE10");
+    await keysQuery(w, alice, [bob]);
+    // A user the answer lacks, on that server, still is one (and the server's limit was not spent above).
+    const gone = fresh(h, "gone");
+    await keysQuery(w, alice, [gone]);
+    await w.remote.waitFor(() => w.remote.count({ userId: gone }) > 0);
+    expect(await h.metric("resync_suspicions_total", { signal: "keys_query_failure" })).toBe(1);
+    expect(w.remote.count({ userId: bob })).toBe(0);
+  });
+});
+
 describe("--detect off", () => {
   let h: HealWorld;
   beforeAll(async () => (h = await startHealWorld(["--detect", "off", "--audit-interval-ms", "500"])));
