@@ -512,6 +512,39 @@ describe("the audit", () => {
       .poll(async () => Object.keys((await w.proxy.services.heal!.views.get(gus))!.devices).sort())
       .toEqual(["G0", "G1"]);
   });
+
+  // Seen with two real Synapses (test/e2e/self-heal.test.ts): a login and then the new device's
+  // key upload are two device-list updates over federation; an audit fetch landing between the
+  // homeserver handling the first and the second found the keyed device and healed, some 50 ms
+  // before the homeserver reported it itself.
+  test("a list the homeserver reported a moment ago is in motion: a difference is left to it", async () => {
+    const { w } = h;
+    const hal = fresh(h, "hal");
+    const before = makeUser(hal, { devices: ["H0"] });
+    h.hsUsers.set(hal, before);
+    w.remote.setUser(before);
+    const alice = w.login("alice", "ALICE13");
+    await keysQuery(w, alice, [hal]);
+    const healed = await h.metric("resync_heals_total", { trigger: "audit" });
+    // The homeserver has handled the login (it names hal; alice's client re-queries and is shown
+    // no new device: one without keys is not listed) but not yet the key upload.
+    h.changed.set(alice, [hal]);
+    await sync(w, alice);
+    await keysQuery(w, alice, [hal]);
+    const after = { ...before, devices: [...before.devices, makeUser(hal, { devices: ["H1"] }).devices[0]!] };
+    const fetched = w.remote.count({ userId: hal, endpoint: "devices" });
+    w.remote.setUser(after);
+    await expect
+      .poll(() => w.remote.count({ userId: hal, endpoint: "devices" }), { timeout: 5000 })
+      .toBeGreaterThanOrEqual(fetched + 2);
+    expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(healed);
+    // The key upload reaches the homeserver: it names hal again and lists H1. Nothing was healed.
+    h.hsUsers.set(hal, after);
+    h.changed.set(alice, [hal]);
+    await sync(w, alice);
+    await keysQuery(w, alice, [hal]);
+    expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(healed);
+  });
 });
 
 describe("the homeserver's views on disk", () => {
