@@ -139,9 +139,9 @@ describe("the audit, and no false alarms", () => {
       250,
     );
     expect(await metric(proxy, "resync_fresh_lists_total", { outcome: "unchanged" })).toBeGreaterThanOrEqual(1);
-    // A heal here is a false alarm. One race is known to cause it: an audit check that fetches
-    // hs2's list after bob's device uploaded its keys and compares it with hs1's answer from just
-    // before hs1 heard of that upload (hs1 reports the change itself some 50 ms later).
+    // A heal here is a false alarm: for instance an audit check fetching hs2's list after bob's
+    // device uploaded its keys, compared with hs1's answer from just before hs1 heard of that
+    // upload (the audit leaves a user hs1 reported in the last 10 s to the next pass).
     expect(await total(proxy, "resync_heals_total")).toBe(0);
     // No false alarm: nothing in that traffic (room keys over Olm from bob's known device, the
     // verification's request, ready and start naming it) made the proxy suspect bob's list.
