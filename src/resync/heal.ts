@@ -38,7 +38,7 @@ export interface HealerOptions {
  * A user the homeserver reported changed this recently has a list in motion there: a login and
  * the new device's key upload are two device-list updates over federation, some time apart.
  */
-const IN_MOTION_MS = 10_000;
+const IN_MOTION_MS = 5_000;
 
 export class Healer {
   readonly #o: HealerOptions;

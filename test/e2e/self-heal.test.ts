@@ -75,6 +75,10 @@ describe("the audit, and no false alarms", () => {
         "5",
         "--refresh-cache-ms",
         "1000",
+        // The audit interval here (4 s) is far below the per-target limit's default period
+        // (6 a minute): let the audit, not that limit, set how often bob is checked.
+        "--rate-target-per-minute",
+        "30",
       ],
     });
     proxies.push(proxy);
@@ -141,7 +145,7 @@ describe("the audit, and no false alarms", () => {
     expect(await metric(proxy, "resync_fresh_lists_total", { outcome: "unchanged" })).toBeGreaterThanOrEqual(1);
     // A heal here is a false alarm: for instance an audit check fetching hs2's list after bob's
     // device uploaded its keys, compared with hs1's answer from just before hs1 heard of that
-    // upload (the audit leaves a user hs1 reported in the last 10 s to the next pass).
+    // upload (the audit leaves a user hs1 reported in the last 5 s to the next pass).
     expect(await total(proxy, "resync_heals_total")).toBe(0);
     // No false alarm: nothing in that traffic (room keys over Olm from bob's known device, the
     // verification's request, ready and start naming it) made the proxy suspect bob's list.

@@ -10,6 +10,7 @@ import {
   VerificationRequestEvent,
   VerifierEvent,
   type EmojiMapping,
+  type ShowSasCallbacks,
   type VerificationRequest,
   type Verifier,
 } from "matrix-js-sdk/lib/crypto-api/index.js";
@@ -61,7 +62,7 @@ export async function megolmBothWays(a: SdkClient, b: SdkClient, roomId: string,
       [b, a],
     ] as const) {
       const body = `healthy ${i} from ${idOf(from).deviceId}`;
-      await from.client.sendTextMessage(roomId, body);
+      await within(`sending "${body}"`, from.client.sendTextMessage(roomId, body), 60_000);
       read.push(await decrypted(to, roomId, body, 60_000));
     }
   }
@@ -89,13 +90,25 @@ function phase(req: VerificationRequest, want: VerificationPhase, timeoutMs: num
   });
 }
 
-/** Confirms the SAS as a user would, once shown; resolves with the emoji shown. */
+/** `p`, or an error naming `step` once `ms` have passed: a stuck step says which it was. */
+function within<T>(step: string, p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${step} took over ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/** Confirms the SAS as a user would, once shown (or at once if it already is); resolves with the emoji. */
 function confirmSas(v: Verifier): Promise<EmojiMapping[]> {
   return new Promise((resolve) => {
-    v.once(VerifierEvent.ShowSas, (sas) => {
+    const confirm = (sas: ShowSasCallbacks) => {
       void sas.confirm();
       resolve(sas.sas.emoji ?? []);
-    });
+    };
+    const shown = v.getShowSasCallbacks();
+    if (shown) confirm(shown);
+    else v.once(VerifierEvent.ShowSas, confirm);
   });
 }
 
@@ -113,21 +126,24 @@ export async function verifyBySas(
   const incoming = new Promise<VerificationRequest>((resolve) =>
     b.client.once(CryptoEvent.VerificationRequestReceived, resolve),
   );
-  const ours = await a.client.getCrypto()!.requestDeviceVerification(userId, deviceId);
-  const theirs = await Promise.race([
-    incoming,
-    new Promise<never>((_, reject) =>
-      setTimeout(() => reject(new Error("b never received the verification request")), timeoutMs),
-    ),
-  ]);
-  await theirs.accept();
+  const ours = await within(
+    "sending the request",
+    a.client.getCrypto()!.requestDeviceVerification(userId, deviceId),
+    timeoutMs,
+  );
+  const theirs = await within("SAS: the request reaching the other device", incoming, timeoutMs);
+  await within("SAS: accepting (ready)", theirs.accept(), timeoutMs);
   await phase(ours, VerificationPhase.Ready, timeoutMs);
-  const ourVerifier = await ours.startVerification("m.sas.v1");
+  const ourVerifier = await within("SAS: starting m.sas.v1", ours.startVerification("m.sas.v1"), timeoutMs);
   await phase(theirs, VerificationPhase.Started, timeoutMs);
   const theirVerifier = theirs.verifier!;
   const shown = Promise.all([confirmSas(ourVerifier), confirmSas(theirVerifier)]);
-  await Promise.all([ourVerifier.verify(), theirVerifier.verify()]);
-  const [aEmoji, bEmoji] = await shown;
+  await within(
+    "SAS: the exchange (accept, keys, MACs, done)",
+    Promise.all([ourVerifier.verify(), theirVerifier.verify()]),
+    timeoutMs,
+  );
+  const [aEmoji, bEmoji] = await within("SAS: showing the SAS", shown, timeoutMs);
   await phase(ours, VerificationPhase.Done, timeoutMs);
   return { a: aEmoji, b: bEmoji };
 }
