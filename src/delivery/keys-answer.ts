@@ -10,6 +10,8 @@ export interface AnswerSummary {
   /** Remote users with a master key but no self-signing key (hasMaster), or the reverse. */
   halfCrossSigning: { userId: string; hasMaster: boolean }[];
   failedServers: string[];
+  /** Remote users the answer lists in device_keys (their server answered, failures or not). */
+  answered: string[];
 }
 
 type Json = Record<string, unknown>;
@@ -30,5 +32,7 @@ export function summarize(
     if (hasMaster !== hasSelf) halfCrossSigning.push({ userId: u, hasMaster });
   }
   const failedServers = isObject(answer.failures) ? Object.keys(answer.failures).slice(0, 1000) : [];
-  return { views: viewsFromAnswer(answer, requested, users, now), halfCrossSigning, failedServers };
+  const dk = isObject(answer.device_keys) ? answer.device_keys : {};
+  const answered = failedServers.length ? users.filter((u) => Object.hasOwn(dk, u)) : [];
+  return { views: viewsFromAnswer(answer, requested, users, now), halfCrossSigning, failedServers, answered };
 }

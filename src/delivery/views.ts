@@ -213,6 +213,12 @@ export class Views {
     return v === undefined || at >= v.seenAt;
   }
 
+  /** Did the homeserver name this user in a device_lists.changed within the last `ms`? */
+  reportedWithin(userId: string, ms: number): boolean {
+    const at = this.#reportedAt.get(userId);
+    return at !== undefined && this.#now() - at < ms;
+  }
+
   /** Another replica wrote these users' views: read them from the store on next use. */
   changedElsewhere(users: readonly string[]): void {
     for (const u of users) if (!this.#dirty.has(u)) this.#cache.delete(u);

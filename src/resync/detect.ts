@@ -145,7 +145,7 @@ export class Detector {
   /** What a /keys/query answer the homeserver gave says (delivery/keys-answer.ts), for remote users requested. */
   keysQuery(
     who: Requester,
-    summary: Pick<AnswerSummary, "halfCrossSigning" | "failedServers">,
+    summary: Pick<AnswerSummary, "halfCrossSigning" | "failedServers" | "answered">,
     remote: readonly string[],
   ): void {
     for (const { userId, hasMaster } of summary.halfCrossSigning) {
@@ -154,9 +154,13 @@ export class Detector {
         why: hasMaster ? "master key without self-signing key" : "self-signing key without master key",
       });
     }
+    // A user the answer lists was answered by their server after all: Synapse lists a server in
+    // failures when its resync of a stale cache fails, then asks the server directly
+    // (handlers/e2e_keys.py, _query_devices_for_destination), as it does in healthy traffic.
+    const answered = new Set(summary.answered);
     for (const server of summary.failedServers) {
       if (server === this.#o.serverName) continue;
-      const users = remote.filter((u) => serverOf(u) === server).slice(0, MAX_FAILED_USERS);
+      const users = remote.filter((u) => serverOf(u) === server && !answered.has(u)).slice(0, MAX_FAILED_USERS);
       if (users.length === 0 || this.#failedServers.take(server) > 0) continue;
       for (const u of users)
         this.suspect(u, "keys_query_failure", {

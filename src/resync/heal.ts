@@ -34,6 +34,12 @@ export interface HealerOptions {
   now?: () => number;
 }
 
+/**
+ * A user the homeserver reported changed this recently has a list in motion there: a login and
+ * the new device's key upload are two device-list updates over federation, some time apart.
+ */
+const IN_MOTION_MS = 5_000;
+
 export class Healer {
   readonly #o: HealerOptions;
   readonly #now: () => number;
@@ -81,6 +87,17 @@ export class Healer {
           await store.putSnapshot(s);
           overlays.noteSnapshot(s);
         }
+        metrics?.freshLists.inc({ outcome: "unchanged" });
+        return false;
+      }
+      if (ctx.trigger === "audit" && !served && views.reportedWithin(s.userId, IN_MOTION_MS)) {
+        // The audit is for silent staleness. This homeserver is hearing of the user's changes and
+        // tells clients itself; a remote change it lacks is most likely still on its way over
+        // federation. The next pass decides, if the difference is still there.
+        this.#o.log.debug("fresh list not delivered: the homeserver reported the user a moment ago", {
+          userId: s.userId,
+          trigger: ctx.trigger,
+        });
         metrics?.freshLists.inc({ outcome: "unchanged" });
         return false;
       }

@@ -14,6 +14,11 @@ export interface HealWorld {
   noSelfSigning: Set<string>;
   /** Users the homeserver answers with a self-signing key but no master key. */
   noMaster: Set<string>;
+  /**
+   * Users the homeserver serves and whose server it lists in failures all the same, as Synapse
+   * does when its resync of a stale cache fails and its direct query of that server then succeeds.
+   */
+  servedButFailed: Set<string>;
   /** To-device events the next /sync of a token carries (then cleared). */
   toDevice: Map<string, unknown[]>;
   /** Users the next /sync of a token names in device_lists.changed (then cleared). */
@@ -33,6 +38,7 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
   const hsUsers = new Map<string, FakeUser>();
   const noSelfSigning = new Set<string>();
   const noMaster = new Set<string>();
+  const servedButFailed = new Set<string>();
   const toDevice = new Map<string, unknown[]>();
   const changed = new Map<string, string[]>();
   const syncBodies = new Map<string, string[]>();
@@ -54,6 +60,8 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
         continue;
       }
       out.device_keys[u] = deviceMap(user);
+      if (servedButFailed.has(u))
+        out.failures[u.slice(u.indexOf(":") + 1)] = { status: 503, message: `Device resync failed for '${u}'` };
       if (user.masterKey && !noMaster.has(u)) out.master_keys[u] = user.masterKey;
       if (user.selfSigningKey && !noSelfSigning.has(u)) out.self_signing_keys[u] = user.selfSigningKey;
     }
@@ -80,6 +88,7 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
     hsUsers,
     noSelfSigning,
     noMaster,
+    servedButFailed,
     toDevice,
     changed,
     syncBodies,

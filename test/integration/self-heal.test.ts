@@ -392,6 +392,33 @@ describe("/keys/query signals", () => {
   });
 });
 
+describe("/keys/query failures for a server whose users the answer lists", () => {
+  let h: HealWorld;
+  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
+  afterAll(() => h.w.close());
+
+  // Synapse (handlers/e2e_keys.py, _query_devices_for_destination) lists a server in failures
+  // when its resync of a stale cached list fails, then asks that server directly and answers
+  // with its keys all the same: seen in a healthy exchange between two real Synapses, while a
+  // device-list update that required a resync was being handled (test/e2e/self-heal.test.ts).
+  test("is no suspicion: the client was given the server's own answer", async () => {
+    const { w } = h;
+    const bob = fresh(h, "bob");
+    const user = makeUser(bob, { devices: ["DEV0", "DEV1"] });
+    h.hsUsers.set(bob, user);
+    h.servedButFailed.add(bob);
+    w.remote.setUser(user);
+    const alice = w.login("alice", "ALICE10");
+    await keysQuery(w, alice, [bob]);
+    // A user the answer lacks, on that server, still is one (and the server's limit was not spent above).
+    const gone = fresh(h, "gone");
+    await keysQuery(w, alice, [gone]);
+    await w.remote.waitFor(() => w.remote.count({ userId: gone }) > 0);
+    expect(await h.metric("resync_suspicions_total", { signal: "keys_query_failure" })).toBe(1);
+    expect(w.remote.count({ userId: bob })).toBe(0);
+  });
+});
+
 describe("--detect off", () => {
   let h: HealWorld;
   beforeAll(async () => (h = await startHealWorld(["--detect", "off", "--audit-interval-ms", "500"])));
@@ -484,6 +511,39 @@ describe("the audit", () => {
     await expect
       .poll(async () => Object.keys((await w.proxy.services.heal!.views.get(gus))!.devices).sort())
       .toEqual(["G0", "G1"]);
+  });
+
+  // Seen with two real Synapses (test/e2e/self-heal.test.ts): a login and then the new device's
+  // key upload are two device-list updates over federation; an audit fetch landing between the
+  // homeserver handling the first and the second found the keyed device and healed, some 50 ms
+  // before the homeserver reported it itself.
+  test("a list the homeserver reported a moment ago is in motion: a difference is left to it", async () => {
+    const { w } = h;
+    const hal = fresh(h, "hal");
+    const before = makeUser(hal, { devices: ["H0"] });
+    h.hsUsers.set(hal, before);
+    w.remote.setUser(before);
+    const alice = w.login("alice", "ALICE13");
+    await keysQuery(w, alice, [hal]);
+    const healed = await h.metric("resync_heals_total", { trigger: "audit" });
+    // The homeserver has handled the login (it names hal; alice's client re-queries and is shown
+    // no new device: one without keys is not listed) but not yet the key upload.
+    h.changed.set(alice, [hal]);
+    await sync(w, alice);
+    await keysQuery(w, alice, [hal]);
+    const after = { ...before, devices: [...before.devices, makeUser(hal, { devices: ["H1"] }).devices[0]!] };
+    const fetched = w.remote.count({ userId: hal, endpoint: "devices" });
+    w.remote.setUser(after);
+    await expect
+      .poll(() => w.remote.count({ userId: hal, endpoint: "devices" }), { timeout: 5000 })
+      .toBeGreaterThanOrEqual(fetched + 2);
+    expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(healed);
+    // The key upload reaches the homeserver: it names hal again and lists H1. Nothing was healed.
+    h.hsUsers.set(hal, after);
+    h.changed.set(alice, [hal]);
+    await sync(w, alice);
+    await keysQuery(w, alice, [hal]);
+    expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(healed);
   });
 });
 

@@ -27,6 +27,7 @@ describe("the /keys/query reading thread", () => {
     if (typeof got !== "object") throw new Error(`expected a summary, got ${got}`);
     expect(got.halfCrossSigning).toEqual([{ userId: bob, hasMaster: true }]);
     expect(got.failedServers).toEqual(["down.test"]);
+    expect(got.answered).toEqual([bob]); // listed in device_keys, failures or not
     // A repeat is "same": nothing to learn, but the caller knows the answer was read just now.
     expect(await parser.summarize(chunks, { [bob]: [] }, [bob])).toBe("same");
     // The caller's chunks are untouched (only a copy was transferred).

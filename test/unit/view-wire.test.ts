@@ -18,6 +18,7 @@ function undecodable(digest: string): HsView {
     views: [{ userId: bob, seenAt: 1, devices: "not json", count: 3, digest }],
     halfCrossSigning: [],
     failedServers: [],
+    answered: [],
   };
   return fromWire(w).views[0]!;
 }

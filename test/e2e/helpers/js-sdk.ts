@@ -5,10 +5,20 @@ import * as sdk from "matrix-js-sdk";
 import { logger as sdkRootLogger, type Logger } from "matrix-js-sdk/lib/logger.js";
 import type { Session } from "./client.ts";
 
+/** A to-device event in a /sync answer, and when that answer reached the client. */
+export interface ToDeviceArrival {
+  /** Date.now() when the SDK's fetch of /sync resolved (the answer's head was in). */
+  at: number;
+  sender: string;
+  type: string;
+}
+
 export interface SdkClient {
   client: sdk.MatrixClient;
   /** The SDK's own log lines (warn and error always; the rest when `verbose`). */
   logs: string[];
+  /** Every to-device event the client's /sync answers carried, in order (type and sender only). */
+  toDeviceArrivals: ToDeviceArrival[];
   /** A user's device ids as the client's crypto store has them; none for an untracked user (no download). */
   knownDeviceIds(userId: string): Promise<string[]>;
   stop(): void;
@@ -43,6 +53,29 @@ function quietGlobalLogs(): void {
   new Tracing(LoggerLevel.Warn).turnOn();
 }
 
+/**
+ * The SDK's fetch, noting the to-device events of each /sync answer and the moment the answer
+ * reached the client: a test can time what follows from then on, not from when it looked.
+ */
+function syncWatchingFetch(arrivals: ToDeviceArrival[]): typeof globalThis.fetch {
+  return (async (input: RequestInfo | URL, init?: RequestInit) => {
+    const res = await globalThis.fetch(input, init);
+    const url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
+    if (!new URL(url).pathname.endsWith("/sync") || !res.ok) return res;
+    const at = Date.now();
+    // A copy of the body: the SDK reads the original as usual.
+    res
+      .clone()
+      .json()
+      .then((body: { to_device?: { events?: { sender?: unknown; type?: unknown }[] } }) => {
+        for (const ev of body.to_device?.events ?? [])
+          arrivals.push({ at, sender: String(ev.sender), type: String(ev.type) });
+      })
+      .catch(() => {}); // an aborted sync: nothing arrived
+    return res;
+  }) as typeof globalThis.fetch;
+}
+
 /** Starts `session`'s client against `baseUrl` and resolves once its first sync is done. */
 export async function startSdkClient(
   session: Session,
@@ -50,8 +83,10 @@ export async function startSdkClient(
   opts: { verbose?: boolean; timeoutMs?: number } = {},
 ): Promise<SdkClient> {
   const logs: string[] = [];
+  const toDeviceArrivals: ToDeviceArrival[] = [];
   const client = sdk.createClient({
     baseUrl,
+    fetchFn: syncWatchingFetch(toDeviceArrivals),
     accessToken: session.accessToken,
     userId: session.userId,
     deviceId: session.deviceId,
@@ -81,6 +116,7 @@ export async function startSdkClient(
   return {
     client,
     logs,
+    toDeviceArrivals,
     async knownDeviceIds(userId) {
       const crypto = client.getCrypto();
       if (!crypto) throw new Error("the client has no crypto");
