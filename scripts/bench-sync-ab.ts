@@ -14,17 +14,22 @@ const [a, b, rounds = "5", samples = "50", bytes = "5000000"] = process.argv.sli
 if (!a || !b) throw new Error("usage: bun scripts/bench-sync-ab.ts BINARY_A BINARY_B [rounds] [samples] [bytes]");
 // SYNC_FRAMING=synapse: the homeserver answers chunked in 4 KiB pieces, as Synapse does (world.ts).
 const synapse = process.env.SYNC_FRAMING === "synapse";
+// SYNC_INJECT=0: nothing to inject (no refresh made): what reading the body for detection costs.
+// SYNC_FLAGS_A / SYNC_FLAGS_B: extra flags for A / B (say, `--detect off`), space-separated.
+const inject = process.env.SYNC_INJECT !== "0";
+const flags = (k: string) => (process.env[k] ?? "").split(" ").filter(Boolean);
 // SYNC_CHANGED=1: the body names device_lists (Synapse does when a list changed), before `rooms`.
 const changed = process.env.SYNC_CHANGED ? ["@someone:example.org"] : undefined;
 const body = Buffer.from(JSON.stringify(bigSyncBody(Number(bytes), { nextBatch: "s2", changed })));
 const path = "/_matrix/client/v3/sync?since=s1&timeout=0";
 
-async function world(bin: string): Promise<{ w: BenchWorld; token: string }> {
-  const w = await startBenchWorld(["--rate-user-burst", "1000", "--rate-user-per-minute", "60000"], bin);
+async function world(bin: string, extra: string[]): Promise<{ w: BenchWorld; token: string }> {
+  const w = await startBenchWorld(["--rate-user-burst", "1000", "--rate-user-per-minute", "60000", ...extra], bin);
   const alice = makeUser(`@alice:${w.remote.serverName}`, { devices: 10 });
   w.remote.setUser(alice);
   w.onSync((_req, res) => (synapse ? sendAsSynapse(res, body) : sendJson(res, body)));
   const token = w.login("injected");
+  if (!inject) return { w, token };
   const r = await w.refresh(alice.userId, token);
   if (r.status !== 202) throw new Error(`refresh answered ${r.status}`);
   const probe = (await (await fetch(w.proxy.url + path, { headers: { authorization: `Bearer ${token}` } })).json()) as {
@@ -34,8 +39,8 @@ async function world(bin: string): Promise<{ w: BenchWorld; token: string }> {
   return { w, token };
 }
 
-const A = await world(a),
-  B = await world(b);
+const A = await world(a, flags("SYNC_FLAGS_A")),
+  B = await world(b, flags("SYNC_FLAGS_B"));
 const direct = A.w.login("direct");
 const drain = (url: string, token: string) => async () => {
   const t = performance.now();

@@ -182,6 +182,78 @@ describe("KeyFinder", () => {
     );
   });
 
+  // Synapse frames a body in 4 KiB chunks, so one read carries several chunks and the finder is
+  // called once per chunk, each a span of the same buffer with the framing between: a span must
+  // be searched as if it were a read of its own, never past its end, and what the finder learnt
+  // of one read never used for another, even in the same buffer object refilled later.
+  test("every candidate, whether the chunks come as reads of their own or as spans of one buffer", async () => {
+    const unit = fc.constantFrom("a", '"', "\\", "\\u0065", "\\u00e9", `"${TD}"`, `"${DL}"`, "_lists", "to_d");
+    const text = fc.array(unit, { maxLength: 30 }).map((u) => u.join(""));
+    // What separates the spans in the buffer: framing, or bytes that would make a candidate.
+    const gap = fc.array(unit, { minLength: 1, maxLength: 3 }).map((u) => u.join(""));
+    /** Every candidate's position in the text: after each one, the finder starts afresh past it. */
+    const all = (spans: { buf: Uint8Array; start: number; end: number }[]): number[] => {
+      const f = new KeyFinder([TD, DL]);
+      const out: number[] = [];
+      let offset = 0;
+      for (const { buf, start, end } of spans) {
+        for (let from = start; from < end; ) {
+          const i = f.find(buf, from, end);
+          if (i === -1) break;
+          out.push(offset + i - start - (f.lead?.length ?? 0));
+          f.reset();
+          from = i + 1;
+        }
+        offset += end - start;
+      }
+      return out;
+    };
+    await fc.assert(
+      fc.asyncProperty(
+        text,
+        chunking,
+        fc.array(gap, { minLength: 1, maxLength: 4 }),
+        fc.nat(3),
+        async (t, sizes, gaps, perRead) => {
+          const doc = Buffer.from(t);
+          const cut: Buffer[] = [];
+          for (let at = 0, n = 0; at < doc.length; n++) {
+            const len = Math.min(sizes[n % sizes.length]!, doc.length - at);
+            cut.push(doc.subarray(at, at + len));
+            at += len;
+          }
+          const alone = all(cut.map((c) => ({ buf: Buffer.from(c), start: 0, end: c.length })));
+          // The same chunks, perRead + 1 to a buffer, a gap before each.
+          const spans: { buf: Uint8Array; start: number; end: number }[] = [];
+          for (let k = 0; k < cut.length; k += perRead + 1) {
+            const parts: Buffer[] = [];
+            const at: [number, number][] = [];
+            let len = 0;
+            for (const [j, c] of cut.slice(k, k + perRead + 1).entries()) {
+              const g = Buffer.from(gaps[(k + j) % gaps.length]!);
+              parts.push(g, c);
+              at.push([len + g.length, len + g.length + c.length]);
+              len += g.length + c.length;
+            }
+            const whole = new Uint8Array(Buffer.concat(parts));
+            for (const [start, end] of at) spans.push({ buf: whole, start, end });
+          }
+          expect(all(spans)).toEqual(alone);
+          // One buffer object refilled with other bytes, read after a turn: searched afresh.
+          const f = new KeyFinder([TD, DL]);
+          const reused = Buffer.alloc(Math.max(doc.length, 16) + 16, 0x61);
+          expect(f.find(reused, 0, reused.length)).toBe(-1);
+          await new Promise((r) => setImmediate(r));
+          const key = Buffer.from(`"${TD}"`);
+          key.copy(reused, 3);
+          f.reset();
+          expect(f.find(reused, 0, reused.length)).toBe(3);
+        },
+      ),
+      { numRuns: 1500 },
+    );
+  });
+
   test("finds the first possible key, however the reads are cut", () => {
     const texts = [
       [`{"a":"x\\"${TD}\\"","${TD}":1}`, 22],
