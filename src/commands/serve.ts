@@ -181,7 +181,8 @@ export async function startProxy(
     maxAgeMs: config.snapshotMaxAgeMs,
     // Re-verifying an overlay grown older than --snapshot-max-age-ms is background
     // re-verification, as the audit's is: counted as "audit" (docs/operations.md).
-    refetch: (u) => void resyncer.run(u, [], { trigger: "audit", retry: true }).catch(() => {}),
+    refetch: (u) =>
+      void resyncer.run(u, [], { trigger: "audit", why: "overlay re-verification", retry: true }).catch(() => {}),
     cluster,
     log,
   });

@@ -205,7 +205,7 @@ export class Audit {
       };
       if (!(await this.#lease.save(JSON.stringify(place)))) return this.#lost("another replica holds it");
       this.#o.metrics?.auditChecked.inc();
-      const r = await this.#o.resyncer.background(next, { trigger: "audit", why: "periodic audit" });
+      const r = await this.#o.resyncer.background(next, { trigger: "audit", why: "periodic audit", walk: true });
       this.#o.log.debug("audit check", { userId: next, check: r });
     } catch (e) {
       this.#o.log.warn("audit step failed", { error: String((e as Error)?.message ?? e) });

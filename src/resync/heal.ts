@@ -90,7 +90,7 @@ export class Healer {
         metrics?.freshLists.inc({ outcome: "unchanged" });
         return false;
       }
-      if (ctx.trigger === "audit" && !served && views.reportedWithin(s.userId, IN_MOTION_MS)) {
+      if (ctx.walk && !served && views.reportedWithin(s.userId, IN_MOTION_MS)) {
         // The audit is for silent staleness. This homeserver is hearing of the user's changes and
         // tells clients itself; a remote change it lacks is most likely still on its way over
         // federation. The next pass decides, if the difference is still there.

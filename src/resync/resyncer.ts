@@ -83,6 +83,12 @@ export interface ResyncContext {
   token?: string;
   /** Schedule retries when the fetch fails (explicit refreshes); background checks do not. */
   retry?: boolean;
+  /**
+   * A check of the audit's walk (resync/audit.ts), which looks for silent staleness: a list the
+   * homeserver is reporting in motion is left to the next pass (resync/heal.ts). Not set for an
+   * overlay's re-verification, also counted as "audit", which that very report starts.
+   */
+  walk?: boolean;
 }
 
 /** What a background check (a suspicion, the audit) did. */
