@@ -78,7 +78,7 @@ export class PgCluster implements Cluster {
     this.#leaseSql = sessions.leases.sql;
     this.#listenSql = sessions.listen;
     // The statement pools are replaced when a call finds a session a database restart left dead.
-    this.#guard = clusterGuard([sessions.statements, sessions.leases], deadlineMs);
+    this.#guard = clusterGuard([sessions.statements, sessions.leases], deadlineMs, o.log);
     const channel = o.channel ?? "matrix_resync_proxy";
     this.#bus = new PgBus({
       sql: this.#sql,

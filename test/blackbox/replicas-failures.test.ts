@@ -8,7 +8,14 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
 import { call, type CallAnswer } from "../helpers/http-call.ts";
 import { pidOfLocalPort } from "../helpers/replicas.ts";
-import { changedIn, type HsDevices, type ReplicaWorld, startReplicaWorld, storeFailures } from "./replicas-world.ts";
+import {
+  changedIn,
+  type HsDevices,
+  logMarks,
+  type ReplicaWorld,
+  startReplicaWorld,
+  storeFailures,
+} from "./replicas-world.ts";
 
 let w: ReplicaWorld & { hsDevices: HsDevices };
 const RETRY_LEASE_MS = 5000;
@@ -225,6 +232,7 @@ describe("rolling restart", () => {
     for (const u of targets) w.remote.setUser(makeUser(u, { devices: 1 }));
     const jo = w.login("jo", "JO1");
     expect((await w.keysQuery(front, jo, targets)).status).toBe(200);
+    const marks = logMarks(w.replicas);
     const problems: string[] = [];
     const seen = new Set<string>();
     const refreshed: string[] = [];
@@ -234,7 +242,9 @@ describe("rolling restart", () => {
       while (running) {
         const a = await w.sync(front, jo, pos, 300).catch((e: Error) => e);
         if (a instanceof Error || a.status !== 200) {
-          problems.push(`sync: ${a instanceof Error ? a.message : `${a.status} ${a.body}`}`);
+          problems.push(
+            `${new Date().toISOString()} sync: ${a instanceof Error ? a.message : `${a.status} ${a.body}`}`,
+          );
           continue;
         }
         for (const u of changedIn(a)) seen.add(u);
@@ -245,7 +255,9 @@ describe("rolling restart", () => {
       for (let i = 0; running && i < targets.length; i++) {
         const a = await w.refresh(front, targets[i]!, w.login(`roller${i}`)).catch((e: Error) => e);
         if (a instanceof Error || a.status !== 202)
-          problems.push(`refresh: ${a instanceof Error ? a.message : `${a.status} ${a.body}`}`);
+          problems.push(
+            `${new Date().toISOString()} refresh: ${a instanceof Error ? a.message : `${a.status} ${a.body}`}`,
+          );
         else refreshed.push(targets[i]!);
         await sleep(20);
       }
@@ -261,7 +273,7 @@ describe("rolling restart", () => {
     running = false;
     await Promise.all([syncer, refresher]);
     expect(exits).toEqual([0, 0, 0]);
-    expect(problems, storeFailures(w.replicas).join("; ")).toEqual([]);
+    expect(problems, storeFailures(w.replicas, marks).join("; ")).toEqual([]);
     expect(refreshed.length).toBeGreaterThan(20);
     // Every refresh that was accepted reaches the client.
     const rest = await syncUntil(

@@ -161,12 +161,21 @@ export function servedBy(nginx: NginxFront, replicas: Replica[], pathPart: strin
   return replicas.map((r) => lines.filter((l) => last(l) === String(r.port)).length);
 }
 
-/** Each replica's distinct "store failure" log lines (operation and error): why it answered 503. */
-export function storeFailures(replicas: Replica[]): string[] {
+/** Where each replica's log stands now: `storeFailures` then reads only what came after. */
+export const logMarks = (replicas: Replica[]): number[] => replicas.map((r) => r.log().length);
+
+/**
+ * Each replica's distinct store and cluster failure log lines (operation and error) since `marks`
+ * (default: since it started): why it answered 503.
+ */
+export function storeFailures(replicas: Replica[], marks?: number[]): string[] {
   const out = new Set<string>();
-  for (const r of replicas)
-    for (const line of r.log().split("\n")) {
-      if (!line.includes('"msg":"store failure')) continue;
+  for (const [i, r] of replicas.entries())
+    for (const line of r
+      .log()
+      .slice(marks?.[i] ?? 0)
+      .split("\n")) {
+      if (!/"msg":"((store|cluster) failure|PostgreSQL is not reachable)/.test(line)) continue;
       const op = /"operation":"([^"]*)"/.exec(line)?.[1];
       const err = /"error":"([^"]*)"/.exec(line)?.[1];
       out.add(`${r.name}: ${op} ${err}`);
