@@ -8,7 +8,11 @@ import { StoreUnavailable } from "../../src/store/store-guard.ts";
 
 test("a failing cluster call is StoreUnavailable, logged with its operation once per second", async () => {
   const lines: string[] = [];
-  const guard = clusterGuard([], 200, createLogger("info", (l) => void lines.push(l)));
+  const guard = clusterGuard(
+    [],
+    200,
+    createLogger("info", (l) => void lines.push(l)),
+  );
   const refused = () => Promise.reject(Object.assign(new Error("permission denied"), { code: "42501" }));
   await expect(guard("rate limit", refused)).rejects.toThrow(StoreUnavailable);
   await expect(guard("rate limit", refused)).rejects.toThrow(/cluster rate limit.*permission denied/);
