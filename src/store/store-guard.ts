@@ -4,7 +4,11 @@
 // rethrown (as a rejection) as StoreUnavailable, which the request paths catch to fall back to plain
 // pass-through (/sync, /keys/query) or to answer 503 (a refresh). After a failure the guard
 // refuses calls at once for a short cool-down: each failing call may first wait out SQLite's
-// busy timeout, and a wait is a stall of the whole event loop.
+// busy timeout, and a wait is a stall of the whole event loop. The cool-down ends early when a
+// call made after the failure succeeds (/readyz's ping tries even during it): a database that
+// is back must not cost 503s for the rest of a second while /readyz already says ready. A
+// failure of a call made before one that succeeded (it waited for a session while the database
+// came back) starts no cool-down: the database has answered since.
 import type { Logger } from "../observe/log.ts";
 import type { Store } from "./store.ts";
 
@@ -43,6 +47,9 @@ export function guardStore(store: Store, o: GuardOptions): Store {
   let refuseUntil = 0;
   let lastLog = -Infinity;
   let lastError: unknown;
+  // When the latest call that succeeded was made, and when the cool-down's failure was seen.
+  let okAt = -Infinity;
+  let failedAt = -Infinity;
   const guarded = {} as Record<string, unknown>;
   for (const name of Object.getOwnPropertyNames(Object.getPrototypeOf(store)) as (keyof Store)[]) {
     const method = store[name];
@@ -61,16 +68,21 @@ export function guardStore(store: Store, o: GuardOptions): Store {
         const call = (method as (...a: unknown[]) => unknown).apply(store, args);
         return o.deadlineMs === undefined ? call : withDeadline(call, o.deadlineMs);
       };
+      const started = now();
       try {
+        let result: unknown;
         try {
-          return await attempt();
+          result = await attempt();
         } catch (e) {
           // A networked store replaces sessions a database restart left dead (store/pg-pool.ts);
           // a statement the server refused before it ran goes once more, on a fresh session,
           // rather than costing this request (and the cool-down's) a 503.
           if (!store.recover?.(e, e instanceof DeadlineMissed)) throw e;
-          return await attempt();
+          result = await attempt();
         }
+        okAt = Math.max(okAt, started);
+        if (started >= failedAt) refuseUntil = 0;
+        return result;
       } catch (e) {
         if (e instanceof StoreNotOpen) {
           // Fails at once, so no cool-down is needed, and none may outlast the store's opening.
@@ -79,7 +91,10 @@ export function guardStore(store: Store, o: GuardOptions): Store {
         }
         const t = now();
         lastError = e;
-        refuseUntil = t + coolDown;
+        if (started >= okAt) {
+          failedAt = t;
+          refuseUntil = t + coolDown;
+        }
         o.onError?.(name);
         // One line per cool-down, not one per request: a failing disk under load would
         // otherwise write thousands.

@@ -85,3 +85,46 @@ test("a call not settled within the deadline fails as StoreUnavailable, and star
   await expect(store.hasPending("@a:x", "D")).rejects.toThrow(StoreUnavailable);
   expect(calls).toEqual(["hasPending", "hasPending"]);
 });
+
+test("the database back: a call made after the failure that succeeds (the readiness ping) ends the cool-down at once", async () => {
+  const now = 1000; // the clock stands still: nothing here waits the cool-down out
+  let broken = true;
+  const flaky = Object.create(Object.getPrototypeOf(real)) as Store;
+  (flaky as unknown as Record<string, unknown>).hasPending = async (...a: never[]) => {
+    if (broken) throw new Error("connect ECONNREFUSED");
+    return (real.hasPending as (...x: never[]) => unknown).apply(real, a);
+  };
+  (flaky as unknown as Record<string, unknown>).ping = async () => {
+    if (broken) throw new Error("connect ECONNREFUSED");
+    return real.ping();
+  };
+  const store = guardStore(flaky, { log: createLogger("error", () => {}), coolDownMs: 1000, now: () => now });
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(StoreUnavailable);
+  broken = false;
+  await expect(store.hasPending("@a:x", "D")).rejects.toThrow(StoreUnavailable); // still cooling down
+  await store.ping(); // /readyz: the database answers
+  expect(await store.hasPending("@a:x", "D")).toBe(false);
+});
+
+test("a call made before one that succeeded, failing after it, starts no cool-down", async () => {
+  let now = 1000;
+  let failLate: (e: Error) => void = () => {};
+  const flaky = Object.create(Object.getPrototypeOf(real)) as Store;
+  let first = true;
+  (flaky as unknown as Record<string, unknown>).hasPending = (...a: never[]) => {
+    if (first) {
+      // Waiting for a session while the database comes back; its connection fails later.
+      first = false;
+      return new Promise((_, reject) => (failLate = reject));
+    }
+    return (real.hasPending as (...x: never[]) => unknown).apply(real, a);
+  };
+  const store = guardStore(flaky, { log: createLogger("error", () => {}), coolDownMs: 1000, now: () => now });
+  const old = store.hasPending("@a:x", "D");
+  now += 10;
+  expect(await store.hasPending("@a:x", "D")).toBe(false); // made later, answered
+  now += 10;
+  failLate(new Error("connect ECONNREFUSED"));
+  await expect(old).rejects.toThrow(StoreUnavailable);
+  expect(await store.hasPending("@a:x", "D")).toBe(false); // no cool-down
+});
