@@ -40,6 +40,7 @@ import { createLogger } from "../src/observe/log.ts";
 import { openSqliteStore } from "../src/store/sqlite.ts";
 import { BUN, ROOT, tempDir } from "./bench/binary.ts";
 import { cpuSeconds, rssBytes, startProc } from "./bench/procs.ts";
+import { wholePasses } from "./bench/audit-pass.ts";
 
 const samples = Number(process.argv[2] ?? 400);
 const auditSeconds = Number(process.argv[3] ?? 30);
@@ -87,7 +88,12 @@ const hs = await startFakeHomeserver("hs.test");
 const remote = await startFakeRemote({ ca, trustedKeys: { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } } });
 
 /** A proxy in a process of its own, from source, in front of the fake homeserver. */
-async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-")), root = ROOT) {
+async function proxyChild(
+  flags: string[],
+  dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-")),
+  root = ROOT,
+  entry = join(root, "src", "main.ts"),
+) {
   const profile = process.env.BENCH_PROFILE;
   const pre = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200"] : [];
   const gcLog = process.env.BENCH_HEAL_GC ? { env: { BUN_JSC_logGC: "1" }, tailLines: 1_000_000 } : {};
@@ -95,7 +101,7 @@ async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), 
     BUN,
     [
       ...pre,
-      join(root, "src", "main.ts"),
+      entry,
       "--upstream",
       hs.url,
       "--server-name",
@@ -118,6 +124,69 @@ async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), 
   );
   const m = await p.waitLine(/"msg":"listening".*"listen":"127\.0\.0\.1:(\d+)"/);
   return { pid: p.pid, proc: p, url: `http://127.0.0.1:${m[1]}`, stop: () => p.stop(5000) };
+}
+
+// 3. The audit of 10,000 tracked users at 2/s: trackers written before the proxy starts, so a
+// pass starts with all 10,000 counted. The remote serves each of them a one-device list, as a
+// live server would: BENCH_HEAL_KNOWN=200 serves only the first 200 (the others get an empty
+// list: for a proxy with no record of the homeserver's answer, each is a heal stored and
+// delivered), as this bench did before the ninth session.
+const users = Array.from({ length: 10_000 }, (_, i) => `@u${i}:${remote.serverName}`);
+const known = users.slice(0, Number(process.env.BENCH_HEAL_KNOWN ?? users.length)).map((u) => {
+  const f = makeUser(u, { devices: ["D"] });
+  remote.setUser(f);
+  return f;
+});
+/**
+ * What the homeserver served for each known user: trackers are written from /keys/query answers,
+ * and the proxy learns the homeserver's view from the same answers (delivery/views.ts). Unset
+ * with BENCH_HEAL_VIEWS=0: with no record to compare with, every check is a heal.
+ */
+const hsViews = known.flatMap((f) =>
+  process.env.BENCH_HEAL_VIEWS === "0"
+    ? []
+    : viewsFromAnswer(
+        {
+          device_keys: { [f.userId]: Object.fromEntries(f.devices.map((d) => [d.device_id, d.keys])) },
+          master_keys: { [f.userId]: f.masterKey },
+          self_signing_keys: { [f.userId]: f.selfSigningKey },
+        },
+        { [f.userId]: [] },
+        [f.userId],
+        Date.now(),
+      ),
+);
+/** A data directory with the 10,000 trackers written. */
+async function trackedDir(): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), "bench-heal-audit-"));
+  const pre = await openSqliteStore(dir);
+  for (let i = 0; i < users.length; i += 500)
+    await pre.track("@alice:hs.test", "ALICE", users.slice(i, i + 500), Date.now());
+  await pre.putViews(hsViews);
+  await pre.close();
+  return dir;
+}
+// 3b. Memory over whole passes (scripts/bench/audit-pass.ts): 30 s at 2/s is 60 of the 10,000
+// checks, too few to show what a pass leaves behind. A second proxy, on trackers of its own,
+// spreads each pass over BENCH_HEAL_PASS_S (default 50 s: 200/s; 500 s is 20/s, the audit's even
+// pace, nearer the 2/s of the budget) and walks BENCH_HEAL_PASSES passes (default 2). CPU here
+// is per the faster pace, not the 2/s budget. `only` = 3b runs this part alone.
+async function part3b(): Promise<void> {
+  const passMs = Number(process.env.BENCH_HEAL_PASS_S ?? 50) * 1000;
+  const start = (flags: string[], dir: string) =>
+    proxyChild(flags, dir, ROOT, join(ROOT, "scripts", "bench", "stats-main.ts"));
+  await wholePasses(
+    { remote, users, dataDir: await trackedDir(), start },
+    passMs,
+    Number(process.env.BENCH_HEAL_PASSES ?? 2),
+  );
+}
+if (only === "3b") {
+  await part3b();
+  await remote.close();
+  await hs.close();
+  ca.cleanup();
+  process.exit(0);
 }
 
 const token = "token_alice";
@@ -424,20 +493,7 @@ console.log(
 await on.stop();
 await off.stop();
 
-// 3. The audit of 10,000 tracked users at 2/s: trackers written before the proxy starts, so a
-// pass starts with all 10,000 counted.
-const users = Array.from({ length: 10_000 }, (_, i) => `@u${i}:${remote.serverName}`);
-/** A data directory with the 10,000 trackers written. */
-async function trackedDir(): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), "bench-heal-audit-"));
-  const pre = await openSqliteStore(dir);
-  for (let i = 0; i < users.length; i += 500)
-    await pre.track("@alice:hs.test", "ALICE", users.slice(i, i + 500), Date.now());
-  await pre.close();
-  return dir;
-}
 const dataDir = await trackedDir();
-for (const u of users.slice(0, 200)) remote.setUser(makeUser(u, { devices: ["D"] }));
 const audit = await proxyChild(["--audit-interval-ms", "1000", "--audit-max-per-second", "2"], dataDir);
 await new Promise((r) => setTimeout(r, 3_000));
 const seen0 = remote.count({ endpoint: "devices" });
@@ -467,47 +523,7 @@ console.log(
 );
 await audit.stop();
 
-// 3b. RSS over a whole pass: 30 s at 2/s is 60 of the 10,000 checks, too few to show what a pass
-// leaves behind. A second proxy, on trackers of its own, spreads one pass over PASS_MS (the
-// budget raised so it can): RSS sampled each second until the remote has seen 10,000 fetches,
-// then 5 s into the next pass (CPU here is per the faster pass, not the 2/s budget).
-// BENCH_HEAL_PASS_S=500 spreads it over 500 s (20/s, the audit's even pace): nearer the 2/s of
-// the budget.
-const PASS_MS = Number(process.env.BENCH_HEAL_PASS_S ?? 50) * 1000;
-// RSS is taken as the proxy says it listens: the pass starts then, and the part 3 proxy's first
-// 3 s are no quiet baseline here.
-const fastDir = await trackedDir();
-const f0 = remote.count({ endpoint: "devices" });
-const fast = await proxyChild(["--audit-interval-ms", String(PASS_MS), "--audit-max-per-second", "1000"], fastDir);
-const mb = (n: number) => `${(n / 1048576).toFixed(1)} MB`;
-const r0 = rssBytes(fast.pid),
-  fc0 = cpuSeconds(fast.pid),
-  ft0 = performance.now();
-let peak = r0;
-// RSS as each quarter of the pass is done: growth in step with the checks made is kept per
-// check; growth that levels off is the heap sized to the faster pace.
-const quarters: number[] = [];
-for (let done = 0; done < users.length && performance.now() - ft0 < 3 * PASS_MS; ) {
-  await new Promise((r) => setTimeout(r, 1_000));
-  const rss = rssBytes(fast.pid);
-  peak = Math.max(peak, rss);
-  done = remote.count({ endpoint: "devices" }) - f0;
-  while (quarters.length < 4 && done >= ((quarters.length + 1) * users.length) / 4) quarters.push(rss - r0);
-}
-const passS = (performance.now() - ft0) / 1000,
-  passDone = remote.count({ endpoint: "devices" }) - f0,
-  rPass = rssBytes(fast.pid),
-  passCpu = ((cpuSeconds(fast.pid) - fc0) / passS) * 100;
-await new Promise((r) => setTimeout(r, 5_000));
-const rAfter = rssBytes(fast.pid);
-console.log(
-  `3b. one whole pass of the 10,000 (--audit-interval-ms ${PASS_MS}, --audit-max-per-second 1000): ${passDone} fetches in ${passS.toFixed(1)} s, proxy CPU ${pc(passCpu)} of one core`,
-);
-console.log(
-  `   proxy RSS growth over the pass: ${mb(rPass - r0)} at its end, ${mb(peak - r0)} at the peak; 5 s into the next pass ${mb(rAfter - r0)} (RSS at the start ${mb(r0)})   budget: < 20 MB`,
-);
-console.log(`   RSS growth as each quarter of the pass was done: ${quarters.map(mb).join(", ")}`);
-await fast.stop();
+await part3b();
 await remote.close();
 await hs.close();
 ca.cleanup();
