@@ -10,13 +10,15 @@
 //   3. the audit of 10,000 tracked users at 2/s against the fake remote: the proxy's CPU share
 //      and RSS growth; then (3b) a second proxy's RSS over one whole pass of the 10,000.
 // Usage: npx bun scripts/bench-heal.ts [samples] [auditSeconds] [rounds] [only]      (binds 127.0.0.1 only)
-// `only` = 1 runs part 1 alone. In part 1 the proxies are asked in turn per request (in a
+// `only` = 1 runs part 1 alone; 3 runs part 3 alone (at 2/s: a long auditSeconds, RSS at the end
+// of each of `rounds` windows); 3b runs part 3b alone. In part 1 the proxies are asked in turn per request (in a
 // shuffled order), and p99 is also given over all rounds' requests pooled (samples × rounds).
 // BENCH_HEAL_BASE=<commit>[,<commit>…] adds to part 1 a --detect on proxy run from each commit's
 // source (or from a directory holding a src/), asked in the same turns: before and after side
 // by side in one run. BENCH_HEAL_GC=1 has part 1's proxies log their collections (JSC's
 // BUN_JSC_logGC) and counts them per 1,000 requests: a young collection is the usual p99 request.
 // BENCH_PROFILE=dir runs the proxies under Bun's sampling profiler (scripts/bench/profile-summary.ts).
+// BENCH_HEAL_SMOL=1 runs every proxy with `bun --smol`.
 import { execSync } from "node:child_process";
 import { existsSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
@@ -40,7 +42,7 @@ import { createLogger } from "../src/observe/log.ts";
 import { openSqliteStore } from "../src/store/sqlite.ts";
 import { BUN, ROOT, tempDir } from "./bench/binary.ts";
 import { cpuSeconds, rssBytes, startProc } from "./bench/procs.ts";
-import { wholePasses } from "./bench/audit-pass.ts";
+import { heapLine, heapOf, mb, wholePasses } from "./bench/audit-pass.ts";
 
 const samples = Number(process.argv[2] ?? 400);
 const auditSeconds = Number(process.argv[3] ?? 30);
@@ -96,6 +98,8 @@ async function proxyChild(
 ) {
   const profile = process.env.BENCH_PROFILE;
   const pre = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200"] : [];
+  // BENCH_HEAL_SMOL=1: Bun's documented --smol (JSC's small heap sizing, collecting more often).
+  if (process.env.BENCH_HEAL_SMOL) pre.push("--smol");
   const gcLog = process.env.BENCH_HEAL_GC ? { env: { BUN_JSC_logGC: "1" }, tailLines: 1_000_000 } : {};
   const p = startProc(
     BUN,
@@ -166,6 +170,8 @@ async function trackedDir(): Promise<string> {
   await pre.close();
   return dir;
 }
+/** The proxy's CLI with a look at its heap on request (bench only). */
+const STATS_MAIN = join(ROOT, "scripts", "bench", "stats-main.ts");
 // 3b. Memory over whole passes (scripts/bench/audit-pass.ts): 30 s at 2/s is 60 of the 10,000
 // checks, too few to show what a pass leaves behind. A second proxy, on trackers of its own,
 // spreads each pass over BENCH_HEAL_PASS_S (default 50 s: 200/s; 500 s is 20/s, the audit's even
@@ -173,16 +179,15 @@ async function trackedDir(): Promise<string> {
 // is per the faster pace, not the 2/s budget. `only` = 3b runs this part alone.
 async function part3b(): Promise<void> {
   const passMs = Number(process.env.BENCH_HEAL_PASS_S ?? 50) * 1000;
-  const start = (flags: string[], dir: string) =>
-    proxyChild(flags, dir, ROOT, join(ROOT, "scripts", "bench", "stats-main.ts"));
+  const start = (flags: string[], dir: string) => proxyChild(flags, dir, ROOT, STATS_MAIN);
   await wholePasses(
     { remote, users, dataDir: await trackedDir(), start },
     passMs,
     Number(process.env.BENCH_HEAL_PASSES ?? 2),
   );
 }
-if (only === "3b") {
-  await part3b();
+if (only === "3" || only === "3b") {
+  await (only === "3" ? part3() : part3b());
   await remote.close();
   await hs.close();
   ca.cleanup();
@@ -493,36 +498,51 @@ console.log(
 await on.stop();
 await off.stop();
 
-const dataDir = await trackedDir();
-const audit = await proxyChild(["--audit-interval-ms", "1000", "--audit-max-per-second", "2"], dataDir);
-await new Promise((r) => setTimeout(r, 3_000));
-const seen0 = remote.count({ endpoint: "devices" });
-const rss0 = rssBytes(audit.pid);
-const t0 = performance.now();
-const cpu: number[] = [],
-  selfCpu: number[] = [];
-const windows = Math.max(1, rounds);
-for (let k = 0; k < windows; k++) {
-  const c0 = cpuSeconds(audit.pid),
-    s0 = cpuSeconds(process.pid),
-    w0 = performance.now();
-  await new Promise((r) => setTimeout(r, (auditSeconds * 1000) / windows));
-  const wall = (performance.now() - w0) / 1000;
-  cpu.push(((cpuSeconds(audit.pid) - c0) / wall) * 100);
-  selfCpu.push(((cpuSeconds(process.pid) - s0) / wall) * 100);
+async function part3(): Promise<void> {
+  const dataDir = await trackedDir();
+  const audit = await proxyChild(
+    ["--audit-interval-ms", "1000", "--audit-max-per-second", "2"],
+    dataDir,
+    ROOT,
+    STATS_MAIN,
+  );
+  await new Promise((r) => setTimeout(r, 3_000));
+  const seen0 = remote.count({ endpoint: "devices" });
+  const rss0 = rssBytes(audit.pid);
+  const heap0 = await heapOf(audit.proc, "start3");
+  const t0 = performance.now();
+  const cpu: number[] = [],
+    selfCpu: number[] = [],
+    rssAt: number[] = [];
+  const windows = Math.max(1, rounds);
+  for (let k = 0; k < windows; k++) {
+    const c0 = cpuSeconds(audit.pid),
+      s0 = cpuSeconds(process.pid),
+      w0 = performance.now();
+    await new Promise((r) => setTimeout(r, (auditSeconds * 1000) / windows));
+    const wall = (performance.now() - w0) / 1000;
+    cpu.push(((cpuSeconds(audit.pid) - c0) / wall) * 100);
+    selfCpu.push(((cpuSeconds(process.pid) - s0) / wall) * 100);
+    rssAt.push(rssBytes(audit.pid) - rss0);
+  }
+  const wall = (performance.now() - t0) / 1000;
+  const checked = remote.count({ endpoint: "devices" }) - seen0;
+  const pc = (n: number) => `${n.toFixed(2)} %`;
+  console.log(`3. audit of 10,000 tracked users at --audit-max-per-second 2, ${auditSeconds} s in ${windows} windows`);
+  console.log(`   federation fetches seen by the remote: ${checked} (${(checked / wall).toFixed(2)}/s)`);
+  console.log(`   proxy CPU (its own process): ${over(cpu, pc)} of one core   budget: < 2 %`);
+  console.log(`   (the bench process: fake remote + fake homeserver: ${over(selfCpu, pc)})`);
+  console.log(
+    `   proxy RSS growth over the ${auditSeconds} s: ${((rssBytes(audit.pid) - rss0) / 1048576).toFixed(1)} MB (RSS ${(rssBytes(audit.pid) / 1048576).toFixed(0)} MB)   budget: < 20 MB`,
+  );
+  console.log(`   RSS growth at the end of each window: ${rssAt.map(mb).join(", ")}`);
+  const live = await heapOf(audit.proc, "live3", true);
+  console.log(`   then after one full collection: ${heapLine(live)}; RSS ${mb(live.rss - rss0)} over the start`);
+  console.log(`   heap at the start (not collected) ${mb(heap0.heapSize)}, live at the end ${mb(live.heapSize)}`);
+  await audit.stop();
 }
-const wall = (performance.now() - t0) / 1000;
-const checked = remote.count({ endpoint: "devices" }) - seen0;
-const pc = (n: number) => `${n.toFixed(2)} %`;
-console.log(`3. audit of 10,000 tracked users at --audit-max-per-second 2, ${auditSeconds} s in ${windows} windows`);
-console.log(`   federation fetches seen by the remote: ${checked} (${(checked / wall).toFixed(2)}/s)`);
-console.log(`   proxy CPU (its own process): ${over(cpu, pc)} of one core   budget: < 2 %`);
-console.log(`   (the bench process: fake remote + fake homeserver: ${over(selfCpu, pc)})`);
-console.log(
-  `   proxy RSS growth over the ${auditSeconds} s: ${((rssBytes(audit.pid) - rss0) / 1048576).toFixed(1)} MB (RSS ${(rssBytes(audit.pid) / 1048576).toFixed(0)} MB)   budget: < 20 MB`,
-);
-await audit.stop();
 
+await part3();
 await part3b();
 await remote.close();
 await hs.close();

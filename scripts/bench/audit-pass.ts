@@ -17,7 +17,7 @@ export interface PassWorld {
   start(flags: string[], dataDir: string): Promise<{ pid: number; proc: Proc; stop(): Promise<void> }>;
 }
 
-interface Stats {
+export interface Stats {
   rss: number;
   RssAnon: number;
   RssFile: number;
@@ -31,17 +31,17 @@ interface Stats {
   types: Record<string, number>;
 }
 
-const mb = (n: number) => `${(n / 1048576).toFixed(1)} MB`;
+export const mb = (n: number) => `${(n / 1048576).toFixed(1)} MB`;
 const pc = (n: number) => `${n.toFixed(2)} %`;
 
 /** One reading of the proxy's heap (stats-main.ts), collected first when `gc`. */
-async function statsOf(proc: Proc, tag: string, gc = false): Promise<Stats> {
+export async function heapOf(proc: Proc, tag: string, gc = false): Promise<Stats> {
   const wait = proc.waitLine(new RegExp(`^\\{"benchStats":"${tag}"`), 60_000);
   proc.send(`${gc ? "gc" : "stats"} ${tag}`);
   return JSON.parse((await wait).input!) as Stats;
 }
 
-const heapLine = (s: Stats) =>
+export const heapLine = (s: Stats) =>
   `RSS anonymous ${mb(s.RssAnon)}, file ${mb(s.RssFile)}, shared ${mb(s.RssShmem)}; heap ${mb(s.heapSize)} in ${s.objectCount} objects (capacity ${mb(s.heapCapacity)}, outside the heap ${mb(s.extraMemorySize)}), malloc ${mb(s.mallocCurrent)} (committed ${mb(s.mallocCommit)})`;
 
 /** Object types whose count moved most between two readings. */
@@ -62,10 +62,10 @@ export async function wholePasses(w: PassWorld, passMs: number, passes: number):
   const p = await w.start(["--audit-interval-ms", String(passMs), "--audit-max-per-second", "1000"], w.dataDir);
   // Heals the proxy logged: with the homeserver's views written, a pass finds nothing to heal.
   let heals = 0;
-  p.proc.child.stdout?.on("data", (c: string) => void (heals += c.split("device list healed").length - 1));
+  p.proc.child.stderr?.on("data", (c: string) => void (heals += c.split("device list healed").length - 1));
   // RSS is taken as the proxy says it listens: the pass starts then.
   const r0 = rssBytes(p.pid);
-  const s0 = await statsOf(p.proc, "start", process.env.BENCH_HEAL_STATS === "gc");
+  const s0 = await heapOf(p.proc, "start", process.env.BENCH_HEAL_STATS === "gc");
   const ft0 = performance.now();
   let peak = r0;
   const ends: { rss: number; s: number; cpu: number; done: number; quarters: number[]; heap: Stats }[] = [];
@@ -86,7 +86,7 @@ export async function wholePasses(w: PassWorld, passMs: number, passes: number):
       while (quarters.length < 4 && inPass >= ((quarters.length + 1) * users.length) / 4) {
         quarters.push(rss - r0);
         if (process.env.BENCH_HEAL_STATS) {
-          heap = await statsOf(p.proc, `p${pass}q${quarters.length}`, process.env.BENCH_HEAL_STATS === "gc");
+          heap = await heapOf(p.proc, `p${pass}q${quarters.length}`, process.env.BENCH_HEAL_STATS === "gc");
           console.log(`   [pass ${pass} quarter ${quarters.length}] RSS ${mb(heap.rss)}: ${heapLine(heap)}`);
           console.log(`      types moved since the start: ${typeMoves(s0, heap)}`);
         }
@@ -94,7 +94,7 @@ export async function wholePasses(w: PassWorld, passMs: number, passes: number):
     }
     const s = (performance.now() - pt0) / 1000;
     const rss = rssBytes(p.pid);
-    if (!process.env.BENCH_HEAL_STATS) heap = await statsOf(p.proc, `end${pass}`);
+    if (!process.env.BENCH_HEAL_STATS) heap = await heapOf(p.proc, `end${pass}`);
     ends.push({
       rss,
       s,
@@ -110,7 +110,7 @@ export async function wholePasses(w: PassWorld, passMs: number, passes: number):
     if (pass === 1) rAfter = rssBytes(p.pid);
   }
   const passS = (performance.now() - ft0) / 1000;
-  const live = await statsOf(p.proc, "live", true);
+  const live = await heapOf(p.proc, "live", true);
   const first = ends[0]!;
   console.log(
     `3b. one whole pass of the 10,000 (--audit-interval-ms ${passMs}, --audit-max-per-second 1000): ${first.done} fetches in ${first.s.toFixed(1)} s, proxy CPU ${pc(first.cpu)} of one core`,
