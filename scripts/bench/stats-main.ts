@@ -3,7 +3,7 @@
 // (heapSize: the objects, live or not yet collected; objectTypeCounts, the largest), the
 // allocator's own figures (mimalloc) and what the engine holds outside the heap. "gc <tag>" does
 // the same after a full collection: the live heap. Nothing of this is in src: the proxy itself
-// has no such hook (scripts/bench-heal.ts part 3b uses it).
+// has no such hook (scripts/bench-heal.ts parts 3 and 3b use it).
 import { heapStats, memoryUsage } from "bun:jsc";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
