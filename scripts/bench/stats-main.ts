@@ -52,6 +52,10 @@ createInterface({ input: process.stdin }).on("line", (line) => {
   const [cmd, tag = ""] = line.trim().split(/\s+/, 2);
   if (cmd === "stats" || cmd === "gc") stats(tag, cmd === "gc");
 });
+// BENCH_STATS_GC_MS=n: a full collection every n ms, to measure what a periodic collection in
+// the audit's idle time would buy (docs/performance.md, ninth session).
+const gcEvery = Number(process.env.BENCH_STATS_GC_MS ?? 0);
+if (gcEvery > 0) setInterval(() => Bun.gc(true), gcEvery).unref();
 // The readline on stdin must not be what keeps the proxy alive (it runs until SIGTERM anyway).
 process.stdin.unref?.();
 
