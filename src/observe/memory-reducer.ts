@@ -34,8 +34,8 @@ export interface MemoryReducerOptions {
    * A process quiet for this long since its last collection is collected anyway, ms (default
    * 60 s). Quiet is not idle: the audit at 2/s allocates a little all the time, the collector
    * then runs seldom, and RSS creeps up by pages a late collection does not give back (+14.9 MB
-   * over 15 minutes, 1.2 MB of it back after one full collection); one a minute kept it flat
-   * (docs/performance.md, ninth session).
+   * over 15 minutes, 1.2 MB of it back after one full collection); with one a minute it grew
+   * 2.3 MB over the 15 minutes after the first 5 (docs/performance.md, ninth session).
    */
   quietEveryMs?: number;
   now?(): number;
