@@ -10,13 +10,15 @@
 //   3. the audit of 10,000 tracked users at 2/s against the fake remote: the proxy's CPU share
 //      and RSS growth; then (3b) a second proxy's RSS over one whole pass of the 10,000.
 // Usage: npx bun scripts/bench-heal.ts [samples] [auditSeconds] [rounds] [only]      (binds 127.0.0.1 only)
-// `only` = 1 runs part 1 alone. In part 1 the proxies are asked in turn per request (in a
+// `only` = 1 runs part 1 alone; 3 runs part 3 alone (at 2/s: a long auditSeconds, RSS at the end
+// of each of `rounds` windows); 3b runs part 3b alone. In part 1 the proxies are asked in turn per request (in a
 // shuffled order), and p99 is also given over all rounds' requests pooled (samples × rounds).
 // BENCH_HEAL_BASE=<commit>[,<commit>…] adds to part 1 a --detect on proxy run from each commit's
 // source (or from a directory holding a src/), asked in the same turns: before and after side
 // by side in one run. BENCH_HEAL_GC=1 has part 1's proxies log their collections (JSC's
 // BUN_JSC_logGC) and counts them per 1,000 requests: a young collection is the usual p99 request.
 // BENCH_PROFILE=dir runs the proxies under Bun's sampling profiler (scripts/bench/profile-summary.ts).
+// BENCH_HEAL_SMOL=1 runs every proxy with `bun --smol`.
 import { execSync } from "node:child_process";
 import { existsSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
@@ -40,6 +42,7 @@ import { createLogger } from "../src/observe/log.ts";
 import { openSqliteStore } from "../src/store/sqlite.ts";
 import { BUN, ROOT, tempDir } from "./bench/binary.ts";
 import { cpuSeconds, rssBytes, startProc } from "./bench/procs.ts";
+import { heapLine, heapOf, mb, wholePasses } from "./bench/audit-pass.ts";
 
 const samples = Number(process.argv[2] ?? 400);
 const auditSeconds = Number(process.argv[3] ?? 30);
@@ -87,15 +90,22 @@ const hs = await startFakeHomeserver("hs.test");
 const remote = await startFakeRemote({ ca, trustedKeys: { "hs.test": { [OUR_KEY_ID]: OUR_PUBLIC_KEY } } });
 
 /** A proxy in a process of its own, from source, in front of the fake homeserver. */
-async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-")), root = ROOT) {
+async function proxyChild(
+  flags: string[],
+  dataDir = mkdtempSync(join(tmpdir(), "bench-heal-data-")),
+  root = ROOT,
+  entry = join(root, "src", "main.ts"),
+) {
   const profile = process.env.BENCH_PROFILE;
   const pre = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`, "--cpu-prof-interval=200"] : [];
+  // BENCH_HEAL_SMOL=1: Bun's documented --smol (JSC's small heap sizing, collecting more often).
+  if (process.env.BENCH_HEAL_SMOL) pre.push("--smol");
   const gcLog = process.env.BENCH_HEAL_GC ? { env: { BUN_JSC_logGC: "1" }, tailLines: 1_000_000 } : {};
   const p = startProc(
     BUN,
     [
       ...pre,
-      join(root, "src", "main.ts"),
+      entry,
       "--upstream",
       hs.url,
       "--server-name",
@@ -118,6 +128,70 @@ async function proxyChild(flags: string[], dataDir = mkdtempSync(join(tmpdir(), 
   );
   const m = await p.waitLine(/"msg":"listening".*"listen":"127\.0\.0\.1:(\d+)"/);
   return { pid: p.pid, proc: p, url: `http://127.0.0.1:${m[1]}`, stop: () => p.stop(5000) };
+}
+
+// 3. The audit of 10,000 tracked users at 2/s: trackers written before the proxy starts, so a
+// pass starts with all 10,000 counted. The remote serves each of them a one-device list, as a
+// live server would: BENCH_HEAL_KNOWN=200 serves only the first 200 (the others get an empty
+// list: for a proxy with no record of the homeserver's answer, each is a heal stored and
+// delivered), as this bench did before the ninth session.
+const users = Array.from({ length: 10_000 }, (_, i) => `@u${i}:${remote.serverName}`);
+const known = users.slice(0, Number(process.env.BENCH_HEAL_KNOWN ?? users.length)).map((u) => {
+  const f = makeUser(u, { devices: ["D"] });
+  remote.setUser(f);
+  return f;
+});
+/**
+ * What the homeserver served for each known user: trackers are written from /keys/query answers,
+ * and the proxy learns the homeserver's view from the same answers (delivery/views.ts). Unset
+ * with BENCH_HEAL_VIEWS=0: with no record to compare with, every check is a heal.
+ */
+const hsViews = known.flatMap((f) =>
+  process.env.BENCH_HEAL_VIEWS === "0"
+    ? []
+    : viewsFromAnswer(
+        {
+          device_keys: { [f.userId]: Object.fromEntries(f.devices.map((d) => [d.device_id, d.keys])) },
+          master_keys: { [f.userId]: f.masterKey },
+          self_signing_keys: { [f.userId]: f.selfSigningKey },
+        },
+        { [f.userId]: [] },
+        [f.userId],
+        Date.now(),
+      ),
+);
+/** A data directory with the 10,000 trackers written. */
+async function trackedDir(): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), "bench-heal-audit-"));
+  const pre = await openSqliteStore(dir);
+  for (let i = 0; i < users.length; i += 500)
+    await pre.track("@alice:hs.test", "ALICE", users.slice(i, i + 500), Date.now());
+  await pre.putViews(hsViews);
+  await pre.close();
+  return dir;
+}
+/** The proxy's CLI with a look at its heap on request (bench only). */
+const STATS_MAIN = join(ROOT, "scripts", "bench", "stats-main.ts");
+// 3b. Memory over whole passes (scripts/bench/audit-pass.ts): 30 s at 2/s is 60 of the 10,000
+// checks, too few to show what a pass leaves behind. A second proxy, on trackers of its own,
+// spreads each pass over BENCH_HEAL_PASS_S (default 50 s: 200/s; 500 s is 20/s, the audit's even
+// pace, nearer the 2/s of the budget) and walks BENCH_HEAL_PASSES passes (default 2). CPU here
+// is per the faster pace, not the 2/s budget. `only` = 3b runs this part alone.
+async function part3b(): Promise<void> {
+  const passMs = Number(process.env.BENCH_HEAL_PASS_S ?? 50) * 1000;
+  const start = (flags: string[], dir: string) => proxyChild(flags, dir, ROOT, STATS_MAIN);
+  await wholePasses(
+    { remote, users, dataDir: await trackedDir(), start },
+    passMs,
+    Number(process.env.BENCH_HEAL_PASSES ?? 2),
+  );
+}
+if (only === "3" || only === "3b") {
+  await (only === "3" ? part3() : part3b());
+  await remote.close();
+  await hs.close();
+  ca.cleanup();
+  process.exit(0);
 }
 
 const token = "token_alice";
@@ -424,90 +498,52 @@ console.log(
 await on.stop();
 await off.stop();
 
-// 3. The audit of 10,000 tracked users at 2/s: trackers written before the proxy starts, so a
-// pass starts with all 10,000 counted.
-const users = Array.from({ length: 10_000 }, (_, i) => `@u${i}:${remote.serverName}`);
-/** A data directory with the 10,000 trackers written. */
-async function trackedDir(): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), "bench-heal-audit-"));
-  const pre = await openSqliteStore(dir);
-  for (let i = 0; i < users.length; i += 500)
-    await pre.track("@alice:hs.test", "ALICE", users.slice(i, i + 500), Date.now());
-  await pre.close();
-  return dir;
+async function part3(): Promise<void> {
+  const dataDir = await trackedDir();
+  const audit = await proxyChild(
+    ["--audit-interval-ms", "1000", "--audit-max-per-second", "2"],
+    dataDir,
+    ROOT,
+    STATS_MAIN,
+  );
+  await new Promise((r) => setTimeout(r, 3_000));
+  const seen0 = remote.count({ endpoint: "devices" });
+  const rss0 = rssBytes(audit.pid);
+  const heap0 = await heapOf(audit.proc, "start3");
+  const t0 = performance.now();
+  const cpu: number[] = [],
+    selfCpu: number[] = [],
+    rssAt: number[] = [];
+  const windows = Math.max(1, rounds);
+  for (let k = 0; k < windows; k++) {
+    const c0 = cpuSeconds(audit.pid),
+      s0 = cpuSeconds(process.pid),
+      w0 = performance.now();
+    await new Promise((r) => setTimeout(r, (auditSeconds * 1000) / windows));
+    const wall = (performance.now() - w0) / 1000;
+    cpu.push(((cpuSeconds(audit.pid) - c0) / wall) * 100);
+    selfCpu.push(((cpuSeconds(process.pid) - s0) / wall) * 100);
+    rssAt.push(rssBytes(audit.pid) - rss0);
+  }
+  const wall = (performance.now() - t0) / 1000;
+  const checked = remote.count({ endpoint: "devices" }) - seen0;
+  const pc = (n: number) => `${n.toFixed(2)} %`;
+  console.log(`3. audit of 10,000 tracked users at --audit-max-per-second 2, ${auditSeconds} s in ${windows} windows`);
+  console.log(`   federation fetches seen by the remote: ${checked} (${(checked / wall).toFixed(2)}/s)`);
+  console.log(`   proxy CPU (its own process): ${over(cpu, pc)} of one core   budget: < 2 %`);
+  console.log(`   (the bench process: fake remote + fake homeserver: ${over(selfCpu, pc)})`);
+  console.log(
+    `   proxy RSS growth over the ${auditSeconds} s: ${((rssBytes(audit.pid) - rss0) / 1048576).toFixed(1)} MB (RSS ${(rssBytes(audit.pid) / 1048576).toFixed(0)} MB)   budget: < 20 MB`,
+  );
+  console.log(`   RSS growth at the end of each window: ${rssAt.map(mb).join(", ")}`);
+  const live = await heapOf(audit.proc, "live3", true);
+  console.log(`   then after one full collection: ${heapLine(live)}; RSS ${mb(live.rss - rss0)} over the start`);
+  console.log(`   heap at the start (not collected) ${mb(heap0.heapSize)}, live at the end ${mb(live.heapSize)}`);
+  await audit.stop();
 }
-const dataDir = await trackedDir();
-for (const u of users.slice(0, 200)) remote.setUser(makeUser(u, { devices: ["D"] }));
-const audit = await proxyChild(["--audit-interval-ms", "1000", "--audit-max-per-second", "2"], dataDir);
-await new Promise((r) => setTimeout(r, 3_000));
-const seen0 = remote.count({ endpoint: "devices" });
-const rss0 = rssBytes(audit.pid);
-const t0 = performance.now();
-const cpu: number[] = [],
-  selfCpu: number[] = [];
-const windows = Math.max(1, rounds);
-for (let k = 0; k < windows; k++) {
-  const c0 = cpuSeconds(audit.pid),
-    s0 = cpuSeconds(process.pid),
-    w0 = performance.now();
-  await new Promise((r) => setTimeout(r, (auditSeconds * 1000) / windows));
-  const wall = (performance.now() - w0) / 1000;
-  cpu.push(((cpuSeconds(audit.pid) - c0) / wall) * 100);
-  selfCpu.push(((cpuSeconds(process.pid) - s0) / wall) * 100);
-}
-const wall = (performance.now() - t0) / 1000;
-const checked = remote.count({ endpoint: "devices" }) - seen0;
-const pc = (n: number) => `${n.toFixed(2)} %`;
-console.log(`3. audit of 10,000 tracked users at --audit-max-per-second 2, ${auditSeconds} s in ${windows} windows`);
-console.log(`   federation fetches seen by the remote: ${checked} (${(checked / wall).toFixed(2)}/s)`);
-console.log(`   proxy CPU (its own process): ${over(cpu, pc)} of one core   budget: < 2 %`);
-console.log(`   (the bench process: fake remote + fake homeserver: ${over(selfCpu, pc)})`);
-console.log(
-  `   proxy RSS growth over the ${auditSeconds} s: ${((rssBytes(audit.pid) - rss0) / 1048576).toFixed(1)} MB (RSS ${(rssBytes(audit.pid) / 1048576).toFixed(0)} MB)   budget: < 20 MB`,
-);
-await audit.stop();
 
-// 3b. RSS over a whole pass: 30 s at 2/s is 60 of the 10,000 checks, too few to show what a pass
-// leaves behind. A second proxy, on trackers of its own, spreads one pass over PASS_MS (the
-// budget raised so it can): RSS sampled each second until the remote has seen 10,000 fetches,
-// then 5 s into the next pass (CPU here is per the faster pass, not the 2/s budget).
-// BENCH_HEAL_PASS_S=500 spreads it over 500 s (20/s, the audit's even pace): nearer the 2/s of
-// the budget.
-const PASS_MS = Number(process.env.BENCH_HEAL_PASS_S ?? 50) * 1000;
-// RSS is taken as the proxy says it listens: the pass starts then, and the part 3 proxy's first
-// 3 s are no quiet baseline here.
-const fastDir = await trackedDir();
-const f0 = remote.count({ endpoint: "devices" });
-const fast = await proxyChild(["--audit-interval-ms", String(PASS_MS), "--audit-max-per-second", "1000"], fastDir);
-const mb = (n: number) => `${(n / 1048576).toFixed(1)} MB`;
-const r0 = rssBytes(fast.pid),
-  fc0 = cpuSeconds(fast.pid),
-  ft0 = performance.now();
-let peak = r0;
-// RSS as each quarter of the pass is done: growth in step with the checks made is kept per
-// check; growth that levels off is the heap sized to the faster pace.
-const quarters: number[] = [];
-for (let done = 0; done < users.length && performance.now() - ft0 < 3 * PASS_MS; ) {
-  await new Promise((r) => setTimeout(r, 1_000));
-  const rss = rssBytes(fast.pid);
-  peak = Math.max(peak, rss);
-  done = remote.count({ endpoint: "devices" }) - f0;
-  while (quarters.length < 4 && done >= ((quarters.length + 1) * users.length) / 4) quarters.push(rss - r0);
-}
-const passS = (performance.now() - ft0) / 1000,
-  passDone = remote.count({ endpoint: "devices" }) - f0,
-  rPass = rssBytes(fast.pid),
-  passCpu = ((cpuSeconds(fast.pid) - fc0) / passS) * 100;
-await new Promise((r) => setTimeout(r, 5_000));
-const rAfter = rssBytes(fast.pid);
-console.log(
-  `3b. one whole pass of the 10,000 (--audit-interval-ms ${PASS_MS}, --audit-max-per-second 1000): ${passDone} fetches in ${passS.toFixed(1)} s, proxy CPU ${pc(passCpu)} of one core`,
-);
-console.log(
-  `   proxy RSS growth over the pass: ${mb(rPass - r0)} at its end, ${mb(peak - r0)} at the peak; 5 s into the next pass ${mb(rAfter - r0)} (RSS at the start ${mb(r0)})   budget: < 20 MB`,
-);
-console.log(`   RSS growth as each quarter of the pass was done: ${quarters.map(mb).join(", ")}`);
-await fast.stop();
+await part3();
+await part3b();
 await remote.close();
 await hs.close();
 ca.cleanup();

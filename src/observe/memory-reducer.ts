@@ -3,7 +3,8 @@
 // then sits holding those polls allocates too little to ever collect it: RSS stays at the
 // burst's peak. V8 has a "memory reducer" for this; JavaScriptCore as Bun runs it has none.
 // This is one: when RSS has grown well past where our last collection left it, has stopped
-// moving, and the process is quiet, collect once (docs/performance.md, idle long-polls). Quiet,
+// moving, and the process is quiet, collect once (docs/performance.md, idle long-polls); and
+// once a minute while it stays quiet (the audit's slow walk: quietEveryMs). Quiet,
 // because a full collection pauses everything for tens of milliseconds: under load that pause
 // lands on requests, and the allocating load lets the collector run by itself anyway.
 import type { Logger } from "../observe/log.ts";
@@ -29,6 +30,14 @@ export interface MemoryReducerOptions {
    * there buys little, so it is not repeated every few seconds.
    */
   minIntervalMs?: number;
+  /**
+   * A process quiet for this long since its last collection is collected anyway, ms (default
+   * 60 s). Quiet is not idle: the audit at 2/s allocates a little all the time, the collector
+   * then runs seldom, and RSS creeps up by pages a late collection does not give back (+14.9 MB
+   * over 15 minutes, 1.2 MB of it back after one full collection); with one a minute it grew
+   * 2.3 MB over the 15 minutes after the first 5 (docs/performance.md, ninth session).
+   */
+  quietEveryMs?: number;
   now?(): number;
 }
 
@@ -39,6 +48,8 @@ export class MemoryReducer {
   #lastCollection = -Infinity;
   #lastTick: number;
   #lastCpu: number;
+  /** Since when every reading was quiet. */
+  #quietSince: number;
   #timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(o: MemoryReducerOptions) {
@@ -48,11 +59,12 @@ export class MemoryReducer {
       settledBytes: 2e6,
       quietShare: 0.05,
       minIntervalMs: 60_000,
+      quietEveryMs: 60_000,
       now: () => performance.now(),
       ...o,
     };
     this.#floor = this.#last = o.rss();
-    this.#lastTick = this.#o.now();
+    this.#lastTick = this.#quietSince = this.#o.now();
     this.#lastCpu = o.cpuSeconds();
   }
 
@@ -68,7 +80,10 @@ export class MemoryReducer {
     this.#timer = undefined;
   }
 
-  /** One reading: collect when grown, settled and quiet. Returns whether it collected. */
+  /**
+   * One reading: collect when grown, settled and quiet, or when quiet for quietEveryMs since the
+   * last collection. Returns whether it collected.
+   */
   tick(): boolean {
     const rss = this.#o.rss(),
       t = this.#o.now(),
@@ -78,10 +93,14 @@ export class MemoryReducer {
     this.#last = rss;
     this.#lastTick = t;
     this.#lastCpu = cpu;
+    if (!quiet) this.#quietSince = t;
     // RSS that fell on its own (the collector ran, memory went back) is the new floor.
     if (rss < this.#floor) this.#floor = rss;
-    if (!settled || !quiet || rss - this.#floor < this.#o.growthBytes) return false;
-    if (t - this.#lastCollection < this.#o.minIntervalMs) return false;
+    const every = this.#o.quietEveryMs;
+    const quietLong = quiet && t - this.#quietSince >= every && t - this.#lastCollection >= every;
+    const grown =
+      settled && quiet && rss - this.#floor >= this.#o.growthBytes && t - this.#lastCollection >= this.#o.minIntervalMs;
+    if (!quietLong && !grown) return false;
     this.#lastCollection = t;
     this.#o.collect();
     this.#floor = this.#last = this.#o.rss();

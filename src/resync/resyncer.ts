@@ -94,6 +94,21 @@ export interface ResyncContext {
 /** What a background check (a suspicion, the audit) did. */
 export type BackgroundStart = "started" | "joined" | "cached" | "limited" | "backoff" | "local";
 
+/** A fetch's outcome, held for the cache window (Resyncer.#recent). */
+interface Outcome {
+  snapshot: DeviceSnapshot;
+  changed: boolean;
+  elsewhere?: boolean;
+}
+
+/**
+ * Outcomes are held at least this long, however short the cache window (0 included): a fetch's
+ * own callers read whether it changed anything once it has landed (#ok, #sharedFlight).
+ */
+const RECENT_MIN_MS = 5_000;
+/** Outcomes past their window are looked for at most this often (a walk over all of them). */
+const SWEEP_MS = 1_000;
+
 /** The key of a target's fetch among the replicas (Cluster.flight, Cluster.peek). */
 const flightKey = (target: string) => `devices:${target}`;
 
@@ -123,11 +138,12 @@ export class Resyncer {
   readonly #bookings = new Bookings();
   // The last outcome per user, for the cache window: an unchanged list is not stored as a
   // snapshot (it must not be served as an overlay), yet a second question within the window
-  // must cost nothing either.
+  // must cost nothing either. Outcomes past the window answer nothing and are dropped (#remember):
+  // the audit walks every tracked user, and each whole snapshot held until 50,000 users had come
+  // round was most of the proxy's growth over a pass (docs/performance.md, ninth session).
   // `elsewhere`: the outcome of a fetch another replica made (its lease, cluster/pg-flight.ts).
-  readonly #recent = new LRUCache<string, { snapshot: DeviceSnapshot; changed: boolean; elsewhere?: boolean }>({
-    max: 50_000,
-  });
+  readonly #recent = new LRUCache<string, Outcome>({ max: 50_000 });
+  #sweptAt = -Infinity;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #scheduled = 0;
   #stopped = true;
@@ -140,6 +156,11 @@ export class Resyncer {
 
   get inflight(): number {
     return this.#inflight.size;
+  }
+
+  /** Outcomes held for the cache window. */
+  get recentOutcomes(): number {
+    return this.#recent.size;
   }
 
   /**
@@ -261,6 +282,24 @@ export class Resyncer {
     return p;
   }
 
+  /**
+   * Holds an outcome for the cache window, and drops those whose window is over: looked for at
+   * most once a SWEEP_MS, over all of them (one read within the window is not the least recently
+   * used, so the oldest are not all at the end).
+   */
+  #remember(target: string, outcome: Outcome): void {
+    this.#recent.set(target, outcome);
+    const now = this.#now();
+    if (now - this.#sweptAt < SWEEP_MS) return;
+    this.#sweptAt = now;
+    const keep = Math.max(this.#o.refreshCacheMs, RECENT_MIN_MS);
+    const over: string[] = [];
+    this.#recent.forEach((o, k) => {
+      if (now - o.snapshot.fetchedAt >= keep && k !== target) over.push(k);
+    });
+    for (const k of over) this.#recent.delete(k);
+  }
+
   #recentHit(target: string): boolean {
     const r = this.#recent.get(target);
     return r !== undefined && this.#now() - r.snapshot.fetchedAt < this.#o.refreshCacheMs;
@@ -306,7 +345,7 @@ export class Resyncer {
       const d = decodeLanded(elsewhere);
       if (d.ok) {
         const landed = { snapshot: d.snapshot, changed: d.changed, elsewhere: true };
-        this.#recent.set(target, landed);
+        this.#remember(target, landed);
         return landed;
       }
     }
@@ -423,7 +462,7 @@ export class Resyncer {
     if (own) throw own.error;
     const d = decodeLanded(landed);
     if (d.ok) {
-      this.#recent.set(target, { snapshot: d.snapshot, changed: d.changed, elsewhere: true });
+      this.#remember(target, { snapshot: d.snapshot, changed: d.changed, elsewhere: true });
       return d.snapshot;
     }
     if ("unavailable" in d) throw d.unavailable;
@@ -464,7 +503,7 @@ export class Resyncer {
         await o.store.putSnapshot(snapshot);
         await o.onSnapshot?.(snapshot);
       }
-      this.#recent.set(target, { snapshot, changed });
+      this.#remember(target, { snapshot, changed });
       return snapshot;
     } catch (err) {
       // Our store failed, or the database the replicas share (a destination slot, cluster/), not

@@ -1,6 +1,7 @@
 // The memory reducer (src/observe/memory-reducer.ts): it collects once RSS has grown past its floor
 // and stopped moving while the process is quiet; never while RSS is still climbing, for small
-// growth, or under load; and it takes a fall of RSS on its own as the new floor.
+// growth, or under load; and it takes a fall of RSS on its own as the new floor. A process quiet
+// for a whole minute is collected once a minute.
 import { describe, expect, test } from "vitest";
 import { MemoryReducer, startMemoryReducer } from "../../src/observe/memory-reducer.ts";
 
@@ -77,6 +78,29 @@ describe("memory reducer", () => {
     s.rss = 67 * MB;
     tick();
     expect(tick()).toBe(true); // 17 MB over the new floor of 50 MB, and settled
+  });
+
+  test("a process quiet for a whole minute is collected once a minute, however little RSS grew", () => {
+    // The audit at 2/s (docs/performance.md, ninth session): little allocation, and RSS creeping
+    // up 1 MB at a time, which one late collection does not give back.
+    const { s, r } = scripted(60 * MB, 60 * MB);
+    const at: number[] = [];
+    for (s.t = 0; s.t < 200_000; s.t += 2_000) {
+      s.cpu += 0.02; // 1 % of a core
+      s.rss += 0.1 * MB;
+      if (r.tick()) at.push(s.t);
+    }
+    expect(at).toEqual([60_000, 120_000, 180_000]);
+  });
+
+  test("no collection a minute on for a process that was busy within that minute", () => {
+    const { s, r } = scripted(60 * MB, 60 * MB);
+    const at: number[] = [];
+    for (s.t = 0; s.t < 200_000; s.t += 2_000) {
+      s.cpu += s.t % 40_000 === 0 ? 1 : 0.02; // busy for 2 s every 40 s
+      if (r.tick()) at.push(s.t);
+    }
+    expect(at).toEqual([]);
   });
 
   test("under Bun it runs on a timer that keeps no process alive; elsewhere V8 has its own", () => {
