@@ -160,6 +160,12 @@ function statusField(pid: number, field: string): number {
 /** Resident set size, bytes. */
 export const rssBytes = (pid: number): number => statusField(pid, "VmRSS");
 
+/** Resident set size split: anonymous (heap, allocator arenas) and file-backed (the binary's pages, mapped files). */
+export const rssSplit = (pid: number): { anon: number; file: number } => ({
+  anon: statusField(pid, "RssAnon"),
+  file: statusField(pid, "RssFile"),
+});
+
 /** Peak resident set size since start or since the last resetPeakRss(), bytes. */
 export const peakRssBytes = (pid: number): number => statusField(pid, "VmHWM");
 
