@@ -75,14 +75,19 @@ export class Views {
     return this.#count;
   }
 
-  async get(userId: string): Promise<HsView | undefined> {
+  /**
+   * The view we hold of `userId`. `keep: false` reads it without caching it: the audit reads
+   * every tracked user's view once a pass, and caching each would fill memory with views nobody
+   * asks for again before the next pass (docs/performance.md "Tenth session").
+   */
+  async get(userId: string, { keep = true } = {}): Promise<HsView | undefined> {
     const hit = this.#memory(userId);
     if (hit) return hit;
     const v = await this.#o.store.getView(userId);
     // Learned meanwhile: what we learned is newer than the row just read.
     const now = this.#memory(userId);
     if (now) return now;
-    if (v) this.#cache.set(userId, v);
+    if (v && keep) this.#cache.set(userId, v);
     return v;
   }
 
@@ -236,8 +241,8 @@ export class Views {
    * user, with the token of the device whose traffic raised the question (its answer is what that
    * device's client would see). Undefined when the homeserver cannot say.
    */
-  async getOrQuery(userId: string, token: string | undefined): Promise<HsView | undefined> {
-    const have = await this.get(userId);
+  async getOrQuery(userId: string, token: string | undefined, o: { keep?: boolean } = {}): Promise<HsView | undefined> {
+    const have = await this.get(userId, o);
     if (have || !token) return have;
     return this.query(userId, token);
   }

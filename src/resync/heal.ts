@@ -62,7 +62,7 @@ export class Healer {
     // self-heal.ts): the comparison below must be with it, not with the answer before it.
     await views.settled(s.userId);
     const served = await store.getSnapshot(s.userId); // the overlay clients are being shown, if any
-    let view = await views.getOrQuery(s.userId, ctx.token);
+    let view = await views.getOrQuery(s.userId, ctx.token, { keep: !ctx.walk });
     if (!served && view && (await views.behind(s.userId))) {
       // The homeserver named this user in a device_lists.changed since we read its answer: it
       // knows something our record lacks, and its clients re-query on its word. Compare with
