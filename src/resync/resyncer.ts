@@ -1,6 +1,7 @@
 // The refresh flow (MSC2638): rate limits, the short cache, single-flight fetches, destination
 // backoff, and a durable retry queue. Routes call refresh(); the retry loop calls run().
 import { LRUCache } from "lru-cache";
+import { MAX_DEVICES } from "../federation/device-validate.ts";
 import { FederationError } from "../federation/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
@@ -106,6 +107,8 @@ interface Outcome {
  * own callers read whether it changed anything once it has landed (#ok, #sharedFlight).
  */
 const RECENT_MIN_MS = 5_000;
+/** Devices held in outcomes at most (MAX_DEVICES lists: at least 20 of them). */
+const RECENT_MAX_DEVICES = 20 * (MAX_DEVICES + 1);
 /** Outcomes past their window are looked for at most this often (a walk over all of them). */
 const SWEEP_MS = 1_000;
 
@@ -142,7 +145,13 @@ export class Resyncer {
   // the audit walks every tracked user, and each whole snapshot held until 50,000 users had come
   // round was most of the proxy's growth over a pass (docs/performance.md, ninth session).
   // `elsewhere`: the outcome of a fetch another replica made (its lease, cluster/pg-flight.ts).
-  readonly #recent = new LRUCache<string, Outcome>({ max: 50_000 });
+  // Bounded by devices too: a burst of 1000-device lists within one window would otherwise hold
+  // 50,000 of them; past the bound the least recently used answer from the store or fetch again.
+  readonly #recent = new LRUCache<string, Outcome>({
+    max: 50_000,
+    maxSize: RECENT_MAX_DEVICES,
+    sizeCalculation: (o) => Object.keys(o.snapshot.devices).length + 1,
+  });
   #sweptAt = -Infinity;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #scheduled = 0;
@@ -161,6 +170,11 @@ export class Resyncer {
   /** Outcomes held for the cache window. */
   get recentOutcomes(): number {
     return this.#recent.size;
+  }
+
+  /** Devices in the outcomes held (each outcome counts one more). */
+  get recentDevices(): number {
+    return this.#recent.calculatedSize;
   }
 
   /**

@@ -9,7 +9,7 @@ import { closeTestStores, freshDatabase, openDatabase } from "../helpers/stores.
 
 afterAll(closeTestStores);
 
-async function world(refreshCacheMs: number) {
+async function world(refreshCacheMs: number, devices = 1) {
   let clock = 1_000_000;
   const fetched: string[] = [];
   const free = { take: () => 0 };
@@ -18,7 +18,8 @@ async function world(refreshCacheMs: number) {
     serverName: "hs.test",
     fetchDevices: async (userId) => {
       fetched.push(userId);
-      return { snapshot: { userId, streamId: 1, devices: { D: { device_id: "D" } }, fetchedAt: clock } };
+      const list = Object.fromEntries(Array.from({ length: devices }, (_, i) => [`D${i}`, { device_id: `D${i}` }]));
+      return { snapshot: { userId, streamId: 1, devices: list, fetchedAt: clock } };
     },
     refreshCacheMs,
     retry: { initialMs: 1000, maxMs: 10_000 },
@@ -68,4 +69,17 @@ test("with no cache window (--refresh-cache-ms 0), outcomes are still there for 
   // A refresh still learns what its own fetch found.
   const r = await resyncer.refresh("@dan:remote.test", "@alice:hs.test", 5_000);
   expect(r).toMatchObject({ kind: "ok", fromCache: false, changed: true });
+});
+
+test("a burst of 1000-device lists within one window is bounded by devices, not only by users", async () => {
+  const { resyncer, fetched } = await world(30_000, 1000);
+  for (let i = 0; i < 60; i++) await resyncer.run(`@big${i}:remote.test`, [], { trigger: "to_device", retry: false });
+  // 60 lists of 1000 devices landed within the window: at most 20 of them are held.
+  expect(resyncer.recentDevices).toBeLessThanOrEqual(20 * 1001);
+  expect(resyncer.recentOutcomes).toBe(20);
+  // The latest are the ones held. A check of one dropped still costs no fetch within the window:
+  // its changed list was stored, and the stored snapshot answers.
+  expect(await resyncer.background("@big59:remote.test", { trigger: "audit" })).toBe("cached");
+  expect(await resyncer.background("@big0:remote.test", { trigger: "audit" })).toBe("cached");
+  expect(fetched.length).toBe(60);
 });
