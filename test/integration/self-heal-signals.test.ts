@@ -1,22 +1,22 @@
 // Each detection signal of docs/architecture.md "Self-healing", shown to fire over real sockets:
 // to-device events naming an unknown device, /keys/query answers with half a cross-signing
 // identity or a server in failures; and what costs nothing (the cache window, --detect off).
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
-import { type HealWorld, keysQuery, olmEvent, startHealWorld, sync } from "./self-heal-world.ts";
-
-let n = 0;
-const fresh = (h: HealWorld, name: string) => `@${name}${++n}:${h.w.remote.serverName}`;
+import {
+  forgedKey,
+  fresh,
+  type HealWorld,
+  keysQuery,
+  olmEvent,
+  remoteUser,
+  sync,
+  useHealWorld,
+} from "../helpers/self-heal-world.ts";
 
 /** A user the homeserver lists with C0 only, while the remote also has GHOST (or not). */
-function staleUser(h: HealWorld, name: string, remoteHasGhost: boolean): string {
-  const id = fresh(h, name);
-  const stale = makeUser(id, { devices: ["C0"] });
-  h.hsUsers.set(id, stale);
-  const ghost = makeUser(id, { devices: ["GHOST"] }).devices[0]!;
-  h.w.remote.setUser(remoteHasGhost ? { ...stale, devices: [...stale.devices, ghost] } : stale);
-  return id;
-}
+const staleUser = (h: HealWorld, name: string, remoteHasGhost: boolean): string =>
+  remoteUser(h, name, ["C0"], remoteHasGhost ? "GHOST" : undefined).id;
 
 const EVENTS: { type: string; signal: string; content: Record<string, unknown> }[] = [
   {
@@ -47,9 +47,7 @@ const EVENTS: { type: string; signal: string; content: Record<string, unknown> }
 ];
 
 describe("to-device events naming an unknown device", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0"]);
 
   for (const [i, e] of EVENTS.entries()) {
     test(`${e.type} from an unknown device raises ${e.signal}, one background fetch, and a to_device heal`, async () => {
@@ -94,9 +92,7 @@ describe("to-device events naming an unknown device", () => {
 });
 
 describe("/keys/query answers", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0"]);
 
   test("a self-signing key without a master key is a suspicion; a differing list is healed as keys_query", async () => {
     const { w } = h;
@@ -142,9 +138,7 @@ describe("/keys/query answers", () => {
 });
 
 describe("--detect off", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--detect", "off", "--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--detect", "off", "--audit-interval-ms", "0"]);
 
   test("a /keys/query answer with half an identity and a server in failures raises nothing and fetches nothing", async () => {
     const { w } = h;
@@ -163,21 +157,16 @@ describe("--detect off", () => {
 });
 
 describe("within the cache window", () => {
-  let h: HealWorld;
-  beforeAll(
-    async () =>
-      (h = await startHealWorld([
-        "--audit-interval-ms",
-        "0",
-        "--refresh-cache-ms",
-        "60000",
-        "--rate-target-burst",
-        "100",
-        "--rate-target-per-minute",
-        "100",
-      ])),
-  );
-  afterAll(() => h.w.close());
+  const h = useHealWorld([
+    "--audit-interval-ms",
+    "0",
+    "--refresh-cache-ms",
+    "60000",
+    "--rate-target-burst",
+    "100",
+    "--rate-target-per-minute",
+    "100",
+  ]);
 
   test("repeated suspicions about one user after a fetch cost no more fetches", async () => {
     const { w } = h;
@@ -185,13 +174,12 @@ describe("within the cache window", () => {
     const alice = w.login("alice", "ALICEC");
     await keysQuery(w, alice, [eve]);
     await expect.poll(() => w.proxy.services.heal!.views.get(eve)).toBeDefined();
-    const forged = (i: number) => Buffer.alloc(32, i).toString("base64").replace(/=+$/, "");
-    h.toDevice.set(alice, [olmEvent(eve, forged(1))]);
+    h.toDevice.set(alice, [olmEvent(eve, forgedKey(1))]);
     await sync(w, alice);
     await expect.poll(() => w.remote.count({ userId: eve, endpoint: "devices" })).toBe(1);
     await expect.poll(() => h.metric("resync_fresh_lists_total", { outcome: "unchanged" })).toBe(1);
     for (let i = 2; i < 8; i++) {
-      h.toDevice.set(alice, [olmEvent(eve, forged(i))]);
+      h.toDevice.set(alice, [olmEvent(eve, forgedKey(i))]);
       await sync(w, alice);
       h.toDevice.set(alice, [{ sender: eve, type: EVENTS[0]!.type, content: EVENTS[0]!.content }]);
       await sync(w, alice);

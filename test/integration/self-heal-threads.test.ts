@@ -2,18 +2,16 @@
 // events read there and its clues handed to the main thread (thread-link.ts), which checks them
 // with the syncing device's own token. Connections land on any thread (SO_REUSEPORT), so many
 // are opened. Bun only (the front end is Bun's).
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
 import { RawClient } from "../helpers/raw-http1.ts";
-import { curveKeyOf, type HealWorld, keysQuery, olmEvent, startHealWorld } from "./self-heal-world.ts";
+import { curveKeyOf, keysQuery, olmEvent, useHealWorld, withDevice } from "../helpers/self-heal-world.ts";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 const N = 24;
 
 describe.skipIf(!isBun)("detection on every front-end thread", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--front-threads", "3", "--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--front-threads", "3", "--audit-interval-ms", "0"]);
 
   test("each device's Olm message from an unknown key is suspected, whichever thread served it", async () => {
     const { w } = h;
@@ -22,7 +20,7 @@ describe.skipIf(!isBun)("detection on every front-end thread", () => {
     for (const [i, s] of senders.entries()) {
       const stale = makeUser(s, { devices: ["OLD"] });
       h.hsUsers.set(s, stale);
-      w.remote.setUser({ ...stale, devices: [...stale.devices, makeUser(s, { devices: ["NEW"] }).devices[0]!] });
+      w.remote.setUser(withDevice(stale, "NEW"));
       await keysQuery(w, tokens[i]!, [s]);
     }
     await expect.poll(() => senders.every((s) => w.proxy.services.heal!.views.get(s) !== undefined)).toBe(true);

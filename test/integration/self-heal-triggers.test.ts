@@ -2,43 +2,31 @@
 // (endpoint, to_device, keys_query, audit, admin): a retried fetch counts under the trigger that
 // started it (kept with the durable retry), and the re-verification of an overlay grown older
 // than --snapshot-max-age-ms counts as background re-verification, "audit".
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { makeUser } from "../helpers/fake-devices.ts";
+import { describe, expect, test } from "vitest";
 import { scrape } from "./ops-helpers.ts";
-import { type HealWorld, keysQuery, startHealWorld } from "./self-heal-world.ts";
+import { keysQuery, remoteUser, useHealWorld, withDevice } from "../helpers/self-heal-world.ts";
 
 const TRIGGERS = ["endpoint", "to_device", "keys_query", "audit", "admin"];
 
-let n = 0;
-const fresh = (h: HealWorld, name: string) => `@${name}${++n}:${h.w.remote.serverName}`;
-
 describe("heal triggers", () => {
-  let h: HealWorld;
-  beforeAll(
-    async () =>
-      (h = await startHealWorld([
-        "--audit-interval-ms",
-        "0",
-        "--refresh-wait-ms",
-        "1000",
-        "--retry-initial-ms",
-        "500",
-        "--retry-max-ms",
-        "1000",
-        "--probe-interval-ms",
-        "0",
-        "--snapshot-max-age-ms",
-        "1500",
-      ])),
-  );
-  afterAll(() => h.w.close());
+  const h = useHealWorld([
+    "--audit-interval-ms",
+    "0",
+    "--refresh-wait-ms",
+    "1000",
+    "--retry-initial-ms",
+    "500",
+    "--retry-max-ms",
+    "1000",
+    "--probe-interval-ms",
+    "0",
+    "--snapshot-max-age-ms",
+    "1500",
+  ]);
 
   test("a refresh that failed and was retried counts under the trigger that started it", async () => {
     const { w } = h;
-    const bob = fresh(h, "bob");
-    const stale = makeUser(bob, { devices: ["DEV0"] });
-    h.hsUsers.set(bob, stale);
-    w.remote.setUser({ ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] });
+    const bob = remoteUser(h, "bob", ["DEV0"], "NEWDEV").id;
     const alice = w.login("alice", "ALICET1");
     await keysQuery(w, alice, [bob]);
     await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
@@ -54,22 +42,15 @@ describe("heal triggers", () => {
 
   test("an overlay re-verified because it grew old counts as audit", async () => {
     const { w } = h;
-    const carol = fresh(h, "carol");
-    const before = makeUser(carol, { devices: ["X"] });
-    h.hsUsers.set(carol, before);
-    w.remote.setUser({ ...before, devices: [...before.devices, makeUser(carol, { devices: ["Y"] }).devices[0]!] });
+    const { id: carol, hs: before } = remoteUser(h, "carol", ["X"], "Y");
     const alice = w.login("alice", "ALICET2");
     await keysQuery(w, alice, [carol]);
     await expect.poll(() => w.proxy.services.heal!.views.get(carol)).toBeDefined();
     const endpoint = await h.metric("resync_heals_total", { trigger: "endpoint" });
     expect((await w.refresh(carol, alice)).status).toBe(202);
     await expect.poll(() => h.metric("resync_heals_total", { trigger: "endpoint" })).toBe(endpoint + 1);
-    // carol adds another device; her overlay grows older than --snapshot-max-age-ms.
-    const grown = makeUser(carol, { devices: ["Z"] }).devices[0]!;
-    w.remote.setUser({
-      ...before,
-      devices: [...before.devices, makeUser(carol, { devices: ["Y"] }).devices[0]!, grown],
-    });
+    // carol adds another device (and Y is keyed anew); her overlay grows older than --snapshot-max-age-ms.
+    w.remote.setUser(withDevice(withDevice(before, "Y"), "Z"));
     await new Promise((r) => setTimeout(r, 1700));
     await keysQuery(w, alice, [carol]);
     await expect.poll(() => h.metric("resync_heals_total", { trigger: "audit" })).toBe(1);

@@ -1,24 +1,27 @@
 // Self-healing over real sockets (docs/architecture.md "Self-healing"): only real changes reach
 // clients; to-device events and /keys/query answers raise suspicions that become background
 // fetches within the per-target limits; bad input costs nothing; the audit finds silent staleness.
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { makeUser } from "../helpers/fake-devices.ts";
-import { api, curveKeyOf, type HealWorld, keysQuery, olmEvent, startHealWorld, sync } from "./self-heal-world.ts";
-
-let n = 0;
-const fresh = (h: HealWorld, name: string) => `@${name}${++n}:${h.w.remote.serverName}`;
+import {
+  api,
+  curveKeyOf,
+  forgedKey,
+  fresh,
+  keysQuery,
+  olmEvent,
+  remoteUser,
+  sync,
+  useHealWorld,
+  withDevice,
+} from "../helpers/self-heal-world.ts";
 
 describe("only real changes reach clients", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0"]);
 
   test("a refresh that finds the homeserver's own list answers 202, delivers nothing, and counts 'unchanged'; a real change is delivered and listed", async () => {
     const { w } = h;
-    const bob = fresh(h, "bob");
-    const remote = makeUser(bob, { devices: ["DEV0"] });
-    w.remote.setUser(remote);
-    h.hsUsers.set(bob, remote); // the homeserver serves exactly what the remote has
+    const { id: bob, remote } = remoteUser(h, "bob", ["DEV0"]); // the homeserver serves exactly what the remote has
     const alice = w.login("alice", "ALICE1");
     await keysQuery(w, alice, [bob]);
     await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
@@ -32,8 +35,7 @@ describe("only real changes reach clients", () => {
     );
 
     // bob adds a device the homeserver does not know: that is news.
-    const grown = { ...remote, devices: [...remote.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] };
-    w.remote.setUser(grown);
+    w.remote.setUser(withDevice(remote, "NEWDEV"));
     expect((await w.refresh(bob, alice)).status).toBe(202);
     expect((await sync(w, alice)).body.device_lists?.changed).toContain(bob);
     expect(await h.metric("resync_heals_total", { trigger: "endpoint" })).toBe(1);
@@ -50,27 +52,11 @@ describe("only real changes reach clients", () => {
 });
 
 describe("to-device signals", () => {
-  let h: HealWorld;
-  beforeAll(
-    async () =>
-      (h = await startHealWorld([
-        "--audit-interval-ms",
-        "0",
-        "--rate-target-burst",
-        "2",
-        "--rate-target-per-minute",
-        "1",
-      ])),
-  );
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0", "--rate-target-burst", "2", "--rate-target-per-minute", "1"]);
 
   test("an Olm message from a key the homeserver does not list heals the sender's list, named by the signal", async () => {
     const { w } = h;
-    const bob = fresh(h, "bob");
-    const stale = makeUser(bob, { devices: ["DEV0"] });
-    h.hsUsers.set(bob, stale);
-    const real = { ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] };
-    w.remote.setUser(real);
+    const { id: bob, hs: stale, remote: real } = remoteUser(h, "bob", ["DEV0"], "NEWDEV");
     const alice = w.login("alice", "ALICE2");
     await keysQuery(w, alice, [bob]);
     await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
@@ -108,7 +94,7 @@ describe("to-device signals", () => {
     // fay adds a device; federation works, so the homeserver hears of it (and would name fay in
     // alice's device_lists.changed); alice's client has not re-queried through us yet, and our
     // record of the homeserver's answer is a minute old.
-    const after = { ...before, devices: [...before.devices, makeUser(fay, { devices: ["F1"] }).devices[0]!] };
+    const after = withDevice(before, "F1");
     h.hsUsers.set(fay, after);
     w.remote.setUser(after);
     const views = w.proxy.services.heal!.views;
@@ -124,10 +110,7 @@ describe("to-device signals", () => {
 
   test("key requests and verification from unknown devices are signals too; known ones are not", async () => {
     const { w } = h;
-    const carol = fresh(h, "carol");
-    const user = makeUser(carol, { devices: ["C0"] });
-    h.hsUsers.set(carol, user);
-    w.remote.setUser(user);
+    const carol = remoteUser(h, "carol", ["C0"]).id;
     const alice = w.login("alice", "ALICE3");
     await keysQuery(w, alice, [carol]);
     await expect.poll(() => w.proxy.services.heal!.views.get(carol)).toBeDefined();
@@ -162,24 +145,14 @@ describe("to-device signals", () => {
 
   test("a flood of forged Olm events from one sender costs no more fetches than the per-target limit", async () => {
     const { w } = h;
-    const dave = fresh(h, "dave");
-    const user = makeUser(dave, { devices: ["D0"] });
-    h.hsUsers.set(dave, user);
-    w.remote.setUser(user);
+    const dave = remoteUser(h, "dave", ["D0"]).id;
     const alice = w.login("alice", "ALICE4");
     await keysQuery(w, alice, [dave]);
     await expect.poll(() => w.proxy.services.heal!.views.get(dave)).toBeDefined();
     for (let i = 0; i < 20; i++) {
       h.toDevice.set(
         alice,
-        Array.from({ length: 50 }, (_, k) =>
-          olmEvent(
-            dave,
-            Buffer.alloc(32, i * 50 + k + 1)
-              .toString("base64")
-              .replace(/=+$/, ""),
-          ),
-        ),
+        Array.from({ length: 50 }, (_, k) => olmEvent(dave, forgedKey(i * 50 + k + 1))),
       );
       await sync(w, alice);
     }
@@ -207,22 +180,13 @@ describe("to-device signals", () => {
 });
 
 describe("to-device signals in a spliced answer", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0"]);
 
   test("in an answer being spliced (an injection pending), the to-device events are read too", async () => {
     const { w } = h;
-    const bob = fresh(h, "bob");
-    const stale = makeUser(bob, { devices: ["DEV0"] });
-    h.hsUsers.set(bob, stale);
-    const real = { ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] };
-    w.remote.setUser(real);
+    const { id: bob, remote: real } = remoteUser(h, "bob", ["DEV0"], "NEWDEV");
     // carol's refresh finds a device the homeserver does not list: a delivery pending for alice.
-    const carol = fresh(h, "carol");
-    const carolOld = makeUser(carol, { devices: ["DEV0"] });
-    h.hsUsers.set(carol, carolOld);
-    w.remote.setUser({ ...carolOld, devices: [...carolOld.devices, makeUser(carol, { devices: ["C2"] }).devices[0]!] });
+    const carol = remoteUser(h, "carol", ["DEV0"], "C2").id;
     const alice = w.login("alice", "ALICE1");
     await keysQuery(w, alice, [bob]);
     await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
@@ -238,17 +202,11 @@ describe("to-device signals in a spliced answer", () => {
 });
 
 describe("simplified sliding sync", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0"]);
 
   test("extensions.to_device events are read too, whether or not the request enabled e2ee", async () => {
     const { w } = h;
-    const bob = fresh(h, "bob");
-    const stale = makeUser(bob, { devices: ["DEV0"] });
-    h.hsUsers.set(bob, stale);
-    const real = { ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] };
-    w.remote.setUser(real);
+    const { id: bob, remote: real } = remoteUser(h, "bob", ["DEV0"], "NEWDEV");
     const alice = w.login("alice", "ALICES");
     await keysQuery(w, alice, [bob]);
     await expect.poll(() => w.proxy.services.heal!.views.get(bob)).toBeDefined();
@@ -274,9 +232,7 @@ describe("simplified sliding sync", () => {
 });
 
 describe("bad input", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0"]);
 
   test("malformed and forged to-device events: bodies pass through unchanged, no suspicion, no fetch, nothing for another user", async () => {
     const { w } = h;
@@ -293,9 +249,9 @@ describe("bad input", () => {
       olmEvent(bob, "not base64 at all!!"),
       olmEvent(bob, "A".repeat(44)),
       olmEvent(bob, 12345),
-      olmEvent("@alice:hs.test", Buffer.alloc(32, 9).toString("base64").replace(/=+$/, "")), // our own server
-      olmEvent("not-a-user", Buffer.alloc(32, 8).toString("base64").replace(/=+$/, "")),
-      olmEvent(`@${"x".repeat(300)}:${w.remote.serverName}`, Buffer.alloc(32, 7).toString("base64").replace(/=+$/, "")),
+      olmEvent("@alice:hs.test", forgedKey(9)), // our own server
+      olmEvent("not-a-user", forgedKey(8)),
+      olmEvent(`@${"x".repeat(300)}:${w.remote.serverName}`, forgedKey(7)),
       {
         sender: bob,
         type: "m.room_key_request",
@@ -334,7 +290,7 @@ describe("bad input", () => {
   test("events from senders the homeserver knows nothing of: at most 10 lookups a minute per device, no suspicion, no fetch", async () => {
     const { w } = h;
     const alice = w.login("alice", "ALICE6B");
-    const key = Buffer.alloc(32, 3).toString("base64").replace(/=+$/, "");
+    const key = forgedKey(3);
     const asked = () => h.keysQueries().filter((q) => q.token === alice).length;
     for (let round = 0; round < 3; round++) {
       // 20 distinct valid senders per body (the most looked at per body), none known anywhere.
@@ -371,17 +327,12 @@ describe("bad input", () => {
 });
 
 describe("/keys/query signals", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0"]);
 
   test("a master key without its self-signing key, and a server in failures, are suspicions; the failed server is asked once", async () => {
     const { w } = h;
-    const bob = fresh(h, "bob");
-    const user = makeUser(bob, { devices: ["DEV0"] });
-    h.hsUsers.set(bob, user);
+    const bob = remoteUser(h, "bob", ["DEV0"]).id;
     h.noSelfSigning.add(bob);
-    w.remote.setUser(user);
     const gone = [fresh(h, "gone"), fresh(h, "gone")]; // not served by the homeserver: its server is in failures
     const alice = w.login("alice", "ALICE8");
     await keysQuery(w, alice, [bob]);
@@ -393,9 +344,7 @@ describe("/keys/query signals", () => {
 });
 
 describe("/keys/query failures for a server whose users the answer lists", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0"]);
 
   // Synapse (handlers/e2e_keys.py, _query_devices_for_destination) lists a server in failures
   // when its resync of a stale cached list fails, then asks that server directly and answers
@@ -403,11 +352,8 @@ describe("/keys/query failures for a server whose users the answer lists", () =>
   // device-list update that required a resync was being handled (test/e2e/self-heal.test.ts).
   test("is no suspicion: the client was given the server's own answer", async () => {
     const { w } = h;
-    const bob = fresh(h, "bob");
-    const user = makeUser(bob, { devices: ["DEV0", "DEV1"] });
-    h.hsUsers.set(bob, user);
+    const bob = remoteUser(h, "bob", ["DEV0", "DEV1"]).id;
     h.servedButFailed.add(bob);
-    w.remote.setUser(user);
     const alice = w.login("alice", "ALICE10");
     await keysQuery(w, alice, [bob]);
     // A user the answer lacks, on that server, still is one (and the server's limit was not spent above).
@@ -420,9 +366,7 @@ describe("/keys/query failures for a server whose users the answer lists", () =>
 });
 
 describe("--detect off", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--detect", "off", "--audit-interval-ms", "500"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--detect", "off", "--audit-interval-ms", "500"]);
 
   test("with no overlay to watch either, /sync asks the homeserver in the client's own encoding", async () => {
     const { w } = h;
@@ -456,16 +400,11 @@ describe("--detect off", () => {
 });
 
 describe("the audit", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "1000", "--audit-max-per-second", "5"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "1000", "--audit-max-per-second", "5"]);
 
   test("a tracked user gone stale without any signal is healed within an interval or two, nobody calling anything", async () => {
     const { w } = h;
-    const bob = fresh(h, "bob");
-    const stale = makeUser(bob, { devices: ["DEV0"] });
-    h.hsUsers.set(bob, stale);
-    w.remote.setUser(stale);
+    const { id: bob, hs: stale } = remoteUser(h, "bob", ["DEV0"]);
     const alice = w.login("alice", "ALICE10");
     await keysQuery(w, alice, [bob]);
     // Healthy: the audit checks bob and finds nothing to deliver.
@@ -475,7 +414,7 @@ describe("the audit", () => {
       .toBeGreaterThanOrEqual(1);
     expect(await h.metric("resync_heals_total", { trigger: "audit" })).toBe(0);
     // bob adds a device; the homeserver never hears of it.
-    w.remote.setUser({ ...stale, devices: [...stale.devices, makeUser(bob, { devices: ["NEWDEV"] }).devices[0]!] });
+    w.remote.setUser(withDevice(stale, "NEWDEV"));
     await expect.poll(() => h.metric("resync_heals_total", { trigger: "audit" }), { timeout: 5000 }).toBe(1);
     expect((await sync(w, alice)).body.device_lists?.changed).toContain(bob);
     expect(await h.metric("resync_audit_behind_seconds")).toBe(0);
@@ -483,17 +422,14 @@ describe("the audit", () => {
 
   test("a change the homeserver already reported to a client that has not re-queried yet is left to the homeserver", async () => {
     const { w } = h;
-    const gus = fresh(h, "gus");
-    const before = makeUser(gus, { devices: ["G0"] });
-    h.hsUsers.set(gus, before);
-    w.remote.setUser(before);
+    const { id: gus, hs: before } = remoteUser(h, "gus", ["G0"]);
     const alice = w.login("alice", "ALICE11");
     await keysQuery(w, alice, [gus]);
     await expect.poll(() => w.proxy.services.heal!.views.get(gus)).toBeDefined();
     const healed = await h.metric("resync_heals_total", { trigger: "audit" });
     // gus adds a device; federation works: the homeserver learns it and names gus in alice's
     // next /sync; alice's client (offline, say) has not re-queried through us.
-    const after = { ...before, devices: [...before.devices, makeUser(gus, { devices: ["G1"] }).devices[0]!] };
+    const after = withDevice(before, "G1");
     h.hsUsers.set(gus, after);
     w.remote.setUser(after);
     h.changed.set(alice, [gus]);
@@ -519,10 +455,7 @@ describe("the audit", () => {
   // before the homeserver reported it itself.
   test("a list the homeserver reported a moment ago is in motion: a difference is left to it", async () => {
     const { w } = h;
-    const hal = fresh(h, "hal");
-    const before = makeUser(hal, { devices: ["H0"] });
-    h.hsUsers.set(hal, before);
-    w.remote.setUser(before);
+    const { id: hal, hs: before } = remoteUser(h, "hal", ["H0"]);
     const alice = w.login("alice", "ALICE13");
     await keysQuery(w, alice, [hal]);
     const healed = await h.metric("resync_heals_total", { trigger: "audit" });
@@ -531,7 +464,7 @@ describe("the audit", () => {
     h.changed.set(alice, [hal]);
     await sync(w, alice);
     await keysQuery(w, alice, [hal]);
-    const after = { ...before, devices: [...before.devices, makeUser(hal, { devices: ["H1"] }).devices[0]!] };
+    const after = withDevice(before, "H1");
     const fetched = w.remote.count({ userId: hal, endpoint: "devices" });
     w.remote.setUser(after);
     await expect
@@ -548,9 +481,7 @@ describe("the audit", () => {
 });
 
 describe("the homeserver's views on disk", () => {
-  let h: HealWorld;
-  beforeAll(async () => (h = await startHealWorld(["--audit-interval-ms", "0"])));
-  afterAll(() => h.w.close());
+  const h = useHealWorld(["--audit-interval-ms", "0"]);
 
   test("a view learned just before a clean shutdown is written by it, and read back after the restart", async () => {
     const { w } = h;

@@ -1,10 +1,12 @@
-// A world for the self-healing tests: the fake homeserver serves /keys/query from a FakeUser of
-// its own (its possibly stale view of bob), and /sync with to-device events the test queues per
-// access token. Over real sockets, through the proxy's real CLI flags.
+// A world for the self-healing tests (test/integration/self-heal*.test.ts): the fake homeserver
+// serves /keys/query from a FakeUser of its own (its possibly stale view of bob), and /sync with
+// to-device events the test queues per access token. Over real sockets, through the proxy's real
+// CLI flags. The set-up those files all repeated lives here; what a test checks stays in it.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { FakeUser } from "../helpers/fake-devices.ts";
-import { startWorld, type World } from "../helpers/world.ts";
-import { json, sample, scrape } from "./ops-helpers.ts";
+import { afterAll, beforeAll } from "vitest";
+import { json, sample, scrape } from "../integration/ops-helpers.ts";
+import { type FakeUser, makeUser } from "./fake-devices.ts";
+import { startWorld, type World } from "./world.ts";
 
 export interface HealWorld {
   w: World;
@@ -102,6 +104,50 @@ export async function startHealWorld(flags: string[] = []): Promise<HealWorld> {
         })),
   };
 }
+
+/**
+ * A heal world for the enclosing describe block: started before its tests, closed after them.
+ * The object returned is filled in by beforeAll, so tests read it as they read a HealWorld.
+ */
+export function useHealWorld(flags: string[]): HealWorld {
+  const h = {} as HealWorld;
+  beforeAll(async () => {
+    Object.assign(h, await startHealWorld(flags));
+  });
+  afterAll(() => h.w.close());
+  return h;
+}
+
+// One counter for every world of a file: each test's remote users are new to the proxy's store,
+// its rate limits and its caches, whichever tests ran before it.
+let n = 0;
+export const fresh = (h: HealWorld, name: string) => `@${name}${++n}:${h.w.remote.serverName}`;
+
+/** `u` with one more device, `deviceId`, keyed anew. */
+export function withDevice(u: FakeUser, deviceId: string): FakeUser {
+  return { ...u, devices: [...u.devices, makeUser(u.userId, { devices: [deviceId] }).devices[0]!] };
+}
+
+/**
+ * A fresh remote user whom the homeserver lists with `devices`; the remote lists the same, plus
+ * `added` if given: a device the homeserver never heard of, the staleness the proxy heals.
+ */
+export function remoteUser(
+  h: HealWorld,
+  name: string,
+  devices: string[],
+  added?: string,
+): { id: string; hs: FakeUser; remote: FakeUser } {
+  const id = fresh(h, name);
+  const hs = makeUser(id, { devices });
+  h.hsUsers.set(id, hs);
+  const remote = added ? withDevice(hs, added) : hs;
+  h.w.remote.setUser(remote);
+  return { id, hs, remote };
+}
+
+/** A well-formed curve25519 key (unpadded base64 of 32 bytes of `fill`) that no device has. */
+export const forgedKey = (fill: number) => Buffer.alloc(32, fill).toString("base64").replace(/=+$/, "");
 
 export const api = (w: World, token: string, path: string, init: RequestInit = {}) =>
   fetch(w.proxy.url + path, {
