@@ -78,7 +78,7 @@ export class Views {
   /**
    * The view we hold of `userId`. `keep: false` reads it without caching it: the audit reads
    * every tracked user's view once a pass, and caching each would fill memory with views nobody
-   * asks for again before the next pass (docs/performance.md "Tenth session").
+   * asks for again before the next pass (docs/architecture.md "Self-healing").
    */
   async get(userId: string, { keep = true } = {}): Promise<HsView | undefined> {
     const hit = this.#memory(userId);
