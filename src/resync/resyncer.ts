@@ -5,11 +5,13 @@ import type { Landed } from "../cluster/cluster.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import { serverOf } from "../matrix/user-id.ts";
 import type { Backoff } from "../store/store.ts";
+import { answerWithin } from "./answer.ts";
 import { Bookings } from "./bookings.ts";
+import { takeFresh } from "./fresh-list.ts";
 import { decodeLanded } from "./landed.ts";
 import { queueBehindBackoff, recordFailure } from "./record-failure.ts";
 import { RecentOutcomes } from "./recent-outcomes.ts";
-import { Limited, notOk, RefreshFailure } from "./refresh-errors.ts";
+import { Limited, RefreshFailure } from "./refresh-errors.ts";
 import {
   type BackgroundStart,
   type RefreshOutcome,
@@ -121,7 +123,7 @@ export class Resyncer {
       late = !this.#bookings.add(target, booked);
     }
     // The wait for the fetch starts now; the answer goes once the booking is written too.
-    const answer = this.#await(target, running, waitMs, late);
+    const answer = answerWithin(this.#recent, target, running, waitMs, late);
     // Handled from the start: the fetch may fail (a StoreUnavailable mid-fetch) while the booking
     // is still being written, and a rejection with no handler by then escapes the process as
     // unhandled. It still reaches the caller through the return below.
@@ -261,11 +263,11 @@ export class Resyncer {
    * in the way, and answer within waitMs as refresh() does.
    */
   runWithin(target: string, requestedBy: string[], waitMs: number, ctx: ResyncContext): Promise<RefreshOutcome> {
-    return this.#await(target, this.run(target, requestedBy, ctx), waitMs);
+    return answerWithin(this.#recent, target, this.run(target, requestedBy, ctx), waitMs);
   }
 
   /**
-   * Start (or join) the single fetch for target. Failures are recorded and rescheduled here.
+   * Start (or join) the single fetch for target. Failures are recorded and rescheduled (record-failure.ts).
    * `after`: a write (the probe's) that is committed before the fetch starts. `freshMs`: with
    * replicas, an outcome another one landed that recently is taken as is.
    */
@@ -308,6 +310,7 @@ export class Resyncer {
     return sharedFlight(cluster, target, fetch, this.#recent, freshMs);
   }
 
+  /** This replica's fetch: the list taken (fresh-list.ts), or the failure recorded. */
   async #fetch(
     target: string,
     requestedBy: string[],
@@ -318,84 +321,14 @@ export class Resyncer {
     try {
       await after;
       const { snapshot } = await o.fetchDevices(target);
-      await o.store.clearBackoff(serverOf(target));
-      await o.store.deleteRetry(target);
-      // The spec promises only that stream_id differs when the list changed (server-server API
-      // §GET /user/devices/{userId}); Synapse, Dendrite and Conduit all hand out increasing ones.
-      // A lower one is an older list (a lagging replica, a restored backup, a reordered answer)
-      // and must not replace the newer one we hold. The destination did answer: no retry.
-      const have = await o.store.getSnapshot(target);
-      if (have && snapshot.streamId < have.streamId) {
-        o.log.warn("the remote answered with an older device list than the one stored; keeping the stored one", {
-          userId: target,
-          streamId: snapshot.streamId,
-          storedStreamId: have.streamId,
-        });
-        o.onStaleAnswer?.(target);
-        return have;
-      }
-      let changed = true;
-      await this.#bookings.seal(target);
-      if (o.onFresh) changed = await this.#decide(snapshot, ctx);
-      else {
-        await o.store.putSnapshot(snapshot);
-        await o.onSnapshot?.(snapshot);
-      }
-      this.#recent.remember(target, { snapshot, changed });
-      return snapshot;
+      return await takeFresh(o, this.#bookings, this.#recent, target, snapshot, ctx);
     } catch (err) {
       return await recordFailure(o, this.#retries, this.#now, target, requestedBy, ctx, err);
     }
   }
 
-  /** The fresh list went to heal.ts; a fault there (the store) must not count as the remote's. */
-  async #decide(snapshot: DeviceSnapshot, ctx: ResyncContext): Promise<boolean> {
-    try {
-      return await this.#o.onFresh!(snapshot, ctx);
-    } catch (e) {
-      this.#o.log.warn("could not compare a fresh device list with the homeserver's view", {
-        userId: snapshot.userId,
-        error: String((e as Error)?.message ?? e),
-      });
-      return false;
-    }
-  }
-
   #backedOff(target: string, requester: string, b: Backoff, trigger: Trigger): Promise<RefreshOutcome> {
     return queueBehindBackoff(this.#o, this.#retries, this.#now, target, requester, b, trigger);
-  }
-
-  async #await(target: string, p: Promise<DeviceSnapshot>, waitMs: number, late = false): Promise<RefreshOutcome> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), waitMs)));
-    try {
-      const r = await Promise.race([p, deadline]);
-      if (r === "pending") {
-        // Answered before the fetch ended: its outcome still decides who must be told.
-        const landed = p.then(
-          (s) => this.#ok(target, s, late),
-          (e) => notOk(e, { kind: "pending" }),
-        );
-        return { kind: "pending", landed };
-      }
-      return this.#ok(target, r, late);
-    } catch (e) {
-      return notOk(e);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  #ok(target: string, snapshot: DeviceSnapshot, late: boolean): RefreshOutcome {
-    const recent = this.#recent.get(target);
-    // Another replica's fetch is, to this one, a cache hit: the asker's devices are told here.
-    return {
-      kind: "ok",
-      snapshot,
-      fromCache: recent?.elsewhere === true,
-      changed: recent?.changed ?? true,
-      ...(late ? { late } : {}),
-    };
   }
 
   /** Starts the retry loop (retry-loop.ts). */
