@@ -7,8 +7,8 @@ import { serverOf } from "../matrix/user-id.ts";
 import type { Backoff } from "../store/store.ts";
 import { answerWithin } from "./answer.ts";
 import { Bookings } from "./bookings.ts";
+import { cachedOutcome, readStored, type Stored } from "./cached.ts";
 import { takeFresh } from "./fresh-list.ts";
-import { decodeLanded } from "./landed.ts";
 import { queueBehindBackoff, recordFailure } from "./record-failure.ts";
 import { RecentOutcomes } from "./recent-outcomes.ts";
 import { Limited, RefreshFailure } from "./refresh-errors.ts";
@@ -21,7 +21,7 @@ import {
   triggerOf,
 } from "./resync-types.ts";
 import { RetryLoop } from "./retry-loop.ts";
-import { flightKey, sharedFlight } from "./shared-flight.ts";
+import { sharedFlight } from "./shared-flight.ts";
 
 export class Resyncer {
   readonly #o: ResyncOptions;
@@ -180,51 +180,12 @@ export class Resyncer {
     return p;
   }
 
-  /**
-   * The stored snapshot and the destination's backoff, read together; with replicas, what the
-   * last fetch of target on any of them left (Cluster.peek), read at `at`.
-   */
-  async #stored(target: string): Promise<{
-    snapshot: DeviceSnapshot | undefined;
-    backoff: Backoff | undefined;
-    elsewhere: Landed | "running" | undefined;
-    at: number;
-  }> {
-    const o = this.#o;
-    const at = this.#now();
-    const [snapshot, backoff, elsewhere] = await Promise.all([
-      o.store.getSnapshot(target),
-      o.store.getBackoff(serverOf(target)),
-      // A failing read only costs what it would have saved: the refresh then takes a target
-      // token, and the lease's own statements report the database.
-      o.cluster?.shared ? o.cluster.peek(flightKey(target), o.refreshCacheMs).catch(() => undefined) : undefined,
-    ]);
-    return { snapshot, backoff, elsewhere, at };
+  #stored(target: string): Promise<Stored> {
+    return readStored(this.#o, this.#now, target);
   }
 
-  /**
-   * The last outcome for target, if within the cache window (`snap`: the stored snapshot,
-   * `elsewhere`: what another replica's fetch left, both read before). An unchanged list is not
-   * stored, so without the outcome another replica landed this replica would fetch again, where
-   * one process answers from its cache.
-   */
-  #cached(
-    target: string,
-    snap: DeviceSnapshot | undefined,
-    elsewhere?: Landed | "running",
-  ): { snapshot: DeviceSnapshot; changed: boolean } | undefined {
-    const r = this.#recent.within(target);
-    if (r) return r;
-    if (elsewhere !== undefined && elsewhere !== "running") {
-      const d = decodeLanded(elsewhere);
-      if (d.ok) {
-        const landed = { snapshot: d.snapshot, changed: d.changed, elsewhere: true };
-        this.#recent.remember(target, landed);
-        return landed;
-      }
-    }
-    if (snap && this.#now() - snap.fetchedAt < this.#o.refreshCacheMs) return { snapshot: snap, changed: true };
-    return undefined;
+  #cached(target: string, snap: DeviceSnapshot | undefined, elsewhere?: Landed | "running") {
+    return cachedOutcome(this.#o, this.#recent, this.#now, target, snap, elsewhere);
   }
 
   /**
