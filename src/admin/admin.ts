@@ -15,7 +15,7 @@ import type { Services } from "../routes/context.ts";
 import { UpstreamAuthError } from "../http/auth.ts";
 import { MatrixError } from "../matrix/errors.ts";
 import { relayRefusal, sendError, sendJson } from "../http/reply.ts";
-import type { RefreshOutcome } from "../resync/resyncer.ts";
+import type { RefreshOutcome } from "../resync/resync-types.ts";
 import { refreshFailed } from "../resync/failure.ts";
 import type { Upstream } from "../http/upstream.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";

@@ -64,7 +64,7 @@ export interface StartOptions {
   cluster?: Cluster;
 }
 
-/** This process among the replicas sharing a database: whose lease a claimed retry is (resyncer.ts). */
+/** This process among the replicas sharing a database: whose lease a claimed retry is (retry-loop.ts). */
 function replicaId(): string {
   return `${hostname()}/${process.pid}/${randomBytes(4).toString("hex")}`;
 }

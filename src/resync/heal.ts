@@ -12,7 +12,7 @@ import type { Logger } from "../observe/log.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import type { DeviceSnapshot } from "../matrix/device.ts";
 import type { Store } from "../store/store.ts";
-import type { ResyncContext } from "./resyncer.ts";
+import type { ResyncContext } from "./resync-types.ts";
 
 export interface HealRecord {
   user_id: string;

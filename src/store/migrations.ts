@@ -108,7 +108,7 @@ export const MIGRATIONS: readonly string[] = [
     SET carried_in = (SELECT json_group_array(substr(value, -17)) FROM json_each(sliding_pending.carried_in))
     WHERE carried_in <> '[]';
   `,
-  // 7: what started a refresh that failed (resync/resyncer.ts Trigger), so its retry is counted
+  // 7: what started a refresh that failed (resync/resync-types.ts Trigger), so its retry is counted
   // under the same trigger; NULL on entries written before (explicit refreshes: "endpoint").
   `
   ALTER TABLE retries ADD COLUMN heal_trigger TEXT;

@@ -23,7 +23,7 @@ export interface RetryEntry {
   /** Who asked for the refresh; opaque strings chosen by the caller, kept in order. */
   requestedBy: string[];
   lastError?: string;
-  /** What started the refresh (resync/resyncer.ts Trigger): the retry's heal counts under it. */
+  /** What started the refresh (resync/resync-types.ts Trigger): the retry's heal counts under it. */
   trigger?: string;
 }
 

@@ -1,4 +1,4 @@
-// Retries claimed with a lease (Store.claimDueRetries, resync/resyncer.ts): two proxies sharing
+// Retries claimed with a lease (Store.claimDueRetries, resync/retry-loop.ts): two proxies sharing
 // one PostgreSQL database run a due retry once between them, and a retry claimed by a replica
 // that died is taken over once its lease ends (--retry-lease-ms).
 import { afterAll, expect, test } from "vitest";

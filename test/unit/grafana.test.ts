@@ -8,7 +8,7 @@ import { Registry } from "prom-client";
 import { describe, expect, test } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { createMetrics } from "../../src/observe/metrics.ts";
-import { TRIGGERS } from "../../src/resync/resyncer.ts";
+import { TRIGGERS } from "../../src/resync/resync-types.ts";
 
 const dashboard = JSON.parse(
   readFileSync(new URL("../../docs/grafana/matrix-resync-proxy.json", import.meta.url), "utf8"),

@@ -1,4 +1,4 @@
-// The resyncer's memory of recent outcomes (src/resync/resyncer.ts, the cache window of
+// The resyncer's memory of recent outcomes (src/resync/recent-outcomes.ts, the cache window of
 // --refresh-cache-ms): an outcome older than the window answers nothing, so it is not kept. The
 // audit walks every tracked user once a pass; before, each check's whole snapshot stayed held
 // up to 50,000 users (docs/performance.md, ninth session: ~4 KB a one-device user).

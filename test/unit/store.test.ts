@@ -7,7 +7,7 @@ import { openSqliteStore, STORE_FILE } from "../../src/store/sqlite.ts";
 import { openSqliteDatabase } from "../../src/store/sqlite-driver.ts";
 import type { DeviceSnapshot } from "../../src/matrix/device.ts";
 import type { Store } from "../../src/store/store.ts";
-import { triggerOf } from "../../src/resync/resyncer.ts";
+import { triggerOf } from "../../src/resync/resync-types.ts";
 import { BACKENDS, freshDatabase, openDatabase, closeTestStores } from "../helpers/stores.ts";
 
 let dir: string;
