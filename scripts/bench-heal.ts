@@ -18,7 +18,7 @@
 // by side in one run. BENCH_HEAL_GC=1 has part 1's proxies log their collections (JSC's
 // BUN_JSC_logGC) and counts them per 1,000 requests: a young collection is the usual p99 request.
 // BENCH_PROFILE=dir runs the proxies under Bun's sampling profiler (scripts/bench/profile-summary.ts).
-// BENCH_HEAL_SMOL=1 runs every proxy with `bun --smol`. BENCH_HEAL_PROGRESS=1 prints part 3's RSS at each window.
+// BENCH_HEAL_SMOL=1 runs every proxy with `bun --smol`. BENCH_HEAL_PROGRESS=1 prints part 3's RSS at each window (and its peak since the start of the part).
 import { execSync } from "node:child_process";
 import { existsSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
@@ -41,7 +41,7 @@ import { Views } from "../src/delivery/views.ts";
 import { createLogger } from "../src/observe/log.ts";
 import { openSqliteStore } from "../src/store/sqlite.ts";
 import { BUN, ROOT, tempDir } from "./bench/binary.ts";
-import { cpuSeconds, rssBytes, rssSplit, startProc } from "./bench/procs.ts";
+import { cpuSeconds, peakRssBytes, resetPeakRss, rssBytes, rssSplit, startProc } from "./bench/procs.ts";
 import { heapLine, heapOf, mb, wholePasses } from "./bench/audit-pass.ts";
 
 const samples = Number(process.argv[2] ?? 400);
@@ -510,6 +510,9 @@ async function part3(): Promise<void> {
   const seen0 = remote.count({ endpoint: "devices" });
   const rss0 = rssBytes(audit.pid);
   const split0 = rssSplit(audit.pid);
+  // The peak from here on (VmHWM, exact between readings), not start-up's.
+  const peakReset = resetPeakRss(audit.pid);
+  const peak = () => (peakReset ? `, peak so far +${mb(peakRssBytes(audit.pid) - rss0)}` : "");
   const heap0 = await heapOf(audit.proc, "start3");
   const t0 = performance.now();
   const cpu: number[] = [],
@@ -529,7 +532,7 @@ async function part3(): Promise<void> {
     const split = rssSplit(audit.pid);
     splitAt.push(`${mb(split.anon - split0.anon)}/${mb(split.file - split0.file)}`);
     if (process.env.BENCH_HEAL_PROGRESS)
-      console.log(`   window ${k + 1}: RSS +${mb(rssAt.at(-1)!)} (anon/file +${splitAt.at(-1)})`);
+      console.log(`   window ${k + 1}: RSS +${mb(rssAt.at(-1)!)} (anon/file +${splitAt.at(-1)})${peak()}`);
   }
   const wall = (performance.now() - t0) / 1000;
   const checked = remote.count({ endpoint: "devices" }) - seen0;
@@ -542,7 +545,7 @@ async function part3(): Promise<void> {
     `   proxy RSS growth over the ${auditSeconds} s: ${((rssBytes(audit.pid) - rss0) / 1048576).toFixed(1)} MB (RSS ${(rssBytes(audit.pid) / 1048576).toFixed(0)} MB)   budget: < 20 MB`,
   );
   console.log(`   RSS growth at the end of each window: ${rssAt.map(mb).join(", ")}`);
-  console.log(`   of which anonymous / file-backed: ${splitAt.join(", ")}`);
+  console.log(`   of which anonymous / file-backed: ${splitAt.join(", ")}${peak()}`);
   const live = await heapOf(audit.proc, "live3", true);
   console.log(`   then after one full collection: ${heapLine(live)}; RSS ${mb(live.rss - rss0)} over the start`);
   console.log(`   heap at the start (not collected) ${mb(heap0.heapSize)}, live at the end ${mb(live.heapSize)}`);
