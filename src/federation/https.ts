@@ -34,12 +34,16 @@ export interface HttpsResponse {
   body: Uint8Array;
 }
 
-// Building the list once: `ca` replaces the default roots in node:tls, so the system roots
-// are prepended explicitly ("system CAs PLUS --federation-ca").
-let systemRoots: readonly string[] | undefined;
-function trustedRoots(extra: readonly string[]): string[] {
-  systemRoots ??= [...tls.rootCertificates];
-  return [...systemRoots, ...extra];
+// `ca` replaces the default roots in node:tls, so the system roots are added explicitly
+// ("system CAs PLUS --federation-ca"). The trust store is built once per list of extra CAs
+// (the configuration's array): given as `ca`, node:https under Bun parsed the ~140 roots again
+// on every request, 0.3 ms of CPU and a few hundred KB of garbage each (docs/performance.md,
+// "Tenth session").
+const contexts = new WeakMap<readonly string[], tls.SecureContext>();
+function trustedContext(extra: readonly string[]): tls.SecureContext {
+  let c = contexts.get(extra);
+  if (!c) contexts.set(extra, (c = tls.createSecureContext({ ca: [...tls.rootCertificates, ...extra] })));
+  return c;
 }
 
 export function httpsRequest(opts: HttpsRequestOptions): Promise<HttpsResponse> {
@@ -81,7 +85,7 @@ export function httpsRequest(opts: HttpsRequestOptions): Promise<HttpsResponse> 
       // SRV target (server-server-api §Resolving server names, step 4). A custom
       // checkServerIdentity would say the same, but on Bun it stops keep-alive reuse.
       servername: opts.tlsServerName ?? "",
-      ...(opts.ca && opts.ca.length > 0 ? { ca: trustedRoots(opts.ca) } : {}),
+      ...(opts.ca && opts.ca.length > 0 ? { secureContext: trustedContext(opts.ca) } : {}),
       agent: (opts.agent as https.Agent | undefined) ?? false,
     });
 
